@@ -1,0 +1,61 @@
+"""The one exception hierarchy of jules_cache.
+
+    JulesCacheError
+     ├── FingerprintError   (also TypeError)   an input has no stable, exact fingerprint
+     ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
+     ├── ManifestError                          the manifest database is missing, damaged or busy
+     ├── StoreError                             a result could not be published (strict mode)
+     ├── CorruptEntry                           a cached file failed validation
+     └── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
+
+Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
+
+Foreign errors (duckdb, OS) are translated where they happen, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class JulesCacheError(Exception):
+    """Base class of every error jules_cache raises on purpose."""
+
+
+class FingerprintError(JulesCacheError, TypeError):
+    """An input (data, config or code) cannot be fingerprinted exactly.
+
+    The message names the offending path, e.g. ``config['windows'][2]``.
+    """
+
+
+class LockTimeout(JulesCacheError, TimeoutError):
+    """A lock was not acquired within its timeout."""
+
+    def __init__(self, lock_path: str, timeout: float, holder_pid: int | None = None):
+        self.lock_path = lock_path
+        self.timeout = timeout
+        self.holder_pid = holder_pid
+        holder = f" (held by pid {holder_pid})" if holder_pid else ""
+        super().__init__(
+            f"timed out after {timeout:g}s waiting for lock {lock_path}{holder}; "
+            "another process is using the cache — retry later or raise lock_timeout"
+        )
+
+
+class ManifestError(JulesCacheError):
+    """The manifest database cannot be opened, read or migrated."""
+
+
+class StoreError(JulesCacheError):
+    """A computed result could not be written to the cache (raised only with strict=True)."""
+
+
+class CorruptEntry(JulesCacheError):
+    """A cached file is truncated, unreadable or does not match its manifest row."""
+
+
+class InvalidInput(JulesCacheError, ValueError):
+    """An argument is unusable: a bad symbol, unsupported data, a bad setting or result."""
+
+
+class CacheWriteWarning(UserWarning):
+    """A computed result was returned but could not be stored in the cache."""

@@ -1,0 +1,62 @@
+"""Derive a cache key from everything a result depends on.
+
+The key is a 128-bit BLAKE2b digest (32 hex chars) of the key-schema version, feature name,
+symbol and the data, config and code fingerprints. Bump ``KEY_SCHEMA`` whenever the derivation
+or any fingerprint scheme changes meaning: old entries then simply stop matching.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidInput
+
+KEY_SCHEMA = 1
+MAX_SYMBOL_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """The components of a key, kept so the manifest (and ``explain``) can show each one."""
+
+    feature: str
+    symbol: str
+    data_fingerprint: str
+    config_fingerprint: str
+    code_fingerprint: str
+
+    def key(self) -> str:
+        payload = json.dumps(
+            [
+                KEY_SCHEMA,
+                self.feature,
+                self.symbol,
+                self.data_fingerprint,
+                self.config_fingerprint,
+                self.code_fingerprint,
+            ],
+            ensure_ascii=False,
+        )
+        return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def validate_symbol(symbol: Any) -> str:
+    """Return ``symbol`` if it is a usable name, else raise ``InvalidInput`` saying why.
+
+    Any non-empty text works (``BRK/B``, ``日本``, even ``../x``): symbols are never used in
+    paths, only recorded in the manifest.
+    """
+    if not isinstance(symbol, str):
+        raise InvalidInput(f"symbol must be a str, not {type(symbol).__name__}: {symbol!r}")
+    if not symbol.strip():
+        raise InvalidInput("symbol is empty; pass the instrument's name, e.g. 'AAPL'")
+    if "\x00" in symbol:
+        raise InvalidInput(f"symbol {symbol!r} contains a NUL character; remove it")
+    if len(symbol) > MAX_SYMBOL_LENGTH:
+        raise InvalidInput(
+            f"symbol is {len(symbol)} characters long; at most {MAX_SYMBOL_LENGTH} are allowed"
+        )
+    return symbol

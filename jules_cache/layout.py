@@ -1,0 +1,104 @@
+"""Where things live inside a cache root.
+
+    <root>/
+      manifest.duckdb              the manifest (entries, memo, counters, gc runs)
+      manifest.lock                guards every attach of the manifest
+      objects/<k[:2]>/<k>.parquet  immutable results; the path is derived from the key alone
+      tmp/                         in-flight writes, renamed into objects/ under the manifest lock
+      locks/<k>.lock               per-key single-flight locks
+
+Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
+escape the root or collide on a case-insensitive filesystem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .errors import InvalidInput
+
+MANIFEST_NAME = "manifest.duckdb"
+MANIFEST_LOCK_NAME = "manifest.lock"
+OBJECTS_DIR = "objects"
+TMP_DIR = "tmp"
+LOCKS_DIR = "locks"
+RESULT_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+
+KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+
+def default_root() -> Path:
+    """``$JULES_CACHE_ROOT``, else ``$FEATURE_STORE_PATH`` (earlier deployments), else the user cache dir."""
+    for variable in ("JULES_CACHE_ROOT", "FEATURE_STORE_PATH"):
+        value = os.environ.get(variable)
+        if value:
+            return Path(value)
+    return Path(platformdirs.user_cache_dir("jules_cache"))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The paths of one cache root, resolved to an absolute, symlink-free form."""
+
+    root: Path
+
+    @classmethod
+    def create(cls, root: str | os.PathLike[str] | None) -> Layout:
+        """Resolve ``root`` (default: ``default_root()``) and create its folders if missing."""
+        path = Path(root) if root is not None else default_root()
+        path = path.expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise InvalidInput(f"cache root {path} exists and is not a directory; pick another root")
+        layout = cls(path)
+        try:
+            for folder in (path, layout.objects, layout.tmp, layout.locks):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot create cache root {path}: {exc.strerror}; check its permissions "
+                "or pass another root"
+            ) from exc
+        return layout
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    @property
+    def manifest_lock(self) -> Path:
+        return self.root / MANIFEST_LOCK_NAME
+
+    @property
+    def objects(self) -> Path:
+        return self.root / OBJECTS_DIR
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / TMP_DIR
+
+    @property
+    def locks(self) -> Path:
+        return self.root / LOCKS_DIR
+
+    def relative_result_path(self, key: str) -> str:
+        """The manifest's ``path`` column for ``key``: relative, '/'-separated."""
+        return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
+
+    def result_path(self, key: str) -> Path:
+        return self.root / self.relative_result_path(key)
+
+    def key_lock_path(self, key: str) -> Path:
+        return self.locks / f"{key}.lock"
+
+    def new_temp_path(self, key: str) -> Path:
+        """A temp name no other writer can pick: key, pid, thread and a random part."""
+        unique = f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}"
+        return self.tmp / f"{key}.{unique}{RESULT_SUFFIX}{TMP_SUFFIX}"

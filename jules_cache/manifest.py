@@ -1,0 +1,144 @@
+"""The manifest: a DuckDB database file in the root, shared by every process on the machine.
+
+DuckDB lets one process open a database file read-write, or several read-only — never both —
+and ``connect()`` costs ~40 ms. So each process keeps ONE in-memory DuckDB instance and, for each
+operation, takes our ``flock`` on ``manifest.lock``, ATTACHes the file, works in an explicit
+transaction, and DETACHes (which also releases DuckDB's own file lock). Writers take the lock
+exclusively; readers share it and attach read-only. Nothing holds the manifest across a compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+
+from . import sqlfiles
+from .errors import ManifestError
+from .layout import Layout
+from .locks import file_lock
+
+ALIAS = "manifest"
+
+_guard = threading.RLock()  # one attach at a time per process: the connection is shared
+_connection: duckdb.DuckDBPyConnection | None = None
+_connection_pid: int | None = None
+
+
+def _process_connection() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB, created on first use (and again after a fork)."""
+    global _connection, _connection_pid
+    if _connection is None or _connection_pid != os.getpid():
+        _connection = duckdb.connect(":memory:")
+        _connection_pid = os.getpid()
+    return _connection
+
+
+def utc_now() -> datetime:
+    """Now in UTC, naive, as the manifest stores times."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Manifest:
+    """Transactions on one root's ``manifest.duckdb`` under the root's manifest lock."""
+
+    def __init__(self, layout: Layout, lock_timeout: float):
+        self.layout = layout
+        self.lock_timeout = lock_timeout
+
+    @contextlib.contextmanager
+    def write(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run the block in one transaction on the manifest, under the exclusive lock.
+
+        The transaction commits when the block ends and rolls back if it raises. With
+        ``wait=False`` a busy lock raises ``LockTimeout`` at once.
+        """
+        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout if wait else 0.0):
+            with self._attached(read_only=False) as con:
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    yield con
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                self._run(con, "COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Attach the manifest read-only under the shared lock for the block."""
+        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout, shared=True):
+            with self._attached(read_only=True) as con:
+                yield con
+
+    def migrate(self) -> int:
+        """Create the manifest if missing and apply pending migrations; return the version."""
+        statements = sqlfiles.load("schema.sql")
+        migrations = sorted(
+            (int(name.removeprefix("migration_")), sql)
+            for name, sql in statements.items()
+            if name.startswith("migration_")
+        )
+        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout):
+            with self._attached(read_only=False) as con:
+                self._run(con, statements["create_schema_version"])
+                version = self._run(con, statements["current_version"]).fetchone()[0]
+                for number, sql in migrations:
+                    if number <= version:
+                        continue
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        self._run(con, sql)
+                        self._run(
+                            con,
+                            statements["record_version"],
+                            {"version": number, "applied_at": utc_now()},
+                        )
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                    version = number
+        return version
+
+    @contextlib.contextmanager
+    def _attached(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = _process_connection()
+        path = str(self.layout.manifest)
+        if read_only and not self.layout.manifest.exists():
+            raise ManifestError(
+                f"manifest {path} is missing; open the root with FeatureStore({str(self.layout.root)!r}) "
+                "to create it"
+            )
+        options = " (READ_ONLY)" if read_only else ""
+        try:
+            con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
+        except duckdb.Error as exc:
+            raise ManifestError(
+                f"cannot open manifest {path}: {exc}. If the file is damaged, move it aside; "
+                "cached results stay on disk and are recomputed or re-registered on next use"
+            ) from exc
+        try:
+            con.execute(f"USE {ALIAS}")
+            yield con
+        finally:
+            con.execute("USE memory")
+            con.execute(f"DETACH {ALIAS}")
+
+    def _run(
+        self, con: duckdb.DuckDBPyConnection, sql: str, params: Any = None
+    ) -> duckdb.DuckDBPyConnection:
+        try:
+            return con.execute(sql, params) if params is not None else con.execute(sql)
+        except duckdb.Error as exc:
+            raise ManifestError(f"manifest {self.layout.manifest}: {exc}") from exc
+
+    def execute(
+        self, con: duckdb.DuckDBPyConnection, filename: str, name: str, params: Any = None
+    ) -> duckdb.DuckDBPyConnection:
+        """Run the named statement ``sql/<filename>:<name>`` on an attached manifest."""
+        return self._run(con, sqlfiles.statement(filename, name), params)

@@ -1,0 +1,113 @@
+"""The frozen dataclasses the store returns: entries, call results and statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+class _ToDict:
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as ISO strings) for ``--json`` output."""
+        result = _plain(self)
+        assert isinstance(result, dict)
+        return result
+
+
+@dataclass(frozen=True)
+class Entry(_ToDict):
+    """One cached result as the manifest records it."""
+
+    key: str
+    feature: str
+    symbol: str
+    path: str
+    key_schema: int
+    data_fingerprint: str
+    data_method: str
+    config_fingerprint: str
+    config_json: str
+    code_fingerprint: str
+    code_version: str | None
+    result_schema: str
+    rows: int
+    bytes: int
+    time_column: str | None
+    min_time: datetime | None
+    max_time: datetime | None
+    compute_seconds: float
+    created_at: datetime
+    last_accessed_at: datetime
+    hit_count: int
+    library_versions: str
+
+    @property
+    def config(self) -> Any:
+        return json.loads(self.config_json)
+
+    @classmethod
+    def from_row(cls, columns: list[str], row: tuple[Any, ...]) -> Entry:
+        return cls(**dict(zip(columns, row)))
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """What one ``fetch`` did: the value, whether it was a hit, and which entry it used."""
+
+    value: pl.DataFrame | pl.LazyFrame
+    hit: bool
+    key: str
+    path: Path
+    feature: str
+    symbol: str
+    seconds: float  # wall time of the whole call
+    stored: bool  # False when a miss could not be written to the cache (best effort)
+
+
+@dataclass(frozen=True)
+class FeatureStats(_ToDict):
+    feature: str
+    entries: int
+    bytes: int
+    hits: int
+    compute_seconds: float
+    seconds_saved: float
+
+
+@dataclass(frozen=True)
+class Stats(_ToDict):
+    """Cache-wide statistics; hits include those still waiting in memory to be flushed."""
+
+    root: str
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+    store_failures: int
+    seconds_saved: float
+    features: tuple[FeatureStats, ...]
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0

@@ -1,0 +1,473 @@
+"""``FeatureStore``: the façade that makes a feature computation free the second time.
+
+A hit needs neither a lock nor DuckDB: the result's path is derived from the key, so a hit is
+one Parquet read. A miss takes a per-key lock (one process computes, the others wait and then
+hit), writes a temp file, and publishes it — rename and manifest row — in one exclusive manifest
+transaction. Hits are counted in memory and flushed to the manifest in batches.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from .code_fingerprint import code_fingerprint, feature_name
+from .config_fingerprint import canonical_config
+from .errors import CacheWriteWarning, InvalidInput, JulesCacheError, LockTimeout, StoreError
+from .file_memo import FileDigestMemo
+from .inputs import FingerprintMode, as_result_frame, prepare_data
+from .keys import KEY_SCHEMA, KeyParts, validate_symbol
+from .layout import Layout
+from .locks import file_lock
+from .manifest import Manifest, utc_now
+from .models import CacheResult, Entry, FeatureStats, Stats
+from .result_files import describe_result, fsync_dir, read_result, scan_result, write_result
+from .version import __version__
+
+ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
+
+# Errors that mean "the result could not be stored", as opposed to "the compute failed".
+_STORE_ERRORS = (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
+_COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
+_live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
+
+
+class FeatureStore:
+    """A cache of feature results under one root directory, shared by every process.
+
+    Args:
+        root: the cache directory (created if missing). Default: ``$JULES_CACHE_ROOT``, else
+            ``$FEATURE_STORE_PATH``, else the user cache directory.
+        lock_timeout: seconds to wait for the manifest lock or for another process computing
+            the same key before raising ``LockTimeout``.
+        strict: raise ``StoreError`` when a computed result cannot be stored, instead of
+            returning it with a ``CacheWriteWarning``.
+        tick_data_threshold_mb: frames larger than this are fingerprinted on all cores.
+        fingerprint: ``"content"`` (exact, default) or ``"footer"`` (Parquet file inputs keyed
+            by footer + size only: fast but NOT exact; for immutable vendor files).
+        compression: Parquet codec of result files (lz4 reads back fastest).
+        time_column: the column whose min/max the manifest records (default: guessed).
+        hit_flush_seconds: how often hits recorded in memory are written to the manifest.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = 600.0,
+        strict: bool = False,
+        tick_data_threshold_mb: float = 100.0,
+        fingerprint: FingerprintMode = "content",
+        compression: str = "lz4",
+        time_column: str | None = None,
+        hit_flush_seconds: float = 30.0,
+    ):
+        _require(lock_timeout >= 0, f"lock_timeout must be >= 0 seconds, not {lock_timeout}")
+        _require(
+            tick_data_threshold_mb >= 0,
+            f"tick_data_threshold_mb must be >= 0, not {tick_data_threshold_mb}",
+        )
+        _require(hit_flush_seconds >= 0, f"hit_flush_seconds must be >= 0, not {hit_flush_seconds}")
+        _require(
+            fingerprint in ("content", "footer"),
+            f"fingerprint must be 'content' or 'footer', not {fingerprint!r}",
+        )
+        _require(
+            compression in _COMPRESSIONS,
+            f"compression must be one of {', '.join(_COMPRESSIONS)}, not {compression!r}",
+        )
+        self.layout = Layout.create(root)
+        self.root = self.layout.root
+        self.lock_timeout = float(lock_timeout)
+        self.strict = strict
+        self.tick_data_threshold_bytes = int(tick_data_threshold_mb * 1024 * 1024)
+        self.fingerprint_mode: FingerprintMode = fingerprint
+        self.compression = compression
+        self.time_column = time_column
+        self.hit_flush_seconds = float(hit_flush_seconds)
+        self.manifest = Manifest(self.layout, self.lock_timeout)
+        self.manifest.migrate()
+        self._file_memo = FileDigestMemo(self.manifest)
+        self._pending_hits: dict[str, tuple[int, Any]] = {}
+        self._pending_lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        _live_stores.add(self)
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.root)!r})"
+
+    # -- the main call -----------------------------------------------------------------------
+
+    def get_or_compute(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: bool = False,
+    ) -> pl.DataFrame | pl.LazyFrame:
+        """Return ``compute_func(data, config)`` for ``symbol``, from the cache when possible.
+
+        ``data`` is a Polars DataFrame/LazyFrame, pyarrow Table, pandas DataFrame, or Parquet
+        path(s). ``name`` overrides the feature name (default: the function's qualified name);
+        ``version`` replaces the code fingerprint. With ``lazy=True`` a LazyFrame over the
+        cached file is returned. Use ``fetch`` to also learn whether it was a hit.
+        """
+        return self.fetch(
+            symbol, data, config, compute_func, name=name, version=version, lazy=lazy
+        ).value
+
+    def fetch(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: bool = False,
+    ) -> CacheResult:
+        """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
+        started = time.perf_counter()
+        parts, prepared_frame = self._key_parts(symbol, data, config, compute_func, name, version)
+        key = parts.key()
+        path = self.layout.result_path(key)
+        value = self._read(path, lazy)
+        if value is not None:
+            self._record_hit(key)
+            return CacheResult(value, True, key, path, parts.feature, parts.symbol,
+                               time.perf_counter() - started, True)
+        return self._miss(parts, key, path, prepared_frame, config, compute_func, lazy, started)
+
+    def _key_parts(
+        self,
+        symbol: Any,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        name: str | None,
+        version: str | None,
+    ) -> tuple[KeyParts, Any]:
+        """Fingerprint every input, cheapest (and likeliest to be wrong) first."""
+        symbol = validate_symbol(symbol)
+        if not callable(compute_func):
+            raise InvalidInput(
+                f"compute_func must be callable, not {type(compute_func).__name__}; pass a "
+                "function (lazy_frame, config) -> frame"
+            )
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise InvalidInput(f"name must be a non-empty str, not {name!r}")
+        if version is not None and not isinstance(version, str):
+            raise InvalidInput(f"version must be a str, not {type(version).__name__}")
+        feature = name or feature_name(compute_func)
+        config_fp = canonical_config(config)
+        code_fp = code_fingerprint(compute_func, version)
+        prepared = prepare_data(
+            data,
+            mode=self.fingerprint_mode,
+            threads=None if _frame_bytes(data) > self.tick_data_threshold_bytes else 1,
+            memo=self._file_memo,
+        )
+        parts = KeyParts(feature, symbol, prepared.fingerprint, config_fp.digest, code_fp.digest)
+        context = {
+            "frame": prepared.frame,
+            "data_method": prepared.method,
+            "config_json": config_fp.json,
+            "code_version": version,
+        }
+        return parts, context
+
+    # -- hits ----------------------------------------------------------------------------------
+
+    def _read(self, path: Path, lazy: bool) -> pl.DataFrame | pl.LazyFrame | None:
+        """The cached value at ``path``, or None if it is missing or unreadable (then recomputed)."""
+        try:
+            return scan_result(path) if lazy else read_result(path)
+        except FileNotFoundError:
+            return None
+        except _STORE_ERRORS as exc:
+            warnings.warn(
+                f"cached file {path} is unreadable ({exc}); recomputing it",
+                CacheWriteWarning,
+                stacklevel=4,
+            )
+            return None
+
+    def _record_hit(self, key: str) -> None:
+        now = utc_now()
+        with self._pending_lock:
+            count, _ = self._pending_hits.get(key, (0, now))
+            self._pending_hits[key] = (count + 1, now)
+            due = time.monotonic() - self._last_flush >= self.hit_flush_seconds
+        if due:
+            try:
+                with self.manifest.write(wait=False) as con:
+                    self._flush_hits(con)
+            except LockTimeout:
+                pass  # busy: the next write or hit flushes them
+
+    def _flush_hits(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the pending hits inside the caller's transaction."""
+        with self._pending_lock:
+            pending, self._pending_hits = self._pending_hits, {}
+            self._last_flush = time.monotonic()
+        if not pending:
+            return
+        try:
+            self.manifest.execute(con, "entries.sql", "flush_hits", {
+                "keys": list(pending),
+                "hits": [count for count, _ in pending.values()],
+                "times": [when for _, when in pending.values()],
+            })
+        except BaseException:
+            with self._pending_lock:  # keep them for the next attempt
+                for key, (count, when) in pending.items():
+                    old_count, _ = self._pending_hits.get(key, (0, when))
+                    self._pending_hits[key] = (old_count + count, when)
+            raise
+
+    def flush(self) -> None:
+        """Write hits recorded in memory to the manifest now."""
+        with self._pending_lock:
+            if not self._pending_hits:
+                return
+        with self.manifest.write() as con:
+            self._flush_hits(con)
+
+    # -- misses --------------------------------------------------------------------------------
+
+    def _miss(
+        self,
+        parts: KeyParts,
+        key: str,
+        path: Path,
+        context: dict[str, Any],
+        config: Any,
+        compute_func: ComputeFunc,
+        lazy: bool,
+        started: float,
+    ) -> CacheResult:
+        with file_lock(self.layout.key_lock_path(key), self.lock_timeout):
+            value = self._read(path, lazy)  # another process may have published while we waited
+            if value is not None:
+                self._record_hit(key)
+                return CacheResult(value, True, key, path, parts.feature, parts.symbol,
+                                   time.perf_counter() - started, True)
+            compute_started = time.perf_counter()
+            result = as_result_frame(compute_func(context["frame"], config), parts.feature)
+            if isinstance(result, pl.DataFrame):
+                compute_seconds = time.perf_counter() - compute_started
+            temp = self.layout.new_temp_path(key)
+            try:
+                write_result(result, temp, self._file_metadata(parts, key, context),
+                             self.compression)
+                if isinstance(result, pl.LazyFrame):  # sinking ran the plan: compute + write
+                    compute_seconds = time.perf_counter() - compute_started
+                value = scan_result(temp) if lazy else read_result(temp)
+                self._publish(parts, key, temp, path, context, compute_seconds)
+            except _STORE_ERRORS as exc:
+                _remove(temp)
+                value = self._unstored(result, parts, exc, lazy)
+                return CacheResult(value, False, key, path, parts.feature, parts.symbol,
+                                   time.perf_counter() - started, False)
+        if lazy:
+            value = scan_result(path)
+        return CacheResult(value, False, key, path, parts.feature, parts.symbol,
+                           time.perf_counter() - started, True)
+
+    def _publish(
+        self,
+        parts: KeyParts,
+        key: str,
+        temp: Path,
+        path: Path,
+        context: dict[str, Any],
+        compute_seconds: float,
+    ) -> None:
+        """Rename the temp file into place and insert its entry in one manifest transaction."""
+        info = describe_result(temp, self.time_column)
+        row = {
+            "key": key,
+            "feature": parts.feature,
+            "symbol": parts.symbol,
+            "path": self.layout.relative_result_path(key),
+            "key_schema": KEY_SCHEMA,
+            "data_fingerprint": parts.data_fingerprint,
+            "data_method": context["data_method"],
+            "config_fingerprint": parts.config_fingerprint,
+            "config_json": context["config_json"],
+            "code_fingerprint": parts.code_fingerprint,
+            "code_version": context["code_version"],
+            "result_schema": info.schema_json,
+            "rows": info.rows,
+            "bytes": info.bytes,
+            "time_column": info.time_column,
+            "min_time": info.min_time,
+            "max_time": info.max_time,
+            "compute_seconds": compute_seconds,
+            "created_at": utc_now(),
+            "library_versions": json.dumps(library_versions()),
+        }
+        with self.manifest.write() as con:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, path)
+            try:
+                self.manifest.execute(con, "entries.sql", "insert_entry", row)
+                self.manifest.execute(con, "entries.sql", "bump_counter",
+                                      {"name": "misses", "delta": 1})
+                self._flush_hits(con)
+            except BaseException:
+                _remove(path)  # the transaction rolls back: no file without its row
+                raise
+        fsync_dir(path.parent)
+
+    def _unstored(
+        self, result: pl.DataFrame | pl.LazyFrame, parts: KeyParts, exc: BaseException, lazy: bool
+    ) -> pl.DataFrame | pl.LazyFrame:
+        """The computed value when storing it failed: raise (strict) or warn and return it."""
+        if isinstance(result, pl.LazyFrame):
+            # Sinking failed: collect in memory. A broken plan raises here, as a compute error.
+            result = result.collect()
+        message = (
+            f"could not store {parts.feature} for {parts.symbol!r} in {self.root}: {exc}. "
+            "Free disk space or fix permissions"
+        )
+        if self.strict:
+            raise StoreError(message) from exc
+        warnings.warn(message + "; returning the computed result uncached", CacheWriteWarning,
+                      stacklevel=4)
+        try:
+            with self.manifest.write(wait=False) as con:
+                self.manifest.execute(con, "entries.sql", "bump_counter",
+                                      {"name": "store_failures", "delta": 1})
+        except _STORE_ERRORS:
+            pass  # the manifest may be what failed; the warning has told the caller
+        return result.lazy() if lazy else result
+
+    def _file_metadata(self, parts: KeyParts, key: str, context: dict[str, Any]) -> dict[str, Any]:
+        """The entry's identity, stored in the file so the manifest can be rebuilt from it."""
+        return {
+            "key": key,
+            "key_schema": KEY_SCHEMA,
+            "feature": parts.feature,
+            "symbol": parts.symbol,
+            "data_fingerprint": parts.data_fingerprint,
+            "data_method": context["data_method"],
+            "config_fingerprint": parts.config_fingerprint,
+            "config_json": context["config_json"],
+            "code_fingerprint": parts.code_fingerprint,
+            "code_version": context["code_version"],
+            "library_versions": library_versions(),
+        }
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def entry(self, key: str) -> Entry | None:
+        """The manifest entry for ``key``, or None."""
+        entries = self._query_entries("get_entry", {"key": key})
+        return entries[0] if entries else None
+
+    def entries(
+        self, *, feature: str | None = None, symbol: str | None = None, since: Any = None
+    ) -> list[Entry]:
+        """Manifest entries, newest first, optionally filtered."""
+        return self._query_entries(
+            "list_entries", {"feature": feature, "symbol": symbol, "since": since}
+        )
+
+    def _query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
+        with self.manifest.read() as con:
+            cursor = self.manifest.execute(con, "entries.sql", name, params)
+            columns = [d[0] for d in cursor.description]
+            return [Entry.from_row(columns, row) for row in cursor.fetchall()]
+
+    def stats(self) -> Stats:
+        """Entries, bytes, hits, misses and compute time saved, in total and per feature."""
+        with self.manifest.read() as con:
+            rows = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
+            counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
+        with self._pending_lock:
+            pending = sum(count for count, _ in self._pending_hits.values())
+        features = tuple(FeatureStats(*row) for row in rows)
+        return Stats(
+            root=str(self.root),
+            entries=sum(f.entries for f in features),
+            bytes=sum(f.bytes for f in features),
+            hits=sum(f.hits for f in features) + pending,
+            misses=counters.get("misses", 0),
+            store_failures=counters.get("store_failures", 0),
+            seconds_saved=sum(f.seconds_saved for f in features),
+            features=features,
+        )
+
+    def close(self) -> None:
+        """Flush recorded hits. The store stays usable; closing again is harmless."""
+        self.flush()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+def _frame_bytes(data: Any) -> int:
+    """Approximate in-memory size of a frame argument (0 for paths and unknown types)."""
+    for attribute in ("estimated_size", "nbytes"):
+        size = getattr(data, attribute, None)
+        if callable(size):
+            return int(size())
+        if isinstance(size, int):
+            return size
+    return 0
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@functools.cache
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shaped a result file (recorded in every entry)."""
+    versions = {"jules_cache": __version__}
+    for package in ("polars", "pyarrow", "duckdb"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+@atexit.register
+def _flush_live_stores() -> None:
+    """Write pending hits of every open store at interpreter exit (never GC: only counters)."""
+    for store in list(_live_stores):
+        try:
+            store.flush()
+        except Exception as exc:  # exiting: report, never raise
+            warnings.warn(f"jules_cache: could not flush hits of {store}: {exc}", stacklevel=1)

@@ -1,0 +1,67 @@
+-- Reads and writes of manifest entries. Run against an attached manifest (USE manifest).
+
+-- name: insert_entry
+INSERT OR REPLACE INTO entries (
+    key, feature, symbol, path, key_schema, data_fingerprint, data_method,
+    config_fingerprint, config_json, code_fingerprint, code_version, result_schema,
+    rows, bytes, time_column, min_time, max_time, compute_seconds,
+    created_at, last_accessed_at, hit_count, library_versions
+) VALUES (
+    $key, $feature, $symbol, $path, $key_schema, $data_fingerprint, $data_method,
+    $config_fingerprint, $config_json, $code_fingerprint, $code_version, $result_schema,
+    $rows, $bytes, $time_column, $min_time, $max_time, $compute_seconds,
+    $created_at, $created_at, 0, $library_versions
+);
+
+-- name: flush_hits
+-- Apply a batch of hits recorded in memory: one row per key with its count and latest time.
+UPDATE entries
+SET hit_count        = entries.hit_count + h.hits,
+    last_accessed_at = greatest(entries.last_accessed_at, h.last_access)
+FROM (
+    SELECT unnest($keys) AS key, unnest($hits) AS hits, unnest($times) AS last_access
+) AS h
+WHERE entries.key = h.key;
+
+-- name: bump_counter
+INSERT INTO counters VALUES ($name, $delta)
+ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value;
+
+-- name: counters
+SELECT name, value FROM counters;
+
+-- name: get_entry
+SELECT * FROM entries WHERE key = $key;
+
+-- name: list_entries
+-- Newest first; NULL filters match everything.
+SELECT *
+FROM entries
+WHERE ($feature IS NULL OR feature = $feature)
+  AND ($symbol IS NULL OR symbol = $symbol)
+  AND ($since IS NULL OR created_at >= $since)
+ORDER BY created_at DESC, key;
+
+-- name: entries_like
+-- Entries of one feature and symbol, for explaining a miss.
+SELECT * FROM entries WHERE feature = $feature AND symbol = $symbol ORDER BY created_at DESC;
+
+-- name: stats_by_feature
+SELECT feature,
+       count(*)                                  AS entries,
+       coalesce(sum(bytes), 0)                   AS bytes,
+       coalesce(sum(hit_count), 0)               AS hits,
+       coalesce(sum(compute_seconds), 0)         AS compute_seconds,
+       coalesce(sum(hit_count * compute_seconds), 0) AS seconds_saved
+FROM entries
+GROUP BY feature
+ORDER BY feature;
+
+-- name: get_file_fingerprint
+SELECT digest FROM file_fingerprints
+WHERE path = $path AND method = $method AND size = $size AND mtime_ns = $mtime_ns
+  AND inode = $inode AND ctime_ns = $ctime_ns;
+
+-- name: put_file_fingerprint
+INSERT OR REPLACE INTO file_fingerprints
+VALUES ($path, $method, $size, $mtime_ns, $inode, $ctime_ns, $digest, $computed_at);

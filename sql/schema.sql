@@ -1,0 +1,64 @@
+-- The manifest of a jules_cache root (manifest.duckdb).
+--
+-- Forward-only migrations: the store applies every `migration_N` whose N is greater than the
+-- highest version in schema_version, each in its own transaction, in order. Never edit a
+-- migration that has shipped; add the next one.
+--
+-- Times are UTC, stored as TIMESTAMP (no time zone).
+
+-- name: create_schema_version
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER   NOT NULL PRIMARY KEY,
+    applied_at TIMESTAMP NOT NULL
+);
+
+-- name: current_version
+SELECT coalesce(max(version), 0) FROM schema_version;
+
+-- name: record_version
+INSERT INTO schema_version VALUES ($version, $applied_at);
+
+-- name: migration_1
+-- One row per published result file.
+CREATE TABLE entries (
+    key                VARCHAR   NOT NULL PRIMARY KEY,  -- 32 hex chars; names the file
+    feature            VARCHAR   NOT NULL,              -- compute_func's qualified name or name=
+    symbol             VARCHAR   NOT NULL,
+    path               VARCHAR   NOT NULL,              -- relative to the root, '/'-separated
+    key_schema         INTEGER   NOT NULL,              -- version of the key derivation
+    data_fingerprint   VARCHAR   NOT NULL,
+    data_method        VARCHAR   NOT NULL,              -- 'frame' | 'file-bytes' | 'footer'
+    config_fingerprint VARCHAR   NOT NULL,
+    config_json        VARCHAR   NOT NULL,              -- canonical, readable JSON
+    code_fingerprint   VARCHAR   NOT NULL,
+    code_version       VARCHAR,                         -- the version= override, if given
+    result_schema      VARCHAR   NOT NULL,              -- JSON {column: polars dtype}
+    rows               BIGINT    NOT NULL,
+    bytes              BIGINT    NOT NULL,
+    time_column        VARCHAR,
+    min_time           TIMESTAMP,
+    max_time           TIMESTAMP,
+    compute_seconds    DOUBLE    NOT NULL,
+    created_at         TIMESTAMP NOT NULL,
+    last_accessed_at   TIMESTAMP NOT NULL,
+    hit_count          BIGINT    NOT NULL DEFAULT 0,
+    library_versions   VARCHAR   NOT NULL               -- JSON {package: version}
+);
+-- Content digests of input files, keyed by what stat() says, so an unchanged large tick file
+-- is fingerprinted in O(1) by every process.
+CREATE TABLE file_fingerprints (
+    path        VARCHAR   NOT NULL,
+    method      VARCHAR   NOT NULL,
+    size        BIGINT    NOT NULL,
+    mtime_ns    BIGINT    NOT NULL,
+    inode       BIGINT    NOT NULL,
+    ctime_ns    BIGINT    NOT NULL,
+    digest      VARCHAR   NOT NULL,
+    computed_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (path, method)
+);
+-- Cache-wide event counters (misses, store failures, ...).
+CREATE TABLE counters (
+    name  VARCHAR NOT NULL PRIMARY KEY,
+    value BIGINT  NOT NULL
+);
