@@ -9,6 +9,7 @@ transaction. Hits are counted in memory and flushed to the manifest in batches.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import json
 import os
@@ -445,10 +446,9 @@ def _frame_bytes(data: Any) -> int:
 
 
 def _remove(path: Path) -> None:
-    try:
+    """Delete a file we created, if it is there; failing to is never worse than not trying."""
+    with contextlib.suppress(OSError):
         path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 @functools.cache

@@ -1,0 +1,32 @@
+"""Compute functions used by the tests. In a module of its own so spawned processes import it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+
+def bar_count(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.LazyFrame:
+    """Ticks per time bucket: cheap, deterministic, a LazyFrame result."""
+    return (
+        ticks.sort("ts")
+        .group_by_dynamic("ts", every=config.get("freq", "1m"))
+        .agg(pl.len().alias("n"), pl.col("price").mean().alias("mean_price"))
+    )
+
+
+def logged_feature(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.DataFrame:
+    """Record each real computation as a marker file in config['log_dir'], then compute."""
+    log_dir = Path(config["log_dir"])
+    marker = f"{config['tag']}.{os.getpid()}.{uuid.uuid4().hex}"
+    (log_dir / marker).write_text("computed")
+    return ticks.select(pl.col("price").sum().alias("total"), pl.len().alias("rows")).collect()
+
+
+def computations(log_dir: Path, tag: str) -> int:
+    """How many times ``logged_feature`` really ran for ``tag``."""
+    return len(list(log_dir.glob(f"{tag}.*")))

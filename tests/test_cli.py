@@ -1,0 +1,85 @@
+"""The jules-cache command, through click's runner and through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from features import bar_count
+from jules_cache import FeatureStore
+from jules_cache.cli import cli
+
+
+def _filled(root, aapl):
+    with FeatureStore(root) as store:
+        store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
+        store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
+        store.get_or_compute("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars")
+
+
+def test_stats_json_is_one_document_with_the_numbers(root, aapl):
+    _filled(root, aapl)
+    result = CliRunner().invoke(cli, ["--root", str(root), "stats", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["entries"] == 2 and document["hits"] == 1 and document["misses"] == 2
+    assert document["features"][0]["feature"] == "bars"
+
+
+def test_stats_table(root, aapl):
+    _filled(root, aapl)
+    result = CliRunner().invoke(cli, ["--root", str(root), "stats"])
+    assert result.exit_code == 0
+    assert "entries       2" in result.stdout and "bars" in result.stdout
+
+
+def test_ls_filters_and_json(root, aapl):
+    _filled(root, aapl)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["--root", str(root), "ls", "--symbol", "MSFT", "--json"])
+    assert listed.exit_code == 0
+    (entry,) = json.loads(listed.stdout)
+    assert entry["symbol"] == "MSFT" and entry["feature"] == "bars"
+    table = runner.invoke(cli, ["--root", str(root), "ls"])
+    assert table.exit_code == 0 and "AAPL" in table.stdout and "MSFT" in table.stdout
+
+
+def test_root_from_the_environment(root, aapl):
+    _filled(root, aapl)
+    result = CliRunner().invoke(cli, ["stats", "--json"], env={"FEATURE_STORE_PATH": str(root)})
+    assert json.loads(result.stdout)["entries"] == 2
+
+
+def test_errors_exit_1_with_a_message_and_no_traceback(tmp_path):
+    file = tmp_path / "file"
+    file.write_text("x")
+    result = CliRunner().invoke(cli, ["--root", str(file), "stats"])
+    assert result.exit_code == 1
+    assert "not a directory" in result.stderr and "Traceback" not in result.output
+
+
+def test_help_does_not_create_the_root(tmp_path):
+    result = CliRunner().invoke(cli, ["--root", str(tmp_path / "new"), "stats", "--help"])
+    assert result.exit_code == 0 and "Example" in result.stdout
+    assert not (tmp_path / "new").exists()
+
+
+def test_demo_through_the_installed_entry_point_hits_on_the_second_call(tmp_path):
+    env = {**os.environ, "JULES_CACHE_ROOT": str(tmp_path / "cache")}
+    command = ["jules-cache", "demo", "--symbols", "3", "--rows", "60000"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "miss" in done.stdout and "x faster" in done.stdout
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert "all first calls were hits" in again.stdout
+
+
+def test_python_dash_m_runs_the_same_cli(root):
+    done = subprocess.run([sys.executable, "-m", "jules_cache", "--root", str(root), "stats",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["entries"] == 0
