@@ -20,9 +20,9 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, summary_ms, timed, write_json  # noqa: E402
+from common import print_table, summary_ms, timed, write_json
 
-from jules_cache import FeatureStore  # noqa: E402
+from jules_cache import FeatureStore
 
 INPUT_ROWS = 100_000
 RESULT_ROWS = 10_000
@@ -30,12 +30,18 @@ RESULT_ROWS = 10_000
 
 def input_frame(seed: int = 1) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
-    return pl.DataFrame({
-        "ts": pl.datetime_range(pl.datetime(2024, 3, 1), pl.datetime(2024, 3, 1) +
-                                pl.duration(milliseconds=INPUT_ROWS - 1), "1ms", eager=True),
-        "price": rng.normal(100, 1, INPUT_ROWS),
-        "size": rng.integers(1, 1000, INPUT_ROWS),
-    })
+    return pl.DataFrame(
+        {
+            "ts": pl.datetime_range(
+                pl.datetime(2024, 3, 1),
+                pl.datetime(2024, 3, 1) + pl.duration(milliseconds=INPUT_ROWS - 1),
+                "1ms",
+                eager=True,
+            ),
+            "price": rng.normal(100, 1, INPUT_ROWS),
+            "size": rng.integers(1, 1000, INPUT_ROWS),
+        }
+    )
 
 
 def ten_k_by_eight(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
@@ -51,11 +57,15 @@ def bench_hits(root: Path, repeat: int) -> dict:
     store.get_or_compute("AAPL", data, {"k": 1}, ten_k_by_eight)
     samples = timed(lambda: store.fetch("AAPL", data, {"k": 1}, ten_k_by_eight), repeat)
     lazy = timed(lambda: store.fetch("AAPL", data, {"k": 1}, ten_k_by_eight, lazy=True), repeat)
-    read_only = timed(lambda: pl.read_parquet(store.fetch("AAPL", data, {"k": 1},
-                                                          ten_k_by_eight).path), repeat)
+    read_only = timed(
+        lambda: pl.read_parquet(store.fetch("AAPL", data, {"k": 1}, ten_k_by_eight).path), repeat
+    )
     store.close()
-    return {"hit": summary_ms(samples), "hit_lazy": summary_ms(lazy),
-            "fetch_plus_plain_read": summary_ms(read_only)}
+    return {
+        "hit": summary_ms(samples),
+        "hit_lazy": summary_ms(lazy),
+        "fetch_plus_plain_read": summary_ms(read_only),
+    }
 
 
 def bench_publish(root: Path, puts: int) -> dict:
@@ -107,9 +117,17 @@ def bench_processes(root: Path, processes: int, keys: int) -> dict:
     hits = sum(r[1] for r in results)
     latencies = [x for r in results for x in r[2]]
     entries = FeatureStore(root / "run").stats().entries
-    return {"processes": processes, "keys": keys, "calls": processes * keys, "errors": errors,
-            "hits": hits, "entries": entries, "wall_s": wall,
-            "calls_per_s": processes * keys / wall, "latency": summary_ms(latencies)}
+    return {
+        "processes": processes,
+        "keys": keys,
+        "calls": processes * keys,
+        "errors": errors,
+        "hits": hits,
+        "entries": entries,
+        "wall_s": wall,
+        "calls_per_s": processes * keys / wall,
+        "latency": summary_ms(latencies),
+    }
 
 
 def main() -> None:
@@ -122,15 +140,31 @@ def main() -> None:
         hits = bench_hits(base / "hits", repeat)
         publish = bench_publish(base / "publish", 30 if args.quick else 100)
         procs = bench_processes(base / "procs", 8, 50)
-    print_table("Hit latency (10k x 8 result, 100k-row input fingerprinted each call)",
-                ["call", "p50 ms", "p99 ms", "n"],
-                [[name, s["p50_ms"], s["p99_ms"], s["n"]] for name, s in hits.items()])
-    print_table("Put (miss) costs", ["stage", "p50 ms", "p99 ms", "n"],
-                [[name, s["p50_ms"], s["p99_ms"], s["n"]] for name, s in publish.items()])
-    print_table("8 spawned processes x 50 overlapping keys",
-                ["calls", "errors", "entries", "wall s", "calls/s", "p50 ms", "p99 ms"],
-                [[procs["calls"], procs["errors"], procs["entries"], procs["wall_s"],
-                  procs["calls_per_s"], procs["latency"]["p50_ms"], procs["latency"]["p99_ms"]]])
+    print_table(
+        "Hit latency (10k x 8 result, 100k-row input fingerprinted each call)",
+        ["call", "p50 ms", "p99 ms", "n"],
+        [[name, s["p50_ms"], s["p99_ms"], s["n"]] for name, s in hits.items()],
+    )
+    print_table(
+        "Put (miss) costs",
+        ["stage", "p50 ms", "p99 ms", "n"],
+        [[name, s["p50_ms"], s["p99_ms"], s["n"]] for name, s in publish.items()],
+    )
+    print_table(
+        "8 spawned processes x 50 overlapping keys",
+        ["calls", "errors", "entries", "wall s", "calls/s", "p50 ms", "p99 ms"],
+        [
+            [
+                procs["calls"],
+                procs["errors"],
+                procs["entries"],
+                procs["wall_s"],
+                procs["calls_per_s"],
+                procs["latency"]["p50_ms"],
+                procs["latency"]["p99_ms"],
+            ]
+        ],
+    )
     write_json("store", {"hits": hits, "publish": publish, "processes": procs})
 
 

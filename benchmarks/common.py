@@ -16,7 +16,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    index = min(int(round(q / 100 * (len(ordered) - 1))), len(ordered) - 1)
+    index = min(round(q / 100 * (len(ordered) - 1)), len(ordered) - 1)
     return ordered[index]
 
 

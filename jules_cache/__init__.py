@@ -1,8 +1,8 @@
-"""jules_cache: a DuckDB-backed analytical cache that makes feature computation free the second time.
+"""jules_cache: a DuckDB-backed cache that makes feature computation free the second time.
 
-    from jules_cache import FeatureStore
-    store = FeatureStore("data/feature_cache")
-    bars = store.get_or_compute("AAPL", ticks, {"freq": "1m"}, make_bars)
+from jules_cache import FeatureStore
+store = FeatureStore("data/feature_cache")
+bars = store.get_or_compute("AAPL", ticks, {"freq": "1m"}, make_bars)
 """
 
 from .errors import (

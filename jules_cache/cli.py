@@ -102,11 +102,22 @@ def stats(handle: StoreHandle, as_json: bool) -> None:
         click.echo(f"store errors  {result.store_failures:,}")
     if result.features:
         click.echo("")
-        click.echo(table(
-            ["feature", "entries", "size", "hits", "compute s", "saved s"],
-            [[f.feature, f.entries, human_bytes(f.bytes), f.hits, f.compute_seconds,
-              f.seconds_saved] for f in result.features],
-        ))
+        click.echo(
+            table(
+                ["feature", "entries", "size", "hits", "compute s", "saved s"],
+                [
+                    [
+                        f.feature,
+                        f.entries,
+                        human_bytes(f.bytes),
+                        f.hits,
+                        f.compute_seconds,
+                        f.seconds_saved,
+                    ]
+                    for f in result.features
+                ],
+            )
+        )
 
 
 @cli.command("ls")
@@ -116,7 +127,10 @@ def stats(handle: StoreHandle, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_store
 def list_entries(
-    handle: StoreHandle, feature: str | None, symbol: str | None, since: datetime | None,
+    handle: StoreHandle,
+    feature: str | None,
+    symbol: str | None,
+    since: datetime | None,
     as_json: bool,
 ) -> None:
     """List cached entries, newest first, with sizes and ages.
@@ -130,20 +144,42 @@ def list_entries(
         _print_json([entry.to_dict() for entry in entries])
         return
     now = utc_now()
-    click.echo(table(
-        ["key", "feature", "symbol", "rows", "size", "age", "last hit", "hits"],
-        [[e.key[:12], e.feature, e.symbol, e.rows, human_bytes(e.bytes),
-          human_age(e.created_at, now), human_age(e.last_accessed_at, now), e.hit_count]
-         for e in entries],
-    ))
+    click.echo(
+        table(
+            ["key", "feature", "symbol", "rows", "size", "age", "last hit", "hits"],
+            [
+                [
+                    e.key[:12],
+                    e.feature,
+                    e.symbol,
+                    e.rows,
+                    human_bytes(e.bytes),
+                    human_age(e.created_at, now),
+                    human_age(e.last_accessed_at, now),
+                    e.hit_count,
+                ]
+                for e in entries
+            ],
+        )
+    )
     click.echo(f"{len(entries)} entries", err=True)
 
 
 @cli.command()
-@click.option("--symbols", default=8, show_default=True, type=click.IntRange(1, 10_000),
-              help="How many symbols to generate.")
-@click.option("--rows", default=2_000_000, show_default=True, type=click.IntRange(1_000),
-              help="Total ticks over all symbols.")
+@click.option(
+    "--symbols",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="How many symbols to generate.",
+)
+@click.option(
+    "--rows",
+    default=2_000_000,
+    show_default=True,
+    type=click.IntRange(1_000),
+    help="Total ticks over all symbols.",
+)
 @pass_store
 def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     """Compute bars for synthetic ticks twice through the cache: miss time vs hit time.

@@ -39,15 +39,29 @@ def run_demo(
         second = store.fetch(symbol, data, DEMO_CONFIG, make_bars)
         assert second.hit and second.value.equals(first.value), "the cache returned other data"
         results.append(
-            DemoRow(symbol, data.height, first.value.height, first.seconds * 1000, first.hit,
-                    second.seconds * 1000, second.hit)
+            DemoRow(
+                symbol,
+                data.height,
+                first.value.height,
+                first.seconds * 1000,
+                first.hit,
+                second.seconds * 1000,
+                second.hit,
+            )
         )
     echo(
         table(
             ["symbol", "ticks", "bars", "1st call ms", "1st", "2nd call ms", "2nd"],
             [
-                [r.symbol, r.ticks, r.bars, r.first_ms, _label(r.first_hit), r.second_ms,
-                 _label(r.second_hit)]
+                [
+                    r.symbol,
+                    r.ticks,
+                    r.bars,
+                    r.first_ms,
+                    _label(r.first_hit),
+                    r.second_ms,
+                    _label(r.second_hit),
+                ]
                 for r in results
             ],
         )
@@ -62,8 +76,10 @@ def run_demo(
             f"({statistics.median(misses) / statistics.median(hits):.1f}x faster)"
         )
     else:
-        echo(f"all first calls were hits (cached by an earlier run): median hit "
-             f"{statistics.median(hits):.1f} ms")
+        echo(
+            f"all first calls were hits (cached by an earlier run): median hit "
+            f"{statistics.median(hits):.1f} ms"
+        )
     stats = store.stats()
     echo(
         f"cache: {stats.entries} entries, {human_bytes(stats.bytes)}, {stats.hits} hits, "
@@ -74,6 +90,3 @@ def run_demo(
 
 def _label(hit: bool) -> str:
     return "hit" if hit else "miss"
-
-
-

@@ -66,7 +66,9 @@ class FileDigestMemo:
             if after == signature:
                 return digest, signature
             signature = after
-        raise InvalidInput(f"data file {path} keeps changing while it is read; retry when it is complete")
+        raise InvalidInput(
+            f"data file {path} keeps changing while it is read; retry when it is complete"
+        )
 
     @staticmethod
     def _params(signature: tuple[object, ...], method: str) -> dict[str, object]:

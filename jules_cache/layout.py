@@ -36,7 +36,7 @@ KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 
 def default_root() -> Path:
-    """``$JULES_CACHE_ROOT``, else ``$FEATURE_STORE_PATH`` (earlier deployments), else the user cache dir."""
+    """``$JULES_CACHE_ROOT``, else ``$FEATURE_STORE_PATH`` (older setups), else the cache dir."""
     for variable in ("JULES_CACHE_ROOT", "FEATURE_STORE_PATH"):
         value = os.environ.get(variable)
         if value:
@@ -56,7 +56,9 @@ class Layout:
         path = Path(root) if root is not None else default_root()
         path = path.expanduser().resolve()
         if path.exists() and not path.is_dir():
-            raise InvalidInput(f"cache root {path} exists and is not a directory; pick another root")
+            raise InvalidInput(
+                f"cache root {path} exists and is not a directory; pick another root"
+            )
         layout = cls(path)
         try:
             for folder in (path, layout.objects, layout.tmp, layout.locks):

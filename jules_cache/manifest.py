@@ -58,22 +58,29 @@ class Manifest:
         The transaction commits when the block ends and rolls back if it raises. With
         ``wait=False`` a busy lock raises ``LockTimeout`` at once.
         """
-        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout if wait else 0.0):
-            with self._attached(read_only=False) as con:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    yield con
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                self._run(con, "COMMIT")
+        timeout = self.lock_timeout if wait else 0.0
+        with (
+            _guard,
+            file_lock(self.layout.manifest_lock, timeout),
+            self._attached(read_only=False) as con,
+        ):
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._run(con, "COMMIT")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Attach the manifest read-only under the shared lock for the block."""
-        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout, shared=True):
-            with self._attached(read_only=True) as con:
-                yield con
+        with (
+            _guard,
+            file_lock(self.layout.manifest_lock, self.lock_timeout, shared=True),
+            self._attached(read_only=True) as con,
+        ):
+            yield con
 
     def migrate(self) -> int:
         """Create the manifest if missing and apply pending migrations; return the version."""
@@ -83,26 +90,26 @@ class Manifest:
             for name, sql in statements.items()
             if name.startswith("migration_")
         )
-        with _guard, file_lock(self.layout.manifest_lock, self.lock_timeout):
-            with self._attached(read_only=False) as con:
-                self._run(con, statements["create_schema_version"])
-                version = self._run(con, statements["current_version"]).fetchone()[0]
-                for number, sql in migrations:
-                    if number <= version:
-                        continue
-                    con.execute("BEGIN TRANSACTION")
-                    try:
-                        self._run(con, sql)
-                        self._run(
-                            con,
-                            statements["record_version"],
-                            {"version": number, "applied_at": utc_now()},
-                        )
-                        con.execute("COMMIT")
-                    except BaseException:
-                        con.execute("ROLLBACK")
-                        raise
-                    version = number
+        with (
+            _guard,
+            file_lock(self.layout.manifest_lock, self.lock_timeout),
+            self._attached(read_only=False) as con,
+        ):
+            self._run(con, statements["create_schema_version"])
+            version = self._run(con, statements["current_version"]).fetchone()[0]
+            for number, sql in migrations:
+                if number <= version:
+                    continue
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    self._run(con, sql)
+                    applied = {"version": number, "applied_at": utc_now()}
+                    self._run(con, statements["record_version"], applied)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                version = number
         return version
 
     @contextlib.contextmanager
@@ -111,8 +118,8 @@ class Manifest:
         path = str(self.layout.manifest)
         if read_only and not self.layout.manifest.exists():
             raise ManifestError(
-                f"manifest {path} is missing; open the root with FeatureStore({str(self.layout.root)!r}) "
-                "to create it"
+                f"manifest {path} is missing; open the root with "
+                f"FeatureStore({str(self.layout.root)!r}) to create it"
             )
         options = " (READ_ONLY)" if read_only else ""
         try:

@@ -21,7 +21,9 @@ def sql_dir() -> Path:
     for candidate in (here / "sql", here.parent / "sql"):
         if (candidate / "schema.sql").is_file():
             return candidate
-    raise FileNotFoundError(f"jules_cache SQL files not found next to {here}; reinstall the package")
+    raise FileNotFoundError(
+        f"jules_cache SQL files not found next to {here}; reinstall the package"
+    )
 
 
 @functools.cache

@@ -18,6 +18,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,14 @@ from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import CacheResult, Entry, FeatureStats, Stats
-from .result_files import describe_result, fsync_dir, read_result, scan_result, write_result
+from .result_files import (
+    ResultInfo,
+    describe_result,
+    fsync_dir,
+    read_result,
+    scan_result,
+    write_result,
+)
 from .version import __version__
 
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
@@ -44,6 +52,31 @@ ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 _STORE_ERRORS = (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
 _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One call's key and everything needed to compute and publish it on a miss."""
+
+    parts: KeyParts
+    key: str
+    path: Path
+    frame: pl.LazyFrame
+    data_method: str
+    config: Any
+    config_json: str
+    code_version: str | None
+    compute_func: ComputeFunc
+    lazy: bool
+    started: float
+
+    def result(
+        self, value: pl.DataFrame | pl.LazyFrame, *, hit: bool = False, stored: bool = True
+    ) -> CacheResult:
+        seconds = time.perf_counter() - self.started
+        return CacheResult(
+            value, hit, self.key, self.path, self.parts.feature, self.parts.symbol, seconds, stored
+        )
 
 
 class FeatureStore:
@@ -146,18 +179,14 @@ class FeatureStore:
         lazy: bool = False,
     ) -> CacheResult:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
-        started = time.perf_counter()
-        parts, prepared_frame = self._key_parts(symbol, data, config, compute_func, name, version)
-        key = parts.key()
-        path = self.layout.result_path(key)
-        value = self._read(path, lazy)
+        request = self._request(symbol, data, config, compute_func, name, version, lazy)
+        value = self._read(request.path, lazy)
         if value is not None:
-            self._record_hit(key)
-            return CacheResult(value, True, key, path, parts.feature, parts.symbol,
-                               time.perf_counter() - started, True)
-        return self._miss(parts, key, path, prepared_frame, config, compute_func, lazy, started)
+            self._record_hit(request.key)
+            return request.result(value, hit=True)
+        return self._miss(request)
 
-    def _key_parts(
+    def _request(
         self,
         symbol: Any,
         data: Any,
@@ -165,8 +194,10 @@ class FeatureStore:
         compute_func: ComputeFunc,
         name: str | None,
         version: str | None,
-    ) -> tuple[KeyParts, Any]:
+        lazy: bool,
+    ) -> _Request:
         """Fingerprint every input, cheapest (and likeliest to be wrong) first."""
+        started = time.perf_counter()
         symbol = validate_symbol(symbol)
         if not callable(compute_func):
             raise InvalidInput(
@@ -187,18 +218,25 @@ class FeatureStore:
             memo=self._file_memo,
         )
         parts = KeyParts(feature, symbol, prepared.fingerprint, config_fp.digest, code_fp.digest)
-        context = {
-            "frame": prepared.frame,
-            "data_method": prepared.method,
-            "config_json": config_fp.json,
-            "code_version": version,
-        }
-        return parts, context
+        key = parts.key()
+        return _Request(
+            parts=parts,
+            key=key,
+            path=self.layout.result_path(key),
+            frame=prepared.frame,
+            data_method=prepared.method,
+            config=config,
+            config_json=config_fp.json,
+            code_version=version,
+            compute_func=compute_func,
+            lazy=lazy,
+            started=started,
+        )
 
     # -- hits ----------------------------------------------------------------------------------
 
     def _read(self, path: Path, lazy: bool) -> pl.DataFrame | pl.LazyFrame | None:
-        """The cached value at ``path``, or None if it is missing or unreadable (then recomputed)."""
+        """The cached value at ``path``, or None if missing or unreadable (then recomputed)."""
         try:
             return scan_result(path) if lazy else read_result(path)
         except FileNotFoundError:
@@ -232,11 +270,16 @@ class FeatureStore:
         if not pending:
             return
         try:
-            self.manifest.execute(con, "entries.sql", "flush_hits", {
-                "keys": list(pending),
-                "hits": [count for count, _ in pending.values()],
-                "times": [when for _, when in pending.values()],
-            })
+            self.manifest.execute(
+                con,
+                "entries.sql",
+                "flush_hits",
+                {
+                    "keys": list(pending),
+                    "hits": [count for count, _ in pending.values()],
+                    "times": [when for _, when in pending.values()],
+                },
+            )
         except BaseException:
             with self._pending_lock:  # keep them for the next attempt
                 for key, (count, when) in pending.items():
@@ -254,68 +297,39 @@ class FeatureStore:
 
     # -- misses --------------------------------------------------------------------------------
 
-    def _miss(
-        self,
-        parts: KeyParts,
-        key: str,
-        path: Path,
-        context: dict[str, Any],
-        config: Any,
-        compute_func: ComputeFunc,
-        lazy: bool,
-        started: float,
-    ) -> CacheResult:
-        with file_lock(self.layout.key_lock_path(key), self.lock_timeout):
-            value = self._read(path, lazy)  # another process may have published while we waited
+    def _miss(self, request: _Request) -> CacheResult:
+        """Compute under the key's lock (single flight), write a temp file, publish it."""
+        with file_lock(self.layout.key_lock_path(request.key), self.lock_timeout):
+            value = self._read(request.path, request.lazy)  # published while we waited?
             if value is not None:
-                self._record_hit(key)
-                return CacheResult(value, True, key, path, parts.feature, parts.symbol,
-                                   time.perf_counter() - started, True)
+                self._record_hit(request.key)
+                return request.result(value, hit=True)
             compute_started = time.perf_counter()
-            result = as_result_frame(compute_func(context["frame"], config), parts.feature)
-            if isinstance(result, pl.DataFrame):
-                compute_seconds = time.perf_counter() - compute_started
-            temp = self.layout.new_temp_path(key)
+            output = request.compute_func(request.frame, request.config)
+            result = as_result_frame(output, request.parts.feature)
+            temp = self.layout.new_temp_path(request.key)
             try:
-                write_result(result, temp, self._file_metadata(parts, key, context),
-                             self.compression)
-                if isinstance(result, pl.LazyFrame):  # sinking ran the plan: compute + write
-                    compute_seconds = time.perf_counter() - compute_started
-                value = scan_result(temp) if lazy else read_result(temp)
-                self._publish(parts, key, temp, path, context, compute_seconds)
+                write_result(result, temp, self._file_metadata(request), self.compression)
+                # A LazyFrame was computed while it was sunk: its time includes the write.
+                compute_seconds = time.perf_counter() - compute_started
+                value = scan_result(temp) if request.lazy else read_result(temp)
+                info = describe_result(temp, self.time_column)
+                self._publish(request, temp, info, compute_seconds)
             except _STORE_ERRORS as exc:
                 _remove(temp)
-                value = self._unstored(result, parts, exc, lazy)
-                return CacheResult(value, False, key, path, parts.feature, parts.symbol,
-                                   time.perf_counter() - started, False)
-        if lazy:
-            value = scan_result(path)
-        return CacheResult(value, False, key, path, parts.feature, parts.symbol,
-                           time.perf_counter() - started, True)
+                return request.result(self._unstored(result, request, exc), stored=False)
+        if request.lazy:
+            value = scan_result(request.path)
+        return request.result(value)
 
     def _publish(
-        self,
-        parts: KeyParts,
-        key: str,
-        temp: Path,
-        path: Path,
-        context: dict[str, Any],
-        compute_seconds: float,
+        self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
         """Rename the temp file into place and insert its entry in one manifest transaction."""
-        info = describe_result(temp, self.time_column)
         row = {
-            "key": key,
-            "feature": parts.feature,
-            "symbol": parts.symbol,
-            "path": self.layout.relative_result_path(key),
-            "key_schema": KEY_SCHEMA,
-            "data_fingerprint": parts.data_fingerprint,
-            "data_method": context["data_method"],
-            "config_fingerprint": parts.config_fingerprint,
-            "config_json": context["config_json"],
-            "code_fingerprint": parts.code_fingerprint,
-            "code_version": context["code_version"],
+            **self._file_metadata(request),
+            "path": self.layout.relative_result_path(request.key),
+            "library_versions": json.dumps(library_versions()),
             "result_schema": info.schema_json,
             "rows": info.rows,
             "bytes": info.bytes,
@@ -324,57 +338,59 @@ class FeatureStore:
             "max_time": info.max_time,
             "compute_seconds": compute_seconds,
             "created_at": utc_now(),
-            "library_versions": json.dumps(library_versions()),
         }
         with self.manifest.write() as con:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, path)
+            request.path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, request.path)
             try:
                 self.manifest.execute(con, "entries.sql", "insert_entry", row)
-                self.manifest.execute(con, "entries.sql", "bump_counter",
-                                      {"name": "misses", "delta": 1})
+                self._bump(con, "misses")
                 self._flush_hits(con)
             except BaseException:
-                _remove(path)  # the transaction rolls back: no file without its row
+                _remove(request.path)  # the transaction rolls back: no file without its row
                 raise
-        fsync_dir(path.parent)
+        fsync_dir(request.path.parent)
 
     def _unstored(
-        self, result: pl.DataFrame | pl.LazyFrame, parts: KeyParts, exc: BaseException, lazy: bool
+        self, result: pl.DataFrame | pl.LazyFrame, request: _Request, exc: BaseException
     ) -> pl.DataFrame | pl.LazyFrame:
         """The computed value when storing it failed: raise (strict) or warn and return it."""
         if isinstance(result, pl.LazyFrame):
             # Sinking failed: collect in memory. A broken plan raises here, as a compute error.
             result = result.collect()
         message = (
-            f"could not store {parts.feature} for {parts.symbol!r} in {self.root}: {exc}. "
-            "Free disk space or fix permissions"
+            f"could not store {request.parts.feature} for {request.parts.symbol!r} in "
+            f"{self.root}: {exc}. Free disk space or fix permissions"
         )
         if self.strict:
             raise StoreError(message) from exc
-        warnings.warn(message + "; returning the computed result uncached", CacheWriteWarning,
-                      stacklevel=4)
+        warnings.warn(
+            message + "; returning the computed result uncached", CacheWriteWarning, stacklevel=4
+        )
         try:
             with self.manifest.write(wait=False) as con:
-                self.manifest.execute(con, "entries.sql", "bump_counter",
-                                      {"name": "store_failures", "delta": 1})
+                self._bump(con, "store_failures")
         except _STORE_ERRORS:
             pass  # the manifest may be what failed; the warning has told the caller
-        return result.lazy() if lazy else result
+        return result.lazy() if request.lazy else result
 
-    def _file_metadata(self, parts: KeyParts, key: str, context: dict[str, Any]) -> dict[str, Any]:
+    def _bump(self, con: duckdb.DuckDBPyConnection, counter: str) -> None:
+        self.manifest.execute(con, "entries.sql", "bump_counter", {"name": counter, "delta": 1})
+
+    def _file_metadata(self, request: _Request) -> dict[str, Any]:
         """The entry's identity, stored in the file so the manifest can be rebuilt from it."""
+        parts = request.parts
         return {
-            "key": key,
+            "key": request.key,
             "key_schema": KEY_SCHEMA,
             "feature": parts.feature,
             "symbol": parts.symbol,
             "data_fingerprint": parts.data_fingerprint,
-            "data_method": context["data_method"],
+            "data_method": request.data_method,
             "config_fingerprint": parts.config_fingerprint,
-            "config_json": context["config_json"],
+            "config_json": request.config_json,
             "code_fingerprint": parts.code_fingerprint,
-            "code_version": context["code_version"],
+            "code_version": request.code_version,
             "library_versions": library_versions(),
         }
 

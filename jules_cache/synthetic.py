@@ -35,8 +35,7 @@ def make_ticks(
         frames.append(
             pl.DataFrame(
                 {
-                    "ts": pl.Series(offsets, dtype=pl.Int64).cast(pl.Duration("us"))
-                    + open_utc,
+                    "ts": pl.Series(offsets, dtype=pl.Int64).cast(pl.Duration("us")) + open_utc,
                     "symbol": [symbol] * count,
                     "price": prices,
                     "size": sizes,
@@ -85,4 +84,3 @@ def symbol_names(count: int) -> list[str]:
 def ticks_for(ticks: pl.DataFrame, symbol: str) -> pl.DataFrame:
     """The ticks of one symbol."""
     return ticks.filter(pl.col("symbol") == symbol)
-

@@ -62,3 +62,4 @@ CREATE TABLE counters (
     name  VARCHAR NOT NULL PRIMARY KEY,
     value BIGINT  NOT NULL
 );
+INSERT INTO counters VALUES ('misses', 0), ('store_failures', 0);

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
-
 from features import bar_count
+
 from jules_cache import FeatureStore
 from jules_cache.cli import cli
 
@@ -79,7 +79,11 @@ def test_demo_through_the_installed_entry_point_hits_on_the_second_call(tmp_path
 
 
 def test_python_dash_m_runs_the_same_cli(root):
-    done = subprocess.run([sys.executable, "-m", "jules_cache", "--root", str(root), "stats",
-                           "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "jules_cache", "--root", str(root), "stats", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["entries"] == 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from features import computations, logged_feature
+
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.locks import file_lock
 
@@ -27,7 +27,7 @@ def _trainer(root: str, log_dir: str, worker: int, barrier) -> list[tuple[str, f
     barrier.wait()
     seen = []
     order = list(range(SHARED_KEYS))
-    order = order[worker % SHARED_KEYS:] + order[: worker % SHARED_KEYS]
+    order = order[worker % SHARED_KEYS :] + order[: worker % SHARED_KEYS]
     for i in order:
         config = {"log_dir": log_dir, "tag": f"shared{i}"}
         frame = store.get_or_compute(f"SYM{i}", _frame(i), config, logged_feature)

@@ -17,8 +17,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from features import bar_count
+
 from jules_cache import (
     CacheWriteWarning,
     FeatureStore,
@@ -203,13 +203,15 @@ print(result.key, result.hit)
 
 
 def test_string_frames_give_the_same_key_in_different_processes(root):
-    script = SAME_FRAME.format(tests=str(__import__("pathlib").Path(__file__).parent),
-                               root=str(root))
+    script = SAME_FRAME.format(
+        tests=str(__import__("pathlib").Path(__file__).parent), root=str(root)
+    )
     outputs = []
     for seed in ("1", "2"):
         env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
         outputs.append(done.stdout.split())
     assert outputs[0][0] == outputs[1][0]
     assert outputs == [[outputs[0][0], "False"], [outputs[0][0], "True"]]
@@ -228,8 +230,14 @@ def test_odd_symbols_stay_inside_the_root_and_round_trip(store, aapl, symbol):
 
 @pytest.mark.parametrize(
     ("symbol", "message"),
-    [("", "empty"), ("  ", "empty"), (None, "must be a str"), (7, "must be a str"),
-     ("a\x00b", "NUL"), ("x" * 1025, "at most 1024")],
+    [
+        ("", "empty"),
+        ("  ", "empty"),
+        (None, "must be a str"),
+        (7, "must be a str"),
+        ("a\x00b", "NUL"),
+        ("x" * 1025, "at most 1024"),
+    ],
 )
 def test_bad_symbols_are_refused_and_change_nothing(store, aapl, symbol, message):
     with pytest.raises(InvalidInput, match=message):
@@ -262,7 +270,9 @@ def test_pandas_datetime_index_is_kept_as_a_column(store):
 
     result = store.fetch("AAPL", frame, {}, columns_seen, name="cols")
     assert "ts" in seen["columns"]
-    assert result.value["first"][0] == datetime(2024, 3, 1, 14, 30, tzinfo=result.value["first"][0].tzinfo)
+    assert result.value["first"][0] == datetime(
+        2024, 3, 1, 14, 30, tzinfo=result.value["first"][0].tzinfo
+    )
     shifted = frame.copy()
     shifted.index = shifted.index + pd.Timedelta(seconds=1)
     assert not store.fetch("AAPL", shifted, {}, columns_seen, name="cols").hit
