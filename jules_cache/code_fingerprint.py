@@ -313,14 +313,13 @@ class _Walker:
         return top
 
     def _own_digest(self, obj) -> str:
-        trees = _source_trees(obj)
-        dumps = [ast.dump(_strip_docstrings(t), include_attributes=False) for t in trees]
+        dumps, names = _parsed_source(obj)
         parts: list[Any] = [feature_name(obj), dumps]
         functions = _functions_of(obj)
         for fn in functions:
             name = fn.__qualname__
             parts.append(self._function_inputs(fn, name))
-        parts.append(self._globals(obj, trees, functions))
+        parts.append(self._globals(obj, names, functions))
         payload = json.dumps(parts, separators=(",", ":"))
         return _hex(payload.encode())
 
@@ -341,12 +340,11 @@ class _Walker:
             cells[var] = self.value(contents, f"closure variable {var!r} of {name}")
         return [defaults, kwdefaults, sorted(cells.items())]
 
-    def _globals(self, obj, trees: list[ast.AST], functions: list[Any]) -> list[Any]:
+    def _globals(self, obj, names: list[str], functions: list[Any]) -> list[Any]:
         if functions:
             namespace = functions[0].__globals__
         else:
             namespace = vars(sys.modules.get(getattr(obj, "__module__", ""), types))
-        names = _referenced_names(trees)
         modules = [
             namespace[n]
             for n in names
@@ -362,6 +360,32 @@ class _Walker:
                     where = f"{module.__name__}.{name}"
                     found.append([where, self.value(vars(module)[name], where, False)])
         return found
+
+
+_PARSED: dict[int, tuple[types.CodeType, list[str], list[str]]] = {}
+_PARSED_LIMIT = 4096
+
+
+def _parsed_source(obj) -> tuple[list[str], list[str]]:
+    """Return the normalised AST dumps and referenced names of ``obj``'s source.
+
+    Reading and parsing source is most of the cost of a code fingerprint, so functions are
+    cached per code object: the source a code object was compiled from cannot change while
+    that code object runs (an edited file only matters once it is re-imported, which makes new
+    code objects). Globals, defaults and closures are still read on every call.
+    """
+    code = getattr(obj, "__code__", None)
+    cached = _PARSED.get(id(code)) if code is not None else None
+    if cached is not None and cached[0] is code:
+        return cached[1], cached[2]
+    trees = _source_trees(obj)
+    dumps = [ast.dump(_strip_docstrings(t), include_attributes=False) for t in trees]
+    names = _referenced_names(trees)
+    if code is not None:
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[id(code)] = (code, dumps, names)
+    return dumps, names
 
 
 def _functions_of(obj) -> list[types.FunctionType]:
