@@ -21,11 +21,23 @@ import xxhash
 
 from .data_fingerprint import as_arrow, fingerprint_table
 from .errors import InvalidInput
-from .file_fingerprint import hash_file_bytes, parquet_footer_digest
+from .file_fingerprint import hash_file_bytes, parquet_footer_digest, stat_signature
 from .file_memo import FileDigestMemo
 
 FingerprintMode = Literal["content", "footer"]
 PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One Parquet input as ``stat()`` saw it when its digest was taken."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    ctime_ns: int
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,7 @@ class PreparedData:
     frame: pl.LazyFrame
     fingerprint: str
     method: str  # 'frame', 'file-bytes' or 'footer'
+    files: tuple[InputFile, ...] = ()
 
 
 def prepare_data(
@@ -64,6 +77,7 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
         raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")
     method = "footer" if mode == "footer" else "file-bytes"
     digest = xxhash.xxh3_128()
+    files = []
     for path in paths:
         _require_parquet_file(path)
         if method == "footer":
@@ -71,8 +85,10 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
         else:
             file_digest = memo.get_or_compute(path, method, hash_file_bytes)
         digest.update(f"{len(file_digest)}:{file_digest};".encode())
+        files.append(InputFile(*stat_signature(path), digest=file_digest))
     frame = pl.scan_parquet([str(p) for p in paths])
-    return PreparedData(frame, f"files-{method}:v1:{digest.hexdigest()}", method)
+    fingerprint = f"files-{method}:v1:{digest.hexdigest()}"
+    return PreparedData(frame, fingerprint, method, tuple(files))
 
 
 def _is_path_list(data: Any) -> bool:

@@ -60,6 +60,7 @@ class Entry(_ToDict):
     last_accessed_at: datetime
     hit_count: int
     library_versions: str
+    code_functions: str | None = None  # JSON {qualified name: digest}
 
     @property
     def config(self) -> Any:

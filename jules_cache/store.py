@@ -29,8 +29,9 @@ import polars as pl
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
 from .errors import CacheWriteWarning, InvalidInput, JulesCacheError, LockTimeout, StoreError
+from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
-from .inputs import FingerprintMode, as_result_frame, prepare_data
+from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
 from .keys import KEY_SCHEMA, KeyParts, validate_symbol
 from .layout import Layout
 from .locks import file_lock
@@ -66,6 +67,8 @@ class _Request:
     config: Any
     config_json: str
     code_version: str | None
+    code_functions: dict[str, str]
+    files: tuple[InputFile, ...]
     compute_func: ComputeFunc
     lazy: bool
     started: float
@@ -228,6 +231,8 @@ class FeatureStore:
             config=config,
             config_json=config_fp.json,
             code_version=version,
+            code_functions=code_fp.functions,
+            files=prepared.files,
             compute_func=compute_func,
             lazy=lazy,
             started=started,
@@ -338,12 +343,14 @@ class FeatureStore:
             "max_time": info.max_time,
             "compute_seconds": compute_seconds,
             "created_at": utc_now(),
+            "code_functions": json.dumps(request.code_functions, sort_keys=True),
         }
         with self.manifest.write() as con:
             request.path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, request.path)
             try:
                 self.manifest.execute(con, "entries.sql", "insert_entry", row)
+                self._record_inputs(con, request)
                 self._bump(con, "misses")
                 self._flush_hits(con)
             except BaseException:
@@ -373,6 +380,24 @@ class FeatureStore:
         except _STORE_ERRORS:
             pass  # the manifest may be what failed; the warning has told the caller
         return result.lazy() if request.lazy else result
+
+    def _record_inputs(self, con: duckdb.DuckDBPyConnection, request: _Request) -> None:
+        """Remember which files (as stat() saw them) a file-input entry was keyed from."""
+        if not request.files:
+            return
+        files = request.files
+        self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": request.key})
+        self.manifest.execute(con, "entries.sql", "insert_entry_inputs", {
+            "key": request.key,
+            "method": request.data_method,
+            "positions": list(range(len(files))),
+            "paths": [f.path for f in files],
+            "sizes": [f.size for f in files],
+            "mtimes": [f.mtime_ns for f in files],
+            "inodes": [f.inode for f in files],
+            "ctimes": [f.ctime_ns for f in files],
+            "digests": [f.digest for f in files],
+        })
 
     def _bump(self, con: duckdb.DuckDBPyConnection, counter: str) -> None:
         self.manifest.execute(con, "entries.sql", "bump_counter", {"name": counter, "delta": 1})
@@ -414,6 +439,47 @@ class FeatureStore:
             cursor = self.manifest.execute(con, "entries.sql", name, params)
             columns = [d[0] for d in cursor.description]
             return [Entry.from_row(columns, row) for row in cursor.fetchall()]
+
+    def explain(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Explanation:
+        """Say whether this call would hit and, if not, what differs from the closest entry.
+
+        Nothing is computed: the call is fingerprinted and compared, component by component
+        (data, config key by key, code function by function, symbol, key scheme), with the
+        cached entries of the same feature.
+        """
+        request = self._request(symbol, data, config, compute_func, name, version, False)
+        parts = request.parts
+        call = CallComponents(
+            key=request.key,
+            feature=parts.feature,
+            symbol=parts.symbol,
+            data_fingerprint=parts.data_fingerprint,
+            files=request.files,
+            config_fingerprint=parts.config_fingerprint,
+            config_json=request.config_json,
+            code_fingerprint=parts.code_fingerprint,
+            code_version=request.code_version,
+            code_functions=request.code_functions,
+        )
+        candidates = self.entries(feature=parts.feature)
+        with self.manifest.read() as con:
+            inputs = {
+                entry.key: self.manifest.execute(
+                    con, "entries.sql", "entry_inputs", {"key": entry.key}
+                ).fetchall()
+                for entry in candidates
+                if entry.data_method != "frame"
+            }
+        return explain(call, request.path.exists(), candidates, inputs)
 
     def stats(self) -> Stats:
         """Entries, bytes, hits, misses and compute time saved, in total and per feature."""

@@ -5,13 +5,25 @@ INSERT OR REPLACE INTO entries (
     key, feature, symbol, path, key_schema, data_fingerprint, data_method,
     config_fingerprint, config_json, code_fingerprint, code_version, result_schema,
     rows, bytes, time_column, min_time, max_time, compute_seconds,
-    created_at, last_accessed_at, hit_count, library_versions
+    created_at, last_accessed_at, hit_count, library_versions, code_functions
 ) VALUES (
     $key, $feature, $symbol, $path, $key_schema, $data_fingerprint, $data_method,
     $config_fingerprint, $config_json, $code_fingerprint, $code_version, $result_schema,
     $rows, $bytes, $time_column, $min_time, $max_time, $compute_seconds,
-    $created_at, $created_at, 0, $library_versions
+    $created_at, $created_at, 0, $library_versions, $code_functions
 );
+
+-- name: delete_entry_inputs
+DELETE FROM entry_inputs WHERE key = $key;
+
+-- name: insert_entry_inputs
+INSERT INTO entry_inputs
+SELECT $key, unnest($positions), unnest($paths), unnest($sizes), unnest($mtimes),
+       unnest($inodes), unnest($ctimes), $method, unnest($digests);
+
+-- name: entry_inputs
+SELECT position, path, size, mtime_ns, inode, ctime_ns, method, digest
+FROM entry_inputs WHERE key = $key ORDER BY position;
 
 -- name: flush_hits
 -- Apply a batch of hits recorded in memory: one row per key with its count and latest time.

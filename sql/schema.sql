@@ -63,3 +63,22 @@ CREATE TABLE counters (
     value BIGINT  NOT NULL
 );
 INSERT INTO counters VALUES ('misses', 0), ('store_failures', 0);
+
+-- name: migration_3
+-- Per-function code digests, so `explain` can name the function whose change caused a miss.
+ALTER TABLE entries ADD COLUMN code_functions VARCHAR;  -- JSON {qualified name: digest}
+-- The input files an entry was computed from (Parquet path inputs only), as stat() saw them
+-- when the entry was keyed: lets `explain` name the file that changed and `verify` find
+-- footer-keyed entries whose input was rewritten under an identical footer.
+CREATE TABLE entry_inputs (
+    key      VARCHAR NOT NULL,
+    position INTEGER NOT NULL,
+    path     VARCHAR NOT NULL,
+    size     BIGINT  NOT NULL,
+    mtime_ns BIGINT  NOT NULL,
+    inode    BIGINT  NOT NULL,
+    ctime_ns BIGINT  NOT NULL,
+    method   VARCHAR NOT NULL,  -- 'file-bytes' | 'footer'
+    digest   VARCHAR NOT NULL,
+    PRIMARY KEY (key, position)
+);
