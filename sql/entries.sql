@@ -77,3 +77,18 @@ WHERE path = $path AND method = $method AND size = $size AND mtime_ns = $mtime_n
 -- name: put_file_fingerprint
 INSERT OR REPLACE INTO file_fingerprints
 VALUES ($path, $method, $size, $mtime_ns, $inode, $ctime_ns, $digest, $computed_at);
+
+-- name: footer_entry_inputs
+-- Inputs of entries keyed by Parquet footer only (fingerprint="footer"), for `verify`.
+SELECT i.key, i.path, i.size, i.mtime_ns, i.inode, i.ctime_ns, i.digest, e.path AS result_path
+FROM entry_inputs AS i
+JOIN entries AS e USING (key)
+WHERE i.method = 'footer'
+ORDER BY i.key, i.position;
+
+-- name: delete_entries
+-- Remove entries by key (with delete_entries_inputs); the caller unlinks files after COMMIT.
+DELETE FROM entries WHERE key IN (SELECT unnest($keys));
+
+-- name: delete_entries_inputs
+DELETE FROM entry_inputs WHERE key IN (SELECT unnest($keys));

@@ -1,0 +1,68 @@
+"""Re-check entries keyed by Parquet footer (``fingerprint="footer"``) against their input files.
+
+Footer mode keys a file by its footer and size only. That is fast but not proof of identity: a
+one-cent price change can leave the footer byte-identical. Every footer-keyed entry records how
+``stat()`` saw each input when it was keyed; an input whose size, mtime, inode or ctime has
+changed while its footer digest has not was rewritten under an identical footer, so the entry may
+hold features of data that no longer exists. ``verify`` lists those (stale) entries and, with
+``fix``, removes them (rows committed first, files unlinked after), so the next call recomputes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+from .file_fingerprint import parquet_footer_digest, stat_signature
+from .layout import Layout
+from .manifest import Manifest
+from .models import _ToDict
+
+
+@dataclass(frozen=True)
+class VerifyReport(_ToDict):
+    """Footer-keyed entries checked, and those whose inputs changed under the same footer."""
+
+    checked: int
+    stale: tuple[str, ...]  # keys whose input was rewritten with an identical footer
+    inputs_missing: tuple[str, ...]  # keys whose input file is gone (entry kept: still valid)
+    removed: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.stale or self.removed == len(self.stale)
+
+
+def verify_footer_entries(manifest: Manifest, layout: Layout, *, fix: bool) -> VerifyReport:
+    """Check every footer-keyed entry's inputs; remove stale entries when ``fix``."""
+    with manifest.read() as con:
+        rows = manifest.execute(con, "entries.sql", "footer_entry_inputs").fetchall()
+    stale: dict[str, str] = {}
+    missing: set[str] = set()
+    for key, path, size, mtime_ns, inode, ctime_ns, digest, result_path in rows:
+        try:
+            now = tuple(stat_signature(path))[1:]
+        except FileNotFoundError:
+            missing.add(key)
+            continue
+        if now == (size, mtime_ns, inode, ctime_ns):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if parquet_footer_digest(path) == digest:
+                stale[key] = result_path
+    removed = 0
+    if fix and stale:
+        with manifest.write() as con:
+            for statement in ("delete_entries", "delete_entries_inputs"):
+                manifest.execute(con, "entries.sql", statement, {"keys": sorted(stale)})
+        for result_path in stale.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(layout.root / result_path)
+            removed += 1
+    return VerifyReport(
+        checked=len({row[0] for row in rows}),
+        stale=tuple(sorted(stale)),
+        inputs_missing=tuple(sorted(missing - set(stale))),
+        removed=removed,
+    )
