@@ -85,7 +85,8 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
         else:
             file_digest = memo.get_or_compute(path, method, hash_file_bytes)
         digest.update(f"{len(file_digest)}:{file_digest};".encode())
-        files.append(InputFile(*stat_signature(path), digest=file_digest))
+        resolved, size, mtime_ns, inode, ctime_ns = stat_signature(path)
+        files.append(InputFile(str(resolved), size, mtime_ns, inode, ctime_ns, file_digest))
     frame = pl.scan_parquet([str(p) for p in paths])
     fingerprint = f"files-{method}:v1:{digest.hexdigest()}"
     return PreparedData(frame, fingerprint, method, tuple(files))
