@@ -17,6 +17,7 @@ import click
 from .errors import JulesCacheError, LockTimeout
 from .formatting import human_age, human_bytes, table
 from .manifest import utc_now
+from .metrics import write_prometheus
 from .store import FeatureStore
 from .version import __version__
 
@@ -79,15 +80,25 @@ def cli(ctx: click.Context, root: Path | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option(
+    "--prometheus",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write Prometheus text format to this file (node-exporter textfile collector).",
+)
 @pass_store
-def stats(handle: StoreHandle, as_json: bool) -> None:
+def stats(handle: StoreHandle, as_json: bool, prometheus: Path | None) -> None:
     """Show entries, size, hits, misses and compute time saved, per feature.
 
     \b
-    Example:
+    Examples:
       jules-cache stats --json
+      jules-cache stats --prometheus /var/lib/node_exporter/textfile/jules_cache.prom
     """
     result = handle.get().stats()
+    if prometheus is not None:
+        write_prometheus(result, prometheus)
+        click.echo(f"wrote {prometheus}", err=True)
+        return
     if as_json:
         _print_json(result.to_dict() | {"hit_rate": result.hit_rate})
         return
@@ -191,6 +202,399 @@ def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     from .demo import run_demo  # synthetic data needs numpy: only load it for the demo
 
     run_demo(handle.get(), symbols=symbols, rows=rows, echo=click.echo)
+
+
+@cli.command()
+@click.option("--fix", is_flag=True, help="Remove the stale entries found.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_store
+def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
+    """Find footer-keyed entries whose input file was rewritten under an identical footer.
+
+    Only entries made with fingerprint="footer" can be stale; exit code 1 while any remain.
+
+    \b
+    Example:
+      jules-cache verify --fix
+    """
+    report = handle.get().verify(fix=fix)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(f"footer-keyed entries checked  {report.checked}")
+        click.echo(f"stale (input rewritten)       {len(report.stale)}")
+        click.echo(f"input file gone (kept)        {len(report.inputs_missing)}")
+        click.echo(f"removed                       {report.removed}")
+        for key in report.stale:
+            click.echo(f"  stale: {key}")
+    if not report.ok:
+        raise CliError("stale entries remain; run `jules-cache verify --fix`", EXIT_ERROR)
+
+
+@cli.command("gc")
+@click.option(
+    "--root",
+    "gc_root",
+    type=click.Path(path_type=Path),
+    help="Cache root (same as the group's --root).",
+)
+@click.option(
+    "--retention-weeks",
+    type=click.FloatRange(min=0),
+    envvar="FEATURE_STORE_GC_RETENTION_WEEKS",
+    show_envvar=True,
+    help="Delete entries not accessed (read or written) for this many weeks. Default: 4.",
+)
+@click.option("--max-size", help="Also delete least recently used entries beyond this, e.g. 50GB.")
+@click.option(
+    "--grace",
+    default="6h",
+    show_default=True,
+    help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d).",
+)
+@click.option("--dry-run", is_flag=True, help="Delete nothing; show what a real run would delete.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("-v", "--verbose", is_flag=True, help="List every file and row deleted.")
+@pass_store
+def gc_command(
+    handle: StoreHandle,
+    gc_root: Path | None,
+    retention_weeks: float | None,
+    max_size: str | None,
+    grace: str,
+    dry_run: bool,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Delete orphan files, dangling rows, expired and over-budget entries, stale temp files.
+
+    Safe while trainers use the cache. Every run is recorded in the manifest's gc_runs table.
+    Exit codes: 0 done, 1 a step failed (run recorded as failed), 75 another GC or a long
+    manifest lock is busy (try again later).
+
+    \b
+    Example:
+      jules-cache gc --root data/feature_cache --retention-weeks 4 --max-size 50GB --dry-run
+    """
+    from .errors import GCError
+
+    if gc_root is not None:
+        handle.root = gc_root
+    bar = _ProgressBar(enabled=not as_json and not dry_run and sys.stderr.isatty())
+    try:
+        report = handle.get().gc(
+            retention_weeks=retention_weeks,
+            max_size=max_size,
+            grace=grace,
+            dry_run=dry_run,
+            progress=bar.update,
+        )
+    except GCError as exc:
+        bar.close()
+        _show_gc(exc.report, as_json, verbose)
+        raise CliError(str(exc), EXIT_ERROR) from exc
+    except JulesCacheError as exc:
+        bar.close()
+        if as_json:
+            busy = isinstance(exc, LockTimeout)
+            _print_json({"status": "busy" if busy else "failed", "error": str(exc)})
+        raise
+    bar.close()
+    _show_gc(report, as_json, verbose)
+
+
+class _ProgressBar:
+    """A click progress bar on stderr, shown only on a TTY and only for many deletions."""
+
+    MIN_ITEMS = 1000
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar: Any = None
+        self._shown = 0
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled or total < self.MIN_ITEMS:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label="deleting", file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._shown)
+        self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _show_gc(report: Any, as_json: bool, verbose: bool) -> None:
+    if as_json:
+        document = report.to_dict()
+        if not (verbose or report.dry_run):
+            document.pop("items")
+        document["files"], document["bytes"] = report.files, report.bytes
+        _print_json(document)
+        return
+    if verbose or report.dry_run:
+        for item in report.items:
+            click.echo(f"{item.reason:<12} {human_bytes(item.bytes):>10}  {item.path}")
+        if report.items:
+            click.echo("")
+    action = "would delete (dry run)" if report.dry_run else "deleted"
+    click.echo(f"gc {report.root}: {action}")
+    rows: list[list[Any]] = [[t.reason, t.count, human_bytes(t.bytes)] for t in report.totals]
+    rows.append(["total", report.files, human_bytes(report.bytes)])
+    click.echo(table(["reason", "files/rows", "size"], rows))
+    click.echo("")
+    click.echo(f"duration      {report.duration_seconds:.2f} s (plan {report.plan_seconds:.2f} s)")
+    click.echo(
+        f"manifest lock {report.lock_holds} holds, longest {report.max_lock_hold_ms:.1f} ms"
+    )
+    if report.skipped:
+        click.echo(f"skipped       {report.skipped} (used, re-published or gone since the plan)")
+    click.echo(f"status        {report.status} (gc run {report.run_id})")
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+
+
+@cli.command()
+@click.option(
+    "--root",
+    "overview_root",
+    type=click.Path(path_type=Path),
+    help="Cache root (same as the group's --root).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_store
+def overview(handle: StoreHandle, overview_root: Path | None, as_json: bool) -> None:
+    """Show entries and bytes by feature and symbol, oldest/newest, and the last GC run.
+
+    \b
+    Example:
+      jules-cache overview --root data/feature_cache
+    """
+    from .gc import overview as cache_overview
+
+    if overview_root is not None:
+        handle.root = overview_root
+    store = handle.get()
+    result = cache_overview(store.manifest, store.layout)
+    if as_json:
+        _print_json(result.to_dict())
+        return
+    now = utc_now()
+    click.echo(f"root          {result.root}")
+    click.echo(f"entries       {result.entries:,}")
+    click.echo(f"size          {human_bytes(result.bytes)}")
+    if result.entries:
+        click.echo(f"oldest        created {human_age(result.oldest_created, now)} ago")
+        click.echo(f"newest        created {human_age(result.newest_created, now)} ago")
+        click.echo(f"last access   {human_age(result.most_recent_access, now)} ago")
+    last = result.last_gc
+    if last is None:
+        click.echo("last gc       never")
+    else:
+        kind = "dry run" if last["dry_run"] else "run"
+        click.echo(
+            f"last gc       {human_age(last['started_at'], now)} ago, {kind} {last['id']}: "
+            f"{last['status']}" + (f" ({last['error']})" if last["error"] else "")
+        )
+    if result.groups:
+        click.echo("")
+        click.echo(
+            table(
+                ["feature", "symbol", "entries", "size", "oldest", "newest", "last access"],
+                [
+                    [
+                        g.feature,
+                        g.symbol,
+                        g.entries,
+                        human_bytes(g.bytes),
+                        human_age(g.oldest, now),
+                        human_age(g.newest, now),
+                        human_age(g.last_access, now),
+                    ]
+                    for g in result.groups
+                ],
+            )
+        )
+
+
+@cli.command("check")
+@click.option("--fix", is_flag=True, help="Repair what is found (see above).")
+@click.option("--deep", is_flag=True, help="Also re-read every page, verifying checksums.")
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Move manifest.duckdb aside and rebuild it from the files' metadata (implies --fix).",
+)
+@click.option(
+    "--grace",
+    "grace_seconds",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds: temp and lock files younger than this are left alone (puts in flight).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_store
+def check_command(
+    handle: StoreHandle,
+    fix: bool,
+    deep: bool,
+    rebuild: bool,
+    grace_seconds: float,
+    as_json: bool,
+) -> None:
+    """Compare the manifest with the files on disk; report problems by kind; repair with --fix.
+
+    Kinds: missing_file (row without file), orphan_file (file without row), size_mismatch,
+    unreadable_footer, checksum_failure (--deep), and the removable leftovers stale_temp and
+    stale_lock. --fix drops rows whose file is gone, registers valid orphan files, moves
+    damaged files to <root>/quarantine/, and deletes stale temp and lock files. Exit code 1
+    while the cache is inconsistent (run again with --fix).
+
+    \b
+    Examples:
+      jules-cache check
+      jules-cache check --deep --fix
+      jules-cache check --rebuild      # manifest.duckdb damaged or deleted
+    """
+    if rebuild:
+        from .check import rebuild as rebuild_manifest
+        from .layout import Layout
+
+        # No FeatureStore: opening one needs the very manifest that is being replaced.
+        layout = Layout.create(handle.root)
+        report = rebuild_manifest(layout, 600.0, deep=deep, grace_seconds=grace_seconds)
+    else:
+        report = handle.get().check(fix=fix, deep=deep, grace_seconds=grace_seconds)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        _show_check(report)
+    if not report.consistent:
+        raise CliError("the cache is inconsistent; run `jules-cache check --fix`", EXIT_ERROR)
+
+
+def _show_check(report: Any) -> None:
+    if report.rebuilt_from:
+        click.echo(f"old manifest moved to  {report.rebuilt_from}")
+    click.echo(f"root       {report.root}")
+    click.echo(f"entries    {report.entries:,}")
+    click.echo(f"files      {report.files:,}")
+    click.echo(f"in flight  {report.in_flight:,}")
+    if report.quarantined:
+        click.echo(f"quarantine {report.quarantined:,} files (safe to delete once inspected)")
+    click.echo("")
+    click.echo(table(["problem", "found", "fixed"], _check_rows(report)))
+    shown = [p for p in report.problems if p.kind not in ("stale_temp", "stale_lock")]
+    for problem in shown[:50]:
+        done = f" -> {problem.action}" if problem.action else ""
+        click.echo(f"  {problem.kind}: {problem.path}: {problem.detail}{done}")
+    if len(shown) > 50:
+        click.echo(f"  … and {len(shown) - 50} more (use --json for all)")
+    click.echo("consistent" if report.consistent else "INCONSISTENT", err=True)
+
+
+def _check_rows(report: Any) -> list[list[Any]]:
+    fixed = {kind: 0 for kind in report.counts}
+    for problem in report.problems:
+        fixed[problem.kind] += problem.action is not None
+    return [[kind, count, fixed[kind]] for kind, count in report.counts.items()]
+
+
+@cli.command("sql")
+@click.argument("query", required=False)
+@click.option(
+    "--file",
+    "query_file",
+    type=click.File("r"),
+    help="Read the query from this file ('-' for stdin).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json", "parquet"]),
+    default="table",
+    show_default=True,
+    help="Output format (parquet needs --output).",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file."
+)
+@pass_store
+def sql_command(
+    handle: StoreHandle,
+    query: str | None,
+    query_file: Any,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Run one read-only SQL query over the manifest and every cached feature.
+
+    QUERY is the SQL text, or '-' to read it from stdin. Tables: entries, counters, ...,
+    feature_views (one row per feature view) and one view per feature, named after the
+    feature's last dotted component, with symbol, key, code_version, config_json and
+    created_at as extra columns.
+
+    \b
+    Examples:
+      jules-cache sql "SELECT symbol, avg(vwap) FROM make_bars GROUP BY symbol"
+      jules-cache sql "SELECT * FROM feature_views" --format json
+      echo "SELECT count(*) FROM entries" | jules-cache sql -
+      jules-cache sql --file report.sql --format parquet --output report.parquet
+    """
+    from .sql_output import render_result  # pyarrow writers: only load them for `sql`
+
+    if query_file is not None and query is not None:
+        raise click.UsageError("pass the query as an argument or with --file, not both")
+    if query_file is not None:
+        text = query_file.read()
+    elif query == "-":
+        text = sys.stdin.read()
+    elif query is not None:
+        text = query
+    else:
+        raise click.UsageError("pass a query, '-' to read it from stdin, or --file FILE")
+    if output_format == "parquet" and output is None:
+        raise click.UsageError("--format parquet writes binary data: pass --output FILE")
+    result = handle.get().sql_arrow(text)
+    render_result(result, output_format, output, click.echo)
+
+
+@cli.command("rm")
+@click.option("--key", help="An entry's key, or a prefix of at least 6 characters (see `ls`).")
+@click.option("--feature", help="Every entry of this feature.")
+@click.option("--symbol", help="Every entry of this symbol.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_store
+def remove(
+    handle: StoreHandle,
+    key: str | None,
+    feature: str | None,
+    symbol: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Remove cached entries: one key, a feature, a symbol (filters combine with AND).
+
+    \b
+    Example:
+      jules-cache rm --feature mypkg.features.make_bars --symbol AAPL
+    """
+    removed = handle.get().remove(key=key, feature=feature, symbol=symbol, dry_run=dry_run)
+    if as_json:
+        _print_json({"dry_run": dry_run, "removed": [entry.to_dict() for entry in removed]})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for entry in removed:
+        click.echo(f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  "
+                   f"{human_bytes(entry.bytes)}")
+    click.echo(f"{verb} {len(removed)} entries, "
+               f"{human_bytes(sum(entry.bytes for entry in removed))}", err=True)
 
 
 def _print_json(document: Any) -> None:

@@ -5,8 +5,10 @@
      ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
      ├── ManifestError                          the manifest database is missing, damaged or busy
      ├── StoreError                             a result could not be published (strict mode)
+     ├── GCError                                a GC run failed (``.report`` says what it did)
      ├── CorruptEntry                           a cached file failed validation
-     └── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
+     ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
+     └── QueryError                             an SQL query was refused or failed
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
 
@@ -49,12 +51,24 @@ class StoreError(JulesCacheError):
     """A computed result could not be written to the cache (raised only with strict=True)."""
 
 
+class GCError(JulesCacheError):
+    """A GC run failed part-way; ``report`` (a ``GCReport``) says what it did delete."""
+
+    def __init__(self, message: str, report: object):
+        super().__init__(message)
+        self.report = report
+
+
 class CorruptEntry(JulesCacheError):
     """A cached file is truncated, unreadable or does not match its manifest row."""
 
 
 class InvalidInput(JulesCacheError, ValueError):
     """An argument is unusable: a bad symbol, unsupported data, a bad setting or result."""
+
+
+class QueryError(JulesCacheError):
+    """An SQL query over the cache was refused (not read-only) or failed; says what to fix."""
 
 
 class CacheWriteWarning(UserWarning):

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import functools
 import json
+import logging
+import numbers
 import os
+import signal
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -26,11 +31,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from .catalog import refresh_views, view_published
+from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, run_check
+from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
 from .errors import CacheWriteWarning, InvalidInput, JulesCacheError, LockTimeout, StoreError
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
+from .gc import GCOptions, GCReport, collect_garbage
 from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
 from .keys import KEY_SCHEMA, KeyParts, validate_symbol
 from .layout import Layout
@@ -38,6 +47,7 @@ from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import CacheResult, Entry, FeatureStats, Stats
 from .result_files import (
+    READ_ERRORS,
     ResultInfo,
     describe_result,
     fsync_dir,
@@ -45,6 +55,7 @@ from .result_files import (
     scan_result,
     write_result,
 )
+from .verify import VerifyReport, verify_footer_entries
 from .version import __version__
 
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
@@ -53,6 +64,7 @@ ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 _STORE_ERRORS = (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
 _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
+_log = logging.getLogger("jules_cache")
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,10 @@ class FeatureStore:
         compression: Parquet codec of result files (lz4 reads back fastest).
         time_column: the column whose min/max the manifest records (default: guessed).
         hit_flush_seconds: how often hits recorded in memory are written to the manifest.
+        auto_gc: off (None, the default) or an interval in seconds: after publishing a result,
+            this writer runs a bounded GC step (at most ``auto_gc_limit`` deletions, default
+            retention) if no GC started on this root within the interval. Never on import,
+            in a destructor or at exit.
     """
 
     def __init__(
@@ -111,7 +127,23 @@ class FeatureStore:
         compression: str = "lz4",
         time_column: str | None = None,
         hit_flush_seconds: float = 30.0,
+        auto_gc: float | None = None,
+        auto_gc_limit: int = 1000,
     ):
+        for setting, number in (
+            ("lock_timeout", lock_timeout),
+            ("tick_data_threshold_mb", tick_data_threshold_mb),
+            ("hit_flush_seconds", hit_flush_seconds),
+        ):  # a str or bool here would fail later with a confusing TypeError
+            _require(
+                isinstance(number, numbers.Real) and not isinstance(number, bool),
+                f"{setting} must be a number, not {type(number).__name__} {number!r}",
+            )
+        _require(isinstance(strict, bool), f"strict must be True or False, not {strict!r}")
+        _require(
+            tick_data_threshold_mb < 2**40,
+            f"tick_data_threshold_mb must be below 2**40, not {tick_data_threshold_mb}",
+        )
         _require(lock_timeout >= 0, f"lock_timeout must be >= 0 seconds, not {lock_timeout}")
         _require(
             tick_data_threshold_mb >= 0,
@@ -141,6 +173,11 @@ class FeatureStore:
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
+        _require(auto_gc is None or auto_gc > 0, f"auto_gc must be None or > 0 s, not {auto_gc}")
+        _require(auto_gc_limit >= 1, f"auto_gc_limit must be >= 1, not {auto_gc_limit}")
+        self.auto_gc = auto_gc
+        self.auto_gc_limit = auto_gc_limit
+        self._next_auto_gc = 0.0
         _live_stores.add(self)
 
     def __repr__(self) -> str:
@@ -241,17 +278,39 @@ class FeatureStore:
     # -- hits ----------------------------------------------------------------------------------
 
     def _read(self, path: Path, lazy: bool) -> pl.DataFrame | pl.LazyFrame | None:
-        """The cached value at ``path``, or None if missing or unreadable (then recomputed)."""
+        """The cached value at ``path``, or None if missing or damaged.
+
+        A damaged file is not an error for the caller: the miss path reads it again under the
+        key's lock, quarantines it, and recomputes (``_read_or_quarantine``).
+        """
         try:
             return scan_result(path) if lazy else read_result(path)
+        except READ_ERRORS:
+            return None
+
+    def _read_or_quarantine(self, request: _Request) -> pl.DataFrame | pl.LazyFrame | None:
+        """Like ``_read``, under the key's lock: a damaged file is moved aside and counted.
+
+        The caller gets correct features, so this is no warning (pytest and users turn those
+        into errors): it is logged on the ``jules_cache`` logger and counted in the manifest
+        (``corrupt_files``); the file is kept in ``<root>/quarantine/`` for inspection.
+        """
+        try:
+            return scan_result(request.path) if request.lazy else read_result(request.path)
         except FileNotFoundError:
             return None
-        except _STORE_ERRORS as exc:
-            warnings.warn(
-                f"cached file {path} is unreadable ({exc}); recomputing it",
-                CacheWriteWarning,
-                stacklevel=4,
-            )
+        except READ_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
+                return None  # cannot open it (permissions, fd limit): not evidence of damage
+            _log.warning("cached file %s is damaged (%s); recomputing it", request.path, exc)
+            try:
+                with self.manifest.write() as con:
+                    quarantine_file(self.layout, request.path)
+                    self.manifest.execute(con, "check.sql", "delete_entry", {"key": request.key})
+                    params = {"name": "corrupt_files", "delta": 1}
+                    self.manifest.execute(con, "check.sql", "bump_counter", params)
+            except _STORE_ERRORS as error:  # the publish replaces the file anyway
+                _log.warning("could not quarantine %s: %s", request.path, error)
             return None
 
     def _record_hit(self, key: str) -> None:
@@ -305,16 +364,24 @@ class FeatureStore:
     def _miss(self, request: _Request) -> CacheResult:
         """Compute under the key's lock (single flight), write a temp file, publish it."""
         with file_lock(self.layout.key_lock_path(request.key), self.lock_timeout):
-            value = self._read(request.path, request.lazy)  # published while we waited?
+            value = self._read_or_quarantine(request)  # published while we waited?
             if value is not None:
                 self._record_hit(request.key)
                 return request.result(value, hit=True)
             compute_started = time.perf_counter()
+            _crash_point("compute")
             output = request.compute_func(request.frame, request.config)
             result = as_result_frame(output, request.parts.feature)
             temp = self.layout.new_temp_path(request.key)
             try:
-                write_result(result, temp, self._file_metadata(request), self.compression)
+                write_result(
+                    result,
+                    temp,
+                    self._file_metadata(request),
+                    self.compression,
+                    on_partial=functools.partial(_crash_point, "write"),
+                )
+                _crash_point("fsynced")
                 # A LazyFrame was computed while it was sunk: its time includes the write.
                 compute_seconds = time.perf_counter() - compute_started
                 value = scan_result(temp) if request.lazy else read_result(temp)
@@ -325,6 +392,7 @@ class FeatureStore:
                 return request.result(self._unstored(result, request, exc), stored=False)
         if request.lazy:
             value = scan_result(request.path)
+        self._maybe_auto_gc()
         return request.result(value)
 
     def _publish(
@@ -348,11 +416,14 @@ class FeatureStore:
         with self.manifest.write() as con:
             request.path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, request.path)
+            _crash_point("renamed")
             try:
                 self.manifest.execute(con, "entries.sql", "insert_entry", row)
+                view_published(con, self.layout, request.parts.feature, request.key)
                 self._record_inputs(con, request)
                 self._bump(con, "misses")
                 self._flush_hits(con)
+                _crash_point("commit")
             except BaseException:
                 _remove(request.path)  # the transaction rolls back: no file without its row
                 raise
@@ -481,6 +552,69 @@ class FeatureStore:
             }
         return explain(call, request.path.exists(), candidates, inputs)
 
+    def check(
+        self,
+        *,
+        fix: bool = False,
+        deep: bool = False,
+        rebuild: bool = False,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> CheckReport:
+        """Compare the manifest with the files on disk; report problems by kind.
+
+        ``fix`` repairs them (drops rows whose file is gone, registers valid orphan files,
+        quarantines damaged files, deletes temp and lock files older than ``grace_seconds``);
+        ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
+        manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
+        """
+        self.flush()
+        if rebuild:
+            return _rebuild(self.layout, self.lock_timeout, deep=deep, grace_seconds=grace_seconds)
+        return run_check(
+            self.layout, self.manifest, fix=fix, deep=deep, grace_seconds=grace_seconds
+        )
+
+    def remove(
+        self,
+        *,
+        key: str | None = None,
+        feature: str | None = None,
+        symbol: str | None = None,
+        dry_run: bool = False,
+    ) -> list[Entry]:
+        """Delete the entries matching every given filter (``key`` may be a prefix).
+
+        Rows are deleted and committed first, files unlinked after, so a crash in between
+        leaves orphan files (which GC removes), never rows pointing at nothing. Returns the
+        entries removed (or that would be, with ``dry_run``).
+        """
+        if key is None and feature is None and symbol is None:
+            raise InvalidInput("name a key, feature or symbol to remove; nothing was removed")
+        if key is not None and len(key) < 6:
+            raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
+        filters = {"key": key, "feature": feature, "symbol": symbol}
+        if dry_run:
+            return self._query_entries("match_entries", filters)
+        with self.manifest.write() as con:
+            cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
+            columns = [d[0] for d in cursor.description]
+            matched = [Entry.from_row(columns, row) for row in cursor.fetchall()]
+            keys = {"keys": [entry.key for entry in matched]}
+            for statement in ("delete_entries", "delete_entries_inputs"):
+                self.manifest.execute(con, "entries.sql", statement, keys)
+            if matched:
+                refresh_views(con, self.layout, sorted({entry.feature for entry in matched}))
+        for entry in matched:
+            _remove(self.root / entry.path)
+        return matched
+
+    def verify(self, *, fix: bool = False) -> VerifyReport:
+        """Find footer-keyed entries whose input file was rewritten under an identical footer.
+
+        With ``fix=True`` those entries are removed, so the next call recomputes them.
+        """
+        return verify_footer_entries(self.manifest, self.layout, fix=fix)
+
     def stats(self) -> Stats:
         """Entries, bytes, hits, misses and compute time saved, in total and per feature."""
         with self.manifest.read() as con:
@@ -500,6 +634,100 @@ class FeatureStore:
             features=features,
         )
 
+    # -- SQL -----------------------------------------------------------------------------------
+
+    def sql(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        symbols: Any = None,
+        versions: Any = None,
+        since: Any = None,
+        until: Any = None,
+    ) -> pl.DataFrame:
+        """Run one read-only SQL query over the cache and return a DataFrame.
+
+        The query sees the manifest tables (``entries``, ``counters``, ...), ``feature_views``
+        and one view per feature (see ``jules_cache.catalog``). ``params`` are bound (``?`` /
+        ``$name``). ``symbols``, ``versions`` (code version or fingerprint), ``since`` and
+        ``until`` restrict every feature view to the files that can match. Raises
+        ``QueryError`` for a write statement, an SQL error (listing the available views) or a
+        failed query.
+        """
+        return pl.from_arrow(
+            self.sql_arrow(
+                query, params, symbols=symbols, versions=versions, since=since, until=until
+            )
+        )
+
+    def sql_arrow(
+        self,
+        query: str,
+        params: Any = None,
+        *,
+        symbols: Any = None,
+        versions: Any = None,
+        since: Any = None,
+        until: Any = None,
+    ) -> Any:
+        """Like ``sql`` but return a ``pyarrow.Table`` (no conversion; for big results)."""
+        from .query import Filters, run
+
+        filters = Filters.build(symbols, versions, since, until)
+        return run(self.manifest, self.layout, query, params, filters)
+
+    def refresh_views(self) -> dict[str, str]:
+        """Rebuild the feature views stored in manifest.duckdb (e.g. after moving the root).
+
+        Returns ``{feature: view name}``.
+        """
+        with self.manifest.write() as con:
+            return refresh_views(con, self.layout)
+
+    # -- garbage collection --------------------------------------------------------------------
+
+    def gc(
+        self,
+        *,
+        retention_weeks: float | None = None,
+        max_size: int | str | None = None,
+        grace: float | str | timedelta | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GCReport:
+        """Delete orphans, dangling rows, expired and over-budget entries, stale temp/lock files.
+
+        ``retention_weeks``: entries not accessed for this long go (default
+        ``$FEATURE_STORE_GC_RETENTION_WEEKS``, else 4); ``max_size`` (bytes or '50GB'): least
+        recently used entries beyond it go; ``grace`` (seconds or '6h', default 6 h): temp and
+        lock files younger than this stay. ``dry_run`` deletes nothing and reports what would
+        go. Raises ``LockTimeout`` if another GC is running, ``GCError`` if a step failed.
+        """
+        options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
+        self.flush()  # this process's recent hits count as accesses
+        report = collect_garbage(self.manifest, self.layout, options, progress=progress)
+        assert report is not None
+        return report
+
+    def _maybe_auto_gc(self) -> None:
+        """The opportunistic mode: a bounded GC step, at most once per ``auto_gc`` seconds."""
+        if self.auto_gc is None or time.monotonic() < self._next_auto_gc:
+            return
+        self._next_auto_gc = time.monotonic() + self.auto_gc
+        try:
+            options = GCOptions.build(limit=self.auto_gc_limit)
+            collect_garbage(
+                self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc
+            )
+        except LockTimeout:
+            pass  # another GC is running: nothing to do
+        except _STORE_ERRORS as exc:
+            warnings.warn(
+                f"automatic GC of {self.root} failed: {exc}", CacheWriteWarning, stacklevel=4
+            )
+
     def close(self) -> None:
         """Flush recorded hits. The store stays usable; closing again is harmless."""
         self.flush()
@@ -509,6 +737,22 @@ class FeatureStore:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+CRASH_ENV = "JULES_CACHE_CRASH_AT"
+
+
+def _crash_point(stage: str) -> None:
+    """Fault-injection hook for the crash tests (tests/test_faults.py): if the environment
+    variable ``JULES_CACHE_CRASH_AT`` names ``stage``, SIGKILL this process right here.
+
+    Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp
+    file half written, no footer), ``fsynced`` (temp complete, not published), ``renamed``
+    (file in objects/, row not inserted), ``commit`` (row inserted, transaction not committed).
+    Never set it outside tests.
+    """
+    if os.environ.get(CRASH_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _require(condition: bool, message: str) -> None:

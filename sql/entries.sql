@@ -92,3 +92,12 @@ DELETE FROM entries WHERE key IN (SELECT unnest($keys));
 
 -- name: delete_entries_inputs
 DELETE FROM entry_inputs WHERE key IN (SELECT unnest($keys));
+
+-- name: match_entries
+-- Entries matching every given filter (NULL matches all); the key filter is a prefix.
+SELECT *
+FROM entries
+WHERE ($key IS NULL OR starts_with(key, $key))
+  AND ($feature IS NULL OR feature = $feature)
+  AND ($symbol IS NULL OR symbol = $symbol)
+ORDER BY created_at, key;

@@ -82,3 +82,31 @@ CREATE TABLE entry_inputs (
     digest   VARCHAR NOT NULL,
     PRIMARY KEY (key, position)
 );
+
+-- name: migration_2
+-- One row per GC run, dry or real: inserted as 'running' when it starts, finished as 'success'
+-- or 'failed' (a run killed midway stays 'running'). Counts and bytes are per reason: what was
+-- deleted (a real run) or would be (a dry run).
+CREATE TABLE gc_runs (
+    id                  BIGINT    NOT NULL PRIMARY KEY,
+    started_at          TIMESTAMP NOT NULL,
+    finished_at         TIMESTAMP,
+    dry_run             BOOLEAN   NOT NULL,
+    status              VARCHAR   NOT NULL CHECK (status IN ('running', 'success', 'failed')),
+    error               VARCHAR,
+    orphan_files        BIGINT    NOT NULL DEFAULT 0,  -- result files without a row
+    orphan_bytes        BIGINT    NOT NULL DEFAULT 0,
+    dangling_rows       BIGINT    NOT NULL DEFAULT 0,  -- rows without a file
+    dangling_bytes      BIGINT    NOT NULL DEFAULT 0,
+    expired_entries     BIGINT    NOT NULL DEFAULT 0,  -- last access older than the retention
+    expired_bytes       BIGINT    NOT NULL DEFAULT 0,
+    over_budget_entries BIGINT    NOT NULL DEFAULT 0,  -- least recently used beyond --max-size
+    over_budget_bytes   BIGINT    NOT NULL DEFAULT 0,
+    stale_tmp_files     BIGINT    NOT NULL DEFAULT 0,
+    stale_tmp_bytes     BIGINT    NOT NULL DEFAULT 0,
+    stale_lock_files    BIGINT    NOT NULL DEFAULT 0,
+    stale_lock_bytes    BIGINT    NOT NULL DEFAULT 0,
+    skipped             BIGINT    NOT NULL DEFAULT 0,  -- planned, spared by the re-check
+    max_lock_hold_ms    DOUBLE,                        -- longest manifest lock hold
+    parameters          VARCHAR   NOT NULL             -- JSON: retention, max size, grace, ...
+);

@@ -1,0 +1,639 @@
+"""Garbage collection: one SQL plan (``sql/gc.sql``), then guarded, batched deletes.
+
+The plan joins the files DuckDB lists under the root with the manifest's entries, by key:
+
+    orphan       result file without a row          (file deleted)
+    dangling     row without a result file          (row deleted; the next request recomputes)
+    expired      last ACCESS older than the retention (row deleted, then file)
+    over_budget  least recently used beyond max_size  (row deleted, then file)
+    stale_tmp    temp file older than the grace period
+    stale_lock   unheld per-key lock file older than the grace period
+
+Safety, in the order things happen:
+
+- Files are listed (by DuckDB, outside any lock) BEFORE the entries are read (under the shared
+  manifest lock). A publication renames its file and inserts its row inside one exclusive hold,
+  so a file seen in the listing either has its row committed by the time entries are read, or
+  was rolled back. Every candidate is checked again under the exclusive lock right before
+  anything is deleted, so a key published (or hit) after the plan is spared.
+- Rows are deleted and COMMITTED first; their files are unlinked in the next lock hold, after
+  checking no row for the key has reappeared. A crash in between leaves orphans (removed by the
+  next run), never rows pointing at nothing.
+- Work is done in batches sized to keep each exclusive hold near ``HOLD_TARGET_MS``; the
+  longest hold is measured and reported.
+- A lock file is deleted only while GC itself holds it (non-blocking), so a holder is never
+  disturbed. Temp files are protected by the grace period.
+- Nothing here runs on import, in a destructor or at exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import sqlfiles
+from .catalog import refresh_views
+from .errors import GCError, InvalidInput, LockTimeout, ManifestError
+from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
+from .locks import file_lock
+from .manifest import Manifest, utc_now
+from .models import _ToDict
+
+REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_lock")
+ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
+RETENTION_ENV = "FEATURE_STORE_GC_RETENTION_WEEKS"
+DEFAULT_RETENTION_WEEKS = 4.0
+DEFAULT_GRACE_SECONDS = 6 * 3600.0
+GC_LOCK_NAME = "gc.lock"  # in locks/; not a key name, so never a stale-lock candidate
+HOLD_TARGET_MS = 100.0
+_BATCH_START, _BATCH_MIN, _BATCH_MAX = 500, 20, 5000
+_TMP_NAME = re.compile(r"^[0-9a-f]{32}\.[^/\\]+" + re.escape(RESULT_SUFFIX + TMP_SUFFIX) + "$")
+_LOCK_NAME = re.compile(r"^[0-9a-f]{32}\.lock$")
+_GLOB_CHARS = frozenset("*?[]{}")
+_MAX_ERRORS = 20
+
+Progress = Callable[[int, int], None]  # (items done, items in total)
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GCItem(_ToDict):
+    """One thing GC deleted (or, in a dry run, would delete)."""
+
+    reason: str
+    path: str  # relative to the root, '/'-separated
+    bytes: int
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ReasonTotal(_ToDict):
+    reason: str
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class GCReport(_ToDict):
+    """What a GC run did: per-reason totals, timings, lock holds and its ``gc_runs`` id.
+
+    In a dry run ``totals`` and ``items`` are what a real run would delete now (a real run
+    re-checks each candidate under the lock, so it can only delete the same or less).
+    """
+
+    run_id: int | None
+    root: str
+    dry_run: bool
+    status: str  # 'success' | 'failed'
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    plan_seconds: float
+    retention_weeks: float
+    max_size: int | None
+    grace_seconds: float
+    totals: tuple[ReasonTotal, ...]
+    skipped: int  # planned, but changed since the plan (hit, re-published, already gone)
+    lock_holds: int
+    max_lock_hold_ms: float
+    errors: tuple[str, ...] = ()
+    items: tuple[GCItem, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def files(self) -> int:
+        """Files and rows deleted (or to delete), all reasons together."""
+        return sum(t.count for t in self.totals)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.totals)
+
+    def total(self, reason: str) -> ReasonTotal:
+        return next(t for t in self.totals if t.reason == reason)
+
+
+@dataclass(frozen=True)
+class GCOptions:
+    """Validated GC settings."""
+
+    retention_weeks: float
+    max_size: int | None
+    grace_seconds: float
+    dry_run: bool
+    limit: int | None
+
+    @classmethod
+    def build(
+        cls,
+        retention_weeks: float | None = None,
+        max_size: int | str | None = None,
+        grace: float | str | timedelta | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+    ) -> GCOptions:
+        if retention_weeks is None:
+            text = os.environ.get(RETENTION_ENV, "").strip()
+            retention_weeks = _env_weeks(text) if text else DEFAULT_RETENTION_WEEKS
+        if not isinstance(retention_weeks, int | float) or not retention_weeks >= 0:
+            raise InvalidInput(f"retention_weeks must be a number >= 0, not {retention_weeks!r}")
+        size = parse_size(max_size) if max_size is not None else None
+        grace_seconds = parse_duration(grace) if grace is not None else DEFAULT_GRACE_SECONDS
+        if limit is not None and limit < 1:
+            raise InvalidInput(f"limit must be >= 1 deletion, not {limit}")
+        return cls(float(retention_weeks), size, grace_seconds, bool(dry_run), limit)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "retention_weeks": self.retention_weeks,
+                "max_size": self.max_size,
+                "grace_seconds": self.grace_seconds,
+                "dry_run": self.dry_run,
+                "limit": self.limit,
+            }
+        )
+
+
+def _env_weeks(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{RETENTION_ENV}={text!r} is not a number of weeks; set it to e.g. 4"
+        ) from None
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(value: int | str) -> int:
+    """'50GB' -> bytes (powers of 1024, as the CLI prints sizes); an int is bytes already."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise InvalidInput(f"max size {value!r} is not a size; write e.g. 50GB, 500MB or 1.5TB")
+        number, unit = float(match.group(1)), match.group(2).upper()
+        size = int(number * 1024 ** " KMGTP".index(unit or " "))
+    if size <= 0:
+        raise InvalidInput(f"max size must be > 0 bytes, not {value!r}")
+    return size
+
+
+def parse_duration(value: float | str | timedelta) -> float:
+    """'6h' / '90m' / '2d' / '1w' / seconds -> seconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise InvalidInput(
+                f"duration {value!r} is not a duration; write e.g. 6h, 90m, 2d or 3600"
+            )
+        seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
+    if seconds < 0:
+        raise InvalidInput(f"duration must be >= 0, not {value!r}")
+    return seconds
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def collect_garbage(
+    manifest: Manifest,
+    layout: Layout,
+    options: GCOptions,
+    *,
+    progress: Progress | None = None,
+    skip_if_ran_within: float | None = None,
+) -> GCReport | None:
+    """Plan and (unless ``options.dry_run``) delete; record the run in ``gc_runs``.
+
+    Raises ``LockTimeout`` if another GC holds the GC lock, ``GCError`` (with ``.report``) if a
+    step failed after the run started. With ``skip_if_ran_within`` (seconds), return None
+    without doing anything when a GC started that recently (the opportunistic mode).
+    """
+    _check_root(layout)
+    with file_lock(layout.locks / GC_LOCK_NAME, 0.0):
+        if skip_if_ran_within is not None and _ran_within(manifest, skip_if_ran_within):
+            return None
+        run = _Run(manifest, layout, options, progress)
+        return run.execute()
+
+
+def _check_root(layout: Layout) -> None:
+    if _GLOB_CHARS & set(str(layout.root)):
+        raise InvalidInput(
+            f"cache root {layout.root} contains a glob character ({''.join(sorted(_GLOB_CHARS))})"
+            "; GC lists files with a glob, so move the cache to a path without them"
+        )
+
+
+def _ran_within(manifest: Manifest, seconds: float) -> bool:
+    with manifest.read() as con:
+        row = manifest.execute(con, "gc.sql", "last_run").fetchone()
+    if row is None:
+        return False
+    return (utc_now() - row[1]).total_seconds() < seconds
+
+
+class _Run:
+    """One GC run's state: the plan, the deletions so far, the lock holds."""
+
+    def __init__(
+        self, manifest: Manifest, layout: Layout, options: GCOptions, progress: Progress | None
+    ):
+        self.manifest = manifest
+        self.layout = layout
+        self.options = options
+        self.progress = progress
+        self.started_at = utc_now()
+        self.started = time.perf_counter()
+        self.plan_seconds = 0.0
+        self.holds: list[float] = []
+        self.deleted: list[GCItem] = []
+        self.skipped = 0
+        self.errors: list[str] = []
+        self.run_id: int | None = None
+        self.done = 0
+        self.total = 0
+
+    def execute(self) -> GCReport:
+        with self._hold() as con:
+            self.run_id = self.manifest.execute(
+                con,
+                "gc.sql",
+                "start_run",
+                {
+                    "started_at": self.started_at,
+                    "dry_run": self.options.dry_run,
+                    "parameters": self.options.to_json(),
+                },
+            ).fetchone()[0]
+        try:
+            planned = self._plan()
+            if self.options.limit is not None:
+                planned = planned[: self.options.limit]
+            self.total = len(planned)
+            if self.options.dry_run:
+                self.deleted = planned
+            else:
+                self._delete(planned)
+        except BaseException as exc:
+            self.errors.insert(0, _describe(exc))
+            report = self._report("failed")
+            with contextlib.suppress(Exception):  # the manifest may be what failed
+                self._finish(report)
+            if isinstance(exc, Exception) and not isinstance(exc, LockTimeout):
+                raise GCError(self._failure_message(report), report) from exc
+            raise
+        report = self._report("failed" if self.errors else "success")
+        self._finish(report)  # raises if recording fails: never "success" with an error inside
+        if not report.ok:
+            raise GCError(self._failure_message(report), report)
+        return report
+
+    @contextlib.contextmanager
+    def _hold(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An exclusive manifest transaction whose length (attach to detach) is recorded."""
+        with self.manifest.write() as con:
+            entered = time.perf_counter()
+            yield con
+        self.holds.append((time.perf_counter() - entered) * 1000)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _plan(self) -> list[GCItem]:
+        """Run the plan on this run's own DuckDB, outside the manifest lock.
+
+        Files are listed first, then the entries are copied under a short shared hold; see
+        the module docstring for why that order is safe.
+        """
+        started = time.perf_counter()
+        params = {
+            "expire_before": utc_now() - timedelta(weeks=self.options.retention_weeks),
+            "max_bytes": self.options.max_size,
+            "stale_before": datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds),
+        }
+        # No DuckDB progress bar: it would write into `--json` output on stdout.
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            _list_files_into(con, self.layout)
+            with self.manifest.read() as manifest_con:
+                snapshot = manifest_con.sql(
+                    sqlfiles.statement("gc.sql", "entries_snapshot")
+                ).to_arrow_table()
+            con.register("entries_snapshot", snapshot)
+            con.execute("CREATE TEMP TABLE entries AS SELECT * FROM entries_snapshot")
+            con.unregister("entries_snapshot")
+            rows = con.execute(sqlfiles.statement("gc.sql", "plan"), params).fetchall()
+        except duckdb.Error as exc:
+            raise ManifestError(f"GC plan for {self.layout.root} failed: {exc}") from exc
+        finally:
+            con.close()
+        self.plan_seconds = time.perf_counter() - started
+        self._last_access = {row[1]: row[4] for row in rows if row[0] in ROW_REASONS}
+        return [self._item(reason, key, name, size) for reason, key, name, size, _ in rows]
+
+    def _item(self, reason: str, key: str | None, name: str | None, size: int) -> GCItem:
+        if reason == "stale_tmp":
+            path = f"{self.layout.tmp.name}/{name}"
+        elif reason == "stale_lock":
+            path = f"{self.layout.locks.name}/{name}"
+        else:
+            assert key is not None
+            path = self.layout.relative_result_path(key)
+            if size is None:  # an orphan: the listing has names only
+                with contextlib.suppress(OSError):
+                    size = self.layout.result_path(key).stat().st_size
+        return GCItem(reason, path, int(size or 0), key)
+
+    # -- deleting ----------------------------------------------------------------------------
+
+    def _delete(self, planned: list[GCItem]) -> None:
+        rows = [item for item in planned if item.reason in ROW_REASONS]
+        orphans = [item for item in planned if item.reason == "orphan"]
+        stale = [item for item in planned if item.reason in ("stale_tmp", "stale_lock")]
+        batch = _BATCH_START
+        committed: list[GCItem] = []  # rows deleted and committed; files not yet unlinked
+        while rows or orphans or committed:
+            row_batch, rows = rows[:batch], rows[batch:]
+            orphan_batch: list[GCItem] = []
+            if not row_batch:
+                orphan_batch, orphans = orphans[:batch], orphans[batch:]
+            with self._hold() as con:
+                self._unlink_results(con, committed)
+                self._unlink_results(con, orphan_batch)
+                committed = self._delete_rows(con, row_batch)
+            batch = _next_batch(batch, self.holds[-1])
+            self._advance(len(row_batch) + len(orphan_batch))
+        for item in stale:
+            self._delete_stale(item)
+            self._advance(1)
+
+    def _delete_rows(self, con: duckdb.DuckDBPyConnection, items: list[GCItem]) -> list[GCItem]:
+        """Delete the rows still as planned; return those whose files must go next."""
+        if not items:
+            return []
+        candidates = []
+        for item in items:
+            if item.reason == "dangling" and self._result_path(item).exists():
+                self.skipped += 1  # published since the plan
+            else:
+                candidates.append(item)
+        if not candidates:
+            return []
+        keys = [item.key for item in candidates]
+        deleted = dict(
+            self.manifest.execute(
+                con,
+                "gc.sql",
+                "delete_entries",
+                {"keys": keys, "last_accessed": [self._last_access[k] for k in keys]},
+            ).fetchall()
+        )
+        self.manifest.execute(con, "gc.sql", "delete_entry_inputs", {"keys": list(deleted)})
+        if deleted:  # the SQL views list files: drop the deleted ones before they are unlinked
+            refresh_views(con, self.layout, sorted(set(deleted.values())))
+        self.skipped += len(candidates) - len(deleted)
+        survivors = []
+        for item in candidates:
+            if item.key in deleted:
+                if item.reason == "dangling":
+                    self.deleted.append(item)
+                else:
+                    survivors.append(item)
+        return survivors
+
+    def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
+        """Unlink result files whose key has no row now (checked under the lock)."""
+        if not items:
+            return
+        keys = [item.key for item in items]
+        live = {
+            row[0]
+            for row in self.manifest.execute(
+                con, "gc.sql", "keys_with_rows", {"keys": keys}
+            ).fetchall()
+        }
+        for item in items:
+            if item.key in live:
+                self.skipped += 1  # published again since the plan
+            elif self._unlink(self._result_path(item)):
+                self.deleted.append(item)
+
+    def _delete_stale(self, item: GCItem) -> None:
+        name = item.path.rsplit("/", 1)[-1]
+        limit = time.time() - self.options.grace_seconds
+        if item.reason == "stale_tmp":
+            path = self.layout.tmp / name
+            if _TMP_NAME.match(name) and _older_than(path, limit) and self._unlink(path):
+                self.deleted.append(item)
+            else:
+                self.skipped += 1
+            return
+        path = self.layout.locks / name
+        if not (_LOCK_NAME.match(name) and _older_than(path, limit)):
+            self.skipped += 1
+            return
+        try:
+            with file_lock(path, 0.0):  # never disturb a holder: only an unheld lock goes
+                removed = self._unlink(path)
+        except LockTimeout:
+            removed = False
+        if removed:
+            self.deleted.append(item)
+        else:
+            self.skipped += 1
+
+    def _result_path(self, item: GCItem) -> Path:
+        assert item.key is not None and KEY_PATTERN.match(item.key)
+        return self.layout.result_path(item.key)
+
+    def _unlink(self, path: Path) -> bool:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            self.skipped += 1
+            return False
+        except OSError as exc:
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors.append(f"cannot delete {path}: {exc.strerror or exc}")
+            return False
+        return True
+
+    def _advance(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None and count:
+            self.progress(self.done, self.total)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _report(self, status: str) -> GCReport:
+        totals = []
+        for reason in REASONS:
+            chosen = [item for item in self.deleted if item.reason == reason]
+            totals.append(ReasonTotal(reason, len(chosen), sum(item.bytes for item in chosen)))
+        finished = utc_now()
+        return GCReport(
+            run_id=self.run_id,
+            root=str(self.layout.root),
+            dry_run=self.options.dry_run,
+            status=status,
+            started_at=self.started_at,
+            finished_at=finished,
+            duration_seconds=time.perf_counter() - self.started,
+            plan_seconds=self.plan_seconds,
+            retention_weeks=self.options.retention_weeks,
+            max_size=self.options.max_size,
+            grace_seconds=self.options.grace_seconds,
+            totals=tuple(totals),
+            skipped=self.skipped,
+            lock_holds=len(self.holds),
+            max_lock_hold_ms=max(self.holds, default=0.0),
+            errors=tuple(self.errors),
+            items=tuple(self.deleted),
+        )
+
+    def _finish(self, report: GCReport) -> None:
+        params: dict[str, Any] = {
+            "id": self.run_id,
+            "finished_at": report.finished_at,
+            "status": report.status,
+            "error": "; ".join(report.errors) or None,
+            "skipped": report.skipped,
+            "max_lock_hold_ms": report.max_lock_hold_ms,
+        }
+        for total in report.totals:
+            count_column = {
+                "orphan": "orphan_files",
+                "dangling": "dangling_rows",
+                "expired": "expired_entries",
+                "over_budget": "over_budget_entries",
+                "stale_tmp": "stale_tmp_files",
+                "stale_lock": "stale_lock_files",
+            }[total.reason]
+            params[count_column] = total.count
+            params[f"{total.reason}_bytes"] = total.bytes
+        with self.manifest.write() as con:
+            self.manifest.execute(con, "gc.sql", "finish_run", params)
+
+    def _failure_message(self, report: GCReport) -> str:
+        first = report.errors[0] if report.errors else "unknown error"
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        return (
+            f"GC of {report.root} failed: {first}{more}. Fix the cause and run it again; "
+            "whatever was not deleted is picked up by the next run"
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(exc) or type(exc).__name__
+
+
+def _next_batch(batch: int, hold_ms: float) -> int:
+    """Scale the batch so the next exclusive hold lands near HOLD_TARGET_MS."""
+    scale = HOLD_TARGET_MS / max(hold_ms, 1.0)
+    scale = min(max(scale, 0.5), 2.0)
+    return int(min(max(batch * scale, _BATCH_MIN), _BATCH_MAX))
+
+
+def _older_than(path: Path, limit: float) -> bool:
+    try:
+        return path.stat().st_mtime < limit
+    except FileNotFoundError:
+        return False
+
+
+def _list_files_into(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    """List the files GC looks at into the temp table ``gc_files`` of ``con``, via DuckDB."""
+    globs = {
+        "objects_glob": str(layout.objects / "*" / f"*{RESULT_SUFFIX}"),
+        "tmp_glob": str(layout.tmp / f"*{TMP_SUFFIX}"),
+        "locks_glob": str(layout.locks / "*.lock"),
+    }
+    listing = sqlfiles.statement("gc.sql", "list_files").rstrip().rstrip(";")
+    con.execute(f"CREATE TEMP TABLE gc_files AS {listing}", globs)
+
+
+# -- overview ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupOverview(_ToDict):
+    feature: str
+    symbol: str
+    entries: int
+    bytes: int
+    oldest: datetime | None
+    newest: datetime | None
+    last_access: datetime | None
+
+
+@dataclass(frozen=True)
+class Overview(_ToDict):
+    """What the cache holds, and the last GC run (None if GC never ran)."""
+
+    root: str
+    entries: int
+    bytes: int
+    oldest_created: datetime | None
+    newest_created: datetime | None
+    least_recent_access: datetime | None
+    most_recent_access: datetime | None
+    groups: tuple[GroupOverview, ...]
+    last_gc: dict[str, Any] | None
+
+
+def overview(manifest: Manifest, layout: Layout) -> Overview:
+    """Entries and bytes in total and by feature/symbol, oldest/newest, and the last GC run."""
+    with manifest.read() as con:
+        totals = manifest.execute(con, "gc.sql", "overview_totals").fetchone()
+        groups = manifest.execute(con, "gc.sql", "overview_by_feature_symbol").fetchall()
+        cursor = manifest.execute(con, "gc.sql", "last_run")
+        columns = [d[0] for d in cursor.description]
+        last = cursor.fetchone()
+    return Overview(
+        str(layout.root),
+        *totals,
+        groups=tuple(GroupOverview(*row) for row in groups),
+        last_gc=dict(zip(columns, last)) if last is not None else None,
+    )
+
+
+__all__ = [
+    "GCError",
+    "GCItem",
+    "GCOptions",
+    "GCReport",
+    "Overview",
+    "ReasonTotal",
+    "collect_garbage",
+    "overview",
+    "parse_duration",
+    "parse_size",
+]

@@ -1,0 +1,325 @@
+"""SQL over the cache: store.sql, the persistent views in manifest.duckdb, and `jules-cache sql`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from features import bar_count
+from polars.testing import assert_frame_equal
+
+from jules_cache.catalog import refresh_views, view_names
+from jules_cache.cli import cli
+from jules_cache.errors import QueryError
+from jules_cache.synthetic import ticks_for
+
+SYMBOLS = ("AAPL", "MSFT", "NVDA")
+
+
+def bars_v2(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
+    """bar_count with an extra column: a schema change between code versions."""
+    return bar_count(ticks, config).with_columns(pl.col("n").alias("n_v2"))
+
+
+@pytest.fixture
+def filled(store, ticks):
+    for symbol in SYMBOLS:
+        data = ticks_for(ticks, symbol)
+        for freq in ("1m", "5m"):
+            store.get_or_compute(symbol, data, {"freq": freq}, bar_count)
+    return store
+
+
+def bare_duckdb(manifest, sql: str) -> list:
+    """Run ``sql`` on manifest.duckdb from a process that never imports jules_cache."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys, duckdb
+        con = duckdb.connect({str(manifest)!r}, read_only=True)
+        rows = con.execute({sql!r}).fetchall()
+        assert "jules_cache" not in sys.modules
+        print(json.dumps(rows, default=str))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd="/", check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_feature_view_has_every_result_and_entry_metadata(filled, ticks):
+    frame = filled.sql(
+        "SELECT symbol, config_json->>'freq' AS freq, count(*) AS n, count(DISTINCT key) AS keys "
+        "FROM bar_count GROUP BY ALL ORDER BY ALL"
+    )
+    expected = []
+    for symbol in SYMBOLS:
+        for freq in ("1m", "5m"):
+            rows = bar_count(ticks_for(ticks, symbol).lazy(), {"freq": freq}).collect().height
+            expected.append((symbol, freq, rows, 1))
+    assert frame.rows() == expected
+    versions = filled.sql("SELECT DISTINCT code_fingerprint, created_at FROM bar_count")
+    assert versions.height == 6 and versions["code_fingerprint"].null_count() == 0
+
+
+def test_view_values_equal_the_cached_frames(filled, ticks):
+    data = ticks_for(ticks, "MSFT")
+    direct = filled.get_or_compute("MSFT", data, {"freq": "5m"}, bar_count)
+    via_sql = filled.sql(
+        "SELECT ts, n, mean_price FROM bar_count "
+        "WHERE symbol = $s AND config_json->>'freq' = '5m' ORDER BY ts",
+        {"s": "MSFT"},
+    )
+    via_sql = via_sql.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))  # Etc/UTC
+    assert_frame_equal(via_sql, direct.select("ts", "n", "mean_price"), check_dtypes=False)
+
+
+def test_manifest_tables_and_feature_views_are_queryable(filled):
+    assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 6
+    catalog = filled.sql("SELECT view_name, feature, entries, symbols FROM feature_views")
+    assert catalog.rows() == [("bar_count", "features.bar_count", 6, 3)]
+
+
+def test_bare_duckdb_finds_the_same_views(filled):
+    rows = bare_duckdb(
+        filled.layout.manifest,
+        "SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1",
+    )
+    in_process = filled.sql("SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1")
+    assert [tuple(r) for r in rows] == in_process.rows()
+    views = bare_duckdb(filled.layout.manifest, "SELECT view_name, entries FROM feature_views")
+    assert views == [["bar_count", 6]]
+
+
+def test_orphan_files_never_appear(filled):
+    source = filled.root / filled.entries(symbol="AAPL")[0].path
+    orphan = filled.layout.objects / "zz" / ("f" * 32 + ".parquet")
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(source.read_bytes())
+    with filled.manifest.write() as con:
+        refresh_views(con, filled.layout)
+    query = "SELECT count(DISTINCT key) AS k, count(*) AS n FROM bar_count"
+    assert filled.sql(query)["k"][0] == 6
+    assert bare_duckdb(filled.layout.manifest, query)[0][0] == 6
+
+
+def test_a_filter_on_symbol_reads_only_that_symbols_files(filled):
+    everything = filled.sql("SELECT count(*) AS n FROM bar_count WHERE symbol = 'AAPL'")
+    for entry in filled.entries(symbol="MSFT"):
+        (filled.root / entry.path).unlink()  # only AAPL's files remain readable
+    assert filled.sql("SELECT count(*) AS n FROM bar_count WHERE symbol = 'AAPL'").equals(
+        everything
+    )
+    explicit = filled.sql("SELECT count(*) AS n FROM bar_count", symbols=["AAPL"])
+    assert explicit.equals(everything)
+    assert filled.sql("SELECT count(*) AS n FROM bar_count", symbols="ZZZ")["n"][0] == 0
+    with pytest.raises(QueryError):  # the unfiltered view needs MSFT's (missing) files
+        filled.sql("SELECT count(*) FROM bar_count")
+
+
+def test_pruned_and_unpruned_queries_agree(filled):
+    query = (
+        "SELECT symbol, count(*) AS n FROM bar_count b "
+        "WHERE b.symbol IN ('AAPL', 'NVDA') AND n > 0 GROUP BY ALL ORDER BY ALL"
+    )
+    reference = filled.sql(
+        "SELECT symbol, count(*) AS n FROM bar_count "
+        "WHERE symbol IN ('AAPL', 'NVDA') OR false GROUP BY ALL ORDER BY ALL"
+    )  # the OR defeats pruning
+    assert filled.sql(query).equals(reference)
+    # The same view used twice: only one use is filtered, so nothing may be pruned.
+    both = filled.sql(
+        "SELECT (SELECT count(*) FROM bar_count WHERE symbol = 'AAPL') AS a, "
+        "(SELECT count(*) FROM bar_count) AS total"
+    )
+    assert both["total"][0] == filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
+    assert filled.sql("SELECT 1 FROM bar_count", since="2099-01-01").height == 0
+
+
+def test_schema_change_between_versions_stays_queryable(store, aapl):
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars", version="1")
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bars_v2, name="bars", version="2")
+    frame = store.sql(
+        "SELECT code_version, count(*) AS n, count(n_v2) AS with_v2 FROM bars GROUP BY 1 ORDER BY 1"
+    )
+    assert frame.rows() == [("1", 390, 0), ("2", 390, 390)]
+    assert store.sql("SELECT count(*) AS n FROM bars", versions="2")["n"][0] == 390
+
+
+def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl):
+    filled.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="other.thing")
+    assert filled.sql("SELECT count(*) AS n FROM thing")["n"][0] == 390
+    with filled.manifest.write() as con:  # what GC does: delete rows, refresh, commit, unlink
+        paths = [
+            row[0] for row in con.execute("SELECT path FROM entries WHERE symbol='AAPL'").fetchall()
+        ]
+        con.execute("DELETE FROM entries WHERE symbol = 'AAPL'")
+        refresh_views(con, filled.layout)
+    for path in paths:
+        (filled.root / path).unlink()
+    assert filled.sql("SELECT DISTINCT symbol FROM bar_count ORDER BY 1")["symbol"].to_list() == [
+        "MSFT",
+        "NVDA",
+    ]
+    with pytest.raises(QueryError, match=r"available tables and views: .*bar_count"):
+        filled.sql("SELECT * FROM thing")
+    names = [
+        r[0]
+        for r in bare_duckdb(
+            filled.layout.manifest, "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        )
+    ]
+    assert "thing" not in names and "bar_count" in names
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM entries",
+        "INSERT INTO counters VALUES ('x', 1)",
+        "DROP VIEW bar_count",
+        "COPY entries TO 'out.csv'",
+        "ATTACH 'x.duckdb'",
+        "CREATE TABLE t AS SELECT 1",
+        "SELECT 1; DELETE FROM entries",
+    ],
+)
+def test_writes_are_refused_and_change_nothing(filled, statement):
+    before = filled.sql("SELECT count(*) AS n FROM entries")
+    with pytest.raises(QueryError, match=r"refused|exactly one"):
+        filled.sql(statement)
+    assert filled.sql("SELECT count(*) AS n FROM entries").equals(before)
+
+
+def test_errors_name_the_available_views(filled):
+    with pytest.raises(QueryError) as info:
+        filled.sql("SELECT * FROM bar_counts")
+    assert "bar_counts" in str(info.value) and "bar_count, counters" in str(info.value)
+    with pytest.raises(QueryError, match=r"(?s)syntax error.*feature_views"):
+        filled.sql("SELEC 1")
+
+
+def test_view_names_are_deterministic_identifiers():
+    names = view_names(
+        ["a.pkg.bars", "b.pkg.bars", "x.vwap", "entries", "9 lives!", "m.<locals>.f"]
+    )
+    assert names == {
+        "a.pkg.bars": "a_pkg_bars",
+        "b.pkg.bars": "b_pkg_bars",
+        "x.vwap": "vwap",
+        "entries": "entries_view",
+        "9 lives!": "f_9_lives",
+        "m.<locals>.f": "f",
+    }
+    assert view_names(["b.pkg.bars", "a.pkg.bars"]) == view_names(["a.pkg.bars", "b.pkg.bars"])
+    assert view_names(["x.select"], frozenset({"select"})) == {"x.select": "select_view"}
+
+
+def test_cli_sql_formats_and_errors(filled, tmp_path):
+    runner = CliRunner()
+    base = ["--root", str(filled.root), "sql"]
+    query = "SELECT symbol, count(*) AS n FROM bar_count GROUP BY 1 ORDER BY 1"
+    table = runner.invoke(cli, [*base, query])
+    assert table.exit_code == 0 and "AAPL" in table.stdout
+    as_json = runner.invoke(cli, [*base, query, "--format", "json"])
+    assert [r["symbol"] for r in json.loads(as_json.stdout)] == list(SYMBOLS)
+    piped = runner.invoke(cli, [*base, "-", "--format", "csv"], input=query)
+    assert piped.stdout.splitlines()[0] == "symbol,n"
+    sql_file = tmp_path / "q.sql"
+    sql_file.write_text(query)
+    out = tmp_path / "out.parquet"
+    written = runner.invoke(
+        cli, [*base, "--file", str(sql_file), "--format", "parquet", "--output", str(out)]
+    )
+    assert written.exit_code == 0 and pl.read_parquet(out)["symbol"].to_list() == list(SYMBOLS)
+    failed = runner.invoke(cli, [*base, "SELECT * FROM nope"])
+    assert failed.exit_code == 1 and failed.stdout == "" and "feature_views" in failed.stderr
+    refused = runner.invoke(cli, [*base, "DELETE FROM entries"])
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert runner.invoke(cli, [*base, query, "--format", "parquet"]).exit_code == 2
+
+
+def test_cli_entry_point_subprocess(filled):
+    env = {**os.environ, "JULES_CACHE_ROOT": str(filled.root)}
+    done = subprocess.run(
+        ["jules-cache", "sql", "SELECT count(*) AS n FROM bar_count", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        json.loads(done.stdout)[0]["n"] == filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
+    )
+    bad = subprocess.run(
+        ["jules-cache", "sql", "SELECT * FROM nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 1 and bad.stdout == "" and "bar_count" in bad.stderr
+
+
+def test_a_publish_between_two_queries_is_seen_by_the_second(filled, aapl):
+    query = "SELECT count(DISTINCT key) AS k FROM bar_count"
+    assert filled.sql(query)["k"][0] == 6
+    assert filled.sql(query)["k"][0] == 6  # served from the session's cached snapshot
+    filled.get_or_compute("AAPL", aapl, {"freq": "15m"}, bar_count)
+    assert filled.sql(query)["k"][0] == 7
+    assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 7
+
+
+def test_a_gc_between_two_queries_is_seen_by_the_second(filled):
+    assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 6
+    assert filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0] > 0
+    report = filled.gc(max_size=1, grace=0)
+    assert report.ok and filled.entries() == []
+    assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 0
+    with pytest.raises(QueryError, match="available tables and views"):
+        filled.sql("SELECT count(*) AS n FROM bar_count")
+
+
+def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path):
+    from jules_cache import FeatureStore
+
+    stores = [FeatureStore(tmp_path / name) for name in ("a", "b")]
+    for store in stores:
+        store.get_or_compute("AAPL", ticks_for(ticks, "AAPL"), {"freq": "1m"}, bar_count)
+    first, second = stores
+    assert first.entries()[0].key == second.entries()[0].key
+    assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
+    (second.root / second.entries()[0].path).unlink()
+    with pytest.raises(QueryError):  # must read b's (missing) file, not a's
+        second.sql("SELECT count(*) AS n FROM bar_count")
+    assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
+
+
+def test_persisted_views_stay_current_as_a_feature_outgrows_its_buckets(store, aapl):
+    from jules_cache.catalog import CHUNK_FILES, PARTS_SCHEMA
+
+    total = 2 * CHUNK_FILES + 3
+    for i in range(total):
+        store.get_or_compute(f"S{i:03d}", aapl, {"freq": "1h"}, bar_count)
+        if i in (0, CHUNK_FILES, total - 1):  # checked at the start, across a growth, at the end
+            rows = bare_duckdb(
+                store.layout.manifest,
+                "SELECT count(DISTINCT symbol), count(*) FROM bar_count",
+            )
+            assert rows == [[i + 1, (i + 1) * 7]]
+    parts = bare_duckdb(
+        store.layout.manifest,
+        f"SELECT count(*) FROM duckdb_views() WHERE schema_name = '{PARTS_SCHEMA}'",
+    )
+    assert parts[0][0] > 1  # the feature view is a union of bucket views
+    one = bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count WHERE symbol = 'S005'")
+    assert one == [[7]]
+    assert store.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == total * 7
