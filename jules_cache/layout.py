@@ -68,6 +68,11 @@ class Layout:
                 f"cannot create cache root {path}: {exc.strerror}; check its permissions "
                 "or pass another root"
             ) from exc
+        if not os.access(path, os.W_OK):  # EROFS even for root: a read-only mount
+            raise InvalidInput(
+                f"cache root {path} is not writable (a read-only file system or missing "
+                "permissions): every process takes locks in it; pass a writable root"
+            )
         return layout
 
     @property

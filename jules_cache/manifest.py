@@ -82,8 +82,13 @@ class Manifest:
         ):
             yield con
 
-    def migrate(self) -> int:
-        """Create the manifest if missing and apply pending migrations; return the version."""
+    def migrate(self, *, create: bool = False) -> int:
+        """Create the manifest if missing and apply pending migrations; return the version.
+
+        A missing manifest is created only for a root without results (or with ``create``,
+        as ``check --rebuild`` does): otherwise it was lost, and a new empty one would hide
+        every cached file from stats and GC, so ``ManifestError`` says how to rebuild it.
+        """
         statements = sqlfiles.load("schema.sql")
         migrations = sorted(
             (int(name.removeprefix("migration_")), sql)
@@ -93,7 +98,7 @@ class Manifest:
         with (
             _guard,
             file_lock(self.layout.manifest_lock, self.lock_timeout),
-            self._attached(read_only=False) as con,
+            self._attached(read_only=False, create=create or not self._has_results()) as con,
         ):
             self._run(con, statements["create_schema_version"])
             version = self._run(con, statements["current_version"]).fetchone()[0]
@@ -112,22 +117,31 @@ class Manifest:
                 version = number
         return version
 
+    def _has_results(self) -> bool:
+        return any(self.layout.objects.glob("*/*.parquet"))
+
+    def _rebuild_hint(self) -> str:
+        return (
+            f"the cached result files are intact: run `jules-cache --root "
+            f"{str(self.layout.root)!r} check --rebuild` to rebuild the manifest from them"
+        )
+
     @contextlib.contextmanager
-    def _attached(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _attached(
+        self, *, read_only: bool, create: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         con = _process_connection()
         path = str(self.layout.manifest)
-        if read_only and not self.layout.manifest.exists():
-            raise ManifestError(
-                f"manifest {path} is missing; open the root with "
-                f"FeatureStore({str(self.layout.root)!r}) to create it"
-            )
+        if not create and not self.layout.manifest.exists():
+            # ATTACH would silently create an empty database: say what happened instead.
+            raise ManifestError(f"manifest {path} is missing (deleted?); {self._rebuild_hint()}")
         options = " (READ_ONLY)" if read_only else ""
         try:
             con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
         except duckdb.Error as exc:
             raise ManifestError(
-                f"cannot open manifest {path}: {exc}. If the file is damaged, move it aside; "
-                "cached results stay on disk and are recomputed or re-registered on next use"
+                f"cannot open manifest {path} ({exc}); if it is damaged, "
+                f"{self._rebuild_hint()} (it moves the damaged file aside first)"
             ) from exc
         try:
             con.execute(f"USE {ALIAS}")

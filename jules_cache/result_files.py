@@ -1,9 +1,14 @@
 """Write, describe and read result Parquet files.
 
-A result is written to a unique temp file (a LazyFrame is sunk with Polars' streaming engine,
-so it need not fit in memory), fsynced, and only then renamed into ``objects/`` by the store.
-Each file carries its manifest entry in the Parquet key-value metadata (``jules_cache.entry``)
-so a lost manifest can be rebuilt from the files alone.
+A result is written to a unique temp file (a LazyFrame is streamed batch by batch, so it need
+not fit in memory), fsynced, and only then renamed into ``objects/`` by the store. Each file
+carries its manifest entry in the Parquet key-value metadata (``jules_cache.entry``) so a lost
+manifest can be rebuilt from the files alone.
+
+Files are written by pyarrow with a CRC32 in every data page header and read back with the
+checksums verified: Polars neither writes nor checks page checksums, and a flipped bit in an
+lz4 page decodes without error to WRONG values (measured: 34 of 40 single-bit flips). A read
+that fails verification raises, and the store quarantines the file and recomputes it.
 """
 
 from __future__ import annotations
@@ -11,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 METADATA_KEY = "jules_cache.entry"
 TIME_COLUMN_NAMES = ("ts", "timestamp", "time", "datetime", "bar_time", "date")
@@ -39,14 +47,70 @@ def write_result(
     path: Path,
     metadata: dict[str, Any],
     compression: str,
+    on_partial: Callable[[], None] | None = None,
 ) -> None:
-    """Write ``result`` to ``path`` with the entry metadata, then fsync it."""
+    """Write ``result`` to ``path`` with the entry metadata and page checksums, then fsync it.
+
+    ``on_partial`` is called once data is written but before the footer (a fault-injection
+    point for the crash tests).
+    """
     kv = {METADATA_KEY: json.dumps(metadata, ensure_ascii=False, default=str)}
-    if isinstance(result, pl.LazyFrame):
-        result.sink_parquet(path, compression=compression, metadata=kv, engine="streaming")
-    else:
-        result.write_parquet(path, compression=compression, metadata=kv)
+    codec = "none" if compression == "uncompressed" else compression
+    frames = [result] if isinstance(result, pl.DataFrame) else result.collect_batches()
+    _write_frames(frames, result, path, kv, codec, on_partial)
     fsync_file(path)
+
+
+def _with_metadata(table: pa.Table, kv: dict[str, str]) -> pa.Table:
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **kv})
+
+
+def _write_frames(
+    frames: Iterable[pl.DataFrame],
+    result: pl.DataFrame | pl.LazyFrame,
+    path: Path,
+    kv: dict[str, str],
+    codec: str,
+    on_partial: Callable[[], None] | None,
+) -> None:
+    """Stream frames (a LazyFrame's batches) into one file, in row groups of at least
+    ``_ROW_GROUP_ROWS`` rows: a result larger than memory is never collected whole."""
+    writer: pq.ParquetWriter | None = None
+    pending: list[pl.DataFrame] = []
+    pending_rows = 0
+    try:
+        for batch in frames:
+            pending.append(batch)
+            pending_rows += batch.height
+            if pending_rows >= _ROW_GROUP_ROWS:
+                writer = _write_pending(writer, pending, path, kv, codec)
+                pending, pending_rows = [], 0
+        if pending or writer is None:
+            if not pending:
+                pending = [pl.DataFrame(schema=result.collect_schema())]
+            writer = _write_pending(writer, pending, path, kv, codec)
+        if on_partial is not None:
+            on_partial()
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _write_pending(
+    writer: pq.ParquetWriter | None,
+    frames: list[pl.DataFrame],
+    path: Path,
+    kv: dict[str, str],
+    codec: str,
+) -> pq.ParquetWriter:
+    table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
+    if writer is None:
+        writer = pq.ParquetWriter(path, table.schema, compression=codec, write_page_checksum=True)
+    writer.write_table(table.cast(writer.schema))
+    return writer
+
+
+_ROW_GROUP_ROWS = 1_000_000
 
 
 def fsync_file(path: Path) -> None:
@@ -102,13 +166,51 @@ def _as_utc_naive(value: Any) -> datetime | None:
     return None
 
 
+# Exceptions a damaged result file raises when read: a bad footer or magic (ArrowInvalid, a
+# ValueError), a failed page checksum or decompression (OSError without errno), Polars errors.
+READ_ERRORS = (OSError, ValueError, pa.ArrowException, pl.exceptions.PolarsError)
+
+
 def read_result(path: Path) -> pl.DataFrame:
-    """Read a cached result whole. Raises OSError / polars errors if missing or unreadable."""
-    return pl.read_parquet(path)
+    """Read a cached result whole, verifying every page checksum.
+
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+    """
+    table = pq.ParquetFile(path, page_checksum_verification=True).read()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def verify_result(path: Path) -> int:
+    """Read every page of ``path`` with checksums verified, in bounded memory; return the rows.
+
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+    """
+    rows = 0
+    with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
+        for batch in parquet.iter_batches(batch_size=262_144):
+            rows += batch.num_rows
+    return rows
+
+
+_verified: dict[tuple[str, int, int, int], None] = {}
+_VERIFIED_MAX = 4096
 
 
 def scan_result(path: Path) -> pl.LazyFrame:
-    """A LazyFrame over a cached result; reading the schema checks the footer is intact."""
+    """A LazyFrame over a cached result, whose pages this process has verified once.
+
+    Polars scans do not check page checksums, so the first scan of a file (identified by
+    path, inode, size and mtime) in a process reads it through pyarrow first.
+    """
+    stat = os.stat(path)
+    identity = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if identity not in _verified:
+        verify_result(path)
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[identity] = None
     scan = pl.scan_parquet(path)
     scan.collect_schema()
     return scan

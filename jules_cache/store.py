@@ -307,6 +307,7 @@ class FeatureStore:
                 with self.manifest.write() as con:
                     quarantine_file(self.layout, request.path)
                     self.manifest.execute(con, "check.sql", "delete_entry", {"key": request.key})
+                    refresh_views(con, self.layout, [request.parts.feature])
                     params = {"name": "corrupt_files", "delta": 1}
                     self.manifest.execute(con, "check.sql", "bump_counter", params)
             except _STORE_ERRORS as error:  # the publish replaces the file anyway

@@ -323,3 +323,25 @@ def test_persisted_views_stay_current_as_a_feature_outgrows_its_buckets(store, a
     one = bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count WHERE symbol = 'S005'")
     assert one == [[7]]
     assert store.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == total * 7
+
+
+def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
+    manifest = filled.layout.manifest
+    total = bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0]
+    assert total == 6
+    # GC deletes some entries (budget: roughly half the bytes) and refreshes the views in the
+    # same transaction as the row deletes.
+    budget = sum(entry.bytes for entry in filled.entries()) // 2
+    report = filled.gc(max_size=budget, grace=0)
+    assert report.ok and 0 < len(filled.entries()) < 6
+    left = len(filled.entries())
+    assert bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left
+    victim = filled.entries()[0]
+    filled.remove(key=victim.key)
+    assert bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left - 1
+    survivor = filled.entries()[0]
+    (filled.root / survivor.path).write_bytes(b"garbage")  # damaged: `check --fix` quarantines
+    filled.check(fix=True)
+    assert filled.check().consistent
+    rows = bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")
+    assert rows[0][0] == left - 2

@@ -1,0 +1,502 @@
+"""Compare the manifest with the files on disk, report by kind, and repair on request.
+
+    run_check(layout, manifest)            what is wrong (``jules-cache check``)
+    run_check(..., fix=True)               and repair it (``--fix``)
+    run_check(..., deep=True)              also re-read every page, checksums verified (``--deep``)
+    rebuild(layout, lock_timeout)          move the manifest aside and rebuild it from the files'
+                                           own metadata (``--rebuild``)
+
+The comparison runs under the manifest lock (shared; exclusive with ``fix``): a put renames
+its file into ``objects/`` and inserts its row in one exclusive transaction, so under the lock
+a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
+Files are moved out of ``objects/`` (quarantined) only under the exclusive lock, for the same
+reason. Deep verification reads the (immutable) files without holding the lock.
+
+Kinds of problem:
+
+    missing_file       a row whose file is gone (a miss; fix: drop the row)
+    orphan_file        a file without a row: a put killed between rename and commit, or a
+                       manifest that lost rows (fix: register it from its metadata if valid,
+                       else quarantine it)
+    size_mismatch      the file's size differs from its row's (fix: quarantine, drop the row)
+    unreadable_footer  no valid Parquet footer or entry metadata (fix: quarantine, drop the row)
+    checksum_failure   ``deep``: a page fails its CRC or does not decode (fix: quarantine...)
+    stale_temp         a temp file older than the grace period: a dead put (fix: delete)
+    stale_lock         a per-key lock file nobody holds, older than the grace period (fix: delete)
+
+The last two are leftovers: harmless, removable, and they do not make the cache inconsistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from .errors import InvalidInput
+from .keys import KeyParts
+from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
+from .manifest import Manifest, utc_now
+from .catalog import refresh_views
+from .models import _ToDict
+from .result_files import METADATA_KEY, READ_ERRORS, describe_result, verify_result
+
+QUARANTINE_DIR = "quarantine"
+DEFAULT_GRACE_SECONDS = 3600.0
+
+MISSING_FILE = "missing_file"
+ORPHAN_FILE = "orphan_file"
+SIZE_MISMATCH = "size_mismatch"
+UNREADABLE_FOOTER = "unreadable_footer"
+CHECKSUM_FAILURE = "checksum_failure"
+STALE_TEMP = "stale_temp"
+STALE_LOCK = "stale_lock"
+KINDS = (
+    MISSING_FILE,
+    ORPHAN_FILE,
+    SIZE_MISMATCH,
+    UNREADABLE_FOOTER,
+    CHECKSUM_FAILURE,
+    STALE_TEMP,
+    STALE_LOCK,
+)
+LEFTOVER_KINDS = frozenset({STALE_TEMP, STALE_LOCK})
+
+_RESULT_NAME = re.compile(r"^([0-9a-f]{32})\.parquet$")
+
+
+@dataclass(frozen=True)
+class Problem(_ToDict):
+    """One thing ``check`` found; ``action`` is what ``fix`` did about it (None: nothing)."""
+
+    kind: str
+    path: str  # relative to the root
+    key: str | None
+    detail: str
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckReport(_ToDict):
+    """What ``check`` compared, what it found (by kind) and what it repaired."""
+
+    root: str
+    entries: int  # manifest rows compared
+    files: int  # result files found under objects/
+    in_flight: int  # temp files younger than the grace period (puts in progress)
+    quarantined: int  # files in <root>/quarantine/ (kept for inspection; safe to delete)
+    deep: bool
+    fixed: bool
+    rebuilt_from: str | None  # where --rebuild moved the old manifest (None: no rebuild)
+    problems: tuple[Problem, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Problems per kind (every kind listed, zeros included)."""
+        counts = dict.fromkeys(KINDS, 0)
+        for problem in self.problems:
+            counts[problem.kind] += 1
+        return counts
+
+    @property
+    def consistent(self) -> bool:
+        """True when manifest and files agree (leftovers aside), now that fixes are applied."""
+        return all(p.kind in LEFTOVER_KINDS or p.action is not None for p in self.problems)
+
+    def of_kind(self, kind: str) -> list[Problem]:
+        return [p for p in self.problems if p.kind == kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return super().to_dict() | {"consistent": self.consistent, "counts": self.counts}
+
+
+def quarantine_dir(layout: Layout) -> Path:
+    return layout.root / QUARANTINE_DIR
+
+
+def quarantine_file(layout: Layout, path: Path) -> Path | None:
+    """Move a damaged file into ``<root>/quarantine/``; return its new path (None: it was gone).
+
+    Call under the exclusive manifest lock: only then can no put be replacing the file.
+    """
+    target_dir = quarantine_dir(layout)
+    target_dir.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = target_dir / f"{path.name}.{stamp}"
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def run_check(
+    layout: Layout,
+    manifest: Manifest,
+    *,
+    fix: bool = False,
+    deep: bool = False,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    rebuilt_from: str | None = None,
+) -> CheckReport:
+    """Compare manifest and files; with ``fix`` repair what is found (see the module doc)."""
+    if grace_seconds < 0:
+        raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
+    problems: list[Problem] = []
+    with manifest.write() if fix else manifest.read() as con:
+        rows = manifest.execute(con, "check.sql", "entry_files").fetchall()
+        files = _result_files(layout)
+        file_count = len(files)
+        for key, relative, size in rows:
+            path = layout.root / relative
+            if files.pop(path, None) is None:
+                problem = Problem(MISSING_FILE, relative, key, "the row's file does not exist")
+                if fix:
+                    manifest.execute(con, "check.sql", "delete_entry", {"key": key})
+                    problem = _done(problem, "dropped row")
+                problems.append(problem)
+                continue
+            problem = _inspect(layout, path, key, size)
+            if problem is not None:
+                problems.append(
+                    _quarantine(layout, manifest, con, problem, path) if fix else problem
+                )
+        for path, key in files.items():
+            problems.append(_orphan(layout, manifest, con, path, key, fix, deep))
+    if deep:
+        problems += _deep(layout, manifest, rows, problems, fix)
+    leftovers, in_flight = _leftovers(layout, grace_seconds, fix)
+    problems += leftovers
+    if any(problem.action is not None and problem.key for problem in problems):
+        with manifest.write() as con:  # rows were dropped or registered: the views list files
+            refresh_views(con, layout)
+    quarantine = quarantine_dir(layout)
+    return CheckReport(
+        root=str(layout.root),
+        entries=len(rows),
+        files=file_count,
+        in_flight=in_flight,
+        quarantined=sum(1 for _ in quarantine.iterdir()) if quarantine.is_dir() else 0,
+        deep=deep,
+        fixed=fix,
+        rebuilt_from=rebuilt_from,
+        problems=tuple(problems),
+    )
+
+
+def rebuild(
+    layout: Layout,
+    lock_timeout: float,
+    *,
+    deep: bool = False,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> CheckReport:
+    """Move ``manifest.duckdb`` aside and rebuild it from the result files' own metadata.
+
+    Every valid file is registered again (hit counts restart at 0, last access is now,
+    compute time is unknown: 0); invalid ones are quarantined. Works when the manifest is
+    damaged or deleted. Returns the report of the check that re-registered the files.
+    """
+    from .locks import file_lock
+
+    moved: str | None = None
+    with file_lock(layout.manifest_lock, lock_timeout):
+        if layout.manifest.exists():
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            target = layout.root / f"{layout.manifest.name}.broken-{stamp}"
+            os.replace(layout.manifest, target)
+            moved = str(target)
+            wal = layout.manifest.with_name(layout.manifest.name + ".wal")
+            if wal.exists():
+                os.replace(wal, target.with_name(target.name + ".wal"))
+    manifest = Manifest(layout, lock_timeout)
+    manifest.migrate(create=True)
+    return run_check(
+        layout, manifest, fix=True, deep=deep, grace_seconds=grace_seconds, rebuilt_from=moved
+    )
+
+
+# -- the pieces ---------------------------------------------------------------------------------
+
+
+def _done(problem: Problem, action: str) -> Problem:
+    return Problem(problem.kind, problem.path, problem.key, problem.detail, action)
+
+
+def _relative(layout: Layout, path: Path) -> str:
+    return path.relative_to(layout.root).as_posix()
+
+
+def _result_files(layout: Layout) -> dict[Path, str | None]:
+    """Every file under ``objects/``, with the key its name claims (None: not a result name)."""
+    files: dict[Path, str | None] = {}
+    for folder in _listdir(layout.objects):
+        if not folder.is_dir():
+            files[folder] = None
+            continue
+        for path in _listdir(folder):
+            match = _RESULT_NAME.match(path.name)
+            key = match.group(1) if match and folder.name == match.group(1)[:2] else None
+            files[path] = key
+    return files
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+
+
+def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
+    """The problem with an entry's file (size, footer, metadata), or None if it looks sound."""
+    relative = _relative(layout, path)
+    try:
+        actual = path.stat().st_size
+        if actual != size:
+            return Problem(
+                SIZE_MISMATCH, relative, key, f"{actual} bytes on disk, {size} in the manifest"
+            )
+        _file_entry(path, key)
+    except FileNotFoundError:
+        return Problem(MISSING_FILE, relative, key, "the file vanished during the check")
+    except READ_ERRORS as exc:
+        return Problem(UNREADABLE_FOOTER, relative, key, _reason(exc))
+    return None
+
+
+def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
+    """The entry metadata stored in the file's footer; ValueError if absent or not ``key``'s."""
+    metadata = pq.read_metadata(path).metadata or {}
+    raw = metadata.get(METADATA_KEY.encode())
+    if raw is None:
+        raise ValueError(f"no {METADATA_KEY} metadata in the footer")
+    entry = json.loads(raw)
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        raise ValueError(f"its metadata names key {entry.get('key')!r}, not {key!r}")
+    parts = KeyParts(
+        entry["feature"],
+        entry["symbol"],
+        entry["data_fingerprint"],
+        entry["config_fingerprint"],
+        entry["code_fingerprint"],
+    )
+    if entry.get("key_schema") == 1 and parts.key() != key:
+        raise ValueError("its metadata does not hash to its key")
+    return entry
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()[:300]
+
+
+def _quarantine(
+    layout: Layout, manifest: Manifest, con: Any, problem: Problem, path: Path
+) -> Problem:
+    """Move the file aside and drop its row (inside the caller's exclusive transaction)."""
+    quarantine_file(layout, path)
+    if problem.key is not None:
+        manifest.execute(con, "check.sql", "delete_entry", {"key": problem.key})
+    return _done(problem, "quarantined, row dropped" if problem.key else "quarantined")
+
+
+def _orphan(
+    layout: Layout,
+    manifest: Manifest,
+    con: Any,
+    path: Path,
+    key: str | None,
+    fix: bool,
+    deep: bool,
+) -> Problem:
+    """A file without a row: register it again if it is a valid result, else quarantine it.
+
+    With ``deep`` its pages are verified first (the deep pass covers registered rows only).
+    """
+    relative = _relative(layout, path)
+    try:
+        if key is None or not path.is_file():
+            raise ValueError("not a result file name (objects/<k[:2]>/<key>.parquet)")
+        entry = _file_entry(path, key)
+        if deep:
+            verify_result(path)
+        row = _entry_row(layout, path, entry)
+    except FileNotFoundError:
+        return Problem(ORPHAN_FILE, relative, key, "vanished during the check", "gone")
+    except (*READ_ERRORS, KeyError, TypeError) as exc:
+        problem = Problem(ORPHAN_FILE, relative, key, f"no row, and unusable: {_reason(exc)}")
+        if not fix:
+            return problem
+        if path.is_dir():
+            return problem  # not ours to move: report only
+        quarantine_file(layout, path)
+        return _done(problem, "quarantined")
+    problem = Problem(ORPHAN_FILE, relative, key, "a valid result file without a manifest row")
+    if not fix:
+        return problem
+    manifest.execute(con, "check.sql", "register_entry", row)
+    return _done(problem, "registered")
+
+
+def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """The manifest row of a result file, from its footer metadata and its content."""
+    info = describe_result(path, None)
+    stat = path.stat()
+    created = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
+    return {
+        "key": entry["key"],
+        "feature": entry["feature"],
+        "symbol": entry["symbol"],
+        "path": layout.relative_result_path(entry["key"]),
+        "key_schema": int(entry["key_schema"]),
+        "data_fingerprint": entry["data_fingerprint"],
+        "data_method": entry["data_method"],
+        "config_fingerprint": entry["config_fingerprint"],
+        "config_json": entry["config_json"],
+        "code_fingerprint": entry["code_fingerprint"],
+        "code_version": entry.get("code_version"),
+        "result_schema": info.schema_json,
+        "rows": info.rows,
+        "bytes": info.bytes,
+        "time_column": info.time_column,
+        "min_time": info.min_time,
+        "max_time": info.max_time,
+        "compute_seconds": 0.0,
+        "created_at": created,
+        "last_accessed_at": utc_now(),
+        "library_versions": json.dumps(entry.get("library_versions") or {}),
+    }
+
+
+def _deep(
+    layout: Layout,
+    manifest: Manifest,
+    rows: list[tuple[str, str, int]],
+    found: list[Problem],
+    fix: bool,
+) -> list[Problem]:
+    """Read every page of every sound entry file (no lock: the files are immutable)."""
+    already = {p.key for p in found}
+    failed: list[tuple[Problem, Path, int]] = []
+    for key, relative, _ in rows:
+        if key in already:
+            continue
+        path = layout.root / relative
+        try:
+            inode = path.stat().st_ino
+            verify_result(path)
+        except FileNotFoundError:
+            continue  # deleted since (GC): nothing to verify
+        except READ_ERRORS as exc:
+            failed.append((Problem(CHECKSUM_FAILURE, relative, key, _reason(exc)), path, inode))
+    if not fix or not failed:
+        return [problem for problem, _, _ in failed]
+    fixed = []
+    with manifest.write() as con:
+        for problem, path, inode in failed:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_ino == inode:  # not replaced by a fresh put meanwhile
+                    fixed.append(_quarantine(layout, manifest, con, problem, path))
+                    continue
+            fixed.append(_done(problem, "already replaced"))
+    return fixed
+
+
+def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Problem], int]:
+    """Stale temp and lock files (older than the grace period); and the puts in flight."""
+    now = datetime.now(UTC).timestamp()
+    problems: list[Problem] = []
+    in_flight = 0
+    for path in _listdir(layout.tmp):
+        age = _age(path, now)
+        if age is None:
+            continue
+        if age <= grace_seconds or not path.name.endswith(TMP_SUFFIX):
+            in_flight += path.name.endswith(TMP_SUFFIX)
+            continue
+        problem = Problem(STALE_TEMP, _relative(layout, path), _key_of(path), f"{age:.0f}s old")
+        if fix:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            problem = _done(problem, "removed")
+        problems.append(problem)
+    for path in _listdir(layout.locks):
+        age = _age(path, now)
+        if age is None or age <= grace_seconds:
+            continue
+        with _unheld(path) as free:
+            if not free:
+                continue
+            problem = Problem(STALE_LOCK, _relative(layout, path), _key_of(path), "not held")
+            if fix:
+                # Unlinked while we hold it: a waiter that opened the old inode notices (locks.py).
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                problem = _done(problem, "removed")
+            problems.append(problem)
+    return problems, in_flight
+
+
+def _age(path: Path, now: float) -> float | None:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def _key_of(path: Path) -> str | None:
+    head = path.name.split(".", 1)[0]
+    return head if KEY_PATTERN.match(head) else None
+
+
+@contextlib.contextmanager
+def _unheld(path: Path) -> Iterator[bool]:
+    """Yield True while holding the lock file ``path`` (nobody else does), else False."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            yield False
+            return
+        try:
+            yield os.fstat(fd).st_ino == _inode(path)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "KINDS",
+    "LEFTOVER_KINDS",
+    "CheckReport",
+    "Problem",
+    "quarantine_file",
+    "rebuild",
+    "run_check",
+]
