@@ -478,5 +478,54 @@ def view_published(con: duckdb.DuckDBPyConnection, layout: Layout, feature: str,
         _write_catalog(con, {f: it["view"] for f, it in features.items()}, features)
 
 
+def views_deleted(
+    con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]
+) -> None:
+    """Update the persisted views after the entries ``{key: feature}`` were deleted.
+
+    Rewrites only the buckets that held a deleted key, so a GC batch costs a few small view
+    rewrites whatever the size of the cache; a feature left empty, mixed result schemas or a
+    missing catalog fall back to ``refresh_views`` for the features concerned.
+    """
+    state = _read_state(con)
+    by_feature: dict[str, set[str]] = {}
+    for key, feature in deleted.items():
+        by_feature.setdefault(feature, set()).add(key)
+    slow: list[str] = []
+    statements = sqlfiles.load(_SQL_FILE)
+    for feature, keys in sorted(by_feature.items()):
+        item = None if state is None else state["features"].get(feature)
+        if item is None or len(item["schemas"]) > 1:
+            slow.append(feature)
+            continue
+        buckets = int(item["buckets"])
+        view = view_of(item)
+        emptied = set()
+        for bucket in sorted({bucket_of(key, buckets) for key in keys}):
+            low, high = bucket_bounds(bucket, buckets)
+            params = {"feature": feature, "low": low, "high": high}
+            rows = FileRow.from_rows(con.execute(statements["bucket_files"], params).fetchall())
+            present = existing_files(rows, layout.root)
+            part = f"{PARTS_SCHEMA}.{part_name(view, bucket)}"
+            if present:
+                select = _part_select(present, layout.root, item["meta"])
+                con.execute(f"CREATE OR REPLACE VIEW {part} AS {select}")
+            else:
+                emptied.add(bucket)
+        if emptied:
+            filled = [b for b in item["filled"] if b not in emptied]
+            if not filled:
+                slow.append(feature)  # nothing left: refresh_views drops the view
+                continue
+            con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {_top_select(view, filled)}')
+            for bucket in emptied:
+                con.execute(f"DROP VIEW IF EXISTS {PARTS_SCHEMA}.{part_name(view, bucket)}")
+            item["filled"] = filled
+            features = state["features"]
+            _write_catalog(con, {f: it["view"] for f, it in features.items()}, features)
+    if slow:
+        refresh_views(con, layout, slow)
+
+
 def view_of(item: dict[str, Any]) -> str:
     return check_identifier(str(item["view"]))

@@ -43,11 +43,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from .catalog import refresh_views
 from .errors import InvalidInput
 from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
 from .manifest import Manifest, utc_now
-from .catalog import refresh_views
 from .models import _ToDict
 from .result_files import METADATA_KEY, READ_ERRORS, describe_result, verify_result
 

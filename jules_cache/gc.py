@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 
 from . import sqlfiles
-from .catalog import refresh_views
+from .catalog import views_deleted
 from .errors import GCError, InvalidInput, LockTimeout, ManifestError
 from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
 from .locks import file_lock
@@ -416,7 +416,7 @@ class _Run:
         )
         self.manifest.execute(con, "gc.sql", "delete_entry_inputs", {"keys": list(deleted)})
         if deleted:  # the SQL views list files: drop the deleted ones before they are unlinked
-            refresh_views(con, self.layout, sorted(set(deleted.values())))
+            views_deleted(con, self.layout, deleted)
         self.skipped += len(candidates) - len(deleted)
         survivors = []
         for item in candidates:

@@ -31,7 +31,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from .catalog import refresh_views, view_published
+from .catalog import refresh_views, view_published, views_deleted
 from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, run_check
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
@@ -307,7 +307,7 @@ class FeatureStore:
                 with self.manifest.write() as con:
                     quarantine_file(self.layout, request.path)
                     self.manifest.execute(con, "check.sql", "delete_entry", {"key": request.key})
-                    refresh_views(con, self.layout, [request.parts.feature])
+                    views_deleted(con, self.layout, {request.key: request.parts.feature})
                     params = {"name": "corrupt_files", "delta": 1}
                     self.manifest.execute(con, "check.sql", "bump_counter", params)
             except _STORE_ERRORS as error:  # the publish replaces the file anyway
@@ -604,7 +604,7 @@ class FeatureStore:
             for statement in ("delete_entries", "delete_entries_inputs"):
                 self.manifest.execute(con, "entries.sql", statement, keys)
             if matched:
-                refresh_views(con, self.layout, sorted({entry.feature for entry in matched}))
+                views_deleted(con, self.layout, {entry.key: entry.feature for entry in matched})
         for entry in matched:
             _remove(self.root / entry.path)
         return matched

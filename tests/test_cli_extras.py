@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
-
 from features import bar_count
+
 from jules_cache import FeatureStore, InvalidInput
 from jules_cache.cli import cli
 
