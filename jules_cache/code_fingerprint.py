@@ -139,13 +139,23 @@ def _is_user_module(module_name: str | None) -> bool:
 @functools.cache
 def _package_version(module_name: str) -> str | None:
     top = module_name.split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top, [])
+    try:  # the distribution usually has the package's name: one cheap lookup
+        return importlib.metadata.version(top)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    # Otherwise map import name -> distribution: this scans every installed package (~1 s).
+    dists = _distributions_by_package().get(top, [])
     for dist in dists:
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+@functools.cache
+def _distributions_by_package() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
 
 
 # ----------------------------------------------------------------------------- source and AST

@@ -105,9 +105,28 @@ def _write_pending(
 ) -> pq.ParquetWriter:
     table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
     if writer is None:
-        writer = pq.ParquetWriter(path, table.schema, compression=codec, write_page_checksum=True)
+        writer = pq.ParquetWriter(
+            path,
+            table.schema,
+            compression=codec,
+            write_page_checksum=True,
+            use_dictionary=_dictionary_columns(table.schema),
+        )
     writer.write_table(table.cast(writer.schema))
     return writer
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Dictionary-encode only text-like columns: trying it on float columns (which rarely
+    repeat) made pyarrow's writes 4-5x slower than Polars' (measured on 210k x 7 results)."""
+    text_like = (
+        pa.types.is_string,
+        pa.types.is_large_string,
+        pa.types.is_dictionary,
+        pa.types.is_binary,
+        pa.types.is_large_binary,
+    )
+    return [field.name for field in schema if any(test(field.type) for test in text_like)]
 
 
 _ROW_GROUP_ROWS = 1_000_000
