@@ -15,9 +15,16 @@ def root(tmp_path):
 
 
 @pytest.fixture
-def store(root):
+def store(root, request):
+    """A store on a fresh root; afterwards `check` must find the cache consistent.
+
+    Tests that damage the cache on purpose and leave it so are marked ``leaves_damage``.
+    """
     with FeatureStore(root) as feature_store:
         yield feature_store
+    if request.node.get_closest_marker("leaves_damage") is None and root.is_dir():
+        report = feature_store.check()
+        assert report.consistent, f"cache left inconsistent: {report.counts}"
 
 
 @pytest.fixture(scope="session")
