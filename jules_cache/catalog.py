@@ -309,16 +309,35 @@ def _top_select(view: str, buckets: Iterable[int]) -> str:
     return "\nUNION ALL BY NAME\n".join(parts)
 
 
+_FILE_COLUMN = "__jules_cache_file"
+
+
+def _probe(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A second cursor on the attached manifest, to bind a view outside the transaction."""
+    probe = con.cursor()
+    database = con.execute("SELECT current_database()").fetchone()
+    probe.execute(f'USE "{check_identifier(database[0])}"' if database else "USE memory")
+    return probe
+
+
 def _part_select(rows: Sequence[FileRow], root: Path, meta: dict[str, str]) -> str:
+    """A bucket's rows: its explicit file list, joined to ``entries`` for the metadata.
+
+    Only the paths are spelled out: per-file metadata as literal lists made the stored views
+    so large that every ATTACH of the manifest paid for them (measured: 253 ms vs 44 ms per
+    attach with 1000 views of 20 files) — and every publish, hit flush and GC step attaches.
+    """
     files = ", ".join(sql_literal(str(root / row.path)) for row in rows)
     union = "true" if len({row.result_schema for row in rows}) > 1 else "false"
-    columns = []
-    for column, name in meta.items():
-        values = ", ".join(sql_literal(getattr(row, column)) for row in rows)
-        columns.append(
-            f'([{values}]::{META_COLUMNS[column]}[])[file_index::BIGINT + 1] AS "{name}"'
-        )
-    return f"SELECT *, {', '.join(columns)}\nFROM read_parquet([{files}], union_by_name = {union})"
+    columns = ", ".join(
+        f'e.{column}::{META_COLUMNS[column]} AS "{name}"' for column, name in meta.items()
+    )
+    start = len(str(root)) + 2  # 1-based position just past "<root>/"
+    return (
+        f"SELECT f.* EXCLUDE ({_FILE_COLUMN}), {columns}\n"
+        f"FROM read_parquet([{files}], union_by_name = {union}, filename = '{_FILE_COLUMN}')"
+        f" AS f\nJOIN entries AS e ON e.path = substr(f.{_FILE_COLUMN}, {start})"
+    )
 
 
 def _drop_feature_views(con: duckdb.DuckDBPyConnection, view: str, parts: Iterable[str]) -> None:
@@ -408,7 +427,7 @@ def refresh_views(
     by_feature: dict[str, list[FileRow]] = {}
     for row in rows:
         by_feature.setdefault(row.feature, []).append(row)
-    probe = con.cursor()  # binds candidate views outside the caller's transaction
+    probe = _probe(con)  # binds candidate views outside the caller's transaction
     try:
         for feature in sorted(wanted):
             known.pop(feature, None)
@@ -459,7 +478,7 @@ def view_published(con: duckdb.DuckDBPyConnection, layout: Layout, feature: str,
     select = _part_select(present, layout.root, item["meta"])
     if len(item["schemas"]) > 1:
         # Mixed schemas: binding opens every file of the bucket; check them first.
-        probe = con.cursor()
+        probe = _probe(con)
         try:
             probe.execute(f"DESCRIBE {select}")
         except duckdb.Error:
