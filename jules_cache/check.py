@@ -49,7 +49,7 @@ from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
 from .manifest import Manifest, utc_now
 from .models import _ToDict
-from .result_files import METADATA_KEY, READ_ERRORS, describe_result, verify_result
+from .result_files import METADATA_KEY, READ_ERRORS, describe_result, entry_row, verify_result
 
 QUARANTINE_DIR = "quarantine"
 DEFAULT_GRACE_SECONDS = 3600.0
@@ -344,38 +344,25 @@ def _orphan(
     problem = Problem(ORPHAN_FILE, relative, key, "a valid result file without a manifest row")
     if not fix:
         return problem
-    manifest.execute(con, "check.sql", "register_entry", row)
+    manifest.execute(con, "entries.sql", "insert_entry", row)
     return _done(problem, "registered")
 
 
 def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """The manifest row of a result file, from its footer metadata and its content."""
-    info = describe_result(path, None)
+    """The manifest row of a result file, from its footer metadata and its content.
+
+    Hit counts are unknown and compute time is recorded as 0; the last access is now, so a
+    rebuild never makes GC expire everything at once.
+    """
     stat = path.stat()
-    created = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
-    return {
-        "key": entry["key"],
-        "feature": entry["feature"],
-        "symbol": entry["symbol"],
-        "path": layout.relative_result_path(entry["key"]),
-        "key_schema": int(entry["key_schema"]),
-        "data_fingerprint": entry["data_fingerprint"],
-        "data_method": entry["data_method"],
-        "config_fingerprint": entry["config_fingerprint"],
-        "config_json": entry["config_json"],
-        "code_fingerprint": entry["code_fingerprint"],
-        "code_version": entry.get("code_version"),
-        "result_schema": info.schema_json,
-        "rows": info.rows,
-        "bytes": info.bytes,
-        "time_column": info.time_column,
-        "min_time": info.min_time,
-        "max_time": info.max_time,
-        "compute_seconds": 0.0,
-        "created_at": created,
-        "last_accessed_at": utc_now(),
-        "library_versions": json.dumps(entry.get("library_versions") or {}),
-    }
+    return entry_row(
+        entry,
+        layout.relative_result_path(entry["key"]),
+        describe_result(path, None),
+        compute_seconds=0.0,
+        created_at=datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None),
+        last_accessed_at=utc_now(),
+    )
 
 
 def _deep(

@@ -146,6 +146,43 @@ def fsync_dir(path: Path) -> None:
         fsync_file(path)
 
 
+def entry_row(
+    identity: dict[str, Any],
+    relative_path: str,
+    info: ResultInfo,
+    *,
+    compute_seconds: float,
+    created_at: datetime,
+    last_accessed_at: datetime,
+) -> dict[str, Any]:
+    """The manifest row of a result file: its identity (the file's own metadata, see
+    ``METADATA_KEY``) plus what ``describe_result`` found. Used by publish and by rebuild."""
+    return {
+        "key": identity["key"],
+        "feature": identity["feature"],
+        "symbol": identity["symbol"],
+        "path": relative_path,
+        "key_schema": int(identity["key_schema"]),
+        "data_fingerprint": identity["data_fingerprint"],
+        "data_method": identity["data_method"],
+        "config_fingerprint": identity["config_fingerprint"],
+        "config_json": identity["config_json"],
+        "code_fingerprint": identity["code_fingerprint"],
+        "code_version": identity.get("code_version"),
+        "code_functions": json.dumps(identity.get("code_functions") or {}, sort_keys=True),
+        "library_versions": json.dumps(identity.get("library_versions") or {}),
+        "result_schema": info.schema_json,
+        "rows": info.rows,
+        "bytes": info.bytes,
+        "time_column": info.time_column,
+        "min_time": info.min_time,
+        "max_time": info.max_time,
+        "compute_seconds": compute_seconds,
+        "created_at": created_at,
+        "last_accessed_at": last_accessed_at,
+    }
+
+
 def describe_result(path: Path, time_column: str | None) -> ResultInfo:
     """Rows, size, schema and time range of a written file (reads only the time column)."""
     scan = pl.scan_parquet(path)

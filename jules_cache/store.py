@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import errno
 import functools
-import json
 import logging
 import numbers
 import os
@@ -50,6 +49,7 @@ from .result_files import (
     READ_ERRORS,
     ResultInfo,
     describe_result,
+    entry_row,
     fsync_dir,
     read_result,
     scan_result,
@@ -400,20 +400,15 @@ class FeatureStore:
         self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
         """Rename the temp file into place and insert its entry in one manifest transaction."""
-        row = {
-            **self._file_metadata(request),
-            "path": self.layout.relative_result_path(request.key),
-            "library_versions": json.dumps(library_versions()),
-            "result_schema": info.schema_json,
-            "rows": info.rows,
-            "bytes": info.bytes,
-            "time_column": info.time_column,
-            "min_time": info.min_time,
-            "max_time": info.max_time,
-            "compute_seconds": compute_seconds,
-            "created_at": utc_now(),
-            "code_functions": json.dumps(request.code_functions, sort_keys=True),
-        }
+        now = utc_now()
+        row = entry_row(
+            self._file_metadata(request),
+            self.layout.relative_result_path(request.key),
+            info,
+            compute_seconds=compute_seconds,
+            created_at=now,
+            last_accessed_at=now,
+        )
         with self.manifest.write() as con:
             request.path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(temp, request.path)
@@ -488,6 +483,7 @@ class FeatureStore:
             "config_json": request.config_json,
             "code_fingerprint": parts.code_fingerprint,
             "code_version": request.code_version,
+            "code_functions": request.code_functions,
             "library_versions": library_versions(),
         }
 

@@ -1,6 +1,7 @@
 -- Reads and writes of manifest entries. Run against an attached manifest (USE manifest).
 
 -- name: insert_entry
+-- A published result, or a file re-registered from its own metadata (check --fix/--rebuild).
 INSERT OR REPLACE INTO entries (
     key, feature, symbol, path, key_schema, data_fingerprint, data_method,
     config_fingerprint, config_json, code_fingerprint, code_version, result_schema,
@@ -10,7 +11,7 @@ INSERT OR REPLACE INTO entries (
     $key, $feature, $symbol, $path, $key_schema, $data_fingerprint, $data_method,
     $config_fingerprint, $config_json, $code_fingerprint, $code_version, $result_schema,
     $rows, $bytes, $time_column, $min_time, $max_time, $compute_seconds,
-    $created_at, $created_at, 0, $library_versions, $code_functions
+    $created_at, $last_accessed_at, 0, $library_versions, $code_functions
 );
 
 -- name: delete_entry_inputs
