@@ -497,9 +497,7 @@ def view_published(con: duckdb.DuckDBPyConnection, layout: Layout, feature: str,
         _write_catalog(con, {f: it["view"] for f, it in features.items()}, features)
 
 
-def views_deleted(
-    con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]
-) -> None:
+def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:
     """Update the persisted views after the entries ``{key: feature}`` were deleted.
 
     Rewrites only the buckets that held a deleted key, so a GC batch costs a few small view

@@ -348,9 +348,7 @@ def _show_gc(report: Any, as_json: bool, verbose: bool) -> None:
     click.echo(table(["reason", "files/rows", "size"], rows))
     click.echo("")
     click.echo(f"duration      {report.duration_seconds:.2f} s (plan {report.plan_seconds:.2f} s)")
-    click.echo(
-        f"manifest lock {report.lock_holds} holds, longest {report.max_lock_hold_ms:.1f} ms"
-    )
+    click.echo(f"manifest lock {report.lock_holds} holds, longest {report.max_lock_hold_ms:.1f} ms")
     if report.skipped:
         click.echo(f"skipped       {report.skipped} (used, re-published or gone since the plan)")
     click.echo(f"status        {report.status} (gc run {report.run_id})")
@@ -591,10 +589,13 @@ def remove(
         return
     verb = "would remove" if dry_run else "removed"
     for entry in removed:
-        click.echo(f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  "
-                   f"{human_bytes(entry.bytes)}")
-    click.echo(f"{verb} {len(removed)} entries, "
-               f"{human_bytes(sum(entry.bytes for entry in removed))}", err=True)
+        click.echo(
+            f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  {human_bytes(entry.bytes)}"
+        )
+    click.echo(
+        f"{verb} {len(removed)} entries, {human_bytes(sum(entry.bytes for entry in removed))}",
+        err=True,
+    )
 
 
 def _print_json(document: Any) -> None:

@@ -454,17 +454,22 @@ class FeatureStore:
             return
         files = request.files
         self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": request.key})
-        self.manifest.execute(con, "entries.sql", "insert_entry_inputs", {
-            "key": request.key,
-            "method": request.data_method,
-            "positions": list(range(len(files))),
-            "paths": [f.path for f in files],
-            "sizes": [f.size for f in files],
-            "mtimes": [f.mtime_ns for f in files],
-            "inodes": [f.inode for f in files],
-            "ctimes": [f.ctime_ns for f in files],
-            "digests": [f.digest for f in files],
-        })
+        self.manifest.execute(
+            con,
+            "entries.sql",
+            "insert_entry_inputs",
+            {
+                "key": request.key,
+                "method": request.data_method,
+                "positions": list(range(len(files))),
+                "paths": [f.path for f in files],
+                "sizes": [f.size for f in files],
+                "mtimes": [f.mtime_ns for f in files],
+                "inodes": [f.inode for f in files],
+                "ctimes": [f.ctime_ns for f in files],
+                "digests": [f.digest for f in files],
+            },
+        )
 
     def _bump(self, con: duckdb.DuckDBPyConnection, counter: str) -> None:
         self.manifest.execute(con, "entries.sql", "bump_counter", {"name": counter, "delta": 1})
@@ -715,9 +720,7 @@ class FeatureStore:
         self._next_auto_gc = time.monotonic() + self.auto_gc
         try:
             options = GCOptions.build(limit=self.auto_gc_limit)
-            collect_garbage(
-                self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc
-            )
+            collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc)
         except LockTimeout:
             pass  # another GC is running: nothing to do
         except _STORE_ERRORS as exc:

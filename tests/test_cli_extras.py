@@ -38,8 +38,9 @@ def test_rm_dry_run_changes_nothing_and_key_prefix_works(filled):
     entry = store.entries(feature="slow_bars")[0]
     assert [e.key for e in store.remove(key=entry.key[:12], dry_run=True)] == [entry.key]
     assert store.entry(entry.key) is not None
-    result = CliRunner().invoke(cli, ["--root", str(filled), "rm", "--key", entry.key[:12],
-                                      "--json"])
+    result = CliRunner().invoke(
+        cli, ["--root", str(filled), "rm", "--key", entry.key[:12], "--json"]
+    )
     assert result.exit_code == 0
     assert [e["key"] for e in json.loads(result.stdout)["removed"]] == [entry.key]
     assert store.entry(entry.key) is None
@@ -54,8 +55,12 @@ def test_rm_needs_a_filter(filled):
 
 def test_stats_prometheus_textfile(filled, tmp_path):
     target = tmp_path / "jules_cache.prom"
-    done = subprocess.run(["jules-cache", "--root", str(filled), "stats", "--prometheus",
-                           str(target)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["jules-cache", "--root", str(filled), "stats", "--prometheus", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     text = target.read_text()
     assert "# TYPE jules_cache_hits_total counter" in text

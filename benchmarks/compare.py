@@ -1,0 +1,605 @@
+"""jules_cache side by side with joblib.Memory, diskcache memoize and no cache, in one run.
+
+    pip install -e '.[bench]'
+    python benchmarks/compare.py            # 5M ticks, 64 symbols (~3-5 min on 2 cores)
+    python benchmarks/compare.py --quick    # 1M ticks
+    python benchmarks/compare.py --large    # 50M ticks (needs ~16 GB RAM and a while)
+
+One workload — synthetic ticks for many symbols, a Polars feature pipeline (1-minute bars,
+rolling VWAP, returns, realised volatility, and a tick-level variant) — through each cache,
+each used the way its documentation shows (see ``compare_peers``). Measured in the same run:
+
+1. hit latency for a small result (~10k rows), a medium one (~1M rows) and a large input (all
+   ticks), and the cold-miss overhead over plain compute (medians after a warm-up);
+2. N spawned processes sharing one cache on the same keys: real computations per key
+   (counted with marker files), errors, wrong results, wall time — once with every process
+   walking the keys in the same order (trainers launched together), once rotated;
+3. does each cache notice a change — in a helper the feature calls, in the feature's body, in
+   one tick — or serve the stale result? Each code step runs in a fresh process against a
+   generated module the benchmark rewrites;
+4. disk used, and what each can tell you afterwards.
+
+Writes benchmarks/results/compare.json and compare.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_peers as peers
+import compare_report as report
+from common import RESULTS, machine, write_json
+
+from jules_cache.synthetic import make_ticks, symbol_names
+
+HERE = Path(__file__).resolve().parent
+PEERS = peers.KINDS  # ("jules_cache", "joblib", "diskcache")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    feature: str
+    symbols: tuple[str, ...]
+    config: dict[str, Any]
+    hits: int
+    misses: int
+
+
+# ---------------------------------------------------------------------------------- timing
+
+
+def clock(func: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = func()
+    return time.perf_counter() - started, value
+
+
+def repeat_timed(func: Callable[[], Any], count: int, budget: float) -> list[float]:
+    """Up to ``count`` timings, stopping early (after at least 3) once ``budget`` s are spent."""
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < count and (len(samples) < 3 or spent < budget):
+        seconds, _ = clock(func)
+        samples.append(seconds)
+        spent += seconds
+    return samples
+
+
+def ms(seconds: float) -> float:
+    return seconds * 1000
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def dir_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def markers_on(directory: Path):
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[peers.MARKERS_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        del os.environ[peers.MARKERS_ENV]
+
+
+# ------------------------------------------------------------------------ 1. latency
+
+
+def bench_latency(cases: list[Case], ticks: pl.DataFrame, features: Any, work: Path) -> dict:
+    """Hit latency and cold-miss overhead for every case, every cache, interleaved."""
+    caches = {kind: peers.open_cache(kind, work / "latency" / kind) for kind in PEERS}
+    results: dict[str, Any] = {}
+    for case in cases:
+        data = ticks.filter(pl.col("symbol").is_in(case.symbols)) if case.symbols else ticks
+        print(f"  {case.name}: {data.height:,} input rows", flush=True)
+        with markers_on(work / "latency" / "markers" / case.name) as markers:
+            func = getattr(features, case.feature)
+            results[case.name] = latency_case(case, data, func, caches, markers)
+    for cache in caches.values():
+        cache.close()
+    results["_entries_per_cache"] = sum(case.misses + 1 for case in cases)
+    return results
+
+
+def latency_case(
+    case: Case, data: pl.DataFrame, func: Callable, caches: dict[str, Any], markers: Path
+) -> dict[str, Any]:
+    """One case: warm up, then cold misses interleaved with plain compute, then hits.
+
+    Markers prove the hits were hits: a "hit" sample that ran the function is counted in
+    ``hit_recomputed`` (it should be 0).
+    """
+    symbol = case.symbols[0] if len(case.symbols) == 1 else f"basket{len(case.symbols)}"
+    configs = [{**case.config, "window": case.config["window"] + i} for i in range(case.misses)]
+
+    def plain(config: dict) -> Any:
+        return func(data, config)
+
+    def cached(kind: str, config: dict) -> Any:
+        return caches[kind].call(func, symbol, data, config)
+
+    failed: dict[str, str] = {}
+
+    def attempt(kind: str, step: Callable[[], Any]) -> Any:
+        """Run one step for ``kind``; a cache that raises is reported, not measured further."""
+        if kind in failed:
+            return None
+        try:
+            return step()
+        except Exception as exc:
+            failed[kind] = f"{type(exc).__name__}: {exc}"[:300]
+            print(f"    {peers.LABELS[kind]} failed: {failed[kind]}", flush=True)
+            return None
+
+    warm = {**case.config, "window": case.config["window"] + 1000}
+    for kind in PEERS:  # first-call costs (imports, parsing, connections) are not measured here
+        attempt(kind, lambda kind=kind: (cached(kind, warm), cached(kind, warm)))
+    plain_s: list[float] = []
+    miss_s: dict[str, list[float]] = {kind: [] for kind in PEERS}
+    for config in configs:  # plain compute timed before and after the caches' misses
+        plain_s.append(clock(lambda config=config: plain(config))[0])
+        for kind in PEERS:
+            seconds = attempt(
+                kind, lambda kind=kind, config=config: clock(lambda: cached(kind, config))[0]
+            )
+            if seconds is not None:
+                miss_s[kind].append(seconds)
+        plain_s.append(clock(lambda config=config: plain(config))[0])
+    value = plain(configs[0])
+    reference = peers.frame_digest(value)
+    hit_s: dict[str, list[float]] = {}
+    correct: dict[str, bool] = {}
+    recomputed: dict[str, int] = {}
+    for kind in PEERS:
+        before = len(list(markers.iterdir()))
+        got = attempt(kind, lambda kind=kind: peers.frame_digest(cached(kind, configs[0])))
+        correct[kind] = got == reference
+        samples = attempt(
+            kind, lambda kind=kind: repeat_timed(lambda: cached(kind, configs[0]), case.hits, 4.0)
+        )
+        if samples is not None:
+            hit_s[kind] = samples
+        recomputed[kind] = len(list(markers.iterdir())) - before
+    compute = median(plain_s)
+    jules_hit = median(hit_s["jules_cache"]) if "jules_cache" in hit_s else None
+    caches_report: dict[str, Any] = {}
+    for kind in PEERS:
+        if kind in failed:
+            caches_report[kind] = {"error": failed[kind]}
+            continue
+        hit, miss = median(hit_s[kind]), median(miss_s[kind])
+        caches_report[kind] = {
+            "hit_ms": ms(hit),
+            "hit_samples": len(hit_s[kind]),
+            "hit_correct": correct[kind],
+            "hit_recomputed": recomputed[kind],
+            "speedup_vs_compute": compute / hit,
+            "hit_vs_jules_cache": hit / jules_hit if jules_hit else None,
+            "miss_ms": ms(miss),
+            "miss_samples_ms": [ms(s) for s in miss_s[kind]],
+            "miss_overhead_ms": ms(miss - compute),
+            "miss_ratio_vs_compute": miss / compute,
+        }
+    return {
+        "description": case.description,
+        "input_rows": data.height,
+        "input_mb": data.estimated_size() / 1e6,
+        "result_rows": value.height,
+        "result_columns": value.width,
+        "result_mb": value.estimated_size() / 1e6,
+        "compute_ms": ms(compute),
+        "compute_samples_ms": [ms(s) for s in plain_s],
+        "caches": caches_report,
+    }
+
+
+# --------------------------------------------------------------------- 2. processes
+
+
+def bench_processes(
+    ticks_path: Path,
+    features_dir: Path,
+    features: Any,
+    ticks: pl.DataFrame,
+    symbols: list[str],
+    processes: int,
+    window: int,
+    work: Path,
+) -> dict[str, Any]:
+    """N spawned processes fetch the same keys through each cache, in two key orders.
+
+    The same N processes serve every run; barriers start every run together and end it when
+    the slowest process is done, so wall time excludes spawning, imports and loading ticks.
+    """
+    config = {"window": window}
+    reference = {
+        s: peers.frame_digest(features.tick_features(ticks.filter(pl.col("symbol") == s), config))
+        for s in symbols
+    }
+    plan = [(order, kind) for order in ("same", "rotated") for kind in ("none", *PEERS)]
+    base = work / "processes"
+    for order, kind in plan:
+        (base / f"{order}-{kind}" / "markers").mkdir(parents=True)
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    workers = [
+        context.Process(
+            target=peers.mp_worker,
+            args=(
+                plan,
+                str(base),
+                str(features_dir),
+                str(ticks_path),
+                symbols,
+                window,
+                index,
+                processes,
+                barrier,
+            ),
+        )
+        for index in range(processes)
+    ]
+    for process in workers:
+        process.start()
+    results: dict[str, Any] = {}
+    try:
+        for order, kind in plan:
+            barrier.wait(timeout=600)
+            started = time.perf_counter()
+            barrier.wait(timeout=1800)
+            wall = time.perf_counter() - started
+            results[f"{order}/{kind}"] = {"order": order, "cache": kind, "wall_s": wall}
+    finally:
+        for process in workers:
+            process.join(timeout=120 if not barrier.broken else 5)
+            if process.is_alive():
+                process.terminate()
+    for order, kind in plan:
+        run = base / f"{order}-{kind}"
+        reports = [
+            json.loads(path.read_text())
+            for path in (run / f"worker{index}.json" for index in range(processes))
+            if path.exists()
+        ]
+        crashed = processes - len(reports)
+        counts = peers.count_markers(run / "markers")
+        per_key = [counts.get(f"tick_features~{s.replace('/', '_')}~{window}", 0) for s in symbols]
+        errors = [e for r in reports for e in r["errors"]]
+        wrong = sum(digest != reference[s] for r in reports for s, digest in r["digests"].items())
+        entry = results.setdefault(f"{order}/{kind}", {"order": order, "cache": kind})
+        entry.update(
+            {
+                "processes": processes,
+                "keys": len(symbols),
+                "calls": processes * len(symbols),
+                "computations": sum(per_key),
+                "computations_per_key": dict(zip(symbols, per_key)),
+                "max_per_key": max(per_key),
+                "errors": len(errors) + crashed,
+                "error_samples": errors[:5],
+                "crashed_processes": crashed,
+                "wrong_results": wrong,
+                "worker_seconds": [r["seconds"] for r in reports],
+            }
+        )
+        print(
+            f"  {order:7} {peers.LABELS[kind]:18} computations {sum(per_key):3}  "
+            f"errors {len(errors) + crashed}  wrong {wrong}  wall {entry.get('wall_s', 0):.2f}s",
+            flush=True,
+        )
+    for order in ("same", "rotated"):
+        baseline = results[f"{order}/none"].get("wall_s")
+        for kind in ("none", *PEERS):
+            wall = results[f"{order}/{kind}"].get("wall_s")
+            results[f"{order}/{kind}"]["wall_vs_no_cache"] = (
+                wall / baseline if wall and baseline else None
+            )
+    return results
+
+
+# ------------------------------------------------------------------------ 3. changes
+
+
+CODE_STEPS = (
+    ("code: first call", "v1", "v1", "compute"),
+    ("code: same code, new process", "v1", "v1", "hit"),
+    ("code: a helper the feature calls edited", "v2", "v1", "compute"),
+    ("code: the feature's own body edited", "v2", "v2", "compute"),
+    ("code: reverted to the original", "v1", "v1", "hit"),
+)
+
+
+def outcome(computed: int, correct: bool, error: str | None) -> str:
+    if error:
+        return "error"
+    if not correct:
+        return "STALE" if computed == 0 else "wrong"
+    return "recomputed" if computed else "hit"
+
+
+def bench_code_change(ticks_path: Path, basket: list[str], window: int, work: Path) -> dict:
+    """Each step in one fresh process, against the generated module as rewritten for it."""
+    results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PEERS}
+    module = work / "code" / "module"
+    for label, helper, body, expected in CODE_STEPS:
+        peers.write_features(module, helper=helper, body=body)
+        arguments = {
+            "kinds": list(PEERS),
+            "base": str(work / "code"),
+            "features_dir": str(module),
+            "ticks_path": str(ticks_path),
+            "symbols": basket,
+            "window": window,
+        }
+        process = subprocess.run(
+            [sys.executable, str(HERE / "compare_peers.py"), "code-step", json.dumps(arguments)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        if process.returncode == 0:
+            reports = json.loads(process.stdout.strip().splitlines()[-1])
+        else:
+            failed = {"computed": 0, "correct": False, "error": process.stderr[-500:]}
+            reports = {kind: failed for kind in PEERS}
+        for kind in PEERS:
+            step = reports[kind]
+            got = outcome(step["computed"], step["correct"], step["error"])
+            results[kind].append({"step": label, "expected": expected, "outcome": got, **step})
+    for kind in PEERS:
+        print(
+            f"  {peers.LABELS[kind]:18} " + ", ".join(s["outcome"] for s in results[kind]),
+            flush=True,
+        )
+    return results
+
+
+def bench_data_change(basket_ticks: pl.DataFrame, features: Any, window: int, work: Path) -> dict:
+    """Same content in a different memory layout; then one price moved by one cent."""
+    config = {"every": "1m", "window": window}
+    half = basket_ticks.height // 2
+    rechunked = pl.concat([basket_ticks.slice(0, half), basket_ticks.slice(half)], rechunk=False)
+    edited = basket_ticks.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.col("price") + 0.01)
+        .otherwise(pl.col("price"))
+        .alias("price")
+    )
+    cases = [
+        ("data: first call", basket_ticks, "compute"),
+        ("data: same ticks, different chunk layout", rechunked, "hit"),
+        ("data: one price changed by one cent", edited, "compute"),
+    ]
+    expected_digests = [
+        peers.frame_digest(features.minute_bars(data, config)) for _, data, _ in cases
+    ]
+    results: dict[str, Any] = {}
+    for kind in PEERS:
+        cache = peers.open_cache(kind, work / "data" / kind / "cache")
+        steps = []
+        with markers_on(work / "data" / kind / "markers") as markers:
+            for (label, data, expected), digest in zip(cases, expected_digests):
+                before = len(list(markers.iterdir()))
+                value = cache.call(features.minute_bars, "basket", data, config)
+                computed = len(list(markers.iterdir())) - before
+                correct = peers.frame_digest(value) == digest
+                steps.append(
+                    {
+                        "step": label,
+                        "expected": expected,
+                        "outcome": outcome(computed, correct, None),
+                        "computed": computed,
+                        "correct": correct,
+                    }
+                )
+        cache.close()
+        results[kind] = steps
+        print(f"  {peers.LABELS[kind]:18} " + ", ".join(s["outcome"] for s in steps), flush=True)
+    return results
+
+
+# --------------------------------------------------------------------------- 4. disk
+
+
+def bench_disk(work: Path, latency: dict[str, Any]) -> dict[str, Any]:
+    """Bytes each latency cache holds for the same entries, with the biggest part named."""
+    result: dict[str, Any] = {}
+    for kind in PEERS:
+        root = work / "latency" / kind
+        total = dir_bytes(root)
+        detail: dict[str, int] = {}
+        if kind == "diskcache":
+            detail["sqlite_bytes"] = sum(
+                p.stat().st_size for p in root.glob("cache.db*") if p.is_file()
+            )
+        if kind == "jules_cache":
+            detail["manifest_bytes"] = sum(
+                p.stat().st_size for p in root.glob("manifest.duckdb*") if p.is_file()
+            )
+        result[kind] = {"bytes": total, "entries": entries_present(kind, root), **detail}
+    result["entries_per_cache"] = latency["_entries_per_cache"]
+    return result
+
+
+def entries_present(kind: str, root: Path) -> int:
+    """How many results the cache still holds (diskcache evicts past its 1 GB default)."""
+    if kind == "jules_cache":
+        from jules_cache import FeatureStore
+
+        return FeatureStore(root).stats().entries
+    if kind == "joblib":
+        import joblib
+
+        return len(joblib.Memory(str(root), verbose=0).store_backend.get_items())
+    import diskcache
+
+    with diskcache.Cache(str(root)) as cache:
+        return len(cache)
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="1M ticks (about a minute)")
+    size.add_argument("--large", action="store_true", help="50M ticks (needs ~16 GB RAM)")
+    size.add_argument("--ticks", type=int, help="total ticks (default 5,000,000)")
+    parser.add_argument("--symbols", type=int, default=64, help="symbols (default 64)")
+    parser.add_argument("--processes", type=int, default=8, help="sharing processes (default 8)")
+    parser.add_argument("--keys", type=int, default=8, help="keys in the process test (default 8)")
+    parser.add_argument(
+        "--misses", type=int, default=5, help="cold misses per case (default 5; large input: 3)"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep the caches here (default: a temp dir)")
+    parser.add_argument("--output", default="compare", help="results file stem (default compare)")
+    args = parser.parse_args(argv)
+    args.total_ticks = args.ticks or (
+        1_000_000 if args.quick else 50_000_000 if args.large else 5_000_000
+    )
+    if args.symbols < 4 or args.keys > args.symbols:
+        parser.error("need --symbols >= 4 and --keys <= --symbols")
+    return args
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    names = symbol_names(args.symbols)
+    load_start = os.getloadavg()
+    print(f"generating {args.total_ticks:,} ticks for {len(names)} symbols…", flush=True)
+    ticks_path = work / "ticks.parquet"
+    make_ticks(names, args.total_ticks).write_parquet(ticks_path)
+    # Every process (this one included) reads the ticks back from the same file, so the frames
+    # the peers pickle to build their keys are laid out identically everywhere.
+    ticks = pl.read_parquet(ticks_path)
+    features_dir = work / "features"
+    peers.write_features(features_dir)
+    features = peers.import_features(features_dir)
+    basket = names[len(names) // 2 :]  # the less-traded half: ~10k 1-minute bars
+    cases = [
+        Case(
+            "small",
+            "1-minute bars, the less-traded half of the symbols",
+            "minute_bars",
+            tuple(basket),
+            {"every": "1m", "window": 20},
+            hits=20,
+            misses=args.misses,
+        ),
+        Case(
+            "medium",
+            "tick-level features, the most-traded symbol",
+            "tick_features",
+            (names[0],),
+            {"window": 100},
+            hits=10,
+            misses=args.misses,
+        ),
+        Case(
+            "large input",
+            "1-minute bars, every symbol",
+            "minute_bars",
+            (),
+            {"every": "1m", "window": 20},
+            hits=5,
+            misses=max(args.misses - 3, 2),
+        ),
+    ]
+    sections: dict[str, float] = {"generate": time.perf_counter() - started}
+    mark = time.perf_counter()
+    print("1. hit latency and cold misses", flush=True)
+    latency = bench_latency(cases, ticks, features, work)
+    sections["latency"], mark = time.perf_counter() - mark, time.perf_counter()
+    print(f"2. {args.processes} processes sharing one cache", flush=True)
+    processes = bench_processes(
+        ticks_path,
+        features_dir,
+        features,
+        ticks,
+        names[: args.keys],
+        args.processes,
+        100,
+        work,
+    )
+    for entry in processes.values():
+        entry["key_symbols"] = f"the {args.keys} most-traded symbols"
+    sections["processes"], mark = time.perf_counter() - mark, time.perf_counter()
+    print("3. does each cache notice a change?", flush=True)
+    code = bench_code_change(ticks_path, basket, 20, work)
+    basket_ticks = peers.read_basket(str(ticks_path), basket)
+    data = bench_data_change(basket_ticks, features, 20, work)
+    sections["changes"] = time.perf_counter() - mark
+    print("4. disk and capabilities", flush=True)
+    disk = bench_disk(work, latency)
+    document: dict[str, Any] = {
+        "environment": {
+            **machine(),
+            "command": "python " + shlex.join(["benchmarks/compare.py", *sys.argv[1:]]),
+            "cpu_model": report.cpu_model(),
+            "memory_gb": report.memory_gb(),
+            "versions": report.versions(),
+            "ticks": args.total_ticks,
+            "symbols": args.symbols,
+            "load_average_start": load_start,
+            "load_average_end": os.getloadavg(),
+            "section_seconds": sections,
+        },
+        "latency": latency,
+        "processes": processes,
+        "code_change": code,
+        "data_change": data,
+        "disk": disk,
+        "capabilities": {"jules_cache": report.jules_capabilities(), **report.CAPABILITIES},
+    }
+    document["peer_wins"] = report.peer_wins(document)
+    document["environment"]["total_seconds"] = time.perf_counter() - started
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    document["environment"]["cpu_seconds"] = sum(u.ru_utime + u.ru_stime for u in usage)
+    return document
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=False)
+        document = run(args, args.workdir.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="jules-compare-") as tmp:
+            document = run(args, Path(tmp))
+    report.print_summary(document)
+    write_json(args.output, document)
+    path = RESULTS / f"{args.output}.md"
+    path.write_text(report.markdown(document))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
