@@ -35,7 +35,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,7 @@ from .models import _ToDict
 from .result_files import METADATA_KEY, READ_ERRORS, describe_result, entry_row, verify_result
 
 QUARANTINE_DIR = "quarantine"
+Progress = Callable[[int, int], None]  # (done, total)
 DEFAULT_GRACE_SECONDS = 3600.0
 
 MISSING_FILE = "missing_file"
@@ -148,8 +149,13 @@ def run_check(
     deep: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     rebuilt_from: str | None = None,
+    progress: Progress | None = None,
 ) -> CheckReport:
-    """Compare manifest and files; with ``fix`` repair what is found (see the module doc)."""
+    """Compare manifest and files; with ``fix`` repair what is found (see the module doc).
+
+    ``progress(done, total)`` is called as orphan files are registered (a rebuild) and as
+    ``deep`` reads files: the two steps that can take long.
+    """
     if grace_seconds < 0:
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
     problems: list[Problem] = []
@@ -171,10 +177,12 @@ def run_check(
                 problems.append(
                     _quarantine(layout, manifest, con, problem, path) if fix else problem
                 )
-        for path, key in files.items():
+        for done, (path, key) in enumerate(files.items(), start=1):
             problems.append(_orphan(layout, manifest, con, path, key, fix, deep))
+            if progress is not None:
+                progress(done, len(files))
     if deep:
-        problems += _deep(layout, manifest, rows, problems, fix)
+        problems += _deep(layout, manifest, rows, problems, fix, progress)
     leftovers, in_flight = _leftovers(layout, grace_seconds, fix)
     problems += leftovers
     if any(problem.action is not None and problem.key for problem in problems):
@@ -200,6 +208,7 @@ def rebuild(
     *,
     deep: bool = False,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    progress: Progress | None = None,
 ) -> CheckReport:
     """Move ``manifest.duckdb`` aside and rebuild it from the result files' own metadata.
 
@@ -222,7 +231,13 @@ def rebuild(
     manifest = Manifest(layout, lock_timeout)
     manifest.migrate(create=True)
     return run_check(
-        layout, manifest, fix=True, deep=deep, grace_seconds=grace_seconds, rebuilt_from=moved
+        layout,
+        manifest,
+        fix=True,
+        deep=deep,
+        grace_seconds=grace_seconds,
+        rebuilt_from=moved,
+        progress=progress,
     )
 
 
@@ -371,11 +386,14 @@ def _deep(
     rows: list[tuple[str, str, int]],
     found: list[Problem],
     fix: bool,
+    progress: Progress | None,
 ) -> list[Problem]:
     """Read every page of every sound entry file (no lock: the files are immutable)."""
     already = {p.key for p in found}
     failed: list[tuple[Problem, Path, int]] = []
-    for key, relative, _ in rows:
+    for done, (key, relative, _) in enumerate(rows, start=1):
+        if progress is not None:
+            progress(done, len(rows))
         if key in already:
             continue
         path = layout.root / relative

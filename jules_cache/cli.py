@@ -304,12 +304,13 @@ def gc_command(
 
 
 class _ProgressBar:
-    """A click progress bar on stderr, shown only on a TTY and only for many deletions."""
+    """A click progress bar on stderr, shown only on a TTY and only for many items."""
 
     MIN_ITEMS = 1000
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, label: str = "deleting"):
         self.enabled = enabled
+        self.label = label
         self._bar: Any = None
         self._shown = 0
 
@@ -317,7 +318,7 @@ class _ProgressBar:
         if not self.enabled or total < self.MIN_ITEMS:
             return
         if self._bar is None:
-            self._bar = click.progressbar(length=total, label="deleting", file=sys.stderr)
+            self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
             self._bar.__enter__()
         self._bar.update(done - self._shown)
         self._shown = done
@@ -465,9 +466,16 @@ def check_command(
 
         # No FeatureStore: opening one needs the very manifest that is being replaced.
         layout = Layout.create(handle.root)
-        report = rebuild_manifest(layout, 600.0, deep=deep, grace_seconds=grace_seconds)
+        bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")
+        report = rebuild_manifest(
+            layout, 600.0, deep=deep, grace_seconds=grace_seconds, progress=bar.update
+        )
     else:
-        report = handle.get().check(fix=fix, deep=deep, grace_seconds=grace_seconds)
+        bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="reading")
+        report = handle.get().check(
+            fix=fix, deep=deep, grace_seconds=grace_seconds, progress=bar.update
+        )
+    bar.close()
     if as_json:
         _print_json(report.to_dict())
     else:

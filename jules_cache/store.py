@@ -561,6 +561,7 @@ class FeatureStore:
         deep: bool = False,
         rebuild: bool = False,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        progress: Callable[[int, int], None] | None = None,
     ) -> CheckReport:
         """Compare the manifest with the files on disk; report problems by kind.
 
@@ -571,9 +572,20 @@ class FeatureStore:
         """
         self.flush()
         if rebuild:
-            return _rebuild(self.layout, self.lock_timeout, deep=deep, grace_seconds=grace_seconds)
+            return _rebuild(
+                self.layout,
+                self.lock_timeout,
+                deep=deep,
+                grace_seconds=grace_seconds,
+                progress=progress,
+            )
         return run_check(
-            self.layout, self.manifest, fix=fix, deep=deep, grace_seconds=grace_seconds
+            self.layout,
+            self.manifest,
+            fix=fix,
+            deep=deep,
+            grace_seconds=grace_seconds,
+            progress=progress,
         )
 
     def remove(

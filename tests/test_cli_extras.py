@@ -68,3 +68,12 @@ def test_stats_prometheus_textfile(filled, tmp_path):
     assert f'jules_cache_hits_total{{root="{filled.resolve()}",feature="slow_bars"}} 1' in text
     assert "jules_cache_misses_total" in text and "jules_cache_size_bytes" in text
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_check_deep_reports_progress(filled):
+    seen = []
+    report = FeatureStore(filled).check(
+        deep=True, progress=lambda done, total: seen.append((done, total))
+    )
+    assert report.consistent
+    assert seen and seen[-1][0] == seen[-1][1] == report.entries
