@@ -27,6 +27,17 @@ def logged_feature(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.DataFrame:
     return ticks.select(pl.col("price").sum().alias("total"), pl.len().alias("rows")).collect()
 
 
+def flip_bit(path: Path, column: int = 0, mask: int = 0x10) -> None:
+    """Flip one bit inside a column's first data page (the file keeps its size)."""
+    import pyarrow.parquet as pq
+
+    chunk = pq.read_metadata(path).row_group(0).column(column)
+    offset = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data = bytearray(path.read_bytes())
+    data[offset] ^= mask
+    path.write_bytes(bytes(data))
+
+
 def computations(log_dir: Path, tag: str) -> int:
     """How many times ``logged_feature`` really ran for ``tag``."""
     return len(list(log_dir.glob(f"{tag}.*")))

@@ -8,10 +8,9 @@ import subprocess
 import sys
 
 import polars as pl
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from features import bar_count
+from features import bar_count, flip_bit
 
 from jules_cache import FeatureStore, InvalidInput, ManifestError
 from jules_cache.check import KINDS, LEFTOVER_KINDS
@@ -23,15 +22,6 @@ CONFIG = {"freq": "1m"}
 
 def put(store, data, symbol="AAPL"):
     return store.fetch(symbol, data, CONFIG, bar_count, name="bars")
-
-
-def flip_data_byte(path):
-    """Flip one bit inside the first column's first data page (the file keeps its size)."""
-    column = pq.read_metadata(path).row_group(0).column(0)
-    offset = column.data_page_offset + column.total_compressed_size // 2
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x10
-    path.write_bytes(bytes(data))
 
 
 def damage_only(report):
@@ -121,7 +111,7 @@ def test_garbage_with_the_right_size_is_an_unreadable_footer(store, aapl):
 
 def test_a_flipped_bit_is_found_only_by_deep_check(store, aapl):
     result = put(store, aapl)
-    flip_data_byte(result.path)
+    flip_bit(result.path)
     assert store.check().consistent  # footer and size are intact
     (problem,) = store.check(deep=True).of_kind("checksum_failure")
     assert problem.key == result.key
@@ -256,7 +246,7 @@ def test_deep_fix_never_registers_a_damaged_orphan(store, aapl):
     result = put(store, aapl)
     with store.manifest.write() as con:
         store.manifest.execute(con, "check.sql", "delete_entry", {"key": result.key})
-    flip_data_byte(result.path)
+    flip_bit(result.path)
     (problem,) = store.check(deep=True, fix=True).of_kind("orphan_file")
     assert problem.action == "quarantined" and "checksum" in problem.detail.lower()
     assert damage_only(store.check(deep=True)) == set()

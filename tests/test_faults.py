@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from features import bar_count
+from features import bar_count, flip_bit
 
 from jules_cache import FeatureStore, InvalidInput
 from jules_cache.check import LEFTOVER_KINDS
@@ -53,11 +53,7 @@ def _truncate(path):
 
 
 def _flip(path):
-    column = pq.read_metadata(path).row_group(0).column(1)
-    offset = column.data_page_offset + column.total_compressed_size // 2
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x04
-    path.write_bytes(bytes(data))
+    flip_bit(path, column=1, mask=0x04)
 
 
 def _garbage(path):
