@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import errno
 import functools
 import logging
@@ -55,7 +56,7 @@ from .result_files import (
     scan_result,
     write_result,
 )
-from .verify import VerifyReport, verify_footer_entries
+from .verify import VerifyReport, find_stale_footer_entries
 from .version import __version__
 
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
@@ -625,9 +626,14 @@ class FeatureStore:
     def verify(self, *, fix: bool = False) -> VerifyReport:
         """Find footer-keyed entries whose input file was rewritten under an identical footer.
 
-        With ``fix=True`` those entries are removed, so the next call recomputes them.
+        With ``fix=True`` those entries are removed (as by ``remove``: rows, views, then
+        files), so the next call recomputes them.
         """
-        return verify_footer_entries(self.manifest, self.layout, fix=fix)
+        report = find_stale_footer_entries(self.manifest)
+        if not fix:
+            return report
+        removed = sum(len(self.remove(key=key)) for key in report.stale)
+        return dataclasses.replace(report, removed=removed)
 
     def stats(self) -> Stats:
         """Entries, bytes, hits, misses and compute time saved, in total and per feature."""

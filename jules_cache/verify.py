@@ -4,18 +4,16 @@ Footer mode keys a file by its footer and size only. That is fast but not proof 
 one-cent price change can leave the footer byte-identical. Every footer-keyed entry records how
 ``stat()`` saw each input when it was keyed; an input whose size, mtime, inode or ctime has
 changed while its footer digest has not was rewritten under an identical footer, so the entry may
-hold features of data that no longer exists. ``verify`` lists those (stale) entries and, with
-``fix``, removes them (rows committed first, files unlinked after), so the next call recomputes.
+hold features of data that no longer exists. ``verify`` lists those (stale) entries;
+``store.verify(fix=True)`` removes them as ``store.remove`` does, so the next call recomputes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 from .file_fingerprint import parquet_footer_digest, stat_signature
-from .layout import Layout
 from .manifest import Manifest
 from .models import _ToDict
 
@@ -34,13 +32,13 @@ class VerifyReport(_ToDict):
         return not self.stale or self.removed == len(self.stale)
 
 
-def verify_footer_entries(manifest: Manifest, layout: Layout, *, fix: bool) -> VerifyReport:
-    """Check every footer-keyed entry's inputs; remove stale entries when ``fix``."""
+def find_stale_footer_entries(manifest: Manifest) -> VerifyReport:
+    """Check every footer-keyed entry's inputs (nothing is removed here: see ``store.verify``)."""
     with manifest.read() as con:
         rows = manifest.execute(con, "entries.sql", "footer_entry_inputs").fetchall()
-    stale: dict[str, str] = {}
+    stale: set[str] = set()
     missing: set[str] = set()
-    for key, path, size, mtime_ns, inode, ctime_ns, digest, result_path in rows:
+    for key, path, size, mtime_ns, inode, ctime_ns, digest in rows:
         try:
             now = tuple(stat_signature(path))[1:]
         except FileNotFoundError:
@@ -50,19 +48,10 @@ def verify_footer_entries(manifest: Manifest, layout: Layout, *, fix: bool) -> V
             continue
         with contextlib.suppress(OSError, ValueError):
             if parquet_footer_digest(path) == digest:
-                stale[key] = result_path
-    removed = 0
-    if fix and stale:
-        with manifest.write() as con:
-            for statement in ("delete_entries", "delete_entries_inputs"):
-                manifest.execute(con, "entries.sql", statement, {"keys": sorted(stale)})
-        for result_path in stale.values():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(layout.root / result_path)
-            removed += 1
+                stale.add(key)
     return VerifyReport(
         checked=len({row[0] for row in rows}),
         stale=tuple(sorted(stale)),
-        inputs_missing=tuple(sorted(missing - set(stale))),
-        removed=removed,
+        inputs_missing=tuple(sorted(missing - stale)),
+        removed=0,
     )

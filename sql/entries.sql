@@ -81,7 +81,7 @@ VALUES ($path, $method, $size, $mtime_ns, $inode, $ctime_ns, $digest, $computed_
 
 -- name: footer_entry_inputs
 -- Inputs of entries keyed by Parquet footer only (fingerprint="footer"), for `verify`.
-SELECT i.key, i.path, i.size, i.mtime_ns, i.inode, i.ctime_ns, i.digest, e.path AS result_path
+SELECT i.key, i.path, i.size, i.mtime_ns, i.inode, i.ctime_ns, i.digest
 FROM entry_inputs AS i
 JOIN entries AS e USING (key)
 WHERE i.method = 'footer'
