@@ -386,16 +386,16 @@ class FeatureStore:
                 _crash_point("fsynced")
                 # A LazyFrame was computed while it was sunk: its time includes the write.
                 compute_seconds = time.perf_counter() - compute_started
-                value = scan_result(temp) if request.lazy else read_result(temp)
+                # Read back (checksums verified) so a miss returns what every hit will; a lazy
+                # result is scanned once it is in place (a scan verifies the file it names).
+                frame = None if request.lazy else read_result(temp)
                 info = describe_result(temp, self.time_column)
                 self._publish(request, temp, info, compute_seconds)
             except _STORE_ERRORS as exc:
                 _remove(temp)
                 return request.result(self._unstored(result, request, exc), stored=False)
-        if request.lazy:
-            value = scan_result(request.path)
         self._maybe_auto_gc()
-        return request.result(value)
+        return request.result(scan_result(request.path) if frame is None else frame)
 
     def _publish(
         self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
