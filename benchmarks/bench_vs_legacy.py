@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_json
+from common import print_table, timed, write_json
 
 LEGACY_CLAIMS = {"100 MB": 1.2, "1 GB": 15.0, "10 GB file": 180.0}
 
@@ -52,14 +52,8 @@ def legacy_footer_hash(frame: pl.DataFrame) -> str:
     return hashlib.md5(f"{frame.shape}{tail.rows()}".encode()).hexdigest()
 
 
-def _median(func, runs: int = 3) -> float:
-    func()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        func()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+def _median(func) -> float:
+    return statistics.median(timed(func, repeat=3, warmup=1))
 
 
 def case_frame(megabytes: int) -> dict:
