@@ -1,8 +1,8 @@
 """The SQL catalog: one view per feature over exactly the files the manifest references.
 
-A feature view is a single ``read_parquet`` over an explicit, absolute file list (DuckDB table
-functions take no subqueries, so the list is written into the view), plus the entry's
-immutable metadata as extra columns, looked up by DuckDB's ``file_index`` virtual column::
+Two places hold feature views. ``store.sql`` builds its own in a private DuckDB session
+(``jules_cache.query``): a single ``read_parquet`` over an explicit, absolute file list, plus the
+entry's immutable metadata as extra columns looked up by DuckDB's ``file_index`` virtual column::
 
     SELECT *, (['AAPL', 'MSFT', ...]::VARCHAR[])[file_index::BIGINT + 1] AS symbol, ...
     FROM read_parquet(['/root/objects/ab/ab….parquet', ...], union_by_name = false)
@@ -15,6 +15,10 @@ matching files. ``union_by_name`` is switched on only when the files' schemas di
 DuckDB open every footer to bind), so a feature whose schema changed between code versions
 stays queryable: a column missing from older files reads as NULL.
 
+The views stored in ``manifest.duckdb``, for a plain DuckDB client, read the feature's folder of
+hard links instead (see the section below) and hold ABSOLUTE paths: a root that is moved or
+mounted elsewhere needs ``FeatureStore.refresh_views()``.
+
 View names: the last dotted component of the feature name, lower-cased, with every character
 outside ``[a-z0-9_]`` replaced by ``_``. Features whose names collide take more components
 (``pkg.a.bars`` / ``pkg.b.bars`` → ``a_bars`` / ``b_bars``) and, if still equal, a short hash of
@@ -26,21 +30,15 @@ maps each view name to its feature.
 Metadata columns: ``symbol``, ``key``, ``code_fingerprint``, ``code_version``, ``config_json``
 (JSON: ``config_json->>'freq'``) and ``created_at``. If a feature's own result has a column
 of the same name, the result keeps it and the metadata column becomes ``entry_<name>``.
-
-Persistent views in ``manifest.duckdb`` (what a plain DuckDB client sees) are split into
-buckets to keep a publish cheap: ``<view>`` is the ``UNION ALL BY NAME`` of bucket views
-``jules_cache_parts.<view>__NNNN`` of up to ~``2 * CHUNK_FILES`` files each (entries bucketed by
-key), and a publish rewrites one bucket (``view_published``) instead of a view over every file
-(see the section below). They hold ABSOLUTE paths: a root that is moved or mounted elsewhere
-needs ``FeatureStore.refresh_views()``. ``store.sql`` never uses them: its session builds its own
-views, with the file list and metadata in session variables (``jules_cache.query``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,7 +50,7 @@ import duckdb
 import xxhash
 
 from . import sqlfiles
-from .layout import Layout
+from .layout import RESULT_SUFFIX, Layout
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CATALOG_VIEW = "feature_views"
@@ -220,67 +218,110 @@ def catalog_view_select(names: dict[str, str]) -> str:
     )
 
 
-def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
-    """The rows whose file is on disk (a dangling row must not break a whole view)."""
-    base = str(root)
-    return [row for row in rows if os.path.isfile(os.path.join(base, row.path))]
-
-
 # -- persistent views in manifest.duckdb ----------------------------------------------------------
 #
-# A persisted feature view is the UNION ALL BY NAME of small "bucket" views in the schema
-# ``jules_cache_parts``: bucket b of B (B a power of two) holds the entries whose key (hex)
-# starts in the b-th of B equal ranges of ``0000``..``ffff``. A publish rewrites ONE bucket view
-# (about CHUNK_FILES/2..CHUNK_FILES files), so its cost does not grow with the feature: the
-# DDL of a single view over 1000 files costs ~100 ms to parse and bind (measured in
-# benchmarks/bench_sql.py), a bucket's ~4 ms. B doubles when the feature outgrows it (a full
-# rebuild of that feature, amortised over B * CHUNK_FILES publishes); GC and
-# ``refresh_views()`` rebuild and may shrink it. The bookkeeping (feature -> view name,
-# buckets, schema digest) is the JSON comment of ``feature_views``.
+# A stored feature view globs the feature's LINK FOLDER ``views/<digest>/``, which holds one hard
+# link per entry of the feature: made in the transaction that publishes the entry, removed in
+# the one that deletes its row. A publish or a GC batch therefore changes files, not the
+# catalog: the catalog stays one small view per feature, and every ATTACH/DETACH of the
+# manifest costs what it costs without views (measured in benchmarks/bench_sql.py: a catalog
+# spelling out 100k file paths added ~240 ms to each attach + detach, so to every publish and
+# every GC lock hold). The glob reads exactly the files the manifest references, because only
+# those are linked; the join to ``entries`` adds their metadata. A view is rewritten only when
+# its feature appears or disappears or a new result schema needs ``union_by_name``. The
+# bookkeeping (feature -> view name, schema digests, metadata column names) is the JSON comment
+# of ``feature_views``.
 
-PARTS_SCHEMA = "jules_cache_parts"
-CHUNK_FILES = 32
-MAX_BUCKETS = 4096
-_STATE_VERSION = 1
-
-
-def bucket_count(entries: int) -> int:
-    """The number of buckets for a feature of ``entries`` results (a power of two)."""
-    buckets = 1
-    while buckets * CHUNK_FILES < entries and buckets < MAX_BUCKETS:
-        buckets *= 2
-    return buckets
+_STATE_VERSION = 2
+_FILE_COLUMN = "__jules_cache_file"
+_LEGACY_SCHEMA = "jules_cache_parts"  # bucket views of state version 1
 
 
-def bucket_of(key: str, buckets: int) -> int:
-    """The bucket of a (lower-case hex) key among ``buckets``."""
-    return (int(key[:4], 16) * buckets) >> 16
+def link_folder(layout: Layout, feature: str) -> Path:
+    """The folder of hard links a feature's stored view reads (named by a digest of the name)."""
+    return layout.views / xxhash.xxh3_64_hexdigest(feature.encode())
 
 
-def bucket_bounds(bucket: int, buckets: int) -> tuple[str, str | None]:
-    """The key range ``[low, high)`` of a bucket (``high`` None: no upper bound)."""
-    low = f"{(bucket << 16) // buckets:04x}"
-    high = None if bucket == buckets - 1 else f"{((bucket + 1) << 16) // buckets:04x}"
-    return low, high
+def link_path(layout: Layout, feature: str, key: str) -> Path:
+    return link_folder(layout, feature) / f"{key}{RESULT_SUFFIX}"
 
 
-def part_name(view: str, bucket: int) -> str:
-    return check_identifier(f"{view}__{bucket:04d}")
+def add_link(layout: Layout, feature: str, key: str) -> None:
+    """Link the published result of ``key`` into its feature's folder (replacing a stale link).
+
+    Called under the exclusive manifest lock, which a plain DuckDB reader of the views also
+    excludes (DuckDB's own file lock), so unlink-then-link is never observed half done.
+    A file system without hard links gets a symbolic link.
+    """
+    target = layout.result_path(key)
+    link = link_path(layout, feature, key)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    try:
+        os.link(target, link)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        os.symlink(target, link)
 
 
-def _meta_for_schemas(schemas: Iterable[str]) -> dict[str, str]:
-    """``meta_column_names`` for a feature whose results have these result_schema JSONs."""
-    columns: set[str] = set()
-    for schema in schemas:
-        try:
-            columns.update(c.lower() for c in json.loads(schema))
-        except (ValueError, TypeError):
-            continue
-    return {meta: f"entry_{meta}" if meta in columns else meta for meta in META_COLUMNS}
+def remove_link(layout: Layout, feature: str, key: str) -> None:
+    link_path(layout, feature, key).unlink(missing_ok=True)
 
 
-def _schemas_digest(schemas: Iterable[str]) -> str:
-    return xxhash.xxh3_64_hexdigest("\n".join(sorted(set(schemas))).encode())
+def _linked(path: Path, target: Path) -> bool:
+    try:
+        return os.path.samefile(path, target)
+    except OSError:
+        return False
+
+
+def _sync_links(layout: Layout, feature: str, keys: Iterable[str]) -> int:
+    """Make the feature's link folder hold exactly ``keys`` (each pointing at its result)."""
+    folder = link_folder(layout, feature)
+    wanted = set(keys)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            key = path.name.removesuffix(RESULT_SUFFIX)
+            if key in wanted and _linked(path, layout.result_path(key)):
+                wanted.discard(key)
+            else:  # stray or stale (a key republished since it was linked)
+                path.unlink(missing_ok=True)
+    for key in wanted:
+        add_link(layout, feature, key)
+    linked = sum(1 for _ in folder.glob(f"*{RESULT_SUFFIX}")) if folder.is_dir() else 0
+    if not linked and folder.is_dir():
+        folder.rmdir()
+    return linked
+
+
+def stray_link_folders(layout: Layout, features: Iterable[str]) -> list[Path]:
+    """Link folders that belong to no feature of the manifest."""
+    known = {link_folder(layout, feature).name for feature in features}
+    if not layout.views.is_dir():
+        return []
+    return sorted(path for path in layout.views.iterdir() if path.name not in known)
+
+
+def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, str]]:
+    """Where the link folders disagree with the manifest ``rows``: (link path, what is wrong)."""
+    expected: dict[Path, Path] = {}
+    for row in rows:
+        target = layout.root / row.path
+        if target.is_file():
+            expected[link_path(layout, row.feature, row.key)] = target
+    found = set(layout.views.glob("*/*")) if layout.views.is_dir() else set()
+    problems = [(path, "the entry's file is not linked") for path in expected if path not in found]
+    for path in found:
+        if path not in expected:
+            problems.append((path, "no entry of this feature has this key"))
+        elif not _linked(path, expected[path]):
+            problems.append((path, "links another file than the entry's"))
+    return sorted(problems)
+
+
+def _schemas_digest(schema: str) -> str:
+    return xxhash.xxh3_64_hexdigest(schema.encode())
 
 
 def _read_state(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
@@ -296,20 +337,11 @@ def _read_state(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     return state
 
 
-def _write_catalog(
-    con: duckdb.DuckDBPyConnection, names: dict[str, str], features: dict[str, Any]
-) -> None:
+def _write_catalog(con: duckdb.DuckDBPyConnection, features: dict[str, Any]) -> None:
+    names = {feature: item["view"] for feature, item in features.items()}
     state = {"version": _STATE_VERSION, "features": features}
     con.execute(f"CREATE OR REPLACE VIEW {CATALOG_VIEW} AS {catalog_view_select(names)}")
     con.execute(f"COMMENT ON VIEW {CATALOG_VIEW} IS {sql_literal(json.dumps(state))}")
-
-
-def _top_select(view: str, buckets: Iterable[int]) -> str:
-    parts = [f"SELECT * FROM {PARTS_SCHEMA}.{part_name(view, b)}" for b in sorted(buckets)]
-    return "\nUNION ALL BY NAME\n".join(parts)
-
-
-_FILE_COLUMN = "__jules_cache_file"
 
 
 def _probe(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -320,32 +352,24 @@ def _probe(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return probe
 
 
-def _part_select(rows: Sequence[FileRow], root: Path, meta: dict[str, str]) -> str:
-    """A bucket's rows: its explicit file list, joined to ``entries`` for the metadata.
-
-    Only the paths are spelled out: per-file metadata as literal lists made the stored views
-    so large that every ATTACH of the manifest paid for them (measured: 253 ms vs 44 ms per
-    attach with 1000 views of 20 files) — and every publish, hit flush and GC step attaches.
-    """
-    files = ", ".join(sql_literal(str(root / row.path)) for row in rows)
-    union = "true" if len({row.result_schema for row in rows}) > 1 else "false"
+def _view_select(folder: Path, meta: dict[str, str], union: bool) -> str:
+    """A feature view: every file of its link folder, joined to ``entries`` for the metadata."""
+    pattern = sql_literal(str(folder / f"*{RESULT_SUFFIX}"))
     columns = ", ".join(
         f'e.{column}::{META_COLUMNS[column]} AS "{name}"' for column, name in meta.items()
     )
-    start = len(str(root)) + 2  # 1-based position just past "<root>/"
     return (
         f"SELECT f.* EXCLUDE ({_FILE_COLUMN}), {columns}\n"
-        f"FROM read_parquet([{files}], union_by_name = {union}, filename = '{_FILE_COLUMN}')"
-        f" AS f\nJOIN entries AS e ON e.path = substr(f.{_FILE_COLUMN}, {start})"
+        f"FROM read_parquet({pattern}, union_by_name = {'true' if union else 'false'}, "
+        f"filename = '{_FILE_COLUMN}') AS f\n"
+        f"JOIN entries AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)"
     )
 
 
-def _drop_feature_views(con: duckdb.DuckDBPyConnection, view: str, parts: Iterable[str]) -> None:
-    con.execute(f'DROP VIEW IF EXISTS "{check_identifier(view)}"')
-    prefix = f"{view}__"
-    for part in parts:
-        if part.startswith(prefix) and part[len(prefix) :].isdigit():
-            con.execute(f"DROP VIEW IF EXISTS {PARTS_SCHEMA}.{check_identifier(part)}")
+def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
+    """The rows whose file is on disk (a dangling row must not break a whole view)."""
+    base = str(root)
+    return [row for row in rows if os.path.isfile(os.path.join(base, row.path))]
 
 
 def _build_feature(
@@ -355,72 +379,59 @@ def _build_feature(
     feature: str,
     view: str,
     rows: Sequence[FileRow],
-    parts: Iterable[str],
-    min_buckets: int = 1,
 ) -> dict[str, Any] | None:
-    """(Re)build one feature's bucket views and its view; return its state (None: no view)."""
-    _drop_feature_views(con, view, parts)
+    """Sync one feature's links and (re)create its view; return its state (None: no view)."""
+    con.execute(f'DROP VIEW IF EXISTS "{check_identifier(view)}"')
     present = existing_files(rows, layout.root)
-    if not present:
+    if not _sync_links(layout, feature, [row.key for row in present]):
         return None
-    buckets = max(bucket_count(len(rows)), min(min_buckets, MAX_BUCKETS))
-    meta = _meta_for_schemas({row.result_schema for row in rows})
-    by_bucket: dict[int, list[FileRow]] = {}
-    for row in present:
-        by_bucket.setdefault(bucket_of(row.key, buckets), []).append(row)
-    selects = {b: _part_select(chunk, layout.root, meta) for b, chunk in by_bucket.items()}
+    schemas = {row.result_schema for row in rows}
+    meta = meta_column_names(rows)
+    select = _view_select(link_folder(layout, feature), meta, union=len(schemas) > 1)
     try:
-        for select in selects.values():
-            probe.execute(f"DESCRIBE {select}")  # outside the caller's transaction
+        probe.execute(f"DESCRIBE {select}")  # outside the caller's transaction
     except duckdb.Error as exc:
         warnings.warn(
             f"jules_cache: no SQL view for {feature}: {exc}", CatalogWarning, stacklevel=3
         )
         return None
-    for bucket, select in sorted(selects.items()):
-        con.execute(f"CREATE VIEW {PARTS_SCHEMA}.{part_name(view, bucket)} AS {select}")
-    con.execute(f'CREATE VIEW "{view}" AS {_top_select(view, selects)}')
-    return {
-        "view": view,
-        "buckets": buckets,
-        "filled": sorted(selects),
-        "schemas": sorted({_schemas_digest([row.result_schema]) for row in rows}),
-        "meta": meta,
-    }
+    con.execute(f'CREATE VIEW "{view}" AS {select}')
+    return {"view": view, "schemas": sorted(map(_schemas_digest, schemas)), "meta": meta}
 
 
 def refresh_views(
-    con: duckdb.DuckDBPyConnection,
-    layout: Layout,
-    features: Iterable[str] | None = None,
-    *,
-    min_buckets: int = 1,
+    con: duckdb.DuckDBPyConnection, layout: Layout, features: Iterable[str] | None = None
 ) -> dict[str, str]:
-    """Bring the feature views stored in the attached manifest up to date; return the name map.
+    """Bring the link folders and views stored in the attached manifest up to date.
 
-    Call it inside an open manifest write transaction (``with store.manifest.write() as con:``),
-    after the rows have changed: GC passes the features whose rows it deleted, or None to
-    rebuild every view (a publish calls the cheaper ``view_published``). Views of features with
-    no entries left are dropped; a feature whose view name changed (a new colliding feature) is
-    rebuilt. A view that cannot be bound (e.g. an unreadable file) is dropped with a
-    ``CatalogWarning`` instead of aborting the caller's transaction.
+    Call it inside an open manifest write transaction (``with store.manifest.write() as con:``)
+    after rows changed in a way ``view_published``/``views_deleted`` do not cover: a new
+    feature or result schema, a feature left empty, rows registered by ``check``, a moved root
+    (``features=None`` rebuilds everything). Views of features with no entries are dropped; a
+    feature whose view name changed (a new colliding feature) is rebuilt. A view that cannot be
+    bound (e.g. an unreadable file) is dropped with a ``CatalogWarning`` instead of aborting the
+    caller's transaction. Returns ``{feature: view name}``.
     """
     statements = sqlfiles.load(_SQL_FILE)
     features_now = [row[0] for row in con.execute(statements["feature_names"]).fetchall()]
     names = view_names(features_now, sql_keywords(con))
     state = _read_state(con)
     known: dict[str, Any] = {} if state is None else dict(state["features"])
-    previous: dict[str, str] = {item["view"]: f for f, item in known.items()}
-    if state is None and con.execute(statements["has_feature_views"]).fetchall()[0][0]:
-        previous = dict(con.execute(statements["managed_views"]).fetchall())  # older catalog
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {PARTS_SCHEMA}")
-    parts = [row[0] for row in con.execute(statements["part_views"]).fetchall()]
+    previous = {item["view"]: feature for feature, item in known.items()}
+    if state is None:  # no catalog yet, or one of an older kind: rebuild it whole
+        features = None
+        if con.execute(statements["has_feature_views"]).fetchall()[0][0]:
+            previous = dict(con.execute(statements["managed_views"]).fetchall())
+        con.execute(f"DROP SCHEMA IF EXISTS {_LEGACY_SCHEMA} CASCADE")
     wanted = set(names) if features is None else set(features)
     wanted |= {feature for feature, name in names.items() if previous.get(name) != feature}
     for name, feature in previous.items():
         if names.get(feature) != name:
-            _drop_feature_views(con, name, parts)
+            con.execute(f'DROP VIEW IF EXISTS "{check_identifier(name)}"')
             known.pop(feature, None)
+    if features is None:
+        for folder in stray_link_folders(layout, features_now):
+            shutil.rmtree(folder, ignore_errors=True)
     rows = FileRow.from_rows(
         con.execute(statements["catalog_files"], {"features": sorted(wanted)}).fetchall()
     )
@@ -432,117 +443,54 @@ def refresh_views(
         for feature in sorted(wanted):
             known.pop(feature, None)
             if feature not in names:
+                shutil.rmtree(link_folder(layout, feature), ignore_errors=True)
                 continue
             view = check_identifier(names[feature])
-            rows_of = by_feature.get(feature, [])
-            built = _build_feature(con, probe, layout, feature, view, rows_of, parts, min_buckets)
+            built = _build_feature(con, probe, layout, feature, view, by_feature.get(feature, []))
             if built is not None:
                 known[feature] = built
     finally:
         probe.close()
-    _write_catalog(con, {f: item["view"] for f, item in known.items()}, known)
+    _write_catalog(con, known)
     return names
 
 
-def view_published(con: duckdb.DuckDBPyConnection, layout: Layout, feature: str, key: str) -> None:
-    """Update the persisted views after ``key`` of ``feature`` was inserted (same transaction).
+def view_published(
+    con: duckdb.DuckDBPyConnection, layout: Layout, feature: str, key: str, result_schema: str
+) -> None:
+    """Add the entry just inserted (same transaction) to its feature's stored view.
 
-    Rewrites only the key's bucket view (plus the feature view if the bucket was empty); a new
-    feature, a new result schema or a bucket grown past ``2 * CHUNK_FILES`` files goes through
-    ``refresh_views`` for that feature (which doubles its buckets).
+    Usually one hard link; the catalog is rewritten only for a new feature or result schema.
     """
     state = _read_state(con)
     item = None if state is None else state["features"].get(feature)
-    if item is None:
-        refresh_views(con, layout, [feature])  # a new feature: names may change
-        return
-    buckets = int(item["buckets"])
-    bucket = bucket_of(key, buckets)
-    low, high = bucket_bounds(bucket, buckets)
-    params = {"feature": feature, "low": low, "high": high}
-    rows = FileRow.from_rows(
-        con.execute(sqlfiles.load(_SQL_FILE)["bucket_files"], params).fetchall()
-    )
-    # The new file first: DuckDB binds the view on the first file, and this one was just read.
-    rows.sort(key=lambda row: row.key != key)
-    grown = len(rows) > 2 * CHUNK_FILES
-    if (
-        grown
-        or not rows
-        or rows[0].key != key
-        or _schemas_digest([rows[0].result_schema]) not in item["schemas"]
-    ):
-        refresh_views(con, layout, [feature], min_buckets=2 * buckets if grown else 1)
-        return
-    present = [rows[0], *existing_files(rows[1:], layout.root)]
-    select = _part_select(present, layout.root, item["meta"])
-    if len(item["schemas"]) > 1:
-        # Mixed schemas: binding opens every file of the bucket; check them first.
-        probe = _probe(con)
-        try:
-            probe.execute(f"DESCRIBE {select}")
-        except duckdb.Error:
-            refresh_views(con, layout, [feature])  # warns and drops the view if it must
-            return
-        finally:
-            probe.close()
-    con.execute(
-        f"CREATE OR REPLACE VIEW {PARTS_SCHEMA}.{part_name(view_of(item), bucket)} AS {select}"
-    )
-    if bucket not in item["filled"]:
-        view = view_of(item)
-        item["filled"] = sorted([*item["filled"], bucket])
-        con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {_top_select(view, item["filled"])}')
-        features = state["features"]
-        _write_catalog(con, {f: it["view"] for f, it in features.items()}, features)
+    if item is None or _schemas_digest(result_schema) not in item["schemas"]:
+        refresh_views(con, layout, [feature])
+    else:
+        add_link(layout, feature, key)
 
 
 def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:
-    """Update the persisted views after the entries ``{key: feature}`` were deleted.
+    """Update the stored views after the entries ``{key: feature}`` were deleted (same transaction).
 
-    Rewrites only the buckets that held a deleted key, so a GC batch costs a few small view
-    rewrites whatever the size of the cache; a feature left empty, mixed result schemas or a
-    missing catalog fall back to ``refresh_views`` for the features concerned.
+    A feature left without entries loses its view and link folder here. The other links go
+    with their files, after the commit (``unlink_links``): a link without a row is harmless
+    (the view's join to ``entries`` drops it), a row whose link went in a rolled-back
+    transaction is not.
     """
-    state = _read_state(con)
-    by_feature: dict[str, set[str]] = {}
-    for key, feature in deleted.items():
-        by_feature.setdefault(feature, set()).add(key)
-    slow: list[str] = []
-    statements = sqlfiles.load(_SQL_FILE)
-    for feature, keys in sorted(by_feature.items()):
-        item = None if state is None else state["features"].get(feature)
-        if item is None or len(item["schemas"]) > 1:
-            slow.append(feature)
-            continue
-        buckets = int(item["buckets"])
-        view = view_of(item)
-        emptied = set()
-        for bucket in sorted({bucket_of(key, buckets) for key in keys}):
-            low, high = bucket_bounds(bucket, buckets)
-            params = {"feature": feature, "low": low, "high": high}
-            rows = FileRow.from_rows(con.execute(statements["bucket_files"], params).fetchall())
-            present = existing_files(rows, layout.root)
-            part = f"{PARTS_SCHEMA}.{part_name(view, bucket)}"
-            if present:
-                select = _part_select(present, layout.root, item["meta"])
-                con.execute(f"CREATE OR REPLACE VIEW {part} AS {select}")
-            else:
-                emptied.add(bucket)
-        if emptied:
-            filled = [b for b in item["filled"] if b not in emptied]
-            if not filled:
-                slow.append(feature)  # nothing left: refresh_views drops the view
-                continue
-            con.execute(f'CREATE OR REPLACE VIEW "{view}" AS {_top_select(view, filled)}')
-            for bucket in emptied:
-                con.execute(f"DROP VIEW IF EXISTS {PARTS_SCHEMA}.{part_name(view, bucket)}")
-            item["filled"] = filled
-            features = state["features"]
-            _write_catalog(con, {f: it["view"] for f, it in features.items()}, features)
-    if slow:
-        refresh_views(con, layout, slow)
+    features = sorted(set(deleted.values()))
+    statement = sqlfiles.load(_SQL_FILE)["features_with_entries"]
+    left = {row[0] for row in con.execute(statement, {"features": features}).fetchall()}
+    emptied = [feature for feature in features if feature not in left]
+    if emptied:
+        refresh_views(con, layout, emptied)
 
 
-def view_of(item: dict[str, Any]) -> str:
-    return check_identifier(str(item["view"]))
+def unlink_links(layout: Layout, keys: Iterable[str]) -> None:
+    """Remove every link to the results of ``keys``: call it when their files are unlinked."""
+    if not layout.views.is_dir():
+        return
+    folders = [path for path in layout.views.iterdir() if path.is_dir()]
+    for key in keys:
+        for folder in folders:
+            (folder / f"{key}{RESULT_SUFFIX}").unlink(missing_ok=True)

@@ -23,6 +23,8 @@ Kinds of problem:
     checksum_failure   ``deep``: a page fails its CRC or does not decode (fix: quarantine...)
     stale_temp         a temp file older than the grace period: a dead put (fix: delete)
     stale_lock         a per-key lock file nobody holds, older than the grace period (fix: delete)
+    view_link          ``views/`` (the links the stored SQL views read) disagrees with the
+                       manifest: a crash between a link and its commit (fix: relink)
 
 The last two are leftovers: harmless, removable, and they do not make the cache inconsistent.
 """
@@ -43,7 +45,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .catalog import refresh_views
+from . import sqlfiles
+from .catalog import FileRow, link_problems, refresh_views
 from .errors import InvalidInput
 from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
@@ -62,6 +65,7 @@ UNREADABLE_FOOTER = "unreadable_footer"
 CHECKSUM_FAILURE = "checksum_failure"
 STALE_TEMP = "stale_temp"
 STALE_LOCK = "stale_lock"
+VIEW_LINK = "view_link"
 KINDS = (
     MISSING_FILE,
     ORPHAN_FILE,
@@ -70,6 +74,7 @@ KINDS = (
     CHECKSUM_FAILURE,
     STALE_TEMP,
     STALE_LOCK,
+    VIEW_LINK,
 )
 LEFTOVER_KINDS = frozenset({STALE_TEMP, STALE_LOCK})
 
@@ -186,8 +191,9 @@ def run_check(
     leftovers, in_flight = _leftovers(layout, grace_seconds, fix)
     problems += leftovers
     if any(problem.action is not None and problem.key for problem in problems):
-        with manifest.write() as con:  # rows were dropped or registered: the views list files
+        with manifest.write() as con:  # rows were dropped or registered: relink the views
             refresh_views(con, layout)
+    problems += _view_links(layout, manifest, fix)
     quarantine = quarantine_dir(layout)
     return CheckReport(
         root=str(layout.root),
@@ -242,6 +248,20 @@ def rebuild(
 
 
 # -- the pieces ---------------------------------------------------------------------------------
+
+
+def _view_links(layout: Layout, manifest: Manifest, fix: bool) -> list[Problem]:
+    """Links of the stored SQL views (``views/``) that disagree with the manifest."""
+    with manifest.write() if fix else manifest.read() as con:
+        statement = sqlfiles.statement("catalog.sql", "catalog_files")
+        rows = FileRow.from_rows(con.execute(statement, {"features": None}).fetchall())
+        found = link_problems(layout, rows)
+        if found and fix:
+            refresh_views(con, layout)
+    return [
+        Problem(VIEW_LINK, _relative(layout, path), None, detail, "relinked" if fix else None)
+        for path, detail in found
+    ]
 
 
 def _done(problem: Problem, action: str) -> Problem:

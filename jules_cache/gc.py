@@ -42,7 +42,7 @@ from typing import Any
 import duckdb
 
 from . import sqlfiles
-from .catalog import views_deleted
+from .catalog import unlink_links, views_deleted
 from .errors import GCError, InvalidInput, LockTimeout, ManifestError
 from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
 from .locks import file_lock
@@ -415,7 +415,7 @@ class _Run:
             ).fetchall()
         )
         self.manifest.execute(con, "gc.sql", "delete_entry_inputs", {"keys": list(deleted)})
-        if deleted:  # the SQL views list files: drop the deleted ones before they are unlinked
+        if deleted:  # a feature left without entries loses its stored view now
             views_deleted(con, self.layout, deleted)
         self.skipped += len(candidates) - len(deleted)
         survivors = []
@@ -425,6 +425,8 @@ class _Run:
                     self.deleted.append(item)
                 else:
                     survivors.append(item)
+        # A dangling row's file is gone already: its link (which kept the data) goes now.
+        unlink_links(self.layout, [item.key for item in self.deleted if item.key in deleted])
         return survivors
 
     def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
@@ -438,6 +440,7 @@ class _Run:
                 con, "gc.sql", "keys_with_rows", {"keys": keys}
             ).fetchall()
         }
+        unlink_links(self.layout, [item.key for item in items if item.key not in live])
         for item in items:
             if item.key in live:
                 self.skipped += 1  # published again since the plan

@@ -6,6 +6,7 @@
       objects/<k[:2]>/<k>.parquet  immutable results; the path is derived from the key alone
       tmp/                         in-flight writes, renamed into objects/ under the manifest lock
       locks/<k>.lock               per-key single-flight locks
+      views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
 
 Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
 escape the root or collide on a case-insensitive filesystem.
@@ -29,6 +30,7 @@ MANIFEST_LOCK_NAME = "manifest.lock"
 OBJECTS_DIR = "objects"
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"
+VIEWS_DIR = "views"
 RESULT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 
@@ -94,6 +96,10 @@ class Layout:
     @property
     def locks(self) -> Path:
         return self.root / LOCKS_DIR
+
+    @property
+    def views(self) -> Path:
+        return self.root / VIEWS_DIR
 
     def relative_result_path(self, key: str) -> str:
         """The manifest's ``path`` column for ``key``: relative, '/'-separated."""

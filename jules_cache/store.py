@@ -31,7 +31,13 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from .catalog import refresh_views, view_published, views_deleted
+from .catalog import (
+    refresh_views,
+    remove_link,
+    unlink_links,
+    view_published,
+    views_deleted,
+)
 from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, run_check
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
@@ -307,6 +313,7 @@ class FeatureStore:
             try:
                 with self.manifest.write() as con:
                     quarantine_file(self.layout, request.path)
+                    remove_link(self.layout, request.parts.feature, request.key)
                     self.manifest.execute(con, "check.sql", "delete_entry", {"key": request.key})
                     views_deleted(con, self.layout, {request.key: request.parts.feature})
                     params = {"name": "corrupt_files", "delta": 1}
@@ -415,14 +422,18 @@ class FeatureStore:
             os.replace(temp, request.path)
             _crash_point("renamed")
             try:
+                self.manifest.execute(con, "entries.sql", "replace_entry", {"key": request.key})
                 self.manifest.execute(con, "entries.sql", "insert_entry", row)
-                view_published(con, self.layout, request.parts.feature, request.key)
+                view_published(
+                    con, self.layout, request.parts.feature, request.key, row["result_schema"]
+                )
                 self._record_inputs(con, request)
                 self._bump(con, "misses")
                 self._flush_hits(con)
                 _crash_point("commit")
             except BaseException:
                 _remove(request.path)  # the transaction rolls back: no file without its row
+                remove_link(self.layout, request.parts.feature, request.key)
                 raise
         fsync_dir(request.path.parent)
 
@@ -619,6 +630,7 @@ class FeatureStore:
                 self.manifest.execute(con, "entries.sql", statement, keys)
             if matched:
                 views_deleted(con, self.layout, {entry.key: entry.feature for entry in matched})
+        unlink_links(self.layout, [entry.key for entry in matched])
         for entry in matched:
             _remove(self.root / entry.path)
         return matched

@@ -54,6 +54,28 @@ def test_missing_file_is_reported_and_its_row_dropped(store, aapl):
     assert not again.hit and again.value.equals(result.value)
 
 
+def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store, aapl):
+    from jules_cache.catalog import link_folder
+
+    kept, lost = put(store, aapl), put(store, aapl, "MSFT")
+    folder = link_folder(store.layout, "bars")
+    (folder / f"{lost.key}.parquet").unlink()  # the stored view would miss MSFT
+    (folder / f"{kept.key}.parquet").unlink()
+    (folder / f"{kept.key}.parquet").write_bytes(b"another file")  # ... and read garbage
+    (folder / f"{'ab' * 16}.parquet").write_bytes(b"stray")
+    report = store.check()
+    assert not report.consistent
+    assert sorted(p.detail for p in report.of_kind("view_link")) == [
+        "links another file than the entry's",
+        "no entry of this feature has this key",
+        "the entry's file is not linked",
+    ]
+    fixed = store.check(fix=True)
+    assert fixed.consistent and {p.action for p in fixed.of_kind("view_link")} == {"relinked"}
+    assert {p.name for p in folder.iterdir()} == {f"{kept.key}.parquet", f"{lost.key}.parquet"}
+    assert store.check().problems == ()
+
+
 def test_orphan_file_is_registered_again_from_its_own_metadata(store, aapl):
     result = put(store, aapl)
     before = store.entry(result.key)

@@ -122,6 +122,33 @@ def test_each_reason_is_found_and_deleted(store):
     assert report.max_lock_hold_ms > 0 and report.lock_holds >= 2
 
 
+def test_gc_removes_the_view_links_of_what_it_deletes(store):
+    from jules_cache.catalog import link_folder
+
+    keys = _fill(store, 4)
+    folder = link_folder(store.layout, "bars")
+    _age(store, keys[:1], accessed_days=40)  # expired
+    store.layout.result_path(keys[1]).unlink()  # dangling: the link still holds its data
+    orphan = _orphan(store)  # a put killed just before COMMIT leaves its link too
+    os.link(orphan, folder / orphan.name)
+    report = store.gc()
+    assert report.ok
+    assert {path.stem for path in folder.iterdir()} == set(keys[2:])  # nothing else kept alive
+
+
+def test_gc_of_every_entry_of_a_feature_drops_its_view_and_links(store):
+    from jules_cache.catalog import link_folder
+
+    keys = _fill(store, 2)
+    _age(store, keys, accessed_days=40)
+    assert store.gc().ok and store.entries() == []
+    assert not link_folder(store.layout, "bars").exists()
+    with store.manifest.read() as con:
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'bars'"
+        ).fetchall() == [(0,)]
+
+
 def test_retention_counts_last_access_never_creation(store):
     keys = _fill(store, 3)
     _age(store, keys[:1], accessed_days=1, created_days=400)  # old, but read yesterday

@@ -305,26 +305,38 @@ def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path
     assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
 
 
-def test_persisted_views_stay_current_as_a_feature_outgrows_its_buckets(store, aapl):
-    from jules_cache.catalog import CHUNK_FILES, PARTS_SCHEMA
+def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aapl):
+    from jules_cache.catalog import link_folder
 
-    total = 2 * CHUNK_FILES + 3
-    for i in range(total):
+    view_sql = "SELECT sql FROM duckdb_views() WHERE view_name = 'bar_count'"
+    for i in range(5):
         store.get_or_compute(f"S{i:03d}", aapl, {"freq": "1h"}, bar_count)
-        if i in (0, CHUNK_FILES, total - 1):  # checked at the start, across a growth, at the end
-            rows = bare_duckdb(
-                store.layout.manifest,
-                "SELECT count(DISTINCT symbol), count(*) FROM bar_count",
-            )
-            assert rows == [[i + 1, (i + 1) * 7]]
-    parts = bare_duckdb(
-        store.layout.manifest,
-        f"SELECT count(*) FROM duckdb_views() WHERE schema_name = '{PARTS_SCHEMA}'",
+        if i == 0:
+            first_sql = bare_duckdb(store.layout.manifest, view_sql)
+    assert bare_duckdb(store.layout.manifest, view_sql) == first_sql  # no DDL per publish
+    rows = bare_duckdb(
+        store.layout.manifest, "SELECT count(DISTINCT symbol), count(*) FROM bar_count"
     )
-    assert parts[0][0] > 1  # the feature view is a union of bucket views
-    one = bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count WHERE symbol = 'S005'")
+    assert rows == [[5, 5 * 7]]
+    folder = link_folder(store.layout, "features.bar_count")
+    keys = {entry.key for entry in store.entries()}
+    assert {path.stem for path in folder.iterdir()} == keys
+    for key in keys:
+        assert (folder / f"{key}.parquet").samefile(store.layout.result_path(key))
+    one = bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count WHERE symbol = 'S003'")
     assert one == [[7]]
-    assert store.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == total * 7
+
+
+def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
+    from jules_cache.catalog import link_folder
+
+    first = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
+    first.path.unlink()  # lost behind the cache's back: the row and the link remain
+    again = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
+    assert not again.hit and again.path.exists()
+    link = link_folder(store.layout, "features.bar_count") / f"{again.key}.parquet"
+    assert link.samefile(again.path)  # the link follows the new file, not the lost one
+    assert bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count") == [[7]]
 
 
 def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
