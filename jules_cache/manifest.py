@@ -72,6 +72,11 @@ class Manifest:
                 raise
             self._run(con, "COMMIT")
 
+    def restart(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Roll back the ``write`` block's transaction so far and begin a new one."""
+        con.execute("ROLLBACK")
+        con.execute("BEGIN TRANSACTION")
+
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Attach the manifest read-only under the shared lock for the block."""

@@ -3,7 +3,7 @@
 A hit needs neither a lock nor DuckDB: the result's path is derived from the key, so a hit is
 one Parquet read. A miss takes a per-key lock (one process computes, the others wait and then
 hit), writes a temp file, and publishes it — rename and manifest row — in one exclusive manifest
-transaction. Hits are counted in memory and flushed to the manifest in batches.
+transaction. Hits and misses are counted in memory and flushed to the manifest in batches.
 """
 
 from __future__ import annotations
@@ -42,7 +42,14 @@ from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, run_chec
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
-from .errors import CacheWriteWarning, InvalidInput, JulesCacheError, LockTimeout, StoreError
+from .errors import (
+    CacheWriteWarning,
+    InvalidInput,
+    JulesCacheError,
+    LockTimeout,
+    ManifestError,
+    StoreError,
+)
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
 from .gc import GCOptions, GCReport, collect_garbage
@@ -116,7 +123,8 @@ class FeatureStore:
             by footer + size only: fast but NOT exact; for immutable vendor files).
         compression: Parquet codec of result files (lz4 reads back fastest).
         time_column: the column whose min/max the manifest records (default: guessed).
-        hit_flush_seconds: how often hits recorded in memory are written to the manifest.
+        hit_flush_seconds: how often hits and misses counted in memory are written to the
+            manifest (also on ``close()`` and at exit).
         auto_gc: off (None, the default) or an interval in seconds: after publishing a result,
             this writer runs a bounded GC step (at most ``auto_gc_limit`` deletions, default
             retention) if no GC started on this root within the interval. Never on import,
@@ -178,6 +186,7 @@ class FeatureStore:
         self.manifest.migrate()
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
+        self._pending_misses = 0
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
         _require(auto_gc is None or auto_gc > 0, f"auto_gc must be None or > 0 s, not {auto_gc}")
@@ -327,46 +336,56 @@ class FeatureStore:
         with self._pending_lock:
             count, _ = self._pending_hits.get(key, (0, now))
             self._pending_hits[key] = (count + 1, now)
-            due = time.monotonic() - self._last_flush >= self.hit_flush_seconds
-        if due:
+        if self._flush_due():
             try:
                 with self.manifest.write(wait=False) as con:
-                    self._flush_hits(con)
+                    self._flush_pending(con)
             except LockTimeout:
                 pass  # busy: the next write or hit flushes them
 
-    def _flush_hits(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the pending hits inside the caller's transaction."""
+    def _flush_due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.hit_flush_seconds
+
+    def _flush_pending(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the hits and misses counted in memory inside the caller's transaction.
+
+        Counting them in memory keeps two statements out of every hit and publish (a publish
+        that bumped the miss counter and flushed hits each time cost ~4 ms more).
+        """
         with self._pending_lock:
-            pending, self._pending_hits = self._pending_hits, {}
+            hits, self._pending_hits = self._pending_hits, {}
+            misses, self._pending_misses = self._pending_misses, 0
             self._last_flush = time.monotonic()
-        if not pending:
-            return
         try:
-            self.manifest.execute(
-                con,
-                "entries.sql",
-                "flush_hits",
-                {
-                    "keys": list(pending),
-                    "hits": [count for count, _ in pending.values()],
-                    "times": [when for _, when in pending.values()],
-                },
-            )
+            if hits:
+                self.manifest.execute(
+                    con,
+                    "entries.sql",
+                    "flush_hits",
+                    {
+                        "keys": list(hits),
+                        "hits": [count for count, _ in hits.values()],
+                        "times": [when for _, when in hits.values()],
+                    },
+                )
+            if misses:
+                params = {"name": "misses", "delta": misses}
+                self.manifest.execute(con, "entries.sql", "bump_counter", params)
         except BaseException:
             with self._pending_lock:  # keep them for the next attempt
-                for key, (count, when) in pending.items():
+                for key, (count, when) in hits.items():
                     old_count, _ = self._pending_hits.get(key, (0, when))
                     self._pending_hits[key] = (old_count + count, when)
+                self._pending_misses += misses
             raise
 
     def flush(self) -> None:
-        """Write hits recorded in memory to the manifest now."""
+        """Write the hits and misses counted in memory to the manifest now."""
         with self._pending_lock:
-            if not self._pending_hits:
+            if not self._pending_hits and not self._pending_misses:
                 return
         with self.manifest.write() as con:
-            self._flush_hits(con)
+            self._flush_pending(con)
 
     # -- misses --------------------------------------------------------------------------------
 
@@ -422,20 +441,37 @@ class FeatureStore:
             os.replace(temp, request.path)
             _crash_point("renamed")
             try:
-                self.manifest.execute(con, "entries.sql", "replace_entry", {"key": request.key})
-                self.manifest.execute(con, "entries.sql", "insert_entry", row)
+                self._insert_entry(con, row)
                 view_published(
                     con, self.layout, request.parts.feature, request.key, row["result_schema"]
                 )
                 self._record_inputs(con, request)
-                self._bump(con, "misses")
-                self._flush_hits(con)
+                if self._flush_due():
+                    self._flush_pending(con)
                 _crash_point("commit")
             except BaseException:
                 _remove(request.path)  # the transaction rolls back: no file without its row
                 remove_link(self.layout, request.parts.feature, request.key)
                 raise
+        with self._pending_lock:
+            self._pending_misses += 1
         fsync_dir(request.path.parent)
+
+    def _insert_entry(self, con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+        """Insert a published entry's row, replacing a row left for its key (file lost).
+
+        A plain INSERT costs half of DELETE + INSERT and a third of INSERT OR REPLACE, and a
+        leftover row is rare: so it goes first, and only if the key is taken is the
+        transaction (nothing else written in it yet) restarted to replace the row.
+        """
+        try:
+            self.manifest.execute(con, "entries.sql", "insert_entry", row)
+        except ManifestError as exc:
+            if not isinstance(exc.__cause__, duckdb.ConstraintException):
+                raise
+            self.manifest.restart(con)
+            self.manifest.execute(con, "entries.sql", "replace_entry", {"key": row["key"]})
+            self.manifest.execute(con, "entries.sql", "insert_entry", row)
 
     def _unstored(
         self, result: pl.DataFrame | pl.LazyFrame, request: _Request, exc: BaseException
@@ -582,15 +618,17 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
-        self.flush()
-        if rebuild:
-            return _rebuild(
+        if rebuild:  # counts kept in memory go to the rebuilt manifest
+            report = _rebuild(
                 self.layout,
                 self.lock_timeout,
                 deep=deep,
                 grace_seconds=grace_seconds,
                 progress=progress,
             )
+            self.flush()
+            return report
+        self.flush()
         return run_check(
             self.layout,
             self.manifest,
@@ -648,18 +686,21 @@ class FeatureStore:
         return dataclasses.replace(report, removed=removed)
 
     def stats(self) -> Stats:
-        """Entries, bytes, hits, misses and compute time saved, in total and per feature."""
+        """Entries, bytes, hits, misses and compute time saved, in total and per feature.
+
+        Counts this process holds in memory are flushed first; other processes' may lag by up
+        to their ``hit_flush_seconds``.
+        """
+        self.flush()
         with self.manifest.read() as con:
             rows = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
             counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
-        with self._pending_lock:
-            pending = sum(count for count, _ in self._pending_hits.values())
         features = tuple(FeatureStats(*row) for row in rows)
         return Stats(
             root=str(self.root),
             entries=sum(f.entries for f in features),
             bytes=sum(f.bytes for f in features),
-            hits=sum(f.hits for f in features) + pending,
+            hits=sum(f.hits for f in features),
             misses=counters.get("misses", 0),
             store_failures=counters.get("store_failures", 0),
             seconds_saved=sum(f.seconds_saved for f in features),

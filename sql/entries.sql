@@ -1,7 +1,7 @@
 -- Reads and writes of manifest entries. Run against an attached manifest (USE manifest).
 
 -- name: replace_entry
--- Before a publish inserts its row: a row left for the key (its file was lost) goes first.
+-- When a publish finds a row left for its key (its file was lost), that row goes first.
 -- DELETE + INSERT costs half of INSERT OR REPLACE (measured: 2.6 vs 5.4 ms).
 DELETE FROM entries WHERE key = $key;
 
