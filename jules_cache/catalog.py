@@ -478,19 +478,29 @@ def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[
     (the view's join to ``entries`` drops it), a row whose link went in a rolled-back
     transaction is not.
     """
-    features = sorted(set(deleted.values()))
-    statement = sqlfiles.load(_SQL_FILE)["features_with_entries"]
-    left = {row[0] for row in con.execute(statement, {"features": features}).fetchall()}
-    emptied = [feature for feature in features if feature not in left]
+    statement = sqlfiles.load(_SQL_FILE)["feature_has_entries"]
+    emptied = [
+        feature
+        for feature in sorted(set(deleted.values()))
+        if not con.execute(statement, {"feature": feature}).fetchone()[0]
+    ]
     if emptied:
         refresh_views(con, layout, emptied)
 
 
-def unlink_links(layout: Layout, keys: Iterable[str]) -> None:
-    """Remove every link to the results of ``keys``: call it when their files are unlinked."""
-    if not layout.views.is_dir():
-        return
-    folders = [path for path in layout.views.iterdir() if path.is_dir()]
-    for key in keys:
+def unlink_links(layout: Layout, keys: dict[str, str | None]) -> None:
+    """Remove the links to the results ``{key: feature}`` (feature None: look in every folder).
+
+    Call it where their files are unlinked (after the commit that deleted their rows).
+    """
+    folders: list[Path] | None = None
+    for key, feature in keys.items():
+        if feature is not None:
+            remove_link(layout, feature, key)
+            continue
+        if folders is None:
+            folders = (
+                [p for p in layout.views.iterdir() if p.is_dir()] if layout.views.is_dir() else []
+            )
         for folder in folders:
             (folder / f"{key}{RESULT_SUFFIX}").unlink(missing_ok=True)

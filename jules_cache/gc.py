@@ -14,13 +14,14 @@ Safety, in the order things happen:
 - Files are listed (by DuckDB, outside any lock) BEFORE the entries are read (under the shared
   manifest lock). A publication renames its file and inserts its row inside one exclusive hold,
   so a file seen in the listing either has its row committed by the time entries are read, or
-  was rolled back. Every candidate is checked again under the exclusive lock right before
-  anything is deleted, so a key published (or hit) after the plan is spared.
-- Rows are deleted and COMMITTED first; their files are unlinked in the next lock hold, after
-  checking no row for the key has reappeared. A crash in between leaves orphans (removed by the
-  next run), never rows pointing at nothing.
-- Work is done in batches sized to keep each exclusive hold near ``HOLD_TARGET_MS``; the
-  longest hold is measured and reported.
+  was rolled back. Every candidate is checked again under the lock right before anything is
+  deleted, so a key published (or hit) after the plan is spared.
+- Rows are deleted and COMMITTED first (exclusive hold); their files, and the links the stored
+  SQL views read, are unlinked in the next hold, after checking no row for the key has
+  reappeared. That hold takes the shared lock: it keeps publishers out, not readers. A crash in
+  between leaves orphans (removed by the next run), never rows pointing at nothing.
+- Work is done in batches sized to keep each hold near ``HOLD_TARGET_MS``, with a pause after
+  each so waiting publishers get the lock; the longest hold is measured and reported.
 - A lock file is deleted only while GC itself holds it (non-blocking), so a holder is never
   disturbed. Temp files are protected by the grace period.
 - Nothing here runs on import, in a destructor or at exit.
@@ -55,8 +56,8 @@ RETENTION_ENV = "FEATURE_STORE_GC_RETENTION_WEEKS"
 DEFAULT_RETENTION_WEEKS = 4.0
 DEFAULT_GRACE_SECONDS = 6 * 3600.0
 GC_LOCK_NAME = "gc.lock"  # in locks/; not a key name, so never a stale-lock candidate
-HOLD_TARGET_MS = 100.0
-_BATCH_START, _BATCH_MIN, _BATCH_MAX = 500, 20, 5000
+HOLD_TARGET_MS = 60.0
+_BATCH_START, _BATCH_MIN, _BATCH_MAX = 200, 20, 5000
 # Between two holds: more than two lock polls (locks._MAX_POLL), so a waiting publish gets in
 # instead of GC re-taking the lock at once (measured: trainers waited up to 7 s without it).
 _YIELD_SECONDS = 0.025
@@ -276,6 +277,7 @@ class _Run:
         self.plan_seconds = 0.0
         self.holds: list[float] = []
         self.deleted: list[GCItem] = []
+        self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
         self.skipped = 0
         self.errors: list[str] = []
         self.run_id: int | None = None
@@ -318,9 +320,10 @@ class _Run:
         return report
 
     @contextlib.contextmanager
-    def _hold(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """An exclusive manifest transaction whose length (attach to detach) is recorded."""
-        with self.manifest.write() as con:
+    def _hold(self, *, shared: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A manifest transaction (or, ``shared``, a read-only attach under the shared lock,
+        which also keeps publishers out) whose length, attach to detach, is recorded."""
+        with self.manifest.read() if shared else self.manifest.write() as con:
             entered = time.perf_counter()
             yield con
         self.holds.append((time.perf_counter() - entered) * 1000)
@@ -380,19 +383,22 @@ class _Run:
         orphans = [item for item in planned if item.reason == "orphan"]
         stale = [item for item in planned if item.reason in ("stale_tmp", "stale_lock")]
         batch = _BATCH_START
-        committed: list[GCItem] = []  # rows deleted and committed; files not yet unlinked
-        while rows or orphans or committed:
-            row_batch, rows = rows[:batch], rows[batch:]
-            orphan_batch: list[GCItem] = []
-            if not row_batch:
-                orphan_batch, orphans = orphans[:batch], orphans[batch:]
-            with self._hold() as con:
-                self._unlink_results(con, committed)
-                self._unlink_results(con, orphan_batch)
-                committed = self._delete_rows(con, row_batch)
-            batch = _next_batch(batch, self.holds[-1])
-            self._advance(len(row_batch) + len(orphan_batch))
-            time.sleep(_YIELD_SECONDS)  # let waiting trainers in: flock is not a fair queue
+        while rows or orphans:
+            holds = len(self.holds)
+            if rows:
+                items, rows = rows[:batch], rows[batch:]
+                with self._hold() as con:  # rows are deleted and committed first...
+                    doomed = self._delete_rows(con, items)
+                time.sleep(_YIELD_SECONDS)  # flock is no fair queue: let waiting publishers in
+            else:
+                items, orphans = orphans[:batch], orphans[batch:]
+                doomed = items
+            if doomed:
+                with self._hold(shared=True) as con:  # ...then their files
+                    self._unlink_results(con, doomed)
+                time.sleep(_YIELD_SECONDS)
+            batch = _next_batch(batch, max(self.holds[holds:], default=0.0))
+            self._advance(len(items))
         for item in stale:
             self._delete_stale(item)
             self._advance(1)
@@ -422,15 +428,16 @@ class _Run:
         if deleted:  # a feature left without entries loses its stored view now
             views_deleted(con, self.layout, deleted)
         self.skipped += len(candidates) - len(deleted)
-        survivors = []
+        self._features.update(deleted)
+        survivors, dangling = [], {}
         for item in candidates:
             if item.key in deleted:
                 if item.reason == "dangling":
                     self.deleted.append(item)
+                    dangling[item.key] = deleted[item.key]
                 else:
                     survivors.append(item)
-        # A dangling row's file is gone already: its link (which kept the data) goes now.
-        unlink_links(self.layout, [item.key for item in self.deleted if item.key in deleted])
+        unlink_links(self.layout, dangling)  # the file is gone already; its link kept the data
         return survivors
 
     def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
@@ -444,7 +451,8 @@ class _Run:
                 con, "gc.sql", "keys_with_rows", {"keys": keys}
             ).fetchall()
         }
-        unlink_links(self.layout, [item.key for item in items if item.key not in live])
+        doomed = {item.key: self._features.get(item.key) for item in items if item.key not in live}
+        unlink_links(self.layout, doomed)
         for item in items:
             if item.key in live:
                 self.skipped += 1  # published again since the plan

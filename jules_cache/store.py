@@ -668,7 +668,7 @@ class FeatureStore:
                 self.manifest.execute(con, "entries.sql", statement, keys)
             if matched:
                 views_deleted(con, self.layout, {entry.key: entry.feature for entry in matched})
-        unlink_links(self.layout, [entry.key for entry in matched])
+        unlink_links(self.layout, {entry.key: entry.feature for entry in matched})
         for entry in matched:
             _remove(self.root / entry.path)
         return matched

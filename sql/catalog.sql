@@ -8,9 +8,10 @@
 -- Every feature that has at least one entry: a feature with zero entries gets no view.
 SELECT DISTINCT feature FROM entries ORDER BY feature;
 
--- name: features_with_entries
--- Which of $features still have entries (after a delete, the others lose their view).
-SELECT DISTINCT feature FROM entries WHERE list_contains($features, feature);
+-- name: feature_has_entries
+-- After a delete: a feature without entries loses its view. Stops at the first row found
+-- (a DISTINCT over all features scans every entry: ~4 ms at 100k entries, on every GC batch).
+SELECT count(*) > 0 FROM (SELECT 1 FROM entries WHERE feature = $feature LIMIT 1);
 
 -- name: catalog_files
 -- The files a feature view reads, with the immutable entry metadata the view exposes as
