@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import multiprocessing
-import resource
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import percentile, print_table, write_json
+from common import peak_rss_mb, percentile, print_table, write_json
 
 from jules_cache import FeatureStore
 from jules_cache.manifest import utc_now
@@ -92,7 +91,7 @@ def _dry_run(root: str, queue) -> None:
     started = time.perf_counter()
     report = store.gc(dry_run=True)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()  # of this process since exec (not inherited like ru_maxrss)
     queue.put((seconds, report.plan_seconds, report.files, peak_mb, report.max_lock_hold_ms))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, timed, write_json
+from common import peak_rss_mb, print_table, reset_peak_rss, timed, write_json
 
 LEGACY_CLAIMS = {"100 MB": 1.2, "1 GB": 15.0, "10 GB file": 180.0}
 
@@ -61,17 +60,17 @@ def case_frame(megabytes: int) -> dict:
 
     frame = frame_of(megabytes)
     table = frame.to_arrow()
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = reset_peak_rss()
     ours = _median(lambda: fingerprint_table(table))
+    peak = peak_rss_mb() - baseline
     legacy = _median(lambda: legacy_footer_hash(frame))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
     changed = frame.with_columns(
         pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("price")).alias("price")
     )
     return {
         "ours_s": ours,
         "legacy_footer_s": legacy,
-        "ours_extra_peak_mb": peak / 1024,
+        "ours_extra_peak_mb": peak,
         "ours_detects_row0_change": fingerprint_table(changed.to_arrow())
         != fingerprint_table(table),
         "legacy_detects_row0_change": legacy_footer_hash(changed) != legacy_footer_hash(frame),
@@ -83,12 +82,11 @@ def case_file(path: str, root: str) -> dict:
     from jules_cache.inputs import prepare_data
 
     store = FeatureStore(root)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = reset_peak_rss()
     started = time.perf_counter()
     prepare_data(path, mode="content", threads=None, memo=store._file_memo)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline
-    return {"seconds": seconds, "extra_peak_mb": peak / 1024}
+    return {"seconds": seconds, "extra_peak_mb": peak_rss_mb() - baseline}
 
 
 def write_big_parquet(path: Path, gigabytes: float) -> None:

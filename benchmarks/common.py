@@ -40,6 +40,30 @@ def summary_ms(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak RSS to its current RSS (Linux); return the current RSS in MB.
+
+    ``ru_maxrss`` cannot be used for this: it never goes down, and a spawned child inherits
+    its parent's value across exec.
+    """
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    return _status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since the process started or since ``reset_peak_rss()`` (Linux VmHWM), in MB."""
+    return _status_mb("VmHWM")
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
