@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -359,3 +360,20 @@ def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
     assert filled.check().consistent
     rows = bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")
     assert rows[0][0] == left - 2
+
+
+def test_a_catalog_of_the_earlier_bucket_kind_is_rebuilt_on_the_next_publish(store, aapl):
+    store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count)
+    with store.manifest.write() as con:  # what the earlier version stored: bucket views
+        con.execute("DROP VIEW bar_count")
+        con.execute("CREATE SCHEMA jules_cache_parts")
+        con.execute("CREATE VIEW jules_cache_parts.bar_count__0000 AS SELECT 1 AS n")
+        con.execute("CREATE VIEW bar_count AS SELECT * FROM jules_cache_parts.bar_count__0000")
+        con.execute("""COMMENT ON VIEW feature_views IS '{"version": 1, "features": {}}'""")
+    shutil.rmtree(store.layout.views)
+    store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bar_count)
+    assert bare_duckdb(store.layout.manifest, "SELECT count(DISTINCT symbol) FROM bar_count") == [
+        [2]
+    ]
+    schemas = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'jules_cache_parts'"
+    assert bare_duckdb(store.layout.manifest, schemas) == [[0]]
