@@ -380,15 +380,21 @@ def _build_feature(
     feature: str,
     view: str,
     rows: Sequence[FileRow],
+    relink: bool,
 ) -> dict[str, Any] | None:
-    """Sync one feature's links and (re)create its view; return its state (None: no view)."""
+    """(Re)create one feature's view, syncing its links first if asked; return its state
+    (None: no view)."""
     con.execute(f'DROP VIEW IF EXISTS "{check_identifier(view)}"')
-    present = existing_files(rows, layout.root)
-    if not _sync_links(layout, feature, [row.key for row in present]):
+    folder = link_folder(layout, feature)
+    if relink:
+        present = existing_files(rows, layout.root)
+        if not _sync_links(layout, feature, [row.key for row in present]):
+            return None
+    elif not folder.is_dir() or next(folder.glob(f"*{RESULT_SUFFIX}"), None) is None:
         return None
     schemas = {row.result_schema for row in rows}
     meta = meta_column_names(rows)
-    select = _view_select(link_folder(layout, feature), meta, union=len(schemas) > 1)
+    select = _view_select(folder, meta, union=len(schemas) > 1)
     try:
         probe.execute(f"DESCRIBE {select}")  # outside the caller's transaction
     except duckdb.Error as exc:
@@ -401,7 +407,11 @@ def _build_feature(
 
 
 def refresh_views(
-    con: duckdb.DuckDBPyConnection, layout: Layout, features: Iterable[str] | None = None
+    con: duckdb.DuckDBPyConnection,
+    layout: Layout,
+    features: Iterable[str] | None = None,
+    *,
+    relink: bool = True,
 ) -> dict[str, str]:
     """Bring the link folders and views stored in the attached manifest up to date.
 
@@ -411,7 +421,8 @@ def refresh_views(
     (``features=None`` rebuilds everything). Views of features with no entries are dropped; a
     feature whose view name changed (a new colliding feature) is rebuilt. A view that cannot be
     bound (e.g. an unreadable file) is dropped with a ``CatalogWarning`` instead of aborting the
-    caller's transaction. Returns ``{feature: view name}``.
+    caller's transaction. ``relink=False`` rebuilds views over the link folders as they are
+    (a full rebuild always relinks). Returns ``{feature: view name}``.
     """
     statements = sqlfiles.load(_SQL_FILE)
     features_now = [row[0] for row in con.execute(statements["feature_names"]).fetchall()]
@@ -420,7 +431,7 @@ def refresh_views(
     known: dict[str, Any] = {} if state is None else dict(state["features"])
     previous = {item["view"]: feature for feature, item in known.items()}
     if state is None:  # no catalog yet, or one of an older kind: rebuild it whole
-        features = None
+        features, relink = None, True
         if con.execute(statements["has_feature_views"]).fetchall()[0][0]:
             previous = dict(con.execute(statements["managed_views"]).fetchall())
         con.execute(f"DROP SCHEMA IF EXISTS {_LEGACY_SCHEMA} CASCADE")
@@ -447,7 +458,8 @@ def refresh_views(
                 shutil.rmtree(link_folder(layout, feature), ignore_errors=True)
                 continue
             view = check_identifier(names[feature])
-            built = _build_feature(con, probe, layout, feature, view, by_feature.get(feature, []))
+            rows_of = by_feature.get(feature, [])
+            built = _build_feature(con, probe, layout, feature, view, rows_of, relink)
             if built is not None:
                 known[feature] = built
     finally:
@@ -461,14 +473,14 @@ def view_published(
 ) -> None:
     """Add the entry just inserted (same transaction) to its feature's stored view.
 
-    Usually one hard link; the catalog is rewritten only for a new feature or result schema.
+    Usually one hard link; the catalog is rewritten only for a new feature or result schema
+    (the links are kept as they are: relinking a feature of 100k results takes seconds).
     """
+    add_link(layout, feature, key)
     state = _read_state(con)
     item = None if state is None else state["features"].get(feature)
     if item is None or _schemas_digest(result_schema) not in item["schemas"]:
-        refresh_views(con, layout, [feature])
-    else:
-        add_link(layout, feature, key)
+        refresh_views(con, layout, [feature], relink=False)
 
 
 def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:
