@@ -494,7 +494,7 @@ def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[
     emptied = [
         feature
         for feature in sorted(set(deleted.values()))
-        if not con.execute(statement, {"feature": feature}).fetchone()[0]
+        if con.execute(statement, {"feature": feature}).fetchall() == [(False,)]
     ]
     if emptied:
         refresh_views(con, layout, emptied)

@@ -434,7 +434,7 @@ class _Run:
             if item.key in deleted:
                 if item.reason == "dangling":
                     self.deleted.append(item)
-                    dangling[item.key] = deleted[item.key]
+                    dangling[_key(item)] = deleted[_key(item)]
                 else:
                     survivors.append(item)
         unlink_links(self.layout, dangling)  # the file is gone already; its link kept the data
@@ -444,14 +444,14 @@ class _Run:
         """Unlink result files whose key has no row now (checked under the lock)."""
         if not items:
             return
-        keys = [item.key for item in items]
+        keys = [_key(item) for item in items]
         live = {
             row[0]
             for row in self.manifest.execute(
                 con, "gc.sql", "keys_with_rows", {"keys": keys}
             ).fetchall()
         }
-        doomed = {item.key: self._features.get(item.key) for item in items if item.key not in live}
+        doomed = {key: self._features.get(key) for key in keys if key not in live}
         unlink_links(self.layout, doomed)
         for item in items:
             if item.key in live:
@@ -484,8 +484,7 @@ class _Run:
             self.skipped += 1
 
     def _result_path(self, item: GCItem) -> Path:
-        assert item.key is not None and KEY_PATTERN.match(item.key)
-        return self.layout.result_path(item.key)
+        return self.layout.result_path(_key(item))
 
     def _unlink(self, path: Path) -> bool:
         try:
@@ -568,6 +567,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return str(exc) or type(exc).__name__
+
+
+def _key(item: GCItem) -> str:
+    """The key of a result item (temp and lock items have none)."""
+    assert item.key is not None and KEY_PATTERN.match(item.key)
+    return item.key
 
 
 def _next_batch(batch: int, hold_ms: float) -> int:
