@@ -28,7 +28,7 @@ ORDER BY feature, created_at DESC, key;
 SELECT view_name, feature FROM feature_views;
 
 -- name: catalog_state
--- The catalog's bookkeeping (JSON: feature -> view name, buckets, ...), kept as the comment
+-- The catalog's bookkeeping (JSON: feature -> view name, schemas, ...), kept as the comment
 -- of the feature_views view so that a publish reads it in one cheap catalog lookup.
 SELECT comment
 FROM duckdb_views()
