@@ -39,7 +39,9 @@ def _expected(i: int) -> tuple[float, int]:
     return float(frame["price"].sum()), frame.height
 
 
-def _trainer(root: str, log_dir: str, worker: int, seconds: float, run_gc: bool, barrier):
+def _trainer(
+    root: str, log_dir: str, worker: int, seconds: float, run_gc: bool, gc_running: bool, barrier
+):
     """Random operations until the deadline; return (counts, errors, mismatches, latencies)."""
     rng = random.Random(worker)
     store = FeatureStore(root, hit_flush_seconds=5.0)
@@ -68,7 +70,18 @@ def _trainer(root: str, log_dir: str, worker: int, seconds: float, run_gc: bool,
                 config = {"log_dir": log_dir, "tag": tag}
                 started = time.perf_counter()
                 result = store.fetch(f"S{i}", _frame(i), config, logged_feature, lazy=op == "lazy")
-                value = result.value.collect() if op == "lazy" else result.value
+                value = result.value
+                if op == "lazy":
+                    try:
+                        value = value.collect()
+                    except FileNotFoundError:
+                        if not gc_running:
+                            raise
+                        # Documented (README, Limitations): GC deleted the file between the
+                        # fetch and the collect. The eager call then recomputes it.
+                        counts["lazy_lost"] = counts.get("lazy_lost", 0) + 1
+                        result = store.fetch(f"S{i}", _frame(i), config, logged_feature)
+                        value = result.value
                 (hits if result.hit else puts).append(time.perf_counter() - started)
                 got = (float(value["total"][0]), int(value["rows"][0]))
                 if got != _expected(i):
@@ -94,7 +107,7 @@ def _run(tmp_path, run_gc: bool):
         with context.Pool(PROCESSES) as pool:
             started = time.perf_counter()
             args = [
-                (str(root), str(log_dir), w, SECONDS, run_gc and w == 0, barrier)
+                (str(root), str(log_dir), w, SECONDS, run_gc and w == 0, run_gc, barrier)
                 for w in range(PROCESSES)
             ]
             results = pool.starmap(_trainer, args)
