@@ -8,6 +8,7 @@
      ├── GCError                                a GC run failed (``.report`` says what it did)
      ├── CorruptEntry                           a cached file failed validation
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
+     ├── UnsafePath                             a link or foreign file inside the root: untouched
      └── QueryError                             an SQL query was refused or failed
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
@@ -65,6 +66,11 @@ class CorruptEntry(JulesCacheError):
 
 class InvalidInput(JulesCacheError, ValueError):
     """An argument is unusable: a bad symbol, unsupported data, a bad setting or result."""
+
+
+class UnsafePath(JulesCacheError):
+    """Something inside the root is a symbolic link, not a regular file or folder, or on another
+    device: the library refuses to follow or touch it (see ``jules_cache.rootfs``)."""
 
 
 class QueryError(JulesCacheError):

@@ -227,43 +227,65 @@ def _as_utc_naive(value: Any) -> datetime | None:
 READ_ERRORS = (OSError, ValueError, pa.ArrowException, pl.exceptions.PolarsError)
 
 
-def read_result(path: Path) -> pl.DataFrame:
-    """Read a cached result whole, verifying every page checksum.
+class WrongKey(ValueError):
+    """A result file carries another key in its metadata than the one its name says: a file
+    copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
-    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+
+def check_key(parquet: pq.ParquetFile, path: Path, key: str | None) -> None:
+    """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
+    if key is None:
+        return
+    raw = (parquet.metadata.metadata or {}).get(METADATA_KEY.encode())
+    try:
+        found = json.loads(raw)["key"] if raw is not None else None
+    except (ValueError, TypeError, KeyError):
+        found = None
+    if found != key:
+        raise WrongKey(f"{path} holds the result of key {found!r}, not {key!r}")
+
+
+def read_result(path: Path, key: str | None = None) -> pl.DataFrame:
+    """Read a cached result whole, verifying every page checksum and, given ``key``, that
+    the file is that key's (its footer metadata is read anyway).
+
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
-    table = pq.ParquetFile(path, page_checksum_verification=True).read()
+    parquet = pq.ParquetFile(path, page_checksum_verification=True)
+    check_key(parquet, path, key)
+    table = parquet.read()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
-def verify_result(path: Path) -> int:
+def verify_result(path: Path, key: str | None = None) -> int:
     """Read every page of ``path`` with checksums verified, in bounded memory; return the rows.
 
-    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
     rows = 0
     with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
+        check_key(parquet, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
     return rows
 
 
-_verified: dict[tuple[str, int, int, int], None] = {}
+_verified: dict[tuple[str, str | None, int, int, int], None] = {}
 _VERIFIED_MAX = 4096
 
 
-def scan_result(path: Path) -> pl.LazyFrame:
-    """A LazyFrame over a cached result, whose pages this process has verified once.
+def scan_result(path: Path, key: str | None = None) -> pl.LazyFrame:
+    """A LazyFrame over a cached result, whose pages (and key) this process has verified once.
 
     Polars scans do not check page checksums, so the first scan of a file (identified by
     path, inode, size and mtime) in a process reads it through pyarrow first.
     """
     stat = os.stat(path)
-    identity = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    identity = (str(path), key, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if identity not in _verified:
-        verify_result(path)
+        verify_result(path, key)
         if len(_verified) >= _VERIFIED_MAX:
             _verified.clear()
         _verified[identity] = None
