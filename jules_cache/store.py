@@ -76,7 +76,6 @@ _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 _log = logging.getLogger("jules_cache")
 
-
 @dataclass(frozen=True)
 class _Request:
     """One call's key and everything needed to compute and publish it on a miss."""
@@ -102,7 +101,6 @@ class _Request:
         return CacheResult(
             value, hit, self.key, self.path, self.parts.feature, self.parts.symbol, seconds, stored
         )
-
 
 class FeatureStore:
     """A cache of feature results under one root directory, shared by every process.
@@ -357,6 +355,9 @@ class FeatureStore:
             self._last_flush = time.monotonic()
         try:
             if hits:
+                # A hit on a file without a row (its rm or GC was killed before the unlink)
+                # registers it again: the file is valid and verified, and now in use.
+                register_orphans(self.manifest, con, list(hits))
                 self.manifest.execute(
                     con,
                     "entries.sql",
@@ -367,9 +368,7 @@ class FeatureStore:
                         "times": [when for _, when in hits.values()],
                     },
                 )
-                # A hit on a file without a row (its rm or GC was killed before the unlink)
-                # registers it again: the file is valid and verified, and now in use.
-                register_orphans(self.manifest, con, list(hits))
+
             if misses:
                 params = {"name": "misses", "delta": misses}
                 self.manifest.execute(con, "entries.sql", "bump_counter", params)
@@ -833,27 +832,37 @@ class FeatureStore:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-
 CRASH_ENV = "JULES_CACHE_CRASH_AT"
 
-
 def _crash_point(stage: str) -> None:
-    """Fault-injection hook for the crash tests (tests/test_faults.py): if the environment
-    variable ``JULES_CACHE_CRASH_AT`` names ``stage``, SIGKILL this process right here.
+    """Fault-injection hook for the crash tests (tests/test_faults.py, tests/test_attack_store.py):
+    if the environment variable ``JULES_CACHE_CRASH_AT`` names ``stage``, SIGKILL this process
+    right here; if it names ``fill-disk:<stage>``, fill the root's file system here instead
+    (a file ``tmp/fill-disk`` written until ENOSPC) so the next write fails for real.
 
     Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp
     file half written, no footer), ``fsynced`` (temp complete, not published), ``renamed``
     (file in objects/, row not inserted), ``commit`` (row inserted, transaction not committed).
     Never set it outside tests.
     """
-    if os.environ.get(CRASH_ENV) == stage:
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted == stage:
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted == f"fill-disk:{stage}":
+        _fill_disk(Path(os.environ[CRASH_ENV + "_ROOT"]) / "tmp" / "fill-disk")
 
+def _fill_disk(path: Path) -> None:
+    chunk = b"\0" * (1 << 16)
+    with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
+        while True:
+            sink.write(chunk)
+    with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
+        while True:  # the last partial chunk
+            sink.write(b"\0" * 512)
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidInput(message)
-
 
 def _frame_bytes(data: Any) -> int:
     """Approximate in-memory size of a frame argument (0 for paths and unknown types)."""
@@ -865,7 +874,6 @@ def _frame_bytes(data: Any) -> int:
             return size
     return 0
 
-
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shaped a result file (recorded in every entry)."""
@@ -876,7 +884,6 @@ def library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             versions[package] = "unknown"
     return versions
-
 
 @atexit.register
 def _flush_live_stores() -> None:

@@ -217,15 +217,15 @@ def test_a_file_copied_over_another_key_is_never_served(store, ticks):
     assert list((store.root / "quarantine").iterdir())  # the impostor kept for inspection
     # A new process (nothing verified in memory) gets B's frame too.
     script = (
-        "import sys, polars as pl; sys.path.insert(0, {tests!r})\n"
+        f"import sys, polars as pl; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from features import bar_count\n"
         "from jules_cache import FeatureStore\n"
         "from jules_cache.synthetic import make_ticks, symbol_names, ticks_for\n"
         "msft = ticks_for(make_ticks(symbol_names(3), 60_000, seed=11), 'MSFT')\n"
-        "r = FeatureStore({root!r}).fetch('MSFT', msft, {config!r}, bar_count)\n"
-        "assert r.value.equals(bar_count(msft.lazy(), {config!r}).collect())\n"
+        f"r = FeatureStore({str(store.root)!r}).fetch('MSFT', msft, {CONFIG!r}, bar_count)\n"
+        f"assert r.value.equals(bar_count(msft.lazy(), {CONFIG!r}).collect())\n"
         "print('hit' if r.hit else 'miss')\n"
-    ).format(tests=str(Path(__file__).parent), root=str(store.root), config=CONFIG)
+    )
     shutil.copy(a.path, b.path)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
