@@ -76,6 +76,7 @@ _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 _log = logging.getLogger("jules_cache")
 
+
 @dataclass(frozen=True)
 class _Request:
     """One call's key and everything needed to compute and publish it on a miss."""
@@ -101,6 +102,7 @@ class _Request:
         return CacheResult(
             value, hit, self.key, self.path, self.parts.feature, self.parts.symbol, seconds, stored
         )
+
 
 class FeatureStore:
     """A cache of feature results under one root directory, shared by every process.
@@ -832,7 +834,9 @@ class FeatureStore:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+
 CRASH_ENV = "JULES_CACHE_CRASH_AT"
+
 
 def _crash_point(stage: str) -> None:
     """Fault-injection hook for the crash tests (tests/test_faults.py, tests/test_attack_store.py):
@@ -851,6 +855,7 @@ def _crash_point(stage: str) -> None:
     if wanted == f"fill-disk:{stage}":
         _fill_disk(Path(os.environ[CRASH_ENV + "_ROOT"]) / "tmp" / "fill-disk")
 
+
 def _fill_disk(path: Path) -> None:
     chunk = b"\0" * (1 << 16)
     with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
@@ -860,9 +865,11 @@ def _fill_disk(path: Path) -> None:
         while True:  # the last partial chunk
             sink.write(b"\0" * 512)
 
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidInput(message)
+
 
 def _frame_bytes(data: Any) -> int:
     """Approximate in-memory size of a frame argument (0 for paths and unknown types)."""
@@ -874,6 +881,7 @@ def _frame_bytes(data: Any) -> int:
             return size
     return 0
 
+
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shaped a result file (recorded in every entry)."""
@@ -884,6 +892,7 @@ def library_versions() -> dict[str, str]:
         except importlib_metadata.PackageNotFoundError:
             versions[package] = "unknown"
     return versions
+
 
 @atexit.register
 def _flush_live_stores() -> None:
