@@ -170,15 +170,15 @@ def run_check(
                 problems.append(problem)
                 continue
             del files[path]
-            problem = _inspect(layout, path, key, size)
-            if problem is not None:
-                if fix and problem.kind == MISSING_FILE:
+            found = _inspect(layout, path, key, size)
+            if found is not None:
+                if fix and found.kind == MISSING_FILE:
                     dropped[key] = feature
-                    problem = _done(problem, "dropped row")
+                    found = _done(found, "dropped row")
                 elif fix:
                     damaged[key] = feature
-                    problem = _done(problem, "quarantined, row dropped")
-                problems.append(problem)
+                    found = _done(found, "quarantined, row dropped")
+                problems.append(found)
         for done, (path, key) in enumerate(files.items(), start=1):
             problems.append(_orphan(layout, manifest, con, path, key, fix, deep))
             if progress is not None:
