@@ -470,7 +470,7 @@ class FeatureStore:
         except BaseException:
             # Rolled back, or the COMMIT itself failed (a full disk): no file without its row.
             # The key's lock is still held, so no other publish of this key can be undone here.
-            if renamed:
+            if renamed and not self._committed(request.key):
                 self._remove(request.path)
                 with contextlib.suppress(OSError, JulesCacheError):
                     remove_link(self.layout, request.parts.feature, request.key)
@@ -478,6 +478,18 @@ class FeatureStore:
         with self._pending_lock:
             self._pending_misses += 1
         fsync_dir(request.path.parent)
+
+    def _committed(self, key: str) -> bool:
+        """Whether ``key`` has a row after a publish raised: a failure after the COMMIT (the
+        checkpoint at detach) leaves the row committed, and then the file must stay."""
+        try:
+            with self.manifest.read() as con:
+                params = {"keys": [key]}
+                return bool(
+                    self.manifest.execute(con, "removal.sql", "keys_with_rows", params).fetchall()
+                )
+        except (JulesCacheError, OSError, duckdb.Error):
+            return False
 
     def _remove(self, path: Path) -> None:
         """Delete a file we created, if it is there; failing to is never worse than not trying."""
