@@ -459,6 +459,10 @@ class _Run:
                 removed = self._unlink(path)
         except LockTimeout:
             removed = False
+        except (OSError, JulesCacheError) as exc:  # e.g. a link planted at the lock's name
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors.append(f"cannot delete {path}: {exc}")
+            removed = False
         if removed:
             self.deleted.append(item)
         else:
