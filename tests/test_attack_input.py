@@ -27,8 +27,9 @@ from jules_cache import (
     FingerprintError,
     InvalidInput,
     StoreError,
+    config_fingerprint,
+    result_files,
 )
-from jules_cache import config_fingerprint, result_files
 from jules_cache.cli import cli
 from jules_cache.config_fingerprint import canonical_config
 
@@ -89,7 +90,7 @@ def test_a_symbol_that_is_not_storable_text_is_invalid_input(store, symbol, word
 
 
 def test_a_feature_name_with_a_lone_surrogate_is_invalid_input(store):
-    with unchanged(store), pytest.raises(InvalidInput, match="feature name.*UTF-8"):
+    with unchanged(store), pytest.raises(InvalidInput, match=r"feature name.*UTF-8"):
         store.get_or_compute("AAPL", SMALL, {}, identity, name="bars\ud800")
 
 
@@ -132,9 +133,10 @@ def test_a_config_nested_5000_deep_is_a_fingerprint_error(store, kind):
 
 
 def test_nesting_up_to_the_limit_works_and_one_more_level_does_not():
-    assert canonical_config(_nested(config_fingerprint.MAX_CONFIG_DEPTH - 1, "dict")).digest
+    limit = config_fingerprint.MAX_CONFIG_DEPTH
+    assert canonical_config(_nested(limit, "dict")).digest
     with pytest.raises(FingerprintError, match="nested deeper than"):
-        canonical_config(_nested(config_fingerprint.MAX_CONFIG_DEPTH, "dict"))
+        canonical_config(_nested(limit + 1, "dict"))
 
 
 def test_a_config_containing_itself_is_a_fingerprint_error(store):
@@ -230,7 +232,7 @@ def test_an_arrow_column_of_an_unsupported_type_is_a_fingerprint_error(store, co
 def test_an_arrow_column_polars_cannot_hold_is_a_fingerprint_error(store, column):
     """Fingerprintable, but the compute function gets Polars data: Polars must take it."""
     table = pa.table({"ok": [1, 2], "bad": column})
-    with unchanged(store), pytest.raises(FingerprintError, match="column 'bad'.*Polars"):
+    with unchanged(store), pytest.raises(FingerprintError, match=r"column 'bad'.*Polars"):
         store.get_or_compute("AAPL", table, {}, identity)
 
 
@@ -302,7 +304,7 @@ def test_a_result_parquet_cannot_hold_is_returned_uncached(store, compute):
 def test_a_result_parquet_cannot_hold_raises_store_error_when_strict(root):
     with FeatureStore(root, strict=True) as strict:
         with unchanged(strict, skip=RESULT_SKIP):
-            with pytest.raises(StoreError, match="column 'wide'.*Int128"):
+            with pytest.raises(StoreError, match=r"column 'wide'.*Int128"):
                 strict.get_or_compute("AAPL", SMALL, {}, make_int128)
             _no_temp_files(strict)
         assert strict.check().consistent
