@@ -7,6 +7,7 @@ was busy past its timeout — "try again later", as cron wrappers expect (EX_TEM
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import click
 
+from .catalog import link_path
 from .errors import JulesCacheError, LockTimeout
 from .formatting import human_age, human_bytes, table
 from .manifest import utc_now
@@ -591,18 +593,66 @@ def remove(
     Example:
       jules-cache rm --feature mypkg.features.make_bars --symbol AAPL
     """
-    removed = handle.get().remove(key=key, feature=feature, symbol=symbol, dry_run=dry_run)
+    store = handle.get()
+    failure: OSError | None = None
+    if dry_run:
+        removed = store.remove(key=key, feature=feature, symbol=symbol, dry_run=True)
+    else:
+        planned = store.remove(key=key, feature=feature, symbol=symbol, dry_run=True)
+        try:
+            removed = store.remove(key=key, feature=feature, symbol=symbol)
+        except OSError as exc:  # a file that could not be unlinked, after the rows' commit
+            failure = exc
+            removed = [entry for entry in planned if store.entry(entry.key) is None]
+    left = [] if dry_run else _files_left(store, removed)
     if as_json:
-        _print_json({"dry_run": dry_run, "removed": [entry.to_dict() for entry in removed]})
-        return
-    verb = "would remove" if dry_run else "removed"
-    for entry in removed:
-        click.echo(
-            f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  {human_bytes(entry.bytes)}"
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "removed": [entry.to_dict() for entry in removed],
+                "not_deleted": [str(path) for path in left],
+            }
         )
-    click.echo(
-        f"{verb} {len(removed)} entries, {human_bytes(sum(entry.bytes for entry in removed))}",
-        err=True,
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for entry in removed:
+            click.echo(
+                f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  {human_bytes(entry.bytes)}"
+            )
+        total = human_bytes(sum(entry.bytes for entry in removed))
+        click.echo(f"{verb} {len(removed)} entries, {total}", err=True)
+    if left or failure is not None:
+        raise CliError(_not_deleted_message(left, failure), EXIT_ERROR)
+
+
+def _files_left(store: FeatureStore, removed: list[Any]) -> list[Path]:
+    """Files of removed entries still on disk: the result itself and its view link.
+
+    ``FeatureStore.remove`` commits the rows first and then unlinks, ignoring a failed unlink;
+    a result file left in ``objects/`` is still served as a hit (the path is the key's), so
+    say which files are left rather than report a clean removal.
+    """
+    paths = []
+    for entry in removed:
+        paths.append(store.root / entry.path)
+        paths.append(link_path(store.layout, entry.feature, entry.key))
+    return [path for path in paths if os.path.lexists(path)]
+
+
+def _not_deleted_message(left: list[Path], failure: OSError | None) -> str:
+    reason = (
+        f"{failure.strerror or failure}: {failure.filename}"
+        if failure is not None
+        else "the reason was not reported: is the folder read-only or the file immutable?"
+    )
+    shown = " ".join(str(path) for path in left[:5]) + (
+        f" and {len(left) - 5} more" if len(left) > 5 else ""
+    )
+    return (
+        f"could not delete {len(left)} file(s) of the removed entries ({reason}): {shown} — "
+        "their manifest rows are removed, but a result file left in objects/ is still served "
+        "as a hit: make the files deletable (check `ls -ld` and `lsattr` of their folder) and "
+        "delete them by hand"
     )
 
 

@@ -425,7 +425,7 @@ def test_rm_of_a_file_it_cannot_delete_says_so_in_one_line_and_exits_1(store):
         assert not isinstance(result.exception, OSError), result.exception
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
         assert len(errors) == 1
-        assert str(target) in errors[0] and "delete it" in errors[0]
+        assert str(target) in errors[0] and "delete them by hand" in errors[0]
         # Honest about the state: the rows are gone, the undeletable file is still there.
         assert store.entries() == []
         assert target.exists()
