@@ -63,6 +63,7 @@ def prepare_data(
         frame = data
     elif isinstance(data, (pa.Table, pa.RecordBatch)) or _is_pandas_frame(data):
         table = as_arrow(data)
+        _require_unique_names(table.column_names, "data has")
         require_supported(table.schema)  # before Polars sees it: its errors name no column
         frame = to_polars(table, lambda message: FingerprintError(f"data {message}"))
     else:
@@ -114,12 +115,21 @@ def to_polars(table: pa.Table, error: Callable[[str], Exception]) -> pl.DataFram
                 pl.from_arrow(pa.table({field.name: column}))
             except _CONVERSION_ERRORS:
                 bad.append(f"column {field.name!r} (type {field.type})")
-        shown = ", ".join(bad) or f"a column ({type(exc).__name__}: {exc})"
+        if not bad:
+            raise error(f"a table Polars cannot take: {type(exc).__name__}: {exc}") from exc
         raise error(
-            f"{shown}: Polars cannot hold this Arrow type; cast it to a type Polars supports "
-            "or drop it"
+            f"{', '.join(bad)}: Polars cannot hold this Arrow type; cast it to a type Polars "
+            "supports or drop it"
         ) from exc
     return converted if isinstance(converted, pl.DataFrame) else converted.to_frame()
+
+
+def _require_unique_names(columns: list[Any], what: str) -> None:
+    if len(set(columns)) != len(columns):
+        duplicates = sorted({str(c) for c in columns if columns.count(c) > 1})
+        raise InvalidInput(
+            f"{what} duplicate column names {duplicates}; give every column a unique name"
+        )
 
 
 def _is_path_list(data: Any) -> bool:
@@ -176,12 +186,7 @@ def as_result_frame(result: Any, feature: str) -> pl.DataFrame | pl.LazyFrame:
         )
     if isinstance(result, pa.Table) or _is_pandas_frame(result):
         columns = list(result.column_names if isinstance(result, pa.Table) else result.columns)
-        if len(set(columns)) != len(columns):
-            duplicates = sorted({str(c) for c in columns if columns.count(c) > 1})
-            raise InvalidInput(
-                f"compute function {feature} returned duplicate column names {duplicates}; "
-                "give every column a unique name"
-            )
+        _require_unique_names(columns, f"compute function {feature} returned")
         return to_polars(
             as_arrow(result),
             lambda message: InvalidInput(f"compute function {feature} returned {message}"),

@@ -236,6 +236,12 @@ def test_an_arrow_column_polars_cannot_hold_is_a_fingerprint_error(store, column
         store.get_or_compute("AAPL", table, {}, identity)
 
 
+def test_an_arrow_table_with_duplicate_column_names_is_invalid_input(store):
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["x", "x"])
+    with unchanged(store), pytest.raises(InvalidInput, match=r"duplicate column names \['x'\]"):
+        store.get_or_compute("AAPL", table, {}, identity)
+
+
 @pytest.mark.parametrize(
     "column",
     [
