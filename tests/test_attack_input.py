@@ -6,6 +6,7 @@ result that cannot be stored faithfully, return the computed value uncached with
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from jules_cache import (
     config_fingerprint,
     result_files,
 )
+from jules_cache.catalog import link_path
 from jules_cache.cli import cli
 from jules_cache.config_fingerprint import canonical_config
 
@@ -401,17 +403,32 @@ def test_a_pyarrow_result_polars_cannot_hold_is_invalid_input(store):
 
 
 @contextlib.contextmanager
-def undeletable(folder: Path):
-    """Make the files in ``folder`` undeletable, even by root (tests run as root in CI)."""
-    if shutil.which("chattr") is None:
-        pytest.skip("chattr is not available: nothing stops root from deleting a file")
-    done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
+def undeletable(path: Path, mechanism: str):
+    """Make ``path`` impossible to delete, even for root (tests run as root in CI).
+
+    ``chattr``: its folder made immutable (needs CAP_LINUX_IMMUTABLE, often dropped in
+    containers: then skipped). ``directory``: a non-empty directory in its place, which
+    ``unlink`` refuses (EISDIR) whoever runs it. Afterwards the path can be deleted again.
+    """
+    if mechanism == "chattr":
+        if shutil.which("chattr") is None:
+            pytest.skip("chattr is not available")
+        done = subprocess.run(["chattr", "+i", str(path.parent)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i is not allowed here: {done.stderr.strip()}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path.parent)], check=True)
+    else:
+        path.unlink()
+        path.mkdir()
+        (path / "keep").write_bytes(b"x")
+        try:
+            yield
+        finally:
+            shutil.rmtree(path)
+            path.write_bytes(b"")  # a file again, for the test to delete by hand
 
 
 def _put_two(store: FeatureStore) -> list:
@@ -420,18 +437,26 @@ def _put_two(store: FeatureStore) -> list:
     return store.entries()
 
 
-def test_rm_of_a_file_it_cannot_delete_says_so_in_one_line_and_exits_1(store):
+def _rm(store: FeatureStore, *args: str) -> str:
+    """Run ``jules-cache rm``; it must fail with exit 1 and one error line; return that line."""
+    result = CliRunner().invoke(cli, ["--root", str(store.root), "rm", *args])
+    assert result.exit_code == 1, result.output
+    assert not isinstance(result.exception, OSError), result.exception  # no traceback
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+MECHANISMS = ["chattr", "directory"]
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_rm_of_a_file_it_cannot_delete_says_so_in_one_line_and_exits_1(store, mechanism):
     entries = _put_two(store)
     target = store.root / entries[0].path
-    with undeletable(target.parent):
-        result = CliRunner().invoke(
-            cli, ["--root", str(store.root), "rm", "--feature", entries[0].feature]
-        )
-        assert result.exit_code == 1, result.output
-        assert not isinstance(result.exception, OSError), result.exception
-        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-        assert len(errors) == 1
-        assert str(target) in errors[0] and "delete them by hand" in errors[0]
+    with undeletable(target, mechanism):
+        error = _rm(store, "--feature", entries[0].feature)
+        assert str(target) in error and "delete them by hand" in error
         # Honest about the state: the rows are gone, the undeletable file is still there.
         assert store.entries() == []
         assert target.exists()
@@ -440,21 +465,19 @@ def test_rm_of_a_file_it_cannot_delete_says_so_in_one_line_and_exits_1(store):
     assert store.check().consistent
 
 
-def test_rm_when_a_view_link_cannot_be_deleted_gives_no_traceback(store):
-    entries = _put_two(store)
-    links = [p for p in (store.root / "views").rglob("*.parquet")]
-    assert links
-    with undeletable(links[0].parent):
-        result = CliRunner().invoke(
-            cli, ["--root", str(store.root), "rm", "--feature", entries[0].feature]
-        )
-        assert result.exit_code == 1, result.output
-        assert not isinstance(result.exception, OSError), result.exception
-        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
-        assert len(errors) == 1 and str(links[0]) in errors[0]
-        assert store.entries() == []
-        left = [p for p in store.root.rglob("*.parquet") if p.is_file()]
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_rm_when_a_view_link_cannot_be_deleted_gives_no_traceback(store, mechanism):
+    """Removing one entry of a feature keeps the feature's link folder, so its link is
+    unlinked one by one (the whole folder goes when the feature's last entry does)."""
+    gone, kept = _put_two(store)
+    link = link_path(store.layout, gone.feature, gone.key)
+    with undeletable(link, mechanism):
+        error = _rm(store, "--key", gone.key)
+        assert str(link) in error
+        assert [entry.key for entry in store.entries()] == [kept.key]
+        left = [store.root / gone.path, link]
+        assert all(os.path.lexists(path) for path in left)
     for path in left:  # what the message says to do
-        assert str(path) in errors[0]
+        assert str(path) in error
         path.unlink()
     assert store.check().consistent
