@@ -94,11 +94,6 @@ def unstorable_columns(schema: pl.Schema) -> dict[str, str]:
     """
     problems = {}
     for name, dtype in schema.items():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            problems[name] = "the name has no UTF-8 form"
-            continue
         if dtype not in _ROUND_TRIPS:
             if len(_ROUND_TRIPS) > 1024:
                 _ROUND_TRIPS.clear()
