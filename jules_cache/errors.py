@@ -5,6 +5,7 @@
      ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
      ├── ManifestError                          the manifest database is missing, damaged or busy
      ├── StoreError                             a result could not be published (strict mode)
+     │    └── PartialRemoval                      entries removed, but some files could not be
      ├── GCError                                a GC run failed (``.report`` says what it did)
      ├── CorruptEntry                           a cached file failed validation
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
@@ -49,7 +50,20 @@ class ManifestError(JulesCacheError):
 
 
 class StoreError(JulesCacheError):
-    """A computed result could not be written to the cache (raised only with strict=True)."""
+    """A computed result could not be written to the cache (raised only with strict=True), or
+    (``PartialRemoval``) removed entries' files could not be deleted."""
+
+
+class PartialRemoval(StoreError):
+    """``remove`` deleted the entries' rows, but some of their files could not be deleted.
+
+    ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left.
+    """
+
+    def __init__(self, message: str, removed: list[object], not_deleted: list[object]):
+        super().__init__(message)
+        self.removed = removed
+        self.not_deleted = not_deleted
 
 
 class GCError(JulesCacheError):

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from . import rootfs
-from .catalog import unlink_links, views_deleted
+from .catalog import link_path, unlink_links, views_deleted
 from .errors import JulesCacheError
 from .layout import Layout
 from .manifest import Manifest
@@ -65,6 +65,7 @@ class Discarded:
     live: list[str] = field(default_factory=list)  # published again: their files stay
     missing: list[str] = field(default_factory=list)  # no file was there
     errors: list[str] = field(default_factory=list)
+    not_deleted: list[Path] = field(default_factory=list)  # files (or links) still there
 
 
 def discard_files(
@@ -87,12 +88,14 @@ def discard_files(
     params = {"keys": list(doomed)}
     live = {row[0] for row in manifest.execute(con, _SQL, "keys_with_rows", params).fetchall()}
     outcome.live = [key for key in doomed if key in live]
-    gone = {key: feature for key, feature in doomed.items() if key not in live}
-    try:
-        unlink_links(layout, gone)
-    except (OSError, JulesCacheError) as exc:
-        outcome.errors.append(f"view links: {exc}")
-    for key in gone:
+    for key, feature in doomed.items():
+        if key in live:
+            continue
+        try:  # a link left behind is harmless (the views join entries) but reported
+            unlink_links(layout, {key: feature})
+        except (OSError, JulesCacheError) as exc:
+            where = link_path(layout, feature, key) if feature else layout.views
+            _failed(outcome, where, exc)
         path = layout.result_path(key)
         try:
             if quarantine:
@@ -100,10 +103,15 @@ def discard_files(
             else:
                 done = rootfs.unlink(layout.root, path)
         except (OSError, JulesCacheError) as exc:
-            outcome.errors.append(f"cannot delete {path}: {getattr(exc, 'strerror', None) or exc}")
+            _failed(outcome, path, exc)
             continue
         (outcome.removed if done else outcome.missing).append(key)
     return outcome
+
+
+def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:
+    outcome.errors.append(f"cannot delete {path}: {getattr(exc, 'strerror', None) or exc}")
+    outcome.not_deleted.append(path)
 
 
 def quarantine_file(layout: Layout, path: Path) -> Path | None:
@@ -135,8 +143,9 @@ def describe_failures(outcome: Discarded) -> str:
     """One line for an error message: what could not be removed and what happens to it."""
     shown = "; ".join(outcome.errors[:3]) + ("; ..." if len(outcome.errors) > 3 else "")
     return (
-        f"{len(outcome.errors)} file(s) could not be removed ({shown}); their entries are gone, "
-        "so the files are orphans: fix the cause, then `jules-cache gc` removes them"
+        f"{len(outcome.errors)} file(s) could not be deleted ({shown}). Their entries are gone, "
+        "so the files are orphans (a hit on one registers it again): make them deletable "
+        "(check `ls -ld` and `lsattr` of their folder), then `jules-cache gc` removes them"
     )
 
 

@@ -43,13 +43,14 @@ from .errors import (
     JulesCacheError,
     LockTimeout,
     ManifestError,
+    PartialRemoval,
     StoreError,
 )
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
 from .gc import GCOptions, GCReport, collect_garbage
 from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
-from .keys import KEY_SCHEMA, KeyParts, validate_symbol
+from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
 from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
@@ -260,6 +261,8 @@ class FeatureStore:
             raise InvalidInput(f"name must be a non-empty str, not {name!r}")
         if version is not None and not isinstance(version, str):
             raise InvalidInput(f"version must be a str, not {type(version).__name__}")
+        if version is not None:
+            require_utf8(version, "version")
         feature = name or feature_name(compute_func)
         config_fp = canonical_config(config)
         code_fp = code_fingerprint(compute_func, version)
@@ -707,7 +710,8 @@ class FeatureStore:
         with self.manifest.read() as con:
             outcome = discard_files(self.manifest, con, deleted)
         if outcome.errors:
-            raise StoreError(f"removed {len(deleted)} entries; {describe_failures(outcome)}")
+            message = f"removed {len(deleted)} entries, but {describe_failures(outcome)}"
+            raise PartialRemoval(message, matched, list(outcome.not_deleted))
         return matched
 
     def verify(self, *, fix: bool = False) -> VerifyReport:
