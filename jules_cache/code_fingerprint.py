@@ -32,7 +32,7 @@ computed name, ``getattr`` with a computed name on something other than one of y
 (on one of your modules, all its functions, classes and scalar constants are followed),
 ``sys.modules[...]``, compiled extension modules of your own, and objects recorded by type only
 (a logger, a Polars expression) — are listed in :attr:`CodeFingerprint.unfollowed`, which
-``FeatureStore.explain`` prints. ``globals()`` and ``from m import *`` follow the whole module.
+``FeatureStore.explain`` prints. ``globals()`` follows the whole module.
 
 "User code" is any module with a source file outside the standard library and site-packages
 (including ``__main__`` and editable installs). User code is followed transitively (cycle-safe);
@@ -232,7 +232,6 @@ class _Source:
     chains: list[tuple[str, ...]]  # dotted references, longest only: ("mypkg", "sub", "helper2")
     attrs: list[str]  # every attribute name (and constant getattr name) mentioned
     imports: list[_Import]
-    star_imports: list[tuple[str, int]]
     computed_getattrs: list[tuple[tuple[str, ...] | None, str]]  # (base chain, base source)
     uses_globals: bool  # ``globals()`` is called: any name of the module may be reached
     dynamic: list[str]  # routes no walk can follow
@@ -346,7 +345,6 @@ def _analyse(trees: list[ast.AST]) -> _Source:
     chains: dict[tuple[str, ...], None] = {}
     attrs: dict[str, None] = {}
     imports: list[_Import] = []
-    stars: list[tuple[str, int]] = []
     computed: list[tuple[tuple[str, ...] | None, str]] = []
     dynamic: dict[str, None] = {}
     uses_globals = False
@@ -363,13 +361,11 @@ def _analyse(trees: list[ast.AST]) -> _Source:
                     top = alias.asname is None and "." in alias.name
                     imports.append(_Import(bound, alias.name, None, 0, top))
             elif isinstance(node, ast.ImportFrom):
+                # (``import *`` is only legal at module level: its names are globals.)
                 for alias in node.names:
-                    if alias.name == "*":
-                        stars.append((node.module or "", node.level))
-                    else:
-                        bound = alias.asname or alias.name
-                        module = node.module or ""
-                        imports.append(_Import(bound, module, alias.name, node.level, False))
+                    bound = alias.asname or alias.name
+                    module = node.module or ""
+                    imports.append(_Import(bound, module, alias.name, node.level, False))
             if isinstance(node, ast.Call):
                 uses_globals |= _call(node, imports, computed, dynamic)
             elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
@@ -385,7 +381,6 @@ def _analyse(trees: list[ast.AST]) -> _Source:
         chains=[chain for chain in chains if chain not in prefixes],
         attrs=list(attrs),
         imports=imports,
-        star_imports=stars,
         computed_getattrs=computed,
         uses_globals=uses_globals,
         dynamic=list(dynamic),
@@ -784,10 +779,6 @@ class _Walker:
                     whole[target.__name__] = target
             if not targets:
                 self.notes.add(f"{where}: getattr({text}, <computed name>) is not followed")
-        for name, level in source.star_imports:
-            target = self._import(_Import(None, name, None, level, False), package, where)
-            if isinstance(target, types.ModuleType) and _is_user_module(target.__name__):
-                whole[target.__name__] = target
         if source.uses_globals and isinstance(namespace.get("__name__"), str):
             own_module = sys.modules.get(namespace["__name__"])
             if own_module is not None:

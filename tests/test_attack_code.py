@@ -537,6 +537,24 @@ def test_getattr_with_a_constant_or_computed_name(pkg):
     assert_edit_recomputes(pkg, "mypkg/sub.py", "2.0", "3.0")
 
 
+def test_globals_lookup_by_computed_name(pkg):
+    write_package(
+        pkg,
+        {
+            "mypkg/sub.py": HELPER,
+            "mypkg/features.py": """
+                import polars as pl
+                from mypkg.sub import helper2
+
+                def feature(lf, config):
+                    name = config.get("helper", "helper2")
+                    return lf.with_columns(y=pl.col("x") * globals()[name]())
+            """,
+        },
+    )
+    assert_edit_recomputes(pkg, "mypkg/sub.py", "2.0", "3.0")
+
+
 def test_importlib_with_a_constant_name(pkg):
     write_package(
         pkg,
@@ -562,21 +580,30 @@ def test_routes_that_cannot_be_followed_are_reported(pkg):
             "mypkg/sub.py": HELPER,
             "mypkg/features.py": """
                 import importlib
+                import sys
                 import polars as pl
+
+                PRICE = pl.col("x")
 
                 def feature(lf, config):
                     name = config.get("module", "mypkg.sub")
                     module = importlib.import_module(name)
                     factor = eval("module.helper2()")
-                    return lf.with_columns(y=pl.col("x") * factor)
+                    other = sys.modules[name]
+                    return lf.with_columns(y=PRICE * factor * getattr(other, "helper" + "2")())
             """,
         },
     )
     result = run(pkg)
-    notes = "\n".join(result["unfollowed"])
-    assert "mypkg.features.feature" in notes
-    assert "eval()" in notes and "importlib.import_module()" in notes
-    assert "not followed" in result["explain"]
+    assert result["unfollowed"] == [
+        "mypkg.features.feature -> PRICE: a polars.expr.expr.Expr is recorded by type only",
+        "mypkg.features.feature: eval() runs code from a string",
+        "mypkg.features.feature: getattr(other, <computed name>) is not followed",
+        "mypkg.features.feature: importlib.import_module() of a computed module name",
+        "mypkg.features.feature: sys.modules[...] lookup",
+    ]
+    assert "not followed by the code fingerprint" in result["explain"]
+    assert "eval() runs code from a string" in result["explain"]
 
 
 def test_a_moved_checkout_still_hits(tmp_path):
