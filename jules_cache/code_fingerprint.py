@@ -134,8 +134,14 @@ def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
     return CodeFingerprint(
         digest=f"{SCHEME}:{_hex(payload.encode())}",
         functions=functions,
-        unfollowed=tuple(sorted(walker.notes)),
+        unfollowed=_capped(sorted(walker.notes)),
     )
+
+
+def _capped(notes: list[str]) -> tuple[str, ...]:
+    if len(notes) <= _MAX_NOTES:
+        return tuple(notes)
+    return (*notes[:_MAX_NOTES], f"... and {len(notes) - _MAX_NOTES} more")
 
 
 def _hex(data: bytes) -> str:
@@ -499,6 +505,9 @@ _EXACT_SCALARS: dict[type, Any] = {
     bytes: bytes.hex,
 }
 _MISSING = object()
+_MAX_DEPTH = 64  # containers/instances nested in one described value
+_MAX_OBJECTS = 100_000  # containers/instances described in one fingerprint
+_MAX_NOTES = 20
 
 
 def _wrapped(v: Any) -> Any:
@@ -521,6 +530,7 @@ class _Walker:
         self.queue: list[Any] = []
         self.seen: dict[int, Any] = {}  # holds the objects so their ids stay unique
         self.active: set[int] = set()  # containers/instances being described (cycle guard)
+        self.budget = _MAX_OBJECTS
 
     def run(self) -> None:
         while self.queue:
@@ -562,6 +572,12 @@ class _Walker:
             return ["extern", feature_name(v), self._package(module)]
         if id(v) in self.active:
             return ["cycle"]
+        self.budget -= 1
+        if len(self.active) >= _MAX_DEPTH or self.budget < 0:
+            # A linked structure thousands deep (or a huge object graph) would exhaust the
+            # stack or the hit path's time: treat it as a value that cannot be described.
+            why = f"nested deeper than {_MAX_DEPTH}" if self.budget >= 0 else "too many objects"
+            return self._opaque(v, f"{where} ({why})", strict, note)
         self.active.add(id(v))
         try:
             return self._data(v, where, strict, note)
@@ -607,12 +623,18 @@ class _Walker:
             return ["wrapped", feature_name(cls), self._package(cls.__module__), inner]
         if callable(v):
             return ["extern", feature_name(cls), self._package(cls.__module__)]
+        return self._opaque(v, where, strict, note, error)
+
+    def _opaque(
+        self, v: Any, where: str, strict: bool, note: bool, error: Exception | None = None
+    ) -> Any:
+        """Describe ``v`` by its type only; in defaults and closures that is an error."""
+        kind = f"{type(v).__module__}.{type(v).__qualname__}"
         if strict:
             raise FingerprintError(
-                f"cannot fingerprint {where}: {error}; pass version='...' to fingerprint this "
-                "code by an explicit version instead"
+                f"cannot fingerprint {where}: {error or 'a ' + kind}; pass version='...' to "
+                "fingerprint this code by an explicit version instead"
             ) from error
-        kind = f"{cls.__module__}.{cls.__qualname__}"
         if note:
             self.notes.add(f"{where}: a {kind} is recorded by type only")
         return ["opaque", kind]
@@ -637,10 +659,17 @@ class _Walker:
             self.follow(v)
             return ["code", name]
         extern: list[Any] = ["extern", name, self._package(module)]
-        if isinstance(v, types.FunctionType):
-            # A library decorator around your function: follow what it wraps or closes over.
-            inner = [_wrapped(v)] + [_cell(c) for c in v.__closure__ or ()]
-            extern += [self.value(x, f"{name} wraps", False, False) for x in inner if callable(x)]
+        if isinstance(v, types.FunctionType) and (v.__closure__ or _wrapped(v) is not None):
+            # A library decorator around your function (lru_cache, singledispatch's registry):
+            # its own code is not followed, what it wraps or closes over is.
+            if id(v) in self.active:
+                return ["cycle"]
+            self.active.add(id(v))
+            try:
+                inner = [_wrapped(v)] + [_cell(c) for c in v.__closure__ or ()]
+                extern += [self.value(x, f"{name} wraps", False, False) for x in inner]
+            finally:
+                self.active.discard(id(v))
         return extern
 
     def _state(self, obj: Any, where: str, strict: bool) -> Any:

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from jules_cache.code_fingerprint import code_fingerprint
+from jules_cache.errors import FingerprintError
+
 pytestmark = pytest.mark.attack
 
 RUNNER = """
@@ -498,6 +501,33 @@ def test_helper_behind_lru_cache_and_a_library_decorator(pkg):
     assert not run(pkg)["hit"]
 
 
+def test_singledispatch_implementation(pkg):
+    write_package(
+        pkg,
+        {
+            "mypkg/sub.py": """
+                import functools
+
+                @functools.singledispatch
+                def factor(x):
+                    raise TypeError(x)
+
+                @factor.register
+                def _(x: str):
+                    return 2.0
+            """,
+            "mypkg/features.py": """
+                import polars as pl
+                from mypkg import sub
+
+                def feature(lf, config):
+                    return lf.with_columns(y=pl.col("x") * sub.factor("a"))
+            """,
+        },
+    )
+    assert_edit_recomputes(pkg, "mypkg/sub.py", "2.0", "3.0")
+
+
 def test_helper_in_a_global_registry(pkg):
     write_package(
         pkg,
@@ -629,3 +659,37 @@ def test_a_moved_checkout_still_hits(tmp_path):
     write_package(tmp_path / "two", files)
     assert not run(tmp_path / "one")["hit"]
     assert run(tmp_path / "two")["hit"]
+
+
+class _Node:
+    """A linked structure of the user's own class, as a parser or a tree model might hold."""
+
+    def __init__(self, nxt):
+        self.nxt = nxt
+
+
+def _linked(length: int) -> _Node | None:
+    head = None
+    for _ in range(length):
+        head = _Node(head)
+    return head
+
+
+LINKED = _linked(5000)
+
+
+def test_a_deep_object_graph_is_reported_not_a_crash():
+    """Instances are described through their state; 5000 levels must not exhaust the stack."""
+
+    def in_default(lf, config, start=LINKED):
+        return start
+
+    with pytest.raises(FingerprintError, match="nested deeper than 64"):
+        code_fingerprint(in_default)
+
+    def in_global(lf, config):
+        return LINKED
+
+    notes = code_fingerprint(in_global).unfollowed
+    assert any("nested deeper than 64" in note for note in notes)
+    assert code_fingerprint(in_global).digest == code_fingerprint(in_global).digest
