@@ -30,7 +30,8 @@ holding code (a registry of helpers) element by element; an instance of your cla
 
 Routes no walk can follow — ``eval``/``exec``, ``importlib.import_module``/``__import__`` of a
 computed name, ``getattr`` with a computed name on something other than one of your modules
-(on one of your modules, all its functions, classes and scalar constants are followed),
+(on one of your modules, all its functions, classes and scalar constants are followed, as for
+a module of yours passed or held as a value),
 ``sys.modules[...]``, compiled extension modules of your own, and objects recorded by type only
 (a logger, a Polars expression) — are listed in :attr:`CodeFingerprint.unfollowed`, which
 ``FeatureStore.explain`` prints. ``globals()`` follows the whole module.
@@ -289,6 +290,7 @@ class _Walker:
         self.seen: dict[int, Any] = {}  # holds the objects so their ids stay unique
         self.active: set[int] = set()  # containers/instances being described (cycle guard)
         self.budget = _MAX_OBJECTS
+        self.wholes: dict[str, list[Any]] = {}  # modules followed whole, by name
 
     def run(self) -> None:
         while self.queue:
@@ -320,7 +322,11 @@ class _Walker:
             state = self._state(v.__self__, f"{where}.__self__", strict)
             return ["method", self.value(v.__func__, where, strict), state]
         if isinstance(v, types.ModuleType):
-            return ["module", v.__name__, self._package(v.__name__)]
+            # One of your modules held or passed as a value (apply(sub), {"a": sub}) may have
+            # any attribute used by whoever receives it: all of it counts.
+            if _is_user_module(v.__name__):
+                return ["module", v.__name__, self._whole_module(v)]
+            return self._module(v)
         if isinstance(v, types.FunctionType | type):
             return self._code(v)
         if isinstance(v, types.BuiltinFunctionType | types.BuiltinMethodType):
@@ -498,7 +504,7 @@ class _Walker:
             for k, d in sorted((fn.__kwdefaults__ or {}).items())
         }
         cells = {
-            var: self.value(_cell(cell), f"closure variable {var!r} of {name}")
+            var: self._reference(_cell(cell), f"closure variable {var!r} of {name}", True)
             for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True)
         }
         return [defaults, kwdefaults, sorted(cells.items())]
@@ -575,12 +581,12 @@ class _Walker:
         for name in source.attrs:
             if name in namespace:
                 label = f"{where} -> {name}"
-                found.append(["global", name, self.value(namespace[name], label, False)])
+                found.append(["global", name, self._reference(namespace[name], label, False)])
             for module_name, reached_module in sorted(reached.items()):
                 if name in vars(reached_module):
                     dotted = f"{module_name}.{name}"
                     label = f"{where} -> {dotted}"
-                    described = self.value(vars(reached_module)[name], label, False)
+                    described = self._reference(vars(reached_module)[name], label, False)
                     found.append(["in", dotted, described])
         for module_name, whole_module in sorted(whole.items()):
             found.append(["module", module_name, self._whole_module(whole_module)])
@@ -604,15 +610,30 @@ class _Walker:
         dotted = ".".join(chain[:walked])
         return [dotted, self.value(obj, f"{where} -> {dotted}", False), obj]
 
+    def _module(self, module: types.ModuleType) -> list[Any]:
+        return ["module", module.__name__, self._package(module.__name__)]
+
+    def _reference(self, v: Any, where: str, strict: bool) -> Any:
+        """Describe a name's value; a module there is only used through the chains resolved
+        separately (``m.helper()``), so it is not followed whole."""
+        if isinstance(v, types.ModuleType):
+            return self._module(v)
+        return self.value(v, where, strict)
+
     def _whole_module(self, module: types.ModuleType) -> list[Any]:
-        """A module reached by a computed name: all its code and scalar constants."""
-        found = []
-        for name, v in sorted(vars(module).items()):
-            if name.startswith("__") or isinstance(v, types.ModuleType):
-                continue
-            if callable(v) or isinstance(v, _SCALARS):
-                found.append([name, self.value(v, f"{module.__name__}.{name}", False, False)])
-        return found
+        """All the code and scalar constants of a module reached by a computed name or held as
+        a value (computed once per fingerprint)."""
+        name = module.__name__
+        if name not in self.wholes:
+            self.wholes[name] = ["pending"]  # a module that reaches itself
+            found = []
+            for attr, v in sorted(vars(module).items()):
+                if attr.startswith("__") or isinstance(v, types.ModuleType):
+                    continue
+                if callable(v) or isinstance(v, _SCALARS):
+                    found.append([attr, self.value(v, f"{name}.{attr}", False, False)])
+            self.wholes[name] = found
+        return self.wholes[name]
 
     def _import(self, imp: Import, package: str, where: str) -> Any:
         """The object an import in a body binds, importing your modules only (as it would)."""

@@ -187,6 +187,28 @@ def test_import_inside_the_function_body(pkg):
     assert_edit_recomputes(pkg, "mypkg/sub.py", "2.0", "3.0")
 
 
+def test_module_passed_as_a_value(pkg):
+    """``apply(sub)``: the receiver uses ``m.helper2()`` on a parameter, so all of sub counts."""
+    write_package(
+        pkg,
+        {
+            "mypkg/sub.py": HELPER,
+            "mypkg/tools.py": """
+                def apply(m):
+                    return m.helper2()
+            """,
+            "mypkg/features.py": """
+                import polars as pl
+                from mypkg import sub, tools
+
+                def feature(lf, config):
+                    return lf.with_columns(y=pl.col("x") * tools.apply(sub))
+            """,
+        },
+    )
+    assert_edit_recomputes(pkg, "mypkg/sub.py", "2.0", "3.0")
+
+
 def test_module_captured_in_a_closure(pkg):
     write_package(
         pkg,
