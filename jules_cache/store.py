@@ -91,6 +91,7 @@ class _Request:
     config_json: str
     code_version: str | None
     code_functions: dict[str, str]
+    code_unfollowed: tuple[str, ...]
     files: tuple[InputFile, ...]
     compute_func: ComputeFunc
     lazy: bool
@@ -284,6 +285,7 @@ class FeatureStore:
             config_json=config_fp.json,
             code_version=version,
             code_functions=code_fp.functions,
+            code_unfollowed=code_fp.unfollowed,
             files=prepared.files,
             compute_func=compute_func,
             lazy=lazy,
@@ -633,6 +635,7 @@ class FeatureStore:
             code_fingerprint=parts.code_fingerprint,
             code_version=request.code_version,
             code_functions=request.code_functions,
+            code_unfollowed=request.code_unfollowed,
         )
         candidates = self.entries(feature=parts.feature)
         with self.manifest.read() as con:
