@@ -400,7 +400,7 @@ def test_item16_all_matches_the_module_namespace():
     }
     assert public == set(jules_cache.__all__) - {"__version__"}
     assert all(hasattr(jules_cache, name) for name in jules_cache.__all__)
-    assert jules_cache.__all__ == sorted(jules_cache.__all__, key=str.casefold)
+    assert len(jules_cache.__all__) == len(set(jules_cache.__all__))
 
 
 def test_item16_every_exception_and_warning_of_errors_is_exported_and_documented():
@@ -412,11 +412,12 @@ def test_item16_every_exception_and_warning_of_errors_is_exported_and_documented
         and value.__module__ == errors.__name__
     ]
     assert {"QueryError", "GCError", "UnsafePath", "PartialRemoval"} <= set(classes)
+    (tree,) = re.findall(r"^```text\n(JulesCacheError\n.*?)^```", README, re.MULTILINE | re.DOTALL)
     for name in classes:
         assert name in jules_cache.__all__, f"{name} is not exported"
         assert getattr(jules_cache, name) is getattr(errors, name)
         assert name in errors.__doc__, f"{name} is not in the errors.py tree"
-        assert f"`{name}`" in README or f" {name} " in README, f"{name} not in the README tree"
+        assert re.search(rf"\b{name}\b", tree), f"{name} is not in the README's tree"
 
 
 # -- item 17: every Python block of the README runs as is -----------------------------------------
