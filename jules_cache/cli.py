@@ -56,7 +56,7 @@ class StoreHandle:
     """Builds the store on first use, so ``--help`` never creates a cache directory, and
     only on a root that holds a cache unless ``create`` (``demo``)."""
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None = None):
         self.root = root
         self._store: FeatureStore | None = None
 
@@ -98,23 +98,28 @@ def is_cache(path: Path) -> bool:
 
 pass_store = click.make_pass_decorator(StoreHandle)
 
-ROOT_HELP = "Cache root. Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir."
-
 
 def _set_root(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
-    if value is not None:  # after the subcommand's name it wins over the group's --root
-        ctx.find_object(StoreHandle).root = value  # type: ignore[union-attr]
+    # The group's option is parsed first, a subcommand's after it: the later value wins.
+    if value is not None:
+        ctx.ensure_object(StoreHandle).root = value
 
 
-def root_option(function: Any) -> Any:
-    """``--root`` after a subcommand's name: the same option as the group's, one definition."""
+def _root_option(**extra: Any) -> Any:
+    """The one ``--root`` option, on the group (with the environment variables) and on every
+    subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
     return click.option(
         "--root",
         type=click.Path(path_type=Path),
         expose_value=False,
         callback=_set_root,
-        help=ROOT_HELP + " Also accepted before the command name.",
-    )(function)
+        help="Cache root, before or after the command name. "
+        "Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir.",
+        **extra,
+    )
+
+
+root_option = _root_option()
 
 
 class _DurationType(click.ParamType):
@@ -175,22 +180,17 @@ DURATION = _DurationType()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"],
-    help=ROOT_HELP + " Also accepted after the command name.",
-)
+@_root_option(envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"])
 @click.version_option(__version__, prog_name="jules-cache")
 @click.pass_context
-def cli(ctx: click.Context, root: Path | None) -> None:
+def cli(ctx: click.Context) -> None:
     """jules-cache: a DuckDB-backed cache of feature computations on tick data.
 
     \b
     Example:
       jules-cache --root data/feature_cache stats
     """
-    ctx.obj = StoreHandle(root)
+    ctx.ensure_object(StoreHandle)
 
 
 @cli.command()
@@ -444,7 +444,9 @@ def gc_command(
     _show_gc(report, as_json, verbose)
 
 
-def _gc_cron(handle: StoreHandle, options: dict[str, Any], log_dir: Path | None, verbose: bool):
+def _gc_cron(
+    handle: StoreHandle, options: dict[str, Any], log_dir: Path | None, verbose: bool
+) -> None:
     """One scheduled GC run: quiet on success, everything in the log, one line on stderr and
     the documented exit code otherwise (cron mails what a job prints)."""
     from .cron import LOG_DIR_NAME, LogBusy, cron_log, log_line
