@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import xxhash
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_peers as peers
@@ -423,6 +424,182 @@ def bench_data_change(basket_ticks: pl.DataFrame, features: Any, window: int, wo
     return results
 
 
+# ------------------------------------------------------------ 5. big input, new process
+
+BIG_INPUT_ROWS = 10_000_000
+
+
+def raw_buffer_hash_ms(ticks: pl.DataFrame) -> float:
+    """The floor for any exact content hash: xxh3_128 over the columns' raw buffers only."""
+    buffers = [ticks[name].to_physical().to_numpy() for name in ticks.columns]
+
+    def run() -> None:
+        for buffer in buffers:
+            xxhash.xxh3_128(buffer).digest()
+
+    run()
+    return ms(median(repeat_timed(run, 9, 2.0)))
+
+
+def bench_big_input(features: Any, work: Path, rows: int, rounds: int) -> dict[str, Any]:
+    """Hit on a cheap feature of a 10M-row Polars frame, beside recomputing it ("no cache").
+
+    Interleaved rounds: one recompute, then one hit per cache (each cache warmed up first with
+    its miss and one hit). The cheap feature is what makes the input's cost visible: a cache
+    that takes longer to key the input than the feature takes to compute is worse than none.
+    """
+    from jules_cache.data_fingerprint import as_arrow, fingerprint_table
+
+    ticks = make_ticks(symbol_names(64), rows)
+    print(f"  {ticks.height:,} rows, {ticks.estimated_size() / 1e6:.0f} MB", flush=True)
+    func = features.symbol_summary
+    config = {"window": 0}
+    caches = {kind: peers.open_cache(kind, work / "big" / kind) for kind in PEERS}
+    reference = peers.frame_digest(func(ticks, config))
+    failed: dict[str, str] = {}
+    with markers_on(work / "big" / "markers") as markers:
+        for kind, cache in caches.items():
+            try:
+                cache.call(func, "all", ticks, config)
+                cache.call(func, "all", ticks, config)
+            except Exception as exc:
+                failed[kind] = f"{type(exc).__name__}: {exc}"[:300]
+        before = len(list(markers.iterdir()))
+        plain_s: list[float] = []
+        hit_s: dict[str, list[float]] = {kind: [] for kind in PEERS if kind not in failed}
+        correct = {kind: True for kind in hit_s}
+        for _ in range(rounds):
+            plain_s.append(clock(lambda: func(ticks, config))[0])
+            for kind in hit_s:
+                seconds, value = clock(
+                    lambda kind=kind: caches[kind].call(func, "all", ticks, config)
+                )
+                hit_s[kind].append(seconds)
+                correct[kind] &= peers.frame_digest(value) == reference
+        recomputed = len(list(markers.iterdir())) - before - rounds
+    fingerprint_s = repeat_timed(lambda: fingerprint_table(as_arrow(ticks)), 9, 3.0)
+    for cache in caches.values():
+        cache.close()
+    compute = median(plain_s)
+    result: dict[str, Any] = {
+        "description": "hit, cheap feature (last/volume/trades per symbol), "
+        f"{rows:,}-row Polars input (ts, symbol, price, size)",
+        "input_rows": ticks.height,
+        "input_mb": ticks.estimated_size() / 1e6,
+        "rounds": rounds,
+        "no_cache_ms": ms(compute),
+        "no_cache_samples_ms": [ms(x) for x in plain_s],
+        "jules_fingerprint_ms": ms(median(fingerprint_s)),
+        "raw_buffer_xxh3_ms": raw_buffer_hash_ms(ticks),
+        "recomputed_during_hits": recomputed,
+        "caches": {kind: {"error": error} for kind, error in failed.items()},
+    }
+    for kind, samples in hit_s.items():
+        result["caches"][kind] = {
+            "hit_ms": ms(median(samples)),
+            "hit_samples_ms": [ms(x) for x in samples],
+            "hit_correct": correct[kind],
+            "hit_vs_no_cache": median(samples) / compute,
+        }
+    return result
+
+
+def bench_first_hit(
+    ticks_path: Path, features_dir: Path, basket: list[str], work: Path, rounds: int
+) -> dict[str, Any]:
+    """First hit in a new process, imports included, with real subprocesses for every cache.
+
+    One subprocess per cache fills its cache (a miss); then ``rounds`` rounds start one fresh
+    subprocess per cache, interleaved, each importing the library, opening the cache and
+    fetching the same key (``compare_peers.first_hit``). Subprocess wall time is kept too.
+    """
+    base = work / "first-hit"
+    samples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PEERS}
+    errors: dict[str, str] = {}
+
+    def child(kind: str) -> dict[str, Any] | None:
+        arguments = {
+            "kind": kind,
+            "root": str(base / kind / "cache"),
+            "markers": str(base / kind / "markers"),
+            "features_dir": str(features_dir),
+            "ticks_path": str(ticks_path),
+            "symbols": basket,
+            "window": 20,
+        }
+        (base / kind / "markers").mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        process = subprocess.run(
+            [sys.executable, str(HERE / "compare_peers.py"), "first-hit", json.dumps(arguments)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        wall = time.perf_counter() - started
+        if process.returncode != 0:
+            errors[kind] = process.stderr[-500:]
+            return None
+        return {**json.loads(process.stdout.strip().splitlines()[-1]), "process_wall_s": wall}
+
+    for kind in PEERS:
+        child(kind)  # the miss that fills the cache (and warms the page cache)
+    for _ in range(rounds):
+        for kind in PEERS:
+            if kind not in errors and (report := child(kind)) is not None:
+                samples[kind].append(report)
+    result: dict[str, Any] = {"rounds": rounds, "caches": {}}
+    for kind in PEERS:
+        runs = samples[kind]
+        if not runs:
+            result["caches"][kind] = {"error": errors.get(kind, "no run")}
+            continue
+        result["caches"][kind] = {
+            "first_hit_ms": ms(median([r["seconds"] for r in runs])),
+            "import_ms": ms(median([r["import_seconds"] for r in runs])),
+            "process_wall_ms": ms(median([r["process_wall_s"] for r in runs])),
+            "samples_ms": [ms(r["seconds"]) for r in runs],
+            "recomputed": sum(r["computed"] for r in runs),
+            "digests_agree": len({r["digest"] for r in runs}) == 1,
+        }
+    jules = result["caches"]["jules_cache"].get("first_hit_ms")
+    for kind in PEERS:
+        entry = result["caches"][kind]
+        if jules and "first_hit_ms" in entry:
+            entry["vs_jules_cache"] = entry["first_hit_ms"] / jules
+    return result
+
+
+def print_new_rows(document: dict[str, Any]) -> None:
+    """Print the big-input and new-process rows with their ratios."""
+    big = document.get("big_input")
+    if big:
+        print(f"\n{big['description']}  ({big['input_mb']:.0f} MB, {big['rounds']} rounds)")
+        print(f"  no cache (recompute)      {big['no_cache_ms']:9.1f} ms")
+        print(f"  jules fingerprint alone   {big['jules_fingerprint_ms']:9.1f} ms")
+        print(f"  raw-buffer xxh3 floor     {big['raw_buffer_xxh3_ms']:9.1f} ms")
+        for kind, entry in big["caches"].items():
+            if "error" in entry:
+                print(f"  {peers.LABELS[kind]:24}  error: {entry['error'][:100]}")
+                continue
+            print(
+                f"  {peers.LABELS[kind]:24}  {entry['hit_ms']:9.1f} ms  "
+                f"hit/no-cache {entry['hit_vs_no_cache']:.2f}  correct {entry['hit_correct']}"
+            )
+    first = document.get("first_hit")
+    if first:
+        print(f"\nfirst hit in a new process, imports included ({first['rounds']} rounds)")
+        for kind, entry in first["caches"].items():
+            if "error" in entry:
+                print(f"  {peers.LABELS[kind]:24}  error: {entry['error'][-200:]}")
+                continue
+            print(
+                f"  {peers.LABELS[kind]:24}  {entry['first_hit_ms']:7.1f} ms  "
+                f"(import {entry['import_ms']:.1f} ms, process wall "
+                f"{entry['process_wall_ms']:.0f} ms)  ÷ jules_cache {entry['vs_jules_cache']:.2f}  "
+                f"recomputed {entry['recomputed']}"
+            )
+
+
 # --------------------------------------------------------------------------- 4. disk
 
 
@@ -479,6 +656,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--misses", type=int, default=5, help="cold misses per case (default 5; large input: 3)"
     )
+    parser.add_argument(
+        "--only",
+        choices=("new-rows",),
+        help="run only the 10M-row cheap-feature hit and the new-process first hit",
+    )
+    parser.add_argument(
+        "--big-rows", type=int, default=BIG_INPUT_ROWS, help="rows of the big-input row (10M)"
+    )
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the new rows (7)")
     parser.add_argument("--workdir", type=Path, help="keep the caches here (default: a temp dir)")
     parser.add_argument("--output", default="compare", help="results file stem (default compare)")
     args = parser.parse_args(argv)
@@ -535,6 +721,23 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ]
     sections: dict[str, float] = {"generate": time.perf_counter() - started}
     mark = time.perf_counter()
+    print("5. first hit in a new process; hit on a 10M-row input", flush=True)
+    first_hit = bench_first_hit(ticks_path, features_dir, basket, work, args.rounds)
+    big_input = bench_big_input(features, work, args.big_rows, args.rounds)
+    sections["new_rows"], mark = time.perf_counter() - mark, time.perf_counter()
+    new_rows = {"first_hit": first_hit, "big_input": big_input}
+    if args.only:
+        return {
+            "environment": {
+                **machine(),
+                "command": "python " + shlex.join(["benchmarks/compare.py", *sys.argv[1:]]),
+                "versions": report.versions(),
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg(),
+                "section_seconds": sections,
+            },
+            **new_rows,
+        }
     print("1. hit latency and cold misses", flush=True)
     latency = bench_latency(cases, ticks, features, work)
     sections["latency"], mark = time.perf_counter() - mark, time.perf_counter()
@@ -577,6 +780,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "code_change": code,
         "data_change": data,
         "disk": disk,
+        **new_rows,
         "capabilities": {"jules_cache": report.jules_capabilities(), **report.CAPABILITIES},
     }
     document["peer_wins"] = report.peer_wins(document)
@@ -594,7 +798,12 @@ def main(argv: list[str] | None = None) -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="jules-compare-") as tmp:
             document = run(args, Path(tmp))
+    if args.only:
+        print_new_rows(document)
+        write_json(f"{args.output}-{args.only}", document)
+        return
     report.print_summary(document)
+    print_new_rows(document)
     write_json(args.output, document)
     path = RESULTS / f"{args.output}.md"
     path.write_text(report.markdown(document))

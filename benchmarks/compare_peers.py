@@ -130,6 +130,26 @@ def tick_features(ticks, config):
 '''
 
 
+SUMMARY_FEATURE = '''
+
+def symbol_summary(ticks, config):
+    """A cheap feature: last price, volume and trade count per symbol (one pass over the ticks)."""
+    _mark("symbol_summary", ticks, config)
+    return (
+        ticks.lazy()
+        .group_by("symbol")
+        .agg(
+            pl.col("price").last().alias("last"),
+            pl.col("size").sum().alias("volume"),
+            pl.len().alias("trades"),
+        )
+        .with_columns(pl.col("symbol").cast(pl.String))
+        .sort("symbol")
+        .collect()
+    )
+'''
+
+
 def write_features(directory: Path, helper: str = "v1", body: str = "v1") -> Path:
     """Write ``compare_features.py`` into ``directory`` with the given helper and body versions."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -142,6 +162,7 @@ def write_features(directory: Path, helper: str = "v1", body: str = "v1") -> Pat
             helper_expr=HELPERS[helper],
             vwap_window=VWAP_WINDOWS[body],
         )
+        + SUMMARY_FEATURE
     )
     return path
 
@@ -366,11 +387,44 @@ def code_step(args: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+LIBRARIES = {"jules_cache": "jules_cache", "joblib": "joblib", "diskcache": "diskcache"}
+
+
+def first_hit(args: dict[str, Any]) -> dict[str, Any]:
+    """One fresh process, one cache: import it, open it, fetch one key (all timed together).
+
+    Polars, the feature module and the input frame are loaded before the clock starts: every
+    cache needs them, so they are no part of what a cache costs a new process. The library's
+    import is timed on its own too (``import_seconds``), then included in ``seconds``.
+    """
+    features = import_features(Path(args["features_dir"]))
+    ticks = read_basket(args["ticks_path"], args["symbols"])
+    config = {"every": "1m", "window": args["window"]}
+    kind = args["kind"]
+    markers = Path(args["markers"])
+    before = len(list(markers.iterdir()))
+    os.environ[MARKERS_ENV] = str(markers)
+    started = time.perf_counter()
+    importlib.import_module(LIBRARIES[kind])
+    imported = time.perf_counter()
+    cache = open_cache(kind, Path(args["root"]))
+    value = cache.call(features.minute_bars, args["symbols"][0], ticks, config)
+    seconds = time.perf_counter() - started
+    cache.close()
+    return {
+        "seconds": seconds,
+        "import_seconds": imported - started,
+        "computed": len(list(markers.iterdir())) - before,
+        "digest": frame_digest(value),
+    }
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2 or argv[0] != "code-step":
-        raise SystemExit("usage: python compare_peers.py code-step '<json arguments>'")
+    modes = {"code-step": code_step, "first-hit": first_hit}
+    if len(argv) != 2 or argv[0] not in modes:
+        raise SystemExit("usage: python compare_peers.py code-step|first-hit '<json arguments>'")
     try:
-        print(json.dumps(code_step(json.loads(argv[1]))))
+        print(json.dumps(modes[argv[0]](json.loads(argv[1]))))
     except Exception:
         traceback.print_exc()
         raise SystemExit(1) from None

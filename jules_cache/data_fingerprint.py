@@ -122,7 +122,58 @@ def _polars_to_arrow(df, polars) -> pa.Table:
             f"cannot fingerprint {shown}: this Polars type has no exact Arrow form; cast it "
             "(e.g. Int128 to Int64 or Decimal, Object to a plain type) or drop the column"
         )
-    return df.to_arrow()
+    columns = [_polars_column(df.to_series(i), polars) for i in range(df.width)]
+    return pa.Table.from_arrays(columns, names=df.columns)
+
+
+def _polars_column(series, polars) -> pa.ChunkedArray:
+    """Export one Polars column without copying its buffers.
+
+    ``DataFrame.to_arrow()`` copies every string (its default layout has no string views) and
+    remaps every categorical code to a per-chunk dictionary (~13 ms per 1M rows). Instead each
+    column goes through Polars' Arrow C stream (newest layout: string views, chunks kept), and a
+    Categorical/Enum column is rebuilt as a dictionary array over Polars' own physical codes and
+    its category list. The digest hashes logical values only, so it is the same either way.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, polars.Categorical | polars.Enum):
+        rebuilt = _polars_dictionary(series, polars)
+        if rebuilt is not None:
+            return rebuilt
+    return pa.chunked_array(series)
+
+
+_SPOT_CHECK_ROWS = 4096
+
+
+def _polars_dictionary(series, polars) -> pa.ChunkedArray | None:
+    """Return a Categorical/Enum column as dictionary chunks over its physical codes.
+
+    The dictionary is the full category list, indexed by physical code (Enum: its categories;
+    Categorical: ``Categories.to_series()``, documented as ordered by physical value). Unused
+    entries do not change the digest. The convention is checked, not assumed: the largest code
+    must index the list, and the first rows must decode to what Polars' own cast to String says.
+    Returns None (use the generic export) if either check fails.
+    """
+    enum = isinstance(series.dtype, polars.Enum)
+    categories = series.dtype.categories
+    values = categories if enum else categories.to_series()
+    dictionary = values.to_arrow().cast(pa.large_string())
+    physical = series.to_physical()
+    top = physical.max()
+    if top is not None and top >= len(dictionary):
+        return None
+    head = series.head(_SPOT_CHECK_ROWS)
+    decoded = dictionary.take(head.to_physical().to_arrow())
+    if not decoded.equals(head.cast(polars.String).to_arrow().cast(pa.large_string())):
+        return None
+    codes = pa.chunked_array(physical)
+    dict_type = pa.dictionary(codes.type, dictionary.type, ordered=enum)
+    chunks = [
+        pa.DictionaryArray.from_arrays(chunk, dictionary, ordered=enum, safe=False)
+        for chunk in codes.chunks
+    ]
+    return pa.chunked_array(chunks, dict_type)
 
 
 def holds_python_objects(dtype, polars) -> bool:
@@ -482,9 +533,9 @@ class _DictNode(_Node):
         if piece.null_count:
             valid = ~_null_mask(piece.indices)
             out = np.full(len(raw), -1, "<i4")
-            out[valid] = ranks[raw[valid]]
+            out[valid] = np.take(ranks, raw[valid])
             return out
-        return ranks[raw]
+        return np.take(ranks, raw)
 
 
 def _used_mask(piece: pa.DictionaryArray, size: int) -> np.ndarray | None:
