@@ -40,8 +40,11 @@ Each query then:
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -129,20 +132,23 @@ def _moment(value: Any, name: str) -> datetime | None:
 # -- the per-process session -----------------------------------------------------------------
 
 # The sandbox: applied when the instance starts, then locked (only ``search_path`` and
-# ``schema`` stay settable, and those are reset after every statement).
+# ``schema`` stay settable, and ``search_path`` is reset after every statement).
 SESSION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "enable_external_access": False,  # no file system at all: allowed_* stay empty
     "autoload_known_extensions": False,
     "autoinstall_known_extensions": False,
     "allow_community_extensions": False,
     "python_enable_replacements": False,  # no scans of Python variables by name
-    "lock_configuration": True,
 }
+# Then, on the connection: no progress bar (it prints to stdout, where `jules-cache sql`
+# writes its one JSON document), and the lock.
+_SESSION_SETUP = ("SET enable_progress_bar = false", "SET lock_configuration = true")
 
 
 @dataclass
 class _Session:
     con: duckdb.DuckDBPyConnection
+    spill: str  # the instance's private temp_directory
     views: dict[str, str] = field(default_factory=dict)  # view -> dataset serial / SELECT digest
     tables: dict[str, int] = field(default_factory=dict)  # manifest table copy -> generation
     cache: _Cache | None = None  # the last snapshot, reused while the manifest is unchanged
@@ -167,14 +173,14 @@ class _Session:
             return pa.table({}) if relation is None else relation.to_arrow_table()
         finally:
             try:
-                con.execute("ROLLBACK")
-                con.execute("RESET search_path")
+                con.execute("ROLLBACK; RESET search_path")
             except duckdb.Error:
                 self.close()
 
     def close(self) -> None:
         self.closed = True
         self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 _session_lock = threading.RLock()  # queries of one process run one at a time on the session
@@ -186,9 +192,21 @@ _ANALYSES_KEPT = 256
 def _get_session() -> _Session:
     global _session, _session_pid
     if _session is None or _session.closed or _session_pid != os.getpid():
-        _session = _Session(duckdb.connect(":memory:", config=SESSION_CONFIG))
+        # Spill files of a large query go to a private folder, not to ``.tmp`` in the cwd.
+        spill = tempfile.mkdtemp(prefix="jules_cache-sql-")
+        atexit.register(_remove_spill, spill, os.getpid())
+        config = {**SESSION_CONFIG, "temp_directory": spill}
+        con = duckdb.connect(":memory:", config=config)
+        for statement in _SESSION_SETUP:
+            con.execute(statement)
+        _session = _Session(con, spill)
         _session_pid = os.getpid()
     return _session
+
+
+def _remove_spill(folder: str, pid: int) -> None:
+    if os.getpid() == pid:  # not from a forked child that inherited the handler
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- the statement check -----------------------------------------------------------------------
@@ -574,8 +592,9 @@ def _feature_dataset(
 ) -> tuple[Any, str]:
     """The dataset of the files that can match, and a serial number naming it.
 
-    The whole feature's dataset is kept while the snapshot's rows are the same (building one
-    costs ~45 us per file); a pruned one is rebuilt per query, usually over a few files.
+    The whole feature's dataset is kept while the snapshot's rows are the same (building one,
+    footers included, costs ~0.1 ms per file); a pruned one is rebuilt per query, usually over
+    a few files.
     """
     meta = catalog.meta_column_names(rows)
     by_name = {alias: column for column, alias in meta.items() if column in PRUNABLE}
@@ -612,6 +631,12 @@ def _feature_dataset(
         filesystem=_FILESYSTEM,
         partitions=_partitions(kept, meta),
     )
+    if variant == "all":  # kept while the manifest is unchanged: parse its footers once
+        try:
+            for fragment in dataset.get_fragments():
+                fragment.ensure_complete_metadata()
+        except (OSError, pa.ArrowException) as exc:
+            raise FileNotFoundError(f"cannot read a result file of {name}: {exc}") from exc
     serial = f"dataset {next(_serials)}"
     session.datasets[(name, variant)] = (rows if variant == "all" else None, key, dataset, serial)
     return dataset, serial
@@ -719,10 +744,11 @@ def run(
                     continue
                 raise QueryError(f"{exc}; the cache changed during the query, retry it") from exc
             except duckdb.PermissionException as exc:
-                raise QueryError(
-                    f"{exc}\nfile access is refused: the SQL session has no file access and "
-                    "reads the cache only through its views and tables; query those"
-                ) from exc
+                note = (
+                    "file access is refused: the SQL session has no file access and reads the "
+                    "cache only through its views and tables"
+                )
+                raise _query_error(exc, manifest, layout, session, snapshot, note) from exc
             except duckdb.Error as exc:
                 raise _query_error(exc, manifest, layout, session, snapshot) from exc
     raise AssertionError("unreachable")  # pragma: no cover
@@ -746,12 +772,14 @@ def _query_error(
     layout: Layout,
     session: _Session,
     snapshot: _Snapshot | None = None,
+    note: str | None = None,
 ) -> QueryError:
-    """DuckDB's message, plus the list of tables and views a query can use."""
+    """DuckDB's message (and ``note``), plus the list of tables and views a query can use."""
     if snapshot is None:
         try:
             snapshot = _snapshot(manifest, layout, frozenset(), session)
         except Exception:  # the listing is a courtesy; the original error matters
-            return QueryError(str(exc))
+            return QueryError(str(exc) if note is None else f"{exc}\n{note}")
     names = available_names(snapshot.names.values(), snapshot.manifest_tables)
-    return QueryError(f"{exc}\navailable tables and views: {', '.join(names)}")
+    message = str(exc) if note is None else f"{exc}\n{note}"
+    return QueryError(f"{message}\navailable tables and views: {', '.join(names)}")
