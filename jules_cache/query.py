@@ -65,6 +65,7 @@ from .catalog import FileRow
 from .errors import InvalidInput, QueryError
 from .layout import Layout
 from .manifest import Manifest
+from .result_files import METADATA_KEY
 
 PRUNABLE = ("symbol", "key", "code_version", "code_fingerprint")
 _SQL_FILE = "catalog.sql"
@@ -631,15 +632,32 @@ def _feature_dataset(
         filesystem=_FILESYSTEM,
         partitions=_partitions(kept, meta),
     )
-    if variant == "all":  # kept while the manifest is unchanged: parse its footers once
-        try:
-            for fragment in dataset.get_fragments():
-                fragment.ensure_complete_metadata()
-        except (OSError, pa.ArrowException) as exc:
-            raise FileNotFoundError(f"cannot read a result file of {name}: {exc}") from exc
+    _check_identities(dataset, kept)  # the whole feature's: once while the manifest is unchanged
     serial = f"dataset {next(_serials)}"
     session.datasets[(name, variant)] = (rows if variant == "all" else None, key, dataset, serial)
     return dataset, serial
+
+
+def _check_identities(dataset: Any, rows: Sequence[FileRow]) -> None:
+    """Parse each file's footer and check the key in its own metadata, as a hit does: a file
+    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
+    never read as this entry's data."""
+    for fragment, row in zip(dataset.get_fragments(), rows, strict=True):
+        try:
+            fragment.ensure_complete_metadata()
+        except (OSError, pa.ArrowException) as exc:
+            raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+        raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
+        try:
+            found = json.loads(raw)["key"] if raw is not None else None
+        except (ValueError, TypeError, KeyError):
+            found = None
+        if found != row.key:
+            raise QueryError(
+                f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
+                "(copied or renamed over it?); run `jules-cache check --fix`, which "
+                "quarantines it, then retry"
+            )
 
 
 def _partitions(rows: Sequence[FileRow], meta: dict[str, str]) -> list[pc.Expression]:
