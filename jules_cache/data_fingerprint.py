@@ -328,15 +328,40 @@ def _values_view(arr: pa.Array, width: int) -> memoryview:
 
 def _values_np(arr: pa.Array) -> np.ndarray:
     """Return the raw values of a primitive integer array as NumPy (incl. slots under nulls)."""
-    dtype = np.dtype(arr.type.to_pandas_dtype())
+    # Not ``arr.type.to_pandas_dtype()``: that imports pandas (~300 ms) on a hit.
+    kind = "i" if pa.types.is_signed_integer(arr.type) else "u"
+    dtype = np.dtype(f"<{kind}{arr.type.bit_width // 8}")
     buf = arr.buffers()[1]
     if buf is None:
         return np.empty(0, dtype)
     return np.frombuffer(buf, dtype=dtype, count=arr.offset + len(arr))[arr.offset :]
 
 
+def _bits(buf: pa.Buffer, offset: int, length: int) -> np.ndarray:
+    """Unpack ``length`` bits of an Arrow bitmap starting at bit ``offset`` (one bool each)."""
+    first, end = offset // 8, (offset + length + 7) // 8
+    packed = np.frombuffer(buf, np.uint8, count=end - first, offset=first)
+    shift = offset - first * 8
+    return np.unpackbits(packed, bitorder="little")[shift : shift + length].view(bool)
+
+
 def _null_mask(arr: pa.Array) -> np.ndarray:
-    return np.asarray(arr.is_null())
+    """Which rows are null, decoded from the validity bitmap (buffer 0 of every type here).
+
+    Not ``arr.is_null().to_numpy()``: pyarrow converts through its pandas bridge, which imports
+    pandas (~300 ms) in a process serving a hit.
+    """
+    if not arr.null_count:
+        return np.zeros(len(arr), bool)
+    return ~_bits(arr.buffers()[0], arr.offset, len(arr))
+
+
+def _int_values(arr: pa.Array, dtype: str) -> np.ndarray:
+    """The values of an integer array without nulls as NumPy ``dtype`` (zero-copy if same)."""
+    width = arr.type.bit_width // 8
+    kind = "i" if pa.types.is_signed_integer(arr.type) else "u"
+    raw = np.frombuffer(arr.buffers()[1], f"<{kind}{width}", count=arr.offset + len(arr))
+    return raw[arr.offset :].astype(dtype, copy=False)
 
 
 def _canonical_values(arr: pa.Array) -> pa.Array:
@@ -399,7 +424,8 @@ class _FixedNode(_Node):
 
 class _BoolNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
-        self.values.update(arr.to_numpy(zero_copy_only=False).view(np.uint8))
+        if len(arr):
+            self.values.update(_bits(arr.buffers()[1], arr.offset, len(arr)).view(np.uint8))
 
 
 class _VarBinaryNode(_Node):
@@ -449,7 +475,8 @@ class _ListNode(_Node):
             entries = pa.struct([("key", arr.type.key_type), ("value", arr.type.item_type)])
             arr = arr.cast(pa.list_(entries))
         if not self.fixed:
-            self.values.update(pc.list_value_length(arr).to_numpy().astype("<i8"))
+            lengths = pc.list_value_length(arr)  # no nulls: only valid rows are fed here
+            self.values.update(_int_values(lengths, "<i8") if len(arr) else b"")
         self.child.feed(arr.flatten())
 
     def children(self) -> list[_Node]:
@@ -514,9 +541,9 @@ class _DictNode(_Node):
         for piece in self.pieces:
             dictionary = _canonical_values(piece.dictionary)
             mask = _used_mask(piece, len(dictionary))
-            used.append(dictionary if mask is None else dictionary.filter(pa.array(mask)))
-        value_type = _canonical_values(pa.array([], self.dtype.value_type)).type
-        values = pa.concat_arrays(used) if used else pa.array([], value_type)
+            used.append(dictionary if mask is None else dictionary.take(_arrow_positions(mask)))
+        value_type = _canonical_values(pa.nulls(0, self.dtype.value_type)).type
+        values = pa.concat_arrays(used) if used else pa.nulls(0, value_type)
         values = pc.drop_null(pc.unique(values))
         return values.take(pc.sort_indices(values))
 
@@ -527,8 +554,10 @@ class _DictNode(_Node):
         if not piece.null_count and dictionary.equals(distinct):
             raw = _values_np(indices)  # identity mapping: the indices are the ranks
             return raw if raw.dtype.itemsize == 4 else raw.astype("<i4")
-        ranks = pc.index_in(dictionary, value_set=distinct).fill_null(-1)
-        ranks = ranks.to_numpy().astype("<i4")
+        found = pc.index_in(dictionary, value_set=distinct)  # null: an unused entry
+        ranks = np.full(len(found), -1, "<i4")
+        present = ~_null_mask(found)
+        ranks[present] = _values_np(found)[present]
         raw = _values_np(indices)
         if piece.null_count:
             valid = ~_null_mask(piece.indices)
@@ -536,6 +565,16 @@ class _DictNode(_Node):
             out[valid] = np.take(ranks, raw[valid])
             return out
         return np.take(ranks, raw)
+
+
+def _arrow_positions(mask: np.ndarray) -> pa.Array:
+    """The positions where ``mask`` is true, as an Arrow int64 array.
+
+    Built from the NumPy buffer directly: ``pa.array(ndarray)`` imports pandas (~300 ms in a
+    process that has not loaded it), which a hit must not pay.
+    """
+    positions = np.flatnonzero(mask).astype("<i8")
+    return pa.Array.from_buffers(pa.int64(), len(positions), [None, pa.py_buffer(positions)])
 
 
 def _used_mask(piece: pa.DictionaryArray, size: int) -> np.ndarray | None:
