@@ -54,6 +54,7 @@ import pyarrow.parquet as pq
 
 from . import rootfs, sqlfiles
 from .catalog import FileRow, link_problems, refresh_views, view_published
+from .durations import CHECK_GRACE_SECONDS
 from .errors import InvalidInput, JulesCacheError
 from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
@@ -63,7 +64,7 @@ from .removal import discard_files, drop_rows, quarantine_file
 from .result_files import METADATA_KEY, READ_ERRORS, describe_result, entry_row, verify_result
 
 Progress = Callable[[int, int], None]  # (done, total)
-DEFAULT_GRACE_SECONDS = 3600.0
+DEFAULT_GRACE_SECONDS = CHECK_GRACE_SECONDS  # defined where FeatureStore.check can see it cheaply
 
 MISSING_FILE = "missing_file"
 ORPHAN_FILE = "orphan_file"

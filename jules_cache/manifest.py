@@ -5,6 +5,10 @@ and ``connect()`` costs ~40 ms. So each process keeps ONE in-memory DuckDB insta
 operation, takes our ``flock`` on ``manifest.lock``, ATTACHes the file, works in an explicit
 transaction, and DETACHes (which also releases DuckDB's own file lock). Writers take the lock
 exclusively; readers share it and attach read-only. Nothing holds the manifest across a compute.
+
+DuckDB is imported on first use (~65 ms), and an existing, healthy-looking manifest is migrated on
+first use too: a cache hit never touches the manifest, so a new process serving hits needs no
+DuckDB at all.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from . import sqlfiles
 from .errors import ManifestError
 from .layout import Layout
 from .locks import file_lock
 
+if TYPE_CHECKING:
+    import duckdb
+
 ALIAS = "manifest"
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
 _guard = threading.RLock()  # one attach at a time per process: the connection is shared
 _connection: duckdb.DuckDBPyConnection | None = None
@@ -34,6 +40,8 @@ def _process_connection() -> duckdb.DuckDBPyConnection:
     """The process's in-memory DuckDB, created on first use (and again after a fork)."""
     global _connection, _connection_pid
     if _connection is None or _connection_pid != os.getpid():
+        import duckdb
+
         _connection = duckdb.connect(":memory:")
         _connection_pid = os.getpid()
     return _connection
@@ -50,6 +58,26 @@ class Manifest:
     def __init__(self, layout: Layout, lock_timeout: float):
         self.layout = layout
         self.lock_timeout = lock_timeout
+        self._current = False  # migrated by this object (or found to need it on first use)
+
+    def open(self) -> None:
+        """Make the manifest usable: create or migrate it now, or on first use if it looks sound.
+
+        A missing, empty or foreign file is handled now, exactly as ``migrate`` does (created
+        for a root without results, else ``ManifestError`` with the fix). A file that starts
+        like a DuckDB database is migrated by the first ``read``/``write``: hits never get there.
+        """
+        try:
+            with open(self.layout.manifest, "rb") as handle:
+                sound = handle.read(12)[8:12] == DUCKDB_MAGIC
+        except FileNotFoundError:
+            sound = False
+        if not sound:
+            self.migrate()
+
+    def _ensure_current(self) -> None:
+        if not self._current:
+            self.migrate()
 
     @contextlib.contextmanager
     def write(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -59,6 +87,7 @@ class Manifest:
         ``wait=False`` a busy lock raises ``LockTimeout`` at once.
         """
         timeout = self.lock_timeout if wait else 0.0
+        self._ensure_current()
         with (
             _guard,
             file_lock(self.layout.manifest_lock, timeout),
@@ -80,6 +109,7 @@ class Manifest:
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Attach the manifest read-only under the shared lock for the block."""
+        self._ensure_current()
         with (
             _guard,
             file_lock(self.layout.manifest_lock, self.lock_timeout, shared=True),
@@ -103,7 +133,7 @@ class Manifest:
         with (
             _guard,
             file_lock(self.layout.manifest_lock, self.lock_timeout),
-            self._attached(read_only=False, create=create or not self._has_results()) as con,
+            self._attached(read_only=False, create=create or self._may_create()) as con,
         ):
             self._run(con, statements["create_schema_version"])
             version = self._run(con, statements["current_version"]).fetchone()[0]
@@ -120,10 +150,15 @@ class Manifest:
                     con.execute("ROLLBACK")
                     raise
                 version = number
+        self._current = True
         return version
 
-    def _has_results(self) -> bool:
-        return any(self.layout.objects.glob("*/*.parquet"))
+    def _may_create(self) -> bool:
+        """A missing manifest may be created only in a root without results (an existing one
+        needs no scan of ``objects/``, which takes ~1 s per 100k files)."""
+        if self.layout.manifest.exists():
+            return False
+        return not any(self.layout.objects.glob("*/*.parquet"))
 
     def _rebuild_hint(self) -> str:
         return (
@@ -141,6 +176,8 @@ class Manifest:
             # ATTACH would silently create an empty database: say what happened instead.
             raise ManifestError(f"manifest {path} is missing (deleted?); {self._rebuild_hint()}")
         options = " (READ_ONLY)" if read_only else ""
+        import duckdb
+
         try:
             con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
         except duckdb.Error as exc:
@@ -158,6 +195,8 @@ class Manifest:
     def _run(
         self, con: duckdb.DuckDBPyConnection, sql: str, params: Any = None
     ) -> duckdb.DuckDBPyConnection:
+        import duckdb  # already loaded: a connection exists
+
         try:
             return con.execute(sql, params) if params is not None else con.execute(sql)
         except duckdb.Error as exc:

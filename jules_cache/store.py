@@ -24,19 +24,15 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import polars as pl
 
 from . import rootfs
-from .catalog import refresh_views, remove_link, view_published
-from .check import DEFAULT_GRACE_SECONDS, CheckReport, register_orphans, run_check
-from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
+from .durations import CHECK_GRACE_SECONDS as DEFAULT_GRACE_SECONDS
 from .errors import (
     CacheWriteWarning,
     InvalidInput,
@@ -48,14 +44,12 @@ from .errors import (
 )
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
-from .gc import GCOptions, GCReport, collect_garbage
 from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
 from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
 from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import CacheResult, Entry, FeatureStats, Stats
-from .removal import describe_failures, discard_files, drop_rows
 from .result_files import (
     READ_ERRORS,
     ResultInfo,
@@ -69,10 +63,25 @@ from .result_files import (
 from .verify import VerifyReport, find_stale_footer_entries
 from .version import __version__
 
+if TYPE_CHECKING:  # the manifest's modules (DuckDB, check, GC, views) load on first use:
+    import duckdb  # a hit needs none of them (``python -X importtime -c "import jules_cache"``)
+
+    from .check import CheckReport
+    from .gc import GCReport
+
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 
-# Errors that mean "the result could not be stored", as opposed to "the compute failed".
-_STORE_ERRORS = (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the result could not be stored", as opposed to "the compute failed".
+
+    Evaluated only when an exception reaches the handler, so DuckDB is imported only then.
+    """
+    import duckdb
+
+    return (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
+
+
 _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 _log = logging.getLogger("jules_cache")
@@ -181,7 +190,7 @@ class FeatureStore:
         self.time_column = time_column
         self.hit_flush_seconds = float(hit_flush_seconds)
         self.manifest = Manifest(self.layout, self.lock_timeout)
-        self.manifest.migrate()
+        self.manifest.open()
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_misses = 0
@@ -324,6 +333,8 @@ class FeatureStore:
             if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
                 return None  # cannot open it (permissions, fd limit): not evidence of damage
             _log.warning("cached file %s is damaged (%s); recomputing it", request.path, exc)
+            from .removal import discard_files, drop_rows
+
             try:  # the key's lock is held: no publish of this key can interleave
                 with self.manifest.write() as con:
                     drop_rows(self.manifest, con, [key])
@@ -331,7 +342,7 @@ class FeatureStore:
                     self.manifest.execute(con, "check.sql", "bump_counter", params)
                 with self.manifest.read() as con:
                     discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
-            except _STORE_ERRORS as error:  # the publish replaces the file anyway
+            except _store_errors() as error:  # the publish replaces the file anyway
                 _log.warning("could not quarantine %s: %s", request.path, error)
             return None
 
@@ -360,6 +371,8 @@ class FeatureStore:
             hits, self._pending_hits = self._pending_hits, {}
             misses, self._pending_misses = self._pending_misses, 0
             self._last_flush = time.monotonic()
+        from .check import register_orphans
+
         try:
             if hits:
                 # A hit on a file without a row (its rm or GC was killed before the unlink)
@@ -439,7 +452,7 @@ class FeatureStore:
                 frame = None if request.lazy else read_result(temp, request.key)
                 info = describe_result(temp, self.time_column)
                 self._publish(request, temp, info, compute_seconds)
-            except _STORE_ERRORS as exc:
+            except _store_errors() as exc:
                 if temp is not None:
                     self._remove(temp)
                 return request.result(self._unstored(result, request, exc), stored=False)
@@ -449,6 +462,8 @@ class FeatureStore:
         self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
         """Rename the temp file into place and insert its entry in one manifest transaction."""
+        from .catalog import remove_link, view_published
+
         now = utc_now()
         row = entry_row(
             self._file_metadata(request),
@@ -487,6 +502,8 @@ class FeatureStore:
     def _committed(self, key: str) -> bool:
         """Whether ``key`` has a row after a publish raised: a failure after the COMMIT (the
         checkpoint at detach) leaves the row committed, and then the file must stay."""
+        import duckdb
+
         try:
             with self.manifest.read() as con:
                 params = {"keys": [key]}
@@ -508,6 +525,8 @@ class FeatureStore:
         leftover row is rare: so it goes first, and only if the key is taken is the
         transaction (nothing else written in it yet) restarted to replace the row.
         """
+        import duckdb  # loaded already: ``con`` is a DuckDB connection
+
         try:
             self.manifest.execute(con, "entries.sql", "insert_entry", row)
         except ManifestError as exc:
@@ -537,7 +556,7 @@ class FeatureStore:
         try:
             with self.manifest.write(wait=False) as con:
                 self._bump(con, "store_failures")
-        except _STORE_ERRORS:
+        except _store_errors():
             pass  # the manifest may be what failed; the warning has told the caller
         return result.lazy() if request.lazy else result
 
@@ -672,6 +691,9 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
+        from .check import rebuild as _rebuild
+        from .check import run_check
+
         if rebuild:  # counts kept in memory go to the rebuilt manifest
             report = _rebuild(
                 self.layout,
@@ -720,6 +742,8 @@ class FeatureStore:
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
             return self._query_entries("match_entries", filters)
+        from .removal import describe_failures, discard_files, drop_rows
+
         with self.manifest.write() as con:
             cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
             columns = [d[0] for d in cursor.description]
@@ -814,6 +838,8 @@ class FeatureStore:
 
         Returns ``{feature: view name}``.
         """
+        from .catalog import refresh_views
+
         with self.manifest.write() as con:
             return refresh_views(con, self.layout)
 
@@ -837,6 +863,8 @@ class FeatureStore:
         lock files younger than this stay. ``dry_run`` deletes nothing and reports what would
         go. Raises ``LockTimeout`` if another GC is running, ``GCError`` if a step failed.
         """
+        from .gc import GCOptions, collect_garbage
+
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
         self.flush()  # this process's recent hits count as accesses
         report = collect_garbage(self.manifest, self.layout, options, progress=progress)
@@ -848,12 +876,14 @@ class FeatureStore:
         if self.auto_gc is None or time.monotonic() < self._next_auto_gc:
             return
         self._next_auto_gc = time.monotonic() + self.auto_gc
+        from .gc import GCOptions, collect_garbage
+
         try:
             options = GCOptions.build(limit=self.auto_gc_limit)
             collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc)
         except LockTimeout:
             pass  # another GC is running: nothing to do
-        except _STORE_ERRORS as exc:
+        except _store_errors() as exc:
             warnings.warn(
                 f"automatic GC of {self.root} failed: {exc}", CacheWriteWarning, stacklevel=4
             )
@@ -919,6 +949,8 @@ def _frame_bytes(data: Any) -> int:
 @functools.cache
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that shaped a result file (recorded in every entry)."""
+    from importlib import metadata as importlib_metadata  # ~15 ms: only when publishing
+
     versions = {"jules_cache": __version__}
     for package in ("polars", "pyarrow", "duckdb"):
         try:
