@@ -186,6 +186,7 @@ def latency_case(
         if samples is not None:
             hit_s[kind] = samples
         recomputed[kind] = len(list(markers.iterdir())) - before
+    raw_read = raw_read_beside_hit(caches, func, symbol, data, configs[0], case.hits, failed)
     compute = median(plain_s)
     jules_hit = median(hit_s["jules_cache"]) if "jules_cache" in hit_s else None
     caches_report: dict[str, Any] = {}
@@ -215,7 +216,39 @@ def latency_case(
         "result_mb": value.estimated_size() / 1e6,
         "compute_ms": ms(compute),
         "compute_samples_ms": [ms(s) for s in plain_s],
+        "raw_read": raw_read,
         "caches": caches_report,
+    }
+
+
+def raw_read_beside_hit(
+    caches: dict[str, Any],
+    func: Callable,
+    symbol: str,
+    data: pl.DataFrame,
+    config: dict,
+    rounds: int,
+    failed: dict[str, str],
+) -> dict[str, Any] | None:
+    """The floor of a jules_cache hit: ``pl.read_parquet`` of the very file it serves.
+
+    Interleaved rounds (hit, then raw read of the same file), so the ratio is of one minute of
+    machine load. The hit verifies page checksums and the key; the raw read does neither.
+    """
+    if "jules_cache" in failed:
+        return None
+    store = caches["jules_cache"].store
+    path = store.fetch(symbol, data, config, func).path
+    hits: list[float] = []
+    reads: list[float] = []
+    for _ in range(max(rounds, 5)):
+        hits.append(clock(lambda: store.get_or_compute(symbol, data, config, func))[0])
+        reads.append(clock(lambda: pl.read_parquet(path))[0])
+    return {
+        "file_bytes": path.stat().st_size,
+        "jules_hit_ms": ms(median(hits)),
+        "read_parquet_ms": ms(median(reads)),
+        "hit_vs_read_parquet": median(hits) / median(reads),
     }
 
 
@@ -569,6 +602,32 @@ def bench_first_hit(
     return result
 
 
+def print_medium(document: dict[str, Any]) -> None:
+    """Print the medium case: hit, miss and compute per cache, and the raw-read floor."""
+    case = document["latency"]["medium"]
+    print(f"\n{case['description']}: {case['result_rows']:,} result rows")
+    print(f"  compute (no cache)  {case['compute_ms']:8.1f} ms")
+    for kind, entry in case["caches"].items():
+        if "error" in entry:
+            print(f"  {peers.LABELS[kind]:18}  error: {entry['error'][:100]}")
+            continue
+        print(
+            f"  {peers.LABELS[kind]:18}  hit {entry['hit_ms']:7.1f} ms   "
+            f"cold miss {entry['miss_ms']:7.1f} ms   "
+            f"miss/compute {entry['miss_ratio_vs_compute']:.2f}"
+        )
+    raw = case.get("raw_read")
+    if raw:
+        print(
+            f"  jules_cache hit {raw['jules_hit_ms']:.1f} ms vs pl.read_parquet of its file "
+            f"{raw['read_parquet_ms']:.1f} ms: {raw['hit_vs_read_parquet']:.2f}x"
+        )
+    jc = case["caches"].get("jules_cache", {})
+    jl = case["caches"].get("joblib", {})
+    if "miss_ms" in jc and "miss_ms" in jl:
+        print(f"  cold miss jules_cache / joblib: {jc['miss_ms'] / jl['miss_ms']:.2f}")
+
+
 def print_new_rows(document: dict[str, Any]) -> None:
     """Print the big-input and new-process rows with their ratios."""
     big = document.get("big_input")
@@ -658,8 +717,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("new-rows",),
-        help="run only the 10M-row cheap-feature hit and the new-process first hit",
+        choices=("new-rows", "medium"),
+        help="run only the new rows (10M-row cheap-feature hit, new-process first hit), or "
+        "only the medium case's latency (1M-row result at the default 5M ticks)",
     )
     parser.add_argument(
         "--big-rows", type=int, default=BIG_INPUT_ROWS, help="rows of the big-input row (10M)"
@@ -721,6 +781,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ]
     sections: dict[str, float] = {"generate": time.perf_counter() - started}
     mark = time.perf_counter()
+    if args.only == "medium":
+        print("1. hit latency and cold misses (medium case only)", flush=True)
+        latency = bench_latency([cases[1]], ticks, features, work)
+        return {
+            "environment": {
+                **machine(),
+                "command": "python " + shlex.join(["benchmarks/compare.py", *sys.argv[1:]]),
+                "versions": report.versions(),
+                "ticks": args.total_ticks,
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg(),
+            },
+            "latency": latency,
+        }
     print("5. first hit in a new process; hit on a 10M-row input", flush=True)
     first_hit = bench_first_hit(ticks_path, features_dir, basket, work, args.rounds)
     big_input = bench_big_input(features, work, args.big_rows, args.rounds)
@@ -798,6 +872,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="jules-compare-") as tmp:
             document = run(args, Path(tmp))
+    if args.only == "medium":
+        print_medium(document)
+        write_json(f"{args.output}-{args.only}", document)
+        return
     if args.only:
         print_new_rows(document)
         write_json(f"{args.output}-{args.only}", document)

@@ -15,8 +15,7 @@ except ImportError as _exc:
         "module), which Windows does not have. On Windows, run it under WSL2."
     ) from _exc
 
-from typing import TYPE_CHECKING
-
+from .check import CheckReport
 from .errors import (
     CacheWriteWarning,
     CorruptEntry,
@@ -32,30 +31,11 @@ from .errors import (
     UnsafePath,
 )
 from .explain import Explanation
+from .gc import GCReport
 from .models import CacheResult, Entry, FeatureStats, Stats
 from .store import FeatureStore
 from .verify import VerifyReport
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .check import CheckReport
-    from .gc import GCReport
-
-# Reports of maintenance commands load their modules (DuckDB, views) only when asked for:
-# ``import jules_cache`` is what every process serving hits pays.
-_LAZY = {"CheckReport": "check", "GCReport": "gc"}
-
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'jules_cache' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
 
 __all__ = [
     "CacheResult",

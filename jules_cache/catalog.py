@@ -35,13 +35,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import xxhash
 
 from . import rootfs, sqlfiles
 from .layout import KEY_PATTERN, RESULT_SUFFIX, Layout
+
+if TYPE_CHECKING:  # callers pass connections: ``import jules_cache`` (and a hit) loads no DuckDB
+    import duckdb
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CATALOG_VIEW = "feature_views"
@@ -402,6 +404,8 @@ def _build_feature(
     schemas = {row.result_schema for row in rows}
     meta = meta_column_names(rows)
     select = _view_select(folder, meta, union=len(schemas) > 1)
+    import duckdb  # loaded already: ``con`` is a DuckDB connection
+
     try:
         probe.execute(f"DESCRIBE {select}")  # outside the caller's transaction
     except duckdb.Error as exc:

@@ -38,9 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from . import rootfs, sqlfiles
 from .durations import parse_duration
@@ -50,6 +48,9 @@ from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import _ToDict
 from .removal import discard_files, drop_rows
+
+if TYPE_CHECKING:  # imported where GC plans: ``import jules_cache`` (and a hit) loads no DuckDB
+    import duckdb
 
 REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_lock")
 ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
@@ -324,6 +325,8 @@ class _Run:
             "max_bytes": self.options.max_size,
             "stale_before": datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds),
         }
+        import duckdb
+
         # No DuckDB progress bar: it would write into `--json` output on stdout.
         con = duckdb.connect(":memory:")
         try:

@@ -23,15 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from . import rootfs
 from .catalog import link_path, unlink_links, views_deleted
 from .errors import JulesCacheError
 from .layout import Layout
 from .manifest import Manifest
+
+if TYPE_CHECKING:
+    import duckdb
 
 _SQL = "removal.sql"
 

@@ -52,8 +52,13 @@ def write_result(
     metadata: dict[str, Any],
     compression: str,
     on_partial: Callable[[], None] | None = None,
-) -> None:
+) -> pl.DataFrame | None:
     """Write ``result`` to ``path`` with the entry metadata and page checksums, then fsync it.
+
+    Returns, for a DataFrame result, the frame a hit will read: the Arrow table the writer
+    wrote, converted as ``read_result`` converts what it reads (every dtype was checked to
+    round-trip by ``unstorable_columns``, and Parquet keeps values bit for bit), so a miss
+    need not read its file back. Returns None for a LazyFrame result (streamed, never whole).
 
     Raises ``StoreError`` before anything is written if a column would not read back with
     the same dtype (see ``unstorable_columns``), and for a write Parquet refuses.
@@ -72,12 +77,15 @@ def write_result(
     codec = "none" if compression == "uncompressed" else compression
     frames = [result] if isinstance(result, pl.DataFrame) else result.collect_batches()
     try:
-        _write_frames(frames, result, path, kv, codec, on_partial)
+        written = _write_frames(frames, result, path, kv, codec, on_partial)
     except pa.ArrowException as exc:
         if isinstance(exc, OSError):  # disk full, permissions: already a store failure
             raise
         raise StoreError(f"Parquet refused the result: {exc}") from exc
     fsync_file(path)
+    if not isinstance(result, pl.DataFrame) or len(written) != 1:
+        return None
+    return _as_frame(written[0])
 
 
 # dtype -> why it does not round-trip (None: it does). Dtypes are few per process.
@@ -132,10 +140,13 @@ def _write_frames(
     kv: dict[str, str],
     codec: str,
     on_partial: Callable[[], None] | None,
-) -> None:
+) -> list[pa.Table]:
     """Stream frames (a LazyFrame's batches) into one file, in row groups of at least
-    ``_ROW_GROUP_ROWS`` rows: a result larger than memory is never collected whole."""
+    ``_ROW_GROUP_ROWS`` rows: a result larger than memory is never collected whole.
+
+    Returns the tables written when there was one (a DataFrame result), else an empty list."""
     writer: pq.ParquetWriter | None = None
+    tables: list[pa.Table] = []
     pending: list[pl.DataFrame] = []
     pending_rows = 0
     try:
@@ -143,17 +154,18 @@ def _write_frames(
             pending.append(batch)
             pending_rows += batch.height
             if pending_rows >= _ROW_GROUP_ROWS:
-                writer = _write_pending(writer, pending, path, kv, codec)
+                writer = _write_pending(writer, pending, path, kv, codec, tables)
                 pending, pending_rows = [], 0
         if pending or writer is None:
             if not pending:
                 pending = [pl.DataFrame(schema=result.collect_schema())]
-            writer = _write_pending(writer, pending, path, kv, codec)
+            writer = _write_pending(writer, pending, path, kv, codec, tables)
         if on_partial is not None:
             on_partial()
     finally:
         if writer is not None:
             writer.close()
+    return tables if len(tables) == 1 else []
 
 
 def _write_pending(
@@ -162,6 +174,7 @@ def _write_pending(
     path: Path | io.BytesIO,
     kv: dict[str, str],
     codec: str,
+    tables: list[pa.Table],
 ) -> pq.ParquetWriter:
     table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
     if writer is None:
@@ -172,7 +185,10 @@ def _write_pending(
             write_page_checksum=True,
             use_dictionary=_dictionary_columns(table.schema),
         )
-    writer.write_table(table.cast(writer.schema))
+    table = table.cast(writer.schema)
+    writer.write_table(table)
+    if len(tables) < 2:  # only a single-table write is returned: keep no more than that
+        tables.append(table)
     return writer
 
 
@@ -245,7 +261,16 @@ def entry_row(
 
 def describe_result(path: Path, time_column: str | None) -> ResultInfo:
     """Rows, size, schema and time range of a written file (reads only the time column)."""
-    scan = pl.scan_parquet(path)
+    return _describe(pl.scan_parquet(path), path, time_column)
+
+
+def describe_frame(frame: pl.DataFrame, path: Path, time_column: str | None) -> ResultInfo:
+    """``describe_result`` of the file at ``path`` from a frame equal to its content (no read):
+    the frame ``write_result`` or ``read_result`` returned for it."""
+    return _describe(frame.lazy(), path, time_column)
+
+
+def _describe(scan: pl.LazyFrame, path: Path, time_column: str | None) -> ResultInfo:
     schema = scan.collect_schema()
     column = time_column if time_column is not None else guess_time_column(schema)
     if column is not None and column not in schema:
@@ -313,7 +338,11 @@ def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame
     """
     parquet = pq.ParquetFile(path, page_checksum_verification=True)
     check_key(parquet, path, key)
-    table = parquet.read()
+    return _as_frame(parquet.read())
+
+
+def _as_frame(table: pa.Table) -> pl.DataFrame:
+    """The one conversion of result tables to Polars (hits, and misses via ``write_result``)."""
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

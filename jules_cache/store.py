@@ -53,6 +53,7 @@ from .models import CacheResult, Entry, FeatureStats, Stats
 from .result_files import (
     READ_ERRORS,
     ResultInfo,
+    describe_frame,
     describe_result,
     entry_row,
     fsync_dir,
@@ -437,7 +438,7 @@ class FeatureStore:
             temp: Path | None = None
             try:
                 temp = self.layout.new_temp_path(request.key)
-                write_result(
+                in_hand = write_result(
                     result,
                     temp,
                     self._file_metadata(request),
@@ -447,10 +448,17 @@ class FeatureStore:
                 _crash_point("fsynced")
                 # A LazyFrame was computed while it was sunk: its time includes the write.
                 compute_seconds = time.perf_counter() - compute_started
-                # Read back (checksums verified) so a miss returns what every hit will; a lazy
-                # result is scanned once it is in place (a scan verifies the file it names).
-                frame = None if request.lazy else read_result(temp, request.key)
-                info = describe_result(temp, self.time_column)
+                # A miss returns what every hit will: the table written, converted as a hit
+                # converts (see write_result), else the file read back (checksums verified).
+                # A lazy result is scanned once it is in place (a scan verifies the file).
+                frame = None
+                if not request.lazy:
+                    frame = in_hand if in_hand is not None else read_result(temp, request.key)
+                described = in_hand if in_hand is not None else frame
+                if described is None:
+                    info = describe_result(temp, self.time_column)
+                else:  # no second read of the file: rows, schema and time range are in hand
+                    info = describe_frame(described, temp, self.time_column)
                 self._publish(request, temp, info, compute_seconds)
             except _store_errors() as exc:
                 if temp is not None:
