@@ -554,6 +554,8 @@ class _DictNode(_Node):
         if not piece.null_count and dictionary.equals(distinct):
             raw = _values_np(indices)  # identity mapping: the indices are the ranks
             return raw if raw.dtype.itemsize == 4 else raw.astype("<i4")
+        if not piece.null_count and len(distinct) == 1:
+            return np.zeros(len(piece), "<i4")  # every row holds the one used value: rank 0
         found = pc.index_in(dictionary, value_set=distinct)  # null: an unused entry
         ranks = np.full(len(found), -1, "<i4")
         present = ~_null_mask(found)
@@ -585,13 +587,17 @@ def _used_mask(piece: pa.DictionaryArray, size: int) -> np.ndarray | None:
     if size == 0:
         return np.zeros(0, bool)
     # A prefix that already uses every entry proves the whole piece does (cheap common case).
-    for rows in (raw[:_PREFIX_ROWS], raw):
-        counts = np.bincount(rows.astype(np.intp, copy=False), minlength=size)
-        if counts.size > size:
-            raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
-        if counts.all():
-            return None
-    return counts > 0
+    prefix = np.bincount(raw[:_PREFIX_ROWS].astype(np.intp, copy=False), minlength=size)
+    if prefix.size == size and prefix.all():
+        return None
+    if len(raw) and raw.min() == raw.max() < size:  # one entry throughout (one symbol's ticks)
+        used = np.zeros(size, bool)
+        used[raw[0]] = True
+        return used
+    counts = np.bincount(raw.astype(np.intp, copy=False), minlength=size)
+    if counts.size > size:
+        raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
+    return None if counts.all() else counts > 0
 
 
 def _make_node(dtype: pa.DataType, where: str) -> _Node:
