@@ -67,10 +67,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 from jules_cache.errors import FingerprintError
+
+
+def _pc():
+    """``pyarrow.compute``, imported on first use (~80 ms): a hit on a frame of numbers and
+    categoricals (the usual tick frame) needs none of its kernels."""
+    import pyarrow.compute
+
+    return pyarrow.compute
+
 
 SCHEME = "xxh3_128:v1"
 LEAF_ROWS = 1 << 20  # part of the scheme: changing it changes every digest
@@ -158,15 +166,17 @@ def _polars_dictionary(series, polars) -> pa.ChunkedArray | None:
     enum = isinstance(series.dtype, polars.Enum)
     categories = series.dtype.categories
     values = categories if enum else categories.to_series()
-    dictionary = values.to_arrow().cast(pa.large_string())
     physical = series.to_physical()
     top = physical.max()
-    if top is not None and top >= len(dictionary):
+    if top is not None and top >= len(values):
         return None
     head = series.head(_SPOT_CHECK_ROWS)
-    decoded = dictionary.take(head.to_physical().to_arrow())
-    if not decoded.equals(head.cast(polars.String).to_arrow().cast(pa.large_string())):
+    decoded = values.gather(head.to_physical())
+    if not decoded.equals(head.cast(polars.String), check_names=False, null_equal=True):
         return None
+    dictionary = values.to_arrow()
+    if not pa.types.is_large_string(dictionary.type):
+        dictionary = dictionary.cast(pa.large_string())
     codes = pa.chunked_array(physical)
     dict_type = pa.dictionary(codes.type, dictionary.type, ordered=enum)
     chunks = [
@@ -368,6 +378,8 @@ def _canonical_values(arr: pa.Array) -> pa.Array:
     """Cast string/binary variants to one physical type so they can be compared and sorted."""
     t = pa.types
     if t.is_string(arr.type) or t.is_string_view(arr.type):
+        if _small_text(arr) and not arr.null_count:
+            return _large_text(arr.to_pylist())
         return arr.cast(pa.large_string())
     if t.is_binary(arr.type) or t.is_binary_view(arr.type):
         return arr.cast(pa.large_binary())
@@ -391,7 +403,7 @@ class _Node:
             positions = np.flatnonzero(_null_mask(arr)).astype("<i8") + self.rows
             self.nulls.update(positions)
             self.rows += len(arr)
-            self._feed_valid(pc.drop_null(arr))
+            self._feed_valid(_pc().drop_null(arr))
         else:
             self.rows += len(arr)
             self._feed_valid(arr)
@@ -475,7 +487,7 @@ class _ListNode(_Node):
             entries = pa.struct([("key", arr.type.key_type), ("value", arr.type.item_type)])
             arr = arr.cast(pa.list_(entries))
         if not self.fixed:
-            lengths = pc.list_value_length(arr)  # no nulls: only valid rows are fed here
+            lengths = _pc().list_value_length(arr)  # no nulls: only valid rows are fed here
             self.values.update(_int_values(lengths, "<i8") if len(arr) else b"")
         self.child.feed(arr.flatten())
 
@@ -537,6 +549,9 @@ class _DictNode(_Node):
         return node.digest()
 
     def _used_distinct_values(self) -> pa.Array:
+        if all(_small_text(piece.dictionary) for piece in self.pieces):
+            return _large_text(self._used_small_text())
+        pc = _pc()
         used = []
         for piece in self.pieces:
             dictionary = _canonical_values(piece.dictionary)
@@ -556,10 +571,15 @@ class _DictNode(_Node):
             return raw if raw.dtype.itemsize == 4 else raw.astype("<i4")
         if not piece.null_count and len(distinct) == 1:
             return np.zeros(len(piece), "<i4")  # every row holds the one used value: rank 0
-        found = pc.index_in(dictionary, value_set=distinct)  # null: an unused entry
-        ranks = np.full(len(found), -1, "<i4")
-        present = ~_null_mask(found)
-        ranks[present] = _values_np(found)[present]
+        if _small_text(dictionary) and _small_text(distinct):
+            rank = {value: i for i, value in enumerate(distinct.to_pylist())}
+            # -1: an unused entry (or a null one), as index_in's null gives below
+            ranks = np.array([rank.get(v, -1) for v in dictionary.to_pylist()], "<i4")
+        else:
+            found = _pc().index_in(dictionary, value_set=distinct)  # null: an unused entry
+            ranks = np.full(len(found), -1, "<i4")
+            present = ~_null_mask(found)
+            ranks[present] = _values_np(found)[present]
         raw = _values_np(indices)
         if piece.null_count:
             valid = ~_null_mask(piece.indices)
@@ -567,6 +587,42 @@ class _DictNode(_Node):
             out[valid] = np.take(ranks, raw[valid])
             return out
         return np.take(ranks, raw)
+
+    def _used_small_text(self) -> list[str]:
+        """The sorted distinct used values of small text dictionaries, without Arrow kernels.
+
+        Python orders ``str`` by code point, which is the byte order of their UTF-8 (what
+        Arrow's sort uses), so both routes give the same list.
+        """
+        values: set[str] = set()
+        for piece in self.pieces:
+            items = piece.dictionary.to_pylist()
+            mask = _used_mask(piece, len(items))
+            values.update(items if mask is None else (v for v, m in zip(items, mask) if m))
+        values.discard(None)  # type: ignore[arg-type]
+        return sorted(values)
+
+
+_SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
+
+
+def _small_text(arr: pa.Array) -> bool:
+    """Whether ``arr`` is a text array small enough to handle as Python strings."""
+    t = pa.types
+    text = t.is_string(arr.type) or t.is_large_string(arr.type) or t.is_string_view(arr.type)
+    return text and len(arr) <= _SMALL_DICTIONARY
+
+
+def _large_text(values: list[str]) -> pa.Array:
+    """A large_string array of ``values`` (no nulls), built from its buffers.
+
+    Not ``pa.array(values)``: that imports pandas (~300 ms) in a process serving a hit.
+    """
+    encoded = [value.encode() for value in values]
+    offsets = np.zeros(len(encoded) + 1, "<i8")
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))]
+    return pa.Array.from_buffers(pa.large_string(), len(encoded), buffers)
 
 
 def _arrow_positions(mask: np.ndarray) -> pa.Array:
