@@ -1,7 +1,8 @@
 """The ``jules-cache`` command: a thin click layer over ``FeatureStore``.
 
 Exit codes (mapped here, in one place): 0 done, 1 error, 2 usage error (click), 75 a lock
-was busy past its timeout — "try again later", as cron wrappers expect (EX_TEMPFAIL).
+(or the manifest, held open by another program) was busy past its timeout — "try again later",
+as cron wrappers expect (EX_TEMPFAIL).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from .errors import JulesCacheError, LockTimeout
+from .errors import JulesCacheError, LockTimeout, ManifestBusy
 from .formatting import human_age, human_bytes, table
 from .manifest import utc_now
 from .metrics import write_prometheus
@@ -37,7 +38,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except LockTimeout as exc:
+        except (LockTimeout, ManifestBusy) as exc:  # busy, not broken: retry later
             raise CliError(str(exc), EXIT_LOCK_BUSY) from exc
         except JulesCacheError as exc:
             raise CliError(str(exc), EXIT_ERROR) from exc

@@ -38,7 +38,7 @@ from .catalog import (
     view_published,
     views_deleted,
 )
-from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, run_check
+from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, recover, run_check
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
@@ -69,6 +69,9 @@ from .result_files import (
     scan_result,
     write_result,
 )
+from .sql_catalog import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS
+from .sql_catalog import build as build_catalog
+from .sql_catalog import refresh_quietly as refresh_catalog
 from .verify import VerifyReport, find_stale_footer_entries
 from .version import __version__
 
@@ -129,6 +132,15 @@ class FeatureStore:
             this writer runs a bounded GC step (at most ``auto_gc_limit`` deletions, default
             retention) if no GC started on this root within the interval. Never on import,
             in a destructor or at exit.
+        catalog_refresh_seconds: how stale ``<root>/catalog.duckdb`` (the file plain DuckDB
+            clients open) may get while this process writes: it is rebuilt after a write once
+            it is this old, and at once by ``flush()``, ``close()``, ``check`` and
+            ``refresh_views()``.
+        rebuild: rebuild the manifest from the result files before opening it (what
+            ``jules-cache check --rebuild`` does; for a manifest reported damaged).
+
+    A missing manifest, one whose creation never completed (a crash or a full disk), and a
+    rebuild interrupted midway are repaired here on their own (``check.recover``).
     """
 
     def __init__(
@@ -144,11 +156,14 @@ class FeatureStore:
         hit_flush_seconds: float = 30.0,
         auto_gc: float | None = None,
         auto_gc_limit: int = 1000,
+        catalog_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        rebuild: bool = False,
     ):
         for setting, number in (
             ("lock_timeout", lock_timeout),
             ("tick_data_threshold_mb", tick_data_threshold_mb),
             ("hit_flush_seconds", hit_flush_seconds),
+            ("catalog_refresh_seconds", catalog_refresh_seconds),
         ):  # a str or bool here would fail later with a confusing TypeError
             _require(
                 isinstance(number, numbers.Real) and not isinstance(number, bool),
@@ -166,6 +181,11 @@ class FeatureStore:
         )
         _require(hit_flush_seconds >= 0, f"hit_flush_seconds must be >= 0, not {hit_flush_seconds}")
         _require(
+            catalog_refresh_seconds >= 0,
+            f"catalog_refresh_seconds must be >= 0, not {catalog_refresh_seconds}",
+        )
+        _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
+        _require(
             fingerprint in ("content", "footer"),
             f"fingerprint must be 'content' or 'footer', not {fingerprint!r}",
         )
@@ -182,13 +202,23 @@ class FeatureStore:
         self.compression = compression
         self.time_column = time_column
         self.hit_flush_seconds = float(hit_flush_seconds)
+        self.catalog_refresh_seconds = float(catalog_refresh_seconds)
+        if rebuild:
+            _rebuild(self.layout, self.lock_timeout)
+        else:
+            recover(self.layout, self.lock_timeout)
         self.manifest = Manifest(self.layout, self.lock_timeout)
         self.manifest.migrate()
+        self.manifest.on_change = functools.partial(
+            refresh_catalog, self.manifest, self.catalog_refresh_seconds
+        )
+        self.manifest.on_change()  # a new root, or an upgrade from views in the manifest
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_misses = 0
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self._flush_failing = False  # warned about this failure episode already
         _require(auto_gc is None or auto_gc > 0, f"auto_gc must be None or > 0 s, not {auto_gc}")
         _require(auto_gc_limit >= 1, f"auto_gc_limit must be >= 1, not {auto_gc_limit}")
         self.auto_gc = auto_gc
@@ -342,6 +372,26 @@ class FeatureStore:
                     self._flush_pending(con)
             except LockTimeout:
                 pass  # busy: the next write or hit flushes them
+            except _STORE_ERRORS as exc:
+                # Missing, damaged, unwritable or held by another program: the hit is still
+                # correct, so it is served; the counts stay in memory for the next try, one
+                # flush interval later, not on every hit.
+                self._last_flush = time.monotonic()
+                self._warn_flush_failed(exc)
+            else:
+                self._flush_failing = False
+
+    def _warn_flush_failed(self, exc: BaseException) -> None:
+        """One ``CacheWriteWarning`` per failure episode (until a flush succeeds again)."""
+        if self._flush_failing:
+            return
+        self._flush_failing = True
+        warnings.warn(
+            f"jules_cache: could not record hits in the manifest of {self.root}: {exc}. Hits "
+            "are still served; the counts are kept in memory and written once it works again",
+            CacheWriteWarning,
+            stacklevel=4,
+        )
 
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.hit_flush_seconds
@@ -380,12 +430,24 @@ class FeatureStore:
             raise
 
     def flush(self) -> None:
-        """Write the hits and misses counted in memory to the manifest now."""
+        """Write the hits and misses counted in memory to the manifest now, and bring
+        ``catalog.duckdb`` up to date if the manifest changed since it was built."""
+        self._flush_counts()
+        refresh_catalog(self.manifest, 0.0, wait=True)
+
+    def _flush_counts(self) -> None:
         with self._pending_lock:
             if not self._pending_hits and not self._pending_misses:
                 return
-        with self.manifest.write() as con:
-            self._flush_pending(con)
+        self.manifest.on_change = None  # the caller refreshes the catalog (or need not)
+        try:
+            with self.manifest.write() as con:
+                self._flush_pending(con)
+        finally:
+            self.manifest.on_change = functools.partial(
+                refresh_catalog, self.manifest, self.catalog_refresh_seconds
+            )
+        self._flush_failing = False
 
     # -- misses --------------------------------------------------------------------------------
 
@@ -628,8 +690,8 @@ class FeatureStore:
             )
             self.flush()
             return report
-        self.flush()
-        return run_check(
+        self._flush_counts()
+        report = run_check(
             self.layout,
             self.manifest,
             fix=fix,
@@ -637,6 +699,9 @@ class FeatureStore:
             grace_seconds=grace_seconds,
             progress=progress,
         )
+        if fix:
+            refresh_catalog(self.manifest, 0.0, wait=True)
+        return report
 
     def remove(
         self,
@@ -751,12 +816,16 @@ class FeatureStore:
         return run(self.manifest, self.layout, query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
-        """Rebuild the feature views stored in manifest.duckdb (e.g. after moving the root).
+        """Relink every feature's folder and rebuild ``catalog.duckdb`` now.
 
-        Returns ``{feature: view name}``.
+        For a moved root (the stored views hold absolute paths) or to see the latest results
+        from a plain DuckDB session at once. Returns ``{feature: view name}``.
         """
         with self.manifest.write() as con:
-            return refresh_views(con, self.layout)
+            names = refresh_views(con, self.layout)
+        with file_lock(self.layout.root / CATALOG_LOCK_NAME, self.lock_timeout):
+            build_catalog(self.manifest)
+        return names
 
     # -- garbage collection --------------------------------------------------------------------
 

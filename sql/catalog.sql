@@ -47,3 +47,9 @@ SELECT table_name
 FROM duckdb_tables()
 WHERE database_name = current_database() AND schema_name = 'main'
 ORDER BY table_name;
+
+-- name: stored_views
+-- Views an earlier version stored in the manifest itself (they now live in catalog.duckdb).
+SELECT schema_name, view_name
+FROM duckdb_views()
+WHERE database_name = current_database() AND NOT internal;
