@@ -171,6 +171,7 @@ class Manifest:
             try:
                 creating = Manifest(self.layout, self.lock_timeout, path=new, locked=True)
                 with creating._attached(read_only=False, create=True, deadline=deadline) as con:
+                    _crash_point("manifest-creating")
                     version = self._migrate(con, statements, migrations)
                     self._run(con, f"CHECKPOINT {ALIAS}")
                 os.replace(new, self.path)
@@ -191,7 +192,8 @@ class Manifest:
         migrations: list[tuple[int, str]],
     ) -> int:
         self._run(con, statements["create_schema_version"])
-        version = int(self._run(con, statements["current_version"]).fetchone()[0])
+        row = self._run(con, statements["current_version"]).fetchone()
+        version = int(row[0]) if row else 0
         for number, sql in migrations:
             if number <= version:
                 continue
@@ -305,6 +307,12 @@ class Manifest:
     ) -> duckdb.DuckDBPyConnection:
         """Run the named statement ``sql/<filename>:<name>`` on an attached manifest."""
         return self._run(con, sqlfiles.statement(filename, name), params)
+
+
+def _crash_point(stage: str) -> None:
+    from .store import _crash_point as crash  # the tests' fault-injection hook
+
+    crash(stage)
 
 
 def _quoted(identifier: str) -> str:

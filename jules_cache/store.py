@@ -889,7 +889,11 @@ def _crash_point(stage: str) -> None:
     Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp
     file half written, no footer), ``fsynced`` (temp complete, not published), ``renamed``
     (file in objects/, row not inserted), ``commit`` (row inserted, transaction not committed).
-    Never set it outside tests.
+    Of a manifest's creation: ``manifest-creating`` (temp file attached, no tables). Of a
+    rebuild (``check --rebuild`` or ``FeatureStore()`` recovering): ``rebuild-started`` (new
+    manifest created under a temp name, nothing registered), ``rebuild-registered`` (every file
+    registered, not yet renamed), ``rebuild-moved-aside`` (old manifest moved aside, the new
+    one not yet in place). Never set it outside tests.
     """
     if os.environ.get(CRASH_ENV) == stage:
         os.kill(os.getpid(), signal.SIGKILL)
