@@ -6,10 +6,10 @@ hit flush, GC and check. The catalog file is a COPY for SQL clients: the manifes
 (``entries``, ``counters``, ``gc_runs``, ...), ``feature_views`` and one view per feature over
 its folder of hard links (``views/<digest>/*.parquet``, joined to the copied ``entries``).
 
-It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over the old one
-(``os.replace``), never opened read-write in place: a client holding the old file keeps a
-consistent snapshot for as long as it likes, blocks nobody, and a new connection sees the new
-file. Its rows are a snapshot; the views read the link folders live, so a result deleted since
+It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
+the old one (``os.replace``), never opened read-write in place: a client holding the old file
+keeps a consistent snapshot for as long as it likes, blocks nobody, and a new connection sees
+the new file. Its rows are a snapshot; the views read the link folders live, so a result deleted since
 disappears from them and one published since appears once the catalog is rebuilt.
 
 When: after a committed manifest write, by the process that wrote, OUTSIDE the manifest lock

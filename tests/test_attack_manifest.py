@@ -19,7 +19,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import FeatureStore
-from jules_cache.catalog import CatalogWarning, link_folder
+from jules_cache.catalog import CatalogWarning
 from jules_cache.errors import CacheWriteWarning, ManifestBusy, ManifestError
 
 pytestmark = pytest.mark.attack
