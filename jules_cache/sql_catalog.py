@@ -9,8 +9,9 @@ its folder of hard links (``views/<digest>/*.parquet``, joined to the copied ``e
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
 keeps a consistent snapshot for as long as it likes, blocks nobody, and a new connection sees
-the new file. Its rows are a snapshot; the views read the link folders live, so a result deleted since
-disappears from them and one published since appears once the catalog is rebuilt.
+the new file. Its rows are a snapshot; the views read the link folders live, so a result
+deleted since disappears from them and one published since appears once the catalog is
+rebuilt.
 
 When: after a committed manifest write, by the process that wrote, OUTSIDE the manifest lock
 (``duckdb`` work of ~10–100 ms must not lengthen a ~13 ms publish), only if the manifest changed
