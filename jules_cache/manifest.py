@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import threading
@@ -38,6 +39,7 @@ from .layout import Layout
 from .locks import file_lock
 
 ALIAS = "manifest"
+_log = logging.getLogger("jules_cache")
 
 _guard = threading.RLock()  # one attach at a time per process: the connection is shared
 _connection: duckdb.DuckDBPyConnection | None = None
@@ -130,12 +132,17 @@ class Manifest:
         con.execute("BEGIN TRANSACTION")
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Attach the manifest read-only under the shared lock for the block."""
-        deadline = time.monotonic() + self.lock_timeout
+    def read(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Attach the manifest read-only under the shared lock for the block.
+
+        With ``wait=False`` a busy lock raises ``LockTimeout`` (a busy file ``ManifestBusy``)
+        at once.
+        """
+        timeout = self.lock_timeout if wait else 0.0
+        deadline = time.monotonic() + timeout
         with (
             _guard,
-            self._lock(self.lock_timeout, shared=True),
+            self._lock(timeout, shared=True),
             self._attached(read_only=True, deadline=deadline) as con,
         ):
             yield con
@@ -277,6 +284,7 @@ class Manifest:
             # DuckDB opens a read-only or immutable file without complaint and fails later.
             raise self.diagnose(PermissionError(errno.EACCES, "Permission denied", path))
         options = " (READ_ONLY)" if read_only else ""
+        waiting = False
         while True:
             try:
                 con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
@@ -284,6 +292,9 @@ class Manifest:
             except duckdb.Error as exc:
                 error = self.diagnose(exc)
                 if isinstance(error, ManifestBusy) and time.monotonic() < deadline:
+                    if not waiting:  # say why this call seems to hang
+                        _log.warning("%s; waiting up to %.0f s", error, self.lock_timeout)
+                        waiting = True
                     time.sleep(_BUSY_POLL)  # an external session: wait for it like for a lock
                     continue
                 raise error from exc

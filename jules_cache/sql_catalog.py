@@ -99,7 +99,7 @@ def refresh(manifest: Manifest, *, min_age: float = 0.0, wait: bool = False) -> 
         with file_lock(layout.root / CATALOG_LOCK_NAME, timeout):
             if not is_stale(layout, min_age):
                 return False  # another process built it while we waited
-            build(manifest)
+            build(manifest, wait=wait)
     except LockTimeout:
         if wait:
             raise
@@ -114,15 +114,18 @@ def refresh_quietly(manifest: Manifest, min_age: float, *, wait: bool = False) -
     """
     try:
         refresh(manifest, min_age=min_age, wait=wait)
+    except LockTimeout:
+        pass  # the manifest is in use: whoever writes next refreshes the catalog
     except (JulesCacheError, duckdb.Error, OSError) as exc:
         _warn_once(manifest.layout, "", f"the SQL catalog file could not be rebuilt: {exc}")
 
 
-def build(manifest: Manifest) -> dict[str, str]:
+def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
     """Write a new catalog file from the manifest and rename it into place.
 
     Call it holding ``catalog.lock``. The tables are copied under the shared manifest lock;
-    the views are bound after it is released (binding reads a footer per feature). A view
+    the views are bound after it is released (binding reads a footer per feature); without
+    ``wait`` a manifest in use raises ``LockTimeout`` instead of waiting for it. A view
     that cannot be bound is left out with one ``CatalogWarning`` per feature and cause (also
     across processes: the causes are kept in the catalog). Returns ``{feature: view name}``.
     """
@@ -131,16 +134,17 @@ def build(manifest: Manifest) -> dict[str, str]:
     target = catalog_path(layout)
     # Next to its target (same file system, and no dependence on tmp/ being usable).
     new = target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    previous = _previous_problems(target)
     statements = sqlfiles.load("catalog.sql")
     problems: list[tuple[str, str]] = []
     try:
         with _guard:
             con = _process_connection()
-            con.execute(f"ATTACH ? AS {_ALIAS}", [str(new)])
+            attached = False
             try:
-                with manifest.read() as mcon:
+                with manifest.read(wait=wait) as mcon:  # first: a busy manifest costs nothing
                     source_mtime = os.stat(manifest.path).st_mtime_ns
+                    mcon.execute(f"ATTACH ? AS {_ALIAS}", [str(new)])
+                    attached = True
                     for (table,) in mcon.execute(statements["manifest_tables"]).fetchall():
                         name = check_identifier(table)
                         mcon.execute(
@@ -163,7 +167,9 @@ def build(manifest: Manifest) -> dict[str, str]:
                     con.execute("USE memory")
                 con.execute(f"CHECKPOINT {_ALIAS}")
             finally:
-                con.execute(f"DETACH {_ALIAS}")
+                if attached:
+                    con.execute(f"DETACH {_ALIAS}")
+        previous = _previous_problems(target)  # warned about by whoever built that one
         os.utime(new, ns=(source_mtime, source_mtime))
         os.replace(new, target)
     finally:
