@@ -172,6 +172,9 @@ def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
         previous = _previous_problems(target)  # warned about by whoever built that one
         os.utime(new, ns=(source_mtime, source_mtime))
         os.replace(new, target)
+        # Only a client that opened the catalog read-WRITE leaves a log at this name; it
+        # belongs to the file just replaced and must never be replayed onto the new one.
+        target.with_name(target.name + ".wal").unlink(missing_ok=True)
     finally:
         for leftover in (new, new.with_name(new.name + ".wal")):
             leftover.unlink(missing_ok=True)

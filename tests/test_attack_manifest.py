@@ -133,6 +133,37 @@ def test_a_session_held_on_the_catalog_blocks_no_publish_hit_gc_or_check(root, t
         session.close()
 
 
+def test_even_a_read_write_session_on_the_catalog_blocks_nothing(root, ticks):
+    """A client that forgets read_only=True (and writes) still cannot stop the cache."""
+    from jules_cache.synthetic import ticks_for
+
+    fill(root, ticks, SYMBOLS[:1])
+    script = (
+        "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+        "c.execute('CREATE TABLE mine AS SELECT 1 AS x'); print('open', flush=True); "
+        "sys.stdin.readline()"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(root / "catalog.duckdb")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        with FeatureStore(root, lock_timeout=5) as store:
+            data = ticks_for(ticks, "MSFT")
+            assert not store.fetch("MSFT", data, {"freq": "5m"}, bar_count, name="bars").hit
+            store.refresh_views()
+    finally:
+        writer.communicate("\n", timeout=30)
+    session = Session(root / "catalog.duckdb")
+    try:
+        assert session.query("SELECT count(DISTINCT symbol) FROM bars") == [[2]]
+    finally:
+        session.close()
+
+
 def test_a_session_held_on_the_manifest_is_reported_busy_naming_it(root, ticks):
     cached = fill(root, ticks, SYMBOLS[:1])
     session = Session(root / "manifest.duckdb")
