@@ -14,6 +14,7 @@ from .errors import (
     LockTimeout,
     ManifestError,
     StoreError,
+    UnsafePath,
 )
 from .models import CacheResult, Entry, FeatureStats, Stats
 from .store import FeatureStore
@@ -33,5 +34,6 @@ __all__ = [
     "ManifestError",
     "Stats",
     "StoreError",
+    "UnsafePath",
     "__version__",
 ]

@@ -35,12 +35,10 @@ of the same name, the result keeps it and the metadata column becomes ``entry_<n
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import re
-import shutil
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -50,8 +48,8 @@ from typing import Any
 import duckdb
 import xxhash
 
-from . import sqlfiles
-from .layout import RESULT_SUFFIX, Layout
+from . import rootfs, sqlfiles
+from .layout import KEY_PATTERN, RESULT_SUFFIX, Layout
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CATALOG_VIEW = "feature_views"
@@ -247,22 +245,14 @@ def add_link(layout: Layout, feature: str, key: str) -> None:
 
     Called under the exclusive manifest lock, which a plain DuckDB reader of the views also
     excludes (DuckDB's own file lock), so unlink-then-link is never observed half done.
-    A file system without hard links gets a symbolic link.
+    A file system without hard links gets a symbolic link. Through ``rootfs``: a link planted
+    in place of ``views/`` or of the feature's folder is refused, never followed.
     """
-    target = layout.result_path(key)
-    link = link_path(layout, feature, key)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    try:
-        os.link(target, link)
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        os.symlink(target, link)
+    rootfs.link(layout.root, layout.result_path(key), link_path(layout, feature, key))
 
 
 def remove_link(layout: Layout, feature: str, key: str) -> None:
-    link_path(layout, feature, key).unlink(missing_ok=True)
+    rootfs.unlink(layout.root, link_path(layout, feature, key), links_ok=True)
 
 
 def _linked(path: Path, target: Path) -> bool:
@@ -272,32 +262,52 @@ def _linked(path: Path, target: Path) -> bool:
         return False
 
 
+def _link_names(layout: Layout, folder: Path) -> list[str]:
+    """The names in a link folder that the library could have made (regular files or links
+    named ``<key>.parquet``); anything else is never touched."""
+    return [
+        name
+        for name, found in rootfs.listdir(layout.root, folder)
+        if KEY_PATTERN.match(name.removesuffix(RESULT_SUFFIX))
+        and name.endswith(RESULT_SUFFIX)
+        and (stat.S_ISREG(found.st_mode) or stat.S_ISLNK(found.st_mode))
+    ]
+
+
+def clear_link_folder(layout: Layout, folder: Path) -> None:
+    """Remove a link folder's links and then the folder if it is empty (never recursively)."""
+    for name in _link_names(layout, folder):
+        rootfs.unlink(layout.root, folder / name, links_ok=True)
+    rootfs.rmdir(layout.root, folder)
+
+
 def _sync_links(layout: Layout, feature: str, keys: Iterable[str]) -> int:
     """Make the feature's link folder hold exactly ``keys`` (each pointing at its result)."""
     folder = link_folder(layout, feature)
     linked = set(keys)
     missing = set(linked)
-    if folder.is_dir():
-        for path in folder.iterdir():
-            key = path.name.removesuffix(RESULT_SUFFIX)
-            if key in missing and _linked(path, layout.result_path(key)):
-                missing.discard(key)
-            else:  # stray or stale (a key republished since it was linked)
-                path.unlink(missing_ok=True)
+    for name in _link_names(layout, folder):
+        key = name.removesuffix(RESULT_SUFFIX)
+        path = folder / name
+        if key in missing and _linked(path, layout.result_path(key)):
+            missing.discard(key)
+        else:  # stray or stale (a key republished since it was linked)
+            rootfs.unlink(layout.root, path, links_ok=True)
     for key in missing:
         add_link(layout, feature, key)
     if not linked:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        rootfs.rmdir(layout.root, folder)
     return len(linked)
 
 
 def stray_link_folders(layout: Layout, features: Iterable[str]) -> list[Path]:
-    """Link folders that belong to no feature of the manifest."""
+    """Link folders (real ones: a planted link is not ours) that belong to no feature."""
     known = {link_folder(layout, feature).name for feature in features}
-    if not layout.views.is_dir():
-        return []
-    return sorted(path for path in layout.views.iterdir() if path.name not in known)
+    return sorted(
+        layout.views / name
+        for name, found in rootfs.listdir(layout.root, layout.views)
+        if name not in known and stat.S_ISDIR(found.st_mode)
+    )
 
 
 def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, str]]:
@@ -307,7 +317,12 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
         target = layout.root / row.path
         if target.is_file():
             expected[link_path(layout, row.feature, row.key)] = target
-    found = set(layout.views.glob("*/*")) if layout.views.is_dir() else set()
+    found = {
+        layout.views / folder / name
+        for folder, entry in rootfs.listdir(layout.root, layout.views)
+        if stat.S_ISDIR(entry.st_mode)
+        for name in _link_names(layout, layout.views / folder)
+    }
     problems = [(path, "the entry's file is not linked") for path in expected if path not in found]
     for path in found:
         if path not in expected:
@@ -360,7 +375,7 @@ def refresh_views(
     wanted = set(names) if features is None else set(features)
     if features is None:
         for folder in stray_link_folders(layout, features_now):
-            shutil.rmtree(folder, ignore_errors=True)
+            clear_link_folder(layout, folder)
     rows = FileRow.from_rows(
         con.execute(statements["catalog_files"], {"features": sorted(wanted)}).fetchall()
     )
@@ -369,7 +384,7 @@ def refresh_views(
         by_feature.setdefault(row.feature, []).append(row)
     for feature in sorted(wanted):
         if feature not in names:
-            shutil.rmtree(link_folder(layout, feature), ignore_errors=True)
+            clear_link_folder(layout, link_folder(layout, feature))
         elif relink:
             present = existing_files(by_feature.get(feature, []), layout.root)
             _sync_links(layout, feature, [row.key for row in present])
@@ -416,8 +431,10 @@ def unlink_links(layout: Layout, keys: dict[str, str | None]) -> None:
             remove_link(layout, feature, key)
             continue
         if folders is None:
-            folders = (
-                [p for p in layout.views.iterdir() if p.is_dir()] if layout.views.is_dir() else []
-            )
+            folders = [
+                layout.views / name
+                for name, found in rootfs.listdir(layout.root, layout.views)
+                if stat.S_ISDIR(found.st_mode)
+            ]
         for folder in folders:
-            (folder / f"{key}{RESULT_SUFFIX}").unlink(missing_ok=True)
+            rootfs.unlink(layout.root, folder / f"{key}{RESULT_SUFFIX}", links_ok=True)

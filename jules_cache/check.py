@@ -12,8 +12,11 @@
 The comparison runs under the manifest lock (shared; exclusive with ``fix``): a put renames
 its file into ``objects/`` and inserts its row in one exclusive transaction, so under the lock
 a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
-Files are moved out of ``objects/`` (quarantined) only under the exclusive lock, for the same
-reason. Deep verification reads the (immutable) files without holding the lock.
+Entries are removed the one way every command removes them (``jules_cache.removal``): rows
+dropped in the check's transaction, then their files quarantined or unlinked under the lock
+if their key has no row. Deep verification reads the (immutable) files without the lock.
+Nothing that is not a regular file is ever moved or deleted: a link or folder planted under
+``objects/`` is reported and left alone.
 
 Kinds of problem:
 
@@ -28,8 +31,11 @@ Kinds of problem:
     stale_lock         a per-key lock file nobody holds, older than the grace period (fix: delete)
     view_link          ``views/`` (the links the stored SQL views read) disagrees with the
                        manifest: a crash between a link and its commit (fix: relink)
+    orphan_row         a row of another per-key table (``entry_inputs``) whose entry is gone
+                       (fix: delete it)
 
-The last two are leftovers: harmless, removable, and they do not make the cache inconsistent.
+``stale_temp`` and ``stale_lock`` are leftovers: harmless, removable, and they do not make the
+cache inconsistent.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import json
 import logging
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,14 +58,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from . import sqlfiles
-from .catalog import FileRow, link_problems, refresh_views
-from .errors import InvalidInput
+from . import rootfs, sqlfiles
+from .catalog import FileRow, link_problems, refresh_views, view_published
+from .errors import InvalidInput, JulesCacheError
 from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
 from .locks import file_lock
 from .manifest import MIN_DATABASE_BYTES, Manifest, utc_now
 from .models import _ToDict
+from .removal import discard_files, drop_rows, quarantine_file
 from .result_files import (
     METADATA_KEY,
     READ_ERRORS,
@@ -68,7 +76,6 @@ from .result_files import (
     verify_result,
 )
 
-QUARANTINE_DIR = "quarantine"
 Progress = Callable[[int, int], None]  # (done, total)
 DEFAULT_GRACE_SECONDS = 3600.0
 
@@ -80,6 +87,7 @@ CHECKSUM_FAILURE = "checksum_failure"
 STALE_TEMP = "stale_temp"
 STALE_LOCK = "stale_lock"
 VIEW_LINK = "view_link"
+ORPHAN_ROW = "orphan_row"
 KINDS = (
     MISSING_FILE,
     ORPHAN_FILE,
@@ -89,6 +97,7 @@ KINDS = (
     STALE_TEMP,
     STALE_LOCK,
     VIEW_LINK,
+    ORPHAN_ROW,
 )
 LEFTOVER_KINDS = frozenset({STALE_TEMP, STALE_LOCK})
 
@@ -140,26 +149,6 @@ class CheckReport(_ToDict):
         return super().to_dict() | {"consistent": self.consistent, "counts": self.counts}
 
 
-def quarantine_dir(layout: Layout) -> Path:
-    return layout.root / QUARANTINE_DIR
-
-
-def quarantine_file(layout: Layout, path: Path) -> Path | None:
-    """Move a damaged file into ``<root>/quarantine/``; return its new path (None: it was gone).
-
-    Call under the exclusive manifest lock: only then can no put be replacing the file.
-    """
-    target_dir = quarantine_dir(layout)
-    target_dir.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = target_dir / f"{path.name}.{stamp}"
-    try:
-        os.replace(path, target)
-    except FileNotFoundError:
-        return None
-    return target
-
-
 def run_check(
     layout: Layout,
     manifest: Manifest,
@@ -177,29 +166,44 @@ def run_check(
     """
     if grace_seconds < 0:
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
+    layout.check_areas(shards=True)
     problems: list[Problem] = []
+    dropped: dict[str, str | None] = {}  # rows of missing files: their links go after commit
+    damaged: dict[str, str | None] = {}  # rows of damaged files: quarantined after commit
     with manifest.write() if fix else manifest.read() as con:
         rows = manifest.execute(con, "check.sql", "entry_files").fetchall()
         files = _result_files(layout)
         file_count = len(files)
-        for key, relative, size in rows:
+        for key, relative, size, feature in rows:
             path = layout.root / relative
-            if files.pop(path, None) is None:
+            if path not in files:
                 problem = Problem(MISSING_FILE, relative, key, "the row's file does not exist")
                 if fix:
-                    manifest.execute(con, "check.sql", "delete_entry", {"key": key})
+                    dropped[key] = feature
                     problem = _done(problem, "dropped row")
                 problems.append(problem)
                 continue
-            problem = _inspect(layout, path, key, size)
-            if problem is not None:
-                problems.append(
-                    _quarantine(layout, manifest, con, problem, path) if fix else problem
-                )
+            del files[path]
+            found = _inspect(layout, path, key, size)
+            if found is not None:
+                if fix and found.kind == MISSING_FILE:
+                    dropped[key] = feature
+                    found = _done(found, "dropped row")
+                elif fix:
+                    damaged[key] = feature
+                    found = _done(found, "quarantined, row dropped")
+                problems.append(found)
         for done, (path, key) in enumerate(files.items(), start=1):
             problems.append(_orphan(layout, manifest, con, path, key, fix, deep))
             if progress is not None:
                 progress(done, len(files))
+        problems += _orphan_rows(manifest, con, fix)
+        if fix:
+            drop_rows(manifest, con, [*dropped, *damaged])
+    if dropped or damaged:
+        with manifest.read() as con:
+            discard_files(manifest, con, dropped)
+            discard_files(manifest, con, damaged, quarantine=True)
     if deep:
         problems += _deep(layout, manifest, rows, problems, fix, progress)
     leftovers, in_flight = _leftovers(layout, grace_seconds, fix)
@@ -208,7 +212,7 @@ def run_check(
         with manifest.write() as con:  # rows were dropped or registered: relink the views
             refresh_views(con, layout)
     problems += _view_links(layout, manifest, fix)
-    quarantine = quarantine_dir(layout)
+    quarantine = layout.quarantine
     return CheckReport(
         root=str(layout.root),
         entries=len(rows),
@@ -220,6 +224,18 @@ def run_check(
         rebuilt_from=rebuilt_from,
         problems=tuple(problems),
     )
+
+
+def _orphan_rows(manifest: Manifest, con: Any, fix: bool) -> list[Problem]:
+    """Rows of per-key tables whose entry is gone (deleted with it since ``removal``)."""
+    found = manifest.execute(con, "removal.sql", "orphan_rows").fetchall()
+    if found and fix:
+        keys = {"keys": [key for _, key in found]}
+        manifest.execute(con, "removal.sql", "delete_entry_inputs", keys)
+    return [
+        Problem(ORPHAN_ROW, table, key, "no entry has this key", "deleted" if fix else None)
+        for table, key in found
+    ]
 
 
 REBUILT_SUFFIX = ".rebuilt"  # manifest.duckdb.rebuilt: a complete rebuild not yet swapped in
@@ -311,7 +327,7 @@ def _rebuild_locked(
     from .store import _crash_point  # the tests' fault-injection hook
 
     ready = _ready_path(layout)
-    ready.unlink(missing_ok=True)  # an earlier rebuild's result: this one starts afresh
+    rootfs.unlink(layout.root, ready)  # an earlier rebuild's result: this one starts afresh
     building = Manifest(
         layout, lock_timeout, locked=True, path=Manifest(layout, 0).new_temp_path("manifest")
     )
@@ -322,11 +338,11 @@ def _rebuild_locked(
             layout, building, fix=True, deep=deep, grace_seconds=grace_seconds, progress=progress
         )
         _crash_point("rebuild-registered")
-        os.replace(building.path, ready)
+        rootfs.rename(layout.root, building.path, ready)
         fsync_dir(layout.root)
     finally:
         for leftover in (building.path, building.path.with_name(building.path.name + ".wal")):
-            leftover.unlink(missing_ok=True)
+            rootfs.unlink(layout.root, leftover)
     return dataclasses.replace(report, rebuilt_from=_swap_in(layout, ready))
 
 
@@ -338,13 +354,13 @@ def _swap_in(layout: Layout, ready: Path) -> str | None:
     if layout.manifest.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         target = layout.root / f"{layout.manifest.name}.broken-{stamp}-{uuid.uuid4().hex[:8]}"
-        os.replace(layout.manifest, target)
+        rootfs.rename(layout.root, layout.manifest, target)
         moved = str(target)
         wal = layout.manifest.with_name(layout.manifest.name + ".wal")
         if wal.exists():  # never let the new manifest replay the old one's log
-            os.replace(wal, target.with_name(target.name + ".wal"))
+            rootfs.rename(layout.root, wal, target.with_name(target.name + ".wal"))
         _crash_point("rebuild-moved-aside")
-    os.replace(ready, layout.manifest)
+    rootfs.rename(layout.root, ready, layout.manifest)
     fsync_dir(layout.root)
     return moved
 
@@ -381,24 +397,20 @@ def _relative(layout: Layout, path: Path) -> str:
 
 
 def _result_files(layout: Layout) -> dict[Path, str | None]:
-    """Every file under ``objects/``, with the key its name claims (None: not a result name)."""
+    """Every entry under ``objects/``, with the key its name claims (None: not a result name,
+    or not a regular file in a real folder: such things are reported, never touched)."""
     files: dict[Path, str | None] = {}
-    for folder in _listdir(layout.objects):
-        if not folder.is_dir():
+    for name, found in rootfs.listdir(layout.root, layout.objects):
+        folder = layout.objects / name
+        if not stat.S_ISDIR(found.st_mode):
             files[folder] = None
             continue
-        for path in _listdir(folder):
-            match = _RESULT_NAME.match(path.name)
-            key = match.group(1) if match and folder.name == match.group(1)[:2] else None
-            files[path] = key
+        for child, entry in rootfs.listdir(layout.root, folder):
+            match = _RESULT_NAME.match(child)
+            regular = stat.S_ISREG(entry.st_mode)
+            key = match.group(1) if match and regular and name == match.group(1)[:2] else None
+            files[folder / child] = key
     return files
-
-
-def _listdir(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except FileNotFoundError:
-        return []
 
 
 def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
@@ -443,16 +455,6 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()[:300]
 
 
-def _quarantine(
-    layout: Layout, manifest: Manifest, con: Any, problem: Problem, path: Path
-) -> Problem:
-    """Move the file aside and drop its row (inside the caller's exclusive transaction)."""
-    quarantine_file(layout, path)
-    if problem.key is not None:
-        manifest.execute(con, "check.sql", "delete_entry", {"key": problem.key})
-    return _done(problem, "quarantined, row dropped" if problem.key else "quarantined")
-
-
 def _orphan(
     layout: Layout,
     manifest: Manifest,
@@ -467,8 +469,11 @@ def _orphan(
     With ``deep`` its pages are verified first (the deep pass covers registered rows only).
     """
     relative = _relative(layout, path)
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        what = "a symbolic link" if path.is_symlink() else "not a regular file"
+        return Problem(ORPHAN_FILE, relative, key, f"{what}: never followed or touched")
     try:
-        if key is None or not path.is_file():
+        if key is None:
             raise ValueError("not a result file name (objects/<k[:2]>/<key>.parquet)")
         entry = _file_entry(path, key)
         if deep:
@@ -480,15 +485,35 @@ def _orphan(
         problem = Problem(ORPHAN_FILE, relative, key, f"no row, and unusable: {_reason(exc)}")
         if not fix:
             return problem
-        if path.is_dir():
-            return problem  # not ours to move: report only
-        quarantine_file(layout, path)
+        quarantine_file(layout, path)  # no row has its key (or it has none): a file action only
         return _done(problem, "quarantined")
     problem = Problem(ORPHAN_FILE, relative, key, "a valid result file without a manifest row")
     if not fix:
         return problem
     manifest.execute(con, "entries.sql", "insert_entry", row)
     return _done(problem, "registered")
+
+
+def register_orphans(manifest: Manifest, con: Any, keys: list[str]) -> list[str]:
+    """Register again the result files of ``keys`` that exist without a row (hits on files
+    whose rm or GC was killed before it unlinked them); return the keys registered.
+
+    Run inside the caller's exclusive transaction. A file that is not a valid result for its
+    key is left to ``check`` (the hit that found it verified it, but it may be gone since).
+    """
+    layout = manifest.layout
+    missing = manifest.execute(con, "check.sql", "keys_without_rows", {"keys": keys}).fetchall()
+    registered = []
+    for (key,) in missing:
+        path = layout.result_path(key)
+        try:
+            row = _entry_row(layout, path, _file_entry(path, key))
+            manifest.execute(con, "entries.sql", "insert_entry", row)
+            view_published(con, layout, row["feature"], key, row["result_schema"])
+        except (*READ_ERRORS, KeyError, TypeError, JulesCacheError):
+            continue
+        registered.append(key)
+    return registered
 
 
 def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
@@ -511,7 +536,7 @@ def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, A
 def _deep(
     layout: Layout,
     manifest: Manifest,
-    rows: list[tuple[str, str, int]],
+    rows: list[tuple[str, str, int, str]],
     found: list[Problem],
     fix: bool,
     progress: Progress | None,
@@ -519,7 +544,8 @@ def _deep(
     """Read every page of every sound entry file (no lock: the files are immutable)."""
     already = {p.key for p in found}
     failed: list[tuple[Problem, Path, int]] = []
-    for done, (key, relative, _) in enumerate(rows, start=1):
+    features = {key: feature for key, _, _, feature in rows}
+    for done, (key, relative, _, _) in enumerate(rows, start=1):
         if progress is not None:
             progress(done, len(rows))
         if key in already:
@@ -535,13 +561,19 @@ def _deep(
     if not fix or not failed:
         return [problem for problem, _, _ in failed]
     fixed = []
+    doomed: dict[str, str | None] = {}
     with manifest.write() as con:
         for problem, path, inode in failed:
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_ino == inode:  # not replaced by a fresh put meanwhile
-                    fixed.append(_quarantine(layout, manifest, con, problem, path))
+                    assert problem.key is not None
+                    doomed[problem.key] = features[problem.key]
+                    fixed.append(_done(problem, "quarantined, row dropped"))
                     continue
             fixed.append(_done(problem, "already replaced"))
+        drop_rows(manifest, con, list(doomed))
+    with manifest.read() as con:
+        discard_files(manifest, con, doomed, quarantine=True)
     return fixed
 
 
@@ -550,7 +582,7 @@ def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Pr
     now = datetime.now(UTC).timestamp()
     problems: list[Problem] = []
     in_flight = 0
-    for path in _listdir(layout.tmp):
+    for path in _regular_files(layout, layout.tmp):
         age = _age(path, now)
         if age is None:
             continue
@@ -559,11 +591,9 @@ def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Pr
             continue
         problem = Problem(STALE_TEMP, _relative(layout, path), _key_of(path), f"{age:.0f}s old")
         if fix:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            problem = _done(problem, "removed")
+            problem = _done(problem, _remove_leftover(layout, path))
         problems.append(problem)
-    for path in _listdir(layout.locks):
+    for path in _regular_files(layout, layout.locks):
         age = _age(path, now)
         if age is None or age <= grace_seconds:
             continue
@@ -573,11 +603,26 @@ def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Pr
             problem = Problem(STALE_LOCK, _relative(layout, path), _key_of(path), "not held")
             if fix:
                 # Unlinked while we hold it: a waiter that opened the old inode notices (locks.py).
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                problem = _done(problem, "removed")
+                problem = _done(problem, _remove_leftover(layout, path))
             problems.append(problem)
     return problems, in_flight
+
+
+def _regular_files(layout: Layout, folder: Path) -> list[Path]:
+    """The regular files of an area folder: anything else there is never touched."""
+    return [
+        folder / name
+        for name, found in rootfs.listdir(layout.root, folder)
+        if stat.S_ISREG(found.st_mode)
+    ]
+
+
+def _remove_leftover(layout: Layout, path: Path) -> str:
+    try:
+        rootfs.unlink(layout.root, path)
+    except JulesCacheError:
+        return "left alone: not a regular file"
+    return "removed"
 
 
 def _age(path: Path, now: float) -> float | None:
@@ -596,7 +641,7 @@ def _key_of(path: Path) -> str | None:
 def _unheld(path: Path) -> Iterator[bool]:
     """Yield True while holding the lock file ``path`` (nobody else does), else False."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         yield False
         return
@@ -629,8 +674,8 @@ __all__ = [
     "LEFTOVER_KINDS",
     "CheckReport",
     "Problem",
-    "quarantine_file",
     "rebuild",
     "recover",
+    "register_orphans",
     "run_check",
 ]

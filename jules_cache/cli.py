@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .errors import JulesCacheError, LockTimeout, ManifestBusy
+from .errors import JulesCacheError, LockTimeout, ManifestBusy, PartialRemoval
 from .formatting import human_age, human_bytes, table
 from .manifest import utc_now
 from .metrics import write_prometheus
@@ -592,19 +592,30 @@ def remove(
     Example:
       jules-cache rm --feature mypkg.features.make_bars --symbol AAPL
     """
-    removed = handle.get().remove(key=key, feature=feature, symbol=symbol, dry_run=dry_run)
+    failure: PartialRemoval | None = None
+    try:
+        removed = handle.get().remove(key=key, feature=feature, symbol=symbol, dry_run=dry_run)
+    except PartialRemoval as exc:  # rows removed; some files could not be deleted
+        failure, removed = exc, list(exc.removed)
     if as_json:
-        _print_json({"dry_run": dry_run, "removed": [entry.to_dict() for entry in removed]})
-        return
-    verb = "would remove" if dry_run else "removed"
-    for entry in removed:
-        click.echo(
-            f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  {human_bytes(entry.bytes)}"
+        left = failure.not_deleted if failure is not None else []
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "removed": [entry.to_dict() for entry in removed],
+                "not_deleted": [str(path) for path in left],
+            }
         )
-    click.echo(
-        f"{verb} {len(removed)} entries, {human_bytes(sum(entry.bytes for entry in removed))}",
-        err=True,
-    )
+    else:
+        verb = "would remove" if dry_run else "removed"
+        for entry in removed:
+            click.echo(
+                f"{verb} {entry.key}  {entry.feature}  {entry.symbol}  {human_bytes(entry.bytes)}"
+            )
+        total = human_bytes(sum(entry.bytes for entry in removed))
+        click.echo(f"{verb} {len(removed)} entries, {total}", err=True)
+    if failure is not None:
+        raise CliError(str(failure), EXIT_ERROR)
 
 
 def _print_json(document: Any) -> None:

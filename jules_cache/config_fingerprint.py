@@ -14,7 +14,9 @@ Decimal, Enum, dataclass instances, NumPy scalars and arrays (dtype + shape + th
 C-contiguous copy), pathlib paths, and any object whose class defines ``__jules_fingerprint__()``
 (returning a canonicalisable value; the class's qualified name is included). Anything else raises
 :class:`~jules_cache.errors.FingerprintError` naming the path, e.g. ``config['windows'][2]``;
-so does a self-referencing structure.
+so do a self-referencing structure, nesting deeper than ``MAX_CONFIG_DEPTH``, an int wider than
+``MAX_INT_BITS``, text with no UTF-8 form (lone surrogates), and any exception raised while a
+value is read (a failing ``__jules_fingerprint__``, an unset dataclass field).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import enum
 import json
 import math
 import pathlib
+import reprlib
 import struct
 from dataclasses import dataclass
 from decimal import Decimal
@@ -38,6 +41,19 @@ from jules_cache.errors import FingerprintError
 SCHEME = "xxh3_128:v1"
 _SMALL_ARRAY = 64  # arrays up to this many items are shown in full in the readable JSON
 
+# Containers nested deeper than this are refused. Each level costs ~3 Python frames here and
+# ~3 levels of the C JSON encoder (the tagged form nests [tag, [[key, value]]]), both counted
+# against the interpreter's recursion limit (1000 by default, shared with the caller's stack).
+# 100 keeps that below ~400 wherever the call comes from, and is 10x any real feature config.
+MAX_CONFIG_DEPTH = 100
+# Wider ints are refused: a 10**5000 in a config is a bug, and its digits would cost quadratic
+# time. 4096 bits (1234 digits) holds any seed, hash or modulus. Checked by bit length, so the
+# answer never depends on ``sys.set_int_max_str_digits``.
+MAX_INT_BITS = 4096
+_STR_DIGITS_SAFE_BITS = 2000  # str(int) works under any digit limit (>= 640) up to here
+_repr = reprlib.Repr()  # keys in messages are cut short (Python 3.11 has no keywords here)
+_repr.maxstring = _repr.maxother = 40
+
 
 @dataclass(frozen=True)
 class CanonicalConfig:
@@ -49,7 +65,7 @@ class CanonicalConfig:
 
 def canonical_config(config) -> CanonicalConfig:
     """Return the canonical form of ``config``; raise FingerprintError for unsupported values."""
-    tagged, readable = _Canon().encode(config, "config")
+    tagged, readable = _Canon().encode(config, _ROOT)
     exact = json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
     digest = xxhash.xxh3_128(b"jules-config\0" + exact.encode()).hexdigest()
     text = json.dumps(readable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -66,6 +82,60 @@ def _sort_key(tagged) -> str:
     return json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
 
 
+# A path inside the config, built lazily as (parent, format, step) links and rendered only for
+# an error message: formatting every key with repr() up front would cost time on every call
+# and could itself raise (a key whose __repr__ fails).
+_ROOT: tuple = ()
+
+
+def _step(parent: tuple, fmt: str, step: Any) -> tuple:
+    return (parent, fmt, step)
+
+
+def render_path(path: tuple) -> str:
+    """Return ``path`` as Python-like text, e.g. ``config['windows'][2]``."""
+    steps = []
+    while path:
+        path, fmt, step = path
+        if "{!r}" in fmt:  # keys and set members are shown by repr, attribute names as is
+            steps.append(fmt.replace("{!r}", "{}").format(_safe_repr(step)))
+        else:
+            steps.append(fmt.format(step))
+    return "config" + "".join(reversed(steps))
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return _repr.repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        return f"<{qualname(value)} object>"
+
+
+def _int_digits(v: int, path: tuple) -> str:
+    if v.bit_length() > MAX_INT_BITS:
+        raise FingerprintError(
+            f"cannot fingerprint {render_path(path)}: an int of {v.bit_length()} bits; at most "
+            f"{MAX_INT_BITS} bits are supported — pass it as bytes (n.to_bytes(...)) or as a "
+            "hash of it"
+        )
+    if v.bit_length() <= _STR_DIGITS_SAFE_BITS:
+        return str(v)
+    return str(Decimal(v))  # Decimal conversion is not subject to the interpreter's digit limit
+
+
+def _require_text(text: str, path: tuple) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FingerprintError(
+            f"cannot fingerprint {render_path(path)}: the text {_safe_repr(text)} has no UTF-8 "
+            f"form ({text[exc.start : exc.end]!r} at position {exc.start} is a lone surrogate, "
+            "e.g. from a file name decoded with surrogateescape), so it cannot be stored in the "
+            "manifest; pass bytes (os.fsencode) or the real text"
+        ) from None
+    return text
+
+
 def _float_tag(x: float) -> str:
     if math.isnan(x):  # float.hex() forgets NaN sign and payload; the bits do not
         return "nan:" + struct.pack(">d", x).hex()
@@ -77,22 +147,40 @@ class _Canon:
 
     def __init__(self) -> None:
         self.active: set[int] = set()
+        self.depth = 0
 
-    def encode(self, value: Any, path: str) -> tuple[Any, Any]:
+    def encode(self, value: Any, path: tuple) -> tuple[Any, Any]:
         """Return ``(tagged, readable)`` for ``value`` found at ``path``."""
-        scalar = self._scalar(value)
-        if scalar is not None:
-            return scalar
-        if id(value) in self.active:
-            raise FingerprintError(f"{path} refers to itself (recursive structure)")
-        self.active.add(id(value))
         try:
-            return self._compound(value, path)
-        finally:
-            self.active.discard(id(value))
+            scalar = self._scalar(value, path)
+            if scalar is not None:
+                return scalar
+            if id(value) in self.active:
+                where = render_path(path)
+                raise FingerprintError(f"{where} refers to itself (recursive structure)")
+            if self.depth >= MAX_CONFIG_DEPTH:
+                raise FingerprintError(
+                    f"cannot fingerprint {render_path(path)}: the config is nested deeper than "
+                    f"{MAX_CONFIG_DEPTH} levels; flatten it (or fingerprint the deep part "
+                    "yourself with __jules_fingerprint__)"
+                )
+            self.active.add(id(value))
+            self.depth += 1
+            try:
+                return self._compound(value, path)
+            finally:
+                self.active.discard(id(value))
+                self.depth -= 1
+        except (FingerprintError, MemoryError):
+            raise
+        except Exception as exc:  # the value's own code failed (a property, a hook, a repr)
+            raise FingerprintError(
+                f"cannot fingerprint {render_path(path)}: reading the {qualname(value)} value "
+                f"raised {type(exc).__name__}: {exc}; make it plain data or fix the error"
+            ) from exc
 
     # Scalars: no recursion possible.
-    def _scalar(self, v: Any) -> tuple[Any, Any] | None:
+    def _scalar(self, v: Any, path: tuple) -> tuple[Any, Any] | None:
         if hasattr(type(v), "__jules_fingerprint__"):
             return None
         if v is None:
@@ -104,18 +192,22 @@ class _Canon:
         if isinstance(v, np.generic):
             return self._numpy_scalar(v)
         if isinstance(v, int):
-            return ["int", str(int(v))], int(v)
+            digits = _int_digits(int(v), path)
+            readable = int(v) if v.bit_length() <= _STR_DIGITS_SAFE_BITS else {"$int": digits}
+            return ["int", digits], readable
         if isinstance(v, float):
             x = float(v)
             return ["float", _float_tag(x)], x if math.isfinite(x) else {"$float": repr(x)}
         if isinstance(v, str):
-            return ["str", str(v)], str(v)
+            text = _require_text(str(v), path)
+            return ["str", text], text
         if isinstance(v, bytes | bytearray):
             return ["bytes", bytes(v).hex()], {"$bytes": bytes(v).hex()}
         if isinstance(v, Decimal):
             return ["decimal", str(v)], {"$decimal": str(v)}
         if isinstance(v, pathlib.PurePath):
-            return ["path", type(v).__name__, str(v)], {"$path": str(v)}
+            text = _require_text(str(v), path)
+            return ["path", type(v).__name__, text], {"$path": text}
         return self._temporal(v)
 
     @staticmethod
@@ -148,15 +240,15 @@ class _Canon:
         return None
 
     # Containers and user types.
-    def _compound(self, v: Any, path: str) -> tuple[Any, Any]:
+    def _compound(self, v: Any, path: tuple) -> tuple[Any, Any]:
         cls = type(v)
         if hasattr(cls, "__jules_fingerprint__"):
             inner_t, inner_r = self.encode(
-                v.__jules_fingerprint__(), f"{path}.__jules_fingerprint__()"
+                v.__jules_fingerprint__(), _step(path, ".__jules_fingerprint__()", None)
             )
             return ["custom", qualname(v), inner_t], {"$custom": qualname(v), "value": inner_r}
         if isinstance(v, enum.Enum):
-            inner_t, inner_r = self.encode(v.value, f"{path}.value")
+            inner_t, inner_r = self.encode(v.value, _step(path, ".value", None))
             name = f"{qualname(v)}.{v.name}"
             return ["enum", name, inner_t], {"$enum": name, "value": inner_r}
         if isinstance(v, np.ndarray):
@@ -164,7 +256,7 @@ class _Canon:
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return self._dataclass(v, path)
         if isinstance(v, tuple) and hasattr(cls, "_fields"):
-            items = [self.encode(getattr(v, f), f"{path}.{f}") for f in cls._fields]
+            items = [self.encode(getattr(v, f), _step(path, ".{}", f)) for f in cls._fields]
             tagged = [
                 "namedtuple",
                 qualname(v),
@@ -172,27 +264,26 @@ class _Canon:
             ]
             return tagged, {f: r for f, (_, r) in zip(cls._fields, items, strict=True)}
         if isinstance(v, list | tuple):
-            items = [self.encode(x, f"{path}[{i}]") for i, x in enumerate(v)]
+            items = [self.encode(x, _step(path, "[{}]", i)) for i, x in enumerate(v)]
             tag = "list" if isinstance(v, list) else "tuple"
             return [tag, [t for t, _ in items]], [r for _, r in items]
         if isinstance(v, dict):
             return self._dict(v, path)
         if isinstance(v, set | frozenset):
-            items = sorted(
-                (self.encode(x, f"{path}{{{x!r}}}") for x in v), key=lambda p: _sort_key(p[0])
-            )
+            members = (self.encode(x, _step(path, "{{{!r}}}", x)) for x in v)
+            items = sorted(members, key=lambda p: _sort_key(p[0]))
             tag = "set" if isinstance(v, set) else "frozenset"
             return [tag, [t for t, _ in items]], {f"${tag}": [r for _, r in items]}
         raise FingerprintError(
-            f"cannot fingerprint {path}: unsupported type {qualname(v)}; use plain data, a "
-            "dataclass, or define __jules_fingerprint__() on the class"
+            f"cannot fingerprint {render_path(path)}: unsupported type {qualname(v)}; use plain "
+            "data, a dataclass, or define __jules_fingerprint__() on the class"
         )
 
-    def _dict(self, v: dict, path: str) -> tuple[Any, Any]:
+    def _dict(self, v: dict, path: tuple) -> tuple[Any, Any]:
         entries = []
         for key, value in v.items():
-            key_t, key_r = self.encode(key, f"{path}.keys()[{key!r}]")
-            val_t, val_r = self.encode(value, f"{path}[{key!r}]")
+            key_t, key_r = self.encode(key, _step(path, ".keys()[{!r}]", key))
+            val_t, val_r = self.encode(value, _step(path, "[{!r}]", key))
             entries.append((key_t, val_t, key, key_r, val_r))
         entries.sort(key=lambda e: _sort_key(e[0]))
         tagged = ["dict", [[k, t] for k, t, *_ in entries]]
@@ -200,9 +291,9 @@ class _Canon:
             return tagged, {key: val_r for _, _, key, _, val_r in entries}
         return tagged, {"$dict": [[key_r, val_r] for *_, key_r, val_r in entries]}
 
-    def _dataclass(self, v: Any, path: str) -> tuple[Any, Any]:
+    def _dataclass(self, v: Any, path: tuple) -> tuple[Any, Any]:
         fields = [f.name for f in dataclasses.fields(v)]
-        items = [self.encode(getattr(v, f), f"{path}.{f}") for f in fields]
+        items = [self.encode(getattr(v, f), _step(path, ".{}", f)) for f in fields]
         tagged = [
             "dataclass",
             qualname(v),
@@ -214,11 +305,11 @@ class _Canon:
         }
         return tagged, readable
 
-    def _ndarray(self, v: np.ndarray, path: str) -> tuple[Any, Any]:
+    def _ndarray(self, v: np.ndarray, path: tuple) -> tuple[Any, Any]:
         descr = str(np.lib.format.dtype_to_descr(v.dtype))
         shape = list(v.shape)
         if v.dtype.hasobject:
-            items = [self.encode(x, f"{path}.flat[{i}]") for i, x in enumerate(v.flat)]
+            items = [self.encode(x, _step(path, ".flat[{}]", i)) for i, x in enumerate(v.flat)]
             return ["ndarray-object", shape, [t for t, _ in items]], {
                 "$ndarray": "object",
                 "shape": shape,

@@ -51,7 +51,9 @@ case is a false miss (never a false hit):
 * Field metadata, nullability flags and list child field names are ignored.
 
 Unsupported types (extension types, unions, run-end encoded, list views …) raise
-:class:`~jules_cache.errors.FingerprintError` naming the column and type. Digests assume a
+:class:`~jules_cache.errors.FingerprintError` naming the column and type; so does a Polars column
+whose Arrow export does not convert back to the same dtype (``Object``, ``Int128``), and a pandas
+index level named like a column. Digests assume a
 little-endian host, as Arrow does in practice.
 """
 
@@ -91,7 +93,7 @@ def as_arrow(data) -> pa.Table:
         return pa.Table.from_batches([data])
     polars = sys.modules.get("polars")
     if polars is not None and isinstance(data, polars.DataFrame):
-        return data.to_arrow()
+        return _polars_to_arrow(data, polars)
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(data, pandas.DataFrame):
         return _pandas_to_arrow(data, pandas)
@@ -99,6 +101,59 @@ def as_arrow(data) -> pa.Table:
         f"cannot fingerprint data of type {type(data).__module__}.{type(data).__qualname__}: "
         "expected a polars.DataFrame, pyarrow.Table/RecordBatch or pandas.DataFrame"
     )
+
+
+# Polars dtypes whose Arrow export converts back to the same dtype (checked once per dtype).
+_FAITHFUL: dict[object, bool] = {}
+
+
+def _polars_to_arrow(df, polars) -> pa.Table:
+    """Export a Polars frame, refusing columns whose Arrow form does not mean the same thing.
+
+    The rule is a round trip of an empty column per dtype, not a list of bad types: e.g.
+    ``pl.Object`` exports as the objects' 8-byte addresses (hashing those could match another
+    process's different objects: a false hit), ``pl.Int128`` does not export at all.
+    """
+    pairs = zip(df.columns, df.dtypes, strict=True)  # df.schema costs ~3x more on a hit
+    bad = [(name, dtype) for name, dtype in pairs if not _faithful(dtype, polars)]
+    if bad:
+        shown = ", ".join(f"column {name!r} ({dtype})" for name, dtype in bad)
+        raise FingerprintError(
+            f"cannot fingerprint {shown}: this Polars type has no exact Arrow form; cast it "
+            "(e.g. Int128 to Int64 or Decimal, Object to a plain type) or drop the column"
+        )
+    return df.to_arrow()
+
+
+def holds_python_objects(dtype, polars) -> bool:
+    """Whether a Polars dtype is or contains ``pl.Object`` (arbitrary Python objects).
+
+    Such columns have no exact Arrow or Parquet form, and even probing one (exporting an empty
+    Object column) can abort the process with a Rust panic, so they are refused unprobed.
+    """
+    if dtype == polars.Object:  # the class or an instance: pl.List(pl.Object) keeps the class
+        return True
+    if isinstance(dtype, polars.List | polars.Array):
+        return holds_python_objects(dtype.inner, polars)
+    if isinstance(dtype, polars.Struct):
+        return any(holds_python_objects(field.dtype, polars) for field in dtype.fields)
+    return False
+
+
+def _faithful(dtype, polars) -> bool:
+    known = _FAITHFUL.get(dtype)
+    if known is None and holds_python_objects(dtype, polars):
+        known = False
+    if known is None:
+        try:
+            back = polars.from_arrow(polars.DataFrame(schema={"c": dtype}).to_arrow())
+            known = back.schema["c"] == dtype
+        except (polars.exceptions.PolarsError, pa.ArrowException, polars.exceptions.PanicException):
+            known = False
+        if len(_FAITHFUL) > 1024:  # dtypes are few; Enums with new categories are not
+            _FAITHFUL.clear()
+        _FAITHFUL[dtype] = known
+    return known
 
 
 def _pandas_to_arrow(df, pandas) -> pa.Table:
@@ -116,12 +171,28 @@ def _pandas_to_arrow(df, pandas) -> pa.Table:
         names = [n if n is not None else f"__index_level_{i}__" for i, n in enumerate(index.names)]
         if any(not isinstance(n, str) for n in names):
             raise FingerprintError(f"pandas index level names must be str; got {names!r}")
+        _require_distinct_index_names(names, list(df.columns))
         df = df.reset_index(names=names)
     try:
         table = pa.Table.from_pandas(df, preserve_index=False)
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise FingerprintError(f"cannot convert pandas DataFrame to Arrow exactly: {exc}") from exc
     return table.replace_schema_metadata(None)
+
+
+def _require_distinct_index_names(names: list[str], columns: list[str]) -> None:
+    """The index is kept as leading columns: each level needs a name no column or level has."""
+    taken = set(columns)
+    for position, name in enumerate(names):
+        if name in taken:
+            level = f"index level {position}" + ("" if name.startswith("__index") else " named")
+            raise FingerprintError(
+                f"pandas {level} {name!r} would be kept as column {name!r}, which already "
+                "exists; the index is part of the data, so give it a distinct name "
+                "(df.rename_axis(...)), move it into the columns (df.reset_index()) or drop it "
+                "(df.reset_index(drop=True))"
+            )
+        taken.add(name)
 
 
 # ----------------------------------------------------------------------------- type descriptors
@@ -151,8 +222,16 @@ def _describe(dtype: pa.DataType, where: str):
         fields = [dtype.field(i) for i in range(dtype.num_fields)]
         return ["struct", [[f.name, _describe(f.type, where)] for f in fields]]
     if isinstance(dtype, pa.ExtensionType) or not _is_plain(dtype):
-        raise FingerprintError(f"cannot fingerprint {where}: unsupported Arrow type {dtype}")
+        raise FingerprintError(_unsupported_type(where, dtype))
     return str(dtype)  # e.g. 'int64', 'timestamp[ns, tz=UTC]', 'decimal128(10, 2)', 'null'
+
+
+def _unsupported_type(where: str, dtype: pa.DataType) -> str:
+    return (
+        f"cannot fingerprint {where}: unsupported Arrow type {dtype}; cast the column to a "
+        "supported type (numbers, text, binary, temporal, decimal, list, struct, map, "
+        "dictionary) or drop it"
+    )
 
 
 def _is_plain(dtype: pa.DataType) -> bool:
@@ -452,7 +531,7 @@ def _make_node(dtype: pa.DataType, where: str) -> _Node:
     width = _fixed_width(dtype)
     if width:
         return _FixedNode(width)
-    raise FingerprintError(f"cannot fingerprint {where}: unsupported Arrow type {dtype}")
+    raise FingerprintError(_unsupported_type(where, dtype))
 
 
 # ----------------------------------------------------------------------------- table digest
@@ -481,6 +560,18 @@ def _hash_leaf(dtype: pa.DataType, where: str, pieces: list[pa.Array]) -> bytes:
     for piece in pieces:
         node.feed(piece)
     return node.digest()
+
+
+def require_supported(schema: pa.Schema) -> None:
+    """Raise FingerprintError naming the first column whose type has no exact fingerprint.
+
+    The handled types are an allow-list (``_describe``, ``_make_node``): anything else — unions,
+    run-end encoded, list views, extension types — is refused, never guessed at.
+    """
+    for field in schema:
+        where = f"column {field.name!r} (type {field.type})"
+        _describe(field.type, where)
+        _make_node(field.type, where)
 
 
 def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:

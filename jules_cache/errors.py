@@ -6,9 +6,11 @@
      ├── ManifestError                          the manifest database is missing, damaged or busy
      │    └── ManifestBusy                      another program holds the manifest file open
      ├── StoreError                             a result could not be published (strict mode)
+     │    └── PartialRemoval                      entries removed, but some files could not be
      ├── GCError                                a GC run failed (``.report`` says what it did)
      ├── CorruptEntry                           a cached file failed validation
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
+     ├── UnsafePath                             a link or foreign file inside the root: untouched
      └── QueryError                             an SQL query was refused or failed
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
@@ -62,7 +64,20 @@ class ManifestBusy(ManifestError):
 
 
 class StoreError(JulesCacheError):
-    """A computed result could not be written to the cache (raised only with strict=True)."""
+    """A computed result could not be written to the cache (raised only with strict=True), or
+    (``PartialRemoval``) removed entries' files could not be deleted."""
+
+
+class PartialRemoval(StoreError):
+    """``remove`` deleted the entries' rows, but some of their files could not be deleted.
+
+    ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left.
+    """
+
+    def __init__(self, message: str, removed: list[object], not_deleted: list[object]):
+        super().__init__(message)
+        self.removed = removed
+        self.not_deleted = not_deleted
 
 
 class GCError(JulesCacheError):
@@ -79,6 +94,11 @@ class CorruptEntry(JulesCacheError):
 
 class InvalidInput(JulesCacheError, ValueError):
     """An argument is unusable: a bad symbol, unsupported data, a bad setting or result."""
+
+
+class UnsafePath(JulesCacheError):
+    """Something inside the root is a symbolic link, not a regular file or folder, or on another
+    device: the library refuses to follow or touch it (see ``jules_cache.rootfs``)."""
 
 
 class QueryError(JulesCacheError):

@@ -25,14 +25,24 @@ class Explanation(_ToDict):
     cached: bool
     closest_key: str | None
     differences: tuple[str, ...]
+    # Routes from the feature to code or values the code fingerprint could not follow (eval,
+    # a computed import, an object recorded by type only): an edit there is not seen.
+    unfollowed: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         if self.cached:
-            return f"hit: {self.feature} for {self.symbol!r} is cached as {self.key}"
-        if self.closest_key is None:
-            return f"miss: no cached entry of feature {self.feature!r} yet"
-        lines = [f"miss: closest entry {self.closest_key} differs in:"]
-        lines += [f"  - {difference}" for difference in self.differences]
+            lines = [f"hit: {self.feature} for {self.symbol!r} is cached as {self.key}"]
+        elif self.closest_key is None:
+            lines = [f"miss: no cached entry of feature {self.feature!r} yet"]
+        else:
+            lines = [f"miss: closest entry {self.closest_key} differs in:"]
+            lines += [f"  - {difference}" for difference in self.differences]
+        if self.unfollowed:
+            lines.append(
+                "note: not followed by the code fingerprint (an edit there does not change the "
+                "key; pass version= and bump it, or make the route static):"
+            )
+            lines += [f"  - {route}" for route in self.unfollowed]
         return "\n".join(lines)
 
 
@@ -50,6 +60,7 @@ class CallComponents:
     code_fingerprint: str
     code_version: str | None
     code_functions: dict[str, str]
+    code_unfollowed: tuple[str, ...] = ()
 
 
 def explain(
@@ -63,19 +74,22 @@ def explain(
     ``cached`` says whether the call's result file exists; ``inputs`` maps an entry key to its
     recorded input-file rows (position, path, size, mtime_ns, ...).
     """
+    notes = call.code_unfollowed
     if cached:
-        return Explanation(call.key, call.feature, call.symbol, True, call.key, ())
+        return Explanation(call.key, call.feature, call.symbol, True, call.key, (), notes)
     ranked = sorted(
         candidates,
         key=lambda e: (len(_differences(call, e, inputs.get(e.key, []))), e.symbol != call.symbol),
     )
     if not ranked:
-        return Explanation(call.key, call.feature, call.symbol, False, None, ())
+        return Explanation(call.key, call.feature, call.symbol, False, None, (), notes)
     closest = ranked[0]
     differences = _differences(call, closest, inputs.get(closest.key, []))
     if not differences:  # every component equal but no file at the key: evicted or deleted
         differences = ["nothing in the key: the entry's file is missing (deleted or collected)"]
-    return Explanation(call.key, call.feature, call.symbol, False, closest.key, tuple(differences))
+    return Explanation(
+        call.key, call.feature, call.symbol, False, closest.key, tuple(differences), notes
+    )
 
 
 def _differences(call: CallComponents, entry: Entry, files: list[tuple[Any, ...]]) -> list[str]:
@@ -140,6 +154,10 @@ def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
         return [f"code version: {entry.code_version!r} -> {call.code_version!r}"]
     if call.code_version is not None:
         return []
+    old_scheme = entry.code_fingerprint.rsplit(":", 1)[0]
+    new_scheme = call.code_fingerprint.rsplit(":", 1)[0]
+    if old_scheme != new_scheme:
+        return [f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
     old = json.loads(entry.code_functions or "{}")
     new = call.code_functions
     found = []

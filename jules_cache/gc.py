@@ -42,13 +42,13 @@ from typing import Any
 
 import duckdb
 
-from . import sqlfiles
-from .catalog import unlink_links, views_deleted
-from .errors import GCError, InvalidInput, LockTimeout, ManifestError
+from . import rootfs, sqlfiles
+from .errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
 from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import _ToDict
+from .removal import discard_files, drop_rows
 
 REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_lock")
 ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
@@ -252,6 +252,7 @@ def _check_root(layout: Layout) -> None:
             f"cache root {layout.root} contains a glob character ({''.join(sorted(_GLOB_CHARS))})"
             "; GC lists files with a glob, so move the cache to a path without them"
         )
+    layout.check_areas(shards=True)  # the glob would follow a link planted as objects/<xx>
 
 
 def _ran_within(manifest: Manifest, seconds: float) -> bool:
@@ -415,49 +416,29 @@ class _Run:
                 candidates.append(item)
         if not candidates:
             return []
-        keys = [item.key for item in candidates]
-        deleted = dict(
-            self.manifest.execute(
-                con,
-                "gc.sql",
-                "delete_entries",
-                {"keys": keys, "last_accessed": [self._last_access[k] for k in keys]},
-            ).fetchall()
-        )
-        self.manifest.execute(con, "gc.sql", "delete_entry_inputs", {"keys": list(deleted)})
-        if deleted:  # a feature left without entries loses its stored view now
-            views_deleted(con, self.layout, deleted)
+        keys = [_key(item) for item in candidates]
+        deleted = drop_rows(self.manifest, con, keys, [self._last_access[k] for k in keys])
         self.skipped += len(candidates) - len(deleted)
         self._features.update(deleted)
-        survivors, dangling = [], {}
+        survivors = []
         for item in candidates:
             if item.key in deleted:
                 if item.reason == "dangling":
                     self.deleted.append(item)
-                    dangling[_key(item)] = deleted[_key(item)]
-                else:
-                    survivors.append(item)
-        unlink_links(self.layout, dangling)  # the file is gone already; its link kept the data
+                survivors.append(item)  # a dangling row's file is gone; its link goes next
         return survivors
 
     def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
-        """Unlink result files whose key has no row now (checked under the lock)."""
+        """Unlink result files (and links) whose key has no row now (checked under the lock)."""
         if not items:
             return
-        keys = [_key(item) for item in items]
-        live = {
-            row[0]
-            for row in self.manifest.execute(
-                con, "gc.sql", "keys_with_rows", {"keys": keys}
-            ).fetchall()
-        }
-        doomed = {key: self._features.get(key) for key in keys if key not in live}
-        unlink_links(self.layout, doomed)
-        for item in items:
-            if item.key in live:
-                self.skipped += 1  # published again since the plan
-            elif self._unlink(self._result_path(item)):
-                self.deleted.append(item)
+        doomed = {_key(item): self._features.get(_key(item)) for item in items}
+        outcome = discard_files(self.manifest, con, doomed)
+        gone, missing = set(outcome.removed), set(outcome.missing)
+        files = [item for item in items if item.reason != "dangling"]  # rows only: counted
+        self.skipped += len(outcome.live) + sum(item.key in missing for item in files)
+        self.deleted += [item for item in files if item.key in gone]
+        self.errors += outcome.errors[: max(0, _MAX_ERRORS - len(self.errors))]
 
     def _delete_stale(self, item: GCItem) -> None:
         name = item.path.rsplit("/", 1)[-1]
@@ -478,6 +459,10 @@ class _Run:
                 removed = self._unlink(path)
         except LockTimeout:
             removed = False
+        except (OSError, JulesCacheError) as exc:  # e.g. a link planted at the lock's name
+            if len(self.errors) < _MAX_ERRORS:
+                self.errors.append(f"cannot delete {path}: {exc}")
+            removed = False
         if removed:
             self.deleted.append(item)
         else:
@@ -488,15 +473,14 @@ class _Run:
 
     def _unlink(self, path: Path) -> bool:
         try:
-            path.unlink()
-        except FileNotFoundError:
+            if rootfs.unlink(self.layout.root, path):
+                return True
             self.skipped += 1
             return False
-        except OSError as exc:
+        except (OSError, JulesCacheError) as exc:
             if len(self.errors) < _MAX_ERRORS:
-                self.errors.append(f"cannot delete {path}: {exc.strerror or exc}")
+                self.errors.append(f"cannot delete {path}: {getattr(exc, 'strerror', None) or exc}")
             return False
-        return True
 
     def _advance(self, count: int) -> None:
         self.done += count

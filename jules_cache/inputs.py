@@ -10,7 +10,7 @@ its content, not its plan, is what the features depend on.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,8 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from .data_fingerprint import as_arrow, fingerprint_table
-from .errors import InvalidInput
+from .data_fingerprint import as_arrow, fingerprint_table, require_supported
+from .errors import FingerprintError, InvalidInput
 from .file_fingerprint import hash_file_bytes, parquet_footer_digest, stat_signature
 from .file_memo import FileDigestMemo
 
@@ -59,12 +59,13 @@ def prepare_data(
     if isinstance(data, pl.LazyFrame):
         data = data.collect()
     if isinstance(data, pl.DataFrame):
-        table = data.to_arrow()
+        table = as_arrow(data)  # refuses dtypes without an exact Arrow form
         frame = data
     elif isinstance(data, (pa.Table, pa.RecordBatch)) or _is_pandas_frame(data):
         table = as_arrow(data)
-        converted = pl.from_arrow(table)
-        frame = converted if isinstance(converted, pl.DataFrame) else converted.to_frame()
+        _require_unique_names(table.column_names, "data has")
+        require_supported(table.schema)  # before Polars sees it: its errors name no column
+        frame = to_polars(table, lambda message: FingerprintError(f"data {message}"))
     else:
         raise InvalidInput(_unsupported(data))
     _require_rows(table.num_columns, table.num_rows)
@@ -90,6 +91,45 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
     frame = pl.scan_parquet([str(p) for p in paths])
     fingerprint = f"files-{method}:v1:{digest.hexdigest()}"
     return PreparedData(frame, fingerprint, method, tuple(files))
+
+
+# What pl.from_arrow raises for a type it cannot hold; some types make it panic (a Rust panic
+# surfaces as PanicException, a BaseException), e.g. decimal256 values or a union in a struct.
+_CONVERSION_ERRORS = (
+    pl.exceptions.PolarsError,
+    pl.exceptions.PanicException,
+    pa.ArrowException,
+    ValueError,
+    TypeError,
+)
+
+
+def to_polars(table: pa.Table, error: Callable[[str], Exception]) -> pl.DataFrame:
+    """Convert ``table`` to Polars; if it cannot, raise ``error(message)`` naming the columns."""
+    try:
+        converted = pl.from_arrow(table)
+    except _CONVERSION_ERRORS as exc:
+        bad = []
+        for field, column in zip(table.schema, table.columns, strict=True):
+            try:
+                pl.from_arrow(pa.table({field.name: column}))
+            except _CONVERSION_ERRORS:
+                bad.append(f"column {field.name!r} (type {field.type})")
+        if not bad:
+            raise error(f"a table Polars cannot take: {type(exc).__name__}: {exc}") from exc
+        raise error(
+            f"{', '.join(bad)}: Polars cannot hold this Arrow type; cast it to a type Polars "
+            "supports or drop it"
+        ) from exc
+    return converted if isinstance(converted, pl.DataFrame) else converted.to_frame()
+
+
+def _require_unique_names(columns: list[Any], what: str) -> None:
+    if len(set(columns)) != len(columns):
+        duplicates = sorted({str(c) for c in columns if columns.count(c) > 1})
+        raise InvalidInput(
+            f"{what} duplicate column names {duplicates}; give every column a unique name"
+        )
 
 
 def _is_path_list(data: Any) -> bool:
@@ -146,14 +186,11 @@ def as_result_frame(result: Any, feature: str) -> pl.DataFrame | pl.LazyFrame:
         )
     if isinstance(result, pa.Table) or _is_pandas_frame(result):
         columns = list(result.column_names if isinstance(result, pa.Table) else result.columns)
-        if len(set(columns)) != len(columns):
-            duplicates = sorted({str(c) for c in columns if columns.count(c) > 1})
-            raise InvalidInput(
-                f"compute function {feature} returned duplicate column names {duplicates}; "
-                "give every column a unique name"
-            )
-        converted = pl.from_arrow(as_arrow(result))
-        return converted if isinstance(converted, pl.DataFrame) else converted.to_frame()
+        _require_unique_names(columns, f"compute function {feature} returned")
+        return to_polars(
+            as_arrow(result),
+            lambda message: InvalidInput(f"compute function {feature} returned {message}"),
+        )
     raise InvalidInput(
         f"compute function {feature} returned a {type(result).__name__}; return a polars "
         "LazyFrame or DataFrame, a pyarrow Table or a pandas DataFrame"

@@ -28,6 +28,12 @@ class KeyParts:
     config_fingerprint: str
     code_fingerprint: str
 
+    def __post_init__(self) -> None:
+        # Every part is hashed as UTF-8 and stored as text (manifest, file metadata): text
+        # that has no UTF-8 form (a lone surrogate, e.g. from os.fsdecode) can be neither.
+        require_utf8(self.feature, "feature name")
+        require_utf8(self.symbol, "symbol")
+
     def key(self) -> str:
         payload = json.dumps(
             [
@@ -51,6 +57,7 @@ def validate_symbol(symbol: Any) -> str:
     """
     if not isinstance(symbol, str):
         raise InvalidInput(f"symbol must be a str, not {type(symbol).__name__}: {symbol!r}")
+    require_utf8(symbol, "symbol")
     if not symbol.strip():
         raise InvalidInput("symbol is empty; pass the instrument's name, e.g. 'AAPL'")
     if "\x00" in symbol:
@@ -60,3 +67,17 @@ def validate_symbol(symbol: Any) -> str:
             f"symbol is {len(symbol)} characters long; at most {MAX_SYMBOL_LENGTH} are allowed"
         )
     return symbol
+
+
+def require_utf8(text: str, what: str) -> str:
+    """Return ``text`` if it has a UTF-8 form, else raise ``InvalidInput`` naming ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start : exc.end]
+        raise InvalidInput(
+            f"{what} {text!r} is not valid text: {bad!r} at position {exc.start} has no UTF-8 "
+            "form (a lone surrogate, e.g. from a byte string decoded with surrogateescape); "
+            "pass the real text"
+        ) from None
+    return text

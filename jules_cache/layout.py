@@ -9,13 +9,16 @@
       views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
 
 Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
-escape the root or collide on a case-insensitive filesystem.
+escape the root or collide on a case-insensitive filesystem. The root is resolved once, so a
+root that is itself a symbolic link works; every area below it must be a real folder on the
+root's device (checked when a store opens, and enforced on every change by ``rootfs``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import threading
 import uuid
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import platformdirs
 
+from . import rootfs
 from .errors import InvalidInput
 
 MANIFEST_NAME = "manifest.duckdb"
@@ -31,6 +35,7 @@ OBJECTS_DIR = "objects"
 TMP_DIR = "tmp"
 LOCKS_DIR = "locks"
 VIEWS_DIR = "views"
+QUARANTINE_DIR = "quarantine"
 RESULT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 
@@ -62,9 +67,12 @@ class Layout:
                 f"cache root {path} exists and is not a directory; pick another root"
             )
         layout = cls(path)
+        layout.check_areas()
         try:
-            for folder in (path, layout.objects, layout.tmp, layout.locks):
-                folder.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
+            for folder in (layout.objects, layout.tmp, layout.locks):
+                with rootfs.folder(path, folder, create=True):
+                    pass
         except OSError as exc:
             raise InvalidInput(
                 f"cannot create cache root {path}: {exc.strerror}; check its permissions "
@@ -76,6 +84,20 @@ class Layout:
                 "permissions): every process takes locks in it; pass a writable root"
             )
         return layout
+
+    def check_areas(self, *, shards: bool = False) -> None:
+        """Raise ``UnsafePath`` if an area folder or a manifest file of the root is a link (or
+        a folder is not one, or sits on another device): the library would refuse to touch it
+        anyway, so say so before any work starts. ``shards`` also checks ``objects/<xx>``
+        (GC and check, which list every result file, do)."""
+        for area in (self.objects, self.tmp, self.locks, self.views, self.quarantine):
+            rootfs.check_area(self.root, area)
+        for name in (MANIFEST_NAME, MANIFEST_NAME + ".wal", MANIFEST_LOCK_NAME):
+            rootfs.check_file(self.root / name)
+        if shards:
+            for name, found in rootfs.listdir(self.root, self.objects):
+                if stat.S_ISLNK(found.st_mode):
+                    rootfs.check_area(self.root, self.objects / name)
 
     @property
     def manifest(self) -> Path:
@@ -101,6 +123,10 @@ class Layout:
     def views(self) -> Path:
         return self.root / VIEWS_DIR
 
+    @property
+    def quarantine(self) -> Path:
+        return self.root / QUARANTINE_DIR
+
     def relative_result_path(self, key: str) -> str:
         """The manifest's ``path`` column for ``key``: relative, '/'-separated."""
         return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
@@ -112,6 +138,9 @@ class Layout:
         return self.locks / f"{key}.lock"
 
     def new_temp_path(self, key: str) -> Path:
-        """A temp name no other writer can pick: key, pid, thread and a random part."""
+        """Create an empty temp file no other writer can pick (key, pid, thread, a random
+        part), as a new regular file in the real ``tmp/`` folder, and return its path."""
         unique = f"{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:12]}"
-        return self.tmp / f"{key}.{unique}{RESULT_SUFFIX}{TMP_SUFFIX}"
+        path = self.tmp / f"{key}.{unique}{RESULT_SUFFIX}{TMP_SUFFIX}"
+        rootfs.create(self.root, path)
+        return path

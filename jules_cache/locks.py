@@ -2,7 +2,9 @@
 
 ``flock`` locks belong to an open file description, so they exclude other processes *and*
 other threads or store objects of this process, and the kernel releases them when a holder
-dies — a crashed trainer never blocks the others. Lock files are never deleted while held;
+dies — a crashed trainer never blocks the others. A lock file is opened through its folder's
+descriptor with ``O_NOFOLLOW`` and must be a regular file, so a link planted at its name (to a
+file outside the root) is refused, never truncated. Lock files are never deleted while held;
 if one is unlinked and recreated (e.g. by GC), a holder notices that its inode is no longer the
 path's and retries, so two processes can never both believe they hold the same lock.
 """
@@ -10,13 +12,15 @@ path's and retries, so two processes can never both believe they hold the same l
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockTimeout
+from .errors import LockTimeout, UnsafePath
 
 _MAX_POLL = 0.01  # a waiter notices a released lock within 10 ms
 
@@ -41,7 +45,7 @@ def _acquire(path: Path, timeout: float, shared: bool) -> int:
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _open(path)
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:
@@ -62,9 +66,39 @@ def _acquire(path: Path, timeout: float, shared: bool) -> int:
         os.close(fd)
 
 
+def _open(path: Path) -> int:
+    """Open (creating) the lock file, refusing a link or a non-regular file at its name."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _unsafe(path.parent, "is a symbolic link or not a folder") from exc
+        raise
+    try:
+        fd = os.open(path.name, flags, 0o666, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _unsafe(path, "is a symbolic link") from exc
+        raise
+    finally:
+        os.close(folder)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _unsafe(path, "is not a regular file")
+    return fd
+
+
+def _unsafe(path: Path, what: str) -> UnsafePath:
+    return UnsafePath(
+        f"lock file {path} {what}; jules_cache never follows links inside its root. "
+        "Remove it (the cache re-creates it) and retry"
+    )
+
+
 def _still_linked(fd: int, path: Path) -> bool:
     try:
-        return os.stat(path).st_ino == os.fstat(fd).st_ino
+        return os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
 
@@ -78,7 +112,11 @@ def _record_holder(fd: int) -> None:
 
 def _holder_pid(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 32).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None

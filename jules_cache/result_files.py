@@ -14,6 +14,7 @@ that fails verification raises, and the store quarantines the file and recompute
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -25,6 +26,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .data_fingerprint import holds_python_objects
+from .errors import StoreError
 
 METADATA_KEY = "jules_cache.entry"
 TIME_COLUMN_NAMES = ("ts", "timestamp", "time", "datetime", "bar_time", "date")
@@ -51,14 +55,70 @@ def write_result(
 ) -> None:
     """Write ``result`` to ``path`` with the entry metadata and page checksums, then fsync it.
 
+    Raises ``StoreError`` before anything is written if a column would not read back with
+    the same dtype (see ``unstorable_columns``), and for a write Parquet refuses.
     ``on_partial`` is called once data is written but before the footer (a fault-injection
     point for the crash tests).
     """
+    schema = result.schema if isinstance(result, pl.DataFrame) else result.collect_schema()
+    problems = unstorable_columns(schema)
+    if problems:
+        shown = "; ".join(f"column {name!r} ({why})" for name, why in problems.items())
+        raise StoreError(
+            f"the result cannot be stored: {shown}. Cast such columns to a type Parquet "
+            "holds exactly (e.g. Int128 to Int64 or Decimal, Object to a plain type) to cache it"
+        )
     kv = {METADATA_KEY: json.dumps(metadata, ensure_ascii=False, default=str)}
     codec = "none" if compression == "uncompressed" else compression
     frames = [result] if isinstance(result, pl.DataFrame) else result.collect_batches()
-    _write_frames(frames, result, path, kv, codec, on_partial)
+    try:
+        _write_frames(frames, result, path, kv, codec, on_partial)
+    except pa.ArrowException as exc:
+        if isinstance(exc, OSError):  # disk full, permissions: already a store failure
+            raise
+        raise StoreError(f"Parquet refused the result: {exc}") from exc
     fsync_file(path)
+
+
+# dtype -> why it does not round-trip (None: it does). Dtypes are few per process.
+_ROUND_TRIPS: dict[pl.DataType, str | None] = {}
+
+
+def unstorable_columns(schema: pl.Schema) -> dict[str, str]:
+    """Return ``{column: why}`` for the columns a result file would not give back unchanged.
+
+    The rule is the real round trip, not a list of bad types: an empty column of each dtype
+    is written and read back in memory by the same code as a result file, and must come back
+    with the same dtype (``pl.Object`` comes back as Binary, ``Int128`` does not export to
+    Arrow). Values never change a dtype, so the schema decides; each dtype is tried once.
+    """
+    problems = {}
+    for name, dtype in schema.items():
+        if dtype not in _ROUND_TRIPS:
+            if len(_ROUND_TRIPS) > 1024:
+                _ROUND_TRIPS.clear()
+            _ROUND_TRIPS[dtype] = _round_trip_problem(dtype)
+        why = _ROUND_TRIPS[dtype]
+        if why is not None:
+            problems[name] = why
+    return problems
+
+
+def _round_trip_problem(dtype: pl.DataType) -> str | None:
+    if holds_python_objects(dtype, pl):
+        return f"{dtype} holds Python objects, which Parquet cannot store"
+    buffer = io.BytesIO()
+    try:
+        empty = pl.DataFrame(schema={"c": dtype})
+        _write_frames([empty], empty, buffer, {}, "none", None)
+        back = read_result(io.BytesIO(buffer.getvalue())).schema["c"]
+    except (pl.exceptions.PolarsError, pa.ArrowException, ValueError, TypeError) as exc:
+        return f"{dtype} cannot be written as Parquet: {type(exc).__name__}: {exc}"
+    except pl.exceptions.PanicException as exc:  # a Rust panic: not an Exception subclass
+        return f"{dtype} cannot be written as Parquet: {exc}"
+    if back != dtype:
+        return f"{dtype} would read back as {back}"
+    return None
 
 
 def _with_metadata(table: pa.Table, kv: dict[str, str]) -> pa.Table:
@@ -68,7 +128,7 @@ def _with_metadata(table: pa.Table, kv: dict[str, str]) -> pa.Table:
 def _write_frames(
     frames: Iterable[pl.DataFrame],
     result: pl.DataFrame | pl.LazyFrame,
-    path: Path,
+    path: Path | io.BytesIO,
     kv: dict[str, str],
     codec: str,
     on_partial: Callable[[], None] | None,
@@ -99,7 +159,7 @@ def _write_frames(
 def _write_pending(
     writer: pq.ParquetWriter | None,
     frames: list[pl.DataFrame],
-    path: Path,
+    path: Path | io.BytesIO,
     kv: dict[str, str],
     codec: str,
 ) -> pq.ParquetWriter:
@@ -227,43 +287,65 @@ def _as_utc_naive(value: Any) -> datetime | None:
 READ_ERRORS = (OSError, ValueError, pa.ArrowException, pl.exceptions.PolarsError)
 
 
-def read_result(path: Path) -> pl.DataFrame:
-    """Read a cached result whole, verifying every page checksum.
+class WrongKey(ValueError):
+    """A result file carries another key in its metadata than the one its name says: a file
+    copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
-    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+
+def check_key(parquet: pq.ParquetFile, path: Path | io.BytesIO, key: str | None) -> None:
+    """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
+    if key is None:
+        return
+    raw = (parquet.metadata.metadata or {}).get(METADATA_KEY.encode())
+    try:
+        found = json.loads(raw)["key"] if raw is not None else None
+    except (ValueError, TypeError, KeyError):
+        found = None
+    if found != key:
+        raise WrongKey(f"{path} holds the result of key {found!r}, not {key!r}")
+
+
+def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame:
+    """Read a cached result whole, verifying every page checksum and, given ``key``, that
+    the file is that key's (its footer metadata is read anyway).
+
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
-    table = pq.ParquetFile(path, page_checksum_verification=True).read()
+    parquet = pq.ParquetFile(path, page_checksum_verification=True)
+    check_key(parquet, path, key)
+    table = parquet.read()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
 
 
-def verify_result(path: Path) -> int:
+def verify_result(path: Path, key: str | None = None) -> int:
     """Read every page of ``path`` with checksums verified, in bounded memory; return the rows.
 
-    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged.
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
     rows = 0
     with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
+        check_key(parquet, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
     return rows
 
 
-_verified: dict[tuple[str, int, int, int], None] = {}
+_verified: dict[tuple[str, str | None, int, int, int], None] = {}
 _VERIFIED_MAX = 4096
 
 
-def scan_result(path: Path) -> pl.LazyFrame:
-    """A LazyFrame over a cached result, whose pages this process has verified once.
+def scan_result(path: Path, key: str | None = None) -> pl.LazyFrame:
+    """A LazyFrame over a cached result, whose pages (and key) this process has verified once.
 
     Polars scans do not check page checksums, so the first scan of a file (identified by
     path, inode, size and mtime) in a process reads it through pyarrow first.
     """
     stat = os.stat(path)
-    identity = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    identity = (str(path), key, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if identity not in _verified:
-        verify_result(path)
+        verify_result(path, key)
         if len(_verified) >= _VERIFIED_MAX:
             _verified.clear()
         _verified[identity] = None

@@ -31,14 +31,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from .catalog import (
-    refresh_views,
-    remove_link,
-    unlink_links,
-    view_published,
-    views_deleted,
-)
-from .check import DEFAULT_GRACE_SECONDS, CheckReport, quarantine_file, recover, run_check
+from . import rootfs
+from .catalog import refresh_views, remove_link, view_published
+from .check import DEFAULT_GRACE_SECONDS, CheckReport, recover, register_orphans, run_check
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
@@ -48,17 +43,19 @@ from .errors import (
     JulesCacheError,
     LockTimeout,
     ManifestError,
+    PartialRemoval,
     StoreError,
 )
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
 from .gc import GCOptions, GCReport, collect_garbage
 from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
-from .keys import KEY_SCHEMA, KeyParts, validate_symbol
+from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
 from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import CacheResult, Entry, FeatureStats, Stats
+from .removal import describe_failures, discard_files, drop_rows
 from .result_files import (
     READ_ERRORS,
     ResultInfo,
@@ -97,6 +94,7 @@ class _Request:
     config_json: str
     code_version: str | None
     code_functions: dict[str, str]
+    code_unfollowed: tuple[str, ...]
     files: tuple[InputFile, ...]
     compute_func: ComputeFunc
     lazy: bool
@@ -266,7 +264,7 @@ class FeatureStore:
     ) -> CacheResult:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
         request = self._request(symbol, data, config, compute_func, name, version, lazy)
-        value = self._read(request.path, lazy)
+        value = self._read(request.path, request.key, lazy)
         if value is not None:
             self._record_hit(request.key)
             return request.result(value, hit=True)
@@ -294,6 +292,8 @@ class FeatureStore:
             raise InvalidInput(f"name must be a non-empty str, not {name!r}")
         if version is not None and not isinstance(version, str):
             raise InvalidInput(f"version must be a str, not {type(version).__name__}")
+        if version is not None:
+            require_utf8(version, "version")
         feature = name or feature_name(compute_func)
         config_fp = canonical_config(config)
         code_fp = code_fingerprint(compute_func, version)
@@ -315,6 +315,7 @@ class FeatureStore:
             config_json=config_fp.json,
             code_version=version,
             code_functions=code_fp.functions,
+            code_unfollowed=code_fp.unfollowed,
             files=prepared.files,
             compute_func=compute_func,
             lazy=lazy,
@@ -323,14 +324,15 @@ class FeatureStore:
 
     # -- hits ----------------------------------------------------------------------------------
 
-    def _read(self, path: Path, lazy: bool) -> pl.DataFrame | pl.LazyFrame | None:
-        """The cached value at ``path``, or None if missing or damaged.
+    def _read(self, path: Path, key: str, lazy: bool) -> pl.DataFrame | pl.LazyFrame | None:
+        """The cached value of ``key`` at ``path``, or None if missing, damaged or another
+        key's file (the key in the file's own metadata is checked on every read).
 
         A damaged file is not an error for the caller: the miss path reads it again under the
         key's lock, quarantines it, and recomputes (``_read_or_quarantine``).
         """
         try:
-            return scan_result(path) if lazy else read_result(path)
+            return scan_result(path, key) if lazy else read_result(path, key)
         except READ_ERRORS:
             return None
 
@@ -341,22 +343,24 @@ class FeatureStore:
         into errors): it is logged on the ``jules_cache`` logger and counted in the manifest
         (``corrupt_files``); the file is kept in ``<root>/quarantine/`` for inspection.
         """
+        key = request.key
         try:
-            return scan_result(request.path) if request.lazy else read_result(request.path)
+            if request.lazy:
+                return scan_result(request.path, key)
+            return read_result(request.path, key)
         except FileNotFoundError:
             return None
         except READ_ERRORS as exc:
             if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
                 return None  # cannot open it (permissions, fd limit): not evidence of damage
             _log.warning("cached file %s is damaged (%s); recomputing it", request.path, exc)
-            try:
+            try:  # the key's lock is held: no publish of this key can interleave
                 with self.manifest.write() as con:
-                    quarantine_file(self.layout, request.path)
-                    remove_link(self.layout, request.parts.feature, request.key)
-                    self.manifest.execute(con, "check.sql", "delete_entry", {"key": request.key})
-                    views_deleted(con, self.layout, {request.key: request.parts.feature})
+                    drop_rows(self.manifest, con, [key])
                     params = {"name": "corrupt_files", "delta": 1}
                     self.manifest.execute(con, "check.sql", "bump_counter", params)
+                with self.manifest.read() as con:
+                    discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
             except _STORE_ERRORS as error:  # the publish replaces the file anyway
                 _log.warning("could not quarantine %s: %s", request.path, error)
             return None
@@ -408,6 +412,9 @@ class FeatureStore:
             self._last_flush = time.monotonic()
         try:
             if hits:
+                # A hit on a file without a row (its rm or GC was killed before the unlink)
+                # registers it again: the file is valid and verified, and now in use.
+                register_orphans(self.manifest, con, list(hits))
                 self.manifest.execute(
                     con,
                     "entries.sql",
@@ -418,6 +425,7 @@ class FeatureStore:
                         "times": [when for _, when in hits.values()],
                     },
                 )
+
             if misses:
                 params = {"name": "misses", "delta": misses}
                 self.manifest.execute(con, "entries.sql", "bump_counter", params)
@@ -452,8 +460,21 @@ class FeatureStore:
     # -- misses --------------------------------------------------------------------------------
 
     def _miss(self, request: _Request) -> CacheResult:
-        """Compute under the key's lock (single flight), write a temp file, publish it."""
-        with file_lock(self.layout.key_lock_path(request.key), self.lock_timeout):
+        """Compute under the key's lock (single flight), write a temp file, publish it.
+
+        The opportunistic GC step runs first, so it can never delete the result this call
+        is about to return (a lazy result is a scan of that file).
+        """
+        self._maybe_auto_gc()
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(
+                    file_lock(self.layout.key_lock_path(request.key), self.lock_timeout)
+                )
+            except OSError as exc:  # e.g. locks/ not writable: computed, but never stored
+                output = request.compute_func(request.frame, request.config)
+                result = as_result_frame(output, request.parts.feature)
+                return request.result(self._unstored(result, request, exc), stored=False)
             value = self._read_or_quarantine(request)  # published while we waited?
             if value is not None:
                 self._record_hit(request.key)
@@ -462,8 +483,9 @@ class FeatureStore:
             _crash_point("compute")
             output = request.compute_func(request.frame, request.config)
             result = as_result_frame(output, request.parts.feature)
-            temp = self.layout.new_temp_path(request.key)
+            temp: Path | None = None
             try:
+                temp = self.layout.new_temp_path(request.key)
                 write_result(
                     result,
                     temp,
@@ -476,14 +498,14 @@ class FeatureStore:
                 compute_seconds = time.perf_counter() - compute_started
                 # Read back (checksums verified) so a miss returns what every hit will; a lazy
                 # result is scanned once it is in place (a scan verifies the file it names).
-                frame = None if request.lazy else read_result(temp)
+                frame = None if request.lazy else read_result(temp, request.key)
                 info = describe_result(temp, self.time_column)
                 self._publish(request, temp, info, compute_seconds)
             except _STORE_ERRORS as exc:
-                _remove(temp)
+                if temp is not None:
+                    self._remove(temp)
                 return request.result(self._unstored(result, request, exc), stored=False)
-        self._maybe_auto_gc()
-        return request.result(scan_result(request.path) if frame is None else frame)
+        return request.result(scan_result(request.path, request.key) if frame is None else frame)
 
     def _publish(
         self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
@@ -498,11 +520,12 @@ class FeatureStore:
             created_at=now,
             last_accessed_at=now,
         )
-        with self.manifest.write() as con:
-            request.path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, request.path)
-            _crash_point("renamed")
-            try:
+        renamed = False
+        try:
+            with self.manifest.write() as con:
+                rootfs.rename(self.root, temp, request.path)
+                renamed = True
+                _crash_point("renamed")
                 self._insert_entry(con, row)
                 view_published(
                     con, self.layout, request.parts.feature, request.key, row["result_schema"]
@@ -511,13 +534,34 @@ class FeatureStore:
                 if self._flush_due():
                     self._flush_pending(con)
                 _crash_point("commit")
-            except BaseException:
-                _remove(request.path)  # the transaction rolls back: no file without its row
-                remove_link(self.layout, request.parts.feature, request.key)
-                raise
+        except BaseException:
+            # Rolled back, or the COMMIT itself failed (a full disk): no file without its row.
+            # The key's lock is still held, so no other publish of this key can be undone here.
+            if renamed and not self._committed(request.key):
+                self._remove(request.path)
+                with contextlib.suppress(OSError, JulesCacheError):
+                    remove_link(self.layout, request.parts.feature, request.key)
+            raise
         with self._pending_lock:
             self._pending_misses += 1
         fsync_dir(request.path.parent)
+
+    def _committed(self, key: str) -> bool:
+        """Whether ``key`` has a row after a publish raised: a failure after the COMMIT (the
+        checkpoint at detach) leaves the row committed, and then the file must stay."""
+        try:
+            with self.manifest.read() as con:
+                params = {"keys": [key]}
+                return bool(
+                    self.manifest.execute(con, "removal.sql", "keys_with_rows", params).fetchall()
+                )
+        except (JulesCacheError, OSError, duckdb.Error):
+            return False
+
+    def _remove(self, path: Path) -> None:
+        """Delete a file we created, if it is there; failing to is never worse than not trying."""
+        with contextlib.suppress(OSError, JulesCacheError):
+            rootfs.unlink(self.root, path)
 
     def _insert_entry(self, con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
         """Insert a published entry's row, replacing a row left for its key (file lost).
@@ -542,9 +586,10 @@ class FeatureStore:
         if isinstance(result, pl.LazyFrame):
             # Sinking failed: collect in memory. A broken plan raises here, as a compute error.
             result = result.collect()
+        advice = "" if isinstance(exc, JulesCacheError) else ". Free disk space or fix permissions"
         message = (
             f"could not store {request.parts.feature} for {request.parts.symbol!r} in "
-            f"{self.root}: {exc}. Free disk space or fix permissions"
+            f"{self.root}: {exc}{advice}"
         )
         if self.strict:
             raise StoreError(message) from exc
@@ -652,6 +697,7 @@ class FeatureStore:
             code_fingerprint=parts.code_fingerprint,
             code_version=request.code_version,
             code_functions=request.code_functions,
+            code_unfollowed=request.code_unfollowed,
         )
         candidates = self.entries(feature=parts.feature)
         with self.manifest.read() as con:
@@ -728,14 +774,12 @@ class FeatureStore:
             cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
             columns = [d[0] for d in cursor.description]
             matched = [Entry.from_row(columns, row) for row in cursor.fetchall()]
-            keys = {"keys": [entry.key for entry in matched]}
-            for statement in ("delete_entries", "delete_entries_inputs"):
-                self.manifest.execute(con, "entries.sql", statement, keys)
-            if matched:
-                views_deleted(con, self.layout, {entry.key: entry.feature for entry in matched})
-        unlink_links(self.layout, {entry.key: entry.feature for entry in matched})
-        for entry in matched:
-            _remove(self.root / entry.path)
+            deleted = drop_rows(self.manifest, con, [entry.key for entry in matched])
+        with self.manifest.read() as con:
+            outcome = discard_files(self.manifest, con, deleted)
+        if outcome.errors:
+            message = f"removed {len(deleted)} entries, but {describe_failures(outcome)}"
+            raise PartialRemoval(message, matched, list(outcome.not_deleted))
         return matched
 
     def verify(self, *, fix: bool = False) -> VerifyReport:
@@ -883,8 +927,10 @@ CRASH_ENV = "JULES_CACHE_CRASH_AT"
 
 
 def _crash_point(stage: str) -> None:
-    """Fault-injection hook for the crash tests (tests/test_faults.py): if the environment
-    variable ``JULES_CACHE_CRASH_AT`` names ``stage``, SIGKILL this process right here.
+    """Fault-injection hook for the crash tests (tests/test_faults.py, tests/test_attack_store.py):
+    if the environment variable ``JULES_CACHE_CRASH_AT`` names ``stage``, SIGKILL this process
+    right here; if it names ``fill-disk:<stage>``, fill the root's file system here instead
+    (a file ``tmp/fill-disk`` written until ENOSPC) so the next write fails for real.
 
     Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp
     file half written, no footer), ``fsynced`` (temp complete, not published), ``renamed``
@@ -895,8 +941,21 @@ def _crash_point(stage: str) -> None:
     registered, not yet renamed), ``rebuild-moved-aside`` (old manifest moved aside, the new
     one not yet in place). Never set it outside tests.
     """
-    if os.environ.get(CRASH_ENV) == stage:
+    wanted = os.environ.get(CRASH_ENV)
+    if wanted == stage:
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted == f"fill-disk:{stage}":
+        _fill_disk(Path(os.environ[CRASH_ENV + "_ROOT"]) / "tmp" / "fill-disk")
+
+
+def _fill_disk(path: Path) -> None:
+    chunk = b"\0" * (1 << 16)
+    with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
+        while True:
+            sink.write(chunk)
+    with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
+        while True:  # the last partial chunk
+            sink.write(b"\0" * 512)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -913,12 +972,6 @@ def _frame_bytes(data: Any) -> int:
         if isinstance(size, int):
             return size
     return 0
-
-
-def _remove(path: Path) -> None:
-    """Delete a file we created, if it is there; failing to is never worse than not trying."""
-    with contextlib.suppress(OSError):
-        path.unlink()
 
 
 @functools.cache

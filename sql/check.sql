@@ -2,13 +2,15 @@
 -- Run against an attached manifest (USE manifest).
 
 -- name: entry_files
--- Every entry's file and the size recorded when it was published.
-SELECT key, path, bytes FROM entries ORDER BY key;
-
--- name: delete_entry
-DELETE FROM entries WHERE key = $key;
+-- Every entry's file, the size recorded when it was published, and its feature.
+SELECT key, path, bytes, feature FROM entries ORDER BY key;
 
 -- name: bump_counter
 -- An upsert, for counters no migration created (rare events: corrupt files found on read).
 INSERT INTO counters VALUES ($name, $delta)
 ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value;
+
+-- name: keys_without_rows
+-- Which of these keys (hit from files) have no row: orphans of a killed rm or GC.
+SELECT key FROM (SELECT unnest($keys::VARCHAR[]) AS key) AS hit
+WHERE key NOT IN (SELECT key FROM entries);

@@ -92,13 +92,6 @@ JOIN entries AS e USING (key)
 WHERE i.method = 'footer'
 ORDER BY i.key, i.position;
 
--- name: delete_entries
--- Remove entries by key (with delete_entries_inputs); the caller unlinks files after COMMIT.
-DELETE FROM entries WHERE key IN (SELECT unnest($keys));
-
--- name: delete_entries_inputs
-DELETE FROM entry_inputs WHERE key IN (SELECT unnest($keys));
-
 -- name: match_entries
 -- Entries matching every given filter (NULL matches all); the key filter is a prefix.
 SELECT *

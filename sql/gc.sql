@@ -123,25 +123,6 @@ UNION ALL SELECT * FROM over_budget
 UNION ALL SELECT * FROM stale
 ORDER BY reason, last_accessed_at NULLS FIRST, key, name;
 
--- name: delete_entries
--- Delete planned rows, but only those still as planned: a row hit (last access moved) or
--- re-published since the plan is spared. Returns the keys (and features) really deleted.
-DELETE FROM entries
-USING (
-    SELECT unnest($keys) AS key, unnest($last_accessed) AS last_accessed_at
-) AS planned
-WHERE entries.key = planned.key
-  AND entries.last_accessed_at = planned.last_accessed_at
-RETURNING entries.key, entries.feature;
-
--- name: delete_entry_inputs
--- The input-file records of deleted entries go with them (same transaction).
-DELETE FROM entry_inputs WHERE key IN (SELECT unnest($keys::VARCHAR[]));
-
--- name: keys_with_rows
--- Which of these keys have a manifest row right now (checked under the lock before unlinking).
-SELECT key FROM entries WHERE key IN (SELECT unnest($keys));
-
 -- name: start_run
 INSERT INTO gc_runs (id, started_at, dry_run, status, parameters)
 SELECT coalesce(max(id), 0) + 1, $started_at, $dry_run, 'running', $parameters

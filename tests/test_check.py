@@ -80,7 +80,7 @@ def test_orphan_file_is_registered_again_from_its_own_metadata(store, aapl):
     result = put(store, aapl)
     before = store.entry(result.key)
     with store.manifest.write() as con:
-        store.manifest.execute(con, "check.sql", "delete_entry", {"key": result.key})
+        con.execute("DELETE FROM entries WHERE key = ?", [result.key])
     (problem,) = store.check().of_kind("orphan_file")
     assert problem.key == result.key and "valid" in problem.detail
     assert store.check(fix=True).of_kind("orphan_file")[0].action == "registered"
@@ -268,7 +268,7 @@ def test_deep_fix_never_registers_a_damaged_orphan(store, aapl):
     """Found by the stateful test: an orphan with a flipped bit was registered by --deep --fix."""
     result = put(store, aapl)
     with store.manifest.write() as con:
-        store.manifest.execute(con, "check.sql", "delete_entry", {"key": result.key})
+        con.execute("DELETE FROM entries WHERE key = ?", [result.key])
     flip_bit(result.path)
     (problem,) = store.check(deep=True, fix=True).of_kind("orphan_file")
     assert problem.action == "quarantined" and "checksum" in problem.detail.lower()

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from features import bar_count, flip_bit
 
-from jules_cache import FeatureStore, InvalidInput
+from jules_cache import FeatureStore, InvalidInput, UnsafePath
 from jules_cache.check import LEFTOVER_KINDS
 
 TESTS = Path(__file__).resolve().parent
@@ -313,6 +313,6 @@ def test_a_root_whose_folders_are_files_is_refused(tmp_path):
     root = tmp_path / "cache"
     root.mkdir()
     (root / "objects").write_text("a file where a folder belongs")
-    with pytest.raises(InvalidInput, match="cannot create cache root"):
+    with pytest.raises(UnsafePath, match="objects is not a directory"):
         FeatureStore(root)
     assert (root / "objects").read_text() == "a file where a folder belongs"

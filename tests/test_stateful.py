@@ -94,7 +94,7 @@ class CacheMachine(RuleBasedStateMachine):
         if entries:
             key = entries[index % len(entries)].key
             with self.store.manifest.write() as con:
-                self.store.manifest.execute(con, "check.sql", "delete_entry", {"key": key})
+                con.execute("DELETE FROM entries WHERE key = ?", [key])
 
     @rule(fix=st.booleans(), deep=st.booleans())
     def check(self, fix: bool, deep: bool) -> None:

@@ -1,0 +1,263 @@
+"""Read what the source of a function or class references, once per code object.
+
+The static half of the code fingerprint (:mod:`jules_cache.code_fingerprint` is the dynamic
+half, which resolves these references on the live objects): the normalised AST of a function's
+own code object or a class body, and what it names — dotted chains (``pkg.sub.helper2``,
+``getattr(mod, "f")``), attribute names, imports written in the body, and the routes no walk
+can follow (``eval``, computed imports, computed ``getattr``, ``sys.modules[...]``).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import linecache
+import textwrap
+import types
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from jules_cache.errors import FingerprintError
+
+
+class Import(NamedTuple):
+    """An import written inside a function or class body."""
+
+    bound: str | None  # the local name it binds (None: the module is only reached)
+    module: str  # the module to import (relative to the package when ``level`` > 0)
+    attr: str | None  # ``from module import attr``
+    level: int
+    top: bool  # ``import a.b.c`` binds ``a``, not ``a.b.c``
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the source of one function or class says, independent of runtime values."""
+
+    dumps: list[str]
+    chains: list[tuple[str, ...]]  # dotted references, longest only: ("mypkg", "sub", "helper2")
+    attrs: list[str]  # every attribute name (and constant getattr name) mentioned
+    imports: list[Import]
+    computed_getattrs: list[tuple[tuple[str, ...] | None, str]]  # (base chain, base source)
+    uses_globals: bool  # ``globals()`` is called: any name of the module may be reached
+    dynamic: list[str]  # routes no walk can follow
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        body = node.body
+        first = body[0].value if body and isinstance(body[0], ast.Expr) else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _name(obj) -> str:
+    module = getattr(obj, "__module__", None) or "builtins"
+    return f"{module}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def no_source(obj, why: str) -> FingerprintError:
+    return FingerprintError(
+        f"cannot read the source of {_name(obj)} ({why}); pass version='...' to "
+        "get_or_compute / code_fingerprint and bump it whenever the code changes"
+    )
+
+
+def _source_trees(obj) -> list[ast.AST]:
+    """Return the AST node(s) defining a function or class (lambdas: see module docstring)."""
+    if getattr(obj, "__name__", None) == "<lambda>":
+        return _lambda_nodes(obj)
+    try:
+        # The code object, not the function: inspect.getsource(function) follows __wrapped__
+        # and would hash the wrapped function's source in place of the wrapper's.
+        target = obj.__code__ if isinstance(obj, types.FunctionType) else obj
+        source = inspect.getsource(target)
+    except (OSError, TypeError) as exc:
+        raise no_source(obj, str(exc)) from exc
+    try:
+        return [ast.parse(textwrap.dedent(source))]
+    except SyntaxError as exc:
+        raise no_source(obj, f"its source does not parse: {exc}") from exc
+
+
+def _lambda_nodes(func) -> list[ast.AST]:
+    code = func.__code__
+    try:
+        file = inspect.getsourcefile(func)
+    except TypeError as exc:
+        raise no_source(func, str(exc)) from exc
+    if file:
+        linecache.checkcache(file)
+    lines = linecache.getlines(file) if file else []
+    if not lines:
+        raise no_source(func, "no source file")
+    try:
+        tree = ast.parse("".join(lines))
+    except SyntaxError as exc:
+        raise no_source(func, f"its file does not parse: {exc}") from exc
+    lambdas: list[ast.Lambda] = [
+        n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno
+    ]
+    # Instructions of the body carry real column spans; RESUME/RETURN carry (0, 0).
+    spans = [p for p in code.co_positions() if p[0] and p[2] is not None and (p[3] or 0) > p[2]]
+    if len(lambdas) > 1 and spans:
+        line, _, col, _ = spans[0]
+        narrowed = [n for n in lambdas if _contains(n.body, line, col)]
+        lambdas = narrowed or lambdas
+    if not lambdas:
+        raise no_source(func, "its lambda was not found in the source file")
+    return [*lambdas]
+
+
+def _contains(node: ast.expr, line: int, col: int) -> bool:
+    start = (node.lineno, node.col_offset)
+    end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
+    return start <= (line, col) < end
+
+
+def _constant_str(node: ast.AST | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+def _is_constant_getattr(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) >= 2
+        and _constant_str(node.args[1]) is not None
+    )
+
+
+def _chain(node: ast.AST) -> tuple[str, ...] | None:
+    """``a.b.c`` (or ``getattr(a.b, "c")``) as ``("a", "b", "c")``; None if not rooted in a name."""
+    attrs: list[str] = []
+    while True:
+        if isinstance(node, ast.Attribute):
+            attrs.append(node.attr)
+            node = node.value
+        elif _is_constant_getattr(node):
+            assert isinstance(node, ast.Call)
+            attrs.append(_constant_str(node.args[1]) or "")
+            node = node.args[0]
+        elif isinstance(node, ast.Name):
+            return (node.id, *reversed(attrs))
+        else:
+            return None
+
+
+def analyse(trees: list[ast.AST]) -> Source:
+    """Read, once per code object, every reference the source makes."""
+    chains: dict[tuple[str, ...], None] = {}
+    attrs: dict[str, None] = {}
+    imports: list[Import] = []
+    computed: list[tuple[tuple[str, ...] | None, str]] = []
+    dynamic: dict[str, None] = {}
+    uses_globals = False
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name | ast.Attribute) or _is_constant_getattr(node):
+                chain = _chain(node)
+                if chain:
+                    chains[chain] = None
+                    attrs.update(dict.fromkeys(chain[1:]))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    bound = alias.asname or alias.name.partition(".")[0]
+                    top = alias.asname is None and "." in alias.name
+                    imports.append(Import(bound, alias.name, None, 0, top))
+            elif isinstance(node, ast.ImportFrom):
+                # (``import *`` is only legal at module level: its names are globals.)
+                for alias in node.names:
+                    bound = alias.asname or alias.name
+                    module = node.module or ""
+                    imports.append(Import(bound, module, alias.name, node.level, False))
+            if isinstance(node, ast.Call):
+                uses_globals |= _call(node, imports, computed, dynamic)
+            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                target = node.targets[0] if len(node.targets) == 1 else None
+                name = _imported_name(node.value)
+                if isinstance(target, ast.Name) and name:  # m = importlib.import_module("x")
+                    imports.append(Import(target.id, name, None, 0, False))
+            elif isinstance(node, ast.Subscript) and _chain(node.value) == ("sys", "modules"):
+                dynamic["sys.modules[...] lookup"] = None
+    prefixes = {chain[:i] for chain in chains for i in range(1, len(chain))}
+    return Source(
+        dumps=[ast.dump(_strip_docstrings(t), include_attributes=False) for t in trees],
+        chains=[chain for chain in chains if chain not in prefixes],
+        attrs=list(attrs),
+        imports=imports,
+        computed_getattrs=computed,
+        uses_globals=uses_globals,
+        dynamic=list(dynamic),
+    )
+
+
+def _call_name(node: ast.Call) -> str | None:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def _imported_name(node: ast.Call) -> str | None:
+    """The module a constant ``importlib.import_module("x")`` / ``__import__("x")`` loads."""
+    if _call_name(node) not in ("import_module", "__import__") or not node.args:
+        return None
+    name = _constant_str(node.args[0])
+    return name if name and not name.startswith(".") else None
+
+
+def _call(node: ast.Call, imports: list[Import], computed: list, dynamic: dict) -> bool:
+    """Record what a call can reach beyond plain references; True if it is ``globals()``."""
+    name = _call_name(node)
+    if name in ("eval", "exec"):
+        dynamic[f"{name}() runs code from a string"] = None
+    elif name in ("import_module", "__import__"):
+        module = _imported_name(node)
+        if module:
+            imports.append(Import(None, module, None, 0, False))
+        else:
+            label = "importlib.import_module" if name == "import_module" else "__import__"
+            dynamic[f"{label}() of a computed module name"] = None
+    elif name == "getattr" and isinstance(node.func, ast.Name) and len(node.args) >= 2:
+        base = node.args[0]
+        if _constant_str(node.args[1]) is None and not (
+            isinstance(base, ast.Name) and base.id in ("self", "cls")  # the class is followed
+        ):
+            computed.append((_chain(base), ast.unparse(base)))
+    return name == "globals" and isinstance(node.func, ast.Name) and not node.args
+
+
+_PARSED: dict[int, tuple[Any, Source | FingerprintError]] = {}
+_PARSED_LIMIT = 4096
+
+
+def parsed_source(obj) -> Source:
+    """Return the analysed source of a function or class.
+
+    Reading and parsing source is most of the cost of a code fingerprint, so it is cached per
+    code object (per class object for classes): the source a code object was compiled from
+    cannot change while that code object runs (an edited file only matters once it is
+    re-imported, which makes new code objects). Globals, defaults and closures are still read on
+    every call. The cache holds the object itself, so its ``id`` cannot be reused meanwhile.
+    """
+    anchor = obj.__code__ if isinstance(obj, types.FunctionType) else obj
+    cached = _PARSED.get(id(anchor))
+    if cached is not None and cached[0] is anchor:
+        if isinstance(cached[1], FingerprintError):
+            raise cached[1]
+        return cached[1]
+    try:
+        source: Source | FingerprintError = analyse(_source_trees(obj))
+    except FingerprintError as exc:
+        source = exc  # a class made at runtime stays without source: do not search again
+    if len(_PARSED) >= _PARSED_LIMIT:
+        _PARSED.clear()
+    _PARSED[id(anchor)] = (anchor, source)
+    if isinstance(source, FingerprintError):
+        raise source
+    return source

@@ -1,0 +1,159 @@
+"""The one way an entry leaves the cache: its rows first, in one transaction, then its files.
+
+``rm``, GC, ``check --fix``, ``verify --fix`` and the quarantine of a damaged file found on a
+read all remove entries through these two steps, so each takes the same steps in the same
+order:
+
+1. ``drop_rows``, inside the caller's exclusive manifest transaction: the entry's row in every
+   per-key table (``entries``, ``entry_inputs``), and the stored view of a feature left without
+   entries (``catalog.views_deleted``);
+2. ``discard_files``, after that transaction committed, under the shared manifest lock (which
+   keeps publishers out but not readers): for each key that still has no row — a key published
+   again in between keeps its new file — the view link and then the result file are unlinked,
+   or the file is moved to ``quarantine/``; each through ``rootfs`` (no link followed, only
+   regular files removed).
+
+A crash between the steps leaves orphan files, never rows pointing at nothing; a later hit
+registers such a file again (``FeatureStore.flush``) and GC removes it once it expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import rootfs
+from .catalog import link_path, unlink_links, views_deleted
+from .errors import JulesCacheError
+from .layout import Layout
+from .manifest import Manifest
+
+_SQL = "removal.sql"
+
+
+def drop_rows(
+    manifest: Manifest,
+    con: duckdb.DuckDBPyConnection,
+    keys: Sequence[str],
+    last_accessed: Sequence[datetime | None] | None = None,
+) -> dict[str, str]:
+    """Delete the entries ``keys`` in every per-key table; return ``{key: feature}`` deleted.
+
+    ``last_accessed`` (GC) spares a row whose last access moved since it was planned.
+    """
+    if not keys:
+        return {}
+    times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
+    params = {"keys": list(keys), "last_accessed": times}
+    deleted = dict(manifest.execute(con, _SQL, "delete_entries", params).fetchall())
+    if deleted:
+        manifest.execute(con, _SQL, "delete_entry_inputs", {"keys": list(deleted)})
+        views_deleted(con, manifest.layout, deleted)
+    return deleted
+
+
+@dataclass
+class Discarded:
+    """What ``discard_files`` did: keys whose files went, keys spared, and failures."""
+
+    removed: list[str] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)  # published again: their files stay
+    missing: list[str] = field(default_factory=list)  # no file was there
+    errors: list[str] = field(default_factory=list)
+    not_deleted: list[Path] = field(default_factory=list)  # files (or links) still there
+
+
+def discard_files(
+    manifest: Manifest,
+    con: duckdb.DuckDBPyConnection,
+    doomed: Mapping[str, str | None],
+    *,
+    quarantine: bool = False,
+) -> Discarded:
+    """Unlink (or quarantine) the files and view links of ``{key: feature}`` with no row now.
+
+    ``con`` is the manifest attached under the shared (or exclusive) lock by the caller, after
+    the commit of ``drop_rows``. Failures (a file that cannot be deleted, a planted link) are
+    collected, not raised: the other keys still go.
+    """
+    layout = manifest.layout
+    outcome = Discarded()
+    if not doomed:
+        return outcome
+    params = {"keys": list(doomed)}
+    live = {row[0] for row in manifest.execute(con, _SQL, "keys_with_rows", params).fetchall()}
+    outcome.live = [key for key in doomed if key in live]
+    for key, feature in doomed.items():
+        if key in live:
+            continue
+        try:  # a link left behind is harmless (the views join entries) but reported
+            unlink_links(layout, {key: feature})
+        except (OSError, JulesCacheError) as exc:
+            where = link_path(layout, feature, key) if feature else layout.views
+            _failed(outcome, where, exc)
+        path = layout.result_path(key)
+        try:
+            if quarantine:
+                done = quarantine_file(layout, path) is not None
+            else:
+                done = rootfs.unlink(layout.root, path)
+        except (OSError, JulesCacheError) as exc:
+            _failed(outcome, path, exc)
+            continue
+        (outcome.removed if done else outcome.missing).append(key)
+    return outcome
+
+
+def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:
+    outcome.errors.append(f"cannot delete {path}: {getattr(exc, 'strerror', None) or exc}")
+    outcome.not_deleted.append(path)
+
+
+def quarantine_file(layout: Layout, path: Path) -> Path | None:
+    """Move a damaged file into ``<root>/quarantine/``; return its new path (None: it was gone).
+
+    Call under the manifest lock, with no row for its key (or for a file that is no entry).
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = layout.quarantine / f"{path.name}.{stamp}"
+    try:
+        rootfs.rename(layout.root, path, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+def remove_entries(
+    manifest: Manifest, keys: Sequence[str], *, quarantine: bool = False
+) -> tuple[dict[str, str], Discarded]:
+    """Both steps for ``keys``: drop their rows (one transaction), then discard their files."""
+    with manifest.write() as con:
+        deleted = drop_rows(manifest, con, keys)
+    with manifest.read() as con:
+        outcome = discard_files(manifest, con, deleted, quarantine=quarantine)
+    return deleted, outcome
+
+
+def describe_failures(outcome: Discarded) -> str:
+    """One line for an error message: what could not be removed and what happens to it."""
+    shown = "; ".join(outcome.errors[:3]) + ("; ..." if len(outcome.errors) > 3 else "")
+    return (
+        f"{len(outcome.errors)} file(s) could not be deleted ({shown}). Their entries are gone, "
+        "so the files are orphans (a hit on one registers it again): make them deletable "
+        "(check `ls -ld` and `lsattr` of their folder), then `jules-cache gc` removes them"
+    )
+
+
+__all__: list[Any] = [
+    "Discarded",
+    "describe_failures",
+    "discard_files",
+    "drop_rows",
+    "quarantine_file",
+    "remove_entries",
+]
