@@ -328,6 +328,10 @@ def _rebuild_locked(
 
     ready = _ready_path(layout)
     rootfs.unlink(layout.root, ready)  # an earlier rebuild's result: this one starts afresh
+    # What killed creations or rebuilds left: none is in flight, they all hold this lock.
+    for name, found in rootfs.listdir(layout.root, layout.tmp):
+        if name.startswith("manifest.") and ".duckdb.tmp" in name and stat.S_ISREG(found.st_mode):
+            rootfs.unlink(layout.root, layout.tmp / name)
     building = Manifest(
         layout, lock_timeout, locked=True, path=Manifest(layout, 0).new_temp_path("manifest")
     )
