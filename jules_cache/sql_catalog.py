@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -63,6 +64,8 @@ _ALIAS = "jules_catalog"
 _PREVIOUS = "jules_catalog_previous"
 _LEFTOVER_SECONDS = 3600.0
 _BLOCK_SIZE = 16384  # DuckDB's smallest; the default 256 KiB costs a block per copied table
+_UNREADABLE = "a file it reads is damaged or unreadable: "
+_log = logging.getLogger("jules_cache")
 _warned: set[tuple[str, str, str]] = set()  # (root, feature, cause) warned in this process
 
 
@@ -207,6 +210,9 @@ def _create_views(
         select = _view_select(folder, meta_column_names(rows_of), union=len(schemas) > 1)
         try:
             con.execute(f'CREATE VIEW "{check_identifier(view)}" AS {select}')
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            problems.append((feature, _UNREADABLE + _cause(exc)))
+            continue
         except duckdb.Error as exc:
             problems.append((feature, _cause(exc)))
             continue
@@ -239,11 +245,21 @@ def _previous_problems(target: Path) -> set[tuple[str, str]]:
 
 
 def _warn_once(layout: Layout, feature: str, cause: str) -> None:
+    """One ``CatalogWarning`` per root, feature and cause; a damaged result file is logged.
+
+    A view that cannot read one of its files (damaged on disk) is the cache's own damage
+    handling's business: the next hit quarantines and recomputes it, ``check`` reports it,
+    and the caller's features are correct meanwhile, so, as for a quarantine, it is logged on
+    the ``jules_cache`` logger rather than warned (users and pytest turn warnings into errors).
+    """
     marker = (str(layout.root), feature, cause)
     if marker in _warned:
         return
     _warned.add(marker)
     subject = f"no SQL view for {feature}" if feature else "catalog.duckdb"
+    if cause.startswith(_UNREADABLE):
+        _log.warning("%s: %s (run `jules-cache check`)", subject, cause)
+        return
     warnings.warn(f"jules_cache: {subject}: {cause}", CatalogWarning, stacklevel=2)
 
 

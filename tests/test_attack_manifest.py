@@ -8,6 +8,7 @@ children that never import jules_cache, crashes are real SIGKILLs (``JULES_CACHE
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -19,7 +20,6 @@ import pytest
 from features import bar_count
 
 from jules_cache import FeatureStore
-from jules_cache.catalog import CatalogWarning
 from jules_cache.errors import CacheWriteWarning, ManifestBusy, ManifestError
 
 pytestmark = pytest.mark.attack
@@ -373,25 +373,29 @@ def bars_v2(ticks, config):
 
 
 @pytest.mark.leaves_damage  # a truncated result file, on purpose
-def test_a_view_that_cannot_be_built_warns_once_per_feature_and_cause(root, aapl):
+def test_a_view_that_cannot_be_built_is_reported_once_per_feature_and_cause(root, aapl, caplog):
+    """Item 13. The cause here is a damaged file: logged (as a quarantine is), never warned,
+    and once; the old code emitted a CatalogWarning on each of these publishes (5 times)."""
     store = FeatureStore(root, catalog_refresh_seconds=0)
     first = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count, name="broken")
     data = first.path.read_bytes()
     first.path.write_bytes(data[: len(data) // 2])  # its link (same inode) now reads garbage
-    with pytest.warns(CatalogWarning, match="no SQL view for broken") as caught:
+    with caplog.at_level(logging.WARNING, logger="jules_cache"):
         # A new schema makes the view read every footer; then publishes of other features.
         store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bars_v2, name="broken")
         for i in range(4):
             store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count, name=f"other{i}")
         store.flush()
-    assert len(caught) == 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # another store (process) on the root: no repeat
-        other = FeatureStore(root, catalog_refresh_seconds=0)
+        other = FeatureStore(root, catalog_refresh_seconds=0)  # another process: no repeat
         other.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count, name="other9")
         other.flush()
+    reports = [r for r in caplog.records if "no SQL view for broken" in r.getMessage()]
+    assert len(reports) == 1 and "damaged or unreadable" in reports[0].getMessage()
     session = Session(root / "catalog.duckdb")
     try:  # the other features' views are there
         assert session.query("SELECT count(*) FROM other9") == [[7]]
+        assert session.query("SELECT count(*) FROM feature_views WHERE view_name = 'broken'") == [
+            [0]
+        ]
     finally:
         session.close()
