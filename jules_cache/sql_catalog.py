@@ -130,8 +130,9 @@ def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
     Call it holding ``catalog.lock``. The tables are copied under the shared manifest lock;
     the views are bound after it is released (binding reads a footer per feature); without
     ``wait`` a manifest in use raises ``LockTimeout`` instead of waiting for it. A view
-    that cannot be bound is left out with one ``CatalogWarning`` per feature and cause (also
-    across processes: the causes are kept in the catalog). Returns ``{feature: view name}``.
+    that cannot be bound is left out and reported once per feature and cause (also across
+    processes: the causes are kept in the catalog; see ``_warn_once``). Returns
+    ``{feature: view name}``.
     """
     layout = manifest.layout
     _remove_leftovers(layout)
