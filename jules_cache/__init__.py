@@ -3,37 +3,61 @@
 from jules_cache import FeatureStore
 store = FeatureStore("data/feature_cache")
 bars = store.get_or_compute("AAPL", ticks, {"freq": "1m"}, make_bars)
+
+Supported platforms: Linux and macOS (POSIX ``flock`` and atomic ``rename``).
 """
 
+try:  # before anything else: every lock of the cache is a POSIX flock
+    import fcntl as _fcntl  # noqa: F401
+except ImportError as _exc:
+    raise ImportError(
+        "jules_cache supports Linux and macOS only: it needs POSIX file locks (the fcntl "
+        "module), which Windows does not have. On Windows, run it under WSL2."
+    ) from _exc
+
+from .check import CheckReport
 from .errors import (
     CacheWriteWarning,
     CorruptEntry,
     FingerprintError,
+    GCError,
     InvalidInput,
     JulesCacheError,
     LockTimeout,
     ManifestError,
+    PartialRemoval,
+    QueryError,
     StoreError,
     UnsafePath,
 )
+from .explain import Explanation
+from .gc import GCReport
 from .models import CacheResult, Entry, FeatureStats, Stats
 from .store import FeatureStore
+from .verify import VerifyReport
 from .version import __version__
 
 __all__ = [
     "CacheResult",
     "CacheWriteWarning",
+    "CheckReport",
     "CorruptEntry",
     "Entry",
+    "Explanation",
     "FeatureStats",
     "FeatureStore",
     "FingerprintError",
+    "GCError",
+    "GCReport",
     "InvalidInput",
     "JulesCacheError",
     "LockTimeout",
     "ManifestError",
+    "PartialRemoval",
+    "QueryError",
     "Stats",
     "StoreError",
     "UnsafePath",
+    "VerifyReport",
     "__version__",
 ]

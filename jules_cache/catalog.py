@@ -1,19 +1,11 @@
 """The SQL catalog: one view per feature over exactly the files the manifest references.
 
-Two places hold feature views. ``store.sql`` builds its own in a private DuckDB session
-(``jules_cache.query``): a single ``read_parquet`` over an explicit, absolute file list, plus the
-entry's immutable metadata as extra columns looked up by DuckDB's ``file_index`` virtual column::
-
-    SELECT *, (['AAPL', 'MSFT', ...]::VARCHAR[])[file_index::BIGINT + 1] AS symbol, ...
-    FROM read_parquet(['/root/objects/ab/ab….parquet', ...], union_by_name = false)
-
-Why this shape (measured in benchmarks/bench_sql.py): joining the files to ``entries`` on the
-file name costs ~40% on a full scan, because the join cannot be dropped; a list lookup on
-``file_index`` is a projection that DuckDB removes when the query does not use it, and a filter
-on it (``WHERE symbol = 'AAPL'``) is still pushed into the reader, which then opens only the
-matching files. ``union_by_name`` is switched on only when the files' schemas differ (it makes
-DuckDB open every footer to bind), so a feature whose schema changed between code versions
-stays queryable: a column missing from older files reads as NULL.
+Two places hold feature views. ``store.sql`` builds its own in a private DuckDB session that
+has no file access (``jules_cache.query``): each view is a pyarrow dataset over an explicit,
+absolute file list, the entry's immutable metadata given as per-file partition values, which
+pyarrow fills in as columns and uses to skip the files a pushed-down filter excludes
+(``WHERE symbol = 'AAPL'`` opens AAPL's files only). A feature whose schema changed between code
+versions stays queryable: a column missing from older files reads as NULL.
 
 The views for a plain DuckDB client are stored in ``<root>/catalog.duckdb`` (built by
 ``jules_cache.sql_catalog``, never in the private manifest); they read the feature's folder of

@@ -598,6 +598,8 @@ def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Pr
             problem = _done(problem, _remove_leftover(layout, path))
         problems.append(problem)
     for path in _regular_files(layout, layout.locks):
+        if path.name != f"{_key_of(path)}.lock":
+            continue  # the cache's own named locks (gc.lock): never stale, as GC sees them too
         age = _age(path, now)
         if age is None or age <= grace_seconds:
             continue

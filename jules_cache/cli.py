@@ -1,22 +1,31 @@
 """The ``jules-cache`` command: a thin click layer over ``FeatureStore``.
 
-Exit codes (mapped here, in one place): 0 done, 1 error, 2 usage error (click), 75 a lock
+Exit codes (mapped here, in one place): 0 done, 1 error, 2 usage error (click: every option
+value is parsed by a click type at the command line, so a bad one is a usage error), 75 a lock
 (or the manifest, held open by another program) was busy past its timeout — "try again later",
 as cron wrappers expect (EX_TEMPFAIL).
+
+Only ``demo`` creates a cache: every other command on a root without one says so and exits 1,
+creating nothing (a typo in a cron job must not grow a new cache tree).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from datetime import datetime
+import traceback
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import JulesCacheError, LockTimeout, ManifestBusy, PartialRemoval
+from .durations import SYNTAX as DURATION_SYNTAX
+from .durations import parse_duration
+from .errors import InvalidInput, JulesCacheError, LockTimeout, ManifestBusy, PartialRemoval
 from .formatting import human_age, human_bytes, table
+from .layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
 from .manifest import utc_now
 from .metrics import write_prometheus
 from .store import FeatureStore
@@ -45,38 +54,144 @@ class _Group(click.Group):
 
 
 class StoreHandle:
-    """Builds the store on first use, so ``--help`` never creates a cache directory."""
+    """Builds the store on first use, so ``--help`` never creates a cache directory, and
+    only on a root that holds a cache unless ``create`` (``demo``)."""
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None = None):
         self.root = root
         self._store: FeatureStore | None = None
 
-    def get(self) -> FeatureStore:
+    def path(self) -> Path:
+        """The root this command works on, absolute (as the library resolves it)."""
+        return (Path(self.root) if self.root is not None else default_root()).expanduser().resolve()
+
+    def require_cache(self) -> Path:
+        """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1)."""
+        path = self.path()
+        if path.exists() and not path.is_dir():
+            raise CliError(f"cache root {path} exists and is not a directory; pick another root", 1)
+        if not is_cache(path):
+            raise CliError(
+                f"no jules_cache at {path}; check --root or $JULES_CACHE_ROOT (a cache is "
+                "created by FeatureStore(root) in Python, or by `jules-cache demo`)",
+                EXIT_ERROR,
+            )
+        return path
+
+    def get(self, *, create: bool = False) -> FeatureStore:
         if self._store is None:
+            if not create:
+                self.require_cache()
             self._store = FeatureStore(self.root)
         return self._store
+
+
+def is_cache(path: Path) -> bool:
+    """A root holds a cache iff its manifest exists, or ``objects/`` holds a result file (a
+    lost manifest is still a cache: ``check --rebuild`` rebuilds it from those files)."""
+    if (path / MANIFEST_NAME).exists():
+        return True
+    try:
+        return any((path / OBJECTS_DIR).glob(f"*/*{RESULT_SUFFIX}"))
+    except OSError:
+        return False
 
 
 pass_store = click.make_pass_decorator(StoreHandle)
 
 
+def _set_root(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    # The group's option is parsed first, a subcommand's after it: the later value wins.
+    if value is not None:
+        ctx.ensure_object(StoreHandle).root = value
+
+
+def _root_option(**extra: Any) -> Any:
+    """The one ``--root`` option, on the group (with the environment variables) and on every
+    subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
+    return click.option(
+        "--root",
+        type=click.Path(path_type=Path),
+        expose_value=False,
+        callback=_set_root,
+        help="Cache root, before or after the command name. "
+        "Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir.",
+        **extra,
+    )
+
+
+root_option = _root_option()
+
+
+class _DurationType(click.ParamType):
+    """``6h``, ``30m``, ``7d``, ``2w`` or seconds -> seconds (the library's one syntax)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            return parse_duration(value)
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _SizeType(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        from .gc import parse_size
+
+        try:
+            return parse_size(value)
+        except InvalidInput as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _SinceType(click.ParamType):
+    """A duration back from now (``1h``, ``7d``) or a UTC date/time (``2024-03-01``)."""
+
+    name = "since"
+    _dates = click.DateTime()
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        with contextlib.suppress(InvalidInput):
+            return utc_now() - timedelta(seconds=parse_duration(value))
+        with contextlib.suppress(click.BadParameter):
+            return self._dates.convert(value, param, ctx)
+        self.fail(
+            f"{value!r} is neither a duration ({DURATION_SYNTAX}) nor a date/time such as "
+            "2024-03-01 or 2024-03-01T09:30:00 (UTC)",
+            param,
+            ctx,
+        )
+
+
+class _KeyPrefixType(click.ParamType):
+    name = "key"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        if len(value) < 6:
+            self.fail(f"key prefix {value!r} is too short; give at least 6 characters", param, ctx)
+        return str(value)
+
+
+DURATION = _DurationType()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(path_type=Path),
-    envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"],
-    help="Cache root. Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir.",
-)
+@_root_option(envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"])
 @click.version_option(__version__, prog_name="jules-cache")
 @click.pass_context
-def cli(ctx: click.Context, root: Path | None) -> None:
+def cli(ctx: click.Context) -> None:
     """jules-cache: a DuckDB-backed cache of feature computations on tick data.
 
     \b
     Example:
       jules-cache --root data/feature_cache stats
     """
-    ctx.obj = StoreHandle(root)
+    ctx.ensure_object(StoreHandle)
 
 
 @cli.command()
@@ -86,6 +201,7 @@ def cli(ctx: click.Context, root: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write Prometheus text format to this file (node-exporter textfile collector).",
 )
+@root_option
 @pass_store
 def stats(handle: StoreHandle, as_json: bool, prometheus: Path | None) -> None:
     """Show entries, size, hits, misses and compute time saved, per feature.
@@ -135,8 +251,13 @@ def stats(handle: StoreHandle, as_json: bool, prometheus: Path | None) -> None:
 @cli.command("ls")
 @click.option("--feature", help="Only entries of this feature.")
 @click.option("--symbol", help="Only entries of this symbol.")
-@click.option("--since", type=click.DateTime(), help="Only entries created at or after (UTC).")
+@click.option(
+    "--since",
+    type=_SinceType(),
+    help="Only entries created within this duration (1h, 7d) or at or after this UTC date.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@root_option
 @pass_store
 def list_entries(
     handle: StoreHandle,
@@ -148,8 +269,9 @@ def list_entries(
     """List cached entries, newest first, with sizes and ages.
 
     \b
-    Example:
+    Examples:
       jules-cache ls --feature jules_cache.synthetic.make_bars --symbol AAPL
+      jules-cache ls --since 1h
     """
     entries = handle.get().entries(feature=feature, symbol=symbol, since=since)
     if as_json:
@@ -192,6 +314,7 @@ def list_entries(
     type=click.IntRange(1_000),
     help="Total ticks over all symbols.",
 )
+@root_option
 @pass_store
 def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     """Compute bars for synthetic ticks twice through the cache: miss time vs hit time.
@@ -202,12 +325,13 @@ def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     """
     from .demo import run_demo  # synthetic data needs numpy: only load it for the demo
 
-    run_demo(handle.get(), symbols=symbols, rows=rows, echo=click.echo)
+    run_demo(handle.get(create=True), symbols=symbols, rows=rows, echo=click.echo)
 
 
 @cli.command()
 @click.option("--fix", is_flag=True, help="Remove the stale entries found.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@root_option
 @pass_store
 def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
     """Find footer-keyed entries whose input file was rewritten under an identical footer.
@@ -234,62 +358,79 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
 
 @cli.command("gc")
 @click.option(
-    "--root",
-    "gc_root",
-    type=click.Path(path_type=Path),
-    help="Cache root (same as the group's --root).",
-)
-@click.option(
     "--retention-weeks",
     type=click.FloatRange(min=0),
     envvar="FEATURE_STORE_GC_RETENTION_WEEKS",
     show_envvar=True,
     help="Delete entries not accessed (read or written) for this many weeks. Default: 4.",
 )
-@click.option("--max-size", help="Also delete least recently used entries beyond this, e.g. 50GB.")
+@click.option(
+    "--max-size",
+    type=_SizeType(),
+    help="Also delete least recently used entries beyond this, e.g. 50GB.",
+)
 @click.option(
     "--grace",
+    type=DURATION,
     default="6h",
     show_default=True,
-    help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d).",
+    help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d, 3600).",
 )
 @click.option("--dry-run", is_flag=True, help="Delete nothing; show what a real run would delete.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("-v", "--verbose", is_flag=True, help="List every file and row deleted.")
+@click.option(
+    "--cron",
+    is_flag=True,
+    help="For cron: print nothing on success, append to a rotated log, exit 75 if busy.",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="FEATURE_STORE_LOG_DIR",
+    show_envvar=True,
+    help="Where --cron writes gc.log (rotated at 1 MiB, 5 kept). Default: <root>/gc-logs.",
+)
+@root_option
 @pass_store
 def gc_command(
     handle: StoreHandle,
-    gc_root: Path | None,
     retention_weeks: float | None,
-    max_size: str | None,
-    grace: str,
+    max_size: int | None,
+    grace: float,
     dry_run: bool,
     as_json: bool,
     verbose: bool,
+    cron: bool,
+    log_dir: Path | None,
 ) -> None:
     """Delete orphan files, dangling rows, expired and over-budget entries, stale temp files.
 
     Safe while trainers use the cache. Every run is recorded in the manifest's gc_runs table.
     Exit codes: 0 done, 1 a step failed (run recorded as failed), 75 another GC or a long
-    manifest lock is busy (try again later).
+    manifest lock is busy (try again later). --cron is for the crontab line printed by
+    `jules-cache cron-line`.
 
     \b
-    Example:
+    Examples:
       jules-cache gc --root data/feature_cache --retention-weeks 4 --max-size 50GB --dry-run
+      jules-cache gc --cron --root /data/feature_cache --log-dir /var/log/jules_cache
     """
     from .errors import GCError
 
-    if gc_root is not None:
-        handle.root = gc_root
+    options: dict[str, Any] = {
+        "retention_weeks": retention_weeks,
+        "max_size": max_size,
+        "grace": grace,
+        "dry_run": dry_run,
+    }
+    if cron:
+        _gc_cron(handle, options, log_dir, verbose)
+        return
+    store = handle.get()
     bar = _ProgressBar(enabled=not as_json and not dry_run and sys.stderr.isatty())
     try:
-        report = handle.get().gc(
-            retention_weeks=retention_weeks,
-            max_size=max_size,
-            grace=grace,
-            dry_run=dry_run,
-            progress=bar.update,
-        )
+        report = store.gc(**options, progress=bar.update)
     except GCError as exc:
         bar.close()
         _show_gc(exc.report, as_json, verbose)
@@ -302,6 +443,116 @@ def gc_command(
         raise
     bar.close()
     _show_gc(report, as_json, verbose)
+
+
+def _gc_cron(
+    handle: StoreHandle, options: dict[str, Any], log_dir: Path | None, verbose: bool
+) -> None:
+    """One scheduled GC run: quiet on success, everything in the log, one line on stderr and
+    the documented exit code otherwise (cron mails what a job prints)."""
+    from .cron import LOG_DIR_NAME, LogBusy, cron_log, log_line
+
+    root = handle.path()
+    try:
+        handle.require_cache()
+    except CliError as exc:
+        if log_dir is None:  # the log would go inside the root: create nothing there
+            raise
+        folder = log_dir
+        failure: CliError | None = exc
+    else:
+        folder = log_dir if log_dir is not None else root / LOG_DIR_NAME
+        failure = None
+    try:
+        with cron_log(folder.expanduser()) as log:
+            settings = " ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+            log_line(log, f"gc --cron start: root {root} {settings}")
+            code, message = _gc_cron_run(handle, options, verbose, log, failure)
+            log_line(log, f"exit {code}" + (f": {message}" if message else ""))
+    except LogBusy as exc:
+        message = f"another `jules-cache gc --cron` run holds its log {exc}; try later"
+        raise CliError(message, EXIT_LOCK_BUSY) from None
+    except OSError as exc:
+        raise CliError(f"cannot write the GC log in {folder}: {exc.strerror}", EXIT_ERROR) from exc
+    if code:
+        raise CliError(message or "gc failed; see the log", code)
+
+
+def _gc_cron_run(
+    handle: StoreHandle,
+    options: dict[str, Any],
+    verbose: bool,
+    log: Any,
+    failure: CliError | None,
+) -> tuple[int, str]:
+    from .cron import log_line
+    from .errors import GCError
+
+    if failure is not None:
+        return failure.exit_code, failure.message
+    try:
+        report = handle.get().gc(**options)
+    except LockTimeout as exc:
+        return EXIT_LOCK_BUSY, f"busy: {exc}"
+    except GCError as exc:
+        _log_report(log, exc.report, verbose)
+        return EXIT_ERROR, str(exc)
+    except JulesCacheError as exc:
+        return EXIT_ERROR, str(exc)
+    except Exception as exc:  # an unforeseen failure: the whole story goes to the log
+        log_line(log, traceback.format_exc())
+        return EXIT_ERROR, f"unexpected {type(exc).__name__}: {exc}"
+    _log_report(log, report, verbose)
+    return 0, ""
+
+
+def _log_report(log: Any, report: Any, verbose: bool) -> None:
+    from .cron import log_line
+
+    action = "would delete (dry run)" if report.dry_run else "deleted"
+    log_line(
+        log,
+        f"status {report.status} (gc run {report.run_id}): {action} {report.files} files/rows, "
+        f"{human_bytes(report.bytes)} in {report.duration_seconds:.2f} s, longest lock hold "
+        f"{report.max_lock_hold_ms:.1f} ms",
+    )
+    document = report.to_dict()
+    if not verbose:
+        document.pop("items")
+    log_line(log, json.dumps(document, default=str))
+    for error in report.errors:
+        log_line(log, f"error: {error}")
+
+
+@cli.command("cron-line")
+@click.option(
+    "--schedule",
+    default="17 3 * * *",
+    show_default=True,
+    help="The five crontab time fields.",
+)
+@click.argument("gc_options", nargs=-1, type=click.UNPROCESSED)
+@root_option
+@pass_store
+def cron_line(handle: StoreHandle, schedule: str, gc_options: tuple[str, ...]) -> None:
+    """Print the crontab line that runs `jules-cache gc --cron` for this root, as cron runs it.
+
+    The line names this installation's `jules-cache` by its absolute path (cron's PATH does not
+    include a virtualenv) and the root as an absolute path. Extra GC options go after `--`.
+
+    \b
+    Examples:
+      jules-cache cron-line --root /data/feature_cache
+      jules-cache cron-line --root /data/feature_cache --schedule "0 * * * *" -- --max-size 50GB
+    """
+    from .cron import crontab_line
+
+    if len(schedule.split()) != 5:
+        raise click.BadParameter("give the five crontab fields, e.g. '17 3 * * *'")
+    root = handle.path()
+    if not is_cache(root):
+        click.echo(f"note: no jules_cache at {root} yet; GC will fail until one exists", err=True)
+    click.echo(crontab_line(schedule, ["--root", str(root), *gc_options]))
 
 
 class _ProgressBar:
@@ -359,15 +610,10 @@ def _show_gc(report: Any, as_json: bool, verbose: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--root",
-    "overview_root",
-    type=click.Path(path_type=Path),
-    help="Cache root (same as the group's --root).",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@root_option
 @pass_store
-def overview(handle: StoreHandle, overview_root: Path | None, as_json: bool) -> None:
+def overview(handle: StoreHandle, as_json: bool) -> None:
     """Show entries and bytes by feature and symbol, oldest/newest, and the last GC run.
 
     \b
@@ -376,8 +622,6 @@ def overview(handle: StoreHandle, overview_root: Path | None, as_json: bool) -> 
     """
     from .gc import overview as cache_overview
 
-    if overview_root is not None:
-        handle.root = overview_root
     store = handle.get()
     result = cache_overview(store.manifest, store.layout)
     if as_json:
@@ -432,12 +676,13 @@ def overview(handle: StoreHandle, overview_root: Path | None, as_json: bool) -> 
 @click.option(
     "--grace",
     "grace_seconds",
-    type=click.FloatRange(min=0),
-    default=3600.0,
+    type=DURATION,
+    default="1h",
     show_default=True,
-    help="Seconds: temp and lock files younger than this are left alone (puts in flight).",
+    help="Temp and lock files younger than this are left alone (puts in flight); 600, 30m, 6h.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@root_option
 @pass_store
 def check_command(
     handle: StoreHandle,
@@ -460,13 +705,14 @@ def check_command(
       jules-cache check
       jules-cache check --deep --fix
       jules-cache check --rebuild      # manifest.duckdb damaged or deleted
+      jules-cache check --grace 30m
     """
     if rebuild:
         from .check import rebuild as rebuild_manifest
         from .layout import Layout
 
         # No FeatureStore: opening one needs the very manifest that is being replaced.
-        layout = Layout.create(handle.root)
+        layout = Layout.create(handle.require_cache())
         bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")
         report = rebuild_manifest(
             layout, 600.0, deep=deep, grace_seconds=grace_seconds, progress=bar.update
@@ -531,6 +777,7 @@ def _check_rows(report: Any) -> list[list[Any]]:
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to this file."
 )
+@root_option
 @pass_store
 def sql_command(
     handle: StoreHandle,
@@ -572,29 +819,44 @@ def sql_command(
 
 
 @cli.command("rm")
-@click.option("--key", help="An entry's key, or a prefix of at least 6 characters (see `ls`).")
+@click.option(
+    "--key",
+    type=_KeyPrefixType(),
+    help="An entry's key, or a prefix of at least 6 characters (see `ls`).",
+)
 @click.option("--feature", help="Every entry of this feature.")
 @click.option("--symbol", help="Every entry of this symbol.")
+@click.option("--all", "remove_all", is_flag=True, help="Every entry (no filter with it).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@root_option
 @pass_store
 def remove(
     handle: StoreHandle,
     key: str | None,
     feature: str | None,
     symbol: str | None,
+    remove_all: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Remove cached entries: one key, a feature, a symbol (filters combine with AND).
+    """Remove cached entries: one key, a feature, a symbol (filters combine with AND), or all.
 
     \b
-    Example:
+    Examples:
       jules-cache rm --feature mypkg.features.make_bars --symbol AAPL
+      jules-cache rm --all --dry-run
     """
+    filtered = key is not None or feature is not None or symbol is not None
+    if remove_all and filtered:
+        raise click.UsageError("--all removes every entry: drop --key, --feature and --symbol")
+    if not remove_all and not filtered:
+        raise click.UsageError("name what to remove: --key, --feature, --symbol, or --all")
     failure: PartialRemoval | None = None
     try:
-        removed = handle.get().remove(key=key, feature=feature, symbol=symbol, dry_run=dry_run)
+        removed = handle.get().remove(
+            key=key, feature=feature, symbol=symbol, dry_run=dry_run, all=remove_all
+        )
     except PartialRemoval as exc:  # rows removed; some files could not be deleted
         failure, removed = exc, list(exc.removed)
     if as_json:

@@ -1,17 +1,19 @@
-"""The one exception hierarchy of jules_cache.
+"""The one exception hierarchy of jules_cache (all exported from ``jules_cache``).
 
     JulesCacheError
-     ├── FingerprintError   (also TypeError)   an input has no stable, exact fingerprint
+     ├── FingerprintError   (also TypeError)    an input has no stable, exact fingerprint
      ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
      ├── ManifestError                          the manifest database is missing, damaged or busy
      │    └── ManifestBusy                      another program holds the manifest file open
      ├── StoreError                             a result could not be published (strict mode)
-     │    └── PartialRemoval                      entries removed, but some files could not be
+     │    └── PartialRemoval                    entries removed, some files could not be deleted
      ├── GCError                                a GC run failed (``.report`` says what it did)
-     ├── CorruptEntry                           a cached file failed validation
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
      ├── UnsafePath                             a link or foreign file inside the root: untouched
-     └── QueryError                             an SQL query was refused or failed
+     ├── QueryError                             an SQL query was refused or failed
+     └── CorruptEntry                           not raised: a damaged cached file is quarantined
+                                                and recomputed (kept so old ``except`` clauses
+                                                still import)
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
 

@@ -43,6 +43,7 @@ from typing import Any
 import duckdb
 
 from . import rootfs, sqlfiles
+from .durations import parse_duration
 from .errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
 from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
 from .locks import file_lock
@@ -184,8 +185,6 @@ def _env_weeks(text: str) -> float:
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*$", re.IGNORECASE)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_size(value: int | str) -> int:
@@ -201,24 +200,6 @@ def parse_size(value: int | str) -> int:
     if size <= 0:
         raise InvalidInput(f"max size must be > 0 bytes, not {value!r}")
     return size
-
-
-def parse_duration(value: float | str | timedelta) -> float:
-    """'6h' / '90m' / '2d' / '1w' / seconds -> seconds."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise InvalidInput(
-                f"duration {value!r} is not a duration; write e.g. 6h, 90m, 2d or 3600"
-            )
-        seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]
-    if seconds < 0:
-        raise InvalidInput(f"duration must be >= 0, not {value!r}")
-    return seconds
 
 
 # -- the run -------------------------------------------------------------------------------------

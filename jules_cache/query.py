@@ -1,31 +1,50 @@
 """Read-only SQL over the cache: the manifest tables and one view per feature.
 
 ``FeatureStore.sql`` runs user SQL on a DuckDB instance of its own, created once per process
-and kept (``duckdb.connect`` costs ~40 ms; a query never pays it). The manifest is never
-attached to that instance, so user SQL cannot reach it. Each query:
+and kept (``duckdb.connect`` costs ~40 ms; a query never pays it). The cache is read-only to
+that SQL by construction, not because a parser said so:
 
-1. is parsed and refused unless it is ONE read-only statement (SELECT, or EXPLAIN of one);
-2. takes a snapshot under the shared manifest lock: the entry rows of the feature views it
-   references and read-only copies of the manifest tables it names — the lock is released
+- the instance has NO file access: ``enable_external_access = false`` with no allowed
+  directory or path, extension autoload/autoinstall and community extensions off, Python
+  replacement scans off, and ``lock_configuration`` on, so no statement (COPY, EXPORT, ATTACH
+  of a file, read_text/read_csv/glob, INSTALL/LOAD of a file, SET/RESET of those settings, ...)
+  can create, change, list or read a file, inside the root or outside it. There is no DuckDB
+  setting for read-only file access: a directory DuckDB may read, it may also write;
+- the result files are read by pyarrow instead: each feature view is a ``pyarrow.dataset``
+  over exactly the files of the manifest snapshot, registered on the connection; the entry
+  metadata columns are per-file partition expressions, which pyarrow materialises and matches
+  against the filters DuckDB pushes down (``WHERE symbol = 'X'`` opens X's files only);
+- every user statement runs inside ``BEGIN TRANSACTION ... ROLLBACK``, which undoes any
+  catalog or table change (DuckDB's DDL and ATTACH are transactional), then ``RESET
+  search_path`` (the one setting ``lock_configuration`` leaves open); a statement that ended
+  the transaction gets the session thrown away. No view reads a session variable;
+- in front of it all, a statement check refuses, with a message, anything but ONE SELECT (or
+  EXPLAIN [ANALYZE] of one) without data-changing CTEs and without query()/query_table().
+
+Each query then:
+
+1. takes a snapshot under the shared manifest lock: the entry rows of the feature views it
+   references and read-only copies of the manifest tables it names -- the lock is released
    before the query runs, and a half-published entry is never seen (a publish holds the
    exclusive lock from rename to commit). The snapshot is cached and reused, without the lock,
    while manifest.duckdb's (inode, size, mtime_ns) is unchanged (see ``_marker``);
-3. points the referenced feature views at the snapshot: each view reads
-   ``read_parquet(getvariable(...))`` and its metadata from session variables, so a query
-   binds no long literal list, and a view or variable set whose content is unchanged is kept.
-   Two kinds of pruning: explicit (``symbols=``,
-   ``versions=``, ``since=``/``until=`` against the manifest's per-file min/max time) and
-   automatic — a top-level ``AND`` of ``symbol``/``key``/``code_version``/``code_fingerprint``
-   ``= 'literal'`` or ``IN (...)`` on a view referenced once builds that view from the matching
-   files only;
-4. runs; if a file vanished under it (a GC committed after the snapshot) it retries once with a
+2. points the referenced feature views at the snapshot's files; a view whose files are
+   unchanged keeps its dataset. Two kinds of pruning: explicit (``symbols=``, ``versions=``,
+   ``since=``/``until=`` against the manifest's per-file min/max time) and automatic -- a
+   top-level ``AND`` of ``symbol``/``key``/``code_version``/``code_fingerprint``
+   ``= 'literal'`` or ``IN (...)`` on a view referenced once builds that view from the
+   matching files only;
+3. runs; if a file vanished under it (a GC committed after the snapshot) it retries once with a
    fresh snapshot.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +54,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import xxhash
 
 from . import catalog, sqlfiles
@@ -42,8 +65,8 @@ from .catalog import FileRow
 from .errors import InvalidInput, QueryError
 from .layout import Layout
 from .manifest import Manifest
+from .result_files import METADATA_KEY
 
-READ_ONLY_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 PRUNABLE = ("symbol", "key", "code_version", "code_fingerprint")
 _SQL_FILE = "catalog.sql"
 
@@ -109,16 +132,56 @@ def _moment(value: Any, name: str) -> datetime | None:
 
 # -- the per-process session -----------------------------------------------------------------
 
+# The sandbox: applied when the instance starts, then locked (only ``search_path`` and
+# ``schema`` stay settable, and ``search_path`` is reset after every statement).
+SESSION_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,  # no file system at all: allowed_* stay empty
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "python_enable_replacements": False,  # no scans of Python variables by name
+}
+# Then, on the connection: no progress bar (it prints to stdout, where `jules-cache sql`
+# writes its one JSON document), and the lock.
+_SESSION_SETUP = ("SET enable_progress_bar = false", "SET lock_configuration = true")
+
 
 @dataclass
 class _Session:
     con: duckdb.DuckDBPyConnection
-    views: dict[str, str] = field(default_factory=dict)  # view name -> digest of its SELECT
-    variables: dict[str, str] = field(default_factory=dict)  # variable set -> digest of values
+    spill: str  # the instance's private temp_directory
+    views: dict[str, str] = field(default_factory=dict)  # view -> dataset serial / SELECT digest
     tables: dict[str, int] = field(default_factory=dict)  # manifest table copy -> generation
     cache: _Cache | None = None  # the last snapshot, reused while the manifest is unchanged
     analyses: dict[str, _Analysis] = field(default_factory=dict)  # query text -> analysis
-    sources: dict[str, tuple[Sequence[FileRow], Any]] = field(default_factory=dict)
+    # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial)
+    datasets: dict[tuple[str, str], tuple[Any, str, Any, str]] = field(default_factory=dict)
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)  # result_schema -> Arrow schema
+    closed: bool = False
+
+    def execute(self, statement: duckdb.Statement, params: Any = None) -> pa.Table:
+        """Run one parsed statement with every change it could make to the session undone.
+
+        ``ROLLBACK`` undoes catalog, table and ATTACH changes; ``RESET search_path`` undoes a
+        USE. A statement that ended the transaction (COMMIT, ROLLBACK) leaves nothing to roll
+        back: the session is closed, and the next query builds a new one. Files are out of
+        reach whatever runs here (``SESSION_CONFIG``).
+        """
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            relation = con.sql(statement, params=params)
+            return pa.table({}) if relation is None else relation.to_arrow_table()
+        finally:
+            try:
+                con.execute("ROLLBACK; RESET search_path")
+            except duckdb.Error:
+                self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.con.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 _session_lock = threading.RLock()  # queries of one process run one at a time on the session
@@ -129,45 +192,106 @@ _ANALYSES_KEPT = 256
 
 def _get_session() -> _Session:
     global _session, _session_pid
-    if _session is None or _session_pid != os.getpid():
-        _session = _Session(duckdb.connect(":memory:"))
+    if _session is None or _session.closed or _session_pid != os.getpid():
+        # Spill files of a large query go to a private folder, not to ``.tmp`` in the cwd.
+        spill = tempfile.mkdtemp(prefix="jules_cache-sql-")
+        atexit.register(_remove_spill, spill, os.getpid())
+        config = {**SESSION_CONFIG, "temp_directory": spill}
+        con = duckdb.connect(":memory:", config=config)
+        for statement in _SESSION_SETUP:
+            con.execute(statement)
+        _session = _Session(con, spill)
         _session_pid = os.getpid()
     return _session
 
 
-# -- query analysis ----------------------------------------------------------------------------
+def _remove_spill(folder: str, pid: int) -> None:
+    if os.getpid() == pid:  # not from a forked child that inherited the handler
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- the statement check -----------------------------------------------------------------------
+#
+# A first line with a clear message; the session above is what makes a statement that got
+# past it harmless.
+
+_READ_ONLY_NODES = frozenset(
+    {"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"}
+)
+_HIDDEN_SQL = frozenset({"query", "query_table"})  # table functions that run SQL from a string
+_REFUSED = (
+    "the cache is queried read-only: run one SELECT (or EXPLAIN [ANALYZE] of one) over the "
+    "feature views and manifest tables, and change the cache with FeatureStore methods or "
+    "`jules-cache gc`/`rm`"
+)
 
 
 @dataclass(frozen=True)
 class _Analysis:
+    statement: duckdb.Statement  # the one statement to run
     tables: frozenset[str] | None  # referenced names; None: unknown, install everything
     prune: dict[str, dict[str, frozenset[str]]]  # view -> column -> allowed literal values
 
 
-def check_read_only(query: str) -> None:
-    """Raise ``QueryError`` unless ``query`` is exactly one SELECT (or EXPLAIN) statement."""
+def _refuse(what: str) -> QueryError:
+    return QueryError(f"{what} refused: {_REFUSED}")
+
+
+def check_read_only(query: str) -> tuple[duckdb.Statement, str]:
+    """Return the one statement of ``query`` and the SELECT it runs (EXPLAIN's inner one).
+
+    Raises ``QueryError`` unless ``query`` is exactly one SELECT or EXPLAIN [ANALYZE] of one
+    (DuckDB's parser errors propagate as ``duckdb.Error``).
+    """
     statements = duckdb.extract_statements(query)
     if len(statements) != 1:
-        raise QueryError(
-            f"expected exactly one SQL statement, got {len(statements)}; run them one at a time"
-        )
-    kind = statements[0].type
-    if kind not in READ_ONLY_STATEMENTS:
-        raise QueryError(
-            f"{kind.name} statements are refused: the cache is queried read-only (SELECT or "
-            "EXPLAIN only); change the cache with FeatureStore methods or `jules-cache gc`"
-        )
+        raise _refuse(f"{len(statements)} statements in one query are")
+    statement = statements[0]
+    select = query
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        select = _explained(query)
+        inner = duckdb.extract_statements(select)
+        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
+            kinds = ", ".join(sorted({s.type.name for s in inner})) or "nothing"
+            raise _refuse(f"EXPLAIN of {kinds} is")
+    elif statement.type != duckdb.StatementType.SELECT:
+        raise _refuse(f"{statement.type.name} statements are")
+    return statement, select
+
+
+def _explained(query: str) -> str:
+    """The statement after ``EXPLAIN``, ``EXPLAIN ANALYZE`` or ``EXPLAIN (options)``."""
+    tokens = duckdb.tokenize(query)
+    bounds = [start for start, _ in tokens] + [len(query)]
+    words = [
+        (i, query[start : bounds[i + 1]].strip().lower())
+        for i, (start, kind) in enumerate(tokens)
+        if kind != duckdb.token_type.comment
+    ]
+    position, depth = 1, 0  # words[0] is EXPLAIN: the statement type says so
+    while position < len(words):
+        word = words[position][1]
+        if word == "(":
+            depth += 1
+        elif word == ")":
+            depth -= 1
+        elif depth == 0 and word != "analyze":
+            return query[tokens[words[position][0]][0] :]
+        position += 1
+    return ""
 
 
 def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
-    """Which tables ``query`` names, and which literal filters can prune a feature view."""
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql($1)", [query]).fetchall()[0][0])
-    except (duckdb.Error, ValueError, TypeError):
-        return _Analysis(None, {})
+    """Check ``query`` (``QueryError`` if refused); say which tables it names and which
+    literal filters can prune a feature view."""
+    statement, select = check_read_only(query)
+    found = con.execute("SELECT json_serialize_sql($1)", [select]).fetchall()[0][0]
+    tree = json.loads(found)
     if tree.get("error"):
-        return _Analysis(None, {})
-    references: list[tuple[str, str, str]] = []
+        raise _refuse(
+            f"a query that cannot be checked ({tree.get('error_message', 'unknown form')}) is"
+        )
+    references: list[str] = []
     ctes: set[str] = set()
     selects: list[dict[str, Any]] = []
     unknown = False
@@ -176,16 +300,16 @@ def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
         nonlocal unknown
         if isinstance(node, dict):
             kind = node.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE") and kind not in _READ_ONLY_NODES:
+                verb = kind.removesuffix("_NODE").removesuffix("_QUERY")
+                raise _refuse(f"{verb} inside a query is")
             if kind == "BASE_TABLE":
-                references.append(
-                    (
-                        str(node.get("catalog_name") or ""),
-                        str(node.get("schema_name") or ""),
-                        str(node.get("table_name") or "").lower(),
-                    )
-                )
+                references.append(str(node.get("table_name") or "").lower())
             elif kind == "TABLE_FUNCTION":
-                unknown = True  # e.g. query_table('bars'): names we cannot see
+                unknown = True  # names we cannot see
+                function = (node.get("function") or {}).get("function_name")
+                if str(function).lower() in _HIDDEN_SQL:
+                    raise _refuse(f"{function}() (SQL in a string, out of this check's sight) is")
             elif kind == "SELECT_NODE":
                 selects.append(node)
             cte_map = node.get("cte_map")
@@ -199,11 +323,10 @@ def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
 
     walk(tree.get("statements", []))
     if unknown:
-        return _Analysis(None, {})
-    names = [name for _, _, name in references]
+        return _Analysis(statement, None, {})
     prune: dict[str, dict[str, frozenset[str]]] = {}
-    for select in selects:
-        table = select.get("from_table") or {}
+    for select_node in selects:
+        table = select_node.get("from_table") or {}
         if (
             table.get("type") != "BASE_TABLE"
             or table.get("catalog_name")
@@ -211,13 +334,13 @@ def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
         ):
             continue
         name = str(table.get("table_name", "")).lower()
-        if names.count(name) != 1 or name in ctes:
+        if references.count(name) != 1 or name in ctes:
             continue  # pruning is sound only when this SELECT is the view's one use
         qualifiers = {name, str(table.get("alias") or "").lower()} - {""}
-        filters = _literal_filters(select.get("where_clause"), qualifiers)
+        filters = _literal_filters(select_node.get("where_clause"), qualifiers)
         if filters:
             prune[name] = filters
-    return _Analysis(frozenset(names), prune)
+    return _Analysis(statement, frozenset(references), prune)
 
 
 def _literal_filters(where: Any, qualifiers: set[str]) -> dict[str, frozenset[str]]:
@@ -288,7 +411,7 @@ _Marker = tuple[tuple[int, int, int] | None, ...]
 
 
 def _marker(layout: Layout) -> _Marker:
-    stamps = []
+    stamps: list[tuple[int, int, int] | None] = []
     for path in (layout.manifest, layout.manifest.with_name(layout.manifest.name + ".wal")):
         try:
             st = os.stat(path)
@@ -325,25 +448,27 @@ class _Snapshot:
     generation: int
 
 
-def _wanted(cache: _Cache, analysis: _Analysis) -> tuple[list[str], list[str]]:
-    if analysis.tables is None:
+def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], list[str]]:
+    """The features and manifest tables to load for a query naming ``names`` (None: all)."""
+    if names is None:
         return sorted(cache.names), list(cache.manifest_tables)
-    tables = analysis.tables | ({"entries"} if catalog.CATALOG_VIEW in analysis.tables else set())
-    features = [f for f, name in cache.names.items() if name in analysis.tables]
+    tables = names | ({"entries"} if catalog.CATALOG_VIEW in names else set())
+    features = [f for f, name in cache.names.items() if name in names]
     return features, [t for t in cache.manifest_tables if t in tables]
 
 
 def _snapshot(
-    manifest: Manifest, layout: Layout, analysis: _Analysis, session: _Session
+    manifest: Manifest, layout: Layout, names: frozenset[str] | None, session: _Session
 ) -> _Snapshot:
-    """Copy what the query needs out of the manifest, under the shared lock, then let go.
+    """Copy what a query naming ``names`` (None: unknown) needs out of the manifest, under
+    the shared lock, then let go.
 
     Reuses the session's cached snapshot, without taking the lock, while the manifest's
     change marker is unchanged and trusted.
     """
     cache = session.cache
     if cache is not None and cache.trusted and cache.marker == _marker(layout):
-        features, tables = _wanted(cache, analysis)
+        features, tables = _wanted(cache, names)
         if cache.covers(features, tables):
             return _view(cache, features, tables)
     statements = sqlfiles.load(_SQL_FILE)
@@ -363,7 +488,7 @@ def _snapshot(
                 names=catalog.view_names(features_now, catalog.sql_keywords(session.con)),
                 manifest_tables=available,
             )
-        features, tables = _wanted(cache, analysis)
+        features, tables = _wanted(cache, names)
         missing = [f for f in features if f not in cache.rows]
         if missing:
             cursor = mcon.execute(statements["catalog_files"], {"features": missing})
@@ -407,15 +532,18 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
         session.tables[table] = snapshot.generation
     live = set(snapshot.names.values())
     for name in sorted(set(session.views) - live):
-        con.execute(f'DROP VIEW IF EXISTS "{catalog.check_identifier(name)}"')
+        con.unregister(catalog.check_identifier(name))
         del session.views[name]
+        for variant in ("all", "some"):
+            session.datasets.pop((name, variant), None)
     for feature, rows in snapshot.rows.items():
         name = catalog.check_identifier(snapshot.names[feature])
-        select = _pruned_select(session, name, rows, filters, analysis.prune.get(name, {}), root)
-        digest = xxhash.xxh3_128_hexdigest(select.encode())
-        if session.views.get(name) != digest:
-            con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {select}')
-            session.views[name] = digest
+        dataset, serial = _feature_dataset(
+            session, name, rows, filters, analysis.prune.get(name, {}), root
+        )
+        if session.views.get(name) != serial:
+            con.register(name, dataset)
+            session.views[name] = serial
     if analysis.tables is None or catalog.CATALOG_VIEW in analysis.tables:
         select = catalog.catalog_view_select(snapshot.names)
         digest = xxhash.xxh3_128_hexdigest(select.encode())
@@ -424,70 +552,169 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
             session.views[catalog.CATALOG_VIEW] = digest
 
 
-def _pruned_select(
+# -- feature views: pyarrow datasets --------------------------------------------------------------
+#
+# DuckDB cannot open a file, so pyarrow reads them: one ``FileSystemDataset`` per feature over
+# the snapshot's files, the entry metadata as each file's partition expression
+# (``symbol == 'AAPL' and key == '…' and code_version is null …``). pyarrow fills those columns
+# with the file's values (strings dictionary-encoded: one value per file) and skips the files
+# whose expression contradicts a filter DuckDB pushes down. The file columns come from a
+# footer per distinct result schema; files of different schemas are read under the union of
+# the schemas of the files the view reads (a column missing from older files reads as NULL,
+# as ``union_by_name`` did).
+
+# Local files: pre-buffering (coalesced reads, made for object stores) cost ~20% more CPU on
+# the full scan of bench_sql.py.
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+)
+_serials = iter(range(1, 1 << 62))
+_FILESYSTEM = pafs.LocalFileSystem()
+_LABEL = pa.dictionary(pa.int32(), pa.string())
+_META_TYPES = {
+    "symbol": _LABEL,
+    "key": _LABEL,
+    "code_fingerprint": _LABEL,
+    "code_version": _LABEL,
+    "config_json": pa.json_(pa.string()),  # DuckDB reads it as JSON: config_json->>'freq'
+    "created_at": pa.timestamp("us"),
+}
+_SCALAR_TYPES = {**_META_TYPES, **dict.fromkeys(("symbol", "key", "code_fingerprint",
+                                                  "code_version"), pa.string())}  # fmt: skip
+
+
+def _feature_dataset(
     session: _Session,
     name: str,
-    rows: Sequence[FileRow],
+    rows: list[FileRow],
     filters: Filters,
     literal: dict[str, frozenset[str]],
     root: Any,
-) -> str:
-    """The view over the files that can match; no file left -> an empty view of the same shape.
+) -> tuple[Any, str]:
+    """The dataset of the files that can match, and a serial number naming it.
 
-    The file list and the metadata live in session variables (``SET VARIABLE``), not in the
-    view's text: a view is bound on every query, and binding 1000 literal paths plus 6000
-    metadata literals costs ~100 ms, a ``getvariable`` nothing. The full list and the pruned
-    one are kept in two variable sets, so switching between them re-binds no long list.
+    The whole feature's dataset is kept while the snapshot's rows are the same (building one,
+    footers included, costs ~0.1 ms per file); a pruned one is rebuilt per query, usually over
+    a few files.
     """
-    if not rows:
-        raise ValueError("a feature view needs at least one file")
     meta = catalog.meta_column_names(rows)
-    by_name = {name: column for column, name in meta.items() if column in PRUNABLE}
+    by_name = {alias: column for column, alias in meta.items() if column in PRUNABLE}
     checks = {by_name[column]: values for column, values in literal.items() if column in by_name}
 
     def keep(row: FileRow) -> bool:
         return filters.keep(row) and all(getattr(row, c) in v for c, v in checks.items())
 
-    unfiltered = not checks and filters == Filters()
-    kept = list(rows) if unfiltered else [row for row in rows if keep(row)]
+    kept = [row for row in rows if keep(row)] if checks or filters != Filters() else rows
     variant = "all" if len(kept) == len(rows) else "some"
-    empty = not kept
-    if empty:
-        kept = list(rows[:1])
-    prefix = f"jc_{name}_{variant}"
-    source = session.sources.get(prefix)
-    if not (variant == "all" and source is not None and source[0] is rows and source[1] == root):
-        _set_variables(session, prefix, kept, root)
-        session.sources[prefix] = (rows, root)  # the same cached rows: same variables
-    union = "true" if len({row.result_schema for row in kept}) > 1 else "false"
-    columns = ", ".join(
-        f"getvariable('{prefix}_{column}')[file_index::BIGINT + 1] AS \"{alias}\""
-        for column, alias in meta.items()
-    )
-    select = (
-        f"SELECT *, {columns}\n"
-        f"FROM read_parquet(getvariable('{prefix}_files'), union_by_name = {union})"
-    )
-    return f"SELECT * FROM ({select}) WHERE false" if empty else select
-
-
-def _set_variables(session: _Session, prefix: str, rows: Sequence[FileRow], root: Any) -> None:
-    """Put ``rows``' paths and metadata into the session variables ``<prefix>_<column>``."""
-    catalog.check_identifier(prefix)
     base = str(root)
-    files = [os.path.join(base, row.path) for row in rows]
-    # Keys are equal across roots (same data, config, code): the paths identify the files.
-    # A key deleted and published again keeps its path but not its created_at.
-    stamps = (f"{path}\t{row.created_at}" for path, row in zip(files, rows, strict=True))
-    digest = xxhash.xxh3_128_hexdigest("\0".join(stamps).encode())
-    if session.variables.get(prefix) == digest:
-        return
-    values: dict[str, tuple[str, list[Any]]] = {"files": ("VARCHAR", files)}
-    for column, kind in catalog.META_COLUMNS.items():
-        values[column] = (kind, [getattr(row, column) for row in rows])
-    for column, (kind, items) in values.items():
-        session.con.execute(f"SET VARIABLE {prefix}_{column} = $1::{kind}[]", [items])
-    session.variables[prefix] = digest
+    if variant == "all":  # the snapshot's cached list: the same object, the same files
+        kept, key = rows, base
+    else:
+        stamps = "\0".join(f"{row.path}\t{row.created_at}" for row in kept)
+        key = xxhash.xxh3_128_hexdigest(f"{base}\0{stamps}".encode())
+    cached = session.datasets.get((name, variant))
+    if cached is not None and cached[1] == key and (variant == "some" or cached[0] is rows):
+        return cached[2], cached[3]
+    try:
+        schema = _schema(session, kept or rows[:1], base)
+    except pa.ArrowTypeError as exc:
+        raise QueryError(
+            f"the results of {rows[0].feature} have incompatible column types across code "
+            f"versions ({exc}); query one version at a time: versions=[...] or "
+            "WHERE code_version = '...'"
+        ) from exc
+    for column, alias in meta.items():
+        schema = schema.append(pa.field(alias, _META_TYPES[column]))
+    dataset = ds.FileSystemDataset.from_paths(
+        [os.path.join(base, row.path) for row in kept],
+        schema=schema,
+        format=_FORMAT,
+        filesystem=_FILESYSTEM,
+        partitions=_partitions(kept, meta),
+    )
+    _check_identities(dataset, kept)  # the whole feature's: once while the manifest is unchanged
+    serial = f"dataset {next(_serials)}"
+    session.datasets[(name, variant)] = (rows if variant == "all" else None, key, dataset, serial)
+    return dataset, serial
+
+
+def _check_identities(dataset: Any, rows: Sequence[FileRow]) -> None:
+    """Parse each file's footer and check the key in its own metadata, as a hit does: a file
+    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
+    never read as this entry's data."""
+    for fragment, row in zip(dataset.get_fragments(), rows, strict=True):
+        try:
+            fragment.ensure_complete_metadata()
+        except (OSError, pa.ArrowException) as exc:
+            raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+        raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
+        try:
+            found = json.loads(raw)["key"] if raw is not None else None
+        except (ValueError, TypeError, KeyError):
+            found = None
+        if found != row.key:
+            raise QueryError(
+                f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
+                "(copied or renamed over it?); run `jules-cache check --fix`, which "
+                "quarantines it, then retry"
+            )
+
+
+def _partitions(rows: Sequence[FileRow], meta: dict[str, str]) -> list[pc.Expression]:
+    """Per row, ``alias == value`` for every metadata column (``is_null`` for None).
+
+    Terms are shared between rows with the same value (symbols, configs and versions repeat):
+    building 1000 files' expressions takes ~25 ms instead of ~60 ms.
+    """
+    terms: dict[tuple[str, Any], pc.Expression] = {}
+    fields = {column: pc.field(alias) for column, alias in meta.items()}
+
+    def term(column: str, value: Any) -> pc.Expression:
+        found = terms.get((column, value))
+        if found is None:
+            target = fields[column]
+            found = (
+                target.is_null()
+                if value is None
+                else target == pa.scalar(value, _SCALAR_TYPES[column])
+            )
+            terms[(column, value)] = found
+        return found
+
+    columns = list(meta)
+    expressions = []
+    for row in rows:
+        expression = term(columns[0], getattr(row, columns[0]))
+        for column in columns[1:]:
+            expression = expression & term(column, getattr(row, column))
+        expressions.append(expression)
+    return expressions
+
+
+def _schema(session: _Session, rows: Sequence[FileRow], base: str) -> pa.Schema:
+    """The Arrow schema of the feature's files: the union over its distinct result schemas.
+
+    Read from one footer per result schema (newest file first) and kept per schema; raises
+    ``FileNotFoundError`` if no file of a schema can be read (GC got there first).
+    """
+    schemas = []
+    for result_schema in dict.fromkeys(row.result_schema for row in rows):
+        found = session.schemas.get(result_schema)
+        for row in rows:
+            if found is not None:
+                break
+            if row.result_schema == result_schema:
+                try:
+                    found = pq.read_schema(os.path.join(base, row.path)).remove_metadata()
+                except (OSError, pa.ArrowException):
+                    continue
+        if found is None:
+            raise FileNotFoundError(f"no readable file of result schema {result_schema}")
+        session.schemas[result_schema] = found
+        schemas.append(found)
+    if len(schemas) == 1:
+        return schemas[0]
+    return pa.unify_schemas(schemas, promote_options="permissive")
 
 
 # -- running a query ---------------------------------------------------------------------------
@@ -513,29 +740,44 @@ def run(
         analysis = session.analyses.get(query)
         if analysis is None:
             try:
-                check_read_only(query)
+                analysis = analyse(session.con, query)
             except duckdb.Error as exc:
                 raise _query_error(exc, manifest, layout, session) from exc
-            analysis = analyse(session.con, query)
             if len(session.analyses) >= _ANALYSES_KEPT:
                 session.analyses.clear()
             session.analyses[query] = analysis
         for attempt in (1, 2):
-            snapshot = _snapshot(manifest, layout, analysis, session)
+            snapshot = _snapshot(manifest, layout, analysis.tables, session)
             try:
                 _install(session, snapshot, analysis, filters, layout.root)
-                return session.con.sql(query, params=params).to_arrow_table()
-            except duckdb.IOException as exc:
+                return session.execute(analysis.statement, params)
+            except (FileNotFoundError, duckdb.IOException, duckdb.InvalidInputException) as exc:
+                if not _vanished(exc):
+                    raise _query_error(exc, manifest, layout, session, snapshot) from exc
                 if attempt == 1:
                     # A file went away (GC) after the snapshot: retry once from a fresh one,
                     # rebuilding every view in case one was missed by the analysis.
                     session.cache = None
-                    analysis = _Analysis(None, analysis.prune)
+                    analysis = _Analysis(analysis.statement, None, analysis.prune)
                     continue
                 raise QueryError(f"{exc}; the cache changed during the query, retry it") from exc
+            except duckdb.PermissionException as exc:
+                note = (
+                    "file access is refused: the SQL session has no file access and reads the "
+                    "cache only through its views and tables"
+                )
+                raise _query_error(exc, manifest, layout, session, snapshot, note) from exc
             except duckdb.Error as exc:
                 raise _query_error(exc, manifest, layout, session, snapshot) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _vanished(exc: Exception) -> bool:
+    """Whether ``exc`` says a result file could not be read (pyarrow's errors arrive in
+    DuckDB as 'reading the stream registered as ... failed: IOError: ...')."""
+    if isinstance(exc, (FileNotFoundError, duckdb.IOException)):
+        return True
+    return "registered as" in str(exc) and "IOError" in str(exc)
 
 
 def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> list[str]:
@@ -543,17 +785,19 @@ def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> lis
 
 
 def _query_error(
-    exc: duckdb.Error,
+    exc: Exception,
     manifest: Manifest,
     layout: Layout,
     session: _Session,
     snapshot: _Snapshot | None = None,
+    note: str | None = None,
 ) -> QueryError:
-    """DuckDB's message, plus the list of tables and views a query can use."""
+    """DuckDB's message (and ``note``), plus the list of tables and views a query can use."""
     if snapshot is None:
         try:
-            snapshot = _snapshot(manifest, layout, _Analysis(frozenset(), {}), session)
+            snapshot = _snapshot(manifest, layout, frozenset(), session)
         except Exception:  # the listing is a courtesy; the original error matters
-            return QueryError(str(exc))
+            return QueryError(str(exc) if note is None else f"{exc}\n{note}")
     names = available_names(snapshot.names.values(), snapshot.manifest_tables)
-    return QueryError(f"{exc}\navailable tables and views: {', '.join(names)}")
+    message = str(exc) if note is None else f"{exc}\n{note}"
+    return QueryError(f"{message}\navailable tables and views: {', '.join(names)}")

@@ -650,8 +650,16 @@ class FeatureStore:
     # -- inspection ----------------------------------------------------------------------------
 
     def entry(self, key: str) -> Entry | None:
-        """The manifest entry for ``key``, or None."""
-        entries = self._query_entries("get_entry", {"key": key})
+        """The manifest entry for ``key`` or a unique prefix of 6+ characters (as ``ls`` prints
+        and ``rm --key`` takes), or None; an ambiguous prefix raises ``InvalidInput``."""
+        if len(key) < 6:
+            raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
+        filters = {"key": key, "feature": None, "symbol": None}
+        entries = self._query_entries("match_entries", filters)
+        if len(entries) > 1:
+            raise InvalidInput(
+                f"key prefix {key!r} matches {len(entries)} entries; give more characters"
+            )
         return entries[0] if entries else None
 
     def entries(
@@ -756,15 +764,22 @@ class FeatureStore:
         feature: str | None = None,
         symbol: str | None = None,
         dry_run: bool = False,
+        all: bool = False,
     ) -> list[Entry]:
-        """Delete the entries matching every given filter (``key`` may be a prefix).
+        """Delete the entries matching every given filter (``key`` may be a prefix), or with
+        ``all=True`` (and no filter) every entry.
 
         Rows are deleted and committed first, files unlinked after, so a crash in between
         leaves orphan files (which GC removes), never rows pointing at nothing. Returns the
         entries removed (or that would be, with ``dry_run``).
         """
-        if key is None and feature is None and symbol is None:
-            raise InvalidInput("name a key, feature or symbol to remove; nothing was removed")
+        unfiltered = key is None and feature is None and symbol is None
+        if all and not unfiltered:
+            raise InvalidInput("all=True removes every entry: pass no key, feature or symbol")
+        if unfiltered and not all:
+            raise InvalidInput(
+                "name a key, feature or symbol to remove (or all=True); nothing was removed"
+            )
         if key is not None and len(key) < 6:
             raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
         filters = {"key": key, "feature": feature, "symbol": symbol}

@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from features import bar_count
 
-from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError
+from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
 from jules_cache.catalog import link_folder
 
 pytestmark = pytest.mark.attack
@@ -230,3 +230,19 @@ def test_a_file_copied_over_another_key_is_never_served(store, ticks):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "miss"
+
+
+def test_sql_refuses_a_file_copied_over_another_key(store, ticks):
+    aapl = ticks.filter(pl.col("symbol") == "AAPL")
+    msft = ticks.filter(pl.col("symbol") == "MSFT")
+    a = store.fetch("AAPL", aapl, CONFIG, bar_count)
+    b = store.fetch("MSFT", msft, CONFIG, bar_count)
+    shutil.copy(a.path, b.path)
+    for query in (
+        "SELECT count(*) FROM bar_count",
+        "SELECT * FROM bar_count WHERE symbol = 'MSFT'",
+    ):
+        with pytest.raises(QueryError, match="check --fix"):
+            store.sql(query)
+    assert store.check(fix=True).consistent  # quarantines the impostor, as the message says
+    assert store.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == len(a.value)

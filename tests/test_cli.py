@@ -79,6 +79,7 @@ def test_demo_through_the_installed_entry_point_hits_on_the_second_call(tmp_path
 
 
 def test_python_dash_m_runs_the_same_cli(root):
+    FeatureStore(root).close()
     done = subprocess.run(
         [sys.executable, "-m", "jules_cache", "--root", str(root), "stats", "--json"],
         capture_output=True,

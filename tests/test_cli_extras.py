@@ -50,7 +50,7 @@ def test_rm_needs_a_filter(filled):
     with pytest.raises(InvalidInput, match="name a key, feature or symbol"):
         FeatureStore(filled).remove()
     result = CliRunner().invoke(cli, ["--root", str(filled), "rm", "--key", "abc"])
-    assert result.exit_code == 1 and "too short" in result.stderr
+    assert result.exit_code == 2 and "too short" in result.stderr  # a usage error (#14 item 8)
 
 
 def test_stats_prometheus_textfile(filled, tmp_path):

@@ -25,9 +25,6 @@ from jules_cache.gc import GC_LOCK_NAME, parse_duration, parse_size
 from jules_cache.locks import file_lock
 from jules_cache.manifest import utc_now
 
-REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "scripts" / "feature_store_gc.sh"
-
 
 def _frame(i: int, rows: int = 200) -> pl.DataFrame:
     start = pl.datetime(2024, 1, 1)
@@ -482,10 +479,13 @@ def test_entry_point_subprocess_gc_and_overview(root, store):
 
 
 def test_overview_on_an_empty_cache_exits_0(tmp_path):
+    FeatureStore(tmp_path / "new").close()  # a root without a cache is an error (#14 item 6)
     result = CliRunner().invoke(cli_main(), ["overview", "--root", str(tmp_path / "new")])
     assert result.exit_code == 0 and "entries       0" in result.stdout
     assert "last gc       never" in result.stdout
-    as_json = CliRunner().invoke(cli_main(), ["overview", "--root", str(tmp_path), "--json"])
+    as_json = CliRunner().invoke(
+        cli_main(), ["overview", "--root", str(tmp_path / "new"), "--json"]
+    )
     assert json.loads(as_json.stdout)["entries"] == 0
 
 
@@ -530,70 +530,52 @@ def test_auto_gc_runs_a_bounded_step_at_most_once_per_interval(root):
     assert len(_gc_runs(store)) == 1  # within the interval, also for another store
 
 
-# -- the cron script -----------------------------------------------------------------------------
+# -- scheduled GC: `jules-cache gc --cron` (replaces scripts/feature_store_gc.sh) ---------------
+
+ENTRY_POINT = Path(sys.executable).parent / "jules-cache"
 
 
-def _script(root: Path, log_dir: Path, **extra: str) -> subprocess.CompletedProcess:
+def _cron(root: Path, log_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "FEATURE_STORE_PATH": str(root),
         "FEATURE_STORE_LOG_DIR": str(log_dir),
         **extra,
     }
-    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, timeout=120)
+    command = [str(ENTRY_POINT), "gc", "--cron", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_cron_script_runs_logs_and_prunes(tmp_path, root, store):
+def test_cron_gc_runs_and_logs(tmp_path, root, store):
     keys = _fill(store, 3)
     _age(store, keys[:1], accessed_days=3)
     log_dir = tmp_path / "logs"
-    log_dir.mkdir()
-    ancient, recent = log_dir / "gc-old.json", log_dir / "gc-recent.log"
-    for path, days in ((ancient, 31), (recent, 10)):
-        path.write_text("{}")
-        os.utime(path, (time.time() - days * 86400,) * 2)
-
-    dry = _script(
-        root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="0.1", FEATURE_STORE_GC_DRY_RUN="1"
-    )
-    assert dry.returncode == 0, dry.stderr
+    dry = _cron(root, log_dir, "--dry-run", FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
+    assert dry.returncode == 0 and dry.stdout == "", dry.stderr
     assert len(store.entries()) == 3
-    real = _script(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
-    assert real.returncode == 0
+    real = _cron(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
+    assert real.returncode == 0 and real.stdout == "", real.stderr
     assert {e.key for e in store.entries()} == set(keys[1:])
-
-    assert not ancient.exists() and recent.exists()
-    reports = sorted(log_dir.glob("gc-2*.json"))
-    texts = sorted(log_dir.glob("gc-2*.log"))
-    assert len(reports) == 2 and len(texts) == 2
-    documents = [json.loads(p.read_text()) for p in reports]
-    assert sorted(d["dry_run"] for d in documents) == [False, True]
-    assert all(d["status"] == "success" for d in documents)
-    assert all("exit status 0" in p.read_text() and "expired" in p.read_text() for p in texts)
+    log = (log_dir / "gc.log").read_text()
+    assert log.count("status success") == 2 and log.count("exit 0") == 2
+    assert "would delete (dry run) 1 files/rows" in log and "deleted 1 files/rows" in log
+    assert '"reason": "expired", "count": 1' in log
 
 
-def test_cron_script_overlap_exits_75_and_failure_is_non_zero(tmp_path, root, store):
+def test_cron_gc_overlap_exits_75_and_bad_usage_2(tmp_path, root, store):
     log_dir = tmp_path / "logs"
-    lock = root / "locks" / "gc-cron.lock"
-    with open(lock, "w") as handle:
+    log_dir.mkdir()
+    with open(log_dir / "gc.log", "a") as handle:  # another cron run is writing its log
         fcntl.flock(handle, fcntl.LOCK_EX)
-        busy = _script(root, log_dir)
-    assert busy.returncode == 75
-    assert "another feature_store_gc run" in next(log_dir.glob("*.log")).read_text()
-    bad = _script(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="-1")
-    assert bad.returncode != 0
-    missing = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={k: v for k, v in os.environ.items() if k != "FEATURE_STORE_PATH"},
-        capture_output=True,
-        timeout=30,
-    )
-    assert missing.returncode == 1 and b"FEATURE_STORE_PATH" in missing.stderr
+        busy = _cron(root, log_dir)
+    assert busy.returncode == 75 and "try later" in busy.stderr
+    bad = _cron(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="-1")
+    assert bad.returncode == 2
 
 
 @pytest.mark.leaves_damage  # stray or missing files on purpose
-def test_cron_script_exits_1_when_a_step_fails(tmp_path, root, immutable_orphan):
-    result = _script(root, tmp_path / "logs")
-    assert result.returncode == 1
-    (report,) = (tmp_path / "logs").glob("gc-*.json")
-    assert json.loads(report.read_text())["status"] == "failed"
+def test_cron_gc_exits_1_when_a_step_fails(tmp_path, root, immutable_orphan):
+    result = _cron(root, tmp_path / "logs")
+    assert result.returncode == 1 and "cannot delete" in result.stderr
+    log = (tmp_path / "logs" / "gc.log").read_text()
+    assert "status failed" in log and "exit 1" in log

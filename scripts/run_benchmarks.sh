@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run every benchmark of benchmarks/ in one go, with the interpreter of the active environment
+# (activate the venv the project is installed in first: `pip install -e ".[bench]"`).
+# Each script prints its table and writes benchmarks/results/<name>.json.
+#   scripts/run_benchmarks.sh            # full sizes (tens of minutes on 2 cores)
+#   scripts/run_benchmarks.sh --quick    # the scripts that take --quick run small
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python}"
+quick=()
+if [ "${1:-}" = "--quick" ]; then quick=(--quick); fi
+for script in bench_store bench_fingerprint bench_sql bench_gc bench_vs_legacy compare; do
+    echo "== benchmarks/$script.py"
+    if "$python" "benchmarks/$script.py" --help 2>/dev/null | grep -q -- "--quick"; then
+        "$python" "benchmarks/$script.py" "${quick[@]}"
+    else
+        "$python" "benchmarks/$script.py"
+    fi
+done
