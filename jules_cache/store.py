@@ -66,7 +66,7 @@ from .result_files import (
     scan_result,
     write_result,
 )
-from .sql_catalog import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS
+from .sql_catalog import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS, catalog_path
 from .sql_catalog import build as build_catalog
 from .sql_catalog import refresh_quietly as refresh_catalog
 from .verify import VerifyReport, find_stale_footer_entries
@@ -132,8 +132,8 @@ class FeatureStore:
             in a destructor or at exit.
         catalog_refresh_seconds: how stale ``<root>/catalog.duckdb`` (the file plain DuckDB
             clients open) may get while this process writes: it is rebuilt after a write once
-            it is this old, and at once by ``flush()``, ``close()``, ``check`` and
-            ``refresh_views()``.
+            it is this old, and at once by ``flush()``/``close()`` of a store that wrote,
+            ``check(fix=True)`` and ``refresh_views()``.
         rebuild: rebuild the manifest from the result files before opening it (what
             ``jules-cache check --rebuild`` does; for a manifest reported damaged).
 
@@ -207,10 +207,10 @@ class FeatureStore:
             recover(self.layout, self.lock_timeout)
         self.manifest = Manifest(self.layout, self.lock_timeout)
         self.manifest.migrate()
-        self.manifest.on_change = functools.partial(
-            refresh_catalog, self.manifest, self.catalog_refresh_seconds
-        )
-        self.manifest.on_change()  # a new root, or an upgrade from views in the manifest
+        self._wrote = False  # this store changed the manifest since it refreshed the catalog
+        self.manifest.on_change = self._after_write
+        if not catalog_path(self.layout).exists():  # a new root, or one of an earlier version
+            refresh_catalog(self.manifest, 0.0)
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_misses = 0
@@ -438,10 +438,17 @@ class FeatureStore:
             raise
 
     def flush(self) -> None:
-        """Write the hits and misses counted in memory to the manifest now, and bring
-        ``catalog.duckdb`` up to date if the manifest changed since it was built."""
+        """Write the hits and misses counted in memory to the manifest now, and, if this store
+        changed the manifest since, bring ``catalog.duckdb`` up to date."""
         self._flush_counts()
-        refresh_catalog(self.manifest, 0.0, wait=True)
+        if self._wrote:  # a store that only read leaves every file as it found it
+            self._wrote = False
+            refresh_catalog(self.manifest, 0.0, wait=True)
+
+    def _after_write(self) -> None:
+        """After each committed manifest write: refresh the catalog if it is due (debounced)."""
+        self._wrote = True
+        refresh_catalog(self.manifest, self.catalog_refresh_seconds)
 
     def _flush_counts(self) -> None:
         with self._pending_lock:
@@ -452,9 +459,8 @@ class FeatureStore:
             with self.manifest.write() as con:
                 self._flush_pending(con)
         finally:
-            self.manifest.on_change = functools.partial(
-                refresh_catalog, self.manifest, self.catalog_refresh_seconds
-            )
+            self.manifest.on_change = self._after_write
+        self._wrote = True
         self._flush_failing = False
 
     # -- misses --------------------------------------------------------------------------------
@@ -754,6 +760,7 @@ class FeatureStore:
             progress=progress,
         )
         if fix:
+            self._wrote = False
             refresh_catalog(self.manifest, 0.0, wait=True)
         return report
 

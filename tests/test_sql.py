@@ -369,6 +369,7 @@ def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl
         con.execute("CREATE VIEW bar_count AS SELECT * FROM jules_cache_parts.bar_count__0000")
         con.execute("CREATE VIEW feature_views AS SELECT 1 AS n")
     store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bar_count)
+    store.flush()  # the writer brings catalog.duckdb up to date
     from jules_cache import FeatureStore
 
     again = FeatureStore(store.root)  # migrates: the manifest keeps no views
