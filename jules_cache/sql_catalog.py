@@ -17,7 +17,8 @@ When: after a committed manifest write, by the process that wrote, OUTSIDE the m
 (``duckdb`` work of ~10–100 ms must not lengthen a ~13 ms publish), only if the manifest changed
 since the catalog was built and the catalog is at least ``catalog_refresh_seconds`` old; the
 ``flush()`` of a store that wrote (also ``close()`` and interpreter exit), ``check(fix=True)``
-and ``refresh_views()`` bring it up to date at once; a store that only read never writes it. One process builds at a time (``catalog.lock``); the others skip.
+and ``refresh_views()`` bring it up to date at once; a store that only read never writes it.
+One process builds at a time (``catalog.lock``); the others skip.
 
 Staleness costs two ``stat`` calls: the catalog file's mtime is set to the manifest's mtime at
 the moment its tables were copied (under the shared manifest lock), and every committed write
