@@ -7,7 +7,8 @@ pyarrow fills in as columns and uses to skip the files a pushed-down filter excl
 (``WHERE symbol = 'AAPL'`` opens AAPL's files only). A feature whose schema changed between code
 versions stays queryable: a column missing from older files reads as NULL.
 
-The views stored in ``manifest.duckdb``, for a plain DuckDB client, read the feature's folder of
+The views for a plain DuckDB client are stored in ``<root>/catalog.duckdb`` (built by
+``jules_cache.sql_catalog``, never in the private manifest); they read the feature's folder of
 hard links instead (see the section below) and hold ABSOLUTE paths: a root that is moved or
 mounted elsewhere needs ``FeatureStore.refresh_views()``.
 
@@ -30,7 +31,6 @@ import json
 import os
 import re
 import stat
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -86,7 +86,7 @@ class FileRow:
 
 
 class CatalogWarning(UserWarning):
-    """A feature view could not be rebuilt; the feature is left without a view until next time."""
+    """A feature view (or the catalog file) could not be built; warned once per cause."""
 
 
 # -- names ---------------------------------------------------------------------------------------
@@ -211,22 +211,18 @@ def catalog_view_select(names: dict[str, str]) -> str:
     )
 
 
-# -- persistent views in manifest.duckdb ----------------------------------------------------------
+# -- link folders: what the views of catalog.duckdb read -------------------------------------------
 #
 # A stored feature view globs the feature's LINK FOLDER ``views/<digest>/``, which holds one hard
 # link per entry of the feature: made in the transaction that publishes the entry, removed
 # with the entry's file (after the commit that deletes its row; a link without a row is
 # harmless, the view's join to ``entries`` drops it). A publish or a GC batch therefore changes
-# files, not the catalog: the catalog stays one small view per feature, and every ATTACH/DETACH
-# of the manifest costs what it costs without views (measured at 100k entries: ~3 ms, against
-# ~240 ms for a catalog that spells out every file path — paid by every publish and every GC
-# lock hold). A view is rewritten only when its feature appears or disappears or a new result
-# schema needs ``union_by_name``. The bookkeeping (feature -> view name, schema digests,
-# metadata column names) is the JSON comment of ``feature_views``.
+# files, not a catalog: the manifest holds no views at all (every ATTACH/DETACH of it costs
+# what it costs without them), and the catalog file ``catalog.duckdb`` — one small view per
+# feature over its folder plus copies of the manifest tables — is rebuilt outside the
+# manifest lock, only when the manifest changed (``jules_cache.sql_catalog``).
 
-_STATE_VERSION = 2
 _FILE_COLUMN = "__jules_cache_file"
-_LEGACY_SCHEMA = "jules_cache_parts"  # bucket views of state version 1
 
 
 def link_folder(layout: Layout, feature: str) -> Path:
@@ -330,38 +326,6 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
     return sorted(problems)
 
 
-def _schemas_digest(schema: str) -> str:
-    return xxhash.xxh3_64_hexdigest(schema.encode())
-
-
-def _read_state(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    rows = con.execute(sqlfiles.load(_SQL_FILE)["catalog_state"]).fetchall()
-    if not rows or not rows[0][0]:
-        return None
-    try:
-        state = json.loads(rows[0][0])
-    except ValueError:
-        return None
-    if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-        return None
-    return state
-
-
-def _write_catalog(con: duckdb.DuckDBPyConnection, features: dict[str, Any]) -> None:
-    names = {feature: item["view"] for feature, item in features.items()}
-    state = {"version": _STATE_VERSION, "features": features}
-    con.execute(f"CREATE OR REPLACE VIEW {CATALOG_VIEW} AS {catalog_view_select(names)}")
-    con.execute(f"COMMENT ON VIEW {CATALOG_VIEW} IS {sql_literal(json.dumps(state))}")
-
-
-def _probe(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """A second cursor on the attached manifest, to bind a view outside the transaction."""
-    probe = con.cursor()
-    database = con.execute("SELECT current_database()").fetchone()
-    probe.execute(f'USE "{check_identifier(database[0])}"' if database else "USE memory")
-    return probe
-
-
 def _view_select(folder: Path, meta: dict[str, str], union: bool) -> str:
     """A feature view: every file of its link folder, joined to ``entries`` for the metadata."""
     pattern = sql_literal(str(folder / f"*{RESULT_SUFFIX}"))
@@ -382,41 +346,6 @@ def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
     return [row for row in rows if os.path.isfile(os.path.join(base, row.path))]
 
 
-def _build_feature(
-    con: duckdb.DuckDBPyConnection,
-    probe: duckdb.DuckDBPyConnection,
-    layout: Layout,
-    feature: str,
-    view: str,
-    rows: Sequence[FileRow],
-    relink: bool,
-) -> dict[str, Any] | None:
-    """(Re)create one feature's view, syncing its links first if asked; return its state
-    (None: no view)."""
-    con.execute(f'DROP VIEW IF EXISTS "{check_identifier(view)}"')
-    folder = link_folder(layout, feature)
-    if relink:
-        present = existing_files(rows, layout.root)
-        if not _sync_links(layout, feature, [row.key for row in present]):
-            return None
-    elif not folder.is_dir() or next(folder.glob(f"*{RESULT_SUFFIX}"), None) is None:
-        return None
-    schemas = {row.result_schema for row in rows}
-    meta = meta_column_names(rows)
-    select = _view_select(folder, meta, union=len(schemas) > 1)
-    import duckdb  # loaded already: ``con`` is a DuckDB connection
-
-    try:
-        probe.execute(f"DESCRIBE {select}")  # outside the caller's transaction
-    except duckdb.Error as exc:
-        warnings.warn(
-            f"jules_cache: no SQL view for {feature}: {exc}", CatalogWarning, stacklevel=3
-        )
-        return None
-    con.execute(f'CREATE VIEW "{view}" AS {select}')
-    return {"view": view, "schemas": sorted(map(_schemas_digest, schemas)), "meta": meta}
-
-
 def refresh_views(
     con: duckdb.DuckDBPyConnection,
     layout: Layout,
@@ -424,34 +353,20 @@ def refresh_views(
     *,
     relink: bool = True,
 ) -> dict[str, str]:
-    """Bring the link folders and views stored in the attached manifest up to date.
+    """Make the link folders the stored views read agree with the attached manifest.
 
     Call it inside an open manifest write transaction (``with store.manifest.write() as con:``)
-    after rows changed in a way ``view_published``/``views_deleted`` do not cover: a new
-    feature or result schema, a feature left empty, rows registered by ``check``, a moved root
-    (``features=None`` rebuilds everything). Views of features with no entries are dropped; a
-    feature whose view name changed (a new colliding feature) is rebuilt. A view that cannot be
-    bound (e.g. an unreadable file) is dropped with a ``CatalogWarning`` instead of aborting the
-    caller's transaction. ``relink=False`` rebuilds views over the link folders as they are
-    (a full rebuild always relinks). Returns ``{feature: view name}``.
+    after rows changed in a way ``view_published``/``views_deleted`` do not cover: rows
+    registered or dropped by ``check``, a moved root (``features=None`` relinks every feature
+    and removes folders of features that are gone). A feature without entries loses its
+    folder. The views themselves live in ``catalog.duckdb``, rebuilt after the commit
+    (``jules_cache.sql_catalog``). ``relink=False`` only removes the folders of emptied
+    features. Returns ``{feature: view name}``.
     """
     statements = sqlfiles.load(_SQL_FILE)
     features_now = [row[0] for row in con.execute(statements["feature_names"]).fetchall()]
     names = view_names(features_now, sql_keywords(con))
-    state = _read_state(con)
-    known: dict[str, Any] = {} if state is None else dict(state["features"])
-    previous = {item["view"]: feature for feature, item in known.items()}
-    if state is None:  # no catalog yet, or one of an older kind: rebuild it whole
-        features, relink = None, True
-        if con.execute(statements["has_feature_views"]).fetchall()[0][0]:
-            previous = dict(con.execute(statements["managed_views"]).fetchall())
-        con.execute(f"DROP SCHEMA IF EXISTS {_LEGACY_SCHEMA} CASCADE")
     wanted = set(names) if features is None else set(features)
-    wanted |= {feature for feature, name in names.items() if previous.get(name) != feature}
-    for name, feature in previous.items():
-        if names.get(feature) != name:
-            con.execute(f'DROP VIEW IF EXISTS "{check_identifier(name)}"')
-            known.pop(feature, None)
     if features is None:
         for folder in stray_link_folders(layout, features_now):
             clear_link_folder(layout, folder)
@@ -461,45 +376,33 @@ def refresh_views(
     by_feature: dict[str, list[FileRow]] = {}
     for row in rows:
         by_feature.setdefault(row.feature, []).append(row)
-    probe = _probe(con)  # binds candidate views outside the caller's transaction
-    try:
-        for feature in sorted(wanted):
-            known.pop(feature, None)
-            if feature not in names:
-                clear_link_folder(layout, link_folder(layout, feature))
-                continue
-            view = check_identifier(names[feature])
-            rows_of = by_feature.get(feature, [])
-            built = _build_feature(con, probe, layout, feature, view, rows_of, relink)
-            if built is not None:
-                known[feature] = built
-    finally:
-        probe.close()
-    _write_catalog(con, known)
+    for feature in sorted(wanted):
+        if feature not in names:
+            clear_link_folder(layout, link_folder(layout, feature))
+        elif relink:
+            present = existing_files(by_feature.get(feature, []), layout.root)
+            _sync_links(layout, feature, [row.key for row in present])
     return names
 
 
 def view_published(
     con: duckdb.DuckDBPyConnection, layout: Layout, feature: str, key: str, result_schema: str
 ) -> None:
-    """Add the entry just inserted (same transaction) to its feature's stored view.
+    """Add the entry just inserted (same transaction) to its feature's stored view: one link.
 
-    Usually one hard link; the catalog is rewritten only for a new feature or result schema
-    (the links are kept as they are: relinking a feature of 100k results takes seconds).
+    The catalog file picks a new feature or result schema up when it is next rebuilt, after
+    the commit and outside the manifest lock.
     """
+    del con, result_schema  # the view follows its folder; nothing in the manifest changes
     add_link(layout, feature, key)
-    state = _read_state(con)
-    item = None if state is None else state["features"].get(feature)
-    if item is None or _schemas_digest(result_schema) not in item["schemas"]:
-        refresh_views(con, layout, [feature], relink=False)
 
 
 def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:
     """Update the stored views after the entries ``{key: feature}`` were deleted (same transaction).
 
-    A feature left without entries loses its view and link folder here. The other links go
-    with their files, after the commit (``unlink_links``): a link without a row is harmless,
-    a row whose link went in a rolled-back transaction is not.
+    A feature left without entries loses its link folder here. The other links go with
+    their files, after the commit (``unlink_links``): a link without a row is harmless, a row
+    whose link went in a rolled-back transaction is not.
     """
     statement = sqlfiles.load(_SQL_FILE)["feature_has_entries"]
     emptied = [
@@ -508,7 +411,7 @@ def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[
         if con.execute(statement, {"feature": feature}).fetchall() == [(False,)]
     ]
     if emptied:
-        refresh_views(con, layout, emptied)
+        refresh_views(con, layout, emptied, relink=False)
 
 
 def unlink_links(layout: Layout, keys: dict[str, str | None]) -> None:

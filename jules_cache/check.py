@@ -3,8 +3,11 @@
     run_check(layout, manifest)            what is wrong (``jules-cache check``)
     run_check(..., fix=True)               and repair it (``--fix``)
     run_check(..., deep=True)              also re-read every page, checksums verified (``--deep``)
-    rebuild(layout, lock_timeout)          move the manifest aside and rebuild it from the files'
-                                           own metadata (``--rebuild``)
+    rebuild(layout, lock_timeout)          rebuild the manifest from the files' own metadata
+                                           and swap it in (``--rebuild``); crash-safe
+    recover(layout, lock_timeout)          what ``FeatureStore()`` runs first: finish an
+                                           interrupted rebuild, rebuild a missing or
+                                           never-completed manifest
 
 The comparison runs under the manifest lock (shared; exclusive with ``fix``): a put renames
 its file into ``objects/`` and inserts its row in one exclusive transaction, so under the lock
@@ -38,12 +41,15 @@ cache inconsistent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import stat
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,17 +60,24 @@ import pyarrow.parquet as pq
 
 from . import rootfs, sqlfiles
 from .catalog import FileRow, link_problems, refresh_views, view_published
-from .durations import CHECK_GRACE_SECONDS
 from .errors import InvalidInput, JulesCacheError
 from .keys import KeyParts
 from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
-from .manifest import Manifest, utc_now
+from .locks import file_lock
+from .manifest import MIN_DATABASE_BYTES, Manifest, utc_now
 from .models import _ToDict
 from .removal import discard_files, drop_rows, quarantine_file
-from .result_files import METADATA_KEY, READ_ERRORS, describe_result, entry_row, verify_result
+from .result_files import (
+    METADATA_KEY,
+    READ_ERRORS,
+    describe_result,
+    entry_row,
+    fsync_dir,
+    verify_result,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
-DEFAULT_GRACE_SECONDS = CHECK_GRACE_SECONDS  # defined where FeatureStore.check can see it cheaply
+DEFAULT_GRACE_SECONDS = 3600.0
 
 MISSING_FILE = "missing_file"
 ORPHAN_FILE = "orphan_file"
@@ -225,6 +238,10 @@ def _orphan_rows(manifest: Manifest, con: Any, fix: bool) -> list[Problem]:
     ]
 
 
+REBUILT_SUFFIX = ".rebuilt"  # manifest.duckdb.rebuilt: a complete rebuild not yet swapped in
+_log = logging.getLogger("jules_cache")
+
+
 def rebuild(
     layout: Layout,
     lock_timeout: float,
@@ -233,35 +250,129 @@ def rebuild(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     progress: Progress | None = None,
 ) -> CheckReport:
-    """Move ``manifest.duckdb`` aside and rebuild it from the result files' own metadata.
+    """Rebuild ``manifest.duckdb`` from the result files' own metadata and swap it in.
 
     Every valid file is registered again (hit counts restart at 0, last access is now,
     compute time is unknown: 0); invalid ones are quarantined. Works when the manifest is
-    damaged or deleted. Returns the report of the check that re-registered the files.
+    damaged or deleted; the old one is kept as ``manifest.duckdb.broken-<time>-<id>``
+    (``rebuilt_from``). The root's manifest lock is held throughout, and the new manifest is
+    built under a temp name, completed as ``manifest.duckdb.rebuilt``, then renamed into
+    place: a process killed at any point leaves the old manifest or the new one, and
+    ``recover`` (run by every ``FeatureStore()``) finishes a swap that was cut short.
     """
-    from .locks import file_lock
-
-    moved: str | None = None
+    if grace_seconds < 0:
+        raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
     with file_lock(layout.manifest_lock, lock_timeout):
-        if layout.manifest.exists():
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            target = layout.root / f"{layout.manifest.name}.broken-{stamp}"
-            rootfs.rename(layout.root, layout.manifest, target)
-            moved = str(target)
-            wal = layout.manifest.with_name(layout.manifest.name + ".wal")
-            if wal.exists():
-                rootfs.rename(layout.root, wal, target.with_name(target.name + ".wal"))
-    manifest = Manifest(layout, lock_timeout)
-    manifest.migrate(create=True)
-    return run_check(
-        layout,
-        manifest,
-        fix=True,
-        deep=deep,
-        grace_seconds=grace_seconds,
-        rebuilt_from=moved,
-        progress=progress,
+        report = _rebuild_locked(layout, lock_timeout, deep, grace_seconds, progress)
+    _refresh_catalog(layout, lock_timeout)
+    return report
+
+
+def recover(layout: Layout, lock_timeout: float) -> CheckReport | None:
+    """Repair what a crash or a full disk can leave of the manifest, when that is safe.
+
+    - ``manifest.duckdb.rebuilt`` exists: a rebuild completed but was killed before its swap;
+      finish it.
+    - the manifest is missing while result files exist, or is shorter than any DuckDB file
+      (its creation never completed — a 0-byte or 4 KiB file): move it aside and rebuild it
+      from the files.
+
+    Decided under the exclusive manifest lock, which every jules_cache process takes before
+    creating or opening the manifest, so a manifest being created is never mistaken for a
+    broken one. A full-size manifest that fails to open (damaged or merely busy) is never
+    touched here. Returns the rebuild's report, or None when nothing was needed.
+    """
+    ready = _ready_path(layout)
+    if not ready.exists() and _looks_complete(layout):
+        return None  # the common case: no lock, two stat calls
+    with file_lock(layout.manifest_lock, lock_timeout):
+        if ready.exists():
+            moved = _swap_in(layout, ready)
+            _log.warning("finished an interrupted manifest rebuild (old one: %s)", moved)
+            report = None
+        elif _looks_complete(layout) or (
+            not layout.manifest.exists() and not any(layout.objects.glob("*/*.parquet"))
+        ):
+            return None  # healthy, or a new root (migrate creates its manifest)
+        else:
+            _log.warning(
+                "manifest %s is missing or was never completely written: rebuilding it from "
+                "the result files",
+                layout.manifest,
+            )
+            report = _rebuild_locked(layout, lock_timeout, False, DEFAULT_GRACE_SECONDS, None)
+    _refresh_catalog(layout, lock_timeout)
+    return report
+
+
+def _looks_complete(layout: Layout) -> bool:
+    try:
+        return layout.manifest.stat().st_size >= MIN_DATABASE_BYTES
+    except FileNotFoundError:
+        return False
+
+
+def _ready_path(layout: Layout) -> Path:
+    return layout.manifest.with_name(layout.manifest.name + REBUILT_SUFFIX)
+
+
+def _rebuild_locked(
+    layout: Layout,
+    lock_timeout: float,
+    deep: bool,
+    grace_seconds: float,
+    progress: Progress | None,
+) -> CheckReport:
+    """The rebuild, holding the root's manifest lock (see ``rebuild``)."""
+    from .store import _crash_point  # the tests' fault-injection hook
+
+    ready = _ready_path(layout)
+    rootfs.unlink(layout.root, ready)  # an earlier rebuild's result: this one starts afresh
+    # What killed creations or rebuilds left: none is in flight, they all hold this lock.
+    for name, found in rootfs.listdir(layout.root, layout.tmp):
+        if name.startswith("manifest.") and ".duckdb.tmp" in name and stat.S_ISREG(found.st_mode):
+            rootfs.unlink(layout.root, layout.tmp / name)
+    building = Manifest(
+        layout, lock_timeout, locked=True, path=Manifest(layout, 0).new_temp_path("manifest")
     )
+    try:
+        building.migrate(create=True)
+        _crash_point("rebuild-started")
+        report = run_check(
+            layout, building, fix=True, deep=deep, grace_seconds=grace_seconds, progress=progress
+        )
+        _crash_point("rebuild-registered")
+        rootfs.rename(layout.root, building.path, ready)
+        fsync_dir(layout.root)
+    finally:
+        for leftover in (building.path, building.path.with_name(building.path.name + ".wal")):
+            rootfs.unlink(layout.root, leftover)
+    return dataclasses.replace(report, rebuilt_from=_swap_in(layout, ready))
+
+
+def _swap_in(layout: Layout, ready: Path) -> str | None:
+    """Move the old manifest (and its WAL) aside, then rename ``ready`` into its place."""
+    from .store import _crash_point
+
+    moved = None
+    if layout.manifest.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = layout.root / f"{layout.manifest.name}.broken-{stamp}-{uuid.uuid4().hex[:8]}"
+        rootfs.rename(layout.root, layout.manifest, target)
+        moved = str(target)
+        wal = layout.manifest.with_name(layout.manifest.name + ".wal")
+        if wal.exists():  # never let the new manifest replay the old one's log
+            rootfs.rename(layout.root, wal, target.with_name(target.name + ".wal"))
+        _crash_point("rebuild-moved-aside")
+    rootfs.rename(layout.root, ready, layout.manifest)
+    fsync_dir(layout.root)
+    return moved
+
+
+def _refresh_catalog(layout: Layout, lock_timeout: float) -> None:
+    from .sql_catalog import refresh_quietly
+
+    refresh_quietly(Manifest(layout, lock_timeout), 0.0, wait=True)
 
 
 # -- the pieces ---------------------------------------------------------------------------------
@@ -570,6 +681,7 @@ __all__ = [
     "CheckReport",
     "Problem",
     "rebuild",
+    "recover",
     "register_orphans",
     "run_check",
 ]

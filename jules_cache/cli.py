@@ -2,7 +2,8 @@
 
 Exit codes (mapped here, in one place): 0 done, 1 error, 2 usage error (click: every option
 value is parsed by a click type at the command line, so a bad one is a usage error), 75 a lock
-was busy past its timeout — "try again later", as cron wrappers expect (EX_TEMPFAIL).
+(or the manifest, held open by another program) was busy past its timeout — "try again later",
+as cron wrappers expect (EX_TEMPFAIL).
 
 Only ``demo`` creates a cache: every other command on a root without one says so and exits 1,
 creating nothing (a typo in a cron job must not grow a new cache tree).
@@ -22,7 +23,7 @@ import click
 
 from .durations import SYNTAX as DURATION_SYNTAX
 from .durations import parse_duration
-from .errors import InvalidInput, JulesCacheError, LockTimeout, PartialRemoval
+from .errors import InvalidInput, JulesCacheError, LockTimeout, ManifestBusy, PartialRemoval
 from .formatting import human_age, human_bytes, table
 from .layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
 from .manifest import utc_now
@@ -46,7 +47,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except LockTimeout as exc:
+        except (LockTimeout, ManifestBusy) as exc:  # busy, not broken: retry later
             raise CliError(str(exc), EXIT_LOCK_BUSY) from exc
         except JulesCacheError as exc:
             raise CliError(str(exc), EXIT_ERROR) from exc

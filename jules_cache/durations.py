@@ -13,7 +13,6 @@ from .errors import InvalidInput
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-CHECK_GRACE_SECONDS = 3600.0  # check: temp and lock files younger than this are left alone
 SYNTAX = "a number with an optional unit s, m, h, d or w (e.g. 6h, 30m, 7d, 3600)"
 
 

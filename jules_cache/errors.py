@@ -4,6 +4,7 @@
      ├── FingerprintError   (also TypeError)    an input has no stable, exact fingerprint
      ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
      ├── ManifestError                          the manifest database is missing, damaged or busy
+     │    └── ManifestBusy                      another program holds the manifest file open
      ├── StoreError                             a result could not be published (strict mode)
      │    └── PartialRemoval                    entries removed, some files could not be deleted
      ├── GCError                                a GC run failed (``.report`` says what it did)
@@ -49,6 +50,19 @@ class LockTimeout(JulesCacheError, TimeoutError):
 
 class ManifestError(JulesCacheError):
     """The manifest database cannot be opened, read or migrated."""
+
+
+class ManifestBusy(ManifestError):
+    """Another program (e.g. a DuckDB shell) holds ``manifest.duckdb`` open past the timeout.
+
+    Nothing is damaged: close that session. ``holder_pid``/``holder_program`` name it when
+    DuckDB says who it is.
+    """
+
+    def __init__(self, message: str, holder_pid: int | None, holder_program: str | None):
+        super().__init__(message)
+        self.holder_pid = holder_pid
+        self.holder_program = holder_program
 
 
 class StoreError(JulesCacheError):

@@ -6,22 +6,37 @@ operation, takes our ``flock`` on ``manifest.lock``, ATTACHes the file, works in
 transaction, and DETACHes (which also releases DuckDB's own file lock). Writers take the lock
 exclusively; readers share it and attach read-only. Nothing holds the manifest across a compute.
 
-DuckDB is imported on first use (~65 ms), and an existing, healthy-looking manifest is migrated on
-first use too: a cache hit never touches the manifest, so a new process serving hits needs no
-DuckDB at all.
+The manifest is PRIVATE: a plain DuckDB session that opens it (even read-only) holds DuckDB's
+file lock and stops every writer. SQL clients open ``<root>/catalog.duckdb`` instead
+(``jules_cache.sql_catalog``), a copy that is replaced atomically and never written in place.
+When the file cannot be attached, the error says which of three things is wrong (``diagnose``):
+busy (another program holds it: ``ManifestBusy`` naming it, after retrying up to the lock
+timeout), not writable (permissions, read-only or immutable file) or damaged (only then is a
+rebuild suggested). A new manifest is created under a temp name and renamed into place, so no
+crash or full disk can leave a partial one at ``manifest.duckdb``.
+
+DuckDB is imported on first use (~65 ms), and a store's manifest that looks sound is migrated
+on its first use too (``open``): a cache hit never touches the manifest, so a new process
+serving hits loads no DuckDB at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import re
 import threading
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import sqlfiles
-from .errors import ManifestError
+from .errors import ManifestBusy, ManifestError
 from .layout import Layout
 from .locks import file_lock
 
@@ -29,11 +44,26 @@ if TYPE_CHECKING:
     import duckdb
 
 ALIAS = "manifest"
-DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+_log = logging.getLogger("jules_cache")
 
 _guard = threading.RLock()  # one attach at a time per process: the connection is shared
 _connection: duckdb.DuckDBPyConnection | None = None
 _connection_pid: int | None = None
+# DuckDB's messages for the three ways an ATTACH fails that a user must tell apart.
+_BUSY = re.compile(r"Could not set lock on file|Conflicting lock", re.IGNORECASE)
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_DAMAGED = re.compile(
+    r"not a valid DuckDB database|corrupt|Serialization Error|checksum|INTERNAL Error",
+    re.IGNORECASE,
+)
+_NOT_WRITABLE = re.compile(
+    r"Permission denied|Read-only file system|Operation not permitted", re.IGNORECASE
+)
+_BUSY_POLL = 0.05
+# The smallest valid DuckDB file: a file header and two database headers of 4 KiB each.
+# Anything shorter was never completely written (a crash or a full disk while it was created).
+MIN_DATABASE_BYTES = 3 * 4096
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
 
 def _process_connection() -> duckdb.DuckDBPyConnection:
@@ -53,31 +83,55 @@ def utc_now() -> datetime:
 
 
 class Manifest:
-    """Transactions on one root's ``manifest.duckdb`` under the root's manifest lock."""
+    """Transactions on one root's ``manifest.duckdb`` under the root's manifest lock.
 
-    def __init__(self, layout: Layout, lock_timeout: float):
+    ``path`` and ``locked`` serve a rebuild: it fills a new manifest under a temp name while
+    it already holds the root's lock for the whole rebuild. ``on_change`` (if set) is called
+    after every committed ``write``, with the lock released (the store refreshes the SQL
+    catalog file there); it must not raise.
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        lock_timeout: float,
+        *,
+        path: Path | None = None,
+        locked: bool = False,
+    ):
         self.layout = layout
         self.lock_timeout = lock_timeout
-        self._current = False  # migrated by this object (or found to need it on first use)
+        self.path = path if path is not None else layout.manifest
+        self.locked = locked
+        self.on_change: Callable[[], None] | None = None
+        self._current = True  # False: migrate on first read/write (see ``open``)
 
     def open(self) -> None:
-        """Make the manifest usable: create or migrate it now, or on first use if it looks sound.
+        """Make the manifest usable: migrate it now, or on first use if it looks sound.
 
-        A missing, empty or foreign file is handled now, exactly as ``migrate`` does (created
+        A missing, short or foreign file is handled now, exactly as ``migrate`` does (created
         for a root without results, else ``ManifestError`` with the fix). A file that starts
-        like a DuckDB database is migrated by the first ``read``/``write``: hits never get there.
+        like a DuckDB database is migrated by the first ``read``/``write``: hits never get
+        there, so a process serving hits never loads DuckDB.
         """
         try:
-            with open(self.layout.manifest, "rb") as handle:
+            with open(self.path, "rb") as handle:
                 sound = handle.read(12)[8:12] == DUCKDB_MAGIC
         except FileNotFoundError:
             sound = False
-        if not sound:
+        if sound:
+            self._current = False
+        else:
             self.migrate()
 
     def _ensure_current(self) -> None:
         if not self._current:
             self.migrate()
+
+    def _lock(self, timeout: float, *, shared: bool = False) -> contextlib.AbstractContextManager:
+        if self.locked:
+            return contextlib.nullcontext()
+        return file_lock(self.layout.manifest_lock, timeout, shared=shared)
 
     @contextlib.contextmanager
     def write(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -88,10 +142,11 @@ class Manifest:
         """
         timeout = self.lock_timeout if wait else 0.0
         self._ensure_current()
+        deadline = time.monotonic() + timeout
         with (
             _guard,
-            file_lock(self.layout.manifest_lock, timeout),
-            self._attached(read_only=False) as con,
+            self._lock(timeout),
+            self._attached(read_only=False, deadline=deadline) as con,
         ):
             con.execute("BEGIN TRANSACTION")
             try:
@@ -100,6 +155,8 @@ class Manifest:
                 con.execute("ROLLBACK")
                 raise
             self._run(con, "COMMIT")
+        if self.on_change is not None:
+            self.on_change()
 
     def restart(self, con: duckdb.DuckDBPyConnection) -> None:
         """Roll back the ``write`` block's transaction so far and begin a new one."""
@@ -107,13 +164,19 @@ class Manifest:
         con.execute("BEGIN TRANSACTION")
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Attach the manifest read-only under the shared lock for the block."""
+    def read(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Attach the manifest read-only under the shared lock for the block.
+
+        With ``wait=False`` a busy lock raises ``LockTimeout`` (a busy file ``ManifestBusy``)
+        at once.
+        """
+        timeout = self.lock_timeout if wait else 0.0
         self._ensure_current()
+        deadline = time.monotonic() + timeout
         with (
             _guard,
-            file_lock(self.layout.manifest_lock, self.lock_timeout, shared=True),
-            self._attached(read_only=True) as con,
+            self._lock(timeout, shared=True),
+            self._attached(read_only=True, deadline=deadline) as con,
         ):
             yield con
 
@@ -121,8 +184,11 @@ class Manifest:
         """Create the manifest if missing and apply pending migrations; return the version.
 
         A missing manifest is created only for a root without results (or with ``create``,
-        as ``check --rebuild`` does): otherwise it was lost, and a new empty one would hide
-        every cached file from stats and GC, so ``ManifestError`` says how to rebuild it.
+        as a rebuild does): otherwise it was lost, and a new empty one would hide every cached
+        file from stats and GC (``FeatureStore()`` rebuilds it from the files first: see
+        ``check.recover``). It is created and migrated under a temp name, then renamed into
+        place. Feature views an earlier version stored in the manifest are dropped (they now
+        live in the catalog file, and a view stored here costs every attach).
         """
         statements = sqlfiles.load("schema.sql")
         migrations = sorted(
@@ -130,61 +196,145 @@ class Manifest:
             for name, sql in statements.items()
             if name.startswith("migration_")
         )
-        with (
-            _guard,
-            file_lock(self.layout.manifest_lock, self.lock_timeout),
-            self._attached(read_only=False, create=create or self._may_create()) as con,
-        ):
-            self._run(con, statements["create_schema_version"])
-            version = self._run(con, statements["current_version"]).fetchone()[0]
-            for number, sql in migrations:
-                if number <= version:
-                    continue
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    self._run(con, sql)
-                    applied = {"version": number, "applied_at": utc_now()}
-                    self._run(con, statements["record_version"], applied)
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-                version = number
-        self._current = True
+        deadline = time.monotonic() + self.lock_timeout
+        with _guard, self._lock(self.lock_timeout):
+            if self.path.exists():
+                with self._attached(read_only=False, deadline=deadline) as con:
+                    version = self._migrate(con, statements, migrations)
+                    self._drop_stored_views(con)
+                self._current = True
+                return version
+            if not (create or not self._has_results()):
+                raise self._missing()
+            # Created whole under a temp name, then renamed: a crash or a full disk while it
+            # is written leaves a temp file (removed by gc/check), never a partial manifest.
+            new = self.new_temp_path("manifest")
+            try:
+                creating = Manifest(self.layout, self.lock_timeout, path=new, locked=True)
+                with creating._attached(read_only=False, create=True, deadline=deadline) as con:
+                    _crash_point("manifest-creating")
+                    version = self._migrate(con, statements, migrations)
+                    self._run(con, f"CHECKPOINT {ALIAS}")
+                os.replace(new, self.path)
+            finally:
+                for leftover in (new, new.with_name(new.name + ".wal")):
+                    leftover.unlink(missing_ok=True)
+            self._current = True
+            return version
+
+    def new_temp_path(self, what: str) -> Path:
+        """A unique temp name for a whole DuckDB file written before it is renamed into place."""
+        unique = f"{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        return self.layout.tmp / f"{what}.{unique}.duckdb.tmp"
+
+    def _migrate(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        statements: dict[str, str],
+        migrations: list[tuple[int, str]],
+    ) -> int:
+        self._run(con, statements["create_schema_version"])
+        row = self._run(con, statements["current_version"]).fetchone()
+        version = int(row[0]) if row else 0
+        for number, sql in migrations:
+            if number <= version:
+                continue
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._run(con, sql)
+                applied = {"version": number, "applied_at": utc_now()}
+                self._run(con, statements["record_version"], applied)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            version = number
         return version
 
-    def _may_create(self) -> bool:
-        """A missing manifest may be created only in a root without results (an existing one
-        needs no scan of ``objects/``, which takes ~1 s per 100k files)."""
-        if self.layout.manifest.exists():
-            return False
-        return not any(self.layout.objects.glob("*/*.parquet"))
+    def _drop_stored_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        statements = sqlfiles.load("catalog.sql")
+        views = self._run(con, statements["stored_views"]).fetchall()
+        for schema, view in views:
+            self._run(con, f'DROP VIEW IF EXISTS "{_quoted(schema)}"."{_quoted(view)}"')
+        self._run(con, "DROP SCHEMA IF EXISTS jules_cache_parts CASCADE")
+
+    def _has_results(self) -> bool:
+        return any(self.layout.objects.glob("*/*.parquet"))
 
     def _rebuild_hint(self) -> str:
         return (
             f"the cached result files are intact: run `jules-cache --root "
-            f"{str(self.layout.root)!r} check --rebuild` to rebuild the manifest from them"
+            f"{str(self.layout.root)!r} check --rebuild` (or `store.check(rebuild=True)`) to "
+            "rebuild the manifest from them"
         )
+
+    def _missing(self) -> ManifestError:
+        return ManifestError(
+            f"manifest {self.path} is missing (deleted?); a new "
+            f"FeatureStore({str(self.layout.root)!r}) rebuilds it from the result files, or "
+            f"{self._rebuild_hint()}"
+        )
+
+    def diagnose(self, exc: BaseException) -> ManifestError:
+        """Translate a failed ATTACH into busy / not writable / damaged, each with its fix."""
+        text = str(exc)
+        path = self.path
+        if _BUSY.search(text):
+            holder = _HOLDER.search(text)
+            pid = int(holder.group("pid")) if holder else None
+            program = holder.group("program") if holder else None
+            who = f"{program} (pid {pid})" if holder else "another program"
+            return ManifestBusy(
+                f"manifest {path} is busy: {who} holds it open, so no process can write it "
+                f"(nothing is damaged). Close that DuckDB session; for SQL open "
+                f"{self.layout.root / 'catalog.duckdb'} instead (or use `jules-cache sql`), "
+                "which never blocks the cache",
+                pid,
+                program,
+            )
+        errno_value = getattr(exc, "errno", None)
+        if _NOT_WRITABLE.search(text) or errno_value in (errno.EACCES, errno.EROFS, errno.EPERM):
+            return ManifestError(
+                f"manifest {path} is not writable by this process ({text}): fix its "
+                "permissions (or remove the immutable attribute, or mount the file system "
+                "read-write); nothing is damaged, do not rebuild it"
+            )
+        if _DAMAGED.search(text):
+            return ManifestError(
+                f"manifest {path} is damaged ({text}); {self._rebuild_hint()} (it moves the "
+                "damaged file aside first)"
+            )
+        return ManifestError(f"cannot open manifest {path}: {text}")
 
     @contextlib.contextmanager
     def _attached(
-        self, *, read_only: bool, create: bool = False
+        self, *, read_only: bool, create: bool = False, deadline: float = 0.0
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         con = _process_connection()
-        path = str(self.layout.manifest)
-        if not create and not self.layout.manifest.exists():
+        path = str(self.path)
+        if not create and not self.path.exists():
             # ATTACH would silently create an empty database: say what happened instead.
-            raise ManifestError(f"manifest {path} is missing (deleted?); {self._rebuild_hint()}")
-        options = " (READ_ONLY)" if read_only else ""
+            raise self._missing()
+        if not read_only and not create and not os.access(path, os.W_OK):
+            # DuckDB opens a read-only or immutable file without complaint and fails later.
+            raise self.diagnose(PermissionError(errno.EACCES, "Permission denied", path))
         import duckdb
 
-        try:
-            con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
-        except duckdb.Error as exc:
-            raise ManifestError(
-                f"cannot open manifest {path} ({exc}); if it is damaged, "
-                f"{self._rebuild_hint()} (it moves the damaged file aside first)"
-            ) from exc
+        options = " (READ_ONLY)" if read_only else ""
+        waiting = False
+        while True:
+            try:
+                con.execute(f"ATTACH ? AS {ALIAS}{options}", [path])
+                break
+            except duckdb.Error as exc:
+                error = self.diagnose(exc)
+                if isinstance(error, ManifestBusy) and time.monotonic() < deadline:
+                    if not waiting:  # say why this call seems to hang
+                        _log.warning("%s; waiting up to %.0f s", error, self.lock_timeout)
+                        waiting = True
+                    time.sleep(_BUSY_POLL)  # an external session: wait for it like for a lock
+                    continue
+                raise error from exc
         try:
             con.execute(f"USE {ALIAS}")
             yield con
@@ -195,15 +345,25 @@ class Manifest:
     def _run(
         self, con: duckdb.DuckDBPyConnection, sql: str, params: Any = None
     ) -> duckdb.DuckDBPyConnection:
-        import duckdb  # already loaded: a connection exists
+        import duckdb  # loaded already: ``con`` is a DuckDB connection
 
         try:
             return con.execute(sql, params) if params is not None else con.execute(sql)
         except duckdb.Error as exc:
-            raise ManifestError(f"manifest {self.layout.manifest}: {exc}") from exc
+            raise ManifestError(f"manifest {self.path}: {exc}") from exc
 
     def execute(
         self, con: duckdb.DuckDBPyConnection, filename: str, name: str, params: Any = None
     ) -> duckdb.DuckDBPyConnection:
         """Run the named statement ``sql/<filename>:<name>`` on an attached manifest."""
         return self._run(con, sqlfiles.statement(filename, name), params)
+
+
+def _crash_point(stage: str) -> None:
+    from .store import _crash_point as crash  # the tests' fault-injection hook
+
+    crash(stage)
+
+
+def _quoted(identifier: str) -> str:
+    return identifier.replace('"', '""')

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import rootfs
+from .catalog import refresh_views, remove_link, view_published
+from .check import DEFAULT_GRACE_SECONDS, CheckReport, recover, register_orphans, run_check
+from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
 from .config_fingerprint import canonical_config
-from .durations import CHECK_GRACE_SECONDS as DEFAULT_GRACE_SECONDS
 from .errors import (
     CacheWriteWarning,
     InvalidInput,
@@ -44,12 +46,14 @@ from .errors import (
 )
 from .explain import CallComponents, Explanation, explain
 from .file_memo import FileDigestMemo
+from .gc import GCOptions, GCReport, collect_garbage
 from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
 from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
 from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
 from .models import CacheResult, Entry, FeatureStats, Stats
+from .removal import describe_failures, discard_files, drop_rows
 from .result_files import (
     READ_ERRORS,
     ResultInfo,
@@ -61,14 +65,14 @@ from .result_files import (
     scan_result,
     write_result,
 )
+from .sql_catalog import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS, catalog_path
+from .sql_catalog import build as build_catalog
+from .sql_catalog import refresh_quietly as refresh_catalog
 from .verify import VerifyReport, find_stale_footer_entries
 from .version import __version__
 
-if TYPE_CHECKING:  # the manifest's modules (DuckDB, check, GC, views) load on first use:
-    import duckdb  # a hit needs none of them (``python -X importtime -c "import jules_cache"``)
-
-    from .check import CheckReport
-    from .gc import GCReport
+if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
+    import duckdb
 
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 
@@ -137,6 +141,15 @@ class FeatureStore:
             this writer runs a bounded GC step (at most ``auto_gc_limit`` deletions, default
             retention) if no GC started on this root within the interval. Never on import,
             in a destructor or at exit.
+        catalog_refresh_seconds: how stale ``<root>/catalog.duckdb`` (the file plain DuckDB
+            clients open) may get while this process writes: it is rebuilt after a write once
+            it is this old, and at once by ``flush()``/``close()`` of a store that wrote,
+            ``check(fix=True)`` and ``refresh_views()``.
+        rebuild: rebuild the manifest from the result files before opening it (what
+            ``jules-cache check --rebuild`` does; for a manifest reported damaged).
+
+    A missing manifest, one whose creation never completed (a crash or a full disk), and a
+    rebuild interrupted midway are repaired here on their own (``check.recover``).
     """
 
     def __init__(
@@ -152,11 +165,14 @@ class FeatureStore:
         hit_flush_seconds: float = 30.0,
         auto_gc: float | None = None,
         auto_gc_limit: int = 1000,
+        catalog_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        rebuild: bool = False,
     ):
         for setting, number in (
             ("lock_timeout", lock_timeout),
             ("tick_data_threshold_mb", tick_data_threshold_mb),
             ("hit_flush_seconds", hit_flush_seconds),
+            ("catalog_refresh_seconds", catalog_refresh_seconds),
         ):  # a str or bool here would fail later with a confusing TypeError
             _require(
                 isinstance(number, numbers.Real) and not isinstance(number, bool),
@@ -174,6 +190,11 @@ class FeatureStore:
         )
         _require(hit_flush_seconds >= 0, f"hit_flush_seconds must be >= 0, not {hit_flush_seconds}")
         _require(
+            catalog_refresh_seconds >= 0,
+            f"catalog_refresh_seconds must be >= 0, not {catalog_refresh_seconds}",
+        )
+        _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
+        _require(
             fingerprint in ("content", "footer"),
             f"fingerprint must be 'content' or 'footer', not {fingerprint!r}",
         )
@@ -190,13 +211,23 @@ class FeatureStore:
         self.compression = compression
         self.time_column = time_column
         self.hit_flush_seconds = float(hit_flush_seconds)
+        self.catalog_refresh_seconds = float(catalog_refresh_seconds)
+        if rebuild:
+            _rebuild(self.layout, self.lock_timeout)
+        else:
+            recover(self.layout, self.lock_timeout)
         self.manifest = Manifest(self.layout, self.lock_timeout)
         self.manifest.open()
+        self._wrote = False  # this store changed the manifest since it refreshed the catalog
+        self.manifest.on_change = self._after_write
+        if not catalog_path(self.layout).exists():  # a new root, or one of an earlier version
+            refresh_catalog(self.manifest, 0.0)
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_misses = 0
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
+        self._flush_failing = False  # warned about this failure episode already
         _require(auto_gc is None or auto_gc > 0, f"auto_gc must be None or > 0 s, not {auto_gc}")
         _require(auto_gc_limit >= 1, f"auto_gc_limit must be >= 1, not {auto_gc_limit}")
         self.auto_gc = auto_gc
@@ -334,8 +365,6 @@ class FeatureStore:
             if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
                 return None  # cannot open it (permissions, fd limit): not evidence of damage
             _log.warning("cached file %s is damaged (%s); recomputing it", request.path, exc)
-            from .removal import discard_files, drop_rows
-
             try:  # the key's lock is held: no publish of this key can interleave
                 with self.manifest.write() as con:
                     drop_rows(self.manifest, con, [key])
@@ -358,6 +387,26 @@ class FeatureStore:
                     self._flush_pending(con)
             except LockTimeout:
                 pass  # busy: the next write or hit flushes them
+            except _store_errors() as exc:
+                # Missing, damaged, unwritable or held by another program: the hit is still
+                # correct, so it is served; the counts stay in memory for the next try, one
+                # flush interval later, not on every hit.
+                self._last_flush = time.monotonic()
+                self._warn_flush_failed(exc)
+            else:
+                self._flush_failing = False
+
+    def _warn_flush_failed(self, exc: BaseException) -> None:
+        """One ``CacheWriteWarning`` per failure episode (until a flush succeeds again)."""
+        if self._flush_failing:
+            return
+        self._flush_failing = True
+        warnings.warn(
+            f"jules_cache: could not record hits in the manifest of {self.root}: {exc}. Hits "
+            "are still served; the counts are kept in memory and written once it works again",
+            CacheWriteWarning,
+            stacklevel=4,
+        )
 
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.hit_flush_seconds
@@ -372,8 +421,6 @@ class FeatureStore:
             hits, self._pending_hits = self._pending_hits, {}
             misses, self._pending_misses = self._pending_misses, 0
             self._last_flush = time.monotonic()
-        from .check import register_orphans
-
         try:
             if hits:
                 # A hit on a file without a row (its rm or GC was killed before the unlink)
@@ -402,12 +449,30 @@ class FeatureStore:
             raise
 
     def flush(self) -> None:
-        """Write the hits and misses counted in memory to the manifest now."""
+        """Write the hits and misses counted in memory to the manifest now, and, if this store
+        changed the manifest since, bring ``catalog.duckdb`` up to date."""
+        self._flush_counts()
+        if self._wrote:  # a store that only read leaves every file as it found it
+            self._wrote = False
+            refresh_catalog(self.manifest, 0.0, wait=True)
+
+    def _after_write(self) -> None:
+        """After each committed manifest write: refresh the catalog if it is due (debounced)."""
+        self._wrote = True
+        refresh_catalog(self.manifest, self.catalog_refresh_seconds)
+
+    def _flush_counts(self) -> None:
         with self._pending_lock:
             if not self._pending_hits and not self._pending_misses:
                 return
-        with self.manifest.write() as con:
-            self._flush_pending(con)
+        self.manifest.on_change = None  # the caller refreshes the catalog (or need not)
+        try:
+            with self.manifest.write() as con:
+                self._flush_pending(con)
+        finally:
+            self.manifest.on_change = self._after_write
+        self._wrote = True
+        self._flush_failing = False
 
     # -- misses --------------------------------------------------------------------------------
 
@@ -470,8 +535,6 @@ class FeatureStore:
         self, request: _Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
         """Rename the temp file into place and insert its entry in one manifest transaction."""
-        from .catalog import remove_link, view_published
-
         now = utc_now()
         row = entry_row(
             self._file_metadata(request),
@@ -699,9 +762,6 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
-        from .check import rebuild as _rebuild
-        from .check import run_check
-
         if rebuild:  # counts kept in memory go to the rebuilt manifest
             report = _rebuild(
                 self.layout,
@@ -712,8 +772,8 @@ class FeatureStore:
             )
             self.flush()
             return report
-        self.flush()
-        return run_check(
+        self._flush_counts()
+        report = run_check(
             self.layout,
             self.manifest,
             fix=fix,
@@ -721,6 +781,10 @@ class FeatureStore:
             grace_seconds=grace_seconds,
             progress=progress,
         )
+        if fix:
+            self._wrote = False
+            refresh_catalog(self.manifest, 0.0, wait=True)
+        return report
 
     def remove(
         self,
@@ -750,8 +814,6 @@ class FeatureStore:
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
             return self._query_entries("match_entries", filters)
-        from .removal import describe_failures, discard_files, drop_rows
-
         with self.manifest.write() as con:
             cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
             columns = [d[0] for d in cursor.description]
@@ -842,14 +904,16 @@ class FeatureStore:
         return run(self.manifest, self.layout, query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
-        """Rebuild the feature views stored in manifest.duckdb (e.g. after moving the root).
+        """Relink every feature's folder and rebuild ``catalog.duckdb`` now.
 
-        Returns ``{feature: view name}``.
+        For a moved root (the stored views hold absolute paths) or to see the latest results
+        from a plain DuckDB session at once. Returns ``{feature: view name}``.
         """
-        from .catalog import refresh_views
-
         with self.manifest.write() as con:
-            return refresh_views(con, self.layout)
+            names = refresh_views(con, self.layout)
+        with file_lock(self.layout.root / CATALOG_LOCK_NAME, self.lock_timeout):
+            build_catalog(self.manifest)
+        return names
 
     # -- garbage collection --------------------------------------------------------------------
 
@@ -871,8 +935,6 @@ class FeatureStore:
         lock files younger than this stay. ``dry_run`` deletes nothing and reports what would
         go. Raises ``LockTimeout`` if another GC is running, ``GCError`` if a step failed.
         """
-        from .gc import GCOptions, collect_garbage
-
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
         self.flush()  # this process's recent hits count as accesses
         report = collect_garbage(self.manifest, self.layout, options, progress=progress)
@@ -884,8 +946,6 @@ class FeatureStore:
         if self.auto_gc is None or time.monotonic() < self._next_auto_gc:
             return
         self._next_auto_gc = time.monotonic() + self.auto_gc
-        from .gc import GCOptions, collect_garbage
-
         try:
             options = GCOptions.build(limit=self.auto_gc_limit)
             collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc)
@@ -919,7 +979,11 @@ def _crash_point(stage: str) -> None:
     Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp
     file half written, no footer), ``fsynced`` (temp complete, not published), ``renamed``
     (file in objects/, row not inserted), ``commit`` (row inserted, transaction not committed).
-    Never set it outside tests.
+    Of a manifest's creation: ``manifest-creating`` (temp file attached, no tables). Of a
+    rebuild (``check --rebuild`` or ``FeatureStore()`` recovering): ``rebuild-started`` (new
+    manifest created under a temp name, nothing registered), ``rebuild-registered`` (every file
+    registered, not yet renamed), ``rebuild-moved-aside`` (old manifest moved aside, the new
+    one not yet in place). Never set it outside tests.
     """
     wanted = os.environ.get(CRASH_ENV)
     if wanted == stage:

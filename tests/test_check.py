@@ -181,15 +181,15 @@ def test_a_damaged_manifest_names_the_file_and_the_fix(root, aapl):
     assert str(manifest) in str(info.value) and "check --rebuild" in str(info.value)
 
 
-def test_a_deleted_manifest_is_an_error_not_an_empty_cache(root, aapl):
+def test_a_deleted_manifest_is_rebuilt_by_the_next_store_never_left_empty(root, aapl):
     store = FeatureStore(root)
-    put(store, aapl)
+    result = put(store, aapl)
     (root / "manifest.duckdb").unlink()
     with pytest.raises(ManifestError, match=r"missing .*check --rebuild"):
         store.stats()  # an open store: no silent empty manifest either
-    with pytest.raises(ManifestError, match="check --rebuild"):
-        FeatureStore(root)
     assert not (root / "manifest.duckdb").exists()
+    again = FeatureStore(root)  # issue #11 item 6: recovers from the files on its own
+    assert again.entry(result.key) is not None and put(again, aapl).hit
 
 
 def test_rebuild_restores_every_entry_from_the_files(root, aapl):
@@ -245,12 +245,13 @@ def test_the_entry_point_rebuilds_a_deleted_manifest(root, aapl):
     with FeatureStore(root) as store:
         result = put(store, aapl)
     (root / "manifest.duckdb").unlink()
-    refused = subprocess.run(
-        [sys.executable, "-m", "jules_cache", "--root", str(root), "stats"],
+    recovered = subprocess.run(  # any command's store rebuilds a deleted manifest first
+        [sys.executable, "-m", "jules_cache", "--root", str(root), "stats", "--json"],
         capture_output=True,
         text=True,
     )
-    assert refused.returncode == 1 and "check --rebuild" in refused.stderr
+    assert recovered.returncode == 0 and json.loads(recovered.stdout)["entries"] == 1
+    (root / "manifest.duckdb").unlink()
     done = subprocess.run(
         ["jules-cache", "--root", str(root), "check", "--rebuild"],
         capture_output=True,

@@ -1,10 +1,9 @@
-"""SQL over the cache: store.sql, the persistent views in manifest.duckdb, and `jules-cache sql`."""
+"""SQL over the cache: store.sql, the stored views in catalog.duckdb, and `jules-cache sql`."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -37,12 +36,14 @@ def filled(store, ticks):
     return store
 
 
-def bare_duckdb(manifest, sql: str) -> list:
-    """Run ``sql`` on manifest.duckdb from a process that never imports jules_cache."""
+def bare_duckdb(store, sql: str) -> list:
+    """Run ``sql`` on the documented catalog.duckdb from a process that never imports
+    jules_cache, once ``store.flush()`` has brought the catalog up to date."""
+    store.flush()
     script = textwrap.dedent(
         f"""
         import json, sys, duckdb
-        con = duckdb.connect({str(manifest)!r}, read_only=True)
+        con = duckdb.connect({str(store.root / "catalog.duckdb")!r}, read_only=True)
         rows = con.execute({sql!r}).fetchall()
         assert "jules_cache" not in sys.modules
         print(json.dumps(rows, default=str))
@@ -90,12 +91,12 @@ def test_manifest_tables_and_feature_views_are_queryable(filled):
 
 def test_bare_duckdb_finds_the_same_views(filled):
     rows = bare_duckdb(
-        filled.layout.manifest,
+        filled,
         "SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1",
     )
     in_process = filled.sql("SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in rows] == in_process.rows()
-    views = bare_duckdb(filled.layout.manifest, "SELECT view_name, entries FROM feature_views")
+    views = bare_duckdb(filled, "SELECT view_name, entries FROM feature_views")
     assert views == [["bar_count", 6]]
 
 
@@ -109,7 +110,7 @@ def test_orphan_files_never_appear(filled):
         refresh_views(con, filled.layout)
     query = "SELECT count(DISTINCT key) AS k, count(*) AS n FROM bar_count"
     assert filled.sql(query)["k"][0] == 6
-    assert bare_duckdb(filled.layout.manifest, query)[0][0] == 6
+    assert bare_duckdb(filled, query)[0][0] == 6
 
 
 @pytest.mark.leaves_damage  # stray or missing files on purpose
@@ -174,10 +175,7 @@ def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl)
     with pytest.raises(QueryError, match=r"available tables and views: .*bar_count"):
         filled.sql("SELECT * FROM thing")
     names = [
-        r[0]
-        for r in bare_duckdb(
-            filled.layout.manifest, "SELECT view_name FROM duckdb_views() WHERE NOT internal"
-        )
+        r[0] for r in bare_duckdb(filled, "SELECT view_name FROM duckdb_views() WHERE NOT internal")
     ]
     assert "thing" not in names and "bar_count" in names
 
@@ -313,18 +311,20 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
     for i in range(5):
         store.get_or_compute(f"S{i:03d}", aapl, {"freq": "1h"}, bar_count)
         if i == 0:
-            first_sql = bare_duckdb(store.layout.manifest, view_sql)
-    assert bare_duckdb(store.layout.manifest, view_sql) == first_sql  # no DDL per publish
-    rows = bare_duckdb(
-        store.layout.manifest, "SELECT count(DISTINCT symbol), count(*) FROM bar_count"
-    )
+            first_sql = bare_duckdb(store, view_sql)
+    assert bare_duckdb(store, view_sql) == first_sql  # one view over the folder, not per file
+    with store.manifest.read() as con:  # the private manifest holds no views at all
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [
+            (0,)
+        ]
+    rows = bare_duckdb(store, "SELECT count(DISTINCT symbol), count(*) FROM bar_count")
     assert rows == [[5, 5 * 7]]
     folder = link_folder(store.layout, "features.bar_count")
     keys = {entry.key for entry in store.entries()}
     assert {path.stem for path in folder.iterdir()} == keys
     for key in keys:
         assert (folder / f"{key}.parquet").samefile(store.layout.result_path(key))
-    one = bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count WHERE symbol = 'S003'")
+    one = bare_duckdb(store, "SELECT count(*) FROM bar_count WHERE symbol = 'S003'")
     assert one == [[7]]
 
 
@@ -337,12 +337,11 @@ def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
     assert not again.hit and again.path.exists()
     link = link_folder(store.layout, "features.bar_count") / f"{again.key}.parquet"
     assert link.samefile(again.path)  # the link follows the new file, not the lost one
-    assert bare_duckdb(store.layout.manifest, "SELECT count(*) FROM bar_count") == [[7]]
+    assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[7]]
 
 
 def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
-    manifest = filled.layout.manifest
-    total = bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0]
+    total = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0]
     assert total == 6
     # GC deletes some entries (budget: roughly half the bytes) and refreshes the views in the
     # same transaction as the row deletes.
@@ -350,30 +349,34 @@ def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
     report = filled.gc(max_size=budget, grace=0)
     assert report.ok and 0 < len(filled.entries()) < 6
     left = len(filled.entries())
-    assert bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left
+    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left
     victim = filled.entries()[0]
     filled.remove(key=victim.key)
-    assert bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left - 1
+    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left - 1
     survivor = filled.entries()[0]
     (filled.root / survivor.path).write_bytes(b"garbage")  # damaged: `check --fix` quarantines
     filled.check(fix=True)
     assert filled.check().consistent
-    rows = bare_duckdb(manifest, "SELECT count(DISTINCT key) FROM bar_count")
+    rows = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")
     assert rows[0][0] == left - 2
 
 
-def test_a_catalog_of_the_earlier_bucket_kind_is_rebuilt_on_the_next_publish(store, aapl):
+def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl):
     store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count)
-    with store.manifest.write() as con:  # what the earlier version stored: bucket views
-        con.execute("DROP VIEW bar_count")
+    with store.manifest.write() as con:  # what earlier versions stored in the manifest
         con.execute("CREATE SCHEMA jules_cache_parts")
         con.execute("CREATE VIEW jules_cache_parts.bar_count__0000 AS SELECT 1 AS n")
         con.execute("CREATE VIEW bar_count AS SELECT * FROM jules_cache_parts.bar_count__0000")
-        con.execute("""COMMENT ON VIEW feature_views IS '{"version": 1, "features": {}}'""")
-    shutil.rmtree(store.layout.views)
+        con.execute("CREATE VIEW feature_views AS SELECT 1 AS n")
     store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bar_count)
-    assert bare_duckdb(store.layout.manifest, "SELECT count(DISTINCT symbol) FROM bar_count") == [
-        [2]
-    ]
-    schemas = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'jules_cache_parts'"
-    assert bare_duckdb(store.layout.manifest, schemas) == [[0]]
+    store.flush()  # the writer brings catalog.duckdb up to date
+    from jules_cache import FeatureStore
+
+    again = FeatureStore(store.root)  # migrates: the manifest keeps no views
+    with again.manifest.read() as con:
+        assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [
+            (0,)
+        ]
+        schemas = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'jules_cache_parts'"
+        assert con.execute(schemas).fetchall() == [(0,)]
+    assert bare_duckdb(again, "SELECT count(DISTINCT symbol) FROM bar_count") == [[2]]
