@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -109,20 +110,45 @@ class Manifest:
     def open(self) -> None:
         """Make the manifest usable: migrate it now, or on first use if it looks sound.
 
-        A missing, short or foreign file is handled now, exactly as ``migrate`` does (created
-        for a root without results, else ``ManifestError`` with the fix). A file that starts
-        like a DuckDB database is migrated by the first ``read``/``write``: hits never get
-        there, so a process serving hits never loads DuckDB.
+        A missing, short, foreign or busy file is handled now, exactly as ``migrate`` does
+        (created for a root without results, else ``ManifestError``/``ManifestBusy`` with the
+        fix). A file that starts like a DuckDB database and that no other process holds open
+        is migrated by the first ``read``/``write``: hits never get there, so a process serving
+        hits never loads DuckDB.
         """
         try:
             with open(self.path, "rb") as handle:
                 sound = handle.read(12)[8:12] == DUCKDB_MAGIC
         except FileNotFoundError:
             sound = False
-        if sound:
+        if sound and not self._held_elsewhere():
             self._current = False
         else:
             self.migrate()
+
+    def _held_elsewhere(self) -> bool:
+        """Whether another process holds DuckDB's lock on the file (or it cannot be probed).
+
+        DuckDB locks its database file with a POSIX record lock (``fcntl(F_SETLK)``) for as
+        long as a session has it open. Probing takes the same kind of lock without waiting
+        and drops it at once. POSIX drops ALL of a process's locks on a file when any of its
+        descriptors is closed, so the probe runs only under ``_guard`` held for the first time
+        by this thread: then no ATTACH of this process is open.
+        """
+        if getattr(_guard, "_is_owned", lambda: True)():
+            return True  # inside one of our own attaches: let migrate decide
+        with _guard:
+            try:
+                fd = os.open(self.path, os.O_RDWR)
+            except OSError:
+                return True  # missing, unwritable…: migrate says which
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            finally:
+                os.close(fd)  # also releases the probe's lock
+        return False
 
     def _ensure_current(self) -> None:
         if not self._current:
