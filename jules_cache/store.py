@@ -673,8 +673,10 @@ class FeatureStore:
                     file_lock(self.layout.key_lock_path(request.key), self.lock_timeout)
                 )
             except OSError as exc:  # e.g. locks/ not writable: computed, but never stored
+                compute_started = time.perf_counter()
                 output = request.compute_func(request.frame, request.config)
                 result = as_result_frame(output, request.parts.feature)
+                self._computed(request, time.perf_counter() - compute_started)
                 return request.result(self._unstored(result, request, exc), stored=False)
             value = self._read_or_quarantine(request)  # published while we waited?
             if value is not None:
