@@ -206,6 +206,27 @@ class Manifest:
                     leftover.unlink(missing_ok=True)
             return version
 
+    def require_current(self) -> None:
+        """Raise ``ManifestError`` if the manifest's schema is older than this version's (a
+        read-only store cannot migrate it, and its queries would fail on missing columns)."""
+        statements = sqlfiles.load("schema.sql")
+        latest = max(
+            (int(name.removeprefix("migration_")) for name in statements if "migration_" in name),
+            default=0,
+        )
+        with self.read() as con:
+            try:
+                row = con.execute(statements["current_version"]).fetchone()
+            except duckdb.CatalogException:  # no schema_version table at all
+                row = None
+        version = int(row[0]) if row else 0
+        if version < latest:
+            raise ManifestError(
+                f"manifest {self.path} has schema version {version}, this jules_cache needs "
+                f"{latest}: open the root once with a writable FeatureStore (or any "
+                "`jules-cache` command) to migrate it, then open it read-only"
+            )
+
     def new_temp_path(self, what: str) -> Path:
         """A unique temp name for a whole DuckDB file written before it is renamed into place."""
         unique = f"{os.getpid()}.{uuid.uuid4().hex[:12]}"

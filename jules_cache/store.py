@@ -251,6 +251,7 @@ class FeatureStore:
         self.catalog_refresh_seconds = float(catalog_refresh_seconds)
         if read_only:  # no recovery, migration or catalog: each would write
             self.manifest = Manifest(self.layout, self.lock_timeout, read_only=True)
+            self.manifest.require_current()
         else:
             if rebuild:
                 _rebuild(self.layout, self.lock_timeout)

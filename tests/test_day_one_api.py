@@ -298,3 +298,22 @@ def test_read_only_store_needs_an_existing_cache(tmp_path):
     assert not missing.exists()
     with pytest.raises(InvalidInput, match="read_only"):
         FeatureStore(tmp_path, read_only="yes")
+
+
+def test_read_only_store_refuses_a_manifest_it_would_have_to_migrate(root):
+    import duckdb
+
+    from jules_cache import ManifestError
+
+    FeatureStore(root).close()
+    con = duckdb.connect(str(root / "manifest.duckdb"))
+    con.execute(
+        "DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)"
+    )
+    con.close()
+    before = _tree(root)
+    with pytest.raises(
+        ManifestError, match=r"schema version .* open the root once with a writable"
+    ):
+        FeatureStore(root, read_only=True)
+    assert _tree(root) == before
