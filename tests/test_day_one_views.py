@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import duckdb
-import polars as pl
 from features import bar_count
 
 from jules_cache import FeatureStore
@@ -105,7 +104,7 @@ def test_item1_symbol_labels_are_capped_first_come_with_an_other_bucket(store, a
     assert "S3" not in text and "S4" not in text
 
 
-# -- item 2: one code version per (symbol, input) by default -----------------------------------------
+# -- item 2: one code version per (symbol, input) by default ------------------------------------
 
 
 def _two_versions(store, aapl) -> None:
@@ -147,8 +146,7 @@ def _module(tmp_path: Path, name: str, factor: int):
     (folder / f"{name}.py").write_text(
         textwrap.dedent(
             f"""
-            import polars as pl
-
+            
             def bars(ticks, config):
                 return ticks.select((pl.len() * {factor}).alias("n")).collect()
             """
@@ -186,14 +184,13 @@ def test_item3_the_first_feature_keeps_its_view_name_a_later_one_is_qualified(
         assert con.sql("SELECT n FROM bars").fetchall() == [(aapl.height,)]
 
 
-# -- item 4: __main__ and __mp_main__ are one feature -----------------------------------------------
+# -- item 4: __main__ and __mp_main__ are one feature ------------------------------------------
 
 SCRIPT = """
 import multiprocessing
 import os
 import sys
 
-import polars as pl
 
 from jules_cache import FeatureStore
 from jules_cache.synthetic import make_ticks, ticks_for
