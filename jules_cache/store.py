@@ -112,6 +112,7 @@ class _Request:
 # Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
 DEFAULT_SYMBOL_LIMIT = 100
 
+
 class FeatureStore:
     """A cache of feature results under one root directory, shared by every process.
 

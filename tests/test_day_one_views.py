@@ -36,9 +36,7 @@ def _samples(text: str) -> dict[tuple[str, str], float]:
 
 
 def _types(text: str) -> dict[str, str]:
-    return dict(
-        line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE ")
-    )
+    return dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
 
 
 # -- item 1: counters only grow --------------------------------------------------------------------
@@ -146,7 +144,7 @@ def _module(tmp_path: Path, name: str, factor: int):
     (folder / f"{name}.py").write_text(
         textwrap.dedent(
             f"""
-            
+
             def bars(ticks, config):
                 return ticks.select((pl.len() * {factor}).alias("n")).collect()
             """
