@@ -144,6 +144,7 @@ def _module(tmp_path: Path, name: str, factor: int):
     (folder / f"{name}.py").write_text(
         textwrap.dedent(
             f"""
+            import polars as pl
 
             def bars(ticks, config):
                 return ticks.select((pl.len() * {factor}).alias("n")).collect()
@@ -189,6 +190,7 @@ import multiprocessing
 import os
 import sys
 
+import polars as pl
 
 from jules_cache import FeatureStore
 from jules_cache.synthetic import make_ticks, ticks_for
