@@ -16,6 +16,7 @@ except ImportError as _exc:
     ) from _exc
 
 from .check import CheckReport
+from .decorator import Feature
 from .errors import (
     CacheWriteWarning,
     CorruptEntry,
@@ -45,6 +46,7 @@ __all__ = [
     "CorruptEntry",
     "Entry",
     "Explanation",
+    "Feature",
     "FeatureStats",
     "FeatureStore",
     "FingerprintError",

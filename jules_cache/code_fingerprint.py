@@ -287,6 +287,15 @@ def _wrapped(v: Any) -> Any:
         return None
 
 
+def _stand_in(v: Any) -> Any:
+    """The object that ``v`` is fingerprinted as, if its class names one: a ``FeatureStore``
+    is described by a constant and a ``Feature`` (``@store.feature``) by its original function.
+    A store is a per-process object (root, locks, connections): code that mentions one, as
+    ``@store.feature`` above a function does, must get the same key in every process."""
+    attribute = getattr(type(v), "__jules_cache_stand_in__", None)
+    return getattr(v, attribute, None) if isinstance(attribute, str) else None
+
+
 # ----------------------------------------------------------------------------- the walk
 
 
@@ -322,6 +331,9 @@ class _Walker:
 
     def value(self, v: Any, where: str, strict: bool = True, note: bool = True) -> Any:
         """Return a JSON-able description of ``v``, enqueuing user code it refers to."""
+        stand_in = _stand_in(v)
+        if stand_in is not None:  # a store or a @store.feature wrapper (see _stand_in)
+            return ["stand_in", self.value(stand_in, where, strict, note)]
         if isinstance(v, functools.partial | functools.partialmethod):
             args = [self.value(a, f"{where}.args[{i}]", strict) for i, a in enumerate(v.args)]
             kwargs = {

@@ -44,6 +44,7 @@ class FileDigestMemo:
         else:
             digest, signature = self._hash_stable(path, signature, hasher)
             params = self._params(signature, method)
+        if row is None and not self._manifest.read_only:  # a read-only store memoises in memory
             with self._manifest.write() as con:
                 self._manifest.execute(
                     con,

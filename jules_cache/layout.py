@@ -85,6 +85,22 @@ class Layout:
             )
         return layout
 
+    @classmethod
+    def open_existing(cls, root: str | os.PathLike[str] | None) -> Layout:
+        """Resolve ``root`` of an existing cache for a read-only store: nothing is created
+        and the root need not be writable (a read-only mount). Raises ``InvalidInput`` if
+        there is no cache (no manifest) at ``root``."""
+        path = Path(root) if root is not None else default_root()
+        path = path.expanduser().resolve()
+        if not (path / MANIFEST_NAME).is_file():
+            raise InvalidInput(
+                f"no jules_cache at {path} (no {MANIFEST_NAME}): a read-only store opens an "
+                "existing cache; check the root, or create it with a writable FeatureStore"
+            )
+        layout = cls(path)
+        layout.check_areas()
+        return layout
+
     def check_areas(self, *, shards: bool = False) -> None:
         """Raise ``UnsafePath`` if an area folder or a manifest file of the root is a link (or
         a folder is not one, or sits on another device): the library would refuse to touch it

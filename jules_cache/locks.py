@@ -26,13 +26,17 @@ _MAX_POLL = 0.01  # a waiter notices a released lock within 10 ms
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, timeout: float, *, shared: bool = False) -> Iterator[None]:
+def file_lock(
+    path: Path, timeout: float, *, shared: bool = False, create: bool = True
+) -> Iterator[None]:
     """Hold an exclusive (or shared) lock on ``path`` for the ``with`` block.
 
     Raises ``LockTimeout`` naming the lock file (and the last writer's pid) after ``timeout``
-    seconds; ``timeout=0`` tries once.
+    seconds; ``timeout=0`` tries once. With ``create=False`` the file must exist and is opened
+    read-only (``flock`` needs no write access: a read-only store on a read-only mount);
+    a missing one raises ``FileNotFoundError``.
     """
-    fd = _acquire(path, timeout, shared)
+    fd = _acquire(path, timeout, shared, create)
     try:
         yield
     finally:
@@ -40,12 +44,12 @@ def file_lock(path: Path, timeout: float, *, shared: bool = False) -> Iterator[N
         os.close(fd)
 
 
-def _acquire(path: Path, timeout: float, shared: bool) -> int:
+def _acquire(path: Path, timeout: float, shared: bool, create: bool = True) -> int:
     operation = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
     deadline = time.monotonic() + timeout
     delay = 0.0005
     while True:
-        fd = _open(path)
+        fd = _open(path, create)
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:
@@ -66,9 +70,10 @@ def _acquire(path: Path, timeout: float, shared: bool) -> int:
         os.close(fd)
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, create: bool = True) -> int:
     """Open (creating) the lock file, refusing a link or a non-regular file at its name."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    mode = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+    flags = mode | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except OSError as exc:

@@ -34,7 +34,7 @@ from typing import Any
 import duckdb
 
 from . import sqlfiles
-from .errors import ManifestBusy, ManifestError
+from .errors import InvalidInput, ManifestBusy, ManifestError
 from .layout import Layout
 from .locks import file_lock
 
@@ -78,7 +78,9 @@ class Manifest:
     """Transactions on one root's ``manifest.duckdb`` under the root's manifest lock.
 
     ``path`` and ``locked`` serve a rebuild: it fills a new manifest under a temp name while
-    it already holds the root's lock for the whole rebuild. ``on_change`` (if set) is called
+    it already holds the root's lock for the whole rebuild. A ``read_only`` manifest (of a
+    read-only store) refuses ``write``/``migrate`` and creates no file: its shared lock opens
+    an existing ``manifest.lock`` read-only. ``on_change`` (if set) is called
     after every committed ``write``, with the lock released (the store refreshes the SQL
     catalog file there); it must not raise.
     """
@@ -90,8 +92,10 @@ class Manifest:
         *,
         path: Path | None = None,
         locked: bool = False,
+        read_only: bool = False,
     ):
         self.layout = layout
+        self.read_only = read_only
         self.lock_timeout = lock_timeout
         self.path = path if path is not None else layout.manifest
         self.locked = locked
@@ -100,7 +104,20 @@ class Manifest:
     def _lock(self, timeout: float, *, shared: bool = False) -> contextlib.AbstractContextManager:
         if self.locked:
             return contextlib.nullcontext()
+        if self.read_only:
+            if not self.layout.manifest_lock.exists():
+                # No writer ever ran here; one that starts creates it, and DuckDB's own file
+                # lock then makes our read-only ATTACH wait as for a busy manifest.
+                return contextlib.nullcontext()
+            return file_lock(self.layout.manifest_lock, timeout, shared=shared, create=False)
         return file_lock(self.layout.manifest_lock, timeout, shared=shared)
+
+    def _refuse_write(self) -> None:
+        if self.read_only:
+            raise InvalidInput(
+                f"manifest {self.path} is opened read-only (a read-only store): nothing may "
+                "change it; use a FeatureStore opened without read_only=True"
+            )
 
     @contextlib.contextmanager
     def write(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -109,6 +126,7 @@ class Manifest:
         The transaction commits when the block ends and rolls back if it raises. With
         ``wait=False`` a busy lock raises ``LockTimeout`` at once.
         """
+        self._refuse_write()
         timeout = self.lock_timeout if wait else 0.0
         deadline = time.monotonic() + timeout
         with (
@@ -157,6 +175,7 @@ class Manifest:
         place. Feature views an earlier version stored in the manifest are dropped (they now
         live in the catalog file, and a view stored here costs every attach).
         """
+        self._refuse_write()
         statements = sqlfiles.load("schema.sql")
         migrations = sorted(
             (int(name.removeprefix("migration_")), sql)
@@ -186,6 +205,27 @@ class Manifest:
                 for leftover in (new, new.with_name(new.name + ".wal")):
                     leftover.unlink(missing_ok=True)
             return version
+
+    def require_current(self) -> None:
+        """Raise ``ManifestError`` if the manifest's schema is older than this version's (a
+        read-only store cannot migrate it, and its queries would fail on missing columns)."""
+        statements = sqlfiles.load("schema.sql")
+        latest = max(
+            (int(name.removeprefix("migration_")) for name in statements if "migration_" in name),
+            default=0,
+        )
+        with self.read() as con:
+            try:
+                row = con.execute(statements["current_version"]).fetchone()
+            except duckdb.CatalogException:  # no schema_version table at all
+                row = None
+        version = int(row[0]) if row else 0
+        if version < latest:
+            raise ManifestError(
+                f"manifest {self.path} has schema version {version}, this jules_cache needs "
+                f"{latest}: open the root once with a writable FeatureStore (or any "
+                "`jules-cache` command) to migrate it, then open it read-only"
+            )
 
     def new_temp_path(self, what: str) -> Path:
         """A unique temp name for a whole DuckDB file written before it is renamed into place."""

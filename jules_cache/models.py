@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import polars as pl
 
@@ -71,11 +71,20 @@ class Entry(_ToDict):
         return cls(**dict(zip(columns, row)))
 
 
-@dataclass(frozen=True)
-class CacheResult:
-    """What one ``fetch`` did: the value, whether it was a hit, and which entry it used."""
+# The value's type: ``fetch(..., lazy=False)`` gives a DataFrame, ``lazy=True`` a LazyFrame.
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
-    value: pl.DataFrame | pl.LazyFrame
+
+@dataclass(frozen=True)
+class CacheResult(Generic[FrameT]):
+    """What one ``fetch`` did: the value, whether it was a hit, and which entry it used.
+
+    Generic in the value's type, so ``store.fetch(...).value.height`` type-checks:
+    ``CacheResult[pl.DataFrame]`` (the default, ``lazy=False``) or
+    ``CacheResult[pl.LazyFrame]`` (``lazy=True``).
+    """
+
+    value: FrameT
     hit: bool
     key: str
     path: Path

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import duckdb
 import polars as pl
@@ -72,13 +72,19 @@ from .sql_catalog import refresh_quietly as refresh_catalog
 from .verify import VerifyReport, find_stale_footer_entries
 from .version import __version__
 
+if TYPE_CHECKING:
+    from .decorator import Feature
+
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 
 # Errors that mean "the result could not be stored", as opposed to "the compute failed".
 _STORE_ERRORS = (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
 _COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
+# The library's one logger (README: Logging). DEBUG: one line per hit / miss / compute /
+# publish; INFO: computes longer than ``log_compute_seconds`` and GC summaries.
 _log = logging.getLogger("jules_cache")
+DEFAULT_LOG_COMPUTE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,10 @@ class _Request:
 
     def result(
         self, value: pl.DataFrame | pl.LazyFrame, *, hit: bool = False, stored: bool = True
-    ) -> CacheResult:
+    ) -> CacheResult[Any]:
         seconds = time.perf_counter() - self.started
+        if hit:
+            _log_event("hit", self, seconds)
         return CacheResult(
             value, hit, self.key, self.path, self.parts.feature, self.parts.symbol, seconds, stored
         )
@@ -111,6 +119,20 @@ class _Request:
 
 # Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
 DEFAULT_SYMBOL_LIMIT = 100
+
+
+def _log_event(event: str, request: _Request, seconds: float) -> None:
+    """One DEBUG line: ``<event> feature=… symbol=… key=<8 hex> ms=…``; nothing is formatted
+    (not even the key prefix) unless DEBUG is on for the ``jules_cache`` logger."""
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug(
+            "%s feature=%s symbol=%s key=%s ms=%.1f",
+            event,
+            request.parts.feature,
+            request.parts.symbol,
+            request.key[:8],
+            seconds * 1000,
+        )
 
 
 class FeatureStore:
@@ -140,10 +162,25 @@ class FeatureStore:
             ``check(fix=True)`` and ``refresh_views()``.
         rebuild: rebuild the manifest from the result files before opening it (what
             ``jules-cache check --rebuild`` does; for a manifest reported damaged).
+        log_compute_seconds: computes that take longer are logged at INFO on the
+            ``jules_cache`` logger (default 10 s).
+        read_only: serve an existing cache without writing anything under the root (for
+            monitoring and serving processes, and read-only mounts): hits, ``entries``,
+            ``entry``, ``explain``, ``stats``, ``sql`` and ``check()`` work; no lock or catalog
+            file is created; hits are counted in memory only (never written, so they are not
+            in ``stats``); a MISS COMPUTES AND RETURNS THE VALUE WITHOUT STORING IT
+            (``CacheResult.stored`` is False, no warning). ``gc``, ``remove``, ``check(fix=True)``,
+            ``refresh_views`` and ``verify(fix=True)`` raise ``InvalidInput``. A root without a
+            cache raises ``InvalidInput`` ("no jules_cache at ...") and is not created.
 
     A missing manifest, one whose creation never completed (a crash or a full disk), and a
     rebuild interrupted midway are repaired here on their own (``check.recover``).
     """
+
+    # Code that mentions a store (``@store.feature`` above a function) is fingerprinted with
+    # this constant in its place: the store's root and state must not enter any key.
+    __jules_cache_stand_in__ = "_code_identity"
+    _code_identity = "jules_cache.FeatureStore"
 
     def __init__(
         self,
@@ -160,12 +197,15 @@ class FeatureStore:
         auto_gc_limit: int = 1000,
         catalog_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
         rebuild: bool = False,
+        log_compute_seconds: float = DEFAULT_LOG_COMPUTE_SECONDS,
+        read_only: bool = False,
     ):
         for setting, number in (
             ("lock_timeout", lock_timeout),
             ("tick_data_threshold_mb", tick_data_threshold_mb),
             ("hit_flush_seconds", hit_flush_seconds),
             ("catalog_refresh_seconds", catalog_refresh_seconds),
+            ("log_compute_seconds", log_compute_seconds),
         ):  # a str or bool here would fail later with a confusing TypeError
             _require(
                 isinstance(number, numbers.Real) and not isinstance(number, bool),
@@ -187,6 +227,12 @@ class FeatureStore:
             f"catalog_refresh_seconds must be >= 0, not {catalog_refresh_seconds}",
         )
         _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
+        _require(isinstance(read_only, bool), f"read_only must be True or False, not {read_only!r}")
+        _require(not (read_only and rebuild), "a read_only store cannot rebuild the manifest")
+        _require(
+            log_compute_seconds >= 0,
+            f"log_compute_seconds must be >= 0 seconds, not {log_compute_seconds}",
+        )
         _require(
             fingerprint in ("content", "footer"),
             f"fingerprint must be 'content' or 'footer', not {fingerprint!r}",
@@ -195,7 +241,9 @@ class FeatureStore:
             compression in _COMPRESSIONS,
             f"compression must be one of {', '.join(_COMPRESSIONS)}, not {compression!r}",
         )
-        self.layout = Layout.create(root)
+        self.read_only = read_only
+        self.log_compute_seconds = float(log_compute_seconds)
+        self.layout = Layout.open_existing(root) if read_only else Layout.create(root)
         self.root = self.layout.root
         self.lock_timeout = float(lock_timeout)
         self.strict = strict
@@ -205,15 +253,19 @@ class FeatureStore:
         self.time_column = time_column
         self.hit_flush_seconds = float(hit_flush_seconds)
         self.catalog_refresh_seconds = float(catalog_refresh_seconds)
-        if rebuild:
-            _rebuild(self.layout, self.lock_timeout)
+        if read_only:  # no recovery, migration or catalog: each would write
+            self.manifest = Manifest(self.layout, self.lock_timeout, read_only=True)
+            self.manifest.require_current()
         else:
-            recover(self.layout, self.lock_timeout)
-        self.manifest = Manifest(self.layout, self.lock_timeout)
-        self.manifest.migrate()
+            if rebuild:
+                _rebuild(self.layout, self.lock_timeout)
+            else:
+                recover(self.layout, self.lock_timeout)
+            self.manifest = Manifest(self.layout, self.lock_timeout)
+            self.manifest.migrate()
         self._wrote = False  # this store changed the manifest since it refreshed the catalog
         self.manifest.on_change = self._after_write
-        if not catalog_path(self.layout).exists():  # a new root, or one of an earlier version
+        if not read_only and not catalog_path(self.layout).exists():  # a new root, or older
             refresh_catalog(self.manifest, 0.0)
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
@@ -231,9 +283,86 @@ class FeatureStore:
         _live_stores.add(self)
 
     def __repr__(self) -> str:
+        if self.read_only:
+            return f"FeatureStore({str(self.root)!r}, read_only=True)"
         return f"FeatureStore({str(self.root)!r})"
 
+    def _writable(self, what: str) -> None:
+        """Raise ``InvalidInput`` if this store was opened ``read_only`` (``what`` would write)."""
+        if self.read_only:
+            raise InvalidInput(
+                f"{what} changes the cache, but this store of {self.root} is read-only: open "
+                "FeatureStore(root) without read_only=True (in a process allowed to write) "
+                "for that"
+            )
+
+    # -- the decorator -------------------------------------------------------------------------
+
+    @overload
+    def feature(self, compute_func: ComputeFunc, /) -> Feature: ...
+
+    @overload
+    def feature(
+        self, compute_func: None = None, /, *, name: str | None = None, version: str | None = None
+    ) -> Callable[[ComputeFunc], Feature]: ...
+
+    def feature(
+        self,
+        compute_func: ComputeFunc | None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Feature | Callable[[ComputeFunc], Feature]:
+        """Decorate ``compute_func(lazy_frame, config)`` into ``f(symbol, data, config, *,
+        lazy=False)`` served by this store, as ``get_or_compute`` would (see
+        ``jules_cache.decorator``). Use bare (``@store.feature``) or with ``name=`` /
+        ``version=``.
+        """
+        from .decorator import decorate
+
+        return decorate(self, compute_func, name=name, version=version)
+
     # -- the main call -----------------------------------------------------------------------
+
+    @overload
+    def get_or_compute(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: Literal[False] = False,
+    ) -> pl.DataFrame: ...
+
+    @overload
+    def get_or_compute(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: Literal[True],
+    ) -> pl.LazyFrame: ...
+
+    @overload
+    def get_or_compute(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: bool,
+    ) -> pl.DataFrame | pl.LazyFrame: ...
 
     def get_or_compute(
         self,
@@ -253,9 +382,49 @@ class FeatureStore:
         ``version`` replaces the code fingerprint. With ``lazy=True`` a LazyFrame over the
         cached file is returned. Use ``fetch`` to also learn whether it was a hit.
         """
-        return self.fetch(
+        value: pl.DataFrame | pl.LazyFrame = self.fetch(
             symbol, data, config, compute_func, name=name, version=version, lazy=lazy
         ).value
+        return value
+
+    @overload
+    def fetch(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: Literal[False] = False,
+    ) -> CacheResult[pl.DataFrame]: ...
+
+    @overload
+    def fetch(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: Literal[True],
+    ) -> CacheResult[pl.LazyFrame]: ...
+
+    @overload
+    def fetch(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: bool,
+    ) -> CacheResult[Any]: ...
 
     def fetch(
         self,
@@ -267,14 +436,39 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         lazy: bool = False,
-    ) -> CacheResult:
+    ) -> CacheResult[Any]:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
         request = self._request(symbol, data, config, compute_func, name, version, lazy)
         value = self._read(request.path, request.key, lazy)
         if value is not None:
             self._record_hit(request.key, request.parts)
             return request.result(value, hit=True)
+        _log_event("miss", request, time.perf_counter() - request.started)
+        if self.read_only:
+            return self._compute_unstored(request)
         return self._miss(request)
+
+    def _compute_unstored(self, request: _Request) -> CacheResult[Any]:
+        """A read-only store's miss: compute and return the value, store nothing."""
+        started = time.perf_counter()
+        output = request.compute_func(request.frame, request.config)
+        value = as_result_frame(output, request.parts.feature)
+        if isinstance(value, pl.LazyFrame):
+            value = value.collect()
+        self._computed(request, time.perf_counter() - started)
+        return request.result(value.lazy() if request.lazy else value, stored=False)
+
+    def _computed(self, request: _Request, seconds: float) -> None:
+        """Log a compute: DEBUG always, INFO when it took longer than ``log_compute_seconds``."""
+        _log_event("compute", request, seconds)
+        if seconds >= self.log_compute_seconds and _log.isEnabledFor(logging.INFO):
+            _log.info(
+                "long compute feature=%s symbol=%s key=%s s=%.1f",
+                request.parts.feature,
+                request.parts.symbol,
+                request.key[:8],
+                seconds,
+            )
 
     def _request(
         self,
@@ -377,7 +571,7 @@ class FeatureStore:
             count, _ = self._pending_hits.get(key, (0, now))
             self._pending_hits[key] = (count + 1, now)
             self._count_call(key, parts, hit=True)
-        if self._flush_due():
+        if not self.read_only and self._flush_due():
             try:
                 with self.manifest.write(wait=False) as con:
                     self._flush_pending(con)
@@ -484,6 +678,8 @@ class FeatureStore:
         refresh_catalog(self.manifest, self.catalog_refresh_seconds)
 
     def _flush_counts(self) -> None:
+        if self.read_only:  # its hits stay in memory: it may not write the manifest
+            return
         with self._pending_lock:
             if not self._pending_hits and not self._pending_misses and not self._pending_calls:
                 return
@@ -498,7 +694,7 @@ class FeatureStore:
 
     # -- misses --------------------------------------------------------------------------------
 
-    def _miss(self, request: _Request) -> CacheResult:
+    def _miss(self, request: _Request) -> CacheResult[Any]:
         """Compute under the key's lock (single flight), write a temp file, publish it.
 
         The opportunistic GC step runs first, so it can never delete the result this call
@@ -511,8 +707,10 @@ class FeatureStore:
                     file_lock(self.layout.key_lock_path(request.key), self.lock_timeout)
                 )
             except OSError as exc:  # e.g. locks/ not writable: computed, but never stored
+                compute_started = time.perf_counter()
                 output = request.compute_func(request.frame, request.config)
                 result = as_result_frame(output, request.parts.feature)
+                self._computed(request, time.perf_counter() - compute_started)
                 return request.result(self._unstored(result, request, exc), stored=False)
             value = self._read_or_quarantine(request)  # published while we waited?
             if value is not None:
@@ -535,11 +733,14 @@ class FeatureStore:
                 _crash_point("fsynced")
                 # A LazyFrame was computed while it was sunk: its time includes the write.
                 compute_seconds = time.perf_counter() - compute_started
+                self._computed(request, compute_seconds)
                 # Read back (checksums verified) so a miss returns what every hit will; a lazy
                 # result is scanned once it is in place (a scan verifies the file it names).
                 frame = None if request.lazy else read_result(temp, request.key)
                 info = describe_result(temp, self.time_column)
+                publish_started = time.perf_counter()
                 self._publish(request, temp, info, compute_seconds)
+                _log_event("publish", request, time.perf_counter() - publish_started)
             except _STORE_ERRORS as exc:
                 if temp is not None:
                     self._remove(temp)
@@ -774,6 +975,8 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
+        if fix or rebuild:
+            self._writable("check(fix=True)")
         if rebuild:  # counts kept in memory go to the rebuilt manifest
             report = _rebuild(
                 self.layout,
@@ -826,6 +1029,7 @@ class FeatureStore:
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
             return self._query_entries("match_entries", filters)
+        self._writable("remove")
         with self.manifest.write() as con:
             cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
             columns = [d[0] for d in cursor.description]
@@ -844,6 +1048,8 @@ class FeatureStore:
         With ``fix=True`` those entries are removed (as by ``remove``: rows, views, then
         files), so the next call recomputes them.
         """
+        if fix:
+            self._writable("verify(fix=True)")
         report = find_stale_footer_entries(self.manifest)
         if not fix:
             return report
@@ -932,6 +1138,7 @@ class FeatureStore:
         For a moved root (the stored views hold absolute paths) or to see the latest results
         from a plain DuckDB session at once. Returns ``{feature: view name}``.
         """
+        self._writable("refresh_views")
         with self.manifest.write() as con:
             names = refresh_views(con, self.layout)
         with file_lock(self.layout.root / CATALOG_LOCK_NAME, self.lock_timeout):
@@ -958,10 +1165,12 @@ class FeatureStore:
         lock files younger than this stay. ``dry_run`` deletes nothing and reports what would
         go. Raises ``LockTimeout`` if another GC is running, ``GCError`` if a step failed.
         """
+        self._writable("gc")
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
         self.flush()  # this process's recent hits count as accesses
         report = collect_garbage(self.manifest, self.layout, options, progress=progress)
         assert report is not None
+        _log_gc(report)
         return report
 
     def _maybe_auto_gc(self) -> None:
@@ -971,7 +1180,11 @@ class FeatureStore:
         self._next_auto_gc = time.monotonic() + self.auto_gc
         try:
             options = GCOptions.build(limit=self.auto_gc_limit)
-            collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc)
+            report = collect_garbage(
+                self.manifest, self.layout, options, skip_if_ran_within=self.auto_gc
+            )
+            if report is not None:
+                _log_gc(report)
         except LockTimeout:
             pass  # another GC is running: nothing to do
         except _STORE_ERRORS as exc:
@@ -1023,6 +1236,23 @@ def _fill_disk(path: Path) -> None:
     with contextlib.suppress(OSError), open(path, "ab", buffering=0) as sink:
         while True:  # the last partial chunk
             sink.write(b"\0" * 512)
+
+
+def _log_gc(report: GCReport) -> None:
+    """One INFO line per GC run: what it deleted, per reason, and how long it took."""
+    if not _log.isEnabledFor(logging.INFO):
+        return
+    reasons = ", ".join(f"{t.reason} {t.count}" for t in report.totals if t.count) or "none"
+    _log.info(
+        "gc %s%s: deleted %d files and rows (%s), %d bytes, %s in %.1f s",
+        report.root,
+        " (dry run: would have)" if report.dry_run else "",
+        report.files,
+        reasons,
+        report.bytes,
+        report.status,
+        report.duration_seconds,
+    )
 
 
 def _require(condition: bool, message: str) -> None:

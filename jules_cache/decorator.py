@@ -1,0 +1,143 @@
+"""``@store.feature``: a compute function as a cached feature, the way joblib.Memory is used.
+
+    @store.feature(name="bars", version="2")
+    def bars(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame: ...
+
+    frame = bars("AAPL", ticks, {"freq": "1m"})            # store.get_or_compute(...)
+    lazy = bars("AAPL", ticks, {"freq": "1m"}, lazy=True)  # a LazyFrame over the cached file
+    result = bars.fetch("AAPL", ticks, {"freq": "1m"})     # a CacheResult (hit, key, ...)
+    print(bars.explain("AAPL", ticks, {"freq": "5m"}))     # why it would miss
+
+The key is the one ``get_or_compute`` gives the ORIGINAL function: the wrapper adds nothing to
+it. A ``Feature`` referred to by other feature code is fingerprinted as the function it wraps
+(``code_fingerprint`` asks ``fingerprint_stand_in``), never by its store, whose root, locks and
+manifest differ between processes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import polars as pl
+
+from .code_fingerprint import feature_name
+from .errors import InvalidInput
+from .models import CacheResult
+
+if TYPE_CHECKING:
+    from .explain import Explanation
+    from .store import ComputeFunc, FeatureStore
+
+
+class Feature:
+    """A compute function bound to a store: call it as ``f(symbol, data, config, *, lazy)``.
+
+    ``compute_func`` (also ``__wrapped__``) is the original function; ``__name__``,
+    ``__qualname__``, ``__module__`` and ``__doc__`` are its own (``functools.wraps``).
+    """
+
+    # code_fingerprint describes a Feature by the function it wraps (see the module docstring)
+    __jules_cache_stand_in__ = "compute_func"
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ):
+        if not callable(compute_func):
+            raise InvalidInput(
+                f"@store.feature decorates a function (lazy_frame, config) -> frame, not "
+                f"{type(compute_func).__name__}: not callable"
+            )
+        _check_arguments(name, version)
+        functools.update_wrapper(self, compute_func)
+        self.store = store
+        self.compute_func = compute_func
+        self.name = name
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"<feature {feature_name(self.compute_func)} of {self.store!r}>"
+
+    @overload
+    def __call__(
+        self, symbol: str, data: Any, config: Any, *, lazy: Literal[False] = False
+    ) -> pl.DataFrame: ...
+
+    @overload
+    def __call__(
+        self, symbol: str, data: Any, config: Any, *, lazy: Literal[True]
+    ) -> pl.LazyFrame: ...
+
+    @overload
+    def __call__(
+        self, symbol: str, data: Any, config: Any, *, lazy: bool
+    ) -> pl.DataFrame | pl.LazyFrame: ...
+
+    def __call__(
+        self, symbol: str, data: Any, config: Any, *, lazy: bool = False
+    ) -> pl.DataFrame | pl.LazyFrame:
+        """``store.get_or_compute(symbol, data, config, compute_func, ...)``."""
+        value: pl.DataFrame | pl.LazyFrame = self.fetch(symbol, data, config, lazy=lazy).value
+        return value
+
+    @overload
+    def fetch(
+        self, symbol: str, data: Any, config: Any, *, lazy: Literal[False] = False
+    ) -> CacheResult[pl.DataFrame]: ...
+
+    @overload
+    def fetch(
+        self, symbol: str, data: Any, config: Any, *, lazy: Literal[True]
+    ) -> CacheResult[pl.LazyFrame]: ...
+
+    @overload
+    def fetch(self, symbol: str, data: Any, config: Any, *, lazy: bool) -> CacheResult[Any]: ...
+
+    def fetch(self, symbol: str, data: Any, config: Any, *, lazy: bool = False) -> CacheResult[Any]:
+        """``store.fetch(...)``: the value plus whether it was a hit, its key and path."""
+        return self.store.fetch(
+            symbol,
+            data,
+            config,
+            self.compute_func,
+            name=self.name,
+            version=self.version,
+            lazy=lazy,
+        )
+
+    def explain(self, symbol: str, data: Any, config: Any) -> Explanation:
+        """``store.explain(...)``: whether this call would hit, and what differs if not."""
+        return self.store.explain(
+            symbol, data, config, self.compute_func, name=self.name, version=self.version
+        )
+
+
+def decorate(
+    store: FeatureStore,
+    compute_func: ComputeFunc | None,
+    *,
+    name: str | None,
+    version: str | None,
+) -> Feature | Callable[[ComputeFunc], Feature]:
+    """``FeatureStore.feature``: bare (``compute_func`` given) or with arguments."""
+    if compute_func is not None:
+        return Feature(store, compute_func, name=name, version=version)
+    _check_arguments(name, version)  # a bad name or version fails at the decorator line
+
+    def decorator(func: ComputeFunc) -> Feature:
+        return Feature(store, func, name=name, version=version)
+
+    return decorator
+
+
+def _check_arguments(name: str | None, version: str | None) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidInput(f"@store.feature name must be a non-empty str, not {name!r}")
+    if version is not None and not isinstance(version, str):
+        raise InvalidInput(f"@store.feature version must be a str, not {version!r}")
