@@ -34,7 +34,7 @@ from .errors import (
 )
 from .explain import Explanation
 from .gc import GCReport
-from .models import CacheResult, Entry, FeatureStats, Stats
+from .models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
 from .store import FeatureStore
 from .verify import VerifyReport
 from .version import __version__
@@ -61,6 +61,7 @@ __all__ = [
     "QueryError",
     "Stats",
     "StoreError",
+    "SymbolStats",
     "UnsafePath",
     "VerifyReport",
     "__version__",

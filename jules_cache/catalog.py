@@ -13,10 +13,18 @@ hard links instead (see the section below) and hold ABSOLUTE paths: a root that 
 mounted elsewhere needs ``FeatureStore.refresh_views()``.
 
 View names: the last dotted component of the feature name, lower-cased, with every character
-outside ``[a-z0-9_]`` replaced by ``_``. Features whose names collide take more components
-(``pkg.a.bars`` / ``pkg.b.bars`` → ``a_bars`` / ``b_bars``) and, if still equal, a short hash of
-the full name. A name that is a manifest table, ``feature_views`` or an SQL keyword gets a
-``_view`` suffix. Names are validated against ``IDENTIFIER`` before any DDL is formatted; every
+outside ``[a-z0-9_]`` replaced by ``_``. A name, once given, is kept for good (the manifest's
+``view_names`` table, written in the transaction that publishes a feature's first entry), so a
+saved query never breaks: a later feature whose name collides takes more components
+(``pkg.a.bars`` then ``pkg.b.bars`` → ``bars`` and ``b_bars``) and, if still taken, a short hash
+of the full name. A name that is a manifest table, ``feature_views`` or an SQL keyword gets a
+``_view`` suffix.
+
+Each feature has two views: ``<name>`` shows one result per (symbol, input data, config) --
+the one computed last, i.e. by the latest code version -- so an aggregate never counts two
+code versions; ``<name>_history`` shows every stored result, of every code version.
+
+Names are validated against ``IDENTIFIER`` before any DDL is formatted; every
 other value in generated SQL is a quoted literal (``sql_literal``). The ``feature_views`` view
 maps each view name to its feature.
 
@@ -27,6 +35,7 @@ of the same name, the result keeps it and the metadata column becomes ``entry_<n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -41,6 +50,7 @@ import xxhash
 
 from . import rootfs, sqlfiles
 from .layout import KEY_PATTERN, RESULT_SUFFIX, Layout
+from .manifest import utc_now
 
 if TYPE_CHECKING:  # callers pass connections: ``import jules_cache`` (and a hit) loads no DuckDB
     import duckdb
@@ -49,8 +59,20 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 CATALOG_VIEW = "feature_views"
 # Tables of the manifest (present or planned) a feature view must never shadow.
 RESERVED = frozenset(
-    {"entries", "counters", "file_fingerprints", "schema_version", "gc_runs", CATALOG_VIEW}
+    {
+        "entries",
+        "entry_inputs",
+        "counters",
+        "call_counters",
+        "counter_symbols",
+        "view_names",
+        "file_fingerprints",
+        "schema_version",
+        "gc_runs",
+        CATALOG_VIEW,
+    }
 )
+HISTORY_SUFFIX = "_history"  # <view>_history: every code version's results
 # Entry metadata exposed as view columns: name -> DuckDB type of the literal list.
 META_COLUMNS = {
     "symbol": "VARCHAR",
@@ -79,6 +101,7 @@ class FileRow:
     time_column: str | None
     min_time: datetime | None
     max_time: datetime | None
+    data_fingerprint: str = ""
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]]) -> list[FileRow]:
@@ -117,7 +140,7 @@ def _candidate(feature: str, depth: int, keywords: frozenset[str]) -> str:
     parts = [p for p in re.split(r"[.:]", feature) if p and p != "<locals>"] or [feature]
     if depth > len(parts):
         digest = xxhash.xxh3_64_hexdigest(feature.encode())[:8]
-        return f"{_sanitise(parts[-1])}_{digest}"
+        return f"{_sanitise(parts[-1])[:40]}_{digest}"  # room for the history suffix
     name = _sanitise("_".join(parts[-depth:]))
     if name in RESERVED or name in keywords:
         name = f"{name}_view"
@@ -145,6 +168,85 @@ def view_names(features: Iterable[str], keywords: frozenset[str] = frozenset()) 
     for name in names.values():
         check_identifier(name)
     return names
+
+
+def history_name(view: str) -> str:
+    """The name of the view over every code version's results of the feature ``view`` shows."""
+    return f"{view}{HISTORY_SUFFIX}"
+
+
+def stable_view_names(
+    assigned: dict[str, str], features: Iterable[str], keywords: frozenset[str] = frozenset()
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Map each of ``features`` to its view name, keeping every name in ``assigned``.
+
+    ``assigned`` is every name ever given (``view_names`` table), also to features that
+    have no entries now: those names stay taken. A feature without a name gets what
+    ``view_names`` would give it among the unnamed ones (so a root older than the table keeps
+    its names), or, if that or its history name is taken, the first free candidate with more
+    components. Returns ``({feature: name}, {feature: newly given name})``.
+    """
+    taken: set[str] = set()
+    for name in assigned.values():
+        taken.update((name, history_name(name)))
+    wanted = sorted(set(features))
+    unnamed = [feature for feature in wanted if feature not in assigned]
+    preferred = view_names(unnamed, keywords) if unnamed else {}
+    new: dict[str, str] = {}
+    for feature in unnamed:
+        candidates = itertools.chain(
+            [preferred[feature]],
+            (_candidate(feature, depth, keywords) for depth in range(1, 64)),
+            (f"{_candidate(feature, 64, keywords)}_{n}" for n in itertools.count(2)),
+        )
+        name = next(c for c in candidates if c not in taken and history_name(c) not in taken)
+        new[feature] = check_identifier(history_name(name)).removesuffix(HISTORY_SUFFIX)
+        taken.update((name, history_name(name)))
+    names = {feature: assigned.get(feature) or new[feature] for feature in wanted}
+    return names, new
+
+
+def current_view_names(
+    con: duckdb.DuckDBPyConnection, features: Iterable[str], keywords: frozenset[str]
+) -> dict[str, str]:
+    """``{feature: view name}`` for ``features``, as the attached manifest assigns them."""
+    rows = con.execute(sqlfiles.load(_SQL_FILE)["assigned_view_names"]).fetchall()
+    return stable_view_names(dict(rows), features, keywords)[0]
+
+
+def assign_view_names(con: duckdb.DuckDBPyConnection, feature: str | None = None) -> None:
+    """Give each feature that has entries and no view name one, for good (in the caller's
+    write transaction). With ``feature`` (just published): nothing to do if it has one,
+    which is the cheap lookup on every publish; the scan for unnamed features runs once per
+    new feature."""
+    statements = sqlfiles.load(_SQL_FILE)
+    if (
+        feature is not None
+        and con.execute(statements["view_name_of"], {"feature": feature}).fetchall()
+    ):
+        return
+    unnamed = [row[0] for row in con.execute(statements["unnamed_features"]).fetchall()]
+    if not unnamed:
+        return
+    assigned = dict(con.execute(statements["assigned_view_names"]).fetchall())
+    _, new = stable_view_names(assigned, unnamed, sql_keywords(con))
+    con.execute(
+        statements["assign_view_names"],
+        {"features": list(new), "names": list(new.values()), "assigned_at": utc_now()},
+    )
+
+
+def latest_rows(rows: Sequence[FileRow]) -> list[FileRow]:
+    """Of each (symbol, input data, config), the entry computed last (the latest code
+    version): what a feature's default view shows. Keeps the order of ``rows``."""
+    latest: dict[tuple[str, str, str], FileRow] = {}
+    for row in rows:
+        group = (row.symbol, row.data_fingerprint, row.config_json)
+        found = latest.get(group)
+        if found is None or (row.created_at, row.key) > (found.created_at, found.key):
+            latest[group] = row
+    kept = {id(row) for row in latest.values()}
+    return [row for row in rows if id(row) in kept]
 
 
 def check_identifier(name: str) -> str:
@@ -194,19 +296,22 @@ def catalog_view_select(names: dict[str, str]) -> str:
     """The SELECT of ``feature_views``: view name, feature and live totals from ``entries``."""
     if names:
         values = ", ".join(
-            f"({sql_literal(name)}, {sql_literal(feature)})"
+            f"({sql_literal(name)}, {sql_literal(feature)}, {sql_literal(history_name(name))})"
             for feature, name in sorted(names.items(), key=lambda item: item[1])
         )
-        source = f"(VALUES {values}) AS v(view_name, feature)"
+        source = f"(VALUES {values}) AS v(view_name, feature, history_view)"
     else:
-        source = "(SELECT NULL::VARCHAR AS view_name, NULL::VARCHAR AS feature WHERE false) AS v"
+        source = (
+            "(SELECT NULL::VARCHAR AS view_name, NULL::VARCHAR AS feature, "
+            "NULL::VARCHAR AS history_view WHERE false) AS v"
+        )
     return (
-        "SELECT v.view_name, v.feature, count(e.key) AS entries,\n"
+        "SELECT v.view_name, v.feature, v.history_view, count(e.key) AS entries,\n"
         "       count(DISTINCT e.symbol) AS symbols, coalesce(sum(e.bytes), 0)::BIGINT AS bytes,\n"
         "       min(e.min_time) AS min_time, max(e.max_time) AS max_time\n"
         f"FROM {source}\n"
         "LEFT JOIN entries AS e ON e.feature = v.feature\n"
-        "GROUP BY v.view_name, v.feature\n"
+        "GROUP BY v.view_name, v.feature, v.history_view\n"
         "ORDER BY v.view_name"
     )
 
@@ -326,17 +431,19 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
     return sorted(problems)
 
 
-def _view_select(folder: Path, meta: dict[str, str], union: bool) -> str:
-    """A feature view: every file of its link folder, joined to ``entries`` for the metadata."""
+def _view_select(folder: Path, meta: dict[str, str], union: bool, history: bool = True) -> str:
+    """A feature view: every file of its link folder, joined to ``entries`` for the metadata;
+    without ``history`` only the latest entry of each (symbol, input data, config)."""
     pattern = sql_literal(str(folder / f"*{RESULT_SUFFIX}"))
     columns = ", ".join(
         f'e.{column}::{META_COLUMNS[column]} AS "{name}"' for column, name in meta.items()
     )
+    latest = "" if history else f"\nWHERE e.key IN ({sqlfiles.load(_SQL_FILE)['latest_keys']})"
     return (
         f"SELECT f.* EXCLUDE ({_FILE_COLUMN}), {columns}\n"
         f"FROM read_parquet({pattern}, union_by_name = {'true' if union else 'false'}, "
         f"filename = '{_FILE_COLUMN}') AS f\n"
-        f"JOIN entries AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)"
+        f"JOIN entries AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)" + latest
     )
 
 
@@ -364,8 +471,9 @@ def refresh_views(
     features. Returns ``{feature: view name}``.
     """
     statements = sqlfiles.load(_SQL_FILE)
+    assign_view_names(con)
     features_now = [row[0] for row in con.execute(statements["feature_names"]).fetchall()]
-    names = view_names(features_now, sql_keywords(con))
+    names = current_view_names(con, features_now, sql_keywords(con))
     wanted = set(names) if features is None else set(features)
     if features is None:
         for folder in stray_link_folders(layout, features_now):
@@ -393,7 +501,8 @@ def view_published(
     The catalog file picks a new feature or result schema up when it is next rebuilt, after
     the commit and outside the manifest lock.
     """
-    del con, result_schema  # the view follows its folder; nothing in the manifest changes
+    del result_schema  # the view follows its folder
+    assign_view_names(con, feature)
     add_link(layout, feature, key)
 
 

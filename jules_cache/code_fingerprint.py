@@ -101,8 +101,18 @@ def feature_name(func) -> str:
         func = func.__func__
     if not hasattr(func, "__qualname__") and callable(func):
         func = type(func)
-    module = getattr(func, "__module__", None) or "builtins"
+    module = main_module_name(getattr(func, "__module__", None) or "builtins")
     return f"{module}.{getattr(func, '__qualname__', type(func).__qualname__)}"
+
+
+def main_module_name(module: str) -> str:
+    """The name of ``module`` as the script's own process knows it.
+
+    A ``multiprocessing`` spawn (or forkserver) child imports the parent's main script as
+    ``__mp_main__``: its functions are the same code as the parent's ``__main__`` ones, and
+    must get the same feature name and code fingerprint, or every child computes again.
+    """
+    return "__main__" if module == "__mp_main__" else module
 
 
 def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
@@ -151,7 +161,8 @@ def _hex(data: bytes) -> str:
 def _def_name(obj) -> str:
     """Where ``obj`` is defined: a wrapper is named after its own code, not what it wraps."""
     if isinstance(obj, types.FunctionType):
-        return f"{obj.__globals__.get('__name__', obj.__module__)}.{obj.__code__.co_qualname}"
+        module = main_module_name(obj.__globals__.get("__name__", obj.__module__))
+        return f"{module}.{obj.__code__.co_qualname}"
     return feature_name(obj)
 
 

@@ -1,7 +1,10 @@
 """Cache statistics in the Prometheus text exposition format (node-exporter textfile collector).
 
-Names carry their unit and type suffix (``_bytes``, ``_seconds``, ``_total``). The file is
-written to a temp name and renamed, so the collector never reads a half-written file.
+Names carry their unit and type suffix (``_bytes``, ``_seconds``, ``_total``). The ``_total``
+series are Prometheus counters: read from the cumulative call counters, they never go down
+(rm and GC leave them); per-symbol series are capped (``FeatureStore.stats(symbol_limit=)``).
+The file is written to a temp name and renamed, so the collector never reads a half-written
+file.
 """
 
 from __future__ import annotations
@@ -35,20 +38,38 @@ def prometheus_text(stats: Stats) -> str:
         (
             "jules_cache_hits_total",
             "counter",
-            "Calls served from the cache.",
+            "Calls served from the cache, since the cache was created.",
             [(f'feature="{_escape(f.feature)}"', f.hits) for f in stats.features],
-        ),
-        (
-            "jules_cache_compute_seconds_saved_total",
-            "counter",
-            "Compute time hits did not spend (hits x compute seconds).",
-            [(f'feature="{_escape(f.feature)}"', f.seconds_saved) for f in stats.features],
         ),
         (
             "jules_cache_misses_total",
             "counter",
-            "Results computed and stored.",
-            [("", stats.misses)],
+            "Calls that computed (and stored) their result, since the cache was created.",
+            [(f'feature="{_escape(f.feature)}"', f.misses) for f in stats.features],
+        ),
+        (
+            "jules_cache_compute_seconds_saved_total",
+            "counter",
+            "Compute time hits did not spend (each hit x its entry's compute seconds).",
+            [(f'feature="{_escape(f.feature)}"', f.seconds_saved) for f in stats.features],
+        ),
+        (
+            "jules_cache_symbol_hits_total",
+            "counter",
+            "Calls served from the cache per symbol (symbols beyond the cap: __other__).",
+            [(f'symbol="{_escape(s.symbol)}"', s.hits) for s in stats.symbols],
+        ),
+        (
+            "jules_cache_symbol_misses_total",
+            "counter",
+            "Calls that computed per symbol (symbols beyond the cap: __other__).",
+            [(f'symbol="{_escape(s.symbol)}"', s.misses) for s in stats.symbols],
+        ),
+        (
+            "jules_cache_hit_ratio",
+            "gauge",
+            "Hits / (hits + misses) since the cache was created (0 before any call).",
+            [("", stats.hit_rate)],
         ),
         (
             "jules_cache_store_failures_total",

@@ -96,17 +96,39 @@ class CacheResult(Generic[FrameT]):
 
 @dataclass(frozen=True)
 class FeatureStats(_ToDict):
+    """One feature: its live entries and bytes, and its calls since the cache was created.
+
+    ``hits``, ``misses`` and ``seconds_saved`` only grow: removing or collecting entries
+    leaves them as they were.
+    """
+
     feature: str
     entries: int
     bytes: int
     hits: int
     compute_seconds: float
     seconds_saved: float
+    misses: int = 0
+
+
+@dataclass(frozen=True)
+class SymbolStats(_ToDict):
+    """Calls for one symbol since the cache was created (or ``__other__``: every symbol
+    beyond the label cap, see ``FeatureStore.stats``)."""
+
+    symbol: str
+    hits: int
+    misses: int
+    seconds_saved: float
 
 
 @dataclass(frozen=True)
 class Stats(_ToDict):
-    """Cache-wide statistics; hits include those still waiting in memory to be flushed."""
+    """Cache-wide statistics; hits include those still waiting in memory to be flushed.
+
+    ``entries`` and ``bytes`` describe what is stored now; ``hits``, ``misses``,
+    ``seconds_saved`` and ``hit_rate`` are cumulative and never go down (rm and GC leave them).
+    """
 
     root: str
     entries: int
@@ -116,6 +138,7 @@ class Stats(_ToDict):
     store_failures: int
     seconds_saved: float
     features: tuple[FeatureStats, ...]
+    symbols: tuple[SymbolStats, ...] = ()
 
     @property
     def hit_rate(self) -> float:

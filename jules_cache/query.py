@@ -431,6 +431,7 @@ class _Cache:
     manifest_tables: tuple[str, ...]
     rows: dict[str, list[FileRow]] = field(default_factory=dict)  # loaded features only
     tables: dict[str, pa.Table] = field(default_factory=dict)  # loaded table copies only
+    latest: dict[str, list[FileRow]] = field(default_factory=dict)  # default views' rows
 
     def covers(self, features: Iterable[str], tables: Iterable[str]) -> bool:
         return all(f in self.rows for f in features) and all(t in self.tables for t in tables)
@@ -446,6 +447,7 @@ class _Snapshot:
     manifest_tables: tuple[str, ...]
     tables: dict[str, pa.Table]  # copies of the referenced manifest tables
     generation: int
+    latest: dict[str, list[FileRow]]  # feature -> the files its default view shows
 
 
 def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], list[str]]:
@@ -453,7 +455,7 @@ def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], lis
     if names is None:
         return sorted(cache.names), list(cache.manifest_tables)
     tables = names | ({"entries"} if catalog.CATALOG_VIEW in names else set())
-    features = [f for f, name in cache.names.items() if name in names]
+    features = [f for f, name in cache.names.items() if {name, catalog.history_name(name)} & names]
     return features, [t for t in cache.manifest_tables if t in tables]
 
 
@@ -485,7 +487,9 @@ def _snapshot(
                 marker=marker,
                 trusted=now - newest > _RACY_NS,
                 generation=next(_generations),
-                names=catalog.view_names(features_now, catalog.sql_keywords(session.con)),
+                names=catalog.current_view_names(
+                    mcon, features_now, catalog.sql_keywords(session.con)
+                ),
                 manifest_tables=available,
             )
         features, tables = _wanted(cache, names)
@@ -496,6 +500,8 @@ def _snapshot(
                 cache.rows[feature] = []
             for row in FileRow.from_rows(cursor.fetchall()):
                 cache.rows[row.feature].append(row)
+            for feature in missing:
+                cache.latest[feature] = catalog.latest_rows(cache.rows[feature])
         for table in tables:
             if table not in cache.tables:  # names come from duckdb_tables(): an allow-list
                 cache.tables[table] = mcon.sql(f'SELECT * FROM "{table}"').to_arrow_table()
@@ -510,6 +516,7 @@ def _view(cache: _Cache, features: Iterable[str], tables: Iterable[str]) -> _Sna
         cache.manifest_tables,
         {t: cache.tables[t] for t in tables},
         cache.generation,
+        {f: cache.latest[f] for f in features},
     )
 
 
@@ -530,20 +537,27 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
         finally:
             con.unregister("_jules_snapshot")
         session.tables[table] = snapshot.generation
-    live = set(snapshot.names.values())
+    live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
         con.unregister(catalog.check_identifier(name))
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
-    for feature, rows in snapshot.rows.items():
-        name = catalog.check_identifier(snapshot.names[feature])
-        dataset, serial = _feature_dataset(
-            session, name, rows, filters, analysis.prune.get(name, {}), root
-        )
-        if session.views.get(name) != serial:
-            con.register(name, dataset)
-            session.views[name] = serial
+    for feature, all_rows in snapshot.rows.items():
+        view = snapshot.names[feature]
+        for name, rows in (
+            (view, snapshot.latest[feature]),
+            (catalog.history_name(view), all_rows),
+        ):
+            name = catalog.check_identifier(name)
+            if analysis.tables is not None and name not in analysis.tables:
+                continue  # the query names the other one of the feature's two views
+            dataset, serial = _feature_dataset(
+                session, name, rows, filters, analysis.prune.get(name, {}), root
+            )
+            if session.views.get(name) != serial:
+                con.register(name, dataset)
+                session.views[name] = serial
     if analysis.tables is None or catalog.CATALOG_VIEW in analysis.tables:
         select = catalog.catalog_view_select(snapshot.names)
         digest = xxhash.xxh3_128_hexdigest(select.encode())
@@ -780,6 +794,11 @@ def _vanished(exc: Exception) -> bool:
     return "registered as" in str(exc) and "IOError" in str(exc)
 
 
+def _view_names(names: dict[str, str]) -> list[str]:
+    """Both views of every feature: ``<name>`` and ``<name>_history``."""
+    return [n for view in names.values() for n in (view, catalog.history_name(view))]
+
+
 def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> list[str]:
     return sorted({*snapshot_names, *tables, catalog.CATALOG_VIEW})
 
@@ -798,6 +817,6 @@ def _query_error(
             snapshot = _snapshot(manifest, layout, frozenset(), session)
         except Exception:  # the listing is a courtesy; the original error matters
             return QueryError(str(exc) if note is None else f"{exc}\n{note}")
-    names = available_names(snapshot.names.values(), snapshot.manifest_tables)
+    names = available_names(_view_names(snapshot.names), snapshot.manifest_tables)
     message = str(exc) if note is None else f"{exc}\n{note}"
     return QueryError(f"{message}\navailable tables and views: {', '.join(names)}")

@@ -45,11 +45,12 @@ from .catalog import (
     _view_select,
     catalog_view_select,
     check_identifier,
+    current_view_names,
+    history_name,
     link_folder,
     meta_column_names,
     sql_keywords,
     sql_literal,
-    view_names,
 )
 from .errors import JulesCacheError, LockTimeout
 from .layout import RESULT_SUFFIX, Layout
@@ -162,7 +163,7 @@ def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
                             f'CREATE TABLE {_ALIAS}.main."{name}" AS SELECT * FROM "{name}"'
                         )
                     features = [r[0] for r in mcon.execute(statements["feature_names"]).fetchall()]
-                    names = view_names(features, sql_keywords(mcon))
+                    names = current_view_names(mcon, features, sql_keywords(mcon))
                     cursor = mcon.execute(statements["catalog_files"], {"features": None})
                     rows = FileRow.from_rows(cursor.fetchall())
                 con.execute(f"USE {_ALIAS}")
@@ -215,9 +216,11 @@ def _create_views(
             continue  # nothing linked (yet): no view, nothing to warn about
         rows_of = by_feature.get(feature, [])
         schemas = {row.result_schema for row in rows_of}
-        select = _view_select(folder, meta_column_names(rows_of), union=len(schemas) > 1)
+        meta, union = meta_column_names(rows_of), len(schemas) > 1
         try:
-            con.execute(f'CREATE VIEW "{check_identifier(view)}" AS {select}')
+            for name, history in ((view, False), (history_name(view), True)):
+                select = _view_select(folder, meta, union, history=history)
+                con.execute(f'CREATE VIEW "{check_identifier(name)}" AS {select}')
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             problems.append((feature, _UNREADABLE + _cause(exc)))
             continue

@@ -52,7 +52,7 @@ from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
 from .layout import Layout
 from .locks import file_lock
 from .manifest import Manifest, utc_now
-from .models import CacheResult, Entry, FeatureStats, Stats
+from .models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
 from .removal import describe_failures, discard_files, drop_rows
 from .result_files import (
     READ_ERRORS,
@@ -125,6 +125,10 @@ class _Request:
         return CacheResult(
             value, hit, self.key, self.path, self.parts.feature, self.parts.symbol, seconds, stored
         )
+
+
+# Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
+DEFAULT_SYMBOL_LIMIT = 100
 
 
 def _log_event(event: str, request: _Request, seconds: float) -> None:
@@ -276,6 +280,8 @@ class FeatureStore:
         self._file_memo = FileDigestMemo(self.manifest)
         self._pending_hits: dict[str, tuple[int, Any]] = {}
         self._pending_misses = 0
+        # key -> [feature, symbol, hits, misses]: the cumulative per-feature/symbol counters.
+        self._pending_calls: dict[str, list[Any]] = {}
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._flush_failing = False  # warned about this failure episode already
@@ -445,7 +451,7 @@ class FeatureStore:
         request = self._request(symbol, data, config, compute_func, name, version, lazy)
         value = self._read(request.path, request.key, lazy)
         if value is not None:
-            self._record_hit(request.key)
+            self._record_hit(request.key, request.parts)
             return request.result(value, hit=True)
         _log_event("miss", request, time.perf_counter() - request.started)
         if self.read_only:
@@ -569,11 +575,12 @@ class FeatureStore:
                 _log.warning("could not quarantine %s: %s", request.path, error)
             return None
 
-    def _record_hit(self, key: str) -> None:
+    def _record_hit(self, key: str, parts: KeyParts) -> None:
         now = utc_now()
         with self._pending_lock:
             count, _ = self._pending_hits.get(key, (0, now))
             self._pending_hits[key] = (count + 1, now)
+            self._count_call(key, parts, hit=True)
         if not self.read_only and self._flush_due():
             try:
                 with self.manifest.write(wait=False) as con:
@@ -601,6 +608,11 @@ class FeatureStore:
             stacklevel=4,
         )
 
+    def _count_call(self, key: str, parts: KeyParts, *, hit: bool) -> None:
+        """Count a hit or miss for the cumulative counters (hold ``_pending_lock``)."""
+        calls = self._pending_calls.setdefault(key, [parts.feature, parts.symbol, 0, 0])
+        calls[2 if hit else 3] += 1
+
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.hit_flush_seconds
 
@@ -613,6 +625,7 @@ class FeatureStore:
         with self._pending_lock:
             hits, self._pending_hits = self._pending_hits, {}
             misses, self._pending_misses = self._pending_misses, 0
+            calls, self._pending_calls = self._pending_calls, {}
             self._last_flush = time.monotonic()
         try:
             if hits:
@@ -633,13 +646,33 @@ class FeatureStore:
             if misses:
                 params = {"name": "misses", "delta": misses}
                 self.manifest.execute(con, "entries.sql", "bump_counter", params)
+            if calls:
+                self._flush_calls(con, calls)
         except BaseException:
             with self._pending_lock:  # keep them for the next attempt
                 for key, (count, when) in hits.items():
                     old_count, _ = self._pending_hits.get(key, (0, when))
                     self._pending_hits[key] = (old_count + count, when)
                 self._pending_misses += misses
+                for key, (feature, symbol, hit_count, miss_count) in calls.items():
+                    kept = self._pending_calls.setdefault(key, [feature, symbol, 0, 0])
+                    kept[2] += hit_count
+                    kept[3] += miss_count
             raise
+
+    def _flush_calls(self, con: duckdb.DuckDBPyConnection, calls: dict[str, list[Any]]) -> None:
+        """Add counted calls to the cumulative counters, which rm and GC never touch."""
+        rows = list(calls.values())
+        params = {"symbols": sorted({row[1] for row in rows})}
+        self.manifest.execute(con, "entries.sql", "number_symbols", params)
+        params = {
+            "keys": list(calls),
+            "features": [row[0] for row in rows],
+            "symbols": [row[1] for row in rows],
+            "hits": [row[2] for row in rows],
+            "misses": [row[3] for row in rows],
+        }
+        self.manifest.execute(con, "entries.sql", "count_calls", params)
 
     def flush(self) -> None:
         """Write the hits and misses counted in memory to the manifest now, and, if this store
@@ -658,7 +691,7 @@ class FeatureStore:
         if self.read_only:  # its hits stay in memory: it may not write the manifest
             return
         with self._pending_lock:
-            if not self._pending_hits and not self._pending_misses:
+            if not self._pending_hits and not self._pending_misses and not self._pending_calls:
                 return
         self.manifest.on_change = None  # the caller refreshes the catalog (or need not)
         try:
@@ -691,7 +724,7 @@ class FeatureStore:
                 return request.result(self._unstored(result, request, exc), stored=False)
             value = self._read_or_quarantine(request)  # published while we waited?
             if value is not None:
-                self._record_hit(request.key)
+                self._record_hit(request.key, request.parts)
                 return request.result(value, hit=True)
             compute_started = time.perf_counter()
             _crash_point("compute")
@@ -768,6 +801,7 @@ class FeatureStore:
             raise
         with self._pending_lock:
             self._pending_misses += 1
+            self._count_call(request.key, request.parts, hit=False)
         fsync_dir(request.path.parent)
 
     def _committed(self, key: str) -> bool:
@@ -1043,15 +1077,25 @@ class FeatureStore:
         removed = sum(len(self.remove(key=key)) for key in report.stale)
         return dataclasses.replace(report, removed=removed)
 
-    def stats(self) -> Stats:
-        """Entries, bytes, hits, misses and compute time saved, in total and per feature.
+    def stats(self, *, symbol_limit: int = DEFAULT_SYMBOL_LIMIT) -> Stats:
+        """Entries and bytes stored now; hits, misses and compute time saved since the cache
+        was created (never going down), in total, per feature and per symbol.
 
-        Counts this process holds in memory are flushed first; other processes' may lag by up
-        to their ``hit_flush_seconds``.
+        ``symbol_limit`` caps the per-symbol list (and so the Prometheus label set): the first
+        ``symbol_limit`` symbols ever counted are listed by name, all later ones summed as
+        ``__other__``. Counts this process holds in memory are flushed first; other
+        processes' may lag by up to their ``hit_flush_seconds``.
         """
+        _require(
+            isinstance(symbol_limit, int) and symbol_limit >= 0,
+            f"symbol_limit must be an int >= 0, not {symbol_limit!r}",
+        )
         self.flush()
         with self.manifest.read() as con:
             rows = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
+            params = {"limit": symbol_limit}
+            by_symbol = self.manifest.execute(con, "entries.sql", "stats_by_symbol", params)
+            symbols = tuple(SymbolStats(*row) for row in by_symbol.fetchall())
             counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
         features = tuple(FeatureStats(*row) for row in rows)
         return Stats(
@@ -1063,6 +1107,7 @@ class FeatureStore:
             store_failures=counters.get("store_failures", 0),
             seconds_saved=sum(f.seconds_saved for f in features),
             features=features,
+            symbols=symbols,
         )
 
     # -- SQL -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ SELECT count(*) > 0 FROM (SELECT 1 FROM entries WHERE feature = $feature LIMIT 1
 -- columns. A NULL $features means every feature. Newest first: DuckDB opens the first file
 -- to bind a view, and the newest file is the one a publish has just checked.
 SELECT key, feature, symbol, path, code_fingerprint, code_version, config_json, created_at,
-       result_schema, time_column, min_time, max_time
+       result_schema, time_column, min_time, max_time, data_fingerprint
 FROM entries
 WHERE $features IS NULL OR list_contains($features, feature)
 ORDER BY feature, created_at DESC, key;
@@ -36,3 +36,29 @@ ORDER BY table_name;
 SELECT schema_name, view_name
 FROM duckdb_views()
 WHERE database_name = current_database() AND NOT internal;
+
+-- name: assigned_view_names
+-- Every view name ever given (also those of features that have no entries now: still taken).
+SELECT feature, view_name FROM view_names ORDER BY feature;
+
+-- name: view_name_of
+SELECT view_name FROM view_names WHERE feature = $feature;
+
+-- name: unnamed_features
+-- Features with entries but no view name yet (a root older than the view_names table).
+SELECT DISTINCT feature FROM entries
+WHERE feature NOT IN (SELECT feature FROM view_names)
+ORDER BY feature;
+
+-- name: assign_view_names
+INSERT INTO view_names SELECT unnest($features), unnest($names), $assigned_at;
+
+-- name: latest_keys
+-- Of each (feature, symbol, input data, config), the entry computed last -- by the latest
+-- code version: the keys a feature's default view shows (its _history view shows all).
+-- No trailing semicolon: catalog.py embeds it in the views of catalog.duckdb.
+SELECT key FROM entries
+QUALIFY row_number() OVER (
+    PARTITION BY feature, symbol, data_fingerprint, config_fingerprint
+    ORDER BY created_at DESC, key DESC
+) = 1

@@ -45,6 +45,31 @@ WHERE entries.key = h.key;
 -- Counter rows are created by the migration that introduces them (an upsert costs twice as much).
 UPDATE counters SET value = value + $delta WHERE name = $name;
 
+-- name: count_calls
+-- Add a batch of hits and misses counted in memory (one row per key) to the cumulative
+-- counters; a hit saved the compute time of the entry it read (0 if the row is gone).
+INSERT INTO call_counters
+SELECT c.feature, c.symbol, sum(c.hits), sum(c.misses),
+       coalesce(sum(c.hits * e.compute_seconds), 0)
+FROM (
+    SELECT unnest($keys) AS key, unnest($features) AS feature, unnest($symbols) AS symbol,
+           unnest($hits) AS hits, unnest($misses) AS misses
+) AS c
+LEFT JOIN entries AS e USING (key)
+GROUP BY c.feature, c.symbol
+ON CONFLICT (feature, symbol) DO UPDATE SET
+    hits          = hits + excluded.hits,
+    misses        = misses + excluded.misses,
+    seconds_saved = seconds_saved + excluded.seconds_saved;
+
+-- name: number_symbols
+-- Give the symbols counted for the first time the next ordinals (by name within a batch).
+INSERT INTO counter_symbols
+SELECT symbol, coalesce((SELECT max(ordinal) FROM counter_symbols), 0)
+               + row_number() OVER (ORDER BY symbol)
+FROM (SELECT DISTINCT unnest($symbols) AS symbol) AS new
+WHERE symbol NOT IN (SELECT symbol FROM counter_symbols);
+
 -- name: counters
 SELECT name, value FROM counters;
 
@@ -65,15 +90,40 @@ ORDER BY created_at DESC, key;
 SELECT * FROM entries WHERE feature = $feature AND symbol = $symbol ORDER BY created_at DESC;
 
 -- name: stats_by_feature
+-- Live entries (what is stored now) next to the cumulative call counters (what was ever
+-- served): a feature whose entries all went keeps its counts.
+WITH live AS (
+    SELECT feature, count(*) AS entries, sum(bytes) AS bytes,
+           sum(compute_seconds) AS compute_seconds
+    FROM entries GROUP BY feature
+), calls AS (
+    SELECT feature, sum(hits) AS hits, sum(misses) AS misses,
+           sum(seconds_saved) AS seconds_saved
+    FROM call_counters GROUP BY feature
+)
 SELECT feature,
-       count(*)                                  AS entries,
-       coalesce(sum(bytes), 0)                   AS bytes,
-       coalesce(sum(hit_count), 0)               AS hits,
-       coalesce(sum(compute_seconds), 0)         AS compute_seconds,
-       coalesce(sum(hit_count * compute_seconds), 0) AS seconds_saved
-FROM entries
-GROUP BY feature
+       coalesce(live.entries, 0)         AS entries,
+       coalesce(live.bytes, 0)           AS bytes,
+       coalesce(calls.hits, 0)           AS hits,
+       coalesce(live.compute_seconds, 0) AS compute_seconds,
+       coalesce(calls.seconds_saved, 0)  AS seconds_saved,
+       coalesce(calls.misses, 0)         AS misses
+FROM live FULL OUTER JOIN calls USING (feature)
 ORDER BY feature;
+
+-- name: stats_by_symbol
+-- Cumulative calls per symbol: the first $limit symbols ever counted by name, the others
+-- summed as '__other__' (listed last).
+WITH labelled AS (
+    SELECT CASE WHEN s.ordinal <= $limit THEN c.symbol END AS symbol,
+           min(s.ordinal) AS ordinal, sum(c.hits) AS hits, sum(c.misses) AS misses,
+           sum(c.seconds_saved) AS seconds_saved
+    FROM call_counters AS c JOIN counter_symbols AS s USING (symbol)
+    GROUP BY 1
+)
+SELECT coalesce(symbol, '__other__'), hits, misses, seconds_saved
+FROM labelled
+ORDER BY symbol IS NULL, ordinal;
 
 -- name: get_file_fingerprint
 SELECT digest FROM file_fingerprints

@@ -110,3 +110,38 @@ CREATE TABLE gc_runs (
     max_lock_hold_ms    DOUBLE,                        -- longest manifest lock hold
     parameters          VARCHAR   NOT NULL             -- JSON: retention, max size, grace, ...
 );
+
+-- name: migration_4
+-- Hits and misses per feature and symbol that only grow (Prometheus counter semantics): an
+-- entry's hit_count goes with the entry (rm, GC), these rows never do. Started from what the
+-- live entries hold (misses: one per entry); the cache-wide `misses` counter stays the total.
+CREATE TABLE call_counters (
+    feature       VARCHAR NOT NULL,
+    symbol        VARCHAR NOT NULL,
+    hits          BIGINT  NOT NULL DEFAULT 0,
+    misses        BIGINT  NOT NULL DEFAULT 0,
+    seconds_saved DOUBLE  NOT NULL DEFAULT 0,  -- hits x the compute seconds of the hit entry
+    PRIMARY KEY (feature, symbol)
+);
+INSERT INTO call_counters
+SELECT feature, symbol, sum(hit_count), count(*), sum(hit_count * compute_seconds)
+FROM entries GROUP BY feature, symbol;
+-- The order in which symbols were first counted: the first N keep a label of their own in
+-- the Prometheus output, the later ones share `__other__` (a fixed set, so no series shrinks).
+CREATE TABLE counter_symbols (
+    symbol  VARCHAR NOT NULL PRIMARY KEY,
+    ordinal BIGINT  NOT NULL UNIQUE
+);
+INSERT INTO counter_symbols
+SELECT symbol, row_number() OVER (ORDER BY min(created_at), symbol) FROM entries GROUP BY symbol;
+
+-- name: migration_5
+-- The SQL view name given to each feature, kept for good once given (also after its entries
+-- are gone), so a saved query never breaks: a later feature whose name collides gets a
+-- qualified name instead (jules_cache/catalog.py). Features of a root created before this
+-- migration are named when the next new feature is published.
+CREATE TABLE view_names (
+    feature     VARCHAR   NOT NULL PRIMARY KEY,
+    view_name   VARCHAR   NOT NULL UNIQUE,
+    assigned_at TIMESTAMP NOT NULL
+);

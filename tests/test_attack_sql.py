@@ -414,7 +414,7 @@ def test_incompatible_column_types_across_versions_are_a_query_error(tmp_path):
         other.get_or_compute("AAPL", ticks, {"freq": "1m"}, bar_count, name="bars", version="1")
         other.get_or_compute("AAPL", ticks, {"freq": "1m"}, _bars_text, name="bars", version="2")
         with pytest.raises(QueryError, match=r"incompatible column types.*versions="):
-            other.sql("SELECT count(*) FROM bars")
+            other.sql("SELECT count(*) FROM bars_history")
         assert other.sql("SELECT count(*) AS n FROM bars", versions="2")["n"][0] > 0
-        one = other.sql("SELECT n FROM bars WHERE code_version = '1' LIMIT 1")
+        one = other.sql("SELECT n FROM bars_history WHERE code_version = '1' LIMIT 1")
         assert one.schema["n"].is_integer()
