@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-python}"
 quick=()
 if [ "${1:-}" = "--quick" ]; then quick=(--quick); fi
-for script in bench_store bench_fingerprint bench_sql bench_gc bench_vs_legacy compare; do
+for script in bench_store bench_imports bench_fingerprint bench_sql bench_gc bench_vs_legacy compare; do
     echo "== benchmarks/$script.py"
     if "$python" "benchmarks/$script.py" --help 2>/dev/null | grep -q -- "--quick"; then
         "$python" "benchmarks/$script.py" "${quick[@]}"
