@@ -502,8 +502,29 @@ def view_published(
     the commit and outside the manifest lock.
     """
     del result_schema  # the view follows its folder
-    assign_view_names(con, feature)
+    if feature not in _named.get(_manifest_identity(layout), ()):
+        assign_view_names(con, feature)
     add_link(layout, feature, key)
+
+
+# Features known to have a view name, per manifest file (path, inode): names are never taken
+# back, so once a publish of a feature has committed, later publishes skip the lookup (~1 ms
+# of a ~10 ms publish). A rebuilt manifest is a new file, and its rebuild names every feature.
+_named: dict[tuple[str, int] | None, set[str]] = {}
+
+
+def _manifest_identity(layout: Layout) -> tuple[str, int] | None:
+    try:
+        return (str(layout.manifest), os.stat(layout.manifest).st_ino)
+    except OSError:
+        return None
+
+
+def remember_named(layout: Layout, feature: str) -> None:
+    """Record, after its publish committed, that ``feature`` has a view name for good."""
+    identity = _manifest_identity(layout)
+    if identity is not None:
+        _named.setdefault(identity, set()).add(feature)
 
 
 def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import polars as pl
 
 from . import rootfs
-from .catalog import refresh_views, remove_link, view_published
+from .catalog import refresh_views, remember_named, remove_link, view_published
 from .check import DEFAULT_GRACE_SECONDS, CheckReport, recover, register_orphans, run_check
 from .check import rebuild as _rebuild
 from .code_fingerprint import code_fingerprint, feature_name
@@ -799,6 +799,7 @@ class FeatureStore:
                 with contextlib.suppress(OSError, JulesCacheError):
                     remove_link(self.layout, request.parts.feature, request.key)
             raise
+        remember_named(self.layout, request.parts.feature)
         with self._pending_lock:
             self._pending_misses += 1
             self._count_call(request.key, request.parts, hit=False)
