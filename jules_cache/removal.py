@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import rootfs
 from .catalog import link_path, unlink_links, views_deleted
@@ -129,17 +129,6 @@ def quarantine_file(layout: Layout, path: Path) -> Path | None:
     return target
 
 
-def remove_entries(
-    manifest: Manifest, keys: Sequence[str], *, quarantine: bool = False
-) -> tuple[dict[str, str], Discarded]:
-    """Both steps for ``keys``: drop their rows (one transaction), then discard their files."""
-    with manifest.write() as con:
-        deleted = drop_rows(manifest, con, keys)
-    with manifest.read() as con:
-        outcome = discard_files(manifest, con, deleted, quarantine=quarantine)
-    return deleted, outcome
-
-
 def describe_failures(outcome: Discarded) -> str:
     """One line for an error message: what could not be removed and what happens to it."""
     shown = "; ".join(outcome.errors[:3]) + ("; ..." if len(outcome.errors) > 3 else "")
@@ -150,11 +139,4 @@ def describe_failures(outcome: Discarded) -> str:
     )
 
 
-__all__: list[Any] = [
-    "Discarded",
-    "describe_failures",
-    "discard_files",
-    "drop_rows",
-    "quarantine_file",
-    "remove_entries",
-]
+__all__ = ["Discarded", "describe_failures", "discard_files", "drop_rows", "quarantine_file"]
