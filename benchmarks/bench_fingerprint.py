@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from jules_cache.data_fingerprint import fingerprint_table
-from jules_cache.file_fingerprint import hash_file_bytes
+from jules_cache.fingerprints.data import fingerprint_table
+from jules_cache.fingerprints.files import hash_file_bytes
 
 SYMBOLS = ["AAPL", "AMZN", "GOOG", "META", "MSFT", "NFLX", "NVDA", "TSLA"]
 

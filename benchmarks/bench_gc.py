@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import peak_rss_mb, percentile, print_table, write_json
 
 from jules_cache import FeatureStore
-from jules_cache.manifest import utc_now
+from jules_cache.storage.manifest import utc_now
 
 TRAINERS = 4
 

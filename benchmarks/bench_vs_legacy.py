@@ -56,7 +56,7 @@ def _median(func) -> float:
 
 
 def case_frame(megabytes: int) -> dict:
-    from jules_cache.data_fingerprint import fingerprint_table
+    from jules_cache.fingerprints.data import fingerprint_table
 
     frame = frame_of(megabytes)
     table = frame.to_arrow()
@@ -79,7 +79,7 @@ def case_frame(megabytes: int) -> dict:
 
 def case_file(path: str, root: str) -> dict:
     from jules_cache import FeatureStore
-    from jules_cache.inputs import prepare_data
+    from jules_cache.fingerprints.inputs import prepare_data
 
     store = FeatureStore(root)
     baseline = reset_peak_rss()

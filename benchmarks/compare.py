@@ -481,7 +481,7 @@ def bench_big_input(features: Any, work: Path, rows: int, rounds: int) -> dict[s
     its miss and one hit). The cheap feature is what makes the input's cost visible: a cache
     that takes longer to key the input than the feature takes to compute is worse than none.
     """
-    from jules_cache.data_fingerprint import as_arrow, fingerprint_table
+    from jules_cache.fingerprints.data import as_arrow, fingerprint_table
 
     ticks = make_ticks(symbol_names(64), rows)
     print(f"  {ticks.height:,} rows, {ticks.estimated_size() / 1e6:.0f} MB", flush=True)

@@ -15,9 +15,8 @@ except ImportError as _exc:
         "module), which Windows does not have. On Windows, run it under WSL2."
     ) from _exc
 
-from .check import CheckReport
-from .decorator import Feature
-from .errors import (
+from jules_cache.decorator import Feature
+from jules_cache.errors import (
     CacheWriteWarning,
     CorruptEntry,
     FingerprintError,
@@ -32,12 +31,13 @@ from .errors import (
     StoreError,
     UnsafePath,
 )
-from .explain import Explanation
-from .gc import GCReport
-from .models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
-from .store import FeatureStore
-from .verify import VerifyReport
-from .version import __version__
+from jules_cache.explain import Explanation
+from jules_cache.maintenance.check import CheckReport
+from jules_cache.maintenance.gc import GCReport
+from jules_cache.maintenance.verify import VerifyReport
+from jules_cache.models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
+from jules_cache.store import FeatureStore
+from jules_cache.version import __version__
 
 __all__ = [
     "CacheResult",

@@ -1,5 +1,5 @@
 """``python -m jules_cache``: the same CLI as the ``jules-cache`` command."""
 
-from .cli import main
+from jules_cache.cli import main
 
 main()

@@ -21,15 +21,21 @@ from typing import Any
 
 import click
 
-from .durations import SYNTAX as DURATION_SYNTAX
-from .durations import parse_duration
-from .errors import InvalidInput, JulesCacheError, LockTimeout, ManifestBusy, PartialRemoval
-from .formatting import human_age, human_bytes, table
-from .layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
-from .manifest import utc_now
-from .metrics import write_prometheus
-from .store import FeatureStore
-from .version import __version__
+from jules_cache._durations import SYNTAX as DURATION_SYNTAX
+from jules_cache._durations import parse_duration
+from jules_cache._formatting import human_age, human_bytes, table
+from jules_cache.errors import (
+    InvalidInput,
+    JulesCacheError,
+    LockTimeout,
+    ManifestBusy,
+    PartialRemoval,
+)
+from jules_cache.metrics import write_prometheus
+from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
+from jules_cache.storage.manifest import utc_now
+from jules_cache.store import FeatureStore
+from jules_cache.version import __version__
 
 EXIT_ERROR = 1
 EXIT_LOCK_BUSY = 75
@@ -139,7 +145,7 @@ class _SizeType(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        from .gc import parse_size
+        from jules_cache.maintenance.gc import parse_size
 
         try:
             return parse_size(value)
@@ -323,7 +329,7 @@ def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     Example:
       jules-cache demo --symbols 4 --rows 500000
     """
-    from .demo import run_demo  # synthetic data needs numpy: only load it for the demo
+    from jules_cache.demo import run_demo  # synthetic data needs numpy: only load it for the demo
 
     run_demo(handle.get(create=True), symbols=symbols, rows=rows, echo=click.echo)
 
@@ -416,7 +422,7 @@ def gc_command(
       jules-cache gc --root data/feature_cache --retention-weeks 4 --max-size 50GB --dry-run
       jules-cache gc --cron --root /data/feature_cache --log-dir /var/log/jules_cache
     """
-    from .errors import GCError
+    from jules_cache.errors import GCError
 
     options: dict[str, Any] = {
         "retention_weeks": retention_weeks,
@@ -450,7 +456,7 @@ def _gc_cron(
 ) -> None:
     """One scheduled GC run: quiet on success, everything in the log, one line on stderr and
     the documented exit code otherwise (cron mails what a job prints)."""
-    from .cron import LOG_DIR_NAME, LogBusy, cron_log, log_line
+    from jules_cache.maintenance.cron import LOG_DIR_NAME, LogBusy, cron_log, log_line
 
     root = handle.path()
     try:
@@ -485,8 +491,8 @@ def _gc_cron_run(
     log: Any,
     failure: CliError | None,
 ) -> tuple[int, str]:
-    from .cron import log_line
-    from .errors import GCError
+    from jules_cache.errors import GCError
+    from jules_cache.maintenance.cron import log_line
 
     if failure is not None:
         return failure.exit_code, failure.message
@@ -507,7 +513,7 @@ def _gc_cron_run(
 
 
 def _log_report(log: Any, report: Any, verbose: bool) -> None:
-    from .cron import log_line
+    from jules_cache.maintenance.cron import log_line
 
     action = "would delete (dry run)" if report.dry_run else "deleted"
     log_line(
@@ -545,7 +551,7 @@ def cron_line(handle: StoreHandle, schedule: str, gc_options: tuple[str, ...]) -
       jules-cache cron-line --root /data/feature_cache
       jules-cache cron-line --root /data/feature_cache --schedule "0 * * * *" -- --max-size 50GB
     """
-    from .cron import crontab_line
+    from jules_cache.maintenance.cron import crontab_line
 
     if len(schedule.split()) != 5:
         raise click.BadParameter("give the five crontab fields, e.g. '17 3 * * *'")
@@ -620,7 +626,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     Example:
       jules-cache overview --root data/feature_cache
     """
-    from .gc import overview as cache_overview
+    from jules_cache.maintenance.gc import overview as cache_overview
 
     store = handle.get()
     result = cache_overview(store.manifest, store.layout)
@@ -708,8 +714,8 @@ def check_command(
       jules-cache check --grace 30m
     """
     if rebuild:
-        from .check import rebuild as rebuild_manifest
-        from .layout import Layout
+        from jules_cache.maintenance.check import rebuild as rebuild_manifest
+        from jules_cache.storage.layout import Layout
 
         # No FeatureStore: opening one needs the very manifest that is being replaced.
         layout = Layout.create(handle.require_cache())
@@ -800,7 +806,7 @@ def sql_command(
       echo "SELECT count(*) FROM entries" | jules-cache sql -
       jules-cache sql --file report.sql --format parquet --output report.parquet
     """
-    from .sql_output import render_result  # pyarrow writers: only load them for `sql`
+    from jules_cache.query.output import render_result  # pyarrow writers: only load them for `sql`
 
     if query_file is not None and query is not None:
         raise click.UsageError("pass the query as an argument or with --file, not both")

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
-from .code_fingerprint import feature_name
-from .errors import InvalidInput
-from .models import CacheResult
+from jules_cache.errors import InvalidInput
+from jules_cache.fingerprints.code import feature_name
+from jules_cache.models import CacheResult
 
 if TYPE_CHECKING:
-    from .explain import Explanation
-    from .store import ComputeFunc, FeatureStore
+    from jules_cache.explain import Explanation
+    from jules_cache.store import ComputeFunc, FeatureStore
 
 
 class Feature:

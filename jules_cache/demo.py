@@ -6,9 +6,9 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .formatting import human_bytes, table
-from .store import FeatureStore
-from .synthetic import make_bars, make_ticks, symbol_names, ticks_for
+from jules_cache._formatting import human_bytes, table
+from jules_cache.store import FeatureStore
+from jules_cache.synthetic import make_bars, make_ticks, symbol_names, ticks_for
 
 DEMO_CONFIG = {"freq": "1s", "vwap_window": 20}
 

@@ -100,7 +100,7 @@ class InvalidInput(JulesCacheError, ValueError):
 
 class UnsafePath(JulesCacheError):
     """Something inside the root is a symbolic link, not a regular file or folder, or on another
-    device: the library refuses to follow or touch it (see ``jules_cache.rootfs``)."""
+    device: the library refuses to follow or touch it (see ``jules_cache.storage.rootfs``)."""
 
 
 class QueryError(JulesCacheError):

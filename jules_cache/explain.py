@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .keys import KEY_SCHEMA
-from .models import Entry, _ToDict
+from jules_cache.fingerprints.keys import KEY_SCHEMA
+from jules_cache.models import Entry, _ToDict
 
 
 @dataclass(frozen=True)

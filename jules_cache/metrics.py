@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .models import Stats
+from jules_cache.models import Stats
 
 
 def _escape(value: str) -> str:

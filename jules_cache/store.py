@@ -29,13 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
-from . import rootfs
-from .catalog import refresh_views, remember_named, remove_link, view_published
-from .check import DEFAULT_GRACE_SECONDS, CheckReport, recover, register_orphans, run_check
-from .check import rebuild as _rebuild
-from .code_fingerprint import code_fingerprint, feature_name
-from .config_fingerprint import canonical_config
-from .errors import (
+from jules_cache.errors import (
     CacheWriteWarning,
     InvalidInput,
     JulesCacheError,
@@ -44,17 +38,38 @@ from .errors import (
     PartialRemoval,
     StoreError,
 )
-from .explain import CallComponents, Explanation, explain
-from .file_memo import FileDigestMemo
-from .gc import GCOptions, GCReport, collect_garbage
-from .inputs import FingerprintMode, InputFile, as_result_frame, prepare_data
-from .keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
-from .layout import Layout
-from .locks import file_lock
-from .manifest import Manifest, utc_now
-from .models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
-from .removal import describe_failures, discard_files, drop_rows
-from .result_files import (
+from jules_cache.explain import CallComponents, Explanation, explain
+from jules_cache.fingerprints.code import code_fingerprint, feature_name
+from jules_cache.fingerprints.config import canonical_config
+from jules_cache.fingerprints.inputs import (
+    FingerprintMode,
+    InputFile,
+    as_result_frame,
+    prepare_data,
+)
+from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts, require_utf8, validate_symbol
+from jules_cache.fingerprints.memo import FileDigestMemo
+from jules_cache.maintenance.check import (
+    DEFAULT_GRACE_SECONDS,
+    CheckReport,
+    recover,
+    register_orphans,
+    run_check,
+)
+from jules_cache.maintenance.check import rebuild as _rebuild
+from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
+from jules_cache.maintenance.verify import VerifyReport, find_stale_footer_entries
+from jules_cache.models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
+from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS, catalog_path
+from jules_cache.query.catalog_file import build as build_catalog
+from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
+from jules_cache.query.views import refresh_views, remember_named, remove_link, view_published
+from jules_cache.storage import rootfs
+from jules_cache.storage.layout import Layout
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import Manifest, utc_now
+from jules_cache.storage.removal import describe_failures, discard_files, drop_rows
+from jules_cache.storage.result_files import (
     READ_ERRORS,
     ResultInfo,
     describe_frame,
@@ -65,16 +80,12 @@ from .result_files import (
     scan_result,
     write_result,
 )
-from .sql_catalog import CATALOG_LOCK_NAME, DEFAULT_REFRESH_SECONDS, catalog_path
-from .sql_catalog import build as build_catalog
-from .sql_catalog import refresh_quietly as refresh_catalog
-from .verify import VerifyReport, find_stale_footer_entries
-from .version import __version__
+from jules_cache.version import __version__
 
 if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
     import duckdb
 
-    from .decorator import Feature
+    from jules_cache.decorator import Feature
 
 ComputeFunc = Callable[[pl.LazyFrame, Any], Any]
 
@@ -329,7 +340,7 @@ class FeatureStore:
         ``jules_cache.decorator``). Use bare (``@store.feature``) or with ``name=`` /
         ``version=``.
         """
-        from .decorator import decorate
+        from jules_cache.decorator import decorate
 
         return decorate(self, compute_func, name=name, version=version)
 
@@ -1126,7 +1137,7 @@ class FeatureStore:
         """Run one read-only SQL query over the cache and return a DataFrame.
 
         The query sees the manifest tables (``entries``, ``counters``, ...), ``feature_views``
-        and one view per feature (see ``jules_cache.catalog``). ``params`` are bound (``?`` /
+        and one view per feature (see ``jules_cache.query.views``). ``params`` are bound (``?`` /
         ``$name``). ``symbols``, ``versions`` (code version or fingerprint), ``since`` and
         ``until`` restrict every feature view to the files that can match. Raises
         ``QueryError`` for a write statement, an SQL error (listing the available views) or a
@@ -1149,7 +1160,7 @@ class FeatureStore:
         until: Any = None,
     ) -> Any:
         """Like ``sql`` but return a ``pyarrow.Table`` (no conversion; for big results)."""
-        from .query import Filters, run
+        from jules_cache.query.sql import Filters, run
 
         filters = Filters.build(symbols, versions, since, until)
         return run(self.manifest, self.layout, query, params, filters)

@@ -138,7 +138,7 @@ SELECT symbol, row_number() OVER (ORDER BY min(created_at), symbol) FROM entries
 -- name: migration_5
 -- The SQL view name given to each feature, kept for good once given (also after its entries
 -- are gone), so a saved query never breaks: a later feature whose name collides gets a
--- qualified name instead (jules_cache/catalog.py). Features of a root created before this
+-- qualified name instead (jules_cache/query/views.py). Features of a root created before this
 -- migration are named when the next new feature is published.
 CREATE TABLE view_names (
     feature     VARCHAR   NOT NULL PRIMARY KEY,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from jules_cache.code_fingerprint import code_fingerprint
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.code import code_fingerprint
 
 pytestmark = pytest.mark.attack
 

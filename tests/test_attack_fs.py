@@ -21,7 +21,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
-from jules_cache.catalog import link_folder
+from jules_cache.query.views import link_folder
 
 pytestmark = pytest.mark.attack
 
@@ -106,7 +106,7 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
 
 
 def link_folder_of(root: Path, result) -> Path:
-    from jules_cache.layout import Layout
+    from jules_cache.storage.layout import Layout
 
     return link_folder(Layout(root.resolve()), result.feature)
 

@@ -28,12 +28,12 @@ from jules_cache import (
     FingerprintError,
     InvalidInput,
     StoreError,
-    config_fingerprint,
-    result_files,
 )
-from jules_cache.catalog import link_path
 from jules_cache.cli import cli
-from jules_cache.config_fingerprint import canonical_config
+from jules_cache.fingerprints import config as config_fingerprint
+from jules_cache.fingerprints.config import canonical_config
+from jules_cache.query.views import link_path
+from jules_cache.storage import result_files
 
 pytestmark = pytest.mark.attack
 

@@ -27,9 +27,9 @@ from click.testing import CliRunner
 from features import bar_count
 
 from jules_cache import FeatureStore
-from jules_cache import query as query_module
 from jules_cache.cli import cli
 from jules_cache.errors import QueryError
+from jules_cache.query import sql as query_module
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
 
 pytestmark = pytest.mark.attack

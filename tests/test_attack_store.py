@@ -18,7 +18,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore
-from jules_cache.catalog import link_path
+from jules_cache.query.views import link_path
 
 pytestmark = pytest.mark.attack
 

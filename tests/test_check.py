@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from features import bar_count, flip_bit
 
 from jules_cache import FeatureStore, InvalidInput, ManifestError
-from jules_cache.check import KINDS, LEFTOVER_KINDS
 from jules_cache.cli import cli
-from jules_cache.locks import file_lock
+from jules_cache.maintenance.check import KINDS, LEFTOVER_KINDS
+from jules_cache.storage.locks import file_lock
 
 CONFIG = {"freq": "1m"}
 
@@ -55,7 +55,7 @@ def test_missing_file_is_reported_and_its_row_dropped(store, aapl):
 
 
 def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store, aapl):
-    from jules_cache.catalog import link_folder
+    from jules_cache.query.views import link_folder
 
     kept, lost = put(store, aapl), put(store, aapl, "MSFT")
     folder = link_folder(store.layout, "bars")

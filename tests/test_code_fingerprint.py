@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jules_cache.code_fingerprint import code_fingerprint, feature_name
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.code import code_fingerprint, feature_name
 
 FEATURES = '''
 import numpy as np

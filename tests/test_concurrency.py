@@ -11,7 +11,7 @@ import pytest
 from features import computations, logged_feature
 
 from jules_cache import FeatureStore, LockTimeout
-from jules_cache.locks import file_lock
+from jules_cache.storage.locks import file_lock
 
 PROCESSES = 8
 SHARED_KEYS = 6

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jules_cache.config_fingerprint import canonical_config
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.config import canonical_config
 
 
 def digest(value) -> str:

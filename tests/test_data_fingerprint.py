@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jules_cache.data_fingerprint import SCHEME, as_arrow, fingerprint_table
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.data import SCHEME, as_arrow, fingerprint_table
 
 SETTINGS = settings(deadline=None, max_examples=40)
 
@@ -274,7 +274,7 @@ def test_same_digest_in_other_processes_and_hash_seeds(tmp_path):
         """
         import multiprocessing as mp, sys
         import polars as pl
-        from jules_cache.data_fingerprint import as_arrow, fingerprint_table
+        from jules_cache.fingerprints.data import as_arrow, fingerprint_table
 
         def frame():
             return pl.DataFrame({"s": ["ab", "c", None, "ab"], "x": [1.0, 2.0, 3.0, 4.0],

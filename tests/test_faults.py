@@ -22,7 +22,7 @@ import pytest
 from features import bar_count, flip_bit
 
 from jules_cache import FeatureStore, InvalidInput, UnsafePath
-from jules_cache.check import LEFTOVER_KINDS
+from jules_cache.maintenance.check import LEFTOVER_KINDS
 
 TESTS = Path(__file__).resolve().parent
 CONFIG = {"freq": "1m"}

@@ -10,7 +10,7 @@ import pytest
 import xxhash
 
 from jules_cache.errors import InvalidInput
-from jules_cache.file_fingerprint import hash_file_bytes, parquet_footer_digest, stat_signature
+from jules_cache.fingerprints.files import hash_file_bytes, parquet_footer_digest, stat_signature
 
 
 def test_hash_file_bytes_matches_one_shot_hash_across_blocks(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jules_cache.data_fingerprint import as_arrow, fingerprint_table
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.data import as_arrow, fingerprint_table
 
 SETTINGS = settings(deadline=None, max_examples=40)
 TEXTS = st.one_of(st.none(), st.sampled_from(["", "a", "b", "AAPL", "MSFT", "é", "zz" * 9]))

@@ -21,9 +21,9 @@ from features import bar_count
 
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.errors import GCError, InvalidInput
-from jules_cache.gc import GC_LOCK_NAME, parse_duration, parse_size
-from jules_cache.locks import file_lock
-from jules_cache.manifest import utc_now
+from jules_cache.maintenance.gc import GC_LOCK_NAME, parse_duration, parse_size
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import utc_now
 
 
 def _frame(i: int, rows: int = 200) -> pl.DataFrame:
@@ -120,7 +120,7 @@ def test_each_reason_is_found_and_deleted(store):
 
 
 def test_gc_removes_the_view_links_of_what_it_deletes(store):
-    from jules_cache.catalog import link_folder
+    from jules_cache.query.views import link_folder
 
     keys = _fill(store, 4)
     folder = link_folder(store.layout, "bars")
@@ -134,7 +134,7 @@ def test_gc_removes_the_view_links_of_what_it_deletes(store):
 
 
 def test_gc_of_every_entry_of_a_feature_drops_its_view_and_links(store):
-    from jules_cache.catalog import link_folder
+    from jules_cache.query.views import link_folder
 
     keys = _fill(store, 2)
     _age(store, keys, accessed_days=40)
@@ -298,7 +298,7 @@ def test_a_republished_key_is_not_deleted_by_a_plan_made_before(store):
     (key,) = _fill(store, 1)
     with store.manifest.write() as con:  # make the file an orphan (row lost)
         con.execute("DELETE FROM entries WHERE key = ?", [key])
-    from jules_cache.gc import GCOptions, _Run
+    from jules_cache.maintenance.gc import GCOptions, _Run
 
     run = _Run(store.manifest, store.layout, GCOptions.build(), None)
     planned = run._plan()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from jules_cache import FeatureStore
-from jules_cache.result_files import describe_result, read_result
+from jules_cache.storage.result_files import describe_result, read_result
 
 SETTINGS = settings(
     deadline=None, max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from features import bar_count
 from polars.testing import assert_frame_equal
 
-from jules_cache.catalog import refresh_views, view_names
 from jules_cache.cli import cli
 from jules_cache.errors import QueryError
+from jules_cache.query.views import refresh_views, view_names
 from jules_cache.synthetic import ticks_for
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
@@ -307,7 +307,7 @@ def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path
 
 
 def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aapl):
-    from jules_cache.catalog import link_folder
+    from jules_cache.query.views import link_folder
 
     view_sql = "SELECT sql FROM duckdb_views() WHERE view_name = 'bar_count'"
     for i in range(5):
@@ -331,7 +331,7 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
 
 
 def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
-    from jules_cache.catalog import link_folder
+    from jules_cache.query.views import link_folder
 
     first = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
     first.path.unlink()  # lost behind the cache's back: the row and the link remain

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from jules_cache import FeatureStore
-from jules_cache.check import LEFTOVER_KINDS
+from jules_cache.maintenance.check import LEFTOVER_KINDS
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
 
 TICKS = make_ticks(symbol_names(3), 6_000, seed=5)

@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import rootfs
-from .catalog import link_path, unlink_links, views_deleted
-from .errors import JulesCacheError
-from .layout import Layout
-from .manifest import Manifest
+from jules_cache.errors import JulesCacheError
+from jules_cache.query.views import link_path, unlink_links, views_deleted
+from jules_cache.storage import rootfs
+from jules_cache.storage.layout import Layout
+from jules_cache.storage.manifest import Manifest
 
 if TYPE_CHECKING:
     import duckdb

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidInput
+from jules_cache.errors import InvalidInput
 
 KEY_SCHEMA = 1
 MAX_SYMBOL_LENGTH = 1024

@@ -1,7 +1,7 @@
 """Fingerprints of feature code: a changed function (or anything of yours it reaches) is a new key.
 
 What is hashed, per followed function or class ("own digest"; its source is read by
-:mod:`jules_cache.code_source`):
+:mod:`jules_cache.fingerprints._code_source`):
 
 * its normalised AST: ``ast.dump(tree, include_attributes=False)`` of the source of its own code
   object (a decorator's wrapper is the wrapper's source, not the wrapped function's) after
@@ -24,7 +24,7 @@ keywords; a bound method → its function plus its ``__self__``; your functions 
 followed; a third-party function or class is recorded by name and installed version (its
 ``__wrapped__`` and the callables in its closure are still followed, so ``functools.lru_cache``
 or a library decorator around your function is seen through); canonicalisable data (see
-:mod:`jules_cache.config_fingerprint`) by its canonical digest; a list, tuple, dict or set
+:mod:`jules_cache.fingerprints.config`) by its canonical digest; a list, tuple, dict or set
 holding code (a registry of helpers) element by element; an instance of your class → its class
 (followed) plus its state (canonical form, else ``vars()``/slots, described the same way).
 
@@ -69,9 +69,9 @@ from typing import Any
 
 import xxhash
 
-from jules_cache.code_source import Import, Source, analyse, no_source, parsed_source
-from jules_cache.config_fingerprint import canonical_config
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints._code_source import Import, Source, analyse, no_source, parsed_source
+from jules_cache.fingerprints.config import canonical_config
 
 # v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
 # followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.

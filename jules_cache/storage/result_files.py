@@ -27,8 +27,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data_fingerprint import holds_python_objects
-from .errors import StoreError
+from jules_cache.errors import StoreError
+from jules_cache.fingerprints.data import holds_python_objects
 
 METADATA_KEY = "jules_cache.entry"
 TIME_COLUMN_NAMES = ("ts", "timestamp", "time", "datetime", "bar_time", "date")

@@ -17,8 +17,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InvalidInput
-from .formatting import table
+from jules_cache._formatting import table
+from jules_cache.errors import InvalidInput
 
 
 def render_text(result: pa.Table, output_format: str) -> str:

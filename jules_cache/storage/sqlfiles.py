@@ -2,8 +2,7 @@
 
 SQL lives in ``sql/*.sql`` so it can be read, reviewed and run in a plain ``duckdb`` shell.
 Each file holds one or more statements, each introduced by a ``-- name: <name>`` line
-(aiosql style). A wheel ships the folder as ``jules_cache/sql``; a source checkout or editable
-install reads ``<repo>/sql`` directly.
+(aiosql style). They are found one way: ``jules_cache/sql``, a link to ``sql/`` in a checkout.
 """
 
 from __future__ import annotations
@@ -16,14 +15,9 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*([A-Za-z0-9_]+)\s*$", re.MULTILINE)
 
 
 def sql_dir() -> Path:
-    """Return the folder holding the SQL files, in a wheel or in a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "sql", here.parent / "sql"):
-        if (candidate / "schema.sql").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"jules_cache SQL files not found next to {here}; reinstall the package"
-    )
+    """The folder holding the SQL files: ``jules_cache/sql``, a link to the top-level ``sql/``
+    in a checkout and the folder itself in a wheel (the build follows the link)."""
+    return Path(__file__).resolve().parent.parent / "sql"
 
 
 @functools.cache

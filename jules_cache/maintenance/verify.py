@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from .file_fingerprint import parquet_footer_digest, stat_signature
-from .manifest import Manifest
-from .models import _ToDict
+from jules_cache.fingerprints.files import parquet_footer_digest, stat_signature
+from jules_cache.models import _ToDict
+from jules_cache.storage.manifest import Manifest
 
 
 @dataclass(frozen=True)

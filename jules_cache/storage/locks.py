@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockTimeout, UnsafePath
+from jules_cache.errors import LockTimeout, UnsafePath
 
 _MAX_POLL = 0.01  # a waiter notices a released lock within 10 ms
 

@@ -8,7 +8,7 @@ exclusively; readers share it and attach read-only. Nothing holds the manifest a
 
 The manifest is PRIVATE: a plain DuckDB session that opens it (even read-only) holds DuckDB's
 file lock and stops every writer. SQL clients open ``<root>/catalog.duckdb`` instead
-(``jules_cache.sql_catalog``), a copy that is replaced atomically and never written in place.
+(``jules_cache.query.catalog_file``), a copy that is replaced atomically and never written in place.
 When the file cannot be attached, the error says which of three things is wrong (``diagnose``):
 busy (another program holds it: ``ManifestBusy`` naming it, after retrying up to the lock
 timeout), not writable (permissions, read-only or immutable file) or damaged (only then is a
@@ -36,10 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import sqlfiles
-from .errors import InvalidInput, ManifestBusy, ManifestError
-from .layout import Layout
-from .locks import file_lock
+from jules_cache.errors import InvalidInput, ManifestBusy, ManifestError
+from jules_cache.storage import sqlfiles
+from jules_cache.storage.layout import Layout
+from jules_cache.storage.locks import file_lock
 
 if TYPE_CHECKING:
     import duckdb
@@ -428,7 +428,7 @@ class Manifest:
 
 
 def _crash_point(stage: str) -> None:
-    from .store import _crash_point as crash  # the tests' fault-injection hook
+    from jules_cache.store import _crash_point as crash  # the tests' fault-injection hook
 
     crash(stage)
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import platformdirs
 
-from . import rootfs
-from .errors import InvalidInput
+from jules_cache.errors import InvalidInput
+from jules_cache.storage import rootfs
 
 MANIFEST_NAME = "manifest.duckdb"
 MANIFEST_LOCK_NAME = "manifest.lock"

@@ -40,14 +40,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import rootfs, sqlfiles
-from .durations import parse_duration
-from .errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
-from .layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
-from .locks import file_lock
-from .manifest import Manifest, utc_now
-from .models import _ToDict
-from .removal import discard_files, drop_rows
+from jules_cache._durations import parse_duration
+from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
+from jules_cache.models import _ToDict
+from jules_cache.storage import rootfs, sqlfiles
+from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import Manifest, utc_now
+from jules_cache.storage.removal import discard_files, drop_rows
 
 if TYPE_CHECKING:  # imported where GC plans: ``import jules_cache`` (and a hit) loads no DuckDB
     import duckdb

@@ -60,12 +60,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import xxhash
 
-from . import catalog, sqlfiles
-from .catalog import FileRow
-from .errors import InvalidInput, QueryError
-from .layout import Layout
-from .manifest import Manifest
-from .result_files import METADATA_KEY
+from jules_cache.errors import InvalidInput, QueryError
+from jules_cache.query import views as catalog
+from jules_cache.query.views import FileRow
+from jules_cache.storage import sqlfiles
+from jules_cache.storage.layout import Layout
+from jules_cache.storage.manifest import Manifest
+from jules_cache.storage.result_files import METADATA_KEY
 
 PRUNABLE = ("symbol", "key", "code_version", "code_fingerprint")
 _SQL_FILE = "catalog.sql"

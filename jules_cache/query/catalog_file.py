@@ -37,8 +37,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import sqlfiles
-from .catalog import (
+from jules_cache.errors import JulesCacheError, LockTimeout
+from jules_cache.query.views import (
     CATALOG_VIEW,
     CatalogWarning,
     FileRow,
@@ -52,10 +52,10 @@ from .catalog import (
     sql_keywords,
     sql_literal,
 )
-from .errors import JulesCacheError, LockTimeout
-from .layout import RESULT_SUFFIX, Layout
-from .locks import file_lock
-from .manifest import Manifest, _guard, _process_connection, utc_now
+from jules_cache.storage import sqlfiles
+from jules_cache.storage.layout import RESULT_SUFFIX, Layout
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import Manifest, _guard, _process_connection, utc_now
 
 if TYPE_CHECKING:  # imported where the catalog is built: a hit never loads DuckDB
     import duckdb

@@ -1,6 +1,6 @@
 """Read what the source of a function or class references, once per code object.
 
-The static half of the code fingerprint (:mod:`jules_cache.code_fingerprint` is the dynamic
+The static half of the code fingerprint (:mod:`jules_cache.fingerprints.code` is the dynamic
 half, which resolves these references on the live objects): the normalised AST of a function's
 own code object or a class body, and what it names — dotted chains (``pkg.sub.helper2``,
 ``getattr(mod, "f")``), attribute names, imports written in the body, and the routes no walk

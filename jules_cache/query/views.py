@@ -1,16 +1,16 @@
 """The SQL catalog: one view per feature over exactly the files the manifest references.
 
 Two places hold feature views. ``store.sql`` builds its own in a private DuckDB session that
-has no file access (``jules_cache.query``): each view is a pyarrow dataset over an explicit,
+has no file access (``jules_cache.query.sql``): each view is a pyarrow dataset over an explicit,
 absolute file list, the entry's immutable metadata given as per-file partition values, which
 pyarrow fills in as columns and uses to skip the files a pushed-down filter excludes
 (``WHERE symbol = 'AAPL'`` opens AAPL's files only). A feature whose schema changed between code
 versions stays queryable: a column missing from older files reads as NULL.
 
 The views for a plain DuckDB client are stored in ``<root>/catalog.duckdb`` (built by
-``jules_cache.sql_catalog``, never in the private manifest); they read the feature's folder of
-hard links instead (see the section below) and hold ABSOLUTE paths: a root that is moved or
-mounted elsewhere needs ``FeatureStore.refresh_views()``.
+``jules_cache.query.catalog_file``, never in the private manifest); they read the feature's
+folder of hard links instead (see the section below) and hold ABSOLUTE paths: a root that is
+moved or mounted elsewhere needs ``FeatureStore.refresh_views()``.
 
 View names: the last dotted component of the feature name, lower-cased, with every character
 outside ``[a-z0-9_]`` replaced by ``_``. A name, once given, is kept for good (the manifest's
@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from . import rootfs, sqlfiles
-from .layout import KEY_PATTERN, RESULT_SUFFIX, Layout
-from .manifest import utc_now
+from jules_cache.storage import rootfs, sqlfiles
+from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
+from jules_cache.storage.manifest import utc_now
 
 if TYPE_CHECKING:  # callers pass connections: ``import jules_cache`` (and a hit) loads no DuckDB
     import duckdb
@@ -325,7 +325,7 @@ def catalog_view_select(names: dict[str, str]) -> str:
 # files, not a catalog: the manifest holds no views at all (every ATTACH/DETACH of it costs
 # what it costs without them), and the catalog file ``catalog.duckdb`` — one small view per
 # feature over its folder plus copies of the manifest tables — is rebuilt outside the
-# manifest lock, only when the manifest changed (``jules_cache.sql_catalog``).
+# manifest lock, only when the manifest changed (``jules_cache.query.catalog_file``).
 
 _FILE_COLUMN = "__jules_cache_file"
 
@@ -467,7 +467,7 @@ def refresh_views(
     registered or dropped by ``check``, a moved root (``features=None`` relinks every feature
     and removes folders of features that are gone). A feature without entries loses its
     folder. The views themselves live in ``catalog.duckdb``, rebuilt after the commit
-    (``jules_cache.sql_catalog``). ``relink=False`` only removes the folders of emptied
+    (``jules_cache.query.catalog_file``). ``relink=False`` only removes the folders of emptied
     features. Returns ``{feature: view name}``.
     """
     statements = sqlfiles.load(_SQL_FILE)

@@ -12,7 +12,7 @@
 The comparison runs under the manifest lock (shared; exclusive with ``fix``): a put renames
 its file into ``objects/`` and inserts its row in one exclusive transaction, so under the lock
 a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
-Entries are removed the one way every command removes them (``jules_cache.removal``): rows
+Entries are removed the one way every command removes them (``jules_cache.storage.removal``): rows
 dropped in the check's transaction, then their files quarantined or unlinked under the lock
 if their key has no row. Deep verification reads the (immutable) files without the lock.
 Nothing that is not a regular file is ever moved or deleted: a link or folder planted under
@@ -58,16 +58,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from . import rootfs, sqlfiles
-from .catalog import FileRow, link_problems, refresh_views, view_published
-from .errors import InvalidInput, JulesCacheError
-from .keys import KeyParts
-from .layout import KEY_PATTERN, TMP_SUFFIX, Layout
-from .locks import file_lock
-from .manifest import MIN_DATABASE_BYTES, Manifest, utc_now
-from .models import _ToDict
-from .removal import discard_files, drop_rows, quarantine_file
-from .result_files import (
+from jules_cache.errors import InvalidInput, JulesCacheError
+from jules_cache.fingerprints.keys import KeyParts
+from jules_cache.models import _ToDict
+from jules_cache.query.views import FileRow, link_problems, refresh_views, view_published
+from jules_cache.storage import rootfs, sqlfiles
+from jules_cache.storage.layout import KEY_PATTERN, TMP_SUFFIX, Layout
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import MIN_DATABASE_BYTES, Manifest, utc_now
+from jules_cache.storage.removal import discard_files, drop_rows, quarantine_file
+from jules_cache.storage.result_files import (
     METADATA_KEY,
     READ_ERRORS,
     describe_result,
@@ -324,7 +324,7 @@ def _rebuild_locked(
     progress: Progress | None,
 ) -> CheckReport:
     """The rebuild, holding the root's manifest lock (see ``rebuild``)."""
-    from .store import _crash_point  # the tests' fault-injection hook
+    from jules_cache.store import _crash_point  # the tests' fault-injection hook
 
     ready = _ready_path(layout)
     rootfs.unlink(layout.root, ready)  # an earlier rebuild's result: this one starts afresh
@@ -352,7 +352,7 @@ def _rebuild_locked(
 
 def _swap_in(layout: Layout, ready: Path) -> str | None:
     """Move the old manifest (and its WAL) aside, then rename ``ready`` into its place."""
-    from .store import _crash_point
+    from jules_cache.store import _crash_point
 
     moved = None
     if layout.manifest.exists():
@@ -370,7 +370,7 @@ def _swap_in(layout: Layout, ready: Path) -> str | None:
 
 
 def _refresh_catalog(layout: Layout, lock_timeout: float) -> None:
-    from .sql_catalog import refresh_quietly
+    from jules_cache.query.catalog_file import refresh_quietly
 
     refresh_quietly(Manifest(layout, lock_timeout), 0.0, wait=True)
 

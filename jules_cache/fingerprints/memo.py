@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import InvalidInput
-from .file_fingerprint import stat_signature
-from .manifest import Manifest, utc_now
+from jules_cache.errors import InvalidInput
+from jules_cache.fingerprints.files import stat_signature
+from jules_cache.storage.manifest import Manifest, utc_now
 
 _ATTEMPTS = 3
 

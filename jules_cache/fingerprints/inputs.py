@@ -19,10 +19,10 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from .data_fingerprint import as_arrow, fingerprint_table, require_supported
-from .errors import FingerprintError, InvalidInput
-from .file_fingerprint import hash_file_bytes, parquet_footer_digest, stat_signature
-from .file_memo import FileDigestMemo
+from jules_cache.errors import FingerprintError, InvalidInput
+from jules_cache.fingerprints.data import as_arrow, fingerprint_table, require_supported
+from jules_cache.fingerprints.files import hash_file_bytes, parquet_footer_digest, stat_signature
+from jules_cache.fingerprints.memo import FileDigestMemo
 
 FingerprintMode = Literal["content", "footer"]
 PARQUET_MAGIC = b"PAR1"

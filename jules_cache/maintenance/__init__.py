@@ -1,0 +1,1 @@
+"""Maintenance: garbage collection, consistency checks and repairs, run by the CLI and cron."""
