@@ -411,9 +411,9 @@ class LocalBackend(Backend):
         return find_stale_footer_entries(self.manifest)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
-        from jules_cache.query.sql import run
+        from jules_cache.query.sql import CatalogSource, run
 
-        return run(self.manifest, self.layout, query, params, filters)
+        return run(CatalogSource(self.manifest, self.layout), query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
         with self.manifest.write() as con:
