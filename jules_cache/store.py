@@ -41,7 +41,7 @@ from jules_cache.fingerprints.keys import KeyParts, require_utf8, validate_symbo
 from jules_cache.maintenance.check import DEFAULT_GRACE_SECONDS, CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
-from jules_cache.models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
+from jules_cache.models import CacheResult, Entry, Stats
 from jules_cache.query.catalog_file import DEFAULT_REFRESH_SECONDS
 from jules_cache.request import ComputeFunc, Request, log, log_event
 from jules_cache.storage.backend import Backend
@@ -105,6 +105,14 @@ class FeatureStore:
             (``CacheResult.stored`` is False, no warning). ``gc``, ``remove``, ``check(fix=True)``,
             ``refresh_views`` and ``verify(fix=True)`` raise ``InvalidInput``. A root without a
             cache raises ``InvalidInput`` ("no jules_cache at ...") and is not created.
+        catalog: a shared root's PostgreSQL catalog (``postgresql://user@host/db``; default
+            ``$JULES_CACHE_CATALOG``). Only with ``root="s3://bucket/prefix"``: results are S3
+            objects (endpoint and credentials from the standard AWS variables, e.g.
+            ``AWS_ENDPOINT_URL``), rows live in PostgreSQL, and every host sharing both shares
+            one cache (README: Sharing one cache across machines).
+        catalog_schema: the PostgreSQL schema of that catalog (default
+            ``$JULES_CACHE_CATALOG_SCHEMA``, else ``jules_cache``): one database can hold many
+            caches.
 
     A missing manifest, one whose creation never completed (a crash or a full disk), and a
     rebuild interrupted midway are repaired here on their own (``check.recover``).
@@ -132,6 +140,8 @@ class FeatureStore:
         rebuild: bool = False,
         log_compute_seconds: float = DEFAULT_LOG_COMPUTE_SECONDS,
         read_only: bool = False,
+        catalog: str | None = None,
+        catalog_schema: str | None = None,
     ):
         for setting, number in (
             ("lock_timeout", lock_timeout),
@@ -191,16 +201,48 @@ class FeatureStore:
         self._next_auto_gc = 0.0
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
-        self.backend: Backend = LocalBackend(
+        self.backend = self._open_backend(root, catalog, catalog_schema, rebuild)
+        self.root = self.backend.root
+        _live_stores.add(self)
+
+    def _open_backend(
+        self, root: Any, catalog: str | None, catalog_schema: str | None, rebuild: bool
+    ) -> Backend:
+        """A local directory by default; ``s3://bucket/prefix`` with a PostgreSQL catalog is
+        one cache shared by many hosts."""
+        named = os.environ.get("JULES_CACHE_ROOT") or os.environ.get("FEATURE_STORE_PATH") or ""
+        if root is None and named.startswith("s3://"):  # the environment names a shared root
+            root = named
+        if isinstance(root, str) and root.startswith("s3://"):
+            _require(not rebuild, "rebuild=True is for local roots; use check(fix=True)")
+            try:
+                from jules_cache.storage.shared import SharedBackend
+            except ImportError as exc:
+                raise InvalidInput(
+                    f"a shared root ({root}) needs the shared extra: "
+                    f'pip install "jules-cache[shared]" ({exc})'
+                ) from exc
+            return SharedBackend(
+                root,
+                catalog=catalog,
+                catalog_schema=catalog_schema,
+                lock_timeout=self.lock_timeout,
+                pending=self._pending,
+                read_only=self.read_only,
+            )
+        _require(
+            catalog is None and catalog_schema is None,
+            "catalog= and catalog_schema= are for a shared root (s3://bucket/prefix); a "
+            f"local root ({root}) keeps its catalog in manifest.duckdb",
+        )
+        return LocalBackend(
             root,
             lock_timeout=self.lock_timeout,
             pending=self._pending,
             catalog_refresh_seconds=self.catalog_refresh_seconds,
             rebuild=rebuild,
-            read_only=read_only,
+            read_only=self.read_only,
         )
-        self.root = self.backend.root
-        _live_stores.add(self)
 
     @property
     def layout(self) -> Any:
@@ -651,8 +693,8 @@ class FeatureStore:
             f"symbol_limit must be an int >= 0, not {symbol_limit!r}",
         )
         self.flush()
-        rows, by_symbol, counters = self.backend.stats_rows(symbol_limit)
-        features = tuple(FeatureStats(*row) for row in rows)
+        by_feature, by_symbol, counters = self.backend.stats_parts(symbol_limit)
+        features = tuple(by_feature)
         return Stats(
             root=self.backend.location,
             entries=sum(f.entries for f in features),
@@ -662,7 +704,7 @@ class FeatureStore:
             store_failures=counters.get("store_failures", 0),
             seconds_saved=sum(f.seconds_saved for f in features),
             features=features,
-            symbols=tuple(SymbolStats(*row) for row in by_symbol),
+            symbols=tuple(by_symbol),
         )
 
     # -- changes and upkeep --------------------------------------------------------------------
@@ -833,6 +875,7 @@ class FeatureStore:
     def close(self) -> None:
         """Flush recorded hits. The store stays usable; closing again is harmless."""
         self.flush()
+        self.backend.close()
 
     def __enter__(self) -> FeatureStore:
         return self

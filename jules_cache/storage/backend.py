@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from jules_cache.maintenance.check import CheckReport
     from jules_cache.maintenance.gc import GCReport
     from jules_cache.maintenance.verify import VerifyReport
-    from jules_cache.models import Entry
+    from jules_cache.models import Entry, FeatureStats, SymbolStats
     from jules_cache.request import Request
     from jules_cache.storage.pending_counts import PendingCounts
     from jules_cache.storage.result_files import ResultInfo
@@ -41,6 +41,7 @@ class Backend(abc.ABC):
 
     #: how the root is shown in messages and ``repr`` (a path, or ``s3://…``)
     location: str
+    root: Any  # ``FeatureStore.root``: a Path, or the ``s3://`` URL
     read_only: bool
     pending: PendingCounts
 
@@ -111,8 +112,10 @@ class Backend(abc.ABC):
         """The input files each of ``keys`` was keyed from (for ``explain``)."""
 
     @abc.abstractmethod
-    def stats_rows(self, symbol_limit: int) -> tuple[list[Any], list[Any], dict[str, int]]:
-        """Per-feature rows, per-symbol rows and named counters, as ``Stats`` needs them."""
+    def stats_parts(
+        self, symbol_limit: int
+    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
+        """Per-feature and per-symbol statistics and the named counters (``Stats``)."""
 
     # -- changes and upkeep ------------------------------------------------------------------
 
@@ -156,3 +159,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None:
         """Write pending counts and bring derived files (the SQL catalog) up to date."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing between calls
+        """Release what the backend holds between calls (it stays usable)."""

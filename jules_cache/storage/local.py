@@ -28,7 +28,7 @@ from jules_cache.maintenance.check import CheckReport, recover, register_orphans
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
 from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
 from jules_cache.maintenance.verify import VerifyReport, find_stale_footer_entries
-from jules_cache.models import Entry
+from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
 from jules_cache.query.catalog_file import build as build_catalog
 from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
@@ -338,14 +338,20 @@ class LocalBackend(Backend):
                 for key in keys
             }
 
-    def stats_rows(self, symbol_limit: int) -> tuple[list[Any], list[Any], dict[str, int]]:
+    def stats_parts(
+        self, symbol_limit: int
+    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
         with self.manifest.read() as con:
             features = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
             params = {"limit": symbol_limit}
             symbols = self.manifest.execute(con, "entries.sql", "stats_by_symbol", params)
             by_symbol = symbols.fetchall()
             counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
-        return features, by_symbol, counters
+        return (
+            [FeatureStats(*row) for row in features],
+            [SymbolStats(*row) for row in by_symbol],
+            counters,
+        )
 
     # -- changes and upkeep --------------------------------------------------------------------
 
