@@ -17,7 +17,8 @@
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
 
-Foreign errors (duckdb, OS, psycopg, botocore) are translated where they happen, with ``raise ... from exc``.
+Foreign errors (duckdb, OS, psycopg, botocore) are translated where they happen, with
+``raise ... from exc``.
 """
 
 from __future__ import annotations

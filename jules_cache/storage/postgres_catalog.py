@@ -149,7 +149,7 @@ class PostgresCatalog:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
-    # -- connection ----------------------------------------------------------------------------
+    # -- connection --------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
         import psycopg
@@ -200,9 +200,9 @@ class PostgresCatalog:
             if self._finalizer is not None:
                 self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _close_quietly, connection, os.getpid())
-            if not self._migrated:
-                self._migrate(connection)
-                self._migrated = True
+        if not self._migrated:
+            self._migrate(connection)
+            self._migrated = True
         return connection
 
     def close(self) -> None:
@@ -219,7 +219,7 @@ class PostgresCatalog:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    # -- errors ----------------------------------------------------------------------------------
+    # -- errors ------------------------------------------------------------------------------------
 
     def _unavailable(self, problem: str, exc: BaseException) -> ServiceUnavailable:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -242,22 +242,59 @@ class PostgresCatalog:
                 f"PostgreSQL catalog at {self.address} (schema {self.schema}): {what} failed: {exc}"
             ) from exc
 
-    def _run(self, what: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``body`` on the connection in autocommit mode (each statement commits)."""
-        with self._lock, self._translated(what):
-            return body(self._connected())
+    def _live(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.broken and self._pid == os.getpid()
 
-    def _transact(self, what: str, body: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """Run ``body`` in one transaction, retried whole on a deadlock or serialization
-        failure (PostgreSQL rolled it back: nothing of it was applied)."""
+    def _run(
+        self, what: str, body: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool = False
+    ) -> T:
+        """Run ``body`` on the connection in autocommit mode (each statement commits).
+
+        An ``idempotent`` body (a read, a lock attempt) that finds the connection lost -- the
+        server restarted, or ended the session -- is run once more on a new connection.
+        """
+        with self._lock:
+            reused = self._live()
+            try:
+                with self._translated(what):
+                    return body(self._connected())
+            except ServiceUnavailable:
+                if not (idempotent and reused):
+                    raise
+            with self._translated(what):
+                return body(self._connected())
+
+    def _transact(
+        self, what: str, body: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool = False
+    ) -> T:
+        """Run ``body`` in one transaction.
+
+        Retried whole on a deadlock or serialization failure (PostgreSQL rolled it back:
+        nothing of it was applied), and once on a new connection when the old one turns out
+        lost before the transaction began (or at any point, for an ``idempotent`` body).
+        """
         import psycopg
 
+        retried_connection = False
         for attempt in range(_TRANSACTION_RETRIES):
+            began = False
+            reused = self._live()
+
+            def begun(connection: psycopg.Connection[Any]) -> T:
+                nonlocal began
+                began = True
+                return body(connection)
+
             try:
                 with self._lock, self._translated(what):
                     connection = self._connected()
                     with connection.transaction():
-                        return body(connection)
+                        return begun(connection)
+            except ServiceUnavailable:
+                if retried_connection or not reused or (began and not idempotent):
+                    raise
+                retried_connection = True
             except ManifestError as exc:
                 retry = isinstance(exc.__cause__, psycopg.errors.TransactionRollback)
                 if not retry or attempt == _TRANSACTION_RETRIES - 1:
@@ -265,7 +302,7 @@ class PostgresCatalog:
                 time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
         raise AssertionError("unreachable")
 
-    # -- statements ------------------------------------------------------------------------------
+    # -- statements --------------------------------------------------------------------------------
 
     def execute(
         self, filename: str, name: str, params: Mapping[str, Any] | None = None
@@ -277,6 +314,17 @@ class PostgresCatalog:
             return _rows(connection.execute(_statement(filename, name), params))
 
         return self._run(name, body)
+
+    def query(
+        self, filename: str, name: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Like ``execute``, for a statement that only reads: run again on a new connection if
+        the old one turns out lost."""
+
+        def body(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return _rows(connection.execute(_statement(filename, name), params))
+
+        return self._run(name, body, idempotent=True)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
@@ -296,7 +344,7 @@ class PostgresCatalog:
 
                 yield run
 
-    # -- schema ----------------------------------------------------------------------------------
+    # -- schema ------------------------------------------------------------------------------------
 
     def migrate(self) -> int:
         """Create the schema and apply pending migrations now (else done on first use);
@@ -343,7 +391,7 @@ class PostgresCatalog:
                     connection.execute(statements["record_version"], params)
         return latest
 
-    # -- single flight across hosts --------------------------------------------------------------
+    # -- single flight across hosts ----------------------------------------------------------------
 
     @contextlib.contextmanager
     def key_lock(self, key: str, timeout: float) -> Iterator[None]:
@@ -386,7 +434,7 @@ class PostgresCatalog:
                 row = connection.execute(statement, {"lock": number}).fetchone()
                 return connection if row and row[0] else None
 
-            session = self._run("lock", attempt)
+            session = self._run("lock", attempt, idempotent=True)
             if session is not None:
                 return session
             remaining = deadline - time.monotonic()
@@ -414,7 +462,7 @@ class PostgresCatalog:
         unsigned = number & ((1 << 64) - 1)
         params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
         try:
-            rows = self.execute("locks.sql", "lock_holder", params)
+            rows = self.query("locks.sql", "lock_holder", params)
         except (ManifestError, ServiceUnavailable):
             rows = []
         if not rows:
@@ -425,7 +473,7 @@ class PostgresCatalog:
             f"{client or 'a local socket'}, server pid {backend_pid}, connected {age} ago)"
         )
 
-    # -- entries ---------------------------------------------------------------------------------
+    # -- entries -----------------------------------------------------------------------------------
 
     def publish(
         self,
@@ -462,7 +510,7 @@ class PostgresCatalog:
                 connection.execute(_statement("entries.sql", "delete_entry_inputs"), key)
                 connection.execute(_statement("entries.sql", "insert_entry_inputs"), inputs)
 
-        self._transact("publish", body)
+        self._transact("publish", body, idempotent=True)
 
     def entry(self, key: str) -> Entry | None:
         """The entry of exactly ``key``, or None."""
@@ -497,19 +545,19 @@ class PostgresCatalog:
             columns = [column.name for column in cursor.description or ()]
             return [Entry.from_row(columns, row) for row in cursor.fetchall()]
 
-        return self._run(name, body)
+        return self._run(name, body, idempotent=True)
 
     def keys_with_rows(self, keys: Sequence[str]) -> set[str]:
         """Which of ``keys`` have a row now."""
-        rows = self.execute("entries.sql", "keys_with_rows", {"keys": list(keys)})
+        rows = self.query("entries.sql", "keys_with_rows", {"keys": list(keys)})
         return {key for (key,) in rows}
 
     def entry_inputs(self, key: str) -> list[tuple[Any, ...]]:
         """The input files ``key`` was computed from: (position, path, size, mtime_ns, inode,
         ctime_ns, method, digest), in order."""
-        return self.execute("entries.sql", "entry_inputs", {"key": key})
+        return self.query("entries.sql", "entry_inputs", {"key": key})
 
-    # -- counters --------------------------------------------------------------------------------
+    # -- counters ----------------------------------------------------------------------------------
 
     def flush_counts(
         self,
@@ -567,15 +615,15 @@ class PostgresCatalog:
 
     def counters(self) -> dict[str, int]:
         """Cache-wide counters: misses, store_failures, corrupt_files, ..."""
-        return {name: value for name, value in self.execute("entries.sql", "counters")}
+        return {name: value for name, value in self.query("entries.sql", "counters")}
 
     def stats_by_feature(self) -> list[FeatureStats]:
         """Per feature: live entries and bytes, cumulative hits, misses and seconds saved."""
-        return [FeatureStats(*row) for row in self.execute("entries.sql", "stats_by_feature")]
+        return [FeatureStats(*row) for row in self.query("entries.sql", "stats_by_feature")]
 
     def stats_by_symbol(self, limit: int) -> list[SymbolStats]:
         """Per symbol (the first ``limit`` ever counted; the rest as ``__other__``)."""
-        rows = self.execute("entries.sql", "stats_by_symbol", {"limit": limit})
+        rows = self.query("entries.sql", "stats_by_symbol", {"limit": limit})
         return [SymbolStats(*row) for row in rows]
 
     # -- removal and GC --------------------------------------------------------------------------
@@ -609,10 +657,10 @@ class PostgresCatalog:
 
     def entries_snapshot(self) -> list[tuple[str, int, datetime]]:
         """(key, bytes, last_accessed_at) of every entry: the rows side of the GC plan."""
-        return [(k, b, t) for k, b, t in self.execute("gc.sql", "entries_snapshot")]
+        return [(k, b, t) for k, b, t in self.query("gc.sql", "entries_snapshot")]
 
 
-# -- helpers --------------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------------
 
 _abandoned: list[Any] = []  # connections inherited over a fork: never closed by the child
 

@@ -279,6 +279,7 @@ def _start_weed(state: Path, weed: Path, access_key: str, secret_key: str) -> st
         "-master.telemetry=false",
         f"-bucket={BUCKET}",
         "-webdav=false",
+        "-s3.autoCreateBucket=false",  # as real S3: a missing bucket is an error
         "-admin.ui=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
