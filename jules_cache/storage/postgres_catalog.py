@@ -1,9 +1,10 @@
 """The catalog of a shared cache: its entries and counters in PostgreSQL, reached by every host.
 
 It plays the part ``manifest.duckdb`` plays for a local root: the same tables
-(``sql/postgres/schema.sql``), statements in ``sql/postgres/*.sql``, rows handed back as
-``Entry`` objects with naive UTC datetimes as a local manifest gives them. It also provides
-the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory lock per key.
+(``sql/postgres/schema.sql``; times are naive UTC ``timestamp`` columns, as there), statements
+in ``sql/postgres/*.sql``, rows handed back as ``Entry`` objects just as a local manifest's.
+It also provides the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory
+lock per key.
 
 One connection per catalog, in autocommit mode, guarded by a lock so threads share it; each
 write is one short transaction. Settings made on connect, and why:
@@ -152,8 +153,13 @@ class PostgresCatalog:
     # -- connection --------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection[Any]:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError as exc:
+            raise ImportError(
+                f"a PostgreSQL catalog needs psycopg ({exc}): pip install 'jules-cache[shared]'"
+            ) from exc
 
         try:
             given = conninfo_to_dict(self.dsn)
@@ -174,7 +180,6 @@ class PostgresCatalog:
             connection = psycopg.connect(self.dsn, autocommit=True, **settings)
         except psycopg.Error as exc:
             raise self._unavailable("cannot connect", exc) from exc
-        _register_naive_utc(connection)
         return connection
 
     def _connected(self) -> psycopg.Connection[Any]:
@@ -691,19 +696,3 @@ def _address(dsn: str) -> str:
     port = parts.get("port") or os.environ.get("PGPORT", "5432")
     database = parts.get("dbname") or os.environ.get("PGDATABASE", "")
     return f"{host}:{port}/{database}"
-
-
-def _register_naive_utc(connection: Any) -> None:
-    """Load ``timestamptz`` as naive UTC datetimes, as a local manifest's TIMESTAMP columns."""
-    from psycopg.types.datetime import TimestamptzBinaryLoader, TimestamptzLoader
-
-    class NaiveUTCLoader(TimestamptzLoader):
-        def load(self, data: Any) -> datetime:
-            return super().load(data).astimezone(UTC).replace(tzinfo=None)
-
-    class NaiveUTCBinaryLoader(TimestamptzBinaryLoader):
-        def load(self, data: Any) -> datetime:
-            return super().load(data).astimezone(UTC).replace(tzinfo=None)
-
-    connection.adapters.register_loader("timestamptz", NaiveUTCLoader)
-    connection.adapters.register_loader("timestamptz", NaiveUTCBinaryLoader)

@@ -173,8 +173,13 @@ class ObjectStore:
         return self._client
 
     def _make_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise ImportError(
+                f"an s3:// cache needs boto3 ({exc}): pip install 'jules-cache[shared]'"
+            ) from exc
 
         access_key, secret_key, session_token = self._credentials
         config = Config(

@@ -17,7 +17,7 @@ INSERT INTO entries (
     %(key)s, %(feature)s, %(symbol)s, %(path)s, %(key_schema)s, %(data_fingerprint)s,
     %(data_method)s, %(config_fingerprint)s, %(config_json)s, %(code_fingerprint)s,
     %(code_version)s::text, %(result_schema)s, %(rows)s, %(bytes)s, %(time_column)s::text,
-    %(min_time)s::timestamptz, %(max_time)s::timestamptz, %(compute_seconds)s,
+    %(min_time)s::timestamp, %(max_time)s::timestamp, %(compute_seconds)s,
     %(created_at)s, %(last_accessed_at)s, 0, %(library_versions)s, %(code_functions)s::text
 )
 ON CONFLICT (key) DO UPDATE SET
@@ -56,7 +56,7 @@ SELECT key FROM entries WHERE key = ANY(%(keys)s::text[]) ORDER BY key FOR UPDAT
 UPDATE entries AS e
 SET hit_count        = e.hit_count + h.hits,
     last_accessed_at = greatest(e.last_accessed_at, h.last_access)
-FROM unnest(%(keys)s::text[], %(hits)s::bigint[], %(times)s::timestamptz[])
+FROM unnest(%(keys)s::text[], %(hits)s::bigint[], %(times)s::timestamp[])
      AS h(key, hits, last_access)
 WHERE e.key = h.key;
 
@@ -102,7 +102,7 @@ SELECT *
 FROM entries
 WHERE (%(feature)s::text IS NULL OR feature = %(feature)s::text)
   AND (%(symbol)s::text IS NULL OR symbol = %(symbol)s::text)
-  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s::timestamptz)
+  AND (%(since)s::timestamp IS NULL OR created_at >= %(since)s::timestamp)
 ORDER BY created_at DESC, key;
 
 -- name: match_entries

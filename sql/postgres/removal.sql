@@ -7,7 +7,7 @@
 -- time per key (GC), a row accessed since the plan was made is spared; NULL deletes
 -- unconditionally. Returns what was really deleted.
 DELETE FROM entries AS e
-USING unnest(%(keys)s::text[], %(last_accessed)s::timestamptz[]) AS d(key, last_accessed_at)
+USING unnest(%(keys)s::text[], %(last_accessed)s::timestamp[]) AS d(key, last_accessed_at)
 WHERE e.key = d.key
   AND (d.last_accessed_at IS NULL OR e.last_accessed_at = d.last_accessed_at)
 RETURNING e.key, e.feature;

@@ -49,6 +49,9 @@ S3_BUCKET_VAR = "JULES_CACHE_TEST_S3_BUCKET"
 STATE_DIR_VAR = "JULES_CACHE_SERVICES_DIR"
 
 
+_children: dict[int, subprocess.Popen[bytes]] = {}  # servers this process started
+
+
 class ServicesError(RuntimeError):
     """A service could not be started; the message says which and what its log said."""
 
@@ -301,6 +304,7 @@ def _start_weed(state: Path, weed: Path, access_key: str, secret_key: str) -> st
         start_new_session=True,
     )
     log.close()
+    _children[process.pid] = process  # reaped by _terminate (no "still running" warning)
     (folder / "pid").write_text(str(process.pid))
     endpoint = f"http://{HOST}:{ports['s3']}"
     _wait_for_bucket(endpoint, access_key, secret_key, process, folder / "server.log")
@@ -344,6 +348,15 @@ def _stop_weed(state: Path) -> None:
 
 def _terminate(pid: int, grace: float = 10.0) -> None:
     """SIGTERM ``pid``, then SIGKILL it if it is still there after ``grace`` seconds."""
+    child = _children.pop(pid, None)
+    if child is not None:  # started by this process: stop and reap it through its Popen
+        child.terminate()
+        try:
+            child.wait(grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        return
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

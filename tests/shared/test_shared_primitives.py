@@ -260,6 +260,17 @@ def test_publish_then_lookups_give_entries_as_a_local_manifest_does(catalog):
     assert catalog.keys_with_rows([_key(1), _key(3)]) == {_key(1)}
 
 
+def test_times_are_naive_utc_whatever_the_caller_gives(catalog):
+    from datetime import timezone
+
+    paris_noon = datetime(2024, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    catalog.publish(_row(_key(3), created_at=paris_noon, last_accessed_at=paris_noon))
+    entry = catalog.entry(_key(3))
+    assert entry.created_at == datetime(2024, 6, 1, 10, 0)  # naive, UTC
+    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0)) == [entry]
+    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0, 1)) == []
+
+
 def test_republish_replaces_the_row_and_starts_its_hits_again(catalog):
     key = _key(7)
     catalog.publish(_row(key, bytes=1))
@@ -496,6 +507,7 @@ def test_lock_ids_are_per_cache_and_signed_64_bit():
 
 
 def test_postgres_down_is_service_unavailable_naming_it():
+    pytest.importorskip("psycopg", reason="pip install -e '.[shared]'")
     port = _closed_port()
     catalog = PostgresCatalog(
         f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", connect_timeout=2
