@@ -545,13 +545,15 @@ class FeatureStore:
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(self.backend.key_lock(request.key))
-            except OSError as exc:  # e.g. locks/ not writable: computed, but never stored
+                value = self.backend.read_locked(request)  # published while we waited?
+            except self.backend.store_errors() as exc:
+                # e.g. locks/ not writable, a lock timeout, the catalog unreachable: computed,
+                # but never stored.
                 compute_started = time.perf_counter()
                 output = request.compute_func(request.frame, request.config)
                 result = as_result_frame(output, request.parts.feature)
                 self._computed(request, time.perf_counter() - compute_started)
                 return request.result(self._unstored(result, request, exc), stored=False)
-            value = self.backend.read_locked(request)  # published while we waited?
             if value is not None:
                 self._record_hit(request)
                 return request.result(value, hit=True)

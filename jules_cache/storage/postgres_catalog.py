@@ -81,7 +81,9 @@ _ADVICE = (
 )
 _LOCK_POLL_FIRST = 0.001  # seconds; doubles up to _LOCK_POLL_MAX, with jitter
 _LOCK_POLL_MAX = 0.05
-_TRANSACTION_RETRIES = 3  # on deadlock or serialization failure
+_TRANSACTION_RETRIES = 3
+# PostgreSQL type OIDs -> Arrow types, for copies of catalog tables (others are inferred).
+_ARROW_TYPES: dict[int, Any] = {}  # on deadlock or serialization failure
 
 
 def lock_id(schema: str, name: str) -> int:
@@ -92,6 +94,24 @@ def lock_id(schema: str, name: str) -> int:
     """
     unsigned = xxhash.xxh3_64_intdigest(f"{schema}\0{name}".encode())
     return unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned
+
+
+def _arrow_types() -> None:
+    import pyarrow as pa
+
+    _ARROW_TYPES.update(
+        {
+            16: pa.bool_(),
+            20: pa.int64(),
+            21: pa.int16(),
+            23: pa.int32(),
+            25: pa.string(),
+            700: pa.float32(),
+            701: pa.float64(),
+            1043: pa.string(),
+            1114: pa.timestamp("us"),
+        }
+    )
 
 
 def _statement(filename: str, name: str) -> str:
@@ -659,6 +679,47 @@ class PostgresCatalog:
             return [(key, feature) for key, feature in deleted]
 
         return self._transact("delete", body)
+
+    def lock_number(self, name: str) -> int:
+        """The advisory lock number of ``name`` in this cache (see ``lock_id``)."""
+        return lock_id(self.schema, name)
+
+    def copy_tables(self, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Every table of the catalog as a ``pyarrow.Table``, all read in one REPEATABLE READ
+        transaction: a consistent snapshot for SQL over the cache."""
+        if not _ARROW_TYPES:
+            _arrow_types()
+
+        def body(connection: psycopg.Connection[Any]) -> dict[str, Any]:
+            import pyarrow as pa
+
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            names = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = %(schema)s AND table_type = 'BASE TABLE' "
+                    "ORDER BY table_name",
+                    {"schema": self.schema},
+                ).fetchall()
+                if row[0] not in exclude
+            ]
+            tables = {}
+            for name in names:  # names come from the server's own listing
+                cursor = connection.execute(f'SELECT * FROM "{name}"')
+                columns = list(cursor.description or ())
+                rows = cursor.fetchall()
+                tables[name] = pa.table(
+                    {
+                        column.name: pa.array(
+                            [row[i] for row in rows], _ARROW_TYPES.get(column.type_code)
+                        )
+                        for i, column in enumerate(columns)
+                    }
+                )
+            return tables
+
+        return self._transact("snapshot", body)
 
     def entries_snapshot(self) -> list[tuple[str, int, datetime]]:
         """(key, bytes, last_accessed_at) of every entry: the rows side of the GC plan."""

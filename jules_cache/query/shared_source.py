@@ -1,0 +1,88 @@
+"""SQL over a shared cache: the PostgreSQL catalog copied into DuckDB, objects read over S3.
+
+``store.sql`` on a shared root runs in the same sandboxed DuckDB session as on a local root
+(no file or network access for user SQL). Each query takes a snapshot: the catalog's tables are
+copied, in one read-only PostgreSQL transaction, into a private in-memory DuckDB that the
+snapshot code reads with the same statements as a local manifest; feature views are pyarrow
+datasets on ``pyarrow.fs.S3FileSystem`` (filters and columns pushed down: one symbol of many
+reads only that symbol's objects). DuckDB 2.0.1 has no offline ``httpfs`` here, so pyarrow does
+the S3 reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow.dataset as ds
+
+from jules_cache.query import views
+from jules_cache.storage.manifest import utc_now
+
+if TYPE_CHECKING:
+    from jules_cache.storage.shared import SharedBackend
+
+# The catalog tables a query can name (as on a local root); schema_version is bookkeeping.
+_HIDDEN = frozenset({"schema_version"})
+
+
+class SharedCatalogSource:
+    """A ``CatalogSource`` for ``query.sql.run`` over a shared cache (see the module)."""
+
+    def __init__(self, backend: SharedBackend):
+        self.backend = backend
+        self.base = backend.objects.arrow_path()
+        self.filesystem = backend.objects.arrow_filesystem()
+        self.format = ds.ParquetFileFormat()  # pre-buffering: coalesced ranged GETs
+
+    def marker(self) -> None:
+        return None  # no cheap change marker: every query takes a fresh snapshot
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        tables = self.backend.catalog.copy_tables(exclude=_HIDDEN)
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            for name, table in tables.items():
+                con.register("_copy", table)
+                con.execute(f'CREATE TABLE "{views.check_identifier(name)}" AS FROM _copy')
+                con.unregister("_copy")
+            yield con
+        finally:
+            con.close()
+
+
+def view_names(backend: SharedBackend, feature: str | None = None) -> dict[str, str]:
+    """Give every feature with entries a view name, for good, and return ``{feature: name}``.
+
+    With ``feature`` (just published), nothing is written if it has a name already.
+    """
+    catalog = backend.catalog
+    statements = "catalog.sql"
+    if feature is not None and catalog.query(statements, "view_name_of", {"feature": feature}):
+        return {}
+    keywords = views.sql_keywords(_keywords_connection())
+    with catalog.transaction() as run:
+        run("locks.sql", "xact_lock", {"lock": catalog.lock_number("view_names")})
+        assigned = dict(run(statements, "assigned_view_names"))
+        unnamed = [row[0] for row in run(statements, "unnamed_features")]
+        if unnamed:
+            _, new = views.stable_view_names(assigned, unnamed, keywords)
+            params = {"features": list(new), "names": list(new.values()), "assigned_at": utc_now()}
+            run(statements, "assign_view_names", params)
+            assigned.update(new)
+        features = [row[0] for row in run(statements, "feature_names")]
+    return {name: assigned[name] for name in features if name in assigned}
+
+
+_keywords_con: duckdb.DuckDBPyConnection | None = None
+
+
+def _keywords_connection() -> duckdb.DuckDBPyConnection:
+    global _keywords_con
+    if _keywords_con is None:
+        _keywords_con = duckdb.connect(":memory:")
+    return _keywords_con

@@ -1,0 +1,302 @@
+"""``SharedBackend``: one cache for many hosts — S3 objects, a PostgreSQL catalog.
+
+The same story as a local root, on shared services (``pip install "jules-cache[shared]"``):
+
+- a result is an object at the key-derived name ``<prefix>/objects/<k[:2]>/<k>.parquet``. A hit
+  GETs it directly (NoSuchKey → miss), checks the key in its footer and every page checksum,
+  and needs no catalog round trip; hits are counted in memory and flushed in batches;
+- a miss holds the key's PostgreSQL advisory lock while it computes (released by the server
+  when the process or its connection dies), writes the object with a conditional PUT
+  (``If-None-Match: *``) straight to its final name, then commits the row. The row is the
+  truth: an object without a row is an orphan (a publish that died between PUT and COMMIT),
+  which GC deletes after the grace period;
+- GC and check compare the objects listed with the catalog rows by key (the local plan, in
+  DuckDB); every delete is re-checked under the key's advisory lock, rows before objects;
+- SQL reads the objects through ``pyarrow.fs.S3FileSystem`` datasets registered in the same
+  sandboxed DuckDB session as a local root's, over a snapshot of the catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import polars as pl
+
+from jules_cache.errors import InvalidInput, JulesCacheError
+from jules_cache.maintenance.check import CheckReport
+from jules_cache.maintenance.gc import GCOptions, GCReport
+from jules_cache.maintenance.verify import VerifyReport
+from jules_cache.models import Entry, FeatureStats, SymbolStats
+from jules_cache.request import Request
+from jules_cache.storage.backend import Backend, Frame, Progress
+from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
+from jules_cache.storage.manifest import utc_now
+from jules_cache.storage.pending_counts import PendingCounts
+from jules_cache.storage.postgres_catalog import PostgresCatalog
+from jules_cache.storage.result_files import READ_ERRORS, ResultInfo, entry_row, read_result
+from jules_cache.storage.s3_objects import ObjectStore
+
+_log = logging.getLogger("jules_cache")
+SHARED_SCHEME = "s3://"
+CATALOG_ENV = "JULES_CACHE_CATALOG"
+
+
+def is_shared_root(root: Any) -> bool:
+    return isinstance(root, str) and root.startswith(SHARED_SCHEME)
+
+
+def object_name(key: str) -> str:
+    """A result's name under the prefix: the local layout's relative path."""
+    return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
+
+
+class SharedBackend(Backend):
+    """Results as S3 objects under ``root`` (``s3://bucket/prefix``), rows in PostgreSQL."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        catalog: str | None,
+        catalog_schema: str | None,
+        lock_timeout: float,
+        pending: PendingCounts,
+        read_only: bool = False,
+    ):
+        dsn = catalog or os.environ.get(CATALOG_ENV)
+        if not dsn:
+            raise InvalidInput(
+                f"a shared cache root ({root}) needs a PostgreSQL catalog: pass "
+                f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
+            )
+        parts = urlsplit(root)
+        if not parts.netloc:
+            raise InvalidInput(f"shared cache root {root!r} has no bucket: use s3://bucket/prefix")
+        self.read_only = read_only
+        self.location = root.rstrip("/")
+        self.root = self.location
+        self.lock_timeout = lock_timeout
+        self.pending = pending
+        self.objects = ObjectStore(self.location)
+        schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or None
+        self.catalog = PostgresCatalog(dsn, **({"schema": schema} if schema else {}))
+        if not read_only:
+            self.catalog.migrate()  # fail now, naming the service, not on the first miss
+        self._temp_dir: str | None = None
+        self._named: set[str] = set()  # features this process knows have a view name
+
+    def store_errors(self) -> tuple[type[BaseException], ...]:
+        return (OSError, pl.exceptions.PolarsError, JulesCacheError)
+
+    # -- hits ----------------------------------------------------------------------------------
+
+    def result_location(self, key: str) -> str:
+        return f"{self.location}/{object_name(key)}"
+
+    def read(self, key: str, lazy: bool) -> Frame | None:
+        """A damaged or foreign object, or S3 unreachable, reads as a miss: the locked re-read
+        removes a damaged object, or reports the service."""
+        try:
+            return self._get(key, lazy)
+        except (*READ_ERRORS, JulesCacheError):
+            return None
+
+    def _get(self, key: str, lazy: bool) -> Frame | None:
+        data = self.objects.get(object_name(key))
+        if data is None:
+            return None
+        frame = read_result(io.BytesIO(data), key)
+        return frame.lazy() if lazy else frame
+
+    def read_locked(self, request: Request) -> Frame | None:
+        key = request.key
+        try:
+            return self._get(key, request.lazy)
+        except READ_ERRORS as exc:
+            if isinstance(exc, JulesCacheError):
+                raise  # the service, not the object: let the caller decide
+            _log.warning("cached object %s is damaged (%s); recomputing it", key, exc)
+            try:  # the key's lock is held: no publish of this key can interleave
+                self.catalog.delete_entries([key])
+                self.catalog.bump_counter("corrupt_files")
+                self.objects.delete([object_name(key)])
+            except self.store_errors() as error:  # the publish replaces it anyway
+                _log.warning("could not remove damaged object %s: %s", key, error)
+            return None
+
+    # -- misses --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def key_lock(self, key: str) -> Iterator[None]:
+        with self.catalog.key_lock(key, self.lock_timeout):
+            yield
+
+    def new_temp_path(self, key: str) -> Path:
+        """A private local folder: results are written here, then PUT."""
+        if self._temp_dir is None or not os.path.isdir(self._temp_dir):
+            self._temp_dir = tempfile.mkdtemp(prefix="jules_cache-shared-")
+        fd, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".parquet", dir=self._temp_dir)
+        os.close(fd)
+        return Path(name)
+
+    def discard_temp(self, temp: Path) -> None:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+    def publish(
+        self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
+    ) -> None:
+        """PUT the object if absent, then commit the row; with the key's lock held, an object
+        already there has no valid row (an orphan or damaged): it is replaced."""
+        key, name = request.key, object_name(request.key)
+        now = utc_now()
+        row = entry_row(
+            request.file_metadata(),
+            name,
+            info,
+            compute_seconds=compute_seconds,
+            created_at=now,
+            last_accessed_at=now,
+        )
+        if not self.objects.put_if_absent(name, temp):
+            self.objects.delete([name])
+            if not self.objects.put_if_absent(name, temp):
+                raise JulesCacheError(
+                    f"object {self.result_location(key)} was re-created while this process held "
+                    "its key's lock: another writer ignores the lock; check that every host "
+                    "uses the same catalog"
+                )
+        try:
+            self.catalog.publish(row, input_method=request.data_method, input_files=request.files)
+        except BaseException:
+            with contextlib.suppress(Exception):  # no object without its row
+                if not self.catalog.keys_with_rows([key]):
+                    self.objects.delete([name])
+            raise
+        self.pending.miss(key, request.parts)
+        self.discard_temp(temp)
+        if request.parts.feature not in self._named:  # once per feature and process
+            from jules_cache.query.shared_source import view_names
+
+            # Best effort: SQL names an unnamed feature on the fly; the row is committed.
+            with contextlib.suppress(*self.store_errors()):
+                view_names(self, request.parts.feature)
+                self._named.add(request.parts.feature)
+
+    def open_published(self, request: Request) -> Frame:
+        value = self._get(request.key, request.lazy)
+        if value is None:
+            raise FileNotFoundError(f"{self.result_location(request.key)} vanished after publish")
+        return value
+
+    # -- counts --------------------------------------------------------------------------------
+
+    def write_counts(self, *, wait: bool = True) -> None:
+        if self.read_only or not self.pending:
+            return
+        counts = self.pending.take()
+        try:
+            calls = {key: tuple(row) for key, row in counts.calls.items()}
+            self.catalog.flush_counts(hits=counts.hits, misses=counts.misses, calls=calls)  # type: ignore[arg-type]
+        except BaseException:
+            self.pending.put_back(counts)
+            raise
+
+    def count_store_failure(self) -> None:
+        with contextlib.suppress(Exception):
+            self.catalog.bump_counter("store_failures")
+
+    def flush(self) -> None:
+        self.write_counts()
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
+        if name == "match_entries":
+            return self.catalog.match_entries(
+                key_prefix=params["key"], feature=params["feature"], symbol=params["symbol"]
+            )
+        return self.catalog.entries(
+            feature=params["feature"], symbol=params["symbol"], since=params["since"]
+        )
+
+    def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        return {key: self.catalog.entry_inputs(key) for key in keys}
+
+    def stats_parts(
+        self, symbol_limit: int
+    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
+        return (
+            self.catalog.stats_by_feature(),
+            self.catalog.stats_by_symbol(symbol_limit),
+            self.catalog.counters(),
+        )
+
+    # -- changes and upkeep --------------------------------------------------------------------
+
+    def remove(self, filters: dict[str, Any]) -> list[Entry]:
+        from jules_cache.maintenance.shared_upkeep import delete_objects
+
+        matched = self.query_entries("match_entries", filters)
+        deleted = self.catalog.delete_entries([entry.key for entry in matched])
+        delete_objects(self, [key for key, _ in deleted])
+        return matched
+
+    def check(
+        self,
+        *,
+        fix: bool,
+        deep: bool,
+        rebuild: bool,
+        grace_seconds: float,
+        progress: Progress | None,
+    ) -> CheckReport:
+        from jules_cache.maintenance.shared_upkeep import check
+
+        self.write_counts()
+        return check(self, fix=fix or rebuild, deep=deep, grace_seconds=grace_seconds)
+
+    def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
+        from jules_cache.maintenance.shared_upkeep import collect_garbage
+
+        self.flush()  # this process's recent hits count as accesses
+        report = collect_garbage(self, options)
+        assert report is not None
+        return report
+
+    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
+        from jules_cache.maintenance.shared_upkeep import collect_garbage
+
+        options = GCOptions.build(limit=limit)
+        return collect_garbage(self, options, skip_if_ran_within=interval)
+
+    def verify(self) -> VerifyReport:
+        from jules_cache.maintenance.shared_upkeep import verify
+
+        return verify(self)
+
+    def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
+        from jules_cache.query.shared_source import SharedCatalogSource
+        from jules_cache.query.sql import run
+
+        return run(SharedCatalogSource(self), query, params, filters)
+
+    def refresh_views(self) -> dict[str, str]:
+        from jules_cache.query.shared_source import view_names
+
+        return view_names(self)
+
+    def close(self) -> None:
+        """Remove this process's local temp folder (the catalog connection stays open)."""
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None

@@ -1,0 +1,289 @@
+"""One cache shared by several "hosts": processes with separate temp dirs and working folders
+and no shared filesystem, meeting only in an S3 bucket (SeaweedFS) and a PostgreSQL catalog.
+
+Real services, real processes (spawned ``python shared_worker.py``), real SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from shared_worker import expected, moving_average, ticks
+
+from jules_cache import CacheWriteWarning, FeatureStore, StoreError
+from jules_cache.errors import ServiceUnavailable
+
+pytestmark = pytest.mark.shared
+WORKER = Path(__file__).with_name("shared_worker.py")
+
+
+def _spec(tmp_path: Path, name: str, s3_url: str, services, pg_schema: str, **extra) -> Path:
+    """A host's own folder (its cwd and TMPDIR) and the job file it runs."""
+    host = tmp_path / name
+    (host / "tmp").mkdir(parents=True)
+    markers = tmp_path / "markers"
+    markers.mkdir(exist_ok=True)
+    spec = {
+        "root": s3_url,
+        "catalog": services.pg_dsn,
+        "schema": pg_schema,
+        "markers": str(markers),
+        "out": str(host / "out.json"),
+        **extra,
+    }
+    path = host / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def _start(spec: Path) -> subprocess.Popen[bytes]:
+    host = spec.parent
+    env = {**os.environ, "TMPDIR": str(host / "tmp"), "HOME": str(host)}
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(spec)],
+        cwd=host,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _finish(process: subprocess.Popen[bytes], spec: Path, timeout: float = 240) -> dict:
+    _, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err.decode()[-3000:]
+    return json.loads((spec.parent / "out.json").read_text())
+
+
+def _computes(tmp_path: Path) -> list[str]:
+    return [p.read_text() for p in (tmp_path / "markers").iterdir()]
+
+
+def _store(s3_url: str, services, pg_schema: str, **options) -> FeatureStore:
+    return FeatureStore(s3_url, catalog=services.pg_dsn, catalog_schema=pg_schema, **options)
+
+
+def test_a_result_computed_on_one_host_is_a_hit_on_another(tmp_path, services, s3_url, pg_schema):
+    jobs = [["AAPL", 1], ["MSFT", 2]]
+    first = _spec(tmp_path, "host-a", s3_url, services, pg_schema, jobs=jobs)
+    second = _spec(tmp_path, "host-b", s3_url, services, pg_schema, jobs=jobs)
+    a = _finish(_start(first), first)
+    b = _finish(_start(second), second)
+    assert [r["hit"] for r in a["results"]] == [False, False]
+    assert [r["hit"] for r in b["results"]] == [True, True]
+    assert a["wrong"] == b["wrong"] == 0
+    assert sorted(_computes(tmp_path)) == ["AAPL:1", "MSFT:2"]
+    # nothing of the cache is on either host's disk
+    assert not any(p.suffix == ".parquet" for p in tmp_path.rglob("*"))
+    with _store(s3_url, services, pg_schema) as store:
+        entries = store.entries()
+        assert sorted(e.symbol for e in entries) == ["AAPL", "MSFT"]
+        assert store.stats().hits == 2
+
+
+def test_eight_processes_on_overlapping_keys_compute_each_key_once(
+    tmp_path, services, s3_url, pg_schema
+):
+    specs = []
+    for n in range(8):  # each host wants 6 of 10 keys, in its own order
+        jobs = [[f"S{(n + i) % 10}", (n + i) % 10] for i in range(6)]
+        jobs = jobs[n % 3 :] + jobs[: n % 3]
+        specs.append(_spec(tmp_path, f"host-{n}", s3_url, services, pg_schema, jobs=jobs,
+                           sleep=0.2))  # fmt: skip
+    processes = [_start(spec) for spec in specs]
+    outputs = [_finish(process, spec) for process, spec in zip(processes, specs, strict=True)]
+    assert sum(out["wrong"] for out in outputs) == 0
+    computes = _computes(tmp_path)
+    assert sorted(computes) == sorted(set(computes)), "a key was computed twice"
+    assert len(computes) == 10
+    with _store(s3_url, services, pg_schema) as store:
+        assert len(store.entries()) == 10
+        assert store.check().consistent
+
+
+def test_a_killed_holder_is_taken_over_and_the_key_computed_once(
+    tmp_path, services, s3_url, pg_schema
+):
+    started = tmp_path / "started"
+    jobs = [["KILL", 7]]
+    slow = _spec(tmp_path, "host-slow", s3_url, services, pg_schema, jobs=jobs, sleep=60,
+                 started=str(started))  # fmt: skip
+    victim = _start(slow)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert victim.poll() is None, victim.stderr.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "the first host never started computing"
+        time.sleep(0.05)
+    other = _spec(tmp_path, "host-other", s3_url, services, pg_schema, jobs=jobs)
+    taking_over = _start(other)
+    time.sleep(0.5)  # it is waiting on the advisory lock now
+    killed_at = time.monotonic()
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()  # reaps it and closes its pipes
+    out = _finish(taking_over, other)
+    assert time.monotonic() - killed_at < 10
+    assert out["results"][0]["hit"] is False and out["wrong"] == 0
+    assert _computes(tmp_path) == ["KILL:7", "KILL:7"]  # the killed start, then the one compute
+    with _store(s3_url, services, pg_schema) as store:
+        assert len(store.entries()) == 1
+        assert store.check().consistent
+
+
+def test_gc_racing_republish_never_leaves_a_row_without_its_object(
+    tmp_path, services, s3_url, pg_schema
+):
+    """3 writers republish the same 6 keys while GC (retention 0, grace 0) deletes them."""
+    from jules_cache.storage.shared import object_name
+
+    jobs = [[f"G{i}", i] for i in range(6)] * 4
+    specs = [_spec(tmp_path, f"host-{n}", s3_url, services, pg_schema, jobs=jobs) for n in range(3)]
+    writers = [_start(spec) for spec in specs]
+    violations, gc_runs = [], 0
+    with _store(s3_url, services, pg_schema) as gc_store:
+        backend = gc_store.backend
+        while any(w.poll() is None for w in writers):
+            gc_store.gc(retention_weeks=0, grace=0)
+            gc_runs += 1
+            for entry in gc_store.entries():
+                name = object_name(entry.key)
+                missing = backend.objects.head(name) is None
+                still_a_row = missing and gc_store.entry(entry.key) is not None
+                # checked again: not just republished between the two looks
+                if still_a_row and backend.objects.head(name) is None:
+                    violations.append(entry.key)
+        outputs = [_finish(w, spec) for w, spec in zip(writers, specs, strict=True)]
+        assert sum(out["wrong"] for out in outputs) == 0
+        assert gc_runs >= 1
+        assert violations == []
+        for entry in gc_store.entries():
+            assert backend.objects.head(object_name(entry.key)) is not None
+        assert gc_store.check().consistent
+
+
+def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
+    from jules_cache.storage.shared import object_name
+
+    with _store(s3_url, services, pg_schema) as store:
+        kept = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        orphan = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        store.backend.catalog.delete_entries([orphan.key])  # as if its COMMIT never happened
+        dry = store.gc(dry_run=True, grace=0)
+        assert dry.total("orphan").count == 1
+        assert store.backend.objects.head(object_name(orphan.key)) is not None
+        young = store.gc(grace=3600)
+        assert young.total("orphan").count == 0  # maybe a publish between PUT and COMMIT
+        done = store.gc(grace=0)
+        assert done.total("orphan").count == 1
+        assert store.backend.objects.head(object_name(orphan.key)) is None
+        assert store.entry(kept.key) is not None
+        assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
+
+
+def test_check_finds_and_fixes_a_row_whose_object_is_gone(services, s3_url, pg_schema):
+    from jules_cache.storage.shared import object_name
+
+    with _store(s3_url, services, pg_schema) as store:
+        got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        store.backend.objects.delete([object_name(got.key)])
+        report = store.check()
+        assert report.counts["missing_file"] == 1 and not report.consistent
+        assert store.check(fix=True).consistent
+        assert store.entries() == []
+        again = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        assert not again.hit and again.value.equals(expected(1))
+
+
+def test_a_copied_object_of_another_key_is_never_served(services, s3_url, pg_schema):
+    from jules_cache.storage.shared import object_name
+
+    with _store(s3_url, services, pg_schema) as store:
+        a = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        b = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        objects = store.backend.objects
+        data = objects.get(object_name(a.key))
+        objects.delete([object_name(b.key)])
+        assert objects.put_if_absent(object_name(b.key), data)
+        again = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        assert not again.hit
+        assert again.value.equals(expected(2))
+
+
+def test_sql_over_the_shared_cache_prunes_by_symbol(services, s3_url, pg_schema):
+    with _store(s3_url, services, pg_schema) as store:
+        for n, symbol in enumerate(["A", "B", "C"]):
+            store.fetch(symbol, ticks(n), {"window": 5}, moving_average, version="1")
+        store.refresh_views()
+        view = next(iter(store.refresh_views().values()))
+        counts = store.sql(f"SELECT symbol, count(*) AS n FROM {view} GROUP BY 1 ORDER BY 1")
+        assert counts.to_dicts() == [{"symbol": s, "n": 2000} for s in ["A", "B", "C"]]
+        one = store.sql(f"SELECT avg(ma) AS m FROM {view} WHERE symbol = 'B'")
+        assert one["m"][0] == pytest.approx(expected(1)["ma"].mean())
+        assert store.sql("SELECT count(*) AS n FROM entries")["n"][0] == 3
+
+
+def test_remove_deletes_rows_then_objects(services, s3_url, pg_schema):
+    from jules_cache.storage.shared import object_name
+
+    with _store(s3_url, services, pg_schema) as store:
+        got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        removed = store.remove(symbol="A")
+        assert [e.key for e in removed] == [got.key]
+        assert store.backend.objects.head(object_name(got.key)) is None
+        assert store.entries() == []
+
+
+def test_an_unreachable_catalog_is_named(s3_url):
+    with pytest.raises(ServiceUnavailable, match=r"PostgreSQL at 127\.0\.0\.1:9"):
+        FeatureStore(s3_url, catalog="postgresql://nobody@127.0.0.1:9/none")
+
+
+def test_an_unreachable_object_store_still_returns_the_value(
+    services, s3_url, pg_schema, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = _store(s3_url, services, pg_schema)
+    with pytest.warns(CacheWriteWarning, match="S3"):
+        got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+    assert not got.stored and got.value.equals(expected(1))
+    strict = _store(s3_url, services, pg_schema, strict=True)
+    with pytest.raises(StoreError, match="S3"):
+        strict.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+
+
+def test_the_cli_works_on_a_shared_root(services, s3_url, pg_schema, monkeypatch):
+    with _store(s3_url, services, pg_schema) as store:
+        store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+    monkeypatch.setenv("JULES_CACHE_CATALOG", services.pg_dsn)
+    monkeypatch.setenv("JULES_CACHE_CATALOG_SCHEMA", pg_schema)
+    cli = Path(sys.executable).with_name("jules-cache")
+    base = [str(cli), "--root", s3_url]
+    listed = subprocess.run([*base, "ls", "--json"], capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert "moving_average" in listed.stdout or '"A"' in listed.stdout
+    gc = subprocess.run([*base, "gc", "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert gc.returncode == 0, gc.stderr
+    check = subprocess.run([*base, "check"], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+
+
+def test_hits_need_no_catalog_round_trip(services, s3_url, pg_schema):
+    with _store(s3_url, services, pg_schema, hit_flush_seconds=3600) as store:
+        store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        store.backend.catalog.close()
+        calls = []
+        original = store.backend.catalog._connected
+
+        def counting():
+            calls.append(1)
+            return original()
+
+        store.backend.catalog._connected = counting  # type: ignore[method-assign]
+        for _ in range(5):
+            assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
+        assert calls == []
