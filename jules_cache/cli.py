@@ -626,7 +626,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     Example:
       jules-cache overview --root data/feature_cache
     """
-    from jules_cache.maintenance.gc import overview as cache_overview
+    from jules_cache.maintenance.overview import overview as cache_overview
 
     store = handle.get()
     result = cache_overview(store.manifest, store.layout)

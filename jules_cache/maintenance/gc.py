@@ -568,60 +568,13 @@ def _list_files_into(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
     con.execute(f"CREATE TEMP TABLE gc_files AS {listing}", globs)
 
 
-# -- overview ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GroupOverview(_ToDict):
-    feature: str
-    symbol: str
-    entries: int
-    bytes: int
-    oldest: datetime | None
-    newest: datetime | None
-    last_access: datetime | None
-
-
-@dataclass(frozen=True)
-class Overview(_ToDict):
-    """What the cache holds, and the last GC run (None if GC never ran)."""
-
-    root: str
-    entries: int
-    bytes: int
-    oldest_created: datetime | None
-    newest_created: datetime | None
-    least_recent_access: datetime | None
-    most_recent_access: datetime | None
-    groups: tuple[GroupOverview, ...]
-    last_gc: dict[str, Any] | None
-
-
-def overview(manifest: Manifest, layout: Layout) -> Overview:
-    """Entries and bytes in total and by feature/symbol, oldest/newest, and the last GC run."""
-    with manifest.read() as con:
-        totals = manifest.execute(con, "gc.sql", "overview_totals").fetchone()
-        groups = manifest.execute(con, "gc.sql", "overview_by_feature_symbol").fetchall()
-        cursor = manifest.execute(con, "gc.sql", "last_run")
-        columns = [d[0] for d in cursor.description]
-        last = cursor.fetchone()
-    return Overview(
-        str(layout.root),
-        *totals,
-        groups=tuple(GroupOverview(*row) for row in groups),
-        last_gc=dict(zip(columns, last)) if last is not None else None,
-    )
-
-
 __all__ = [
     "GCError",
     "GCItem",
     "GCOptions",
     "GCReport",
-    "Overview",
     "ReasonTotal",
     "collect_garbage",
-    "overview",
     "parse_duration",
     "parse_size",
 ]
