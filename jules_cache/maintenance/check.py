@@ -14,7 +14,7 @@ its file into ``objects/`` and inserts its row in one exclusive transaction, so 
 a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
 Entries are removed the one way every command removes them (``jules_cache.storage.removal``): rows
 dropped in the check's transaction, then their files quarantined or unlinked under the lock
-if their key has no row. Deep verification reads the (immutable) files without the lock.
+if their key has no row. The deep read (``deep``) needs no lock: result files are immutable.
 Nothing that is not a regular file is ever moved or deleted: a link or folder planted under
 ``objects/`` is reported and left alone.
 
@@ -73,7 +73,7 @@ from jules_cache.storage.result_files import (
     describe_result,
     entry_row,
     fsync_dir,
-    verify_result,
+    read_every_page,
 )
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -166,7 +166,7 @@ def run_check(
     """
     if grace_seconds < 0:
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
-    layout.check_areas(shards=True)
+    layout.require_real_areas(shards=True)
     problems: list[Problem] = []
     dropped: dict[str, str | None] = {}  # rows of missing files: their links go after commit
     damaged: dict[str, str | None] = {}  # rows of damaged files: quarantined after commit
@@ -481,7 +481,7 @@ def _orphan(
             raise ValueError("not a result file name (objects/<k[:2]>/<key>.parquet)")
         entry = _file_entry(path, key)
         if deep:
-            verify_result(path)
+            read_every_page(path)
         row = _entry_row(layout, path, entry)
     except FileNotFoundError:
         return Problem(ORPHAN_FILE, relative, key, "vanished during the check", "gone")
@@ -557,9 +557,9 @@ def _deep(
         path = layout.root / relative
         try:
             inode = path.stat().st_ino
-            verify_result(path)
+            read_every_page(path)
         except FileNotFoundError:
-            continue  # deleted since (GC): nothing to verify
+            continue  # deleted since (GC): nothing to read
         except READ_ERRORS as exc:
             failed.append((Problem(CHECKSUM_FAILURE, relative, key, _reason(exc)), path, inode))
     if not fix or not failed:

@@ -238,7 +238,7 @@ def _refuse(what: str) -> QueryError:
     return QueryError(f"{what} refused: {_REFUSED}")
 
 
-def check_read_only(query: str) -> tuple[duckdb.Statement, str]:
+def require_read_only(query: str) -> tuple[duckdb.Statement, str]:
     """Return the one statement of ``query`` and the SELECT it runs (EXPLAIN's inner one).
 
     Raises ``QueryError`` unless ``query`` is exactly one SELECT or EXPLAIN [ANALYZE] of one
@@ -285,7 +285,7 @@ def _explained(query: str) -> str:
 def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
     """Check ``query`` (``QueryError`` if refused); say which tables it names and which
     literal filters can prune a feature view."""
-    statement, select = check_read_only(query)
+    statement, select = require_read_only(query)
     found = con.execute("SELECT json_serialize_sql($1)", [select]).fetchall()[0][0]
     tree = json.loads(found)
     if tree.get("error"):
@@ -526,21 +526,21 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
     """Make the session's catalog match the snapshot: table copies and feature views."""
     con = session.con
     for table in sorted(set(session.tables) - set(snapshot.manifest_tables)):
-        con.execute(f'DROP TABLE IF EXISTS "{catalog.check_identifier(table)}"')
+        con.execute(f'DROP TABLE IF EXISTS "{catalog.require_identifier(table)}"')
         del session.tables[table]
     for table, data in snapshot.tables.items():
         if session.tables.get(table) == snapshot.generation:
             continue
         con.register("_jules_snapshot", data)
         try:
-            name = catalog.check_identifier(table)
+            name = catalog.require_identifier(table)
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
         finally:
             con.unregister("_jules_snapshot")
         session.tables[table] = snapshot.generation
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
-        con.unregister(catalog.check_identifier(name))
+        con.unregister(catalog.require_identifier(name))
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
@@ -550,7 +550,7 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
             (view, snapshot.latest[feature]),
             (catalog.history_name(view), all_rows),
         ):
-            name = catalog.check_identifier(name)
+            name = catalog.require_identifier(name)
             if analysis.tables is not None and name not in analysis.tables:
                 continue  # the query names the other one of the feature's two views
             dataset, serial = _feature_dataset(
