@@ -72,10 +72,7 @@ import xxhash
 from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints._code_source import Import, Source, analyse, no_source, parsed_source
 from jules_cache.fingerprints.config import canonical_config
-
-# v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
-# followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.
-SCHEME = "xxh3_128:v2"
+from jules_cache.fingerprints.keys import CODE_SCHEME
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,7 @@ def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
     name = feature_name(func)
     if version is not None:
         own = _hex(b"version\0" + name.encode() + b"\0" + str(version).encode())
-        return CodeFingerprint(digest=f"{SCHEME}:{own}", functions={name: own})
+        return CodeFingerprint(digest=f"{CODE_SCHEME}:{own}", functions={name: own})
     walker = _Walker()
     if isinstance(func, types.FunctionType):
         walker.follow(func)  # the feature itself is always followed, even if installed
@@ -142,7 +139,7 @@ def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
         separators=(",", ":"),
     )
     return CodeFingerprint(
-        digest=f"{SCHEME}:{_hex(payload.encode())}",
+        digest=f"{CODE_SCHEME}:{_hex(payload.encode())}",
         functions=functions,
         unfollowed=_capped(sorted(walker.notes)),
     )

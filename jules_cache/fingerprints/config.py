@@ -37,8 +37,8 @@ import numpy as np
 import xxhash
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.keys import CONFIG_SCHEME
 
-SCHEME = "xxh3_128:v1"
 _SMALL_ARRAY = 64  # arrays up to this many items are shown in full in the readable JSON
 
 # Containers nested deeper than this are refused. Each level costs ~3 Python frames here and
@@ -69,7 +69,7 @@ def canonical_config(config) -> CanonicalConfig:
     exact = json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
     digest = xxhash.xxh3_128(b"jules-config\0" + exact.encode()).hexdigest()
     text = json.dumps(readable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return CanonicalConfig(json=text, digest=f"{SCHEME}:{digest}")
+    return CanonicalConfig(json=text, digest=f"{CONFIG_SCHEME}:{digest}")
 
 
 def qualname(obj_or_type) -> str:

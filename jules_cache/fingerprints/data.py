@@ -70,6 +70,7 @@ import pyarrow as pa
 import xxhash
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.keys import DATA_SCHEME
 
 
 def _pc():
@@ -80,8 +81,7 @@ def _pc():
     return pyarrow.compute
 
 
-SCHEME = "xxh3_128:v1"
-LEAF_ROWS = 1 << 20  # part of the scheme: changing it changes every digest
+LEAF_ROWS = 1 << 20  # part of DATA_SCHEME: changing it changes every digest (bump it)
 _PREFIX_ROWS = 1 << 16  # rows scanned first when checking that a dictionary is fully used
 
 
@@ -752,8 +752,8 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
         per_column[i].append(leaf)
     columns = [_digest(h, *leaves) for h, leaves in zip(headers, per_column, strict=True)]
     rows = table.num_rows.to_bytes(8, "little")
-    final = _digest(SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
-    return f"{SCHEME}:{final.hex()}"
+    final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
+    return f"{DATA_SCHEME}:{final.hex()}"
 
 
 def _usable_cpus() -> int:

@@ -18,9 +18,10 @@ from pathlib import Path
 import xxhash
 
 from jules_cache.errors import InvalidInput
+from jules_cache.fingerprints.keys import FILE_BYTES_SCHEME, FOOTER_SCHEME
 
 BLOCK_SIZE = 8 << 20
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"  # the first and last 4 bytes of every Parquet file
 
 
 def hash_file_bytes(path) -> str:
@@ -31,7 +32,7 @@ def hash_file_bytes(path) -> str:
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(view):
             h.update(view[:n])
-    return f"xxh3_128:{h.hexdigest()}"
+    return f"{FILE_BYTES_SCHEME}:{h.hexdigest()}"
 
 
 def parquet_footer_digest(path) -> str:
@@ -47,7 +48,7 @@ def parquet_footer_digest(path) -> str:
         f.seek(size - 8)
         tail = f.read(8)
         footer_len = int.from_bytes(tail[:4], "little")
-        if tail[4:] != _PARQUET_MAGIC or footer_len > size - 12:
+        if tail[4:] != PARQUET_MAGIC or footer_len > size - 12:
             raise InvalidInput(f"{path} is not a Parquet file (bad footer)")
         f.seek(size - 8 - footer_len)
         footer = f.read(footer_len)
@@ -55,7 +56,7 @@ def parquet_footer_digest(path) -> str:
     h.update(size.to_bytes(8, "little"))
     h.update(footer)
     h.update(tail)
-    return f"parquet-footer:xxh3_128:{h.hexdigest()}"
+    return f"{FOOTER_SCHEME}:{h.hexdigest()}"
 
 
 def stat_signature(path) -> tuple:

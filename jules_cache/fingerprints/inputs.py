@@ -21,11 +21,15 @@ import xxhash
 
 from jules_cache.errors import FingerprintError, InvalidInput
 from jules_cache.fingerprints.data import as_arrow, fingerprint_table, require_supported
-from jules_cache.fingerprints.files import hash_file_bytes, parquet_footer_digest, stat_signature
+from jules_cache.fingerprints.files import (
+    PARQUET_MAGIC,
+    hash_file_bytes,
+    parquet_footer_digest,
+    stat_signature,
+)
 from jules_cache.fingerprints.memo import FileDigestMemo
 
 FingerprintMode = Literal["content", "footer"]
-PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from jules_cache.errors import InvalidInput, JulesCacheError
-from jules_cache.fingerprints.keys import KeyParts
+from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
 from jules_cache.models import _ToDict
 from jules_cache.query.views import FileRow, link_problems, refresh_views, view_published
 from jules_cache.storage import rootfs, sqlfiles
@@ -441,8 +441,9 @@ def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"no {METADATA_KEY} metadata in the footer")
     entry = json.loads(raw)
-    if not isinstance(entry, dict) or entry.get("key") != key:
-        raise ValueError(f"its metadata names key {entry.get('key')!r}, not {key!r}")
+    found = entry.get("key") if isinstance(entry, dict) else None
+    if found != key:
+        raise ValueError(f"its metadata names key {found!r}, not {key!r}")
     parts = KeyParts(
         entry["feature"],
         entry["symbol"],
@@ -450,7 +451,8 @@ def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
         entry["config_fingerprint"],
         entry["code_fingerprint"],
     )
-    if entry.get("key_schema") == 1 and parts.key() != key:
+    # A key of another key schema cannot be derived again here: name and metadata must agree.
+    if entry.get("key_schema") == KEY_SCHEMA and parts.key() != key:
         raise ValueError("its metadata does not hash to its key")
     return entry
 
