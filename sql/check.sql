@@ -6,7 +6,9 @@
 SELECT key, path, bytes, feature FROM entries ORDER BY key;
 
 -- name: bump_counter
--- An upsert, for counters no migration created (rare events: corrupt files found on read).
+-- DEPRECATED: entries.sql's bump_counter is the one statement that bumps a counter. This copy is
+-- kept only because store.py (being split by the storage-seam work) still reads it for
+-- corrupt_files; delete it once that call reads entries.sql's (issue 15).
 INSERT INTO counters VALUES ($name, $delta)
 ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value;
 
