@@ -31,6 +31,7 @@ from jules_cache.errors import (
     ManifestBusy,
     PartialRemoval,
 )
+from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.metrics import write_prometheus
 from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
 from jules_cache.storage.manifest import utc_now
@@ -184,6 +185,8 @@ class _KeyPrefixType(click.ParamType):
 
 
 DURATION = _DurationType()
+# The grace period of `gc` and `check` (the library's one default, shown as a duration).
+DEFAULT_GRACE = f"{DEFAULT_GRACE_SECONDS / 3600:g}h"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -378,7 +381,7 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
 @click.option(
     "--grace",
     type=DURATION,
-    default="6h",
+    default=DEFAULT_GRACE,
     show_default=True,
     help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d, 3600).",
 )
@@ -683,7 +686,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     "--grace",
     "grace_seconds",
     type=DURATION,
-    default="1h",
+    default=DEFAULT_GRACE,
     show_default=True,
     help="Temp and lock files younger than this are left alone (puts in flight); 600, 30m, 6h.",
 )

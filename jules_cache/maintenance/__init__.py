@@ -4,5 +4,6 @@ gc         delete orphans, dangling rows, expired and over-budget entries, lefto
 check      compare the manifest with the files on disk; repair, deep-read, rebuild
 verify     find footer-keyed entries whose input file was rewritten under the same footer
 overview   what the cache holds, at a glance
+leftovers  stale temp and lock files: found and removed one way, for gc and check
 cron       the crontab line and the rotated log of scheduled GC runs
 """
