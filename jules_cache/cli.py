@@ -33,6 +33,7 @@ from jules_cache.errors import (
 )
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.metrics import write_prometheus
+from jules_cache.query.output import render_result
 from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
 from jules_cache.storage.manifest import utc_now
 from jules_cache.store import FeatureStore
@@ -332,7 +333,9 @@ def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     Example:
       jules-cache demo --symbols 4 --rows 500000
     """
-    from jules_cache.demo import run_demo  # synthetic data needs numpy: only load it for the demo
+    # The synthetic data generator (and `statistics`, ~20 ms): only the demo pays for it. numpy
+    # and pyarrow are loaded by every command already (polars, the store).
+    from jules_cache.demo import run_demo
 
     run_demo(handle.get(create=True), symbols=symbols, rows=rows, echo=click.echo)
 
@@ -704,10 +707,11 @@ def check_command(
     """Compare the manifest with the files on disk; report problems by kind; repair with --fix.
 
     Kinds: missing_file (row without file), orphan_file (file without row), size_mismatch,
-    unreadable_footer, checksum_failure (--deep), and the removable leftovers stale_temp and
-    stale_lock. --fix drops rows whose file is gone, registers valid orphan files, moves
-    damaged files to <root>/quarantine/, and deletes stale temp and lock files. Exit code 1
-    while the cache is inconsistent (run again with --fix).
+    unreadable_footer, checksum_failure (--deep), view_link, orphan_row, and the removable
+    leftovers stale_temp and stale_lock. --fix drops rows whose file is gone, registers valid
+    orphan files, moves damaged files to <root>/quarantine/, relinks the SQL views, deletes
+    orphan rows and stale temp and lock files. Exit code 1 while the cache is inconsistent
+    (run again with --fix).
 
     \b
     Examples:
@@ -809,8 +813,6 @@ def sql_command(
       echo "SELECT count(*) FROM entries" | jules-cache sql -
       jules-cache sql --file report.sql --format parquet --output report.parquet
     """
-    from jules_cache.query.output import render_result  # pyarrow writers: only load them for `sql`
-
     if query_file is not None and query is not None:
         raise click.UsageError("pass the query as an argument or with --file, not both")
     if query_file is not None:

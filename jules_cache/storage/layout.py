@@ -4,9 +4,12 @@
       manifest.duckdb              the manifest (entries, memo, counters, gc runs)
       manifest.lock                guards every attach of the manifest
       objects/<k[:2]>/<k>.parquet  immutable results; the path is derived from the key alone
-      tmp/                         in-flight writes, renamed into objects/ under the manifest lock
-      locks/<k>.lock               per-key single-flight locks
+      tmp/                         in-flight writes: results (renamed into objects/ under the
+                                   manifest lock) and manifests being created or rebuilt
+      locks/<k>.lock               per-key single-flight locks (and gc.lock, GC's own)
       views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
+      quarantine/                  damaged files moved aside by a hit or ``check --fix``
+      catalog.duckdb               views for plain DuckDB clients (``query.catalog_file``)
 
 Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
 escape the root or collide on a case-insensitive filesystem. The root is resolved once, so a
