@@ -15,9 +15,10 @@ import contextlib
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -42,13 +43,23 @@ from jules_cache.version import __version__
 EXIT_ERROR = 1
 EXIT_LOCK_BUSY = 75
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+if TYPE_CHECKING:  # click's ParamType is generic for type checkers; at run time it need not be
+    _ParamType = click.ParamType[Any, Any]
+else:
+    _ParamType = click.ParamType
+
 
 class CliError(click.ClickException):
-    """A library error shown as one line on stderr, with its exit code."""
+    """A library error shown as one line on stderr; exit code 1."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_ERROR
+
+
+class CliBusy(CliError):
+    """A lock, or the manifest held open by another program, stayed busy: exit code 75."""
+
+    exit_code = EXIT_LOCK_BUSY
 
 
 class _Group(click.Group):
@@ -56,9 +67,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (LockTimeout, ManifestBusy) as exc:  # busy, not broken: retry later
-            raise CliError(str(exc), EXIT_LOCK_BUSY) from exc
+            raise CliBusy(str(exc)) from exc
         except JulesCacheError as exc:
-            raise CliError(str(exc), EXIT_ERROR) from exc
+            raise CliError(str(exc)) from exc
 
 
 class StoreHandle:
@@ -77,12 +88,11 @@ class StoreHandle:
         """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1)."""
         path = self.path()
         if path.exists() and not path.is_dir():
-            raise CliError(f"cache root {path} exists and is not a directory; pick another root", 1)
+            raise CliError(f"cache root {path} exists and is not a directory; pick another root")
         if not is_cache(path):
             raise CliError(
                 f"no jules_cache at {path}; check --root or $JULES_CACHE_ROOT (a cache is "
-                "created by FeatureStore(root) in Python, or by `jules-cache demo`)",
-                EXIT_ERROR,
+                "created by FeatureStore(root) in Python, or by `jules-cache demo`)"
             )
         return path
 
@@ -114,7 +124,7 @@ def _set_root(ctx: click.Context, _param: click.Parameter, value: Path | None) -
         ctx.ensure_object(StoreHandle).root = value
 
 
-def _root_option(**extra: Any) -> Any:
+def _root_option(**extra: Any) -> Callable[[_Command], _Command]:
     """The one ``--root`` option, on the group (with the environment variables) and on every
     subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
     return click.option(
@@ -131,7 +141,7 @@ def _root_option(**extra: Any) -> Any:
 root_option = _root_option()
 
 
-class _DurationType(click.ParamType):
+class _DurationType(_ParamType):
     """``6h``, ``30m``, ``7d``, ``2w`` or seconds -> seconds (the library's one syntax)."""
 
     name = "duration"
@@ -143,7 +153,7 @@ class _DurationType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _SizeType(click.ParamType):
+class _SizeType(_ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
@@ -155,7 +165,7 @@ class _SizeType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _SinceType(click.ParamType):
+class _SinceType(_ParamType):
     """A duration back from now (``1h``, ``7d``) or a UTC date/time (``2024-03-01``)."""
 
     name = "since"
@@ -176,7 +186,7 @@ class _SinceType(click.ParamType):
         )
 
 
-class _KeyPrefixType(click.ParamType):
+class _KeyPrefixType(_ParamType):
     name = "key"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
@@ -365,7 +375,7 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
         for key in report.stale:
             click.echo(f"  stale: {key}")
     if not report.ok:
-        raise CliError("stale entries remain; run `jules-cache verify --fix`", EXIT_ERROR)
+        raise CliError("stale entries remain; run `jules-cache verify --fix`")
 
 
 @cli.command("gc")
@@ -446,7 +456,7 @@ def gc_command(
     except GCError as exc:
         bar.close()
         _show_gc(exc.report, as_json, verbose)
-        raise CliError(str(exc), EXIT_ERROR) from exc
+        raise CliError(str(exc)) from exc
     except JulesCacheError as exc:
         bar.close()
         if as_json:
@@ -483,11 +493,11 @@ def _gc_cron(
             log_line(log, f"exit {code}" + (f": {message}" if message else ""))
     except LogBusy as exc:
         message = f"another `jules-cache gc --cron` run holds its log {exc}; try later"
-        raise CliError(message, EXIT_LOCK_BUSY) from None
+        raise CliBusy(message) from None
     except OSError as exc:
-        raise CliError(f"cannot write the GC log in {folder}: {exc.strerror}", EXIT_ERROR) from exc
+        raise CliError(f"cannot write the GC log in {folder}: {exc.strerror}") from exc
     if code:
-        raise CliError(message or "gc failed; see the log", code)
+        raise (CliBusy if code == EXIT_LOCK_BUSY else CliError)(message or "gc failed; see the log")
 
 
 def _gc_cron_run(
@@ -741,7 +751,7 @@ def check_command(
     else:
         _show_check(report)
     if not report.consistent:
-        raise CliError("the cache is inconsistent; run `jules-cache check --fix`", EXIT_ERROR)
+        raise CliError("the cache is inconsistent; run `jules-cache check --fix`")
 
 
 def _show_check(report: Any) -> None:
@@ -888,7 +898,7 @@ def remove(
         total = human_bytes(sum(entry.bytes for entry in removed))
         click.echo(f"{verb} {len(removed)} entries, {total}", err=True)
     if failure is not None:
-        raise CliError(str(failure), EXIT_ERROR)
+        raise CliError(str(failure))
 
 
 def _print_json(document: Any) -> None:

@@ -85,7 +85,7 @@ class CodeFingerprint:
     unfollowed: tuple[str, ...] = field(default=())
 
 
-def feature_name(func) -> str:
+def feature_name(func: Any) -> str:
     """Return the module-qualified name of a feature, e.g. ``'mypkg.features.make_bars'``.
 
     A partial is named after its function, a bound method after its function
@@ -112,7 +112,7 @@ def main_module_name(module: str) -> str:
     return "__main__" if module == "__mp_main__" else module
 
 
-def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
+def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
     """Fingerprint ``func`` and the user code it reaches; see the module docstring.
 
     ``version`` overrides source inspection. Raises FingerprintError when the source is not
@@ -155,7 +155,7 @@ def _hex(data: bytes) -> str:
     return xxhash.xxh3_128(b"jules-code\0" + data).hexdigest()
 
 
-def _def_name(obj) -> str:
+def _def_name(obj: Any) -> str:
     """Where ``obj`` is defined: a wrapper is named after its own code, not what it wraps."""
     if isinstance(obj, types.FunctionType):
         module = main_module_name(obj.__globals__.get("__name__", obj.__module__))
@@ -184,9 +184,10 @@ def _is_user_file(file: str) -> bool:
 def _module_file(module: types.ModuleType) -> str | None:
     file = getattr(module, "__file__", None)
     if file:
-        return file
+        return str(file)
     path = getattr(module, "__path__", None)  # a namespace package has directories only
-    return next(iter(path), None) if path is not None else None
+    first = next(iter(path), None) if path is not None else None
+    return str(first) if first is not None else None
 
 
 def _is_user_module(module_name: str | None) -> bool:
@@ -225,7 +226,7 @@ def _distributions_by_package() -> dict[str, list[str]]:
     return dict(importlib.metadata.packages_distributions())
 
 
-def _functions_of(obj) -> list[types.FunctionType]:
+def _functions_of(obj: Any) -> list[types.FunctionType]:
     """Return the Python functions whose defaults/closures/globals belong to ``obj``."""
     if isinstance(obj, types.FunctionType):
         return [obj]
@@ -321,7 +322,7 @@ class _Walker:
             for name, digests in self.own.items()
         }
 
-    def follow(self, obj) -> None:
+    def follow(self, obj: Any) -> None:
         if id(obj) not in self.seen:
             self.seen[id(obj)] = obj
             self.queue.append(obj)
@@ -435,7 +436,7 @@ class _Walker:
         elif not isinstance(v, _SCALARS) and _is_user_class(type(v)):
             self.follow(type(v))
 
-    def _code(self, v) -> Any:
+    def _code(self, v: Any) -> Any:
         name = _def_name(v)
         module = v.__globals__.get("__name__") if isinstance(v, types.FunctionType) else None
         module = module or getattr(v, "__module__", None)
@@ -485,7 +486,7 @@ class _Walker:
 
     # -- one followed function or class ---------------------------------------------------
 
-    def _own_digest(self, obj) -> str:
+    def _own_digest(self, obj: Any) -> str:
         where = _def_name(obj)
         functions = _functions_of(obj)
         parts: list[Any] = [where]
@@ -544,7 +545,9 @@ class _Walker:
             attrs.append([name, self.value(v, label, False, not quiet)])
         return [bases, attrs]
 
-    def _references(self, obj, source: Source, functions: list, where: str) -> list[Any]:
+    def _references(
+        self, obj: Any, source: Source, functions: list[types.FunctionType], where: str
+    ) -> list[Any]:
         """Resolve every reference of ``source`` on the real objects, following your code."""
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         if isinstance(obj, types.FunctionType):
@@ -612,7 +615,13 @@ class _Walker:
             found.append(["module", module_name, self._whole_module(whole_module)])
         return found
 
-    def _walk(self, obj: Any, chain: tuple[str, ...], reached: dict, where: str) -> list[Any]:
+    def _walk(
+        self,
+        obj: Any,
+        chain: tuple[str, ...],
+        reached: dict[str, types.ModuleType],
+        where: str,
+    ) -> list[Any]:
         """Follow ``chain`` from ``obj`` through your modules; describe where it lands."""
         walked = 1
         while isinstance(obj, types.ModuleType) and _is_user_module(obj.__name__):
@@ -721,7 +730,7 @@ def _owner_class(fn: types.FunctionType) -> type | None:
     return owner if isinstance(owner, type) else None
 
 
-def _cell(cell) -> Any:
+def _cell(cell: types.CellType) -> Any:
     try:
         return cell.cell_contents
     except ValueError:  # an empty cell: a name assigned later in the outer scope

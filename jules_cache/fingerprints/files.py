@@ -25,7 +25,7 @@ BLOCK_SIZE = 8 << 20
 PARQUET_MAGIC = b"PAR1"  # the first and last 4 bytes of every Parquet file
 
 
-def hash_file_bytes(path) -> str:
+def hash_file_bytes(path: str | os.PathLike[str]) -> str:
     """Return ``'xxh3_128:<32 hex>'`` of the file's raw bytes. Raises OSError if unreadable."""
     h = xxhash.xxh3_128()
     buf = bytearray(BLOCK_SIZE)
@@ -36,7 +36,7 @@ def hash_file_bytes(path) -> str:
     return f"{FILE_BYTES_SCHEME}:{h.hexdigest()}"
 
 
-def parquet_footer_digest(path) -> str:
+def parquet_footer_digest(path: str | os.PathLike[str]) -> str:
     """Return ``'parquet-footer:xxh3_128:<32 hex>'`` of the footer bytes and the file size.
 
     Raises InvalidInput if the file is not Parquet (missing ``PAR1`` magic or a bad footer
@@ -60,7 +60,7 @@ def parquet_footer_digest(path) -> str:
     return f"{FOOTER_SCHEME}:{h.hexdigest()}"
 
 
-def stat_signature(path) -> tuple:
+def stat_signature(path: str | os.PathLike[str]) -> tuple[str, int, int, int, int]:
     """Return ``(resolved path, size, mtime_ns, inode, ctime_ns)`` of ``path`` (follows links).
 
     Raises OSError (e.g. FileNotFoundError) if the file does not exist.

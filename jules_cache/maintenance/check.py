@@ -441,8 +441,8 @@ def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
     if raw is None:
         raise ValueError(f"no {METADATA_KEY} metadata in the footer")
     entry = json.loads(raw)
-    found = entry.get("key") if isinstance(entry, dict) else None
-    if found != key:
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        found = entry.get("key") if isinstance(entry, dict) else None
         raise ValueError(f"its metadata names key {found!r}, not {key!r}")
     parts = KeyParts(
         entry["feature"],

@@ -243,7 +243,8 @@ def _ran_within(manifest: Manifest, seconds: float) -> bool:
         row = manifest.execute(con, "gc.sql", "last_run").fetchone()
     if row is None:
         return False
-    return (utc_now() - row[1]).total_seconds() < seconds
+    started: datetime = row[1]
+    return (utc_now() - started).total_seconds() < seconds
 
 
 class _Run:
@@ -271,7 +272,7 @@ class _Run:
 
     def execute(self) -> GCReport:
         with self._hold() as con:
-            self.run_id = self.manifest.execute(
+            started = self.manifest.execute(
                 con,
                 "gc.sql",
                 "start_run",
@@ -280,7 +281,9 @@ class _Run:
                     "dry_run": self.options.dry_run,
                     "parameters": self.options.to_json(),
                 },
-            ).fetchone()[0]
+            ).fetchone()
+            assert started is not None  # INSERT ... RETURNING id: one row
+            self.run_id = started[0]
         try:
             planned = self._plan()
             if self.options.limit is not None:
