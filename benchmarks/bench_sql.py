@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, summary_ms, timed, write_json
 
-import jules_cache.store as store_module
+import jules_cache.storage.local as store_module
 from jules_cache import FeatureStore
 
 ROWS = 5_000
@@ -68,7 +68,7 @@ def publish_overhead(store: FeatureStore, count: int) -> dict[str, list[float]]:
     upkeep (the store before the SQL layer), interleaved so load hits both alike."""
     samples: dict[str, list[float]] = {"with": [], "without": [], "upkeep": []}
     mode = ["with"]
-    publish = store._publish
+    publish = store.backend.publish
     upkeep = store_module.view_published
 
     def timed_publish(*args, **kwargs):
@@ -82,14 +82,14 @@ def publish_overhead(store: FeatureStore, count: int) -> dict[str, list[float]]:
             upkeep(*args, **kwargs)
             samples["upkeep"].append(time.perf_counter() - started)
 
-    store._publish = timed_publish  # type: ignore[method-assign]
+    store.backend.publish = timed_publish  # type: ignore[method-assign]
     store_module.view_published = timed_upkeep
     try:
         for i in range(2 * count):
             mode[0] = "with" if i % 2 == 0 else "without"
             store.get_or_compute(f"P{i:03d}", day_ticks(10_000 + i, 0), {"window": 20}, vwap_bars)
     finally:
-        del store._publish
+        del store.backend.publish
         store_module.view_published = upkeep
     store.refresh_views()  # the publishes without upkeep are not in the persisted view yet
     return samples

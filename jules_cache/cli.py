@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -76,17 +77,30 @@ class StoreHandle:
     """Builds the store on first use, so ``--help`` never creates a cache directory, and
     only on a root that holds a cache unless ``create`` (``demo``)."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: str | Path | None = None, catalog: str | None = None):
         self.root = root
+        self.catalog = catalog
         self._store: FeatureStore | None = None
 
-    def path(self) -> Path:
-        """The root this command works on, absolute (as the library resolves it)."""
+    @property
+    def shared(self) -> bool:
+        """Whether the root is a shared one (``s3://bucket/prefix`` with a catalog)."""
+        root = self.root if self.root is not None else os.environ.get("JULES_CACHE_ROOT", "")
+        return str(root).startswith("s3://")
+
+    def path(self) -> Any:
+        """The root this command works on: an absolute Path (as the library resolves it), or
+        a shared root's ``s3://`` URL."""
+        if self.shared:
+            return str(self.root if self.root is not None else os.environ["JULES_CACHE_ROOT"])
         return (Path(self.root) if self.root is not None else default_root()).expanduser().resolve()
 
-    def require_cache(self) -> Path:
-        """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1)."""
+    def require_cache(self) -> Any:
+        """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1). A shared
+        root's catalog is created on first use, like a new local root."""
         path = self.path()
+        if self.shared:
+            return path
         if path.exists() and not path.is_dir():
             raise CliError(f"cache root {path} exists and is not a directory; pick another root")
         if not is_cache(path):
@@ -100,7 +114,8 @@ class StoreHandle:
         if self._store is None:
             if not create:
                 self.require_cache()
-            self._store = FeatureStore(self.root)
+            root = self.path() if self.shared else self.root
+            self._store = FeatureStore(root, catalog=self.catalog if self.shared else None)
         return self._store
 
 
@@ -118,10 +133,16 @@ def is_cache(path: Path) -> bool:
 pass_store = click.make_pass_decorator(StoreHandle)
 
 
-def _set_root(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+def _set_root(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     # The group's option is parsed first, a subcommand's after it: the later value wins.
     if value is not None:
-        ctx.ensure_object(StoreHandle).root = value
+        handle = ctx.ensure_object(StoreHandle)
+        handle.root = value if value.startswith("s3://") else Path(value)
+
+
+def _set_catalog(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(StoreHandle).catalog = value
 
 
 def _root_option(**extra: Any) -> Callable[[_Command], _Command]:
@@ -129,10 +150,11 @@ def _root_option(**extra: Any) -> Callable[[_Command], _Command]:
     subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
     return click.option(
         "--root",
-        type=click.Path(path_type=Path),
+        type=str,
         expose_value=False,
         callback=_set_root,
-        help="Cache root, before or after the command name. "
+        help="Cache root, before or after the command name: a directory, or s3://bucket/prefix "
+        "for a cache shared by many hosts (with --catalog). "
         "Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir.",
         **extra,
     )
@@ -202,6 +224,14 @@ DEFAULT_GRACE = f"{DEFAULT_GRACE_SECONDS / 3600:g}h"
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @_root_option(envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"])
+@click.option(
+    "--catalog",
+    envvar="JULES_CACHE_CATALOG",
+    expose_value=False,
+    callback=_set_catalog,
+    help="PostgreSQL catalog of an s3:// root (postgresql://user@host/db). "
+    "Default: $JULES_CACHE_CATALOG.",
+)
 @click.version_option(__version__, prog_name="jules-cache")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -483,6 +513,8 @@ def _gc_cron(
         folder = log_dir
         failure: CliError | None = exc
     else:
+        if log_dir is None and handle.shared:
+            raise CliError(f"gc --cron of a shared root ({root}) needs --log-dir")
         folder = log_dir if log_dir is not None else root / LOG_DIR_NAME
         failure = None
     try:
@@ -572,7 +604,13 @@ def cron_line(handle: StoreHandle, schedule: str, gc_options: tuple[str, ...]) -
     if len(schedule.split()) != 5:
         raise click.BadParameter("give the five crontab fields, e.g. '17 3 * * *'")
     root = handle.path()
-    if not is_cache(root):
+    if handle.shared:
+        click.echo(
+            "note: set $JULES_CACHE_CATALOG in the crontab (not --catalog: it would put "
+            "the catalog's password in the crontab)",
+            err=True,
+        )
+    elif not is_cache(root):
         click.echo(f"note: no jules_cache at {root} yet; GC will fail until one exists", err=True)
     click.echo(crontab_line(schedule, ["--root", str(root), *gc_options]))
 
@@ -734,6 +772,8 @@ def check_command(
         from jules_cache.maintenance.check import rebuild as rebuild_manifest
         from jules_cache.storage.layout import Layout
 
+        if handle.shared:
+            raise CliError("check --rebuild is for local roots; use check --fix")
         # No FeatureStore: opening one needs the very manifest that is being replaced.
         layout = Layout.create(handle.require_cache())
         bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")

@@ -64,6 +64,7 @@ from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.models import _ToDict
 from jules_cache.query.views import FileRow, link_problems, refresh_views, view_published
 from jules_cache.storage import rootfs, sqlfiles
+from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import MIN_DATABASE_BYTES, Manifest, utc_now
@@ -324,8 +325,6 @@ def _rebuild_locked(
     progress: Progress | None,
 ) -> CheckReport:
     """The rebuild, holding the root's manifest lock (see ``rebuild``)."""
-    from jules_cache.store import _crash_point  # the tests' fault-injection hook
-
     ready = _ready_path(layout)
     rootfs.unlink(layout.root, ready)  # an earlier rebuild's result: this one starts afresh
     # What killed creations or rebuilds left: none is in flight, they all hold this lock.
@@ -337,11 +336,11 @@ def _rebuild_locked(
     )
     try:
         building.migrate(create=True)
-        _crash_point("rebuild-started")
+        crash_point("rebuild-started")
         report = run_check(
             layout, building, fix=True, deep=deep, grace_seconds=grace_seconds, progress=progress
         )
-        _crash_point("rebuild-registered")
+        crash_point("rebuild-registered")
         rootfs.rename(layout.root, building.path, ready)
         fsync_dir(layout.root)
     finally:
@@ -352,8 +351,6 @@ def _rebuild_locked(
 
 def _swap_in(layout: Layout, ready: Path) -> str | None:
     """Move the old manifest (and its WAL) aside, then rename ``ready`` into its place."""
-    from jules_cache.store import _crash_point
-
     moved = None
     if layout.manifest.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -363,7 +360,7 @@ def _swap_in(layout: Layout, ready: Path) -> str | None:
         wal = layout.manifest.with_name(layout.manifest.name + ".wal")
         if wal.exists():  # never let the new manifest replay the old one's log
             rootfs.rename(layout.root, wal, target.with_name(target.name + ".wal"))
-        _crash_point("rebuild-moved-aside")
+        crash_point("rebuild-moved-aside")
     rootfs.rename(layout.root, ready, layout.manifest)
     fsync_dir(layout.root)
     return moved

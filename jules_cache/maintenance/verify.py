@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from jules_cache.fingerprints.files import parquet_footer_digest, stat_signature
 from jules_cache.models import _ToDict
@@ -39,6 +40,12 @@ def find_stale_footer_entries(manifest: Manifest) -> VerifyReport:
     """
     with manifest.read() as con:
         rows = manifest.execute(con, "entries.sql", "footer_entry_inputs").fetchall()
+    return judge_footer_inputs(rows)
+
+
+def judge_footer_inputs(rows: list[tuple[Any, ...]]) -> VerifyReport:
+    """Compare each recorded input file (key, path, size, mtime_ns, inode, ctime_ns, footer
+    digest) with the file as it is on this host now."""
     stale: set[str] = set()
     missing: set[str] = set()
     for key, path, size, mtime_ns, inode, ctime_ns, digest in rows:

@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -70,6 +71,30 @@ from jules_cache.storage.result_files import METADATA_KEY
 
 PRUNABLE = ("symbol", "key", "code_version", "code_fingerprint")
 _SQL_FILE = "catalog.sql"
+
+
+class CatalogSource:
+    """Where a query's snapshot comes from: a DuckDB connection holding the catalog tables
+    (the manifest's names and columns), and the file system the result paths are on.
+
+    This one reads a local root's manifest under its shared lock; the shared backend passes
+    one that copies its PostgreSQL catalog into an in-memory DuckDB and reads objects over S3.
+    """
+
+    def __init__(self, manifest: Manifest, layout: Layout):
+        self.manifest = manifest
+        self.layout = layout
+        self.base = str(layout.root)  # a row's path is relative to it
+        self.filesystem: Any = _FILESYSTEM
+        self.format: Any = _FORMAT
+
+    def marker(self) -> _Marker | None:
+        """Changes whenever the catalog may have changed; None: never reuse a snapshot."""
+        return _marker(self.layout)
+
+    def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """The catalog tables, stable while the context is held."""
+        return self.manifest.read()
 
 
 @dataclass(frozen=True)
@@ -425,7 +450,7 @@ def _marker(layout: Layout) -> _Marker:
 
 @dataclass
 class _Cache:
-    marker: _Marker
+    marker: _Marker | None  # None: the source offers no change marker (never trusted)
     trusted: bool  # the marker was old enough when read: an equal marker means no change
     generation: int
     names: dict[str, str]  # feature -> view name
@@ -460,9 +485,7 @@ def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], lis
     return features, [t for t in cache.manifest_tables if t in tables]
 
 
-def _snapshot(
-    manifest: Manifest, layout: Layout, names: frozenset[str] | None, session: _Session
-) -> _Snapshot:
+def _snapshot(source: CatalogSource, names: frozenset[str] | None, session: _Session) -> _Snapshot:
     """Copy what a query naming ``names`` (None: unknown) needs out of the manifest, under
     the shared lock, then let go.
 
@@ -470,23 +493,24 @@ def _snapshot(
     change marker is unchanged and trusted.
     """
     cache = session.cache
-    if cache is not None and cache.trusted and cache.marker == _marker(layout):
+    if cache is not None and cache.trusted and cache.marker == source.marker():
         features, tables = _wanted(cache, names)
         if cache.covers(features, tables):
             return _view(cache, features, tables)
     statements = sqlfiles.load(_SQL_FILE)
-    with manifest.read() as mcon:
-        marker = _marker(layout)  # stable while we hold the shared lock
+    with source.read() as mcon:
+        marker = source.marker()  # stable while we hold the shared lock
         if cache is None or not cache.trusted or cache.marker != marker:
             now = time.time_ns()
-            newest = max((stamp[2] for stamp in marker if stamp is not None), default=0)
+            stamps = marker or ()
+            newest = max((stamp[2] for stamp in stamps if stamp is not None), default=now)
             features_now = [row[0] for row in mcon.execute(statements["feature_names"]).fetchall()]
             available = tuple(
                 row[0] for row in mcon.execute(statements["manifest_tables"]).fetchall()
             )
             cache = _Cache(
                 marker=marker,
-                trusted=now - newest > _RACY_NS,
+                trusted=marker is not None and now - newest > _RACY_NS,
                 generation=next(_generations),
                 names=catalog.current_view_names(
                     mcon, features_now, catalog.sql_keywords(session.con)
@@ -521,8 +545,13 @@ def _view(cache: _Cache, features: Iterable[str], tables: Iterable[str]) -> _Sna
     )
 
 
-def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filters: Filters,
-             root: Any) -> None:  # fmt: skip
+def _install(
+    session: _Session,
+    snapshot: _Snapshot,
+    analysis: _Analysis,
+    filters: Filters,
+    source: CatalogSource,
+) -> None:
     """Make the session's catalog match the snapshot: table copies and feature views."""
     con = session.con
     for table in sorted(set(session.tables) - set(snapshot.manifest_tables)):
@@ -554,7 +583,7 @@ def _install(session: _Session, snapshot: _Snapshot, analysis: _Analysis, filter
             if analysis.tables is not None and name not in analysis.tables:
                 continue  # the query names the other one of the feature's two views
             dataset, serial = _feature_dataset(
-                session, name, rows, filters, analysis.prune.get(name, {}), root
+                session, name, rows, filters, analysis.prune.get(name, {}), source
             )
             if session.views.get(name) != serial:
                 con.register(name, dataset)
@@ -604,7 +633,7 @@ def _feature_dataset(
     rows: list[FileRow],
     filters: Filters,
     literal: dict[str, frozenset[str]],
-    root: Any,
+    source: CatalogSource,
 ) -> tuple[Any, str]:
     """The dataset of the files that can match, and a serial number naming it.
 
@@ -621,7 +650,7 @@ def _feature_dataset(
 
     kept = [row for row in rows if keep(row)] if checks or filters != Filters() else rows
     variant = "all" if len(kept) == len(rows) else "some"
-    base = str(root)
+    base = source.base
     if variant == "all":  # the snapshot's cached list: the same object, the same files
         kept, key = rows, base
     else:
@@ -631,7 +660,7 @@ def _feature_dataset(
     if cached is not None and cached[1] == key and (variant == "some" or cached[0] is rows):
         return cached[2], cached[3]
     try:
-        schema = _schema(session, kept or rows[:1], base)
+        schema = _schema(session, kept or rows[:1], source)
     except pa.ArrowTypeError as exc:
         raise QueryError(
             f"the results of {rows[0].feature} have incompatible column types across code "
@@ -643,8 +672,8 @@ def _feature_dataset(
     dataset = ds.FileSystemDataset.from_paths(
         [os.path.join(base, row.path) for row in kept],
         schema=schema,
-        format=_FORMAT,
-        filesystem=_FILESYSTEM,
+        format=source.format,
+        filesystem=source.filesystem,
         partitions=_partitions(kept, meta),
     )
     _check_identities(dataset, kept)  # the whole feature's: once while the manifest is unchanged
@@ -706,7 +735,7 @@ def _partitions(rows: Sequence[FileRow], meta: dict[str, str]) -> list[pc.Expres
     return expressions
 
 
-def _schema(session: _Session, rows: Sequence[FileRow], base: str) -> pa.Schema:
+def _schema(session: _Session, rows: Sequence[FileRow], source: CatalogSource) -> pa.Schema:
     """The Arrow schema of the feature's files: the union over its distinct result schemas.
 
     Read from one footer per result schema (newest file first) and kept per schema; raises
@@ -720,7 +749,8 @@ def _schema(session: _Session, rows: Sequence[FileRow], base: str) -> pa.Schema:
                 break
             if row.result_schema == result_schema:
                 try:
-                    found = pq.read_schema(os.path.join(base, row.path)).remove_metadata()
+                    path = os.path.join(source.base, row.path)
+                    found = pq.read_schema(path, filesystem=source.filesystem).remove_metadata()
                 except (OSError, pa.ArrowException):
                     continue
         if found is None:
@@ -736,8 +766,7 @@ def _schema(session: _Session, rows: Sequence[FileRow], base: str) -> pa.Schema:
 
 
 def run(
-    manifest: Manifest,
-    layout: Layout,
+    source: CatalogSource,
     query: str,
     params: Any = None,
     filters: Filters | None = None,
@@ -757,18 +786,18 @@ def run(
             try:
                 analysis = analyse(session.con, query)
             except duckdb.Error as exc:
-                raise _query_error(exc, manifest, layout, session) from exc
+                raise _query_error(exc, source, session) from exc
             if len(session.analyses) >= _ANALYSES_KEPT:
                 session.analyses.clear()
             session.analyses[query] = analysis
         for attempt in (1, 2):
-            snapshot = _snapshot(manifest, layout, analysis.tables, session)
+            snapshot = _snapshot(source, analysis.tables, session)
             try:
-                _install(session, snapshot, analysis, filters, layout.root)
+                _install(session, snapshot, analysis, filters, source)
                 return session.execute(analysis.statement, params)
             except (FileNotFoundError, duckdb.IOException, duckdb.InvalidInputException) as exc:
                 if not _vanished(exc):
-                    raise _query_error(exc, manifest, layout, session, snapshot) from exc
+                    raise _query_error(exc, source, session, snapshot) from exc
                 if attempt == 1:
                     # A file went away (GC) after the snapshot: retry once from a fresh one,
                     # rebuilding every view in case one was missed by the analysis.
@@ -781,9 +810,9 @@ def run(
                     "file access is refused: the SQL session has no file access and reads the "
                     "cache only through its views and tables"
                 )
-                raise _query_error(exc, manifest, layout, session, snapshot, note) from exc
+                raise _query_error(exc, source, session, snapshot, note) from exc
             except duckdb.Error as exc:
-                raise _query_error(exc, manifest, layout, session, snapshot) from exc
+                raise _query_error(exc, source, session, snapshot) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -806,8 +835,7 @@ def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> lis
 
 def _query_error(
     exc: Exception,
-    manifest: Manifest,
-    layout: Layout,
+    source: CatalogSource,
     session: _Session,
     snapshot: _Snapshot | None = None,
     note: str | None = None,
@@ -815,7 +843,7 @@ def _query_error(
     """DuckDB's message (and ``note``), plus the list of tables and views a query can use."""
     if snapshot is None:
         try:
-            snapshot = _snapshot(manifest, layout, frozenset(), session)
+            snapshot = _snapshot(source, frozenset(), session)
         except Exception:  # the listing is a courtesy; the original error matters
             return QueryError(str(exc) if note is None else f"{exc}\n{note}")
     names = available_names(_view_names(snapshot.names), snapshot.manifest_tables)

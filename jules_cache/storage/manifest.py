@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from jules_cache.errors import InvalidInput, ManifestBusy, ManifestError
 from jules_cache.storage import sqlfiles
+from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 
@@ -259,7 +260,7 @@ class Manifest:
             try:
                 creating = Manifest(self.layout, self.lock_timeout, path=new, locked=True)
                 with creating._attached(read_only=False, create=True, deadline=deadline) as con:
-                    _crash_point("manifest-creating")
+                    crash_point("manifest-creating")
                     version = self._migrate(con, statements, migrations)
                     self._run(con, f"CHECKPOINT {ALIAS}")
                 os.replace(new, self.path)
@@ -427,12 +428,6 @@ class Manifest:
     ) -> duckdb.DuckDBPyConnection:
         """Run the named statement ``sql/<filename>:<name>`` on an attached manifest."""
         return self._run(con, sqlfiles.statement(filename, name), params)
-
-
-def _crash_point(stage: str) -> None:
-    from jules_cache.store import _crash_point as crash  # the tests' fault-injection hook
-
-    crash(stage)
 
 
 def _quoted(identifier: str) -> str:

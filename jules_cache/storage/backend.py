@@ -1,0 +1,164 @@
+"""The storage seam: everything that knows where results and their catalog rows live.
+
+``FeatureStore`` (the façade) fingerprints a call and asks its backend four things on the hot
+path: ``read`` (a lock-free hit: the result's location is derived from the key), ``key_lock``
+(single flight), ``new_temp_path`` + ``publish`` (make a written result visible together with its
+catalog row), and ``write_counts`` (hits and misses counted in memory, in batches). Everything
+else — listing, removing, statistics, GC, check, SQL — is a backend method too, so the façade
+and the CLI work with either implementation:
+
+- ``LocalBackend`` (``jules_cache.storage.local``): one directory, ``flock`` locks, a DuckDB
+  manifest, publish by ``rename``. The default, and the fastest on one machine.
+- ``SharedBackend`` (``jules_cache.storage.shared``): S3 objects written with a conditional PUT,
+  a PostgreSQL catalog, advisory locks per key: one cache for many hosts.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+if TYPE_CHECKING:
+    from jules_cache.maintenance.check import CheckReport
+    from jules_cache.maintenance.gc import GCReport
+    from jules_cache.maintenance.verify import VerifyReport
+    from jules_cache.models import Entry, FeatureStats, SymbolStats
+    from jules_cache.request import Request
+    from jules_cache.storage.pending_counts import PendingCounts
+    from jules_cache.storage.result_files import ResultInfo
+
+Progress = Callable[[int, int], None]
+Frame = pl.DataFrame | pl.LazyFrame
+
+
+class Backend(abc.ABC):
+    """Where results and their rows live. See the module docstring for the two kinds."""
+
+    #: how the root is shown in messages and ``repr`` (a path, or ``s3://…``)
+    location: str
+    root: Any  # ``FeatureStore.root``: a Path, or the ``s3://`` URL
+    read_only: bool
+    pending: PendingCounts
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def result_location(self, key: str) -> Any:
+        """Where ``key``'s result lives (``CacheResult.path``): a Path or an ``s3://`` URL."""
+
+    @abc.abstractmethod
+    def read(self, key: str, lazy: bool) -> Frame | None:
+        """The cached value of ``key``, or None if it is missing, damaged or another key's
+        (the key in the result's own metadata is checked on every read). Takes no lock."""
+
+    @abc.abstractmethod
+    def key_lock(self, key: str) -> AbstractContextManager[None]:
+        """Hold ``key`` while computing it, so one process computes and the others wait and
+        then hit. Raises ``LockTimeout``; an ``OSError`` means "cannot lock: compute, do not
+        store"."""
+
+    @abc.abstractmethod
+    def read_locked(self, request: Request) -> Frame | None:
+        """Like ``read``, holding the key's lock: a damaged result is removed (quarantined)."""
+
+    @abc.abstractmethod
+    def new_temp_path(self, key: str) -> Path:
+        """A local path to write ``key``'s result to before ``publish``."""
+
+    @abc.abstractmethod
+    def publish(
+        self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
+    ) -> None:
+        """Make the written ``temp`` file ``key``'s result together with its catalog row, or
+        leave neither (the row is the truth). Holds the key's lock. Counts the miss."""
+
+    @abc.abstractmethod
+    def open_published(self, request: Request) -> Frame:
+        """The value just published, as later hits will read it (for a lazy miss)."""
+
+    @abc.abstractmethod
+    def discard_temp(self, temp: Path) -> None:
+        """Delete a temp file this process wrote (after a failure); never raises."""
+
+    @abc.abstractmethod
+    def write_counts(self, *, wait: bool = True) -> None:
+        """Write the hits and misses counted in memory (``pending``) in one transaction."""
+
+    @abc.abstractmethod
+    def count_store_failure(self) -> None:
+        """Count a result that could not be stored (best effort; never raises)."""
+
+    @abc.abstractmethod
+    def store_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors meaning "the result could not be stored", not "the compute failed"."""
+
+    def digest_memo(self) -> Any:
+        """The memo of input files' digests (``FileDigestMemo``), or None for none."""
+        return None
+
+    # -- inspection --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
+        """Run ``list_entries`` or ``match_entries`` (filters: key prefix, feature, symbol)."""
+
+    @abc.abstractmethod
+    def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        """The input files each of ``keys`` was keyed from (for ``explain``)."""
+
+    @abc.abstractmethod
+    def stats_parts(
+        self, symbol_limit: int
+    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
+        """Per-feature and per-symbol statistics and the named counters (``Stats``)."""
+
+    # -- changes and upkeep ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def remove(self, filters: dict[str, Any]) -> list[Entry]:
+        """Delete the rows matching ``filters``, then their results; return them."""
+
+    @abc.abstractmethod
+    def check(
+        self,
+        *,
+        fix: bool,
+        deep: bool,
+        rebuild: bool,
+        grace_seconds: float,
+        progress: Progress | None,
+    ) -> CheckReport:
+        """Compare rows with results and report (``fix``: repair) problems by kind."""
+
+    @abc.abstractmethod
+    def gc(self, options: Any, progress: Progress | None) -> GCReport:
+        """Run the GC plan: orphans, dangling rows, expired and over-budget entries."""
+
+    @abc.abstractmethod
+    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
+        """A bounded GC step unless one ran within ``interval`` seconds (raises LockTimeout
+        when another GC holds the root)."""
+
+    @abc.abstractmethod
+    def verify(self) -> VerifyReport:
+        """Footer-keyed entries whose input file changed under an identical footer."""
+
+    @abc.abstractmethod
+    def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
+        """Run one read-only statement over the results; return a ``pyarrow.Table``."""
+
+    @abc.abstractmethod
+    def refresh_views(self) -> dict[str, str]:
+        """Rebuild what plain SQL clients read; return ``{feature: view name}``."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Write pending counts and bring derived files (the SQL catalog) up to date."""
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing between calls
+        """Release what the backend holds between calls (it stays usable)."""

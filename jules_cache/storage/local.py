@@ -1,0 +1,429 @@
+"""``LocalBackend``: one cache directory on one machine, shared by every process on it.
+
+A hit is one Parquet read of the path derived from the key: no lock, no DuckDB. A miss holds the
+key's ``flock`` while it computes; publish renames the finished temp file into place and inserts
+its row in one exclusive manifest transaction, so a file is never visible without its row for
+longer than that transaction. Counts kept in memory ride along in publish transactions, or are
+written in their own when due.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from jules_cache.errors import (
+    JulesCacheError,
+    ManifestError,
+    PartialRemoval,
+)
+from jules_cache.fingerprints.memo import FileDigestMemo
+from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
+from jules_cache.maintenance.check import rebuild as rebuild_manifest
+from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
+from jules_cache.maintenance.verify import VerifyReport, find_stale_footer_entries
+from jules_cache.models import Entry, FeatureStats, SymbolStats
+from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
+from jules_cache.query.catalog_file import build as build_catalog
+from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
+from jules_cache.query.views import refresh_views, remember_named, remove_link, view_published
+from jules_cache.request import Request
+from jules_cache.storage import rootfs
+from jules_cache.storage.backend import Backend, Frame, Progress
+from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.layout import Layout
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import Manifest, utc_now
+from jules_cache.storage.pending_counts import Counts, PendingCounts
+from jules_cache.storage.removal import describe_failures, discard_files, drop_rows
+from jules_cache.storage.result_files import (
+    READ_ERRORS,
+    ResultInfo,
+    entry_row,
+    fsync_dir,
+    read_result,
+    scan_result,
+)
+
+if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
+    import duckdb
+
+_log = logging.getLogger("jules_cache")
+
+
+class LocalBackend(Backend):
+    """Results under ``root/objects``, rows in ``root/manifest.duckdb``, ``flock`` locks."""
+
+    def __init__(
+        self,
+        root: Any,
+        *,
+        lock_timeout: float,
+        pending: PendingCounts,
+        catalog_refresh_seconds: float,
+        rebuild: bool = False,
+        read_only: bool = False,
+    ):
+        self.read_only = read_only
+        self.layout = Layout.open_existing(root) if read_only else Layout.create(root)
+        self.root = self.layout.root
+        self.location = str(self.root)
+        self.lock_timeout = lock_timeout
+        self.pending = pending
+        self.catalog_refresh_seconds = catalog_refresh_seconds
+        if read_only:  # no recovery, migration or catalog: each would write
+            self.manifest = Manifest(self.layout, lock_timeout, read_only=True)
+            self.manifest.require_current()
+        else:
+            if rebuild:
+                rebuild_manifest(self.layout, lock_timeout)
+            else:
+                recover(self.layout, lock_timeout)
+            self.manifest = Manifest(self.layout, lock_timeout)
+            self.manifest.open()
+        self._wrote = False  # this store changed the manifest since it refreshed the catalog
+        self.manifest.on_change = self._after_write
+        if not read_only and not catalog_path(self.layout).exists():  # a new root, or older
+            refresh_catalog(self.manifest, 0.0)
+        self._memo = FileDigestMemo(self.manifest)
+
+    def digest_memo(self) -> FileDigestMemo:
+        return self._memo
+
+    def store_errors(self) -> tuple[type[BaseException], ...]:
+        import duckdb  # only when an exception reaches a handler
+
+        return (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
+
+    # -- hits ----------------------------------------------------------------------------------
+
+    def result_location(self, key: str) -> Path:
+        return self.layout.result_path(key)
+
+    def read(self, key: str, lazy: bool) -> Frame | None:
+        """A damaged file is not an error for the caller: the miss path reads it again under
+        the key's lock, quarantines it, and recomputes (``read_locked``)."""
+        path = self.layout.result_path(key)
+        try:
+            return scan_result(path, key) if lazy else read_result(path, key)
+        except READ_ERRORS:
+            return None
+
+    def read_locked(self, request: Request) -> Frame | None:
+        """The caller gets correct features, so damage is no warning (pytest and users turn
+        those into errors): it is logged on the ``jules_cache`` logger and counted in the
+        manifest (``corrupt_files``); the file is kept in ``<root>/quarantine/``."""
+        key, path = request.key, request.location
+        try:
+            return scan_result(path, key) if request.lazy else read_result(path, key)
+        except FileNotFoundError:
+            return None
+        except READ_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
+                return None  # cannot open it (permissions, fd limit): not evidence of damage
+            _log.warning("cached file %s is damaged (%s); recomputing it", path, exc)
+            try:  # the key's lock is held: no publish of this key can interleave
+                with self.manifest.write() as con:
+                    drop_rows(self.manifest, con, [key])
+                    params = {"name": "corrupt_files", "delta": 1}
+                    self.manifest.execute(con, "entries.sql", "bump_counter", params)
+                with self.manifest.read() as con:
+                    discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
+            except self.store_errors() as error:  # the publish replaces the file anyway
+                _log.warning("could not quarantine %s: %s", path, error)
+            return None
+
+    # -- misses --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def key_lock(self, key: str) -> Iterator[None]:
+        with file_lock(self.layout.key_lock_path(key), self.lock_timeout):
+            yield
+
+    def new_temp_path(self, key: str) -> Path:
+        return self.layout.new_temp_path(key)
+
+    def discard_temp(self, temp: Path) -> None:
+        """Failing to delete a file we created is never worse than not trying."""
+        with contextlib.suppress(OSError, JulesCacheError):
+            rootfs.unlink(self.root, temp)
+
+    def open_published(self, request: Request) -> Frame:
+        return scan_result(request.location, request.key)
+
+    def publish(
+        self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
+    ) -> None:
+        """Rename the temp file into place and insert its entry in one manifest transaction."""
+        now = utc_now()
+        row = entry_row(
+            request.file_metadata(),
+            self.layout.relative_result_path(request.key),
+            info,
+            compute_seconds=compute_seconds,
+            created_at=now,
+            last_accessed_at=now,
+        )
+        path: Path = request.location
+        feature = request.parts.feature
+        renamed = False
+        try:
+            with self.manifest.write() as con:
+                rootfs.rename(self.root, temp, path)
+                renamed = True
+                crash_point("renamed")
+                self._insert_entry(con, row)
+                view_published(con, self.layout, feature, request.key, row["result_schema"])
+                self._record_inputs(con, request)
+                if self.pending.due():
+                    self._write_pending(con)
+                crash_point("commit")
+        except BaseException:
+            # Rolled back, or the COMMIT itself failed (a full disk): no file without its row.
+            # The key's lock is still held, so no other publish of this key can be undone here.
+            if renamed and not self._committed(request.key):
+                self.discard_temp(path)
+                with contextlib.suppress(OSError, JulesCacheError):
+                    remove_link(self.layout, feature, request.key)
+            raise
+        remember_named(self.layout, feature)
+        self.pending.miss(request.key, request.parts)
+        fsync_dir(path.parent)
+
+    def _committed(self, key: str) -> bool:
+        """Whether ``key`` has a row after a publish raised: a failure after the COMMIT (the
+        checkpoint at detach) leaves the row committed, and then the file must stay."""
+        import duckdb
+
+        try:
+            with self.manifest.read() as con:
+                params = {"keys": [key]}
+                rows = self.manifest.execute(con, "removal.sql", "keys_with_rows", params)
+                return bool(rows.fetchall())
+        except (JulesCacheError, OSError, duckdb.Error):
+            return False
+
+    def _insert_entry(self, con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+        """Insert a published entry's row, replacing a row left for its key (file lost).
+
+        A plain INSERT costs half of DELETE + INSERT and a third of INSERT OR REPLACE, and a
+        leftover row is rare: so it goes first, and only if the key is taken is the
+        transaction (nothing else written in it yet) restarted to replace the row.
+        """
+        import duckdb  # loaded already: ``con`` is a DuckDB connection
+
+        try:
+            self.manifest.execute(con, "entries.sql", "insert_entry", row)
+        except ManifestError as exc:
+            if not isinstance(exc.__cause__, duckdb.ConstraintException):
+                raise
+            self.manifest.restart(con)
+            self.manifest.execute(con, "entries.sql", "replace_entry", {"key": row["key"]})
+            self.manifest.execute(con, "entries.sql", "insert_entry", row)
+
+    def _record_inputs(self, con: duckdb.DuckDBPyConnection, request: Request) -> None:
+        """Remember which files (as stat() saw them) a file-input entry was keyed from."""
+        if not request.files:
+            return
+        files = request.files
+        self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": request.key})
+        self.manifest.execute(
+            con,
+            "entries.sql",
+            "insert_entry_inputs",
+            {
+                "key": request.key,
+                "method": request.data_method,
+                "positions": list(range(len(files))),
+                "paths": [f.path for f in files],
+                "sizes": [f.size for f in files],
+                "mtimes": [f.mtime_ns for f in files],
+                "inodes": [f.inode for f in files],
+                "ctimes": [f.ctime_ns for f in files],
+                "digests": [f.digest for f in files],
+            },
+        )
+
+    # -- counts --------------------------------------------------------------------------------
+
+    def write_counts(self, *, wait: bool = True) -> None:
+        """``wait=False`` (from a hit) gives up at once if another process holds the lock."""
+        if self.read_only or not self.pending:  # a read-only store's counts stay in memory
+            return
+        self.manifest.on_change = None  # a flush alone refreshes the catalog when asked to
+        try:
+            with self.manifest.write(wait=wait) as con:
+                self._write_pending(con)
+        finally:
+            self.manifest.on_change = self._after_write
+        self._wrote = True
+
+    def _write_pending(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Write the counts kept in memory inside the caller's transaction."""
+        counts = self.pending.take()
+        try:
+            self._write(con, counts)
+        except BaseException:
+            self.pending.put_back(counts)  # kept for the next attempt
+            raise
+
+    def _write(self, con: duckdb.DuckDBPyConnection, counts: Counts) -> None:
+        if counts.hits:
+            # A hit on a file without a row (its rm or GC was killed before the unlink)
+            # registers it again: the file is valid and verified, and now in use.
+            register_orphans(self.manifest, con, list(counts.hits))
+            params = {
+                "keys": list(counts.hits),
+                "hits": [count for count, _ in counts.hits.values()],
+                "times": [when for _, when in counts.hits.values()],
+            }
+            self.manifest.execute(con, "entries.sql", "flush_hits", params)
+        if counts.misses:
+            params = {"name": "misses", "delta": counts.misses}
+            self.manifest.execute(con, "entries.sql", "bump_counter", params)
+        if counts.calls:  # the cumulative counters, which rm and GC never touch
+            rows = list(counts.calls.values())
+            params = {"symbols": sorted({str(row[1]) for row in rows})}
+            self.manifest.execute(con, "entries.sql", "number_symbols", params)
+            params = {
+                "keys": list(counts.calls),
+                "features": [row[0] for row in rows],
+                "symbols": [row[1] for row in rows],
+                "hits": [row[2] for row in rows],
+                "misses": [row[3] for row in rows],
+            }
+            self.manifest.execute(con, "entries.sql", "count_calls", params)
+
+    def count_store_failure(self) -> None:
+        try:
+            with self.manifest.write(wait=False) as con:
+                params = {"name": "store_failures", "delta": 1}
+                self.manifest.execute(con, "entries.sql", "bump_counter", params)
+        except self.store_errors():
+            pass  # the manifest may be what failed; the caller has been told
+
+    def flush(self) -> None:
+        """Write the counts, and, if this store changed the manifest since, rebuild
+        ``catalog.duckdb`` (a store that only read leaves every file as it found it)."""
+        self.write_counts()
+        if self._wrote:
+            self._wrote = False
+            refresh_catalog(self.manifest, 0.0, wait=True)
+
+    def _after_write(self) -> None:
+        """After each committed manifest write: refresh the catalog if it is due (debounced)."""
+        self._wrote = True
+        refresh_catalog(self.manifest, self.catalog_refresh_seconds)
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
+        with self.manifest.read() as con:
+            cursor = self.manifest.execute(con, "entries.sql", name, params)
+            columns = [d[0] for d in cursor.description]
+            return [Entry.from_row(columns, row) for row in cursor.fetchall()]
+
+    def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+        with self.manifest.read() as con:
+            return {
+                key: self.manifest.execute(
+                    con, "entries.sql", "entry_inputs", {"key": key}
+                ).fetchall()
+                for key in keys
+            }
+
+    def stats_parts(
+        self, symbol_limit: int
+    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
+        with self.manifest.read() as con:
+            features = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
+            params = {"limit": symbol_limit}
+            symbols = self.manifest.execute(con, "entries.sql", "stats_by_symbol", params)
+            by_symbol = symbols.fetchall()
+            counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
+        return (
+            [FeatureStats(*row) for row in features],
+            [SymbolStats(*row) for row in by_symbol],
+            counters,
+        )
+
+    # -- changes and upkeep --------------------------------------------------------------------
+
+    def remove(self, filters: dict[str, Any]) -> list[Entry]:
+        """Rows are deleted and committed first, files unlinked after, so a crash in between
+        leaves orphan files (which GC removes), never rows pointing at nothing."""
+        with self.manifest.write() as con:
+            cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
+            columns = [d[0] for d in cursor.description]
+            matched = [Entry.from_row(columns, row) for row in cursor.fetchall()]
+            deleted = drop_rows(self.manifest, con, [entry.key for entry in matched])
+        with self.manifest.read() as con:
+            outcome = discard_files(self.manifest, con, deleted)
+        if outcome.errors:
+            message = f"removed {len(deleted)} entries, but {describe_failures(outcome)}"
+            raise PartialRemoval(message, matched, list(outcome.not_deleted))
+        return matched
+
+    def check(
+        self,
+        *,
+        fix: bool,
+        deep: bool,
+        rebuild: bool,
+        grace_seconds: float,
+        progress: Progress | None,
+    ) -> CheckReport:
+        if rebuild:  # counts kept in memory go to the rebuilt manifest
+            report = rebuild_manifest(
+                self.layout,
+                self.lock_timeout,
+                deep=deep,
+                grace_seconds=grace_seconds,
+                progress=progress,
+            )
+            self.flush()
+            return report
+        self.write_counts()
+        report = run_check(
+            self.layout,
+            self.manifest,
+            fix=fix,
+            deep=deep,
+            grace_seconds=grace_seconds,
+            progress=progress,
+        )
+        if fix:
+            self._wrote = False
+            refresh_catalog(self.manifest, 0.0, wait=True)
+        return report
+
+    def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
+        self.flush()  # this process's recent hits count as accesses
+        report = collect_garbage(self.manifest, self.layout, options, progress=progress)
+        assert report is not None
+        return report
+
+    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
+        options = GCOptions.build(limit=limit)
+        return collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=interval)
+
+    def verify(self) -> VerifyReport:
+        return find_stale_footer_entries(self.manifest)
+
+    def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
+        from jules_cache.query.sql import CatalogSource, run
+
+        return run(CatalogSource(self.manifest, self.layout), query, params, filters)
+
+    def refresh_views(self) -> dict[str, str]:
+        with self.manifest.write() as con:
+            names = refresh_views(con, self.layout)
+        with file_lock(self.layout.root / CATALOG_LOCK_NAME, self.lock_timeout):
+            build_catalog(self.manifest)
+        return names
