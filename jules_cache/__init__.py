@@ -28,6 +28,7 @@ from jules_cache.errors import (
     ManifestError,
     PartialRemoval,
     QueryError,
+    ServiceUnavailable,
     StoreError,
     UnsafePath,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ManifestError",
     "PartialRemoval",
     "QueryError",
+    "ServiceUnavailable",
     "Stats",
     "StoreError",
     "SymbolStats",

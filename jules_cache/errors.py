@@ -17,7 +17,8 @@
 
 Warnings: CacheWriteWarning (a UserWarning) when a result is returned but not stored.
 
-Foreign errors (duckdb, OS) are translated where they happen, with ``raise ... from exc``.
+Foreign errors (duckdb, OS, psycopg, botocore) are translated where they happen, with
+``raise ... from exc``.
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ class PartialRemoval(StoreError):
         super().__init__(message)
         self.removed = removed
         self.not_deleted = not_deleted
+
+
+class ServiceUnavailable(StoreError):
+    """A service of a shared cache (the PostgreSQL catalog or the S3 object store) cannot be
+    reached or refused the request: ``service`` names it, ``address`` says where (never with a
+    password), and the message says what to check."""
+
+    def __init__(self, service: str, address: str, problem: str, advice: str):
+        self.service = service
+        self.address = address
+        super().__init__(f"{service} at {address} is unavailable: {problem}. {advice}")
 
 
 class GCError(JulesCacheError):

@@ -1,0 +1,698 @@
+"""The catalog of a shared cache: its entries and counters in PostgreSQL, reached by every host.
+
+It plays the part ``manifest.duckdb`` plays for a local root: the same tables
+(``sql/postgres/schema.sql``; times are naive UTC ``timestamp`` columns, as there), statements
+in ``sql/postgres/*.sql``, rows handed back as ``Entry`` objects just as a local manifest's.
+It also provides the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory
+lock per key.
+
+One connection per catalog, in autocommit mode, guarded by a lock so threads share it; each
+write is one short transaction. Settings made on connect, and why:
+
+- ``connect_timeout`` (default 10 s): an unreachable host fails fast with ``ServiceUnavailable``.
+- client TCP keepalives (``keepalives_idle=10``, ``keepalives_interval=5``,
+  ``keepalives_count=3``) and ``tcp_user_timeout=30000``: a dead server is noticed in ~25 s
+  rather than the kernel's two hours.
+- the same on the server side, per session (``tcp_keepalives_*``, ``tcp_user_timeout``): when a
+  host vanishes without closing its connection (power loss, network partition), the server
+  drops its session -- and the advisory locks it held -- after ~25-30 s of silence. A process
+  that dies on a live host closes its socket, and its locks go at once (measured: ~3 ms).
+- ``idle_in_transaction_session_timeout=60s``: a client frozen inside a transaction cannot
+  hold row locks for ever.
+- ``search_path`` = the cache's schema, ``TimeZone=UTC``, ``application_name`` naming the host
+  and pid, so a lock timeout can say who holds the key.
+
+Session advisory locks need a real session: a pooler in transaction mode (PgBouncer's default)
+breaks them; connect directly or through session-mode pooling. If the connection is lost while
+a lock is held, the lock is gone with it: single flight is then best effort (two hosts may
+compute the same key), which is safe because objects are written with a conditional PUT and
+the catalog row is the truth.
+
+psycopg is imported on first use, so a process that never opens a shared cache never loads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import xxhash
+
+from jules_cache.errors import InvalidInput, LockTimeout, ManifestError, ServiceUnavailable
+from jules_cache.models import Entry, FeatureStats, SymbolStats
+from jules_cache.storage import sqlfiles
+
+if TYPE_CHECKING:
+    import psycopg
+
+T = TypeVar("T")
+
+SQL_FOLDER = "postgres"
+DEFAULT_SCHEMA = "jules_cache"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Client side (libpq) and server side (GUCs, per session) dead-peer detection; see the module.
+_CLIENT_SETTINGS = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+_SERVER_SETTINGS = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+    "idle_in_transaction_session_timeout": "60s",
+    "TimeZone": "UTC",
+}
+_ADVICE = (
+    "Check that the server is running and reachable from this host, and the catalog DSN "
+    "(host, port, database, user, password)"
+)
+_LOCK_POLL_FIRST = 0.001  # seconds; doubles up to _LOCK_POLL_MAX, with jitter
+_LOCK_POLL_MAX = 0.05
+_TRANSACTION_RETRIES = 3  # on deadlock or serialization failure
+
+
+def lock_id(schema: str, name: str) -> int:
+    """The 64-bit advisory lock number of ``name`` (a key, or e.g. ``"migrate"``) in a cache.
+
+    A signed bigint, as PostgreSQL takes it; the schema is part of it, so two caches in one
+    database never contend.
+    """
+    unsigned = xxhash.xxh3_64_intdigest(f"{schema}\0{name}".encode())
+    return unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned
+
+
+def _statement(filename: str, name: str) -> str:
+    return sqlfiles.statement(f"{SQL_FOLDER}/{filename}", name)
+
+
+class PostgresCatalog:
+    """A shared cache's catalog in PostgreSQL schema ``schema`` of the database ``dsn`` names.
+
+    ``dsn`` is a libpq connection string or URI (``postgresql://user:pw@host:5432/db``);
+    libpq's PG* environment variables and ``~/.pgpass`` apply as usual. Settings given in the
+    DSN (e.g. ``keepalives_idle``) win over the defaults above. The schema is created and
+    migrated on first use. Errors: ``ServiceUnavailable`` when the server cannot be reached or
+    the connection is lost, ``ManifestError`` when a statement fails, ``LockTimeout`` from
+    ``key_lock``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        connect_timeout: float = 10.0,
+        application_name: str | None = None,
+    ):
+        if not _SCHEMA_NAME.match(schema):
+            raise InvalidInput(
+                f"catalog schema {schema!r} is not a plain lowercase identifier "
+                "(letters, digits, _; at most 63)"
+            )
+        self.dsn = dsn
+        self.schema = schema
+        self.connect_timeout = connect_timeout
+        self.application_name = application_name or _default_application_name()
+        self.address = _address(dsn)
+        self._lock = threading.RLock()  # one statement or transaction at a time on the connection
+        self._held: set[int] = set()  # key locks this process holds (a session's locks stack)
+        self._held_changed = threading.Condition()
+        self._connection: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._migrated = False
+        self._finalizer: weakref.finalize[..., PostgresCatalog] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresCatalog({self.address!r}, schema={self.schema!r})"
+
+    # Picklable (for Dask and spawned processes): the connection is not; it is made anew.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "dsn": self.dsn,
+            "schema": self.schema,
+            "connect_timeout": self.connect_timeout,
+            "application_name": None,  # the new process names itself
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError as exc:
+            raise ImportError(
+                f"a PostgreSQL catalog needs psycopg ({exc}): pip install 'jules-cache[shared]'"
+            ) from exc
+
+        try:
+            given = conninfo_to_dict(self.dsn)
+        except psycopg.ProgrammingError as exc:
+            raise InvalidInput(f"bad PostgreSQL catalog DSN: {exc}") from None
+        settings: dict[str, Any] = {k: v for k, v in _CLIENT_SETTINGS.items() if k not in given}
+        if "connect_timeout" not in given:
+            settings["connect_timeout"] = max(1, round(self.connect_timeout))
+        if "application_name" not in given:
+            settings["application_name"] = self.application_name[:63]
+        server = {**_SERVER_SETTINGS, "search_path": self.schema}
+        # Ours first, then the DSN's own options (which win), except the schema we must use.
+        options = " ".join(f"-c {name}={value}" for name, value in server.items())
+        if given.get("options"):
+            options = f"{options} {given['options']} -c search_path={self.schema}"
+        settings["options"] = options
+        try:
+            connection = psycopg.connect(self.dsn, autocommit=True, **settings)
+        except psycopg.Error as exc:
+            raise self._unavailable("cannot connect", exc) from exc
+        return connection
+
+    def _connected(self) -> psycopg.Connection[Any]:
+        """The open connection, made (and the schema migrated) if there is none or it broke.
+
+        Call with ``self._lock`` held.
+        """
+        connection = self._connection
+        if connection is not None and self._pid != os.getpid():
+            # Forked: the socket belongs to the parent; never touch it (a close would end the
+            # parent's session). Keep the object alive so its finalizer does nothing here.
+            _abandoned.append(connection)
+            connection = self._connection = None
+            self._held.clear()
+            self._pid = os.getpid()
+        if connection is not None and (connection.closed or connection.broken):
+            with contextlib.suppress(Exception):
+                connection.close()
+            connection = self._connection = None
+        if connection is None:
+            connection = self._connect()
+            self._connection = connection
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_quietly, connection, os.getpid())
+        if not self._migrated:
+            self._migrate(connection)
+            self._migrated = True
+        return connection
+
+    def close(self) -> None:
+        """Close the connection (releasing every advisory lock it held); reopened on next use."""
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()
+                self._finalizer = None
+            self._connection = None
+
+    def __enter__(self) -> PostgresCatalog:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def _unavailable(self, problem: str, exc: BaseException) -> ServiceUnavailable:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ServiceUnavailable("PostgreSQL", self.address, f"{problem} ({detail})", _ADVICE)
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Translate psycopg's errors (the one place): a lost connection is the service being
+        unavailable; any other failure is a statement of the catalog failing."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            connection = self._connection
+            if connection is None or connection.closed or connection.broken:
+                self._connection = None
+                raise self._unavailable(f"connection lost during {what}", exc) from exc
+            raise ManifestError(
+                f"PostgreSQL catalog at {self.address} (schema {self.schema}): {what} failed: {exc}"
+            ) from exc
+
+    def _live(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.broken and self._pid == os.getpid()
+
+    def _run(
+        self, what: str, body: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool = False
+    ) -> T:
+        """Run ``body`` on the connection in autocommit mode (each statement commits).
+
+        An ``idempotent`` body (a read, a lock attempt) that finds the connection lost -- the
+        server restarted, or ended the session -- is run once more on a new connection.
+        """
+        with self._lock:
+            reused = self._live()
+            try:
+                with self._translated(what):
+                    return body(self._connected())
+            except ServiceUnavailable:
+                if not (idempotent and reused):
+                    raise
+            with self._translated(what):
+                return body(self._connected())
+
+    def _transact(
+        self, what: str, body: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool = False
+    ) -> T:
+        """Run ``body`` in one transaction.
+
+        Retried whole on a deadlock or serialization failure (PostgreSQL rolled it back:
+        nothing of it was applied), and once on a new connection when the old one turns out
+        lost before the transaction began (or at any point, for an ``idempotent`` body).
+        """
+        import psycopg
+
+        retried_connection = False
+        for attempt in range(_TRANSACTION_RETRIES):
+            began = False
+            reused = self._live()
+
+            def begun(connection: psycopg.Connection[Any]) -> T:
+                nonlocal began
+                began = True
+                return body(connection)
+
+            try:
+                with self._lock, self._translated(what):
+                    connection = self._connected()
+                    with connection.transaction():
+                        return begun(connection)
+            except ServiceUnavailable:
+                if retried_connection or not reused or (began and not idempotent):
+                    raise
+                retried_connection = True
+            except ManifestError as exc:
+                retry = isinstance(exc.__cause__, psycopg.errors.TransactionRollback)
+                if not retry or attempt == _TRANSACTION_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- statements --------------------------------------------------------------------------------
+
+    def execute(
+        self, filename: str, name: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run one named statement of ``sql/postgres/<filename>`` on its own (autocommit);
+        return its rows (empty for statements that return none)."""
+
+        def body(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return _rows(connection.execute(_statement(filename, name), params))
+
+        return self._run(name, body)
+
+    def query(
+        self, filename: str, name: str, params: Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Like ``execute``, for a statement that only reads: run again on a new connection if
+        the old one turns out lost."""
+
+        def body(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return _rows(connection.execute(_statement(filename, name), params))
+
+        return self._run(name, body, idempotent=True)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+        """One transaction for several named statements: yields ``run(filename, name,
+        params=None) -> rows``; commits at the end of the block, rolls back on an exception.
+
+        Holds the connection for the whole block: keep it short (never across a compute).
+        """
+        with self._lock, self._translated("transaction"):
+            connection = self._connected()
+            with connection.transaction():
+
+                def run(
+                    filename: str, name: str, params: Mapping[str, Any] | None = None
+                ) -> list[tuple[Any, ...]]:
+                    return _rows(connection.execute(_statement(filename, name), params))
+
+                yield run
+
+    # -- schema ------------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Create the schema and apply pending migrations now (else done on first use);
+        return the schema version."""
+        with self._lock, self._translated("migration"):
+            connection = self._connected()
+            return self._migrate(connection)
+
+    def _migrate(self, connection: psycopg.Connection[Any]) -> int:
+        """Bring the schema up to date; concurrent first connections wait on an advisory
+        transaction lock, then find the work done."""
+        from psycopg import sql
+
+        statements = sqlfiles.load(f"{SQL_FOLDER}/schema.sql")
+        migrations = sorted(
+            int(name.removeprefix("migration_"))
+            for name in statements
+            if name.startswith("migration_")
+        )
+        latest = migrations[-1]
+        with contextlib.suppress(Exception), connection.transaction():
+            # Fast path: already up to date (no lock, no DDL). Fails on a new schema.
+            (version,) = connection.execute(statements["current_version"]).fetchone() or (0,)
+            if version == latest:
+                return latest
+        with connection.transaction():
+            connection.execute(
+                _statement("locks.sql", "xact_lock"), {"lock": lock_id(self.schema, "migrate")}
+            )
+            create = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            connection.execute(create)
+            connection.execute(statements["create_schema_version"])
+            (version,) = connection.execute(statements["current_version"]).fetchone() or (0,)
+            if version > latest:
+                raise ManifestError(
+                    f"the catalog schema {self.schema!r} at {self.address} is at version "
+                    f"{version}, newer than this jules_cache knows ({latest}): upgrade "
+                    "jules_cache on this host"
+                )
+            for number in migrations:
+                if number > version:
+                    connection.execute(statements[f"migration_{number}"])
+                    params = {"version": number, "applied_at": datetime.now(UTC)}
+                    connection.execute(statements["record_version"], params)
+        return latest
+
+    # -- single flight across hosts ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def key_lock(self, key: str, timeout: float) -> Iterator[None]:
+        """Hold ``key``'s advisory lock for the block: one holder per key across every host
+        and thread using this catalog.
+
+        Polls ``pg_try_advisory_lock`` with backoff (1 ms doubling to 50 ms), releasing the
+        shared connection between polls. Raises ``LockTimeout`` naming the key and, when the
+        server says, the holder (its application name: host and pid).
+        """
+        number = lock_id(self.schema, key)
+        deadline = time.monotonic() + timeout
+        # A session's advisory locks stack: the server would let two threads of this process
+        # both "acquire" the key. So threads first queue here, in-process.
+        with self._held_changed:
+            while number in self._held:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LockTimeout(self._lock_description(key, None), timeout)
+                self._held_changed.wait(remaining)
+            self._held.add(number)
+        try:
+            session = self._acquire(key, number, deadline, timeout)
+            try:
+                yield
+            finally:
+                self._release(number, session)
+        finally:
+            with self._held_changed:
+                self._held.discard(number)
+                self._held_changed.notify_all()
+
+    def _acquire(self, key: str, number: int, deadline: float, timeout: float) -> object:
+        """Poll until the server grants the lock; return the connection (session) holding it."""
+        statement = _statement("locks.sql", "try_lock")
+        delay = _LOCK_POLL_FIRST
+        while True:
+
+            def attempt(connection: psycopg.Connection[Any]) -> object | None:
+                row = connection.execute(statement, {"lock": number}).fetchone()
+                return connection if row and row[0] else None
+
+            session = self._run("lock", attempt, idempotent=True)
+            if session is not None:
+                return session
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(self._lock_description(key, number), timeout)
+            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
+            delay = min(delay * 2, _LOCK_POLL_MAX)
+
+    def _release(self, number: int, session: Any) -> None:
+        """Unlock on the session that holds the lock; if that session is gone (connection
+        lost or replaced), the server released the lock with it already."""
+        import psycopg
+
+        with self._lock:
+            connection = self._connection
+            if connection is not session or connection is None or connection.broken:
+                return
+            with contextlib.suppress(psycopg.Error):
+                connection.execute(_statement("locks.sql", "unlock"), {"lock": number})
+
+    def _lock_description(self, key: str, number: int | None) -> str:
+        where = f"key {key} (PostgreSQL advisory lock at {self.address}, schema {self.schema}"
+        if number is None:
+            return f"{where}; held by another thread of this process)"
+        unsigned = number & ((1 << 64) - 1)
+        params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
+        try:
+            rows = self.query("locks.sql", "lock_holder", params)
+        except (ManifestError, ServiceUnavailable):
+            rows = []
+        if not rows:
+            return f"{where})"
+        application, client, backend_pid, age = rows[0]
+        return (
+            f"{where}; held by {application or 'an unnamed client'!r} from "
+            f"{client or 'a local socket'}, server pid {backend_pid}, connected {age} ago)"
+        )
+
+    # -- entries -----------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        row: Mapping[str, Any],
+        *,
+        input_method: str | None = None,
+        input_files: Sequence[Any] = (),
+    ) -> None:
+        """Insert or replace ``row`` (an ``entry_row``) and its input files, in one transaction.
+
+        ``input_files`` are ``InputFile``-like (path, size, mtime_ns, inode, ctime_ns,
+        digest), recorded with ``input_method`` ('file-bytes' or 'footer').
+        """
+        params = dict(row)
+        params.setdefault("code_functions", None)
+        inputs = None
+        if input_files:
+            inputs = {
+                "key": row["key"],
+                "method": input_method,
+                "positions": list(range(len(input_files))),
+                "paths": [f.path for f in input_files],
+                "sizes": [f.size for f in input_files],
+                "mtimes": [f.mtime_ns for f in input_files],
+                "inodes": [f.inode for f in input_files],
+                "ctimes": [f.ctime_ns for f in input_files],
+                "digests": [f.digest for f in input_files],
+            }
+
+        def body(connection: psycopg.Connection[Any]) -> None:
+            connection.execute(_statement("entries.sql", "upsert_entry"), params)
+            if inputs is not None:
+                key = {"key": row["key"]}
+                connection.execute(_statement("entries.sql", "delete_entry_inputs"), key)
+                connection.execute(_statement("entries.sql", "insert_entry_inputs"), inputs)
+
+        self._transact("publish", body, idempotent=True)
+
+    def entry(self, key: str) -> Entry | None:
+        """The entry of exactly ``key``, or None."""
+        entries = self._entries("get_entry", {"key": key})
+        return entries[0] if entries else None
+
+    def entries(
+        self,
+        *,
+        feature: str | None = None,
+        symbol: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Entry]:
+        """Entries newest first, optionally filtered (sql/entries.sql ``list_entries``)."""
+        return self._entries("list_entries", {"feature": feature, "symbol": symbol, "since": since})
+
+    def match_entries(
+        self,
+        *,
+        key_prefix: str | None = None,
+        feature: str | None = None,
+        symbol: str | None = None,
+    ) -> list[Entry]:
+        """Entries oldest first whose key starts with ``key_prefix`` and that match the other
+        filters (None matches all), as sql/entries.sql ``match_entries``."""
+        params = {"key": key_prefix, "feature": feature, "symbol": symbol}
+        return self._entries("match_entries", params)
+
+    def _entries(self, name: str, params: Mapping[str, Any]) -> list[Entry]:
+        def body(connection: psycopg.Connection[Any]) -> list[Entry]:
+            cursor = connection.execute(_statement("entries.sql", name), params)
+            columns = [column.name for column in cursor.description or ()]
+            return [Entry.from_row(columns, row) for row in cursor.fetchall()]
+
+        return self._run(name, body, idempotent=True)
+
+    def keys_with_rows(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` have a row now."""
+        rows = self.query("entries.sql", "keys_with_rows", {"keys": list(keys)})
+        return {key for (key,) in rows}
+
+    def entry_inputs(self, key: str) -> list[tuple[Any, ...]]:
+        """The input files ``key`` was computed from: (position, path, size, mtime_ns, inode,
+        ctime_ns, method, digest), in order."""
+        return self.query("entries.sql", "entry_inputs", {"key": key})
+
+    # -- counters ----------------------------------------------------------------------------------
+
+    def flush_counts(
+        self,
+        *,
+        hits: Mapping[str, tuple[int, datetime]] | None = None,
+        misses: int = 0,
+        calls: Mapping[str, tuple[str, str, int, int]] | None = None,
+    ) -> None:
+        """Add counts kept in memory, in one transaction: ``hits`` {key: (count, last access)}
+        onto the entries, ``misses`` onto the cache-wide counter, ``calls`` {key: (feature,
+        symbol, hits, misses)} onto the per-feature/symbol counters.
+
+        Flushes from all hosts are serialised by an advisory transaction lock (so new symbols
+        get distinct ordinals) and lock entry rows in key order (so they never deadlock with
+        each other or with deletes).
+        """
+        hits = dict(hits or {})
+        calls = dict(calls or {})
+        if not hits and not misses and not calls:
+            return
+
+        def body(connection: psycopg.Connection[Any]) -> None:
+            def run(filename: str, name: str, params: Mapping[str, Any]) -> None:
+                connection.execute(_statement(filename, name), params)
+
+            run("locks.sql", "xact_lock", {"lock": lock_id(self.schema, "flush")})
+            if hits:
+                keys = sorted(hits)
+                run("entries.sql", "lock_entries", {"keys": keys})
+                params = {
+                    "keys": keys,
+                    "hits": [hits[key][0] for key in keys],
+                    "times": [hits[key][1] for key in keys],
+                }
+                run("entries.sql", "flush_hits", params)
+            if misses:
+                run("entries.sql", "bump_counter", {"name": "misses", "delta": misses})
+            if calls:
+                rows = [calls[key] for key in sorted(calls)]
+                run("entries.sql", "number_symbols", {"symbols": sorted({r[1] for r in rows})})
+                params = {
+                    "keys": sorted(calls),
+                    "features": [r[0] for r in rows],
+                    "symbols": [r[1] for r in rows],
+                    "hits": [r[2] for r in rows],
+                    "misses": [r[3] for r in rows],
+                }
+                run("entries.sql", "count_calls", params)
+
+        self._transact("counter flush", body)
+
+    def bump_counter(self, name: str, delta: int = 1) -> None:
+        """Add ``delta`` to the cache-wide counter ``name`` (created at 0 if new)."""
+        self.execute("entries.sql", "bump_counter", {"name": name, "delta": delta})
+
+    def counters(self) -> dict[str, int]:
+        """Cache-wide counters: misses, store_failures, corrupt_files, ..."""
+        return {name: value for name, value in self.query("entries.sql", "counters")}
+
+    def stats_by_feature(self) -> list[FeatureStats]:
+        """Per feature: live entries and bytes, cumulative hits, misses and seconds saved."""
+        return [FeatureStats(*row) for row in self.query("entries.sql", "stats_by_feature")]
+
+    def stats_by_symbol(self, limit: int) -> list[SymbolStats]:
+        """Per symbol (the first ``limit`` ever counted; the rest as ``__other__``)."""
+        rows = self.query("entries.sql", "stats_by_symbol", {"limit": limit})
+        return [SymbolStats(*row) for row in rows]
+
+    # -- removal and GC --------------------------------------------------------------------------
+
+    def delete_entries(
+        self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete the rows of ``keys`` (and their input rows) in one transaction; return the
+        (key, feature) pairs really deleted.
+
+        With ``last_accessed`` (one per key, as GC planned them), a row accessed since is
+        spared; None deletes unconditionally. Rows go before objects: the caller deletes the
+        objects of the returned keys after this returns.
+        """
+        keys = list(keys)
+        if not keys:
+            return []
+        times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
+        if len(times) != len(keys):
+            raise InvalidInput(f"{len(keys)} keys but {len(times)} last-access times")
+
+        def body(connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            connection.execute(_statement("entries.sql", "lock_entries"), {"keys": sorted(keys)})
+            params = {"keys": keys, "last_accessed": times}
+            deleted = _rows(connection.execute(_statement("removal.sql", "delete_entries"), params))
+            gone = {"keys": [key for key, _ in deleted]}
+            connection.execute(_statement("removal.sql", "delete_entry_inputs"), gone)
+            return [(key, feature) for key, feature in deleted]
+
+        return self._transact("delete", body)
+
+    def entries_snapshot(self) -> list[tuple[str, int, datetime]]:
+        """(key, bytes, last_accessed_at) of every entry: the rows side of the GC plan."""
+        return [(k, b, t) for k, b, t in self.query("gc.sql", "entries_snapshot")]
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+_abandoned: list[Any] = []  # connections inherited over a fork: never closed by the child
+
+
+def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    return cursor.fetchall() if cursor.description is not None else []
+
+
+def _close_quietly(connection: Any, pid: int) -> None:
+    if os.getpid() == pid:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _default_application_name() -> str:
+    return f"jules_cache {socket.gethostname()} pid {os.getpid()}"
+
+
+def _address(dsn: str) -> str:
+    """``host:port/database`` of a DSN, never its password (for messages)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # psycopg missing or a malformed DSN: connect() reports it
+        return "(unparsed DSN)"
+    host = parts.get("host") or parts.get("hostaddr") or os.environ.get("PGHOST", "localhost")
+    port = parts.get("port") or os.environ.get("PGPORT", "5432")
+    database = parts.get("dbname") or os.environ.get("PGDATABASE", "")
+    return f"{host}:{port}/{database}"

@@ -1,0 +1,401 @@
+"""The objects of a shared cache: result files under ``s3://bucket/prefix`` on any S3 API server.
+
+Objects are written once, straight to their final, key-derived name, with a conditional PUT
+(``If-None-Match: *``): the server refuses a second writer (412), so no reader ever sees a
+partial or replaced object, and no temp name or rename is needed. A missing object is a miss
+(``get`` returns None). Objects are named relative to the prefix (``objects/ab/<key>.parquet``).
+
+Where the server is and who we are come from the standard AWS settings, as boto3 reads them:
+
+- ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``: an S3-compatible server (MinIO, SeaweedFS,
+  Ceph, ...), e.g. ``http://127.0.0.1:8333``; unset means AWS itself. Path-style addressing is
+  used with a custom endpoint.
+- ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``), or
+  ``AWS_PROFILE`` and the rest of boto3's credential chain.
+- ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (default ``us-east-1``).
+
+Each can also be given to the constructor, which wins. One boto3 client per store, created on
+first use (the first in a process costs ~130 ms: botocore loads its service model; later ones
+~8 ms) and shared by threads (boto3 clients are thread-safe). Hits GET with boto3 (measured
+against pyarrow's S3 filesystem in benchmarks/bench_shared_raw.py). boto3 checks the CRC32
+the PUT stored on every GET where the server returns one, so a corrupted object is an error,
+never a silently wrong frame. ``arrow_filesystem()`` gives a pyarrow ``S3FileSystem`` on the
+same server and credentials for DuckDB/pyarrow datasets (filter and column pushdown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from jules_cache.errors import InvalidInput, ServiceUnavailable, StoreError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+DEFAULT_REGION = "us-east-1"
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+# Error codes that mean "this store cannot be used as configured", not "this object failed".
+_UNUSABLE = {
+    "AccessDenied": "access denied: check the credentials' permissions on the bucket",
+    "InvalidAccessKeyId": "unknown access key: check AWS_ACCESS_KEY_ID (or the profile)",
+    "SignatureDoesNotMatch": "bad signature: check AWS_SECRET_ACCESS_KEY (or the profile)",
+    "NoSuchBucket": "no such bucket: create it, or check the s3:// URL",
+    "InvalidToken": "bad session token: refresh the credentials",
+    "ExpiredToken": "expired session token: refresh the credentials",
+}
+_SERVER_TROUBLE = {"InternalError", "ServiceUnavailable", "SlowDown", "503", "500", "502", "504"}
+_CONNECT_ADVICE = (
+    "Check that the server is running and reachable from this host, and AWS_ENDPOINT_URL "
+    "(or endpoint_url=)"
+)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a HEAD says about one object."""
+
+    name: str
+    size: int
+    last_modified: datetime  # naive UTC, as the catalog's times
+    etag: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix``); the prefix may be empty."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise InvalidInput(f"{url!r} is not an s3://bucket[/prefix] URL")
+    if not _BUCKET.match(parsed.netloc):
+        raise InvalidInput(f"{parsed.netloc!r} in {url!r} is not a valid S3 bucket name")
+    prefix = parsed.path.strip("/")
+    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
+        raise InvalidInput(f"the prefix of {url!r} has an empty, '.' or '..' part")
+    return parsed.netloc, prefix
+
+
+class ObjectStore:
+    """The objects under one ``s3://bucket/prefix``.
+
+    Errors: ``ServiceUnavailable`` when the server cannot be reached, refuses the credentials
+    or the bucket is missing; ``StoreError`` when one request fails otherwise;
+    ``InvalidInput`` for a bad URL or object name.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        session_token: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+    ):
+        self.url = url.rstrip("/")
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.endpoint_url = (
+            endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+        self.region = (
+            region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION
+        )
+        self._credentials = (access_key, secret_key, session_token)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        endpoint = self.endpoint_url.rstrip("/") if self.endpoint_url else "AWS S3"
+        self.address = f"{endpoint}/{self.bucket}"
+        self._client_lock = threading.Lock()
+        self._client: Any = None
+        self._client_pid = 0
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    # Picklable (Dask, spawned processes): the client is made anew where it is used.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        state["_client_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client_lock = threading.Lock()
+
+    # -- names -------------------------------------------------------------------------------------
+
+    def key_of(self, name: str) -> str:
+        """The S3 key of object ``name`` (relative to the prefix)."""
+        if not name or name.startswith("/") or "\\" in name:
+            raise InvalidInput(f"object name {name!r} must be a relative '/'-separated path")
+        if any(part in ("", ".", "..") for part in name.split("/")):
+            raise InvalidInput(f"object name {name!r} has an empty, '.' or '..' part")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def _name_of(self, key: str) -> str:
+        return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def arrow_path(self, name: str = "") -> str:
+        """``bucket/prefix/name``: how ``arrow_filesystem()`` spells object ``name`` (or the
+        prefix itself when ``name`` is empty)."""
+        key = self.key_of(name) if name else self.prefix
+        return f"{self.bucket}/{key}" if key else self.bucket
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """This store's boto3 S3 client (made on first use; again after a fork)."""
+        if self._client is None or self._client_pid != os.getpid():
+            with self._client_lock:
+                if self._client is None or self._client_pid != os.getpid():
+                    self._client = self._make_client()
+                    self._client_pid = os.getpid()
+        return self._client
+
+    def _make_client(self) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:
+            raise ImportError(
+                f"an s3:// cache needs boto3 ({exc}): pip install 'jules-cache[shared]'"
+            ) from exc
+
+        access_key, secret_key, session_token = self._credentials
+        config = Config(
+            region_name=self.region,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": 3},
+            tcp_keepalive=True,
+            max_pool_connections=32,  # threads of one process (e.g. a Dask worker) share it
+            s3={"addressing_style": "path"} if self.endpoint_url else None,
+        )
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            config=config,
+        )
+
+    def arrow_filesystem(self) -> pyarrow.fs.S3FileSystem:
+        """A pyarrow ``S3FileSystem`` on the same server, region and credentials (for pyarrow
+        datasets and DuckDB); paths are ``arrow_path(name)``.
+
+        Credentials are resolved now (boto3's chain): make a new one when they may have expired.
+        """
+        import boto3
+        import pyarrow.fs
+
+        access_key, secret_key, session_token = self._credentials
+        if access_key is None or secret_key is None:
+            with self._translated("resolve credentials for", self.url):
+                found = boto3.session.Session().get_credentials()
+                if found is not None:
+                    frozen = found.get_frozen_credentials()
+                    access_key, secret_key = frozen.access_key, frozen.secret_key
+                    session_token = frozen.token
+        options: dict[str, Any] = {"region": self.region}
+        if access_key is not None and secret_key is not None:
+            options.update(access_key=access_key, secret_key=secret_key)
+            if session_token:
+                options["session_token"] = session_token
+        else:
+            options["anonymous"] = True  # no credentials anywhere: public buckets only
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            options.update(
+                endpoint_override=parsed.netloc + parsed.path.rstrip("/"),
+                scheme=parsed.scheme or "https",
+            )
+        return pyarrow.fs.S3FileSystem(
+            connect_timeout=self.connect_timeout, request_timeout=self.read_timeout, **options
+        )
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, what: str, where: str) -> Iterator[None]:
+        """Translate botocore's errors (the one place): unreachable, refused credentials, a
+        missing bucket or a failing server are the service being unavailable; anything else
+        is this request failing."""
+        from botocore import exceptions as boto
+
+        try:
+            yield
+        except (boto.NoCredentialsError, boto.PartialCredentialsError) as exc:
+            raise ServiceUnavailable(
+                "S3",
+                self.address,
+                f"no credentials ({exc})",
+                "Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+            ) from exc
+        except (boto.HTTPClientError, boto.ConnectionError) as exc:
+            raise ServiceUnavailable(
+                "S3", self.address, f"cannot {what} {where} ({exc})", _CONNECT_ADVICE
+            ) from exc
+        except boto.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", "?"))
+            message = error.get("Message") or str(exc)
+            if code in _UNUSABLE:
+                raise ServiceUnavailable(
+                    "S3", self.address, f"{_UNUSABLE[code]} ({code}: {message})", "Fix and retry"
+                ) from exc
+            if code in _SERVER_TROUBLE:
+                raise ServiceUnavailable(
+                    "S3",
+                    self.address,
+                    f"the server failed to {what} {where} ({code}: {message})",
+                    "Check the server's health and logs",
+                ) from exc
+            raise StoreError(f"S3 could not {what} {where}: {code}: {message}") from exc
+        except boto.BotoCoreError as exc:
+            raise StoreError(f"S3 could not {what} {where}: {exc}") from exc
+
+    # -- objects -----------------------------------------------------------------------------------
+
+    def put_if_absent(
+        self,
+        name: str,
+        data: bytes | str | os.PathLike[str],
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Write object ``name`` unless it exists; True if this call wrote it.
+
+        ``data`` is the content (bytes) or a local file's path. Uses ``If-None-Match: *``:
+        when another writer got there first the server answers 412 and this returns False,
+        leaving that writer's object as it is. ``metadata`` becomes x-amz-meta-* headers.
+        """
+        from botocore.exceptions import ClientError
+
+        key = self.key_of(name)
+        extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
+        with contextlib.ExitStack() as stack:
+            body: bytes | IO[bytes]
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                body = bytes(data)
+            else:
+                body = stack.enter_context(open(Path(data), "rb"))
+            with self._translated("write", f"{self.bucket}/{key}"):
+                try:
+                    self.client.put_object(
+                        Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", **extra
+                    )
+                except ClientError as exc:
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    code = exc.response.get("Error", {}).get("Code")
+                    # 412: it exists. 409: another conditional write of it is in flight
+                    # (AWS); either way someone else is writing this object.
+                    if status in (409, 412) or code in (
+                        "PreconditionFailed",
+                        "ConditionalRequestConflict",
+                    ):
+                        return False
+                    raise
+        return True
+
+    def get(self, name: str) -> bytes | None:
+        """The content of object ``name``, or None if there is none (a miss)."""
+        from botocore.exceptions import ClientError
+
+        key = self.key_of(name)
+        with self._translated("read", f"{self.bucket}/{key}"):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
+            with contextlib.closing(response["Body"]) as body:
+                return bytes(body.read())
+
+    def head(self, name: str) -> ObjectInfo | None:
+        """Size, time, ETag and user metadata of object ``name``, or None if there is none."""
+        from botocore.exceptions import ClientError
+
+        key = self.key_of(name)
+        with self._translated("inspect", f"{self.bucket}/{key}"):
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+        return ObjectInfo(
+            name=name,
+            size=int(response["ContentLength"]),
+            last_modified=_naive_utc(response["LastModified"]),
+            etag=str(response.get("ETag", "")).strip('"'),
+            metadata=dict(response.get("Metadata") or {}),
+        )
+
+    def delete(self, names: Iterable[str]) -> None:
+        """Delete objects (a missing one is not an error), 1000 per request.
+
+        Raises ``StoreError`` listing the objects the server refused to delete.
+        """
+        keys = [self.key_of(name) for name in names]
+        failed: list[str] = []
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            request = {"Objects": [{"Key": key} for key in batch], "Quiet": True}
+            with self._translated("delete objects in", f"{self.bucket}/{self.prefix}"):
+                response = self.client.delete_objects(Bucket=self.bucket, Delete=request)
+            failed += [
+                f"{self._name_of(error['Key'])} ({error.get('Code')}: {error.get('Message')})"
+                for error in response.get("Errors", [])
+            ]
+        if failed:
+            shown = ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if failed[5:] else "")
+            raise StoreError(f"S3 at {self.address} did not delete {len(failed)} objects: {shown}")
+
+    def list(self, prefix: str = "") -> Iterator[tuple[str, int, datetime]]:
+        """(name, size, last_modified as naive UTC) of every object whose name starts with
+        ``prefix``, in name order."""
+        if prefix and (prefix.startswith("/") or ".." in prefix.split("/")):
+            raise InvalidInput(f"list prefix {prefix!r} must be relative, without '..'")
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        if self.prefix and not prefix:
+            full = f"{self.prefix}/"
+        where = f"{self.bucket}/{full}"
+        with self._translated("list", where):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    yield (
+                        self._name_of(item["Key"]),
+                        int(item["Size"]),
+                        _naive_utc(item["LastModified"]),
+                    )
+
+
+def _naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)

@@ -1,0 +1,29 @@
+-- The one way entries leave a shared catalog (PostgreSQL), the counterpart of sql/removal.sql:
+-- rm, GC and check --fix. Rows go before objects: a row without its object is a miss that
+-- recomputes; an object without a row is an orphan GC collects.
+
+-- name: delete_entries
+-- Delete entries by key (lock_entries first, in the same transaction). With a last-access
+-- time per key (GC), a row accessed since the plan was made is spared; NULL deletes
+-- unconditionally. Returns what was really deleted.
+DELETE FROM entries AS e
+USING unnest(%(keys)s::text[], %(last_accessed)s::timestamp[]) AS d(key, last_accessed_at)
+WHERE e.key = d.key
+  AND (d.last_accessed_at IS NULL OR e.last_accessed_at = d.last_accessed_at)
+RETURNING e.key, e.feature;
+
+-- name: delete_entry_inputs
+-- Every other per-key table follows its entry in the same transaction.
+DELETE FROM entry_inputs WHERE key = ANY(%(keys)s::text[]);
+
+-- name: keys_without_rows
+-- Which of these keys (objects found) have no row: orphans of a killed rm or GC.
+SELECT k.key FROM unnest(%(keys)s::text[]) AS k(key)
+WHERE NOT EXISTS (SELECT 1 FROM entries AS e WHERE e.key = k.key);
+
+-- name: orphan_rows
+-- Rows of per-key tables whose entry is gone: `check` reports them, --fix deletes them.
+SELECT DISTINCT 'entry_inputs' AS table_name, key
+FROM entry_inputs AS i
+WHERE NOT EXISTS (SELECT 1 FROM entries AS e WHERE e.key = i.key)
+ORDER BY key;

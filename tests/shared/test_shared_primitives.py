@@ -1,0 +1,563 @@
+"""The building blocks of a shared cache against real servers: S3 objects (SeaweedFS) with
+conditional PUT, and the PostgreSQL catalog with its cross-process advisory key locks.
+
+Processes are spawned (never forked: Polars deadlocks in forked children); each holds its own
+connections, as separate hosts would.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from jules_cache.errors import (
+    InvalidInput,
+    LockTimeout,
+    ManifestError,
+    ServiceUnavailable,
+    StoreError,
+)
+from jules_cache.fingerprints.inputs import InputFile
+from jules_cache.models import Entry
+from jules_cache.storage.postgres_catalog import PostgresCatalog, lock_id
+from jules_cache.storage.s3_objects import ObjectStore, parse_s3_url
+
+pytestmark = pytest.mark.shared
+
+SPAWN = multiprocessing.get_context("spawn")
+JOIN_TIMEOUT = 120
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _row(key: str, *, feature: str = "bars", symbol: str = "AAPL", **changes) -> dict:
+    now = _now()
+    row = {
+        "key": key,
+        "feature": feature,
+        "symbol": symbol,
+        "path": f"objects/{key[:2]}/{key}.parquet",
+        "key_schema": 3,
+        "data_fingerprint": "d" * 32,
+        "data_method": "frame",
+        "config_fingerprint": "c" * 32,
+        "config_json": '{"window": 5}',
+        "code_fingerprint": "f" * 32,
+        "code_version": None,
+        "result_schema": '{"ts": "Datetime", "x": "Float64"}',
+        "rows": 10_000,
+        "bytes": 123_456,
+        "time_column": "ts",
+        "min_time": datetime(2024, 1, 2, 9, 30),
+        "max_time": datetime(2024, 1, 2, 16, 0),
+        "compute_seconds": 2.5,
+        "created_at": now,
+        "last_accessed_at": now,
+        "library_versions": '{"polars": "2.1.0"}',
+        "code_functions": '{"m.f": "abc"}',
+    }
+    row.update(changes)
+    return row
+
+
+def _key(i: int) -> str:
+    return f"{i:04x}" * 8
+
+
+def _wait(processes) -> list[int]:
+    for process in processes:
+        process.join(JOIN_TIMEOUT)
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    return codes
+
+
+# -- S3 objects -------------------------------------------------------------------------------
+
+
+def test_conditional_put_refuses_a_second_writer(objects):
+    name = "objects/ab/" + "ab" * 16 + ".parquet"
+    assert objects.put_if_absent(name, b"first", metadata={"jules-key": "ab" * 16})
+    assert not objects.put_if_absent(name, b"second writer")
+    assert objects.get(name) == b"first"
+    info = objects.head(name)
+    assert info is not None
+    assert (info.size, info.metadata) == (5, {"jules-key": "ab" * 16})
+
+
+def test_conditional_put_from_a_file(objects, tmp_path):
+    source = tmp_path / "result.parquet"
+    source.write_bytes(b"x" * 100_000)
+    assert objects.put_if_absent("objects/cd/file", source)
+    assert not objects.put_if_absent("objects/cd/file", str(source))
+    assert objects.get("objects/cd/file") == b"x" * 100_000
+
+
+def _put_racer(store: ObjectStore, name: str, worker: int, barrier, results) -> None:
+    barrier.wait()
+    results.put((worker, store.put_if_absent(name, f"written by {worker}".encode())))
+
+
+def test_racing_processes_one_conditional_put_wins(objects):
+    name = "objects/ef/raced"
+    barrier, results = SPAWN.Barrier(6), SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=_put_racer, args=(objects, name, worker, barrier, results))
+        for worker in range(6)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = dict(results.get(timeout=JOIN_TIMEOUT) for _ in processes)
+    assert _wait(processes) == [0] * 6
+    winners = [worker for worker, wrote in outcomes.items() if wrote]
+    assert len(winners) == 1, outcomes
+    assert objects.get(name) == f"written by {winners[0]}".encode()
+
+
+def test_a_missing_object_is_none(objects):
+    assert objects.get("objects/00/missing.parquet") is None
+    assert objects.head("objects/00/missing.parquet") is None
+
+
+def test_list_is_scoped_to_the_prefix_and_delete_removes(objects, services):
+    sibling = ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
+    try:
+        assert sibling.put_if_absent("objects/aa/other", b"not mine")
+        for i in range(3):
+            assert objects.put_if_absent(f"objects/{i:02x}/k{i}", b"z" * (i + 1))
+        assert objects.put_if_absent("locks/k0", b"")
+        listed = list(objects.list())
+        assert [(name, size) for name, size, _ in listed] == [
+            ("locks/k0", 0),
+            ("objects/00/k0", 1),
+            ("objects/01/k1", 2),
+            ("objects/02/k2", 3),
+        ]
+        assert all(abs(when - _now()) < timedelta(minutes=10) for _, _, when in listed)
+        assert [name for name, _, _ in objects.list("objects/")] == [
+            "objects/00/k0",
+            "objects/01/k1",
+            "objects/02/k2",
+        ]
+        objects.delete(["objects/00/k0", "objects/01/k1", "objects/ff/never-existed"])
+        assert [name for name, _, _ in objects.list()] == ["locks/k0", "objects/02/k2"]
+        assert sibling.get("objects/aa/other") == b"not mine"
+    finally:
+        sibling.delete(name for name, _, _ in sibling.list())
+
+
+def test_delete_in_batches_of_a_thousand(objects):
+    names = [f"objects/{i % 256:02x}/n{i}" for i in range(1_005)]
+    for name in names:
+        objects.put_if_absent(name, b"")
+    objects.delete(names)
+    assert list(objects.list()) == []
+
+
+def test_endpoint_and_credentials_come_from_the_standard_aws_variables(services, s3_url):
+    assert os.environ["AWS_ENDPOINT_URL"] == services.s3_endpoint
+    store = ObjectStore(s3_url)  # nothing but the environment
+    assert store.endpoint_url == services.s3_endpoint
+    assert store.put_if_absent("objects/aa/env", b"ok")
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.get("objects/aa/env") == b"ok"
+
+
+def test_arrow_filesystem_reads_a_parquet_object_with_pushdown(objects):
+    import pyarrow.dataset as ds
+
+    frame = pl.DataFrame({"symbol": ["AAPL", "MSFT"] * 500, "x": range(1_000)})
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, row_group_size=100)
+    assert objects.put_if_absent("objects/12/frame.parquet", buffer.getvalue())
+    dataset = ds.dataset(
+        objects.arrow_path("objects/12/frame.parquet"),
+        filesystem=objects.arrow_filesystem(),
+        format="parquet",
+    )
+    table = dataset.to_table(columns=["x"], filter=ds.field("symbol") == "MSFT")
+    assert table.column("x").to_pylist() == list(range(1, 1_000, 2))
+
+
+@pytest.mark.parametrize(
+    "name", ["", "/abs", "a/../b", "a//b", "./a", "a\\b"], ids=lambda n: repr(n)
+)
+def test_bad_object_names_are_refused(objects, name):
+    with pytest.raises(InvalidInput):
+        objects.get(name)
+
+
+@pytest.mark.parametrize("url", ["s3:/x", "http://bucket/p", "s3://B/p", "s3://bucket/a/../b"])
+def test_bad_s3_urls_are_refused(url):
+    with pytest.raises(InvalidInput, match="s3"):
+        parse_s3_url(url)
+
+
+def test_s3_down_is_service_unavailable_naming_it(s3_url):
+    port = _closed_port()
+    store = ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", connect_timeout=1)
+    for call in (lambda: store.get("objects/aa/x"), lambda: store.put_if_absent("a", b"")):
+        with pytest.raises(ServiceUnavailable) as raised:
+            call()
+        message = str(raised.value)
+        assert raised.value.service == "S3"
+        assert f"127.0.0.1:{port}" in message
+        assert "AWS_ENDPOINT_URL" in message  # says what to check
+
+
+def test_refused_credentials_and_missing_bucket_are_service_unavailable(services, s3_url):
+    stranger = ObjectStore(
+        s3_url, endpoint_url=services.s3_endpoint, access_key="nobody", secret_key="wrong"
+    )
+    with pytest.raises(ServiceUnavailable, match="access key"):
+        stranger.get("objects/aa/x")
+    missing = ObjectStore("s3://no-such-bucket-here/p", endpoint_url=services.s3_endpoint)
+    with pytest.raises(ServiceUnavailable, match="no such bucket"):
+        missing.put_if_absent("objects/aa/x", b"")
+
+
+# -- the PostgreSQL catalog: rows ---------------------------------------------------------------
+
+
+def test_publish_then_lookups_give_entries_as_a_local_manifest_does(catalog):
+    row = _row(_key(1))
+    files = [InputFile("/data/ticks.parquet", 10, 20, 30, 40, "e" * 32)]
+    catalog.publish(row, input_method="file-bytes", input_files=files)
+    entry = catalog.entry(row["key"])
+    assert entry == Entry(**{**row, "hit_count": 0})
+    assert entry.created_at.tzinfo is None  # naive UTC, as DuckDB's TIMESTAMP
+    assert catalog.entry(_key(2)) is None
+    catalog.publish(_row(_key(2), symbol="MSFT"))
+    assert [e.key for e in catalog.entries()] == [_key(2), _key(1)]  # newest first
+    assert [e.key for e in catalog.entries(symbol="MSFT")] == [_key(2)]
+    assert catalog.entries(since=_now() + timedelta(hours=1)) == []
+    assert [e.key for e in catalog.match_entries(key_prefix=_key(1)[:20])] == [_key(1)]
+    assert catalog.entry_inputs(_key(1)) == [
+        (0, "/data/ticks.parquet", 10, 20, 30, 40, "file-bytes", "e" * 32)
+    ]
+    assert catalog.keys_with_rows([_key(1), _key(3)]) == {_key(1)}
+
+
+def test_times_are_naive_utc_whatever_the_caller_gives(catalog):
+    from datetime import timezone
+
+    paris_noon = datetime(2024, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    catalog.publish(_row(_key(3), created_at=paris_noon, last_accessed_at=paris_noon))
+    entry = catalog.entry(_key(3))
+    assert entry.created_at == datetime(2024, 6, 1, 10, 0)  # naive, UTC
+    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0)) == [entry]
+    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0, 1)) == []
+
+
+def test_republish_replaces_the_row_and_starts_its_hits_again(catalog):
+    key = _key(7)
+    catalog.publish(_row(key, bytes=1))
+    catalog.flush_counts(hits={key: (5, _now())})
+    assert catalog.entry(key).hit_count == 5
+    catalog.publish(_row(key, bytes=2))
+    entry = catalog.entry(key)
+    assert (entry.bytes, entry.hit_count) == (2, 0)
+    assert len(catalog.entries()) == 1
+
+
+def test_counter_flush_feeds_stats(catalog):
+    catalog.publish(_row(_key(1), symbol="AAPL"))
+    catalog.publish(_row(_key(2), symbol="MSFT", feature="vwap"))
+    later = _now() + timedelta(seconds=5)
+    catalog.flush_counts(
+        hits={_key(1): (3, later), _key(9): (1, later)},  # _key(9) has no row: ignored
+        misses=2,
+        calls={
+            _key(1): ("bars", "AAPL", 3, 1),
+            _key(2): ("vwap", "MSFT", 0, 1),
+            _key(3): ("vwap", "ZZZ", 0, 1),
+        },
+    )
+    entry = catalog.entry(_key(1))
+    assert (entry.hit_count, entry.last_accessed_at) == (3, later)
+    assert catalog.counters() == {"misses": 2, "store_failures": 0}
+    features = {f.feature: f for f in catalog.stats_by_feature()}
+    assert (features["bars"].hits, features["bars"].misses) == (3, 1)
+    assert features["bars"].seconds_saved == pytest.approx(3 * 2.5)
+    assert (features["vwap"].entries, features["vwap"].misses) == (1, 2)
+    symbols = catalog.stats_by_symbol(2)
+    assert [(s.symbol, s.hits, s.misses) for s in symbols] == [
+        ("AAPL", 3, 1),
+        ("MSFT", 0, 1),
+        ("__other__", 0, 1),
+    ]
+    catalog.bump_counter("store_failures")
+    catalog.bump_counter("corrupt_files", 2)
+    assert catalog.counters() == {"misses": 2, "store_failures": 1, "corrupt_files": 2}
+
+
+def _flusher(catalog: PostgresCatalog, worker: int, rounds: int, barrier) -> None:
+    """Even rounds: hits on every key (in another order per worker) and a miss; odd rounds:
+    only calls of symbols never seen before, which touch no shared row but the ordinals."""
+    keys = [_key(i) for i in range(12)]
+    barrier.wait()
+    for round_ in range(rounds):
+        if round_ % 2 == 0:
+            order = keys[worker:] + keys[:worker]
+            catalog.flush_counts(hits={key: (1, _now()) for key in order}, misses=1)
+        else:
+            symbol = f"S{worker}-{round_}"
+            catalog.flush_counts(calls={keys[worker]: ("bars", symbol, 1, 0)})
+    catalog.close()
+
+
+def test_concurrent_flushes_from_processes_add_up_without_deadlock(catalog):
+    for i in range(12):
+        catalog.publish(_row(_key(i)))
+    workers, rounds = 4, 30
+    barrier = SPAWN.Barrier(workers)
+    processes = [
+        SPAWN.Process(target=_flusher, args=(catalog, w, rounds, barrier)) for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    assert _wait(processes) == [0] * workers
+    even_rounds = (rounds + 1) // 2
+    hits = {e.key: e.hit_count for e in catalog.entries()}
+    assert hits == {_key(i): workers * even_rounds for i in range(12)}
+    assert catalog.counters()["misses"] == workers * even_rounds
+    # Every new symbol got an ordinal of its own, though they came from 4 hosts at once.
+    symbols = catalog.query("entries.sql", "stats_by_symbol", {"limit": 1_000})
+    expected = {f"S{w}-{r}" for w in range(workers) for r in range(1, rounds, 2)}
+    assert {symbol for symbol, *_ in symbols} == expected
+
+
+def test_delete_spares_rows_accessed_since_the_plan(catalog):
+    for i in range(3):
+        catalog.publish(
+            _row(_key(i)),
+            input_method="footer",
+            input_files=[InputFile(f"/in{i}", 1, 1, 1, 1, "d")],
+        )
+    snapshot = {key: when for key, _, when in catalog.entries_snapshot()}
+    catalog.flush_counts(hits={_key(1): (1, _now() + timedelta(seconds=1))})  # read since
+    deleted = catalog.delete_entries(list(snapshot), list(snapshot.values()))
+    assert sorted(deleted) == [(_key(0), "bars"), (_key(2), "bars")]
+    assert [e.key for e in catalog.entries()] == [_key(1)]
+    assert catalog.entry_inputs(_key(0)) == []  # inputs follow their entry
+    assert catalog.delete_entries([_key(1)]) == [(_key(1), "bars")]  # unconditional
+    assert catalog.delete_entries([]) == []
+
+
+# -- the PostgreSQL catalog: schema -------------------------------------------------------------
+
+
+def _migrator(dsn: str, schema: str, barrier, results) -> None:
+    barrier.wait()
+    with PostgresCatalog(dsn, schema=schema) as catalog:
+        results.put(catalog.migrate())
+
+
+def test_first_connections_racing_migrate_once(services, pg_schema):
+    barrier, results = SPAWN.Barrier(6), SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=_migrator, args=(services.pg_dsn, pg_schema, barrier, results))
+        for _ in range(6)
+    ]
+    for process in processes:
+        process.start()
+    versions = [results.get(timeout=JOIN_TIMEOUT) for _ in processes]
+    assert _wait(processes) == [0] * 6
+    with PostgresCatalog(services.pg_dsn, schema=pg_schema) as catalog:
+        applied = catalog.query("schema.sql", "current_version")
+        rows = catalog._run("count", lambda c: c.execute("SELECT count(*) FROM schema_version"))
+        assert versions == [applied[0][0]] * 6
+        assert rows.fetchone() == (applied[0][0],)  # each migration recorded once
+
+
+def test_a_catalog_newer_than_the_library_is_refused(services, catalog, pg_schema):
+    catalog.migrate()
+    catalog.execute("schema.sql", "record_version", {"version": 99, "applied_at": _now()})
+    newer = PostgresCatalog(services.pg_dsn, schema=pg_schema)
+    with pytest.raises(ManifestError, match="upgrade jules_cache"):
+        newer.entries()
+    newer.close()
+
+
+def test_schema_names_are_plain_identifiers(services):
+    with pytest.raises(InvalidInput, match="schema"):
+        PostgresCatalog(services.pg_dsn, schema='x"; DROP TABLE entries; --')
+
+
+# -- advisory key locks ---------------------------------------------------------------------------
+
+
+def _locker(catalog: PostgresCatalog, marks: str, worker: int, rounds: int, barrier, out) -> None:
+    """Take overlapping keys; while holding one, own its mark file (O_EXCL: a second holder
+    at the same time finds the file there)."""
+    overlaps = 0
+    barrier.wait()
+    for round_ in range(rounds):
+        key = _key((worker + round_) % 3)  # 8 workers over 3 keys
+        with catalog.key_lock(key, timeout=60):
+            mark = Path(marks) / key
+            try:
+                fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                overlaps += 1
+            else:
+                os.close(fd)
+                time.sleep(0.002)
+                mark.unlink()
+    catalog.close()
+    out.put((worker, overlaps))
+
+
+def test_one_holder_per_key_across_eight_processes(catalog, tmp_path):
+    workers, rounds = 8, 15
+    barrier, out = SPAWN.Barrier(workers), SPAWN.Queue()
+    processes = [
+        SPAWN.Process(target=_locker, args=(catalog, str(tmp_path), w, rounds, barrier, out))
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    overlaps = dict(out.get(timeout=JOIN_TIMEOUT) for _ in processes)
+    assert _wait(processes) == [0] * workers
+    assert overlaps == dict.fromkeys(range(workers), 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_sharing_one_catalog_also_exclude_each_other(catalog):
+    """A session's advisory locks stack in PostgreSQL; the catalog must queue its threads."""
+    holders, overlaps = [0], [0]
+    guard = threading.Lock()
+
+    def work():
+        for _ in range(20):
+            with catalog.key_lock(_key(5), timeout=30):
+                with guard:
+                    holders[0] += 1
+                    overlaps[0] += holders[0] > 1
+                time.sleep(0.001)
+                with guard:
+                    holders[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == [0]
+
+
+def _hold_forever(catalog: PostgresCatalog, key: str, ready) -> None:
+    with catalog.key_lock(key, timeout=10):
+        ready.set()
+        time.sleep(600)
+
+
+def test_a_killed_holders_lock_passes_to_the_next_process(catalog):
+    key = _key(42)
+    ready = SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_forever, args=(catalog, key, ready))
+    holder.start()
+    try:
+        assert ready.wait(JOIN_TIMEOUT)
+        with pytest.raises(LockTimeout) as raised, catalog.key_lock(key, timeout=0.3):
+            pass
+        message = str(raised.value)
+        assert key in message
+        assert f"pid {holder.pid}" in message  # the holder's application name
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(JOIN_TIMEOUT)
+        with catalog.key_lock(key, timeout=10):  # the server freed it with the session
+            pass
+    finally:
+        if holder.is_alive():
+            holder.kill()
+
+
+def test_lock_ids_are_per_cache_and_signed_64_bit():
+    assert lock_id("a", "k") != lock_id("b", "k")
+    ids = [lock_id("jules_cache", _key(i)) for i in range(2_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(-(2**63) <= i < 2**63 for i in ids)
+    assert min(ids) < 0 < max(ids)
+
+
+# -- the PostgreSQL catalog: service down, connection lost -------------------------------------
+
+
+def test_postgres_down_is_service_unavailable_naming_it():
+    pytest.importorskip("psycopg", reason="pip install -e '.[shared]'")
+    port = _closed_port()
+    catalog = PostgresCatalog(
+        f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", connect_timeout=2
+    )
+    with pytest.raises(ServiceUnavailable) as raised:
+        catalog.entries()
+    message = str(raised.value)
+    assert raised.value.service == "PostgreSQL"
+    assert f"127.0.0.1:{port}/cache" in message
+    assert "sekrit-pw" not in message
+    assert "running and reachable" in message
+    with pytest.raises(ServiceUnavailable), catalog.key_lock(_key(1), timeout=1):
+        pass
+
+
+def test_a_wrong_password_is_service_unavailable(services):
+    dsn = services.pg_dsn.replace("@", "x@", 1)  # append to the password
+    with pytest.raises(ServiceUnavailable, match="password authentication failed"):
+        PostgresCatalog(dsn).entries()
+
+
+def _terminate_sessions(dsn: str, application_name: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_lost_connection_is_replaced_without_losing_or_doubling_writes(services, pg_schema):
+    name = f"jules_cache test {pg_schema}"
+    catalog = PostgresCatalog(services.pg_dsn, schema=pg_schema, application_name=name)
+    catalog.publish(_row(_key(1)))
+    assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
+    assert [e.key for e in catalog.entries()] == [_key(1)]  # a read reconnects
+    assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
+    catalog.flush_counts(hits={_key(1): (1, _now())})  # BEGIN failed: retried once
+    assert catalog.entry(_key(1)).hit_count == 1
+    assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
+    with catalog.key_lock(_key(2), timeout=5):
+        pass
+    catalog.close()
+
+
+def test_catalog_errors_that_are_not_the_service_are_manifest_errors(catalog):
+    with pytest.raises(ManifestError, match="publish failed"):
+        catalog.publish(_row(_key(1), rows="not a number"))
+    assert catalog.entries() == []  # rolled back, connection still usable
+    with pytest.raises(StoreError):  # ServiceUnavailable is a StoreError (strict mode)
+        raise ServiceUnavailable("S3", "x", "y", "z")
