@@ -16,9 +16,10 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -32,7 +33,9 @@ from jules_cache.errors import (
     ManifestBusy,
     PartialRemoval,
 )
+from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.metrics import write_prometheus
+from jules_cache.query.output import render_result
 from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
 from jules_cache.storage.manifest import utc_now
 from jules_cache.store import FeatureStore
@@ -41,13 +44,23 @@ from jules_cache.version import __version__
 EXIT_ERROR = 1
 EXIT_LOCK_BUSY = 75
 
+_Command = TypeVar("_Command", bound=Callable[..., Any])
+if TYPE_CHECKING:  # click's ParamType is generic for type checkers; at run time it need not be
+    _ParamType = click.ParamType[Any, Any]
+else:
+    _ParamType = click.ParamType
+
 
 class CliError(click.ClickException):
-    """A library error shown as one line on stderr, with its exit code."""
+    """A library error shown as one line on stderr; exit code 1."""
 
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_ERROR
+
+
+class CliBusy(CliError):
+    """A lock, or the manifest held open by another program, stayed busy: exit code 75."""
+
+    exit_code = EXIT_LOCK_BUSY
 
 
 class _Group(click.Group):
@@ -55,9 +68,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except (LockTimeout, ManifestBusy) as exc:  # busy, not broken: retry later
-            raise CliError(str(exc), EXIT_LOCK_BUSY) from exc
+            raise CliBusy(str(exc)) from exc
         except JulesCacheError as exc:
-            raise CliError(str(exc), EXIT_ERROR) from exc
+            raise CliError(str(exc)) from exc
 
 
 class StoreHandle:
@@ -89,12 +102,11 @@ class StoreHandle:
         if self.shared:
             return path
         if path.exists() and not path.is_dir():
-            raise CliError(f"cache root {path} exists and is not a directory; pick another root", 1)
+            raise CliError(f"cache root {path} exists and is not a directory; pick another root")
         if not is_cache(path):
             raise CliError(
                 f"no jules_cache at {path}; check --root or $JULES_CACHE_ROOT (a cache is "
-                "created by FeatureStore(root) in Python, or by `jules-cache demo`)",
-                EXIT_ERROR,
+                "created by FeatureStore(root) in Python, or by `jules-cache demo`)"
             )
         return path
 
@@ -133,7 +145,7 @@ def _set_catalog(ctx: click.Context, _param: click.Parameter, value: str | None)
         ctx.ensure_object(StoreHandle).catalog = value
 
 
-def _root_option(**extra: Any) -> Any:
+def _root_option(**extra: Any) -> Callable[[_Command], _Command]:
     """The one ``--root`` option, on the group (with the environment variables) and on every
     subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
     return click.option(
@@ -151,7 +163,7 @@ def _root_option(**extra: Any) -> Any:
 root_option = _root_option()
 
 
-class _DurationType(click.ParamType):
+class _DurationType(_ParamType):
     """``6h``, ``30m``, ``7d``, ``2w`` or seconds -> seconds (the library's one syntax)."""
 
     name = "duration"
@@ -163,7 +175,7 @@ class _DurationType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _SizeType(click.ParamType):
+class _SizeType(_ParamType):
     name = "size"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
@@ -175,7 +187,7 @@ class _SizeType(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class _SinceType(click.ParamType):
+class _SinceType(_ParamType):
     """A duration back from now (``1h``, ``7d``) or a UTC date/time (``2024-03-01``)."""
 
     name = "since"
@@ -196,7 +208,7 @@ class _SinceType(click.ParamType):
         )
 
 
-class _KeyPrefixType(click.ParamType):
+class _KeyPrefixType(_ParamType):
     name = "key"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
@@ -206,6 +218,8 @@ class _KeyPrefixType(click.ParamType):
 
 
 DURATION = _DurationType()
+# The grace period of `gc` and `check` (the library's one default, shown as a duration).
+DEFAULT_GRACE = f"{DEFAULT_GRACE_SECONDS / 3600:g}h"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -359,7 +373,9 @@ def demo(handle: StoreHandle, symbols: int, rows: int) -> None:
     Example:
       jules-cache demo --symbols 4 --rows 500000
     """
-    from jules_cache.demo import run_demo  # synthetic data needs numpy: only load it for the demo
+    # The synthetic data generator (and `statistics`, ~20 ms): only the demo pays for it. numpy
+    # and pyarrow are loaded by every command already (polars, the store).
+    from jules_cache.demo import run_demo
 
     run_demo(handle.get(create=True), symbols=symbols, rows=rows, echo=click.echo)
 
@@ -389,7 +405,7 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
         for key in report.stale:
             click.echo(f"  stale: {key}")
     if not report.ok:
-        raise CliError("stale entries remain; run `jules-cache verify --fix`", EXIT_ERROR)
+        raise CliError("stale entries remain; run `jules-cache verify --fix`")
 
 
 @cli.command("gc")
@@ -408,7 +424,7 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
 @click.option(
     "--grace",
     type=DURATION,
-    default="6h",
+    default=DEFAULT_GRACE,
     show_default=True,
     help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d, 3600).",
 )
@@ -470,7 +486,7 @@ def gc_command(
     except GCError as exc:
         bar.close()
         _show_gc(exc.report, as_json, verbose)
-        raise CliError(str(exc), EXIT_ERROR) from exc
+        raise CliError(str(exc)) from exc
     except JulesCacheError as exc:
         bar.close()
         if as_json:
@@ -498,7 +514,7 @@ def _gc_cron(
         failure: CliError | None = exc
     else:
         if log_dir is None and handle.shared:
-            raise CliError(f"gc --cron of a shared root ({root}) needs --log-dir", EXIT_ERROR)
+            raise CliError(f"gc --cron of a shared root ({root}) needs --log-dir")
         folder = log_dir if log_dir is not None else root / LOG_DIR_NAME
         failure = None
     try:
@@ -509,11 +525,11 @@ def _gc_cron(
             log_line(log, f"exit {code}" + (f": {message}" if message else ""))
     except LogBusy as exc:
         message = f"another `jules-cache gc --cron` run holds its log {exc}; try later"
-        raise CliError(message, EXIT_LOCK_BUSY) from None
+        raise CliBusy(message) from None
     except OSError as exc:
-        raise CliError(f"cannot write the GC log in {folder}: {exc.strerror}", EXIT_ERROR) from exc
+        raise CliError(f"cannot write the GC log in {folder}: {exc.strerror}") from exc
     if code:
-        raise CliError(message or "gc failed; see the log", code)
+        raise (CliBusy if code == EXIT_LOCK_BUSY else CliError)(message or "gc failed; see the log")
 
 
 def _gc_cron_run(
@@ -664,7 +680,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     Example:
       jules-cache overview --root data/feature_cache
     """
-    from jules_cache.maintenance.gc import overview as cache_overview
+    from jules_cache.maintenance.overview import overview as cache_overview
 
     store = handle.get()
     result = cache_overview(store.manifest, store.layout)
@@ -721,7 +737,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     "--grace",
     "grace_seconds",
     type=DURATION,
-    default="1h",
+    default=DEFAULT_GRACE,
     show_default=True,
     help="Temp and lock files younger than this are left alone (puts in flight); 600, 30m, 6h.",
 )
@@ -739,10 +755,11 @@ def check_command(
     """Compare the manifest with the files on disk; report problems by kind; repair with --fix.
 
     Kinds: missing_file (row without file), orphan_file (file without row), size_mismatch,
-    unreadable_footer, checksum_failure (--deep), and the removable leftovers stale_temp and
-    stale_lock. --fix drops rows whose file is gone, registers valid orphan files, moves
-    damaged files to <root>/quarantine/, and deletes stale temp and lock files. Exit code 1
-    while the cache is inconsistent (run again with --fix).
+    unreadable_footer, checksum_failure (--deep), view_link, orphan_row, and the removable
+    leftovers stale_temp and stale_lock. --fix drops rows whose file is gone, registers valid
+    orphan files, moves damaged files to <root>/quarantine/, relinks the SQL views, deletes
+    orphan rows and stale temp and lock files. Exit code 1 while the cache is inconsistent
+    (run again with --fix).
 
     \b
     Examples:
@@ -756,7 +773,7 @@ def check_command(
         from jules_cache.storage.layout import Layout
 
         if handle.shared:
-            raise CliError("check --rebuild is for local roots; use check --fix", EXIT_ERROR)
+            raise CliError("check --rebuild is for local roots; use check --fix")
         # No FeatureStore: opening one needs the very manifest that is being replaced.
         layout = Layout.create(handle.require_cache())
         bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")
@@ -774,7 +791,7 @@ def check_command(
     else:
         _show_check(report)
     if not report.consistent:
-        raise CliError("the cache is inconsistent; run `jules-cache check --fix`", EXIT_ERROR)
+        raise CliError("the cache is inconsistent; run `jules-cache check --fix`")
 
 
 def _show_check(report: Any) -> None:
@@ -846,8 +863,6 @@ def sql_command(
       echo "SELECT count(*) FROM entries" | jules-cache sql -
       jules-cache sql --file report.sql --format parquet --output report.parquet
     """
-    from jules_cache.query.output import render_result  # pyarrow writers: only load them for `sql`
-
     if query_file is not None and query is not None:
         raise click.UsageError("pass the query as an argument or with --file, not both")
     if query_file is not None:
@@ -923,7 +938,7 @@ def remove(
         total = human_bytes(sum(entry.bytes for entry in removed))
         click.echo(f"{verb} {len(removed)} entries, {total}", err=True)
     if failure is not None:
-        raise CliError(str(failure), EXIT_ERROR)
+        raise CliError(str(failure))
 
 
 def _print_json(document: Any) -> None:

@@ -23,6 +23,15 @@ Foreign errors (duckdb, OS, psycopg, botocore) are translated where they happen,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: every module imports this one
+    from pathlib import Path
+
+    from jules_cache.maintenance.gc import GCReport
+    from jules_cache.models import Entry
+
 
 class JulesCacheError(Exception):
     """Base class of every error jules_cache raises on purpose."""
@@ -77,7 +86,7 @@ class PartialRemoval(StoreError):
     ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left.
     """
 
-    def __init__(self, message: str, removed: list[object], not_deleted: list[object]):
+    def __init__(self, message: str, removed: Sequence[Entry], not_deleted: Sequence[Path]):
         super().__init__(message)
         self.removed = removed
         self.not_deleted = not_deleted
@@ -97,7 +106,7 @@ class ServiceUnavailable(StoreError):
 class GCError(JulesCacheError):
     """A GC run failed part-way; ``report`` (a ``GCReport``) says what it did delete."""
 
-    def __init__(self, message: str, report: object):
+    def __init__(self, message: str, report: GCReport):
         super().__init__(message)
         self.report = report
 

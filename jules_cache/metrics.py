@@ -9,9 +9,9 @@ file.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from jules_cache._atomic_write import write_atomically
 from jules_cache.models import Stats
 
 
@@ -89,10 +89,12 @@ def prometheus_text(stats: Stats) -> str:
 
 
 def write_prometheus(stats: Stats, path: Path) -> None:
-    """Write the exposition text to ``path`` atomically (temp file + rename)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(prometheus_text(stats), encoding="utf-8")
-    os.replace(temp, path)
+    """Write the exposition text to ``path`` atomically (temp file + rename).
+
+    Raises ``InvalidInput`` if ``path``'s folder is missing or not writable.
+    """
+    text = prometheus_text(stats)
+    write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 def _number(value: float) -> str:

@@ -1,14 +1,9 @@
--- Statements of `jules-cache check` and of the store's corrupt-file path.
+-- Statements of `jules-cache check`, and of a hit re-registering an orphan file.
 -- Run against an attached manifest (USE manifest).
 
 -- name: entry_files
 -- Every entry's file, the size recorded when it was published, and its feature.
 SELECT key, path, bytes, feature FROM entries ORDER BY key;
-
--- name: bump_counter
--- An upsert, for counters no migration created (rare events: corrupt files found on read).
-INSERT INTO counters VALUES ($name, $delta)
-ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value;
 
 -- name: keys_without_rows
 -- Which of these keys (hit from files) have no row: orphans of a killed rm or GC.

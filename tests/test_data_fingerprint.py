@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jules_cache.errors import FingerprintError
-from jules_cache.fingerprints.data import SCHEME, as_arrow, fingerprint_table
+from jules_cache.fingerprints.data import as_arrow, fingerprint_table
+from jules_cache.fingerprints.keys import DATA_SCHEME
 
 SETTINGS = settings(deadline=None, max_examples=40)
 
@@ -154,7 +155,7 @@ def test_polars_arrow_and_pandas_agree():
     )
     pdf["ts"] = pdf["ts"].astype("datetime64[ns]")
     assert fp(df) == fp(arrow) == fp(pdf)
-    assert fp(df).startswith(SCHEME + ":")
+    assert fp(df).startswith(DATA_SCHEME + ":")
 
 
 def test_pandas_index_is_kept_unless_default():

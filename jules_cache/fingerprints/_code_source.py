@@ -54,19 +54,19 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def _name(obj) -> str:
+def _name(obj: object) -> str:
     module = getattr(obj, "__module__", None) or "builtins"
     return f"{module}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
-def no_source(obj, why: str) -> FingerprintError:
+def no_source(obj: object, why: str) -> FingerprintError:
     return FingerprintError(
         f"cannot read the source of {_name(obj)} ({why}); pass version='...' to "
         "get_or_compute / code_fingerprint and bump it whenever the code changes"
     )
 
 
-def _source_trees(obj) -> list[ast.AST]:
+def _source_trees(obj: Any) -> list[ast.AST]:
     """Return the AST node(s) defining a function or class (lambdas: see module docstring)."""
     if getattr(obj, "__name__", None) == "<lambda>":
         return _lambda_nodes(obj)
@@ -83,7 +83,7 @@ def _source_trees(obj) -> list[ast.AST]:
         raise no_source(obj, f"its source does not parse: {exc}") from exc
 
 
-def _lambda_nodes(func) -> list[ast.AST]:
+def _lambda_nodes(func: types.FunctionType) -> list[ast.AST]:
     code = func.__code__
     try:
         file = inspect.getsourcefile(func)
@@ -102,9 +102,13 @@ def _lambda_nodes(func) -> list[ast.AST]:
         n for n in ast.walk(tree) if isinstance(n, ast.Lambda) and n.lineno == code.co_firstlineno
     ]
     # Instructions of the body carry real column spans; RESUME/RETURN carry (0, 0).
-    spans = [p for p in code.co_positions() if p[0] and p[2] is not None and (p[3] or 0) > p[2]]
+    spans = [
+        (line, col)
+        for line, _, col, end in code.co_positions()
+        if line and col is not None and end is not None and end > col
+    ]
     if len(lambdas) > 1 and spans:
-        line, _, col, _ = spans[0]
+        line, col = spans[0]
         narrowed = [n for n in lambdas if _contains(n.body, line, col)]
         lambdas = narrowed or lambdas
     if not lambdas:
@@ -211,7 +215,12 @@ def _imported_name(node: ast.Call) -> str | None:
     return name if name and not name.startswith(".") else None
 
 
-def _call(node: ast.Call, imports: list[Import], computed: list, dynamic: dict) -> bool:
+def _call(
+    node: ast.Call,
+    imports: list[Import],
+    computed: list[tuple[tuple[str, ...] | None, str]],
+    dynamic: dict[str, None],
+) -> bool:
     """Record what a call can reach beyond plain references; True if it is ``globals()``."""
     name = _call_name(node)
     if name in ("eval", "exec"):
@@ -236,7 +245,7 @@ _PARSED: dict[int, tuple[Any, Source | FingerprintError]] = {}
 _PARSED_LIMIT = 4096
 
 
-def parsed_source(obj) -> Source:
+def parsed_source(obj: Any) -> Source:
     """Return the analysed source of a function or class.
 
     Reading and parsing source is most of the cost of a code fingerprint, so it is cached per

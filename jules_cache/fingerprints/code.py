@@ -72,10 +72,7 @@ import xxhash
 from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints._code_source import Import, Source, analyse, no_source, parsed_source
 from jules_cache.fingerprints.config import canonical_config
-
-# v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
-# followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.
-SCHEME = "xxh3_128:v2"
+from jules_cache.fingerprints.keys import CODE_SCHEME
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class CodeFingerprint:
     unfollowed: tuple[str, ...] = field(default=())
 
 
-def feature_name(func) -> str:
+def feature_name(func: Any) -> str:
     """Return the module-qualified name of a feature, e.g. ``'mypkg.features.make_bars'``.
 
     A partial is named after its function, a bound method after its function
@@ -115,7 +112,7 @@ def main_module_name(module: str) -> str:
     return "__main__" if module == "__mp_main__" else module
 
 
-def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
+def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
     """Fingerprint ``func`` and the user code it reaches; see the module docstring.
 
     ``version`` overrides source inspection. Raises FingerprintError when the source is not
@@ -126,7 +123,7 @@ def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
     name = feature_name(func)
     if version is not None:
         own = _hex(b"version\0" + name.encode() + b"\0" + str(version).encode())
-        return CodeFingerprint(digest=f"{SCHEME}:{own}", functions={name: own})
+        return CodeFingerprint(digest=f"{CODE_SCHEME}:{own}", functions={name: own})
     walker = _Walker()
     if isinstance(func, types.FunctionType):
         walker.follow(func)  # the feature itself is always followed, even if installed
@@ -142,7 +139,7 @@ def code_fingerprint(func, version: str | None = None) -> CodeFingerprint:
         separators=(",", ":"),
     )
     return CodeFingerprint(
-        digest=f"{SCHEME}:{_hex(payload.encode())}",
+        digest=f"{CODE_SCHEME}:{_hex(payload.encode())}",
         functions=functions,
         unfollowed=_capped(sorted(walker.notes)),
     )
@@ -158,7 +155,7 @@ def _hex(data: bytes) -> str:
     return xxhash.xxh3_128(b"jules-code\0" + data).hexdigest()
 
 
-def _def_name(obj) -> str:
+def _def_name(obj: Any) -> str:
     """Where ``obj`` is defined: a wrapper is named after its own code, not what it wraps."""
     if isinstance(obj, types.FunctionType):
         module = main_module_name(obj.__globals__.get("__name__", obj.__module__))
@@ -187,9 +184,10 @@ def _is_user_file(file: str) -> bool:
 def _module_file(module: types.ModuleType) -> str | None:
     file = getattr(module, "__file__", None)
     if file:
-        return file
+        return str(file)
     path = getattr(module, "__path__", None)  # a namespace package has directories only
-    return next(iter(path), None) if path is not None else None
+    first = next(iter(path), None) if path is not None else None
+    return str(first) if first is not None else None
 
 
 def _is_user_module(module_name: str | None) -> bool:
@@ -228,7 +226,7 @@ def _distributions_by_package() -> dict[str, list[str]]:
     return dict(importlib.metadata.packages_distributions())
 
 
-def _functions_of(obj) -> list[types.FunctionType]:
+def _functions_of(obj: Any) -> list[types.FunctionType]:
     """Return the Python functions whose defaults/closures/globals belong to ``obj``."""
     if isinstance(obj, types.FunctionType):
         return [obj]
@@ -324,7 +322,7 @@ class _Walker:
             for name, digests in self.own.items()
         }
 
-    def follow(self, obj) -> None:
+    def follow(self, obj: Any) -> None:
         if id(obj) not in self.seen:
             self.seen[id(obj)] = obj
             self.queue.append(obj)
@@ -438,7 +436,7 @@ class _Walker:
         elif not isinstance(v, _SCALARS) and _is_user_class(type(v)):
             self.follow(type(v))
 
-    def _code(self, v) -> Any:
+    def _code(self, v: Any) -> Any:
         name = _def_name(v)
         module = v.__globals__.get("__name__") if isinstance(v, types.FunctionType) else None
         module = module or getattr(v, "__module__", None)
@@ -488,7 +486,7 @@ class _Walker:
 
     # -- one followed function or class ---------------------------------------------------
 
-    def _own_digest(self, obj) -> str:
+    def _own_digest(self, obj: Any) -> str:
         where = _def_name(obj)
         functions = _functions_of(obj)
         parts: list[Any] = [where]
@@ -547,7 +545,9 @@ class _Walker:
             attrs.append([name, self.value(v, label, False, not quiet)])
         return [bases, attrs]
 
-    def _references(self, obj, source: Source, functions: list, where: str) -> list[Any]:
+    def _references(
+        self, obj: Any, source: Source, functions: list[types.FunctionType], where: str
+    ) -> list[Any]:
         """Resolve every reference of ``source`` on the real objects, following your code."""
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         if isinstance(obj, types.FunctionType):
@@ -615,7 +615,13 @@ class _Walker:
             found.append(["module", module_name, self._whole_module(whole_module)])
         return found
 
-    def _walk(self, obj: Any, chain: tuple[str, ...], reached: dict, where: str) -> list[Any]:
+    def _walk(
+        self,
+        obj: Any,
+        chain: tuple[str, ...],
+        reached: dict[str, types.ModuleType],
+        where: str,
+    ) -> list[Any]:
         """Follow ``chain`` from ``obj`` through your modules; describe where it lands."""
         walked = 1
         while isinstance(obj, types.ModuleType) and _is_user_module(obj.__name__):
@@ -724,7 +730,7 @@ def _owner_class(fn: types.FunctionType) -> type | None:
     return owner if isinstance(owner, type) else None
 
 
-def _cell(cell) -> Any:
+def _cell(cell: types.CellType) -> Any:
     try:
         return cell.cell_contents
     except ValueError:  # an empty cell: a name assigned later in the outer scope

@@ -37,8 +37,8 @@ import numpy as np
 import xxhash
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.keys import CONFIG_SCHEME
 
-SCHEME = "xxh3_128:v1"
 _SMALL_ARRAY = 64  # arrays up to this many items are shown in full in the readable JSON
 
 # Containers nested deeper than this are refused. Each level costs ~3 Python frames here and
@@ -63,36 +63,37 @@ class CanonicalConfig:
     digest: str
 
 
-def canonical_config(config) -> CanonicalConfig:
+def canonical_config(config: Any) -> CanonicalConfig:
     """Return the canonical form of ``config``; raise FingerprintError for unsupported values."""
     tagged, readable = _Canon().encode(config, _ROOT)
     exact = json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
     digest = xxhash.xxh3_128(b"jules-config\0" + exact.encode()).hexdigest()
     text = json.dumps(readable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return CanonicalConfig(json=text, digest=f"{SCHEME}:{digest}")
+    return CanonicalConfig(json=text, digest=f"{CONFIG_SCHEME}:{digest}")
 
 
-def qualname(obj_or_type) -> str:
+def qualname(obj_or_type: Any) -> str:
     """Return ``module.QualName`` of a class (or of an instance's class)."""
     cls = obj_or_type if isinstance(obj_or_type, type) else type(obj_or_type)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _sort_key(tagged) -> str:
+def _sort_key(tagged: Any) -> str:
     return json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
 
 
 # A path inside the config, built lazily as (parent, format, step) links and rendered only for
 # an error message: formatting every key with repr() up front would cost time on every call
 # and could itself raise (a key whose __repr__ fails).
-_ROOT: tuple = ()
+ConfigPath = tuple[Any, ...]  # (parent, format, step), or () for the config itself
+_ROOT: ConfigPath = ()
 
 
-def _step(parent: tuple, fmt: str, step: Any) -> tuple:
+def _step(parent: ConfigPath, fmt: str, step: Any) -> ConfigPath:
     return (parent, fmt, step)
 
 
-def render_path(path: tuple) -> str:
+def render_path(path: ConfigPath) -> str:
     """Return ``path`` as Python-like text, e.g. ``config['windows'][2]``."""
     steps = []
     while path:
@@ -111,7 +112,7 @@ def _safe_repr(value: Any) -> str:
         return f"<{qualname(value)} object>"
 
 
-def _int_digits(v: int, path: tuple) -> str:
+def _int_digits(v: int, path: ConfigPath) -> str:
     if v.bit_length() > MAX_INT_BITS:
         raise FingerprintError(
             f"cannot fingerprint {render_path(path)}: an int of {v.bit_length()} bits; at most "
@@ -123,7 +124,7 @@ def _int_digits(v: int, path: tuple) -> str:
     return str(Decimal(v))  # Decimal conversion is not subject to the interpreter's digit limit
 
 
-def _require_text(text: str, path: tuple) -> str:
+def _require_text(text: str, path: ConfigPath) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -149,7 +150,7 @@ class _Canon:
         self.active: set[int] = set()
         self.depth = 0
 
-    def encode(self, value: Any, path: tuple) -> tuple[Any, Any]:
+    def encode(self, value: Any, path: ConfigPath) -> tuple[Any, Any]:
         """Return ``(tagged, readable)`` for ``value`` found at ``path``."""
         try:
             scalar = self._scalar(value, path)
@@ -180,7 +181,7 @@ class _Canon:
             ) from exc
 
     # Scalars: no recursion possible.
-    def _scalar(self, v: Any, path: tuple) -> tuple[Any, Any] | None:
+    def _scalar(self, v: Any, path: ConfigPath) -> tuple[Any, Any] | None:
         if hasattr(type(v), "__jules_fingerprint__"):
             return None
         if v is None:
@@ -240,7 +241,7 @@ class _Canon:
         return None
 
     # Containers and user types.
-    def _compound(self, v: Any, path: tuple) -> tuple[Any, Any]:
+    def _compound(self, v: Any, path: ConfigPath) -> tuple[Any, Any]:
         cls = type(v)
         if hasattr(cls, "__jules_fingerprint__"):
             inner_t, inner_r = self.encode(
@@ -279,7 +280,7 @@ class _Canon:
             "data, a dataclass, or define __jules_fingerprint__() on the class"
         )
 
-    def _dict(self, v: dict, path: tuple) -> tuple[Any, Any]:
+    def _dict(self, v: dict[Any, Any], path: ConfigPath) -> tuple[Any, Any]:
         entries = []
         for key, value in v.items():
             key_t, key_r = self.encode(key, _step(path, ".keys()[{!r}]", key))
@@ -291,7 +292,7 @@ class _Canon:
             return tagged, {key: val_r for _, _, key, _, val_r in entries}
         return tagged, {"$dict": [[key_r, val_r] for *_, key_r, val_r in entries]}
 
-    def _dataclass(self, v: Any, path: tuple) -> tuple[Any, Any]:
+    def _dataclass(self, v: Any, path: ConfigPath) -> tuple[Any, Any]:
         fields = [f.name for f in dataclasses.fields(v)]
         items = [self.encode(getattr(v, f), _step(path, ".{}", f)) for f in fields]
         tagged = [
@@ -305,7 +306,7 @@ class _Canon:
         }
         return tagged, readable
 
-    def _ndarray(self, v: np.ndarray, path: tuple) -> tuple[Any, Any]:
+    def _ndarray(self, v: np.ndarray, path: ConfigPath) -> tuple[Any, Any]:
         descr = str(np.lib.format.dtype_to_descr(v.dtype))
         shape = list(v.shape)
         if v.dtype.hasobject:

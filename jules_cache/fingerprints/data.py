@@ -64,15 +64,18 @@ import os
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import xxhash
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints.keys import DATA_SCHEME
 
 
-def _pc():
+def _pc() -> Any:
     """``pyarrow.compute``, imported on first use (~80 ms): a hit on a frame of numbers and
     categoricals (the usual tick frame) needs none of its kernels."""
     import pyarrow.compute
@@ -80,15 +83,14 @@ def _pc():
     return pyarrow.compute
 
 
-SCHEME = "xxh3_128:v1"
-LEAF_ROWS = 1 << 20  # part of the scheme: changing it changes every digest
+LEAF_ROWS = 1 << 20  # part of DATA_SCHEME: changing it changes every digest (bump it)
 _PREFIX_ROWS = 1 << 16  # rows scanned first when checking that a dictionary is fully used
 
 
 # ----------------------------------------------------------------------------- conversion
 
 
-def as_arrow(data) -> pa.Table:
+def as_arrow(data: Any) -> pa.Table:
     """Return ``data`` as a ``pa.Table``, without copying where the source allows it.
 
     Accepts a Polars DataFrame, a pyarrow Table or RecordBatch, or a pandas DataFrame (see the
@@ -115,7 +117,7 @@ def as_arrow(data) -> pa.Table:
 _FAITHFUL: dict[object, bool] = {}
 
 
-def _polars_to_arrow(df, polars) -> pa.Table:
+def _polars_to_arrow(df: Any, polars: ModuleType) -> pa.Table:
     """Export a Polars frame, refusing columns whose Arrow form does not mean the same thing.
 
     The rule is a round trip of an empty column per dtype, not a list of bad types: e.g.
@@ -134,7 +136,7 @@ def _polars_to_arrow(df, polars) -> pa.Table:
     return pa.Table.from_arrays(columns, names=df.columns)
 
 
-def _polars_column(series, polars) -> pa.ChunkedArray:
+def _polars_column(series: Any, polars: ModuleType) -> pa.ChunkedArray:
     """Export one Polars column without copying its buffers.
 
     ``DataFrame.to_arrow()`` copies every string (its default layout has no string views) and
@@ -154,7 +156,7 @@ def _polars_column(series, polars) -> pa.ChunkedArray:
 _SPOT_CHECK_ROWS = 4096
 
 
-def _polars_dictionary(series, polars) -> pa.ChunkedArray | None:
+def _polars_dictionary(series: Any, polars: ModuleType) -> pa.ChunkedArray | None:
     """Return a Categorical/Enum column as dictionary chunks over its physical codes.
 
     The dictionary is the full category list, indexed by physical code (Enum: its categories;
@@ -186,7 +188,7 @@ def _polars_dictionary(series, polars) -> pa.ChunkedArray | None:
     return pa.chunked_array(chunks, dict_type)
 
 
-def holds_python_objects(dtype, polars) -> bool:
+def holds_python_objects(dtype: Any, polars: ModuleType) -> bool:
     """Whether a Polars dtype is or contains ``pl.Object`` (arbitrary Python objects).
 
     Such columns have no exact Arrow or Parquet form, and even probing one (exporting an empty
@@ -201,7 +203,7 @@ def holds_python_objects(dtype, polars) -> bool:
     return False
 
 
-def _faithful(dtype, polars) -> bool:
+def _faithful(dtype: Any, polars: ModuleType) -> bool:
     known = _FAITHFUL.get(dtype)
     if known is None and holds_python_objects(dtype, polars):
         known = False
@@ -217,7 +219,7 @@ def _faithful(dtype, polars) -> bool:
     return known
 
 
-def _pandas_to_arrow(df, pandas) -> pa.Table:
+def _pandas_to_arrow(df: Any, pandas: ModuleType) -> pa.Table:
     bad = [c for c in df.columns if not isinstance(c, str)]
     if bad:
         raise FingerprintError(f"pandas column names must be str; got {bad[:5]!r}")
@@ -259,7 +261,10 @@ def _require_distinct_index_names(names: list[str], columns: list[str]) -> None:
 # ----------------------------------------------------------------------------- type descriptors
 
 
-def _describe(dtype: pa.DataType, where: str):
+TypeDescriptor = str | list[Any]  # 'int64', or ['list', <descriptor>], ['struct', [...]]...
+
+
+def _describe(dtype: pa.DataType, where: str) -> TypeDescriptor:
     """Return a JSON-able logical type descriptor; raise FingerprintError if unsupported."""
     t = pa.types
     if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
@@ -310,13 +315,19 @@ def _fixed_width(dtype: pa.DataType) -> int:
         or t.is_fixed_size_binary(dtype)
     ):
         try:
-            return dtype.bit_width // 8
+            return int(dtype.bit_width) // 8
         except ValueError:
             return 0
     return 0
 
 
 # ----------------------------------------------------------------------------- array helpers
+
+
+def _buffer(array: np.ndarray[Any, Any]) -> memoryview:
+    """``array``'s memory for a hasher, not copied (numpy declares its buffer protocol to type
+    checkers for Python 3.12+ only)."""
+    return array.data
 
 
 def _digest(*parts: bytes) -> bytes:
@@ -401,7 +412,7 @@ class _Node:
         """Hash the rows of ``arr`` (any offset, any nulls) after the rows fed before."""
         if arr.null_count:
             positions = np.flatnonzero(_null_mask(arr)).astype("<i8") + self.rows
-            self.nulls.update(positions)
+            self.nulls.update(_buffer(positions))
             self.rows += len(arr)
             self._feed_valid(_pc().drop_null(arr))
         else:
@@ -437,7 +448,8 @@ class _FixedNode(_Node):
 class _BoolNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
         if len(arr):
-            self.values.update(_bits(arr.buffers()[1], arr.offset, len(arr)).view(np.uint8))
+            bits = _bits(arr.buffers()[1], arr.offset, len(arr))
+            self.values.update(_buffer(bits.view(np.uint8)))
 
 
 class _VarBinaryNode(_Node):
@@ -457,7 +469,7 @@ class _VarBinaryNode(_Node):
         large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
         odt = np.dtype("<i8" if large else "<i4")
         offsets = np.frombuffer(offsets_buf, odt, count=arr.offset + len(arr) + 1)[arr.offset :]
-        self.lengths.update(np.diff(offsets).astype("<i8"))
+        self.lengths.update(_buffer(np.diff(offsets).astype("<i8")))
         start, end = int(offsets[0]), int(offsets[-1])
         if end > start:
             self.values.update(memoryview(data_buf)[start:end])
@@ -469,7 +481,7 @@ class _VarBinaryNode(_Node):
 class _StreamNode(_Node):
     """Adapter exposing an extra stream of a node as a pseudo child."""
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: xxhash.xxh3_128) -> None:
         self.stream = stream
 
     def digest(self) -> bytes:
@@ -488,7 +500,7 @@ class _ListNode(_Node):
             arr = arr.cast(pa.list_(entries))
         if not self.fixed:
             lengths = _pc().list_value_length(arr)  # no nulls: only valid rows are fed here
-            self.values.update(_int_values(lengths, "<i8") if len(arr) else b"")
+            self.values.update(_buffer(_int_values(lengths, "<i8")) if len(arr) else b"")
         self.child.feed(arr.flatten())
 
     def children(self) -> list[_Node]:
@@ -533,7 +545,7 @@ class _DictNode(_Node):
         distinct = self._used_distinct_values()
         codes = xxhash.xxh3_128()
         for piece in self.pieces:
-            codes.update(self._codes(piece, distinct))
+            codes.update(_buffer(self._codes(piece, distinct)))
         values = _make_node(self.dtype.value_type, self.where)
         values.feed(distinct)
         return _digest(*parts, codes.digest(), values.digest())
@@ -599,7 +611,7 @@ class _DictNode(_Node):
             items = piece.dictionary.to_pylist()
             mask = _used_mask(piece, len(items))
             values.update(items if mask is None else (v for v, m in zip(items, mask) if m))
-        values.discard(None)  # type: ignore[arg-type]
+        values.discard(None)  # a null in the dictionary is no value
         return sorted(values)
 
 
@@ -752,8 +764,8 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
         per_column[i].append(leaf)
     columns = [_digest(h, *leaves) for h, leaves in zip(headers, per_column, strict=True)]
     rows = table.num_rows.to_bytes(8, "little")
-    final = _digest(SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
-    return f"{SCHEME}:{final.hex()}"
+    final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
+    return f"{DATA_SCHEME}:{final.hex()}"
 
 
 def _usable_cpus() -> int:

@@ -7,7 +7,8 @@
   file size. A one-cent change to one price can leave a Parquet footer byte-identical
   (DESIGN.md §4), so this is NOT proof of identity — use it only where the caller accepts that.
 * :func:`stat_signature` is the key of the ``stat → content hash`` memo: if path, size, mtime,
-  inode and ctime are all unchanged, the content hash is reused (~7 µs instead of re-reading).
+  inode and ctime are all unchanged, the content hash is reused: a path resolution and one
+  ``stat()`` (tens of µs) instead of re-reading the file.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 import xxhash
 
 from jules_cache.errors import InvalidInput
+from jules_cache.fingerprints.keys import FILE_BYTES_SCHEME, FOOTER_SCHEME
 
 BLOCK_SIZE = 8 << 20
-_PARQUET_MAGIC = b"PAR1"
+PARQUET_MAGIC = b"PAR1"  # the first and last 4 bytes of every Parquet file
 
 
-def hash_file_bytes(path) -> str:
+def hash_file_bytes(path: str | os.PathLike[str]) -> str:
     """Return ``'xxh3_128:<32 hex>'`` of the file's raw bytes. Raises OSError if unreadable."""
     h = xxhash.xxh3_128()
     buf = bytearray(BLOCK_SIZE)
@@ -31,10 +33,10 @@ def hash_file_bytes(path) -> str:
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(view):
             h.update(view[:n])
-    return f"xxh3_128:{h.hexdigest()}"
+    return f"{FILE_BYTES_SCHEME}:{h.hexdigest()}"
 
 
-def parquet_footer_digest(path) -> str:
+def parquet_footer_digest(path: str | os.PathLike[str]) -> str:
     """Return ``'parquet-footer:xxh3_128:<32 hex>'`` of the footer bytes and the file size.
 
     Raises InvalidInput if the file is not Parquet (missing ``PAR1`` magic or a bad footer
@@ -47,7 +49,7 @@ def parquet_footer_digest(path) -> str:
         f.seek(size - 8)
         tail = f.read(8)
         footer_len = int.from_bytes(tail[:4], "little")
-        if tail[4:] != _PARQUET_MAGIC or footer_len > size - 12:
+        if tail[4:] != PARQUET_MAGIC or footer_len > size - 12:
             raise InvalidInput(f"{path} is not a Parquet file (bad footer)")
         f.seek(size - 8 - footer_len)
         footer = f.read(footer_len)
@@ -55,10 +57,10 @@ def parquet_footer_digest(path) -> str:
     h.update(size.to_bytes(8, "little"))
     h.update(footer)
     h.update(tail)
-    return f"parquet-footer:xxh3_128:{h.hexdigest()}"
+    return f"{FOOTER_SCHEME}:{h.hexdigest()}"
 
 
-def stat_signature(path) -> tuple:
+def stat_signature(path: str | os.PathLike[str]) -> tuple[str, int, int, int, int]:
     """Return ``(resolved path, size, mtime_ns, inode, ctime_ns)`` of ``path`` (follows links).
 
     Raises OSError (e.g. FileNotFoundError) if the file does not exist.

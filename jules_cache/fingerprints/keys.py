@@ -1,8 +1,11 @@
-"""Derive a cache key from everything a result depends on.
+"""Derive a cache key from everything a result depends on, and name the version of each part.
 
 The key is a 128-bit BLAKE2b digest (32 hex chars) of the key-schema version, feature name,
-symbol and the data, config and code fingerprints. Bump ``KEY_SCHEMA`` whenever the derivation
-or any fingerprint scheme changes meaning: old entries then simply stop matching.
+symbol and the data, config and code fingerprints. Every fingerprint starts with the scheme
+that made it (``xxh3_128:v1:<hex>``), so a change to how one part is computed is a new scheme
+below: its digests, and so the keys made from them, never equal the old ones, and old entries
+simply stop matching (a miss, never a wrong hit). ``KEY_SCHEMA`` is bumped only when the key
+derivation itself changes. All the versions live here, one constant each.
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from typing import Any
 
 from jules_cache.errors import InvalidInput
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 1  # how the parts below are combined into a key (``KeyParts.key``)
+DATA_SCHEME = "xxh3_128:v1"  # frames and tables, by content (``fingerprints.data``)
+CONFIG_SCHEME = "xxh3_128:v1"  # the canonical config JSON (``fingerprints.config``)
+# v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
+# followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.
+CODE_SCHEME = "xxh3_128:v2"  # a compute function and what it reaches (``fingerprints.code``)
+FILE_BYTES_SCHEME = "xxh3_128"  # a Parquet input's raw bytes (``fingerprints.files``)
+FOOTER_SCHEME = "parquet-footer:xxh3_128"  # a Parquet input's footer and size (``footer`` mode)
 MAX_SYMBOL_LENGTH = 1024
 
 

@@ -14,7 +14,7 @@ its file into ``objects/`` and inserts its row in one exclusive transaction, so 
 a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
 Entries are removed the one way every command removes them (``jules_cache.storage.removal``): rows
 dropped in the check's transaction, then their files quarantined or unlinked under the lock
-if their key has no row. Deep verification reads the (immutable) files without the lock.
+if their key has no row. The deep read (``deep``) needs no lock: result files are immutable.
 Nothing that is not a regular file is ever moved or deleted: a link or folder planted under
 ``objects/`` is reported and left alone.
 
@@ -27,7 +27,8 @@ Kinds of problem:
     size_mismatch      the file's size differs from its row's (fix: quarantine, drop the row)
     unreadable_footer  no valid Parquet footer or entry metadata (fix: quarantine, drop the row)
     checksum_failure   ``deep``: a page fails its CRC or does not decode (fix: quarantine...)
-    stale_temp         a temp file older than the grace period: a dead put (fix: delete)
+    stale_temp         a temp file older than the grace period: a killed put or manifest
+                       creation (fix: delete; see ``leftovers``, which GC uses too)
     stale_lock         a per-key lock file nobody holds, older than the grace period (fix: delete)
     view_link          ``views/`` (the links the stored SQL views read) disagrees with the
                        manifest: a crash between a link and its commit (fix: relink)
@@ -42,15 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import json
 import logging
 import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,12 +58,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from jules_cache.errors import InvalidInput, JulesCacheError
-from jules_cache.fingerprints.keys import KeyParts
+from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
+from jules_cache.maintenance import leftovers
+from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.models import _ToDict
 from jules_cache.query.views import FileRow, link_problems, refresh_views, view_published
 from jules_cache.storage import rootfs, sqlfiles
 from jules_cache.storage.crash_points import crash_point
-from jules_cache.storage.layout import KEY_PATTERN, TMP_SUFFIX, Layout
+from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import MIN_DATABASE_BYTES, Manifest, utc_now
 from jules_cache.storage.removal import discard_files, drop_rows, quarantine_file
@@ -74,11 +75,10 @@ from jules_cache.storage.result_files import (
     describe_result,
     entry_row,
     fsync_dir,
-    verify_result,
+    read_every_page,
 )
 
 Progress = Callable[[int, int], None]  # (done, total)
-DEFAULT_GRACE_SECONDS = 3600.0
 
 MISSING_FILE = "missing_file"
 ORPHAN_FILE = "orphan_file"
@@ -167,7 +167,7 @@ def run_check(
     """
     if grace_seconds < 0:
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
-    layout.check_areas(shards=True)
+    layout.require_real_areas(shards=True)
     problems: list[Problem] = []
     dropped: dict[str, str | None] = {}  # rows of missing files: their links go after commit
     damaged: dict[str, str | None] = {}  # rows of damaged files: quarantined after commit
@@ -439,7 +439,8 @@ def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
         raise ValueError(f"no {METADATA_KEY} metadata in the footer")
     entry = json.loads(raw)
     if not isinstance(entry, dict) or entry.get("key") != key:
-        raise ValueError(f"its metadata names key {entry.get('key')!r}, not {key!r}")
+        found = entry.get("key") if isinstance(entry, dict) else None
+        raise ValueError(f"its metadata names key {found!r}, not {key!r}")
     parts = KeyParts(
         entry["feature"],
         entry["symbol"],
@@ -447,7 +448,8 @@ def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
         entry["config_fingerprint"],
         entry["code_fingerprint"],
     )
-    if entry.get("key_schema") == 1 and parts.key() != key:
+    # A key of another key schema cannot be derived again here: name and metadata must agree.
+    if entry.get("key_schema") == KEY_SCHEMA and parts.key() != key:
         raise ValueError("its metadata does not hash to its key")
     return entry
 
@@ -478,7 +480,7 @@ def _orphan(
             raise ValueError("not a result file name (objects/<k[:2]>/<key>.parquet)")
         entry = _file_entry(path, key)
         if deep:
-            verify_result(path)
+            read_every_page(path)
         row = _entry_row(layout, path, entry)
     except FileNotFoundError:
         return Problem(ORPHAN_FILE, relative, key, "vanished during the check", "gone")
@@ -554,9 +556,9 @@ def _deep(
         path = layout.root / relative
         try:
             inode = path.stat().st_ino
-            verify_result(path)
+            read_every_page(path)
         except FileNotFoundError:
-            continue  # deleted since (GC): nothing to verify
+            continue  # deleted since (GC): nothing to read
         except READ_ERRORS as exc:
             failed.append((Problem(CHECKSUM_FAILURE, relative, key, _reason(exc)), path, inode))
     if not fix or not failed:
@@ -579,100 +581,35 @@ def _deep(
 
 
 def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Problem], int]:
-    """Stale temp and lock files (older than the grace period); and the puts in flight."""
-    now = datetime.now(UTC).timestamp()
+    """Stale temp files, and stale lock files nobody holds (``leftovers``); and the puts in
+    flight. With ``fix`` each is removed if it is still stale (a held lock is never reported)."""
+    found = leftovers.find(layout, grace_seconds)
     problems: list[Problem] = []
-    in_flight = 0
-    for path in _regular_files(layout, layout.tmp):
-        age = _age(path, now)
-        if age is None:
-            continue
-        if age <= grace_seconds or not path.name.endswith(TMP_SUFFIX):
-            in_flight += path.name.endswith(TMP_SUFFIX)
-            continue
-        problem = Problem(STALE_TEMP, _relative(layout, path), _key_of(path), f"{age:.0f}s old")
-        if fix:
-            problem = _done(problem, _remove_leftover(layout, path))
-        problems.append(problem)
-    for path in _regular_files(layout, layout.locks):
-        if path.name != f"{_key_of(path)}.lock":
-            continue  # the cache's own named locks (gc.lock): never stale, as GC sees them too
-        age = _age(path, now)
-        if age is None or age <= grace_seconds:
-            continue
-        with _unheld(path) as free:
-            if not free:
+    for leftover in found.stale:
+        relative = _relative(layout, leftover.path)
+        if leftover.kind == leftovers.TEMP:
+            problem = Problem(
+                STALE_TEMP, relative, leftover.key, f"{leftover.age_seconds:.0f}s old"
+            )
+        else:
+            problem = Problem(STALE_LOCK, relative, leftover.key, "not held")
+        if not fix:
+            if leftover.kind == leftovers.LOCK and not leftovers.is_free(leftover.path):
                 continue
-            problem = Problem(STALE_LOCK, _relative(layout, path), _key_of(path), "not held")
-            if fix:
-                # Unlinked while we hold it: a waiter that opened the old inode notices (locks.py).
-                problem = _done(problem, _remove_leftover(layout, path))
             problems.append(problem)
-    return problems, in_flight
-
-
-def _regular_files(layout: Layout, folder: Path) -> list[Path]:
-    """The regular files of an area folder: anything else there is never touched."""
-    return [
-        folder / name
-        for name, found in rootfs.listdir(layout.root, folder)
-        if stat.S_ISREG(found.st_mode)
-    ]
-
-
-def _remove_leftover(layout: Layout, path: Path) -> str:
-    try:
-        rootfs.unlink(layout.root, path)
-    except JulesCacheError:
-        return "left alone: not a regular file"
-    return "removed"
-
-
-def _age(path: Path, now: float) -> float | None:
-    try:
-        return now - path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-
-
-def _key_of(path: Path) -> str | None:
-    head = path.name.split(".", 1)[0]
-    return head if KEY_PATTERN.match(head) else None
-
-
-@contextlib.contextmanager
-def _unheld(path: Path) -> Iterator[bool]:
-    """Yield True while holding the lock file ``path`` (nobody else does), else False."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        yield False
-        return
-    try:
+            continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            yield False
-            return
-        try:
-            yield os.fstat(fd).st_ino == _inode(path)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _inode(path: Path) -> int | None:
-    try:
-        return path.stat().st_ino
-    except FileNotFoundError:
-        return None
+            outcome = leftovers.remove(layout, leftover, grace_seconds)
+        except JulesCacheError:
+            outcome = "left alone: not a regular file"
+        if leftover.kind == leftovers.LOCK and outcome in (leftovers.IN_USE, leftovers.GONE):
+            continue  # held (or taken and removed by someone else) since it was listed
+        problems.append(_done(problem, outcome))
+    return problems, found.in_flight
 
 
 __all__ = [
-    "DEFAULT_GRACE_SECONDS",
+    "DEFAULT_GRACE_SECONDS",  # from maintenance.leftovers, the one grace default
     "KINDS",
     "LEFTOVER_KINDS",
     "CheckReport",

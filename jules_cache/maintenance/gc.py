@@ -1,13 +1,14 @@
 """Garbage collection: one SQL plan (``sql/gc.sql``), then guarded, batched deletes.
 
-The plan joins the files DuckDB lists under the root with the manifest's entries, by key:
+The plan joins the result files DuckDB lists under the root with the manifest's entries, by key;
+the leftovers are found as ``check`` finds them (``maintenance.leftovers``):
 
     orphan       result file without a row          (file deleted)
     dangling     row without a result file          (row deleted; the next request recomputes)
     expired      last ACCESS older than the retention (row deleted, then file)
     over_budget  least recently used beyond max_size  (row deleted, then file)
     stale_tmp    temp file older than the grace period
-    stale_lock   unheld per-key lock file older than the grace period
+    stale_lock   per-key lock file older than the grace period (deleted only if nobody holds it)
 
 Safety, in the order things happen:
 
@@ -22,8 +23,9 @@ Safety, in the order things happen:
   between leaves orphans (removed by the next run), never rows pointing at nothing.
 - Work is done in batches sized to keep each hold near ``HOLD_TARGET_MS``, with a pause after
   each so waiting publishers get the lock; the longest hold is measured and reported.
-- A lock file is deleted only while GC itself holds it (non-blocking), so a holder is never
-  disturbed. Temp files are protected by the grace period.
+- Temp and lock files are removed by ``leftovers.remove``: only if still older than the grace
+  period, and a lock file only while GC itself holds it (non-blocking), so a holder is never
+  disturbed.
 - Nothing here runs on import, in a destructor or at exit.
 """
 
@@ -36,15 +38,17 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jules_cache._durations import parse_duration
 from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
+from jules_cache.maintenance import leftovers
+from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.models import _ToDict
-from jules_cache.storage import rootfs, sqlfiles
-from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
+from jules_cache.storage import sqlfiles
+from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
 from jules_cache.storage.removal import discard_files, drop_rows
@@ -56,15 +60,12 @@ REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_l
 ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
 RETENTION_ENV = "FEATURE_STORE_GC_RETENTION_WEEKS"
 DEFAULT_RETENTION_WEEKS = 4.0
-DEFAULT_GRACE_SECONDS = 6 * 3600.0
 GC_LOCK_NAME = "gc.lock"  # in locks/; not a key name, so never a stale-lock candidate
 HOLD_TARGET_MS = 60.0
 _BATCH_START, _BATCH_MIN, _BATCH_MAX = 200, 20, 5000
 # Between two holds: more than two lock polls (locks._MAX_POLL), so a waiting publish gets in
 # instead of GC re-taking the lock at once (measured: trainers waited up to 7 s without it).
 _YIELD_SECONDS = 0.025
-_TMP_NAME = re.compile(r"^[0-9a-f]{32}\.[^/\\]+" + re.escape(RESULT_SUFFIX + TMP_SUFFIX) + "$")
-_LOCK_NAME = re.compile(r"^[0-9a-f]{32}\.lock$")
 _GLOB_CHARS = frozenset("*?[]{}")
 _MAX_ERRORS = 20
 
@@ -234,7 +235,7 @@ def _check_root(layout: Layout) -> None:
             f"cache root {layout.root} contains a glob character ({''.join(sorted(_GLOB_CHARS))})"
             "; GC lists files with a glob, so move the cache to a path without them"
         )
-    layout.check_areas(shards=True)  # the glob would follow a link planted as objects/<xx>
+    layout.require_real_areas(shards=True)  # the glob would follow a link planted as objects/<xx>
 
 
 def _ran_within(manifest: Manifest, seconds: float) -> bool:
@@ -242,7 +243,8 @@ def _ran_within(manifest: Manifest, seconds: float) -> bool:
         row = manifest.execute(con, "gc.sql", "last_run").fetchone()
     if row is None:
         return False
-    return (utc_now() - row[1]).total_seconds() < seconds
+    started: datetime = row[1]
+    return (utc_now() - started).total_seconds() < seconds
 
 
 class _Run:
@@ -261,6 +263,7 @@ class _Run:
         self.holds: list[float] = []
         self.deleted: list[GCItem] = []
         self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
+        self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
         self.skipped = 0
         self.errors: list[str] = []
         self.run_id: int | None = None
@@ -269,7 +272,7 @@ class _Run:
 
     def execute(self) -> GCReport:
         with self._hold() as con:
-            self.run_id = self.manifest.execute(
+            started = self.manifest.execute(
                 con,
                 "gc.sql",
                 "start_run",
@@ -278,7 +281,9 @@ class _Run:
                     "dry_run": self.options.dry_run,
                     "parameters": self.options.to_json(),
                 },
-            ).fetchone()[0]
+            ).fetchone()
+            assert started is not None  # INSERT ... RETURNING id: one row
+            self.run_id = started[0]
         try:
             planned = self._plan()
             if self.options.limit is not None:
@@ -323,7 +328,6 @@ class _Run:
         params = {
             "expire_before": utc_now() - timedelta(weeks=self.options.retention_weeks),
             "max_bytes": self.options.max_size,
-            "stale_before": datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds),
         }
         import duckdb
 
@@ -344,22 +348,21 @@ class _Run:
             raise ManifestError(f"GC plan for {self.layout.root} failed: {exc}") from exc
         finally:
             con.close()
+        found = leftovers.find(self.layout, self.options.grace_seconds)
         self.plan_seconds = time.perf_counter() - started
-        self._last_access = {row[1]: row[4] for row in rows if row[0] in ROW_REASONS}
-        return [self._item(reason, key, name, size) for reason, key, name, size, _ in rows]
+        self._last_access = {row[1]: row[3] for row in rows if row[0] in ROW_REASONS}
+        for leftover in found.stale:
+            reason = "stale_tmp" if leftover.kind == leftovers.TEMP else "stale_lock"
+            path = leftover.path.relative_to(self.layout.root).as_posix()
+            self._leftovers[GCItem(reason, path, leftover.bytes, leftover.key)] = leftover
+        items = [self._item(reason, key, size) for reason, key, size, _ in rows]
+        return items + sorted(self._leftovers, key=lambda item: (item.reason, item.path))
 
-    def _item(self, reason: str, key: str | None, name: str | None, size: int) -> GCItem:
-        if reason == "stale_tmp":
-            path = f"{self.layout.tmp.name}/{name}"
-        elif reason == "stale_lock":
-            path = f"{self.layout.locks.name}/{name}"
-        else:
-            assert key is not None
-            path = self.layout.relative_result_path(key)
-            if size is None:  # an orphan: the listing has names only
-                with contextlib.suppress(OSError):
-                    size = self.layout.result_path(key).stat().st_size
-        return GCItem(reason, path, int(size or 0), key)
+    def _item(self, reason: str, key: str, size: int | None) -> GCItem:
+        if size is None:  # an orphan: the listing has names only
+            with contextlib.suppress(OSError):
+                size = self.layout.result_path(key).stat().st_size
+        return GCItem(reason, self.layout.relative_result_path(key), int(size or 0), key)
 
     # -- deleting ----------------------------------------------------------------------------
 
@@ -425,46 +428,22 @@ class _Run:
         self.errors += outcome.errors[: max(0, _MAX_ERRORS - len(self.errors))]
 
     def _delete_stale(self, item: GCItem) -> None:
-        name = item.path.rsplit("/", 1)[-1]
-        limit = time.time() - self.options.grace_seconds
-        if item.reason == "stale_tmp":
-            path = self.layout.tmp / name
-            if _TMP_NAME.match(name) and _older_than(path, limit) and self._unlink(path):
-                self.deleted.append(item)
-            else:
-                self.skipped += 1
-            return
-        path = self.layout.locks / name
-        if not (_LOCK_NAME.match(name) and _older_than(path, limit)):
-            self.skipped += 1
-            return
+        """Remove a planned temp or lock file if it is still stale (``leftovers.remove``)."""
+        leftover = self._leftovers[item]
         try:
-            with file_lock(path, 0.0):  # never disturb a holder: only an unheld lock goes
-                removed = self._unlink(path)
-        except LockTimeout:
-            removed = False
+            outcome = leftovers.remove(self.layout, leftover, self.options.grace_seconds)
         except (OSError, JulesCacheError) as exc:  # e.g. a link planted at the lock's name
             if len(self.errors) < _MAX_ERRORS:
-                self.errors.append(f"cannot delete {path}: {exc}")
-            removed = False
-        if removed:
+                detail = getattr(exc, "strerror", None) or exc
+                self.errors.append(f"cannot delete {leftover.path}: {detail}")
+            return
+        if outcome == leftovers.REMOVED:
             self.deleted.append(item)
         else:
-            self.skipped += 1
+            self.skipped += 1  # touched or taken since the plan, or already gone
 
     def _result_path(self, item: GCItem) -> Path:
         return self.layout.result_path(_key(item))
-
-    def _unlink(self, path: Path) -> bool:
-        try:
-            if rootfs.unlink(self.layout.root, path):
-                return True
-            self.skipped += 1
-            return False
-        except (OSError, JulesCacheError) as exc:
-            if len(self.errors) < _MAX_ERRORS:
-                self.errors.append(f"cannot delete {path}: {getattr(exc, 'strerror', None) or exc}")
-            return False
 
     def _advance(self, count: int) -> None:
         self.done += count
@@ -550,67 +529,11 @@ def _next_batch(batch: int, hold_ms: float) -> int:
     return int(min(max(batch * scale, _BATCH_MIN), _BATCH_MAX))
 
 
-def _older_than(path: Path, limit: float) -> bool:
-    try:
-        return path.stat().st_mtime < limit
-    except FileNotFoundError:
-        return False
-
-
 def _list_files_into(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
-    """List the files GC looks at into the temp table ``gc_files`` of ``con``, via DuckDB."""
-    globs = {
-        "objects_glob": str(layout.objects / "*" / f"*{RESULT_SUFFIX}"),
-        "tmp_glob": str(layout.tmp / f"*{TMP_SUFFIX}"),
-        "locks_glob": str(layout.locks / "*.lock"),
-    }
+    """List the result files into the temp table ``gc_files`` of ``con``, via DuckDB."""
+    glob = {"objects_glob": str(layout.objects / "*" / f"*{RESULT_SUFFIX}")}
     listing = sqlfiles.statement("gc.sql", "list_files").rstrip().rstrip(";")
-    con.execute(f"CREATE TEMP TABLE gc_files AS {listing}", globs)
-
-
-# -- overview ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GroupOverview(_ToDict):
-    feature: str
-    symbol: str
-    entries: int
-    bytes: int
-    oldest: datetime | None
-    newest: datetime | None
-    last_access: datetime | None
-
-
-@dataclass(frozen=True)
-class Overview(_ToDict):
-    """What the cache holds, and the last GC run (None if GC never ran)."""
-
-    root: str
-    entries: int
-    bytes: int
-    oldest_created: datetime | None
-    newest_created: datetime | None
-    least_recent_access: datetime | None
-    most_recent_access: datetime | None
-    groups: tuple[GroupOverview, ...]
-    last_gc: dict[str, Any] | None
-
-
-def overview(manifest: Manifest, layout: Layout) -> Overview:
-    """Entries and bytes in total and by feature/symbol, oldest/newest, and the last GC run."""
-    with manifest.read() as con:
-        totals = manifest.execute(con, "gc.sql", "overview_totals").fetchone()
-        groups = manifest.execute(con, "gc.sql", "overview_by_feature_symbol").fetchall()
-        cursor = manifest.execute(con, "gc.sql", "last_run")
-        columns = [d[0] for d in cursor.description]
-        last = cursor.fetchone()
-    return Overview(
-        str(layout.root),
-        *totals,
-        groups=tuple(GroupOverview(*row) for row in groups),
-        last_gc=dict(zip(columns, last)) if last is not None else None,
-    )
+    con.execute(f"CREATE TEMP TABLE gc_files AS {listing}", glob)
 
 
 __all__ = [
@@ -618,10 +541,8 @@ __all__ = [
     "GCItem",
     "GCOptions",
     "GCReport",
-    "Overview",
     "ReasonTotal",
     "collect_garbage",
-    "overview",
     "parse_duration",
     "parse_size",
 ]

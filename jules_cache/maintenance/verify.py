@@ -34,7 +34,10 @@ class VerifyReport(_ToDict):
 
 
 def find_stale_footer_entries(manifest: Manifest) -> VerifyReport:
-    """Check every footer-keyed entry's inputs (nothing is removed here: see ``store.verify``)."""
+    """Compare every footer-keyed entry's inputs with how ``stat()`` saw them when keyed.
+
+    Nothing is removed here: ``store.verify(fix=True)`` removes the stale entries.
+    """
     with manifest.read() as con:
         rows = manifest.execute(con, "entries.sql", "footer_entry_inputs").fetchall()
     return judge_footer_inputs(rows)

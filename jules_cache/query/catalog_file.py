@@ -44,11 +44,11 @@ from jules_cache.query.views import (
     FileRow,
     _view_select,
     catalog_view_select,
-    check_identifier,
     current_view_names,
     history_name,
     link_folder,
     meta_column_names,
+    require_identifier,
     sql_keywords,
     sql_literal,
 )
@@ -158,7 +158,7 @@ def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
                     mcon.execute(f"ATTACH ? AS {_ALIAS} (BLOCK_SIZE {_BLOCK_SIZE})", [str(new)])
                     attached = True
                     for (table,) in mcon.execute(statements["manifest_tables"]).fetchall():
-                        name = check_identifier(table)
+                        name = require_identifier(table)
                         mcon.execute(
                             f'CREATE TABLE {_ALIAS}.main."{name}" AS SELECT * FROM "{name}"'
                         )
@@ -220,7 +220,7 @@ def _create_views(
         try:
             for name, history in ((view, False), (history_name(view), True)):
                 select = _view_select(folder, meta, union, history=history)
-                con.execute(f'CREATE VIEW "{check_identifier(name)}" AS {select}')
+                con.execute(f'CREATE VIEW "{require_identifier(name)}" AS {select}')
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             problems.append((feature, _UNREADABLE + _cause(exc)))
             continue

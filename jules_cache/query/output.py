@@ -6,10 +6,7 @@ place, so a failed or interrupted write never leaves a half-written file.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jules_cache._atomic_write import write_atomically
 from jules_cache._formatting import table
 from jules_cache.errors import InvalidInput
 
@@ -41,22 +39,12 @@ def render_result(
         text = render_text(result, output_format)
         echo(text, nl=output_format == "table")
     else:
-        _write_atomically(result, output_format, output)
+        write_atomically(output, lambda temp: _write(result, output_format, temp))
     echo(f"{result.num_rows} rows", err=True)
 
 
-def _write_atomically(result: pa.Table, output_format: str, output: Path) -> None:
-    temp = output.with_name(f".{output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        if output_format == "parquet":
-            pq.write_table(result, temp)
-        else:
-            temp.write_text(render_text(result, output_format), encoding="utf-8")
-        os.replace(temp, output)
-    except OSError as exc:
-        raise InvalidInput(
-            f"cannot write {output}: {exc.strerror or exc}; check the folder exists and is writable"
-        ) from exc
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+def _write(result: pa.Table, output_format: str, path: Path) -> None:
+    if output_format == "parquet":
+        pq.write_table(result, path)
+    else:
+        path.write_text(render_text(result, output_format), encoding="utf-8")

@@ -263,7 +263,7 @@ def _refuse(what: str) -> QueryError:
     return QueryError(f"{what} refused: {_REFUSED}")
 
 
-def check_read_only(query: str) -> tuple[duckdb.Statement, str]:
+def require_read_only(query: str) -> tuple[duckdb.Statement, str]:
     """Return the one statement of ``query`` and the SELECT it runs (EXPLAIN's inner one).
 
     Raises ``QueryError`` unless ``query`` is exactly one SELECT or EXPLAIN [ANALYZE] of one
@@ -310,7 +310,7 @@ def _explained(query: str) -> str:
 def analyse(con: duckdb.DuckDBPyConnection, query: str) -> _Analysis:
     """Check ``query`` (``QueryError`` if refused); say which tables it names and which
     literal filters can prune a feature view."""
-    statement, select = check_read_only(query)
+    statement, select = require_read_only(query)
     found = con.execute("SELECT json_serialize_sql($1)", [select]).fetchall()[0][0]
     tree = json.loads(found)
     if tree.get("error"):
@@ -450,7 +450,7 @@ def _marker(layout: Layout) -> _Marker:
 
 @dataclass
 class _Cache:
-    marker: _Marker
+    marker: _Marker | None  # None: the source offers no change marker (never trusted)
     trusted: bool  # the marker was old enough when read: an equal marker means no change
     generation: int
     names: dict[str, str]  # feature -> view name
@@ -555,21 +555,21 @@ def _install(
     """Make the session's catalog match the snapshot: table copies and feature views."""
     con = session.con
     for table in sorted(set(session.tables) - set(snapshot.manifest_tables)):
-        con.execute(f'DROP TABLE IF EXISTS "{catalog.check_identifier(table)}"')
+        con.execute(f'DROP TABLE IF EXISTS "{catalog.require_identifier(table)}"')
         del session.tables[table]
     for table, data in snapshot.tables.items():
         if session.tables.get(table) == snapshot.generation:
             continue
         con.register("_jules_snapshot", data)
         try:
-            name = catalog.check_identifier(table)
+            name = catalog.require_identifier(table)
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
         finally:
             con.unregister("_jules_snapshot")
         session.tables[table] = snapshot.generation
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
-        con.unregister(catalog.check_identifier(name))
+        con.unregister(catalog.require_identifier(name))
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
@@ -579,7 +579,7 @@ def _install(
             (view, snapshot.latest[feature]),
             (catalog.history_name(view), all_rows),
         ):
-            name = catalog.check_identifier(name)
+            name = catalog.require_identifier(name)
             if analysis.tables is not None and name not in analysis.tables:
                 continue  # the query names the other one of the feature's two views
             dataset, serial = _feature_dataset(

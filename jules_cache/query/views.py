@@ -166,7 +166,7 @@ def view_names(features: Iterable[str], keywords: frozenset[str] = frozenset()) 
             for feature in group:
                 depth[feature] += 1
     for name in names.values():
-        check_identifier(name)
+        require_identifier(name)
     return names
 
 
@@ -200,7 +200,7 @@ def stable_view_names(
             (f"{_candidate(feature, 64, keywords)}_{n}" for n in itertools.count(2)),
         )
         name = next(c for c in candidates if c not in taken and history_name(c) not in taken)
-        new[feature] = check_identifier(history_name(name)).removesuffix(HISTORY_SUFFIX)
+        new[feature] = require_identifier(history_name(name)).removesuffix(HISTORY_SUFFIX)
         taken.update((name, history_name(name)))
     names = {feature: assigned.get(feature) or new[feature] for feature in wanted}
     return names, new
@@ -249,7 +249,7 @@ def latest_rows(rows: Sequence[FileRow]) -> list[FileRow]:
     return [row for row in rows if id(row) in kept]
 
 
-def check_identifier(name: str) -> str:
+def require_identifier(name: str) -> str:
     """Return ``name`` if it may be formatted into SQL as an identifier; raise otherwise."""
     if not IDENTIFIER.match(name):
         raise ValueError(f"refusing to use {name!r} as an SQL identifier")

@@ -4,9 +4,12 @@
       manifest.duckdb              the manifest (entries, memo, counters, gc runs)
       manifest.lock                guards every attach of the manifest
       objects/<k[:2]>/<k>.parquet  immutable results; the path is derived from the key alone
-      tmp/                         in-flight writes, renamed into objects/ under the manifest lock
-      locks/<k>.lock               per-key single-flight locks
+      tmp/                         in-flight writes: results (renamed into objects/ under the
+                                   manifest lock) and manifests being created or rebuilt
+      locks/<k>.lock               per-key single-flight locks (and gc.lock, GC's own)
       views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
+      quarantine/                  damaged files moved aside by a hit or ``check --fix``
+      catalog.duckdb               views for plain DuckDB clients (``query.catalog_file``)
 
 Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
 escape the root or collide on a case-insensitive filesystem. The root is resolved once, so a
@@ -67,7 +70,7 @@ class Layout:
                 f"cache root {path} exists and is not a directory; pick another root"
             )
         layout = cls(path)
-        layout.check_areas()
+        layout.require_real_areas()
         try:
             path.mkdir(parents=True, exist_ok=True)
             for folder in (layout.objects, layout.tmp, layout.locks):
@@ -98,22 +101,22 @@ class Layout:
                 "existing cache; check the root, or create it with a writable FeatureStore"
             )
         layout = cls(path)
-        layout.check_areas()
+        layout.require_real_areas()
         return layout
 
-    def check_areas(self, *, shards: bool = False) -> None:
+    def require_real_areas(self, *, shards: bool = False) -> None:
         """Raise ``UnsafePath`` if an area folder or a manifest file of the root is a link (or
         a folder is not one, or sits on another device): the library would refuse to touch it
         anyway, so say so before any work starts. ``shards`` also checks ``objects/<xx>``
         (GC and check, which list every result file, do)."""
         for area in (self.objects, self.tmp, self.locks, self.views, self.quarantine):
-            rootfs.check_area(self.root, area)
+            rootfs.require_real_folder(self.root, area)
         for name in (MANIFEST_NAME, MANIFEST_NAME + ".wal", MANIFEST_LOCK_NAME):
-            rootfs.check_file(self.root / name)
+            rootfs.require_regular_file(self.root / name)
         if shards:
             for name, found in rootfs.listdir(self.root, self.objects):
                 if stat.S_ISLNK(found.st_mode):
-                    rootfs.check_area(self.root, self.objects / name)
+                    rootfs.require_real_folder(self.root, self.objects / name)
 
     @property
     def manifest(self) -> Path:

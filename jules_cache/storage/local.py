@@ -132,7 +132,7 @@ class LocalBackend(Backend):
                 with self.manifest.write() as con:
                     drop_rows(self.manifest, con, [key])
                     params = {"name": "corrupt_files", "delta": 1}
-                    self.manifest.execute(con, "check.sql", "bump_counter", params)
+                    self.manifest.execute(con, "entries.sql", "bump_counter", params)
                 with self.manifest.read() as con:
                     discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
             except self.store_errors() as error:  # the publish replaces the file anyway

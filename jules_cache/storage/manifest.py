@@ -159,7 +159,9 @@ class Manifest:
         if not self._current:
             self.migrate()
 
-    def _lock(self, timeout: float, *, shared: bool = False) -> contextlib.AbstractContextManager:
+    def _lock(
+        self, timeout: float, *, shared: bool = False
+    ) -> contextlib.AbstractContextManager[None]:
         if self.locked:
             return contextlib.nullcontext()
         if self.read_only:

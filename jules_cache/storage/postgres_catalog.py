@@ -153,7 +153,7 @@ class PostgresCatalog:
         self._connection: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
         self._migrated = False
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., PostgresCatalog] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresCatalog({self.address!r}, schema={self.schema!r})"
@@ -468,7 +468,7 @@ class PostgresCatalog:
             time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
             delay = min(delay * 2, _LOCK_POLL_MAX)
 
-    def _release(self, number: int, session: object) -> None:
+    def _release(self, number: int, session: Any) -> None:
         """Unlock on the session that holds the lock; if that session is gone (connection
         lost or replaced), the server released the lock with it already."""
         import psycopg

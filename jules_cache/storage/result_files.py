@@ -317,7 +317,7 @@ class WrongKey(ValueError):
     copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
 
-def check_key(parquet: pq.ParquetFile, path: Path | io.BytesIO, key: str | None) -> None:
+def require_key(parquet: pq.ParquetFile, path: Path | io.BytesIO, key: str | None) -> None:
     """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
     if key is None:
         return
@@ -343,7 +343,7 @@ def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame
     source = path if isinstance(path, io.BytesIO) else pa.OSFile(str(path))
     try:
         parquet = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=True)
-        check_key(parquet, path, key)
+        require_key(parquet, path, key)
         table = parquet.read()
     finally:
         if not isinstance(source, io.BytesIO):
@@ -358,14 +358,17 @@ def _as_frame(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def verify_result(path: Path, key: str | None = None) -> int:
+def read_every_page(path: Path, key: str | None = None) -> int:
     """Read every page of ``path`` with checksums verified, in bounded memory; return the rows.
+
+    The whole-file integrity test (``check --deep``, a lazy hit's first scan): it decodes
+    every page but keeps none of them.
 
     Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
     rows = 0
     with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
-        check_key(parquet, path, key)
+        require_key(parquet, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
     return rows
@@ -384,7 +387,7 @@ def scan_result(path: Path, key: str | None = None) -> pl.LazyFrame:
     stat = os.stat(path)
     identity = (str(path), key, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if identity not in _verified:
-        verify_result(path, key)
+        read_every_page(path, key)
         if len(_verified) >= _VERIFIED_MAX:
             _verified.clear()
         _verified[identity] = None

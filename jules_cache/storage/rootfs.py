@@ -202,7 +202,7 @@ def rmdir(root: Path, path: Path) -> bool:
         return False
 
 
-def check_area(root: Path, path: Path) -> None:
+def require_real_folder(root: Path, path: Path) -> None:
     """Raise ``UnsafePath`` if ``path`` (an area of the root) exists but is no real folder."""
     try:
         found = os.lstat(path)
@@ -212,7 +212,7 @@ def check_area(root: Path, path: Path) -> None:
         raise _unsafe(path, _describe(path))
 
 
-def check_file(path: Path) -> None:
+def require_regular_file(path: Path) -> None:
     """Raise ``UnsafePath`` if ``path`` exists but is not a regular file (e.g. a link)."""
     try:
         found = os.lstat(path)

@@ -35,20 +35,3 @@ WHERE id = %(id)s;
 
 -- name: last_run
 SELECT * FROM gc_runs ORDER BY id DESC LIMIT 1;
-
--- name: overview_totals
-SELECT count(*) AS entries,
-       coalesce(sum(bytes), 0)::bigint AS bytes,
-       min(created_at) AS oldest_created,
-       max(created_at) AS newest_created,
-       min(last_accessed_at) AS least_recent_access,
-       max(last_accessed_at) AS most_recent_access
-FROM entries;
-
--- name: overview_by_feature_symbol
-SELECT feature, symbol, count(*) AS entries, coalesce(sum(bytes), 0)::bigint AS bytes,
-       min(created_at) AS oldest, max(created_at) AS newest,
-       max(last_accessed_at) AS last_access
-FROM entries
-GROUP BY feature, symbol
-ORDER BY bytes DESC, feature, symbol;
