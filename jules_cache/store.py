@@ -799,11 +799,12 @@ class FeatureStore:
         ``QueryError`` for a write statement, an SQL error (listing the available views) or a
         failed query.
         """
-        return pl.from_arrow(
-            self.sql_arrow(
-                query, params, symbols=symbols, versions=versions, since=since, until=until
-            )
+        table = self.sql_arrow(
+            query, params, symbols=symbols, versions=versions, since=since, until=until
         )
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)  # a table always converts to a DataFrame
+        return frame
 
     def sql_arrow(
         self,

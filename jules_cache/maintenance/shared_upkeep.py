@@ -166,7 +166,6 @@ class _Run:
         params = {
             "expire_before": utc_now() - timedelta(weeks=self.options.retention_weeks),
             "max_bytes": self.options.max_size,
-            "stale_before": stale_before,
         }
         con = duckdb.connect(":memory:")
         try:
@@ -180,7 +179,7 @@ class _Run:
             con.close()
         self.plan_seconds = time.perf_counter() - started
         chosen = []
-        for reason, key, _name, size, last_access in planned:
+        for reason, key, size, last_access in planned:
             if reason == "orphan" and listed[key].modified >= stale_before:
                 continue  # maybe a publish between its PUT and its COMMIT: not yet
             path = listed[key].name if key in listed else f"{OBJECTS_DIR}/{key[:2]}/{key}"

@@ -48,7 +48,7 @@ class SharedCatalogSource:
             con.execute("SET enable_progress_bar = false")
             for name, table in tables.items():
                 con.register("_copy", table)
-                con.execute(f'CREATE TABLE "{views.check_identifier(name)}" AS FROM _copy')
+                con.execute(f'CREATE TABLE "{views.require_identifier(name)}" AS FROM _copy')
                 con.unregister("_copy")
             yield con
         finally:

@@ -51,7 +51,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -73,13 +73,28 @@ PRUNABLE = ("symbol", "key", "code_version", "code_fingerprint")
 _SQL_FILE = "catalog.sql"
 
 
-class CatalogSource:
+class CatalogSource(Protocol):
     """Where a query's snapshot comes from: a DuckDB connection holding the catalog tables
     (the manifest's names and columns), and the file system the result paths are on.
 
-    This one reads a local root's manifest under its shared lock; the shared backend passes
-    one that copies its PostgreSQL catalog into an in-memory DuckDB and reads objects over S3.
+    ``ManifestSource`` reads a local root's manifest under its shared lock; the shared backend
+    (``query.shared_source``) copies its PostgreSQL catalog into an in-memory DuckDB and reads
+    objects over S3.
     """
+
+    base: str  # a row's path is relative to it
+    filesystem: Any  # a pyarrow FileSystem
+    format: Any  # a pyarrow ParquetFileFormat
+
+    def marker(self) -> _Marker | None:
+        """Changes whenever the catalog may have changed; None: never reuse a snapshot."""
+
+    def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """The catalog tables, stable while the context is held."""
+
+
+class ManifestSource:
+    """A local root's manifest and files (see ``CatalogSource``)."""
 
     def __init__(self, manifest: Manifest, layout: Layout):
         self.manifest = manifest
@@ -89,11 +104,9 @@ class CatalogSource:
         self.format: Any = _FORMAT
 
     def marker(self) -> _Marker | None:
-        """Changes whenever the catalog may have changed; None: never reuse a snapshot."""
         return _marker(self.layout)
 
     def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        """The catalog tables, stable while the context is held."""
         return self.manifest.read()
 
 

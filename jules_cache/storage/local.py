@@ -417,9 +417,9 @@ class LocalBackend(Backend):
         return find_stale_footer_entries(self.manifest)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
-        from jules_cache.query.sql import CatalogSource, run
+        from jules_cache.query.sql import ManifestSource, run
 
-        return run(CatalogSource(self.manifest, self.layout), query, params, filters)
+        return run(ManifestSource(self.manifest, self.layout), query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
         with self.manifest.write() as con:

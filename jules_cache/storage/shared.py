@@ -41,7 +41,7 @@ from jules_cache.storage.backend import Backend, Frame, Progress
 from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
-from jules_cache.storage.postgres_catalog import PostgresCatalog
+from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
 from jules_cache.storage.result_files import READ_ERRORS, ResultInfo, entry_row, read_result
 from jules_cache.storage.s3_objects import ObjectStore
 
@@ -87,8 +87,8 @@ class SharedBackend(Backend):
         self.lock_timeout = lock_timeout
         self.pending = pending
         self.objects = ObjectStore(self.location)
-        schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or None
-        self.catalog = PostgresCatalog(dsn, **({"schema": schema} if schema else {}))
+        schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
+        self.catalog = PostgresCatalog(dsn, schema=schema)
         if not read_only:
             self.catalog.migrate()  # fail now, naming the service, not on the first miss
         self._temp_dir: str | None = None
