@@ -19,6 +19,7 @@ from jules_cache.decorator import Feature
 from jules_cache.errors import (
     CacheWriteWarning,
     CorruptEntry,
+    FanoutError,
     FingerprintError,
     GCError,
     InvalidInput,
@@ -30,8 +31,10 @@ from jules_cache.errors import (
     QueryError,
     StoreError,
     UnsafePath,
+    WorkerMismatch,
 )
 from jules_cache.explain import Explanation
+from jules_cache.fanout import JobFailure, JobOutcome, compute_many
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCReport
 from jules_cache.maintenance.verify import VerifyReport
@@ -46,6 +49,7 @@ __all__ = [
     "CorruptEntry",
     "Entry",
     "Explanation",
+    "FanoutError",
     "Feature",
     "FeatureStats",
     "FeatureStore",
@@ -53,6 +57,8 @@ __all__ = [
     "GCError",
     "GCReport",
     "InvalidInput",
+    "JobFailure",
+    "JobOutcome",
     "JulesCacheError",
     "LockTimeout",
     "ManifestBusy",
@@ -64,5 +70,7 @@ __all__ = [
     "SymbolStats",
     "UnsafePath",
     "VerifyReport",
+    "WorkerMismatch",
     "__version__",
+    "compute_many",
 ]

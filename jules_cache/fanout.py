@@ -1,0 +1,732 @@
+"""Fan one feature out over a Dask cluster: many symbols (or days) through one cache, one call.
+
+    from jules_cache.fanout import compute_many
+    frames = compute_many("data/feature_cache", make_bars,
+                          {"AAPL": "ticks/AAPL.parquet", "MSFT": "ticks/MSFT.parquet"},
+                          config={"freq": "1m"})
+
+Each job is ``FeatureStore(root, **store_options).fetch(symbol, data, config, compute_func)``
+run in a worker process of a ``dask.distributed`` cluster (a throwaway ``LocalCluster`` on
+127.0.0.1 unless ``client=`` names one), so every job goes through the cache: a result some
+process already computed is read, not recomputed, and what a worker computes is a hit for every
+later call anywhere. The store is opened once per worker process and reused; after the run each
+worker's hit counters are flushed so ``stats()`` sees them.
+
+The key a worker uses must be the key the client would use, or a local ``get_or_compute`` after a
+fan-out would miss. Data and config are fingerprinted by content on the worker (same bytes, same
+key). Code is the hard part: cloudpickle ships a function defined in ``__main__``, a notebook or
+inside another function BY VALUE, with no source, so the worker cannot fingerprint it; and a
+function from an importable module is shipped BY NAME, so the worker runs ITS installed copy,
+which may differ from the client's. So the client fingerprints the code (as a local call would),
+and each worker checks, once per run, that what it will run is what that fingerprint describes:
+the same config, the same versions of the third-party packages the code refers to, and the same
+own digest for every function of your modules that it runs by name (``WorkerMismatch`` lists what
+differs). Code shipped by value is the client's own code objects. The worker then uses the
+client's code fingerprint (``fingerprints.code.adopt_fingerprint``) when it cannot reproduce it.
+
+Requires ``pip install "jules-cache[shared]"`` (dask[distributed]); dask is imported only here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TextIO, overload
+
+import polars as pl
+import xxhash
+
+from jules_cache.errors import (
+    CacheWriteWarning,
+    FanoutError,
+    FingerprintError,
+    InvalidInput,
+    WorkerMismatch,
+)
+from jules_cache.fingerprints.code import (
+    CodeFingerprint,
+    _package_version,
+    adopt_fingerprint,
+    code_fingerprint,
+    feature_name,
+)
+from jules_cache.fingerprints.config import canonical_config
+from jules_cache.fingerprints.keys import validate_symbol
+from jules_cache.models import _ToDict
+
+if TYPE_CHECKING:
+    import distributed
+
+    from jules_cache.store import ComputeFunc, FeatureStore
+
+_log = logging.getLogger("jules_cache")
+_MAX_LISTED = 20  # failures named in a FanoutError message (all are in .failures)
+
+
+@dataclass(frozen=True)
+class JobOutcome(_ToDict):
+    """What one job did (``compute_many(..., collect=False)`` returns one per job, in order)."""
+
+    index: int  # position in ``jobs``
+    symbol: str
+    hit: bool  # served from the cache (False: computed by this job, or by a racing process)
+    stored: bool  # False when a computed result could not be written (see CacheWriteWarning)
+    key: str
+    seconds: float  # wall time of the job on its worker
+    worker: str  # the worker's address
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """One failed job of a fan-out (``FanoutError.failures``)."""
+
+    index: int
+    symbol: str
+    error: BaseException
+    traceback: str  # the worker-side traceback, formatted
+
+    def __str__(self) -> str:
+        return f"#{self.index} {self.symbol}: {type(self.error).__name__}: {self.error}"
+
+
+# --------------------------------------------------------------------------- the client side
+
+
+@overload
+def compute_many(
+    root: str | os.PathLike[str],
+    compute_func: ComputeFunc,
+    jobs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    config: Any,
+    name: str | None = None,
+    version: str | None = None,
+    client: distributed.Client | None = None,
+    n_workers: int | None = None,
+    collect: Literal[True] = True,
+    progress: bool | None = None,
+    store_options: Mapping[str, Any] | None = None,
+) -> list[pl.DataFrame]: ...
+
+
+@overload
+def compute_many(
+    root: str | os.PathLike[str],
+    compute_func: ComputeFunc,
+    jobs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    config: Any,
+    name: str | None = None,
+    version: str | None = None,
+    client: distributed.Client | None = None,
+    n_workers: int | None = None,
+    collect: Literal[False],
+    progress: bool | None = None,
+    store_options: Mapping[str, Any] | None = None,
+) -> list[JobOutcome]: ...
+
+
+def compute_many(
+    root: str | os.PathLike[str],
+    compute_func: ComputeFunc,
+    jobs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *,
+    config: Any,
+    name: str | None = None,
+    version: str | None = None,
+    client: distributed.Client | None = None,
+    n_workers: int | None = None,
+    collect: bool = True,
+    progress: bool | None = None,
+    store_options: Mapping[str, Any] | None = None,
+) -> list[pl.DataFrame] | list[JobOutcome]:
+    """Compute ``compute_func`` for every ``(symbol, data)`` job on a Dask cluster, through the
+    cache at ``root``; return the frames in job order (``collect=False``: a ``JobOutcome`` per
+    job, and results stay in the cache only).
+
+    Args:
+        root: the cache root every worker opens as ``FeatureStore(root, **store_options)``. A
+            relative local path is made absolute here; anything with ``://`` is passed as is.
+        compute_func: ``(lazy_frame, config) -> frame``, as for ``get_or_compute``, or a
+            ``@store.feature`` (its function, name and version are used).
+        jobs: ``{symbol: data}`` or an iterable of ``(symbol, data)`` pairs (a symbol may repeat,
+            e.g. one job per day). ``data`` is what the worker reads: Parquet path(s), readable
+            under the same name on every worker, are the cheap thing to send; frames (Polars,
+            pyarrow, pandas) are scattered to the workers.
+        config, name, version: as for ``get_or_compute``; one config for every job.
+        client: a ``distributed.Client`` of an existing cluster, e.g.
+            ``Client("tcp://scheduler:8786")``. None: start a ``LocalCluster`` of ``n_workers``
+            spawned single-threaded worker processes on 127.0.0.1 (dashboard on a free
+            127.0.0.1 port) and close it afterwards.
+        progress: a progress line on stderr; None (default): only when stderr is a terminal.
+        store_options: keyword arguments for ``FeatureStore`` on the workers.
+
+    Raises:
+        FingerprintError, InvalidInput: before anything is sent, as ``get_or_compute`` would.
+        FanoutError: one or more jobs failed; it names every failed symbol with its error
+            (``.failures``), the others are in the cache and in ``.results``.
+    """
+    func, name, version = _unwrap_feature(compute_func, name, version)
+    root = _root_for_workers(root)
+    options = _store_options(store_options)
+    job_list = _job_list(jobs)
+    _require(isinstance(collect, bool), f"collect must be True or False, not {collect!r}")
+    _require(
+        progress is None or isinstance(progress, bool),
+        f"progress must be None, True or False, not {progress!r}",
+    )
+    _require(
+        n_workers is None or (isinstance(n_workers, int) and n_workers >= 1),
+        f"n_workers must be a positive int, not {n_workers!r}",
+    )
+    _require(
+        client is None or n_workers is None,
+        "n_workers sizes the throwaway cluster started when client is None; size an existing "
+        "cluster where it is started (e.g. `dask worker --nworkers`)",
+    )
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidInput(f"name must be a non-empty str, not {name!r}")
+    if version is not None and not isinstance(version, str):
+        raise InvalidInput(f"version must be a str, not {type(version).__name__}")
+    shipment = _Shipment.make(func, name, version, config, root, options, collect)
+    if not job_list:
+        return []
+    blob = _dumps(shipment)
+    token = xxhash.xxh3_128(blob).hexdigest()
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _Progress(shipment.feature, len(job_list), sys.stderr, enabled=show)
+    with _client_for(client, n_workers, len(job_list)) as dask_client:
+        results, failures = _run(dask_client, token, blob, shipment.feature, job_list, bar)
+        _flush_workers(dask_client)
+    bar.close()
+    if failures:
+        raise _fanout_error(shipment.feature, failures, results, len(job_list)) from (
+            failures[0].error
+        )
+    return results
+
+
+def _unwrap_feature(
+    compute_func: Any, name: str | None, version: str | None
+) -> tuple[Any, str | None, str | None]:
+    """A ``@store.feature`` is shipped as the function it wraps (its store stays here)."""
+    from jules_cache.decorator import Feature
+
+    if isinstance(compute_func, Feature):
+        return compute_func.compute_func, name or compute_func.name, version or compute_func.version
+    if not callable(compute_func):
+        raise InvalidInput(
+            f"compute_func must be callable, not {type(compute_func).__name__}; pass a "
+            "function (lazy_frame, config) -> frame"
+        )
+    return compute_func, name, version
+
+
+def _root_for_workers(root: Any) -> str:
+    """The root as every worker must spell it: a URL as given, a local path made absolute (a
+    worker's working directory need not be the client's)."""
+    if isinstance(root, bytes) or not isinstance(root, str | os.PathLike):
+        raise InvalidInput(
+            f"root must be a path or URL string, not {type(root).__name__}; pass the root the "
+            "workers open (e.g. store.root), not a FeatureStore"
+        )
+    text = os.fspath(root)
+    _require(bool(text), "root must not be empty")
+    return text if "://" in text else os.path.abspath(text)
+
+
+def _store_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    if options is None:
+        return {}
+    _require(isinstance(options, Mapping), f"store_options must be a dict, not {options!r}")
+    for reserved in ("root", "read_only"):
+        _require(
+            reserved not in options,
+            f"store_options cannot set {reserved!r}: "
+            + ("pass root as the first argument" if reserved == "root" else "a fan-out writes"),
+        )
+    return dict(options)
+
+
+def _job_list(jobs: Any) -> list[tuple[str, Any]]:
+    """``jobs`` as a list of validated ``(symbol, data)``; local relative paths made absolute."""
+    if isinstance(jobs, Mapping):
+        items = list(jobs.items())
+    elif isinstance(jobs, str | bytes | pl.DataFrame | pl.LazyFrame) or not isinstance(
+        jobs, Iterable
+    ):
+        raise InvalidInput(
+            f"jobs must be a {{symbol: data}} dict or an iterable of (symbol, data) pairs, not "
+            f"{type(jobs).__name__}"
+        )
+    else:
+        items = list(jobs)
+    checked = []
+    for index, item in enumerate(items):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise InvalidInput(f"job #{index} must be a (symbol, data) pair, not {item!r:.80}")
+        symbol, data = item
+        checked.append((validate_symbol(symbol), _data_for_workers(data)))
+    return checked
+
+
+def _data_for_workers(data: Any) -> Any:
+    if isinstance(data, str | os.PathLike):
+        text = os.fspath(data)
+        return text if "://" in text or os.path.isabs(text) else os.path.abspath(text)
+    if (
+        isinstance(data, list | tuple)
+        and data
+        and all(isinstance(p, str | os.PathLike) for p in data)
+    ):
+        return [_data_for_workers(p) for p in data]
+    return data
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidInput(message)
+
+
+# --------------------------------------------------------------------------- what is shipped
+
+
+@dataclass(frozen=True)
+class _Shipment:
+    """Everything a worker needs besides ``(symbol, data)``; pickled once per run."""
+
+    func: Any
+    feature: str
+    name: str | None
+    version: str | None
+    config: Any
+    root: str
+    store_options: dict[str, Any]
+    collect: bool
+    fingerprint: CodeFingerprint  # taken in the client: the key a local call would use
+    config_digest: str
+    by_name: tuple[tuple[str, str, tuple[str, ...]], ...]  # (function, module, attribute path)
+
+    @classmethod
+    def make(cls, func, name, version, config, root, options, collect) -> _Shipment:
+        """Fingerprint code and config here (errors surface before any cluster work)."""
+        fingerprint = code_fingerprint(func, version)
+        return cls(
+            func=func,
+            feature=name or feature_name(func),
+            name=name,
+            version=version,
+            config=config,
+            root=root,
+            store_options=options,
+            collect=collect,
+            fingerprint=fingerprint,
+            config_digest=canonical_config(config).digest,
+            by_name=() if version is not None else _shipped_by_name(fingerprint),
+        )
+
+
+def _shipped_by_name(fingerprint: CodeFingerprint) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """The followed functions a worker may run from ITS copy of a module (cloudpickle pickles
+    module-level code of importable modules by name): each as (name, module, attributes).
+
+    ``__main__``, modules registered with ``cloudpickle.register_pickle_by_value`` and anything
+    defined inside a function are shipped by value (the client's own code objects).
+    """
+    import cloudpickle
+
+    by_value = {"__main__", "__mp_main__", *cloudpickle.list_registry_pickle_by_value()}
+    found = []
+    for qualified in sorted(fingerprint.functions):
+        parts = qualified.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            module = ".".join(parts[:cut])
+            if module in sys.modules:
+                break
+        else:
+            continue
+        attrs = tuple(parts[cut:])
+        top_by_value = any(module == m or module.startswith(m + ".") for m in by_value)
+        if top_by_value or any(a.startswith("<") for a in attrs):
+            continue
+        found.append((qualified, module, attrs))
+    return tuple(found)
+
+
+def _dumps(shipment: _Shipment) -> bytes:
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(shipment)
+    except Exception as exc:
+        raise InvalidInput(
+            f"cannot send {shipment.feature} and its config to the workers: {type(exc).__name__}: "
+            f"{exc}. The compute function, what it refers to and the config must be picklable "
+            "(cloudpickle); keep open files, locks, connections and stores out of them"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- running the jobs
+
+
+@contextlib.contextmanager
+def _client_for(
+    client: distributed.Client | None, n_workers: int | None, jobs: int
+) -> Iterator[distributed.Client]:
+    """The caller's client, or a client of a throwaway local cluster closed afterwards."""
+    try:
+        import dask
+        import distributed
+    except ImportError as exc:
+        raise InvalidInput(
+            'compute_many needs dask.distributed: pip install "jules-cache[shared]"'
+        ) from exc
+    if client is not None:
+        _require(
+            isinstance(client, distributed.Client),
+            f"client must be a distributed.Client, not {type(client).__name__}",
+        )
+        _require(
+            not client.asynchronous,
+            "client is asynchronous; compute_many blocks: pass a synchronous Client",
+        )
+        yield client
+        return
+    workers = n_workers or max(1, min(os.cpu_count() or 1, jobs))
+    # Polars deadlocks in forked children: workers are spawned whatever the user's dask config.
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,  # Polars uses every core of its process already
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",  # dask's default listens on 0.0.0.0:8787
+            silence_logs=logging.ERROR,
+        )
+    try:
+        with distributed.Client(cluster, set_as_default=False) as local_client:
+            yield local_client
+    finally:
+        cluster.close()
+
+
+def _run(
+    client: distributed.Client,
+    token: str,
+    blob: bytes,
+    feature: str,
+    jobs: list[tuple[str, Any]],
+    bar: _Progress,
+) -> tuple[list[Any], list[JobFailure]]:
+    """Submit every job, collect results as they finish; return (results, failures)."""
+    from distributed import as_completed
+
+    run = uuid.uuid4().hex[:8]
+    tail = feature.rsplit(".", 1)[-1].strip("<>") or "feature"
+    shipped = client.scatter(blob, hash=False)
+    frames = [i for i, (_, data) in enumerate(jobs) if not _is_paths(data)]
+    datas: list[Any] = [data for _, data in jobs]
+    if frames:  # a frame inside a task would travel in the task graph: scatter it instead
+        for i, future in zip(frames, client.scatter([datas[i] for i in frames], hash=False)):
+            datas[i] = future
+    futures = client.map(
+        _run_job,
+        [token] * len(jobs),
+        [shipped] * len(jobs),
+        range(len(jobs)),
+        [symbol for symbol, _ in jobs],
+        datas,
+        key=[f"{tail}-{run}-{i}" for i in range(len(jobs))],
+        pure=False,
+    )
+    index_of = {future.key: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(jobs)
+    failures: list[JobFailure] = []
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            i = index_of[future.key]
+            try:
+                outcome, frame = future.result()
+            except Exception as exc:
+                text = "".join(traceback.format_exception(exc))
+                failures.append(JobFailure(i, jobs[i][0], exc, text))
+                bar.update(error=True)
+            else:
+                results[i] = frame if frame is not None else outcome
+                bar.update(hit=outcome.hit)
+            future.release()
+    except BaseException:
+        client.cancel([f for f in futures if not f.done()])
+        bar.close()
+        raise
+    failures.sort(key=lambda failure: failure.index)
+    return results, failures
+
+
+def _is_paths(data: Any) -> bool:
+    return isinstance(data, str) or (
+        isinstance(data, list) and all(isinstance(p, str) for p in data)
+    )
+
+
+def _flush_workers(client: distributed.Client) -> None:
+    """Write every worker's in-memory hit/miss counters, so ``stats()`` sees this run."""
+    answers = client.run(_flush_stores, on_error="return")
+    for worker, answer in sorted(answers.items()):
+        if isinstance(answer, BaseException):
+            warnings.warn(
+                f"jules_cache: worker {worker} could not record its hits in the manifest "
+                f"({type(answer).__name__}: {answer}); the results are stored",
+                CacheWriteWarning,
+                stacklevel=3,
+            )
+
+
+def _fanout_error(
+    feature: str, failures: list[JobFailure], results: list[Any], total: int
+) -> FanoutError:
+    listed = "\n".join(f"  {failure}" for failure in failures[:_MAX_LISTED])
+    more = len(failures) - _MAX_LISTED
+    if more > 0:
+        listed += f"\n  ... and {more} more"
+    finished = total - len(failures)
+    message = (
+        f"{len(failures)} of {total} jobs of {feature} failed"
+        + (f" (the other {finished} are in the cache)" if finished else "")
+        + f"; .failures has each error with its worker traceback:\n{listed}"
+    )
+    return FanoutError(message, list(failures), results)
+
+
+# --------------------------------------------------------------------------- the worker side
+
+_here = threading.Lock()  # a worker may run several jobs at once (threads_per_worker > 1)
+_shipments: OrderedDict[str, _Shipment] = OrderedDict()  # verified, by token (most recent last)
+_SHIPMENTS_KEPT = 16
+_stores: dict[tuple[str, str], FeatureStore] = {}
+
+
+def _run_job(
+    token: str, blob: bytes, index: int, symbol: str, data: Any
+) -> tuple[JobOutcome, pl.DataFrame | None]:
+    """One job, in a worker process: fetch through this process's store of the root."""
+    from distributed import get_worker
+
+    worker = get_worker().address
+    try:
+        shipment = _shipment_here(token, blob, worker)
+        store = _store_here(shipment.root, shipment.store_options)
+        result = store.fetch(
+            symbol,
+            data,
+            shipment.config,
+            shipment.func,
+            name=shipment.name,
+            version=shipment.version,
+            lazy=not shipment.collect,
+        )
+    except BaseException as exc:
+        exc.add_note(f"jules_cache fan-out: job #{index} ({symbol}) on worker {worker}")
+        raise
+    outcome = JobOutcome(
+        index, result.symbol, result.hit, result.stored, result.key, result.seconds, worker
+    )
+    return outcome, result.value if shipment.collect else None
+
+
+def _shipment_here(token: str, blob: bytes, worker: str) -> _Shipment:
+    """The run's shipment, unpickled and checked once per worker process."""
+    with _here:
+        shipment = _shipments.get(token)
+        if shipment is not None:
+            _shipments.move_to_end(token)
+            return shipment
+        shipment = _loads(blob, worker)
+        _verify_here(shipment, worker)
+        _shipments[token] = shipment
+        while len(_shipments) > _SHIPMENTS_KEPT:
+            _shipments.popitem(last=False)
+        return shipment
+
+
+def _loads(blob: bytes, worker: str) -> _Shipment:
+    import cloudpickle
+
+    try:
+        shipment = cloudpickle.loads(blob)
+    except ImportError as exc:
+        raise WorkerMismatch(
+            f"worker {worker} cannot load the compute function: {type(exc).__name__}: {exc}. "
+            "Workers import your modules by name: install them on every worker (e.g. "
+            "`pip install -e .` there, or client.upload_file('features.py')); functions defined "
+            "in __main__ or a notebook are sent by value"
+        ) from exc
+    assert isinstance(shipment, _Shipment)
+    return shipment
+
+
+def _verify_here(shipment: _Shipment, worker: str) -> None:
+    """Raise ``WorkerMismatch`` unless this worker runs what the client's key describes; then
+    make the store here use the client's code fingerprint for the shipped function."""
+    problems = []
+    if canonical_config(shipment.config).digest != shipment.config_digest:
+        problems.append("the config has another canonical form here (a class that differs?)")
+    fingerprint = shipment.fingerprint
+    for package, version in sorted(fingerprint.packages.items()):
+        here = _package_version(package)
+        if here != version:
+            problems.append(f"package {package} is {here} here, {version} in the client")
+    seen: dict[str, str] = {}
+    for qualified, module, attrs in shipment.by_name:
+        if qualified not in seen:
+            target = _resolve(module, attrs)
+            if target is _UNAVAILABLE:
+                continue  # not importable here: the job can only use a copy sent by value
+            if target is _MISSING:
+                problems.append(f"{qualified} does not exist in module {module} here")
+                continue
+            try:
+                for other, digest in code_fingerprint(target).functions.items():
+                    seen.setdefault(other, digest)
+            except FingerprintError as exc:
+                problems.append(f"{qualified} cannot be fingerprinted here ({exc})")
+                continue
+        if seen.get(qualified) != fingerprint.functions[qualified]:
+            problems.append(f"{qualified} differs here from the client's (source or state)")
+    if problems:
+        raise WorkerMismatch(
+            f"worker {worker} would run other code than the client fingerprinted for "
+            f"{shipment.feature}, so its results would be stored under a key that does not "
+            "describe them: " + "; ".join(problems) + ". Install the same code and package "
+            "versions on every worker (or pass version=... to key the code by hand)"
+        )
+    try:
+        here_digest = code_fingerprint(shipment.func, shipment.version).digest
+    except FingerprintError:  # code sent by value has no source here
+        here_digest = None
+    if here_digest != fingerprint.digest and not adopt_fingerprint(
+        shipment.func, shipment.version, fingerprint
+    ):
+        raise WorkerMismatch(
+            f"worker {worker} cannot fingerprint {shipment.feature} (its code was sent without "
+            "source) and cannot remember the client's fingerprint for it (the compute function "
+            "is not weak-referenceable or not hashable): pass a plain function, or version=..."
+        )
+
+
+_UNAVAILABLE = object()
+_MISSING = object()
+
+
+def _resolve(module_name: str, attrs: tuple[str, ...]) -> Any:
+    module = sys.modules.get(module_name)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            return _UNAVAILABLE
+    target: Any = module
+    for attr in attrs:
+        target = getattr(target, attr, _MISSING)
+        if target is _MISSING:
+            return _MISSING
+    return target
+
+
+def _store_here(root: str, options: dict[str, Any]) -> FeatureStore:
+    """This process's store of ``root`` with ``options`` (opened once: opening costs tens of
+    ms and recovery work)."""
+    from jules_cache.store import FeatureStore
+
+    cache_key = (root, repr(sorted(options.items())))
+    with _here:
+        store = _stores.get(cache_key)
+        if store is None:
+            store = _stores[cache_key] = FeatureStore(root, **options)
+        return store
+
+
+def _flush_stores() -> int:
+    """Run on every worker after a fan-out: write the counters of its stores (return count)."""
+    with _here:
+        stores = list(_stores.values())
+    for store in stores:
+        store.flush()
+    return len(stores)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """One status line on stderr: redrawn in place on a terminal, else a new line per 10%."""
+
+    _WIDTH = 24
+
+    def __init__(self, feature: str, total: int, stream: TextIO, *, enabled: bool):
+        self.label = feature.rsplit(".", 1)[-1]
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled and total > 0
+        self.tty = self.enabled and _isatty(stream)
+        self.done = self.hits = self.misses = self.errors = 0
+        self.started = time.monotonic()
+        self._last_drawn = 0.0  # on a terminal: when the line was last redrawn
+        self._last_tenth = -1  # elsewhere: the last 10% step printed
+        self._closed = False
+        self._draw(force=True)
+
+    def update(self, *, hit: bool = False, error: bool = False) -> None:
+        self.done += 1
+        if error:
+            self.errors += 1
+        elif hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        self._draw(force=self.done == self.total)
+
+    def close(self) -> None:
+        if self.enabled and not self._closed:
+            self._closed = True
+            if self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+
+    def _draw(self, *, force: bool) -> None:
+        if not self.enabled or self._closed:
+            return
+        now = time.monotonic()
+        tenth = self.done * 10 // self.total
+        if not force and (now - self._last_drawn < 0.1 if self.tty else tenth == self._last_tenth):
+            return
+        self._last_drawn, self._last_tenth = now, tenth
+        filled = self._WIDTH * self.done // self.total
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (self._WIDTH - filled)}] "
+            f"{self.done}/{self.total}  hits {self.hits}  computed {self.misses}  "
+            f"errors {self.errors}  {now - self.started:.1f}s"
+        )
+        self.stream.write(f"\r{line}" if self.tty else f"{line}\n")
+        self.stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = ["JobFailure", "JobOutcome", "compute_many"]
