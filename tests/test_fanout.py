@@ -166,6 +166,24 @@ def test_progress_is_shown_when_asked_and_not_by_default_off_a_terminal(
     assert "16/16  hits 16  computed 0  errors 0" in capsys.readouterr().err
 
 
+def volume_by_minute(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
+    """A feature of this test module: cloudpickle sends it by name, workers import the module."""
+    return ticks.group_by_dynamic("ts", every=config["freq"]).agg(pl.col("size").sum())
+
+
+def test_a_function_of_the_test_module_itself_gets_the_same_key(client, tick_files, tmp_path):
+    root = tmp_path / "cache"
+    jobs = {symbol: tick_files[symbol] for symbol in SYMBOLS[:4]}
+    frames = compute_many(root, volume_by_minute, jobs, config=CONFIG, client=client)
+
+    with FeatureStore(root) as store:
+        for (symbol, path), frame in zip(jobs.items(), frames, strict=True):
+            assert frame.equals(direct(volume_by_minute, path))
+            local = store.fetch(symbol, path, CONFIG, volume_by_minute)
+            assert local.hit, symbol
+            assert local.feature == f"{__name__}.volume_by_minute"
+
+
 def _closure_feature(factor: int):
     """A feature made inside a function: cloudpickle sends it by value, without source."""
 
