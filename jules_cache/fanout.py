@@ -64,6 +64,7 @@ from jules_cache.fingerprints.code import (
 from jules_cache.fingerprints.config import canonical_config
 from jules_cache.fingerprints.keys import validate_symbol
 from jules_cache.models import _ToDict
+from jules_cache.version import __version__
 
 if TYPE_CHECKING:
     import distributed
@@ -317,6 +318,7 @@ class _Shipment:
     fingerprint: CodeFingerprint  # taken in the client: the key a local call would use
     config_digest: str
     by_name: tuple[tuple[str, str, tuple[str, ...]], ...]  # (function, module, attribute path)
+    library_version: str = __version__
 
     @classmethod
     def make(cls, func, name, version, config, root, options, collect) -> _Shipment:
@@ -565,14 +567,20 @@ def _loads(blob: bytes, worker: str) -> _Shipment:
 
     try:
         shipment = cloudpickle.loads(blob)
-    except ImportError as exc:
+    except Exception as exc:  # ImportError, or AttributeError: an older copy of your module
         raise WorkerMismatch(
-            f"worker {worker} cannot load the compute function: {type(exc).__name__}: {exc}. "
-            "Workers import your modules by name: install them on every worker (e.g. "
-            "`pip install -e .` there, or client.upload_file('features.py')); functions defined "
-            "in __main__ or a notebook are sent by value"
+            f"worker {worker} cannot load the compute function or its config: "
+            f"{type(exc).__name__}: {exc}. Workers import your modules by name: install the "
+            "same version of them on every worker (e.g. `pip install -e .` there, or "
+            "client.upload_file('features.py')); functions defined in __main__ or a notebook "
+            "are sent by value"
         ) from exc
     assert isinstance(shipment, _Shipment)
+    if shipment.library_version != __version__:
+        raise WorkerMismatch(
+            f"worker {worker} runs jules_cache {__version__}, the client {shipment.library_version}"
+            ": install the same version everywhere (keys and file layout depend on it)"
+        )
     return shipment
 
 

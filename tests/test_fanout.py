@@ -259,7 +259,7 @@ def test_a_module_the_workers_cannot_import_is_named(client, tick_files, tmp_pat
     error = raised.value.failures[0].error
     assert isinstance(error, WorkerMismatch)
     assert "No module named 'client_only_features'" in str(error)
-    assert "install them on every worker" in str(error)
+    assert "install the same version of them on every worker" in str(error)
 
 
 @pytest.mark.parametrize(
