@@ -22,6 +22,7 @@ price of going through Dask.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     total_rows = 1_600_000 if args.quick else 16_000_000
     repeat = args.repeat
+    load_before = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -182,6 +184,7 @@ def main() -> None:
             "seconds": results,
             "cluster_start_seconds": cluster_start,
             "first_fanout_seconds": first_run,
+            "load_average_1min": {"start": load_before, "end": os.getloadavg()[0]},
         },
     )
 

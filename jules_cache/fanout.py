@@ -200,6 +200,7 @@ def compute_many(
         raise InvalidInput(f"name must be a non-empty str, not {name!r}")
     if version is not None and not isinstance(version, str):
         raise InvalidInput(f"version must be a str, not {type(version).__name__}")
+    _require_distributed()
     shipment = _Shipment.make(func, name, version, config, root, options, collect)
     if not job_list:
         return []
@@ -382,18 +383,23 @@ def _dumps(shipment: _Shipment) -> bytes:
 # --------------------------------------------------------------------------- running the jobs
 
 
+def _require_distributed() -> None:
+    try:
+        import distributed  # noqa: F401  (brings cloudpickle)
+    except ImportError as exc:
+        raise InvalidInput(
+            'compute_many needs dask.distributed: pip install "jules-cache[shared]"'
+        ) from exc
+
+
 @contextlib.contextmanager
 def _client_for(
     client: distributed.Client | None, n_workers: int | None, jobs: int
 ) -> Iterator[distributed.Client]:
     """The caller's client, or a client of a throwaway local cluster closed afterwards."""
-    try:
-        import dask
-        import distributed
-    except ImportError as exc:
-        raise InvalidInput(
-            'compute_many needs dask.distributed: pip install "jules-cache[shared]"'
-        ) from exc
+    import dask
+    import distributed
+
     if client is not None:
         _require(
             isinstance(client, distributed.Client),
