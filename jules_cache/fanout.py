@@ -188,7 +188,8 @@ def compute_many(
         f"progress must be None, True or False, not {progress!r}",
     )
     _require(
-        n_workers is None or (isinstance(n_workers, int) and n_workers >= 1),
+        n_workers is None
+        or (isinstance(n_workers, int) and not isinstance(n_workers, bool) and n_workers >= 1),
         f"n_workers must be a positive int, not {n_workers!r}",
     )
     _require(
@@ -208,10 +209,12 @@ def compute_many(
     token = xxhash.xxh3_128(blob).hexdigest()
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(shipment.feature, len(job_list), sys.stderr, enabled=show)
-    with _client_for(client, n_workers, len(job_list)) as dask_client:
-        results, failures = _run(dask_client, token, blob, shipment.feature, job_list, bar)
-        _flush_workers(dask_client)
-    bar.close()
+    try:
+        with _client_for(client, n_workers, len(job_list)) as dask_client:
+            results, failures = _run(dask_client, token, blob, shipment.feature, job_list, bar)
+            _flush_workers(dask_client)
+    finally:
+        bar.close()
     if failures:
         raise _fanout_error(shipment.feature, failures, results, len(job_list)) from (
             failures[0].error
@@ -474,9 +477,8 @@ def _run(
                 results[i] = frame if frame is not None else outcome
                 bar.update(hit=outcome.hit)
             future.release()
-    except BaseException:
+    except BaseException:  # Ctrl-C included: finished jobs are in the cache, stop the rest
         client.cancel([f for f in futures if not f.done()])
-        bar.close()
         raise
     failures.sort(key=lambda failure: failure.index)
     return results, failures
