@@ -355,3 +355,33 @@ def test_a_function_of_a_main_script_runs_on_a_throwaway_cluster_and_hits_locall
     assert report["feature"] == "__main__.script_feature"
     assert report["listening"] == ["127.0.0.1"]  # never 0.0.0.0 (dask's dashboard default)
     assert report["dashboard"] == "127.0.0.1"
+
+
+class _Terminal:
+    """A stream that says it is a terminal, recording what is written."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_on_a_terminal_the_progress_line_is_redrawn_in_place():
+    from jules_cache.fanout import _Progress
+
+    terminal = _Terminal()
+    bar = _Progress("features.bar_count", 3, terminal, enabled=True)  # type: ignore[arg-type]
+    bar.update(hit=True)
+    bar.update(error=True)
+    bar.update()
+    bar.close()
+    assert terminal.text.startswith("\rbar_count [") and terminal.text.endswith("\n")
+    assert "\n" not in terminal.text[:-1]  # one line, redrawn with carriage returns
+    assert "3/3  hits 1  computed 1  errors 1" in terminal.text.rsplit("\r", 1)[-1]
