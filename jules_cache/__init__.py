@@ -19,6 +19,7 @@ from jules_cache.decorator import Feature
 from jules_cache.errors import (
     CacheWriteWarning,
     CorruptEntry,
+    FanoutError,
     FingerprintError,
     GCError,
     InvalidInput,
@@ -31,8 +32,10 @@ from jules_cache.errors import (
     ServiceUnavailable,
     StoreError,
     UnsafePath,
+    WorkerMismatch,
 )
 from jules_cache.explain import Explanation
+from jules_cache.fanout import JobFailure, JobOutcome, compute_many
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCReport
 from jules_cache.maintenance.verify import VerifyReport
@@ -47,6 +50,7 @@ __all__ = [
     "CorruptEntry",
     "Entry",
     "Explanation",
+    "FanoutError",
     "Feature",
     "FeatureStats",
     "FeatureStore",
@@ -54,6 +58,8 @@ __all__ = [
     "GCError",
     "GCReport",
     "InvalidInput",
+    "JobFailure",
+    "JobOutcome",
     "JulesCacheError",
     "LockTimeout",
     "ManifestBusy",
@@ -66,5 +72,7 @@ __all__ = [
     "SymbolStats",
     "UnsafePath",
     "VerifyReport",
+    "WorkerMismatch",
     "__version__",
+    "compute_many",
 ]

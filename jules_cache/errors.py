@@ -12,6 +12,10 @@
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
      ├── UnsafePath                             a link or foreign file inside the root: untouched
      ├── QueryError                             an SQL query was refused or failed
+     ├── FanoutError                            jobs of a cluster fan-out failed (``.failures``
+     │                                          names each symbol; ``.results`` the others)
+     ├── WorkerMismatch                         a worker's code, packages or config differ from
+     │                                          the client's: the job is refused
      └── CorruptEntry                           not raised: a damaged cached file is quarantined
                                                 and recomputed (kept so old ``except`` clauses
                                                 still import)
@@ -127,6 +131,29 @@ class UnsafePath(JulesCacheError):
 
 class QueryError(JulesCacheError):
     """An SQL query over the cache was refused (not read-only) or failed; says what to fix."""
+
+
+class FanoutError(JulesCacheError):
+    """Jobs of a ``compute_many`` fan-out failed; the others finished and are in the cache.
+
+    ``failures`` holds one ``JobFailure`` (index, symbol, error, worker, traceback text) per
+    failed job, in job order; ``results`` is the full list the call would have returned, with
+    None where a job failed.
+    """
+
+    def __init__(self, message: str, failures: list[object], results: list[object]):
+        super().__init__(message)
+        self.failures = failures
+        self.results = results
+
+
+class WorkerMismatch(JulesCacheError):
+    """A worker sees other code, package versions or config than the client that sent the job.
+
+    Its result would be stored under the client's key without being what that key describes (a
+    false hit for everyone later), so the job is refused. Install the same code and packages on
+    every worker, or pass ``version=`` to key the code by an explicit version.
+    """
 
 
 class CacheWriteWarning(UserWarning):

@@ -41,3 +41,20 @@ def flip_bit(path: Path, column: int = 0, mask: int = 0x10) -> None:
 def computations(log_dir: Path, tag: str) -> int:
     """How many times ``logged_feature`` really ran for ``tag``."""
     return len(list(log_dir.glob(f"{tag}.*")))
+
+
+PRICE_SCALE = 2  # read at call time: a client that changes it runs other code than its workers
+
+
+def scaled_price(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.LazyFrame:
+    """Prices times the module constant PRICE_SCALE (tests/test_fanout.py changes it)."""
+    return ticks.select("ts", (pl.col("price") * PRICE_SCALE).alias("scaled"))
+
+
+def fails_on_negative_price(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.DataFrame:
+    """Bar counts, but a frame with a negative price is refused (a job that fails for real)."""
+    frame = ticks.collect()
+    low = frame["price"].min()
+    if low is not None and low < 0:
+        raise ValueError(f"negative price {low} in the ticks")
+    return bar_count(frame.lazy(), config).collect()

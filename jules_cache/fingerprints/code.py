@@ -63,6 +63,7 @@ import struct
 import sys
 import sysconfig
 import types
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,45 @@ from jules_cache.fingerprints.keys import CODE_SCHEME
 
 @dataclass(frozen=True)
 class CodeFingerprint:
-    """The code digest of a feature, the own digest of each function it followed, and the
-    routes it could not follow (``FeatureStore.explain`` prints them)."""
+    """The code digest of a feature, the own digest of each function it followed, the routes it
+    could not follow (``FeatureStore.explain`` prints them), and the installed version of each
+    third-party package the code refers to (part of the digest)."""
 
     digest: str
     functions: dict[str, str]
     unfollowed: tuple[str, ...] = field(default=())
+    packages: dict[str, str | None] = field(default_factory=dict)
+
+
+# Fingerprints taken in another process for a callable that was shipped here by value
+# (``jules_cache.fanout``): its code objects are the sender's, but their source is not in this
+# process, so it could not be fingerprinted here. Keyed by the callable object itself.
+_adopted: weakref.WeakKeyDictionary[Any, tuple[str | None, CodeFingerprint]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def adopt_fingerprint(func, version: str | None, fingerprint: CodeFingerprint) -> bool:
+    """Make ``code_fingerprint(func, version)`` return ``fingerprint`` in this process.
+
+    Only for a callable whose code was shipped here from the process that computed
+    ``fingerprint`` (cloudpickle by value), after the caller checked that everything else the
+    fingerprint covers (your modules by reference, package versions) is the same here. Returns
+    False if ``func`` cannot be remembered (not weak-referenceable or not hashable).
+    """
+    try:
+        _adopted[func] = (version, fingerprint)
+    except TypeError:
+        return False
+    return True
+
+
+def _adopted_fingerprint(func, version: str | None) -> CodeFingerprint | None:
+    try:
+        adopted = _adopted.get(func)
+    except TypeError:  # an unhashable callable object
+        return None
+    return adopted[1] if adopted is not None and adopted[0] == version else None
 
 
 def feature_name(func: Any) -> str:
@@ -120,6 +154,10 @@ def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
     """
     if not callable(func):
         raise FingerprintError(f"compute function must be callable, got {type(func)!r}")
+    if _adopted:
+        adopted = _adopted_fingerprint(func, version)
+        if adopted is not None:
+            return adopted
     name = feature_name(func)
     if version is not None:
         own = _hex(b"version\0" + name.encode() + b"\0" + str(version).encode())
@@ -142,6 +180,7 @@ def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
         digest=f"{CODE_SCHEME}:{_hex(payload.encode())}",
         functions=functions,
         unfollowed=_capped(sorted(walker.notes)),
+        packages=dict(walker.packages),
     )
 
 
