@@ -13,6 +13,7 @@ import importlib
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,16 @@ class Shipment:
     library_version: str = __version__
 
     @classmethod
-    def make(cls, func, name, version, config, root, options, collect) -> Shipment:
+    def make(
+        cls,
+        func: Callable[..., Any],
+        name: str | None,
+        version: str | None,
+        config: Any,
+        root: str,
+        options: dict[str, Any],
+        collect: bool,
+    ) -> Shipment:
         """Fingerprint code and config here (errors surface before any cluster work)."""
         fingerprint = code_fingerprint(func, version)
         return cls(
@@ -117,7 +127,7 @@ def dumps(shipment: Shipment) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(shipment)
+        return bytes(cloudpickle.dumps(shipment))
     except Exception as exc:
         raise InvalidInput(
             f"cannot send {shipment.feature} and its config to the workers: {type(exc).__name__}: "

@@ -64,6 +64,7 @@ import sys
 import sysconfig
 import types
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,9 @@ _adopted: weakref.WeakKeyDictionary[Any, tuple[str | None, CodeFingerprint]] = (
 )
 
 
-def adopt_fingerprint(func, version: str | None, fingerprint: CodeFingerprint) -> bool:
+def adopt_fingerprint(
+    func: Callable[..., Any], version: str | None, fingerprint: CodeFingerprint
+) -> bool:
     """Make ``code_fingerprint(func, version)`` return ``fingerprint`` in this process.
 
     Only for a callable whose code was shipped here from the process that computed
@@ -111,7 +114,7 @@ def adopt_fingerprint(func, version: str | None, fingerprint: CodeFingerprint) -
     return True
 
 
-def _adopted_fingerprint(func, version: str | None) -> CodeFingerprint | None:
+def _adopted_fingerprint(func: Callable[..., Any], version: str | None) -> CodeFingerprint | None:
     try:
         adopted = _adopted.get(func)
     except TypeError:  # an unhashable callable object

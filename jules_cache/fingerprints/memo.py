@@ -22,7 +22,9 @@ _ATTEMPTS = 3
 class FileDigestMemo:
     """Digests of input files: an in-process dict in front of the manifest table."""
 
-    def __init__(self, manifest: Manifest):
+    def __init__(self, manifest: Manifest | None):
+        """``manifest`` None: memoise in this process only (a shared cache's hosts each see
+        their own files)."""
         self._manifest = manifest
         self._known: dict[tuple[tuple[object, ...], str], str] = {}
         self._lock = threading.Lock()
@@ -35,16 +37,19 @@ class FileDigestMemo:
         if known is not None:
             return known
         params = self._params(signature, method)
-        with self._manifest.read() as con:
-            row = self._manifest.execute(
-                con, "entries.sql", "get_file_fingerprint", params
-            ).fetchone()
+        row = None
+        if self._manifest is not None:
+            with self._manifest.read() as con:
+                row = self._manifest.execute(
+                    con, "entries.sql", "get_file_fingerprint", params
+                ).fetchone()
         if row is not None:
             digest = str(row[0])
         else:
             digest, signature = self._hash_stable(path, signature, hasher)
             params = self._params(signature, method)
-        if row is None and not self._manifest.read_only:  # a read-only store memoises in memory
+        # A read-only store, and one without a manifest, memoise in memory only.
+        if row is None and self._manifest is not None and not self._manifest.read_only:
             with self._manifest.write() as con:
                 self._manifest.execute(
                     con,

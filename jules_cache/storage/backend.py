@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 if TYPE_CHECKING:
+    from jules_cache.fingerprints.memo import FileDigestMemo
     from jules_cache.maintenance.check import CheckReport
     from jules_cache.maintenance.gc import GCReport
     from jules_cache.maintenance.verify import VerifyReport
@@ -97,9 +98,9 @@ class Backend(abc.ABC):
     def store_errors(self) -> tuple[type[BaseException], ...]:
         """Errors meaning "the result could not be stored", not "the compute failed"."""
 
-    def digest_memo(self) -> Any:
-        """The memo of input files' digests (``FileDigestMemo``), or None for none."""
-        return None
+    @abc.abstractmethod
+    def digest_memo(self) -> FileDigestMemo:
+        """The memo of input files' digests (a Parquet path is hashed once per stat())."""
 
     # -- inspection --------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from jules_cache.errors import InvalidInput, JulesCacheError
+from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
@@ -93,6 +94,10 @@ class SharedBackend(Backend):
             self.catalog.migrate()  # fail now, naming the service, not on the first miss
         self._temp_dir: str | None = None
         self._named: set[str] = set()  # features this process knows have a view name
+        self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
+
+    def digest_memo(self) -> FileDigestMemo:
+        return self._memo
 
     def store_errors(self) -> tuple[type[BaseException], ...]:
         return (OSError, pl.exceptions.PolarsError, JulesCacheError)
