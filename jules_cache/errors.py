@@ -6,7 +6,8 @@
      ├── ManifestError                          the manifest database is missing, damaged or busy
      │    └── ManifestBusy                      another program holds the manifest file open
      ├── StoreError                             a result could not be published (strict mode)
-     │    └── PartialRemoval                    entries removed, some files could not be deleted
+     │    ├── PartialRemoval                    entries removed, some files could not be deleted
+     │    └── ServiceUnavailable                a shared cache's PostgreSQL or S3 is unreachable
      ├── GCError                                a GC run failed (``.report`` says what it did)
      ├── InvalidInput       (also ValueError)   a bad argument: symbol, data, setting, result
      ├── UnsafePath                             a link or foreign file inside the root: untouched
