@@ -742,7 +742,9 @@ def _close_quietly(connection: Any, pid: int) -> None:
 
 
 def _default_application_name() -> str:
-    return f"jules_cache {socket.gethostname()} pid {os.getpid()}"
+    """Who this process is, for pg_stat_activity and lock timeouts (pid first: the server
+    keeps 63 bytes)."""
+    return f"jules_cache pid {os.getpid()} on {socket.gethostname()}"
 
 
 def _address(dsn: str) -> str:

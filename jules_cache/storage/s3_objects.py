@@ -16,11 +16,17 @@ Where the server is and who we are come from the standard AWS settings, as boto3
 
 Each can also be given to the constructor, which wins. One boto3 client per store, created on
 first use (the first in a process costs ~130 ms: botocore loads its service model; later ones
-~8 ms) and shared by threads (boto3 clients are thread-safe). Hits GET with boto3 (measured
-against pyarrow's S3 filesystem in benchmarks/bench_shared_raw.py). boto3 checks the CRC32
-the PUT stored on every GET where the server returns one, so a corrupted object is an error,
-never a silently wrong frame. ``arrow_filesystem()`` gives a pyarrow ``S3FileSystem`` on the
-same server and credentials for DuckDB/pyarrow datasets (filter and column pushdown).
+~8 ms) and shared by threads (boto3 clients are thread-safe).
+
+Hits GET with boto3, measured against pyarrow's S3FileSystem (benchmarks/bench_shared_raw.py,
+SeaweedFS on 127.0.0.1, two runs): a 10k x 8 lz4 object (0.55 MB) 2.6-4.2 ms p50 with boto3
+against 2.4-3.8 ms with pyarrow (within noise); a 1M-row object (55 MB) 93-112 ms against
+125-126 ms. boto3 also answers a miss in one request (pyarrow HEADs first), and checks the CRC32
+the PUT stored on every GET, so a corrupted object is an error, never a silently wrong frame
+(that check costs ~0.5 ms at 10k rows, ~18 ms at 1M).
+
+``arrow_filesystem()`` gives a pyarrow ``S3FileSystem`` on the same server and credentials, for
+DuckDB/pyarrow datasets (filter and column pushdown).
 """
 
 from __future__ import annotations

@@ -507,7 +507,7 @@ def test_lock_ids_are_per_cache_and_signed_64_bit():
 
 
 def test_postgres_down_is_service_unavailable_naming_it():
-    pytest.importorskip("psycopg", reason="pip install -e '.[shared]'")
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[shared]'")
     port = _closed_port()
     catalog = PostgresCatalog(
         f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", connect_timeout=2
