@@ -247,14 +247,12 @@ def _ran_within(manifest: Manifest, seconds: float) -> bool:
     return (utc_now() - started).total_seconds() < seconds
 
 
-class _Run:
-    """One GC run's state: the plan, the deletions so far, the lock holds."""
+class GCRun:
+    """One GC run's state and story, whatever the backend: record the start, plan, delete
+    (unless a dry run), report, record the end. Subclasses say how each step is done."""
 
-    def __init__(
-        self, manifest: Manifest, layout: Layout, options: GCOptions, progress: Progress | None
-    ):
-        self.manifest = manifest
-        self.layout = layout
+    def __init__(self, root: str, options: GCOptions, progress: Progress | None):
+        self.root = root
         self.options = options
         self.progress = progress
         self.started_at = utc_now()
@@ -262,28 +260,28 @@ class _Run:
         self.plan_seconds = 0.0
         self.holds: list[float] = []
         self.deleted: list[GCItem] = []
-        self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
-        self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
         self.skipped = 0
         self.errors: list[str] = []
         self.run_id: int | None = None
         self.done = 0
         self.total = 0
 
+    def _start(self) -> int:
+        """Record the run in ``gc_runs``; return its id."""
+        raise NotImplementedError
+
+    def _plan(self) -> list[GCItem]:
+        raise NotImplementedError
+
+    def _delete(self, planned: list[GCItem]) -> None:
+        raise NotImplementedError
+
+    def _record(self, params: dict[str, Any]) -> None:
+        """Write the run's outcome (``gc.sql``'s ``finish_run`` parameters)."""
+        raise NotImplementedError
+
     def execute(self) -> GCReport:
-        with self._hold() as con:
-            started = self.manifest.execute(
-                con,
-                "gc.sql",
-                "start_run",
-                {
-                    "started_at": self.started_at,
-                    "dry_run": self.options.dry_run,
-                    "parameters": self.options.to_json(),
-                },
-            ).fetchone()
-            assert started is not None  # INSERT ... RETURNING id: one row
-            self.run_id = started[0]
+        self.run_id = self._start()
         try:
             planned = self._plan()
             if self.options.limit is not None:
@@ -296,7 +294,7 @@ class _Run:
         except BaseException as exc:
             self.errors.insert(0, _describe(exc))
             report = self._report("failed")
-            with contextlib.suppress(Exception):  # the manifest may be what failed
+            with contextlib.suppress(Exception):  # the catalog may be what failed
                 self._finish(report)
             if isinstance(exc, Exception) and not isinstance(exc, LockTimeout):
                 raise GCError(self._failure_message(report), report) from exc
@@ -306,6 +304,101 @@ class _Run:
         if not report.ok:
             raise GCError(self._failure_message(report), report)
         return report
+
+    def _advance(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None and count:
+            self.progress(self.done, self.total)
+
+    def _report(self, status: str) -> GCReport:
+        totals = []
+        for reason in REASONS:
+            chosen = [item for item in self.deleted if item.reason == reason]
+            totals.append(ReasonTotal(reason, len(chosen), sum(item.bytes for item in chosen)))
+        return GCReport(
+            run_id=self.run_id,
+            root=self.root,
+            dry_run=self.options.dry_run,
+            status=status,
+            started_at=self.started_at,
+            finished_at=utc_now(),
+            duration_seconds=time.perf_counter() - self.started,
+            plan_seconds=self.plan_seconds,
+            retention_weeks=self.options.retention_weeks,
+            max_size=self.options.max_size,
+            grace_seconds=self.options.grace_seconds,
+            totals=tuple(totals),
+            skipped=self.skipped,
+            lock_holds=len(self.holds),
+            max_lock_hold_ms=max(self.holds, default=0.0),
+            errors=tuple(self.errors),
+            items=tuple(self.deleted),
+        )
+
+    def _finish(self, report: GCReport) -> None:
+        params: dict[str, Any] = {
+            "id": self.run_id,
+            "finished_at": report.finished_at,
+            "status": report.status,
+            "error": "; ".join(report.errors) or None,
+            "skipped": report.skipped,
+            "max_lock_hold_ms": report.max_lock_hold_ms,
+        }
+        for total in report.totals:
+            params[_RUN_COLUMNS[total.reason]] = total.count
+            params[f"{total.reason}_bytes"] = total.bytes
+        self._record(params)
+
+    def _failure_message(self, report: GCReport) -> str:
+        first = report.errors[0] if report.errors else "unknown error"
+        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
+        return (
+            f"GC of {report.root} failed: {first}{more}. Fix the cause and run it again; "
+            "whatever was not deleted is picked up by the next run"
+        )
+
+
+# gc_runs' count column of each reason (its bytes column is ``<reason>_bytes``).
+_RUN_COLUMNS = {
+    "orphan": "orphan_files",
+    "dangling": "dangling_rows",
+    "expired": "expired_entries",
+    "over_budget": "over_budget_entries",
+    "stale_tmp": "stale_tmp_files",
+    "stale_lock": "stale_lock_files",
+}
+
+
+class _Run(GCRun):
+    """A local root's run: files under the root, rows in the manifest, its locks."""
+
+    def __init__(
+        self, manifest: Manifest, layout: Layout, options: GCOptions, progress: Progress | None
+    ):
+        super().__init__(str(layout.root), options, progress)
+        self.manifest = manifest
+        self.layout = layout
+        self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
+        self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
+
+    def _start(self) -> int:
+        with self._hold() as con:
+            started = self.manifest.execute(
+                con,
+                "gc.sql",
+                "start_run",
+                {
+                    "started_at": self.started_at,
+                    "dry_run": self.options.dry_run,
+                    "parameters": self.options.to_json(),
+                },
+            ).fetchone()
+        assert started is not None  # INSERT ... RETURNING id: one row
+        return int(started[0])
+
+    def _record(self, params: dict[str, Any]) -> None:
+        with self.manifest.write() as con:
+            self.manifest.execute(con, "gc.sql", "finish_run", params)
 
     @contextlib.contextmanager
     def _hold(self, *, shared: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -444,70 +537,6 @@ class _Run:
 
     def _result_path(self, item: GCItem) -> Path:
         return self.layout.result_path(_key(item))
-
-    def _advance(self, count: int) -> None:
-        self.done += count
-        if self.progress is not None and count:
-            self.progress(self.done, self.total)
-
-    # -- reporting ---------------------------------------------------------------------------
-
-    def _report(self, status: str) -> GCReport:
-        totals = []
-        for reason in REASONS:
-            chosen = [item for item in self.deleted if item.reason == reason]
-            totals.append(ReasonTotal(reason, len(chosen), sum(item.bytes for item in chosen)))
-        finished = utc_now()
-        return GCReport(
-            run_id=self.run_id,
-            root=str(self.layout.root),
-            dry_run=self.options.dry_run,
-            status=status,
-            started_at=self.started_at,
-            finished_at=finished,
-            duration_seconds=time.perf_counter() - self.started,
-            plan_seconds=self.plan_seconds,
-            retention_weeks=self.options.retention_weeks,
-            max_size=self.options.max_size,
-            grace_seconds=self.options.grace_seconds,
-            totals=tuple(totals),
-            skipped=self.skipped,
-            lock_holds=len(self.holds),
-            max_lock_hold_ms=max(self.holds, default=0.0),
-            errors=tuple(self.errors),
-            items=tuple(self.deleted),
-        )
-
-    def _finish(self, report: GCReport) -> None:
-        params: dict[str, Any] = {
-            "id": self.run_id,
-            "finished_at": report.finished_at,
-            "status": report.status,
-            "error": "; ".join(report.errors) or None,
-            "skipped": report.skipped,
-            "max_lock_hold_ms": report.max_lock_hold_ms,
-        }
-        for total in report.totals:
-            count_column = {
-                "orphan": "orphan_files",
-                "dangling": "dangling_rows",
-                "expired": "expired_entries",
-                "over_budget": "over_budget_entries",
-                "stale_tmp": "stale_tmp_files",
-                "stale_lock": "stale_lock_files",
-            }[total.reason]
-            params[count_column] = total.count
-            params[f"{total.reason}_bytes"] = total.bytes
-        with self.manifest.write() as con:
-            self.manifest.execute(con, "gc.sql", "finish_run", params)
-
-    def _failure_message(self, report: GCReport) -> str:
-        first = report.errors[0] if report.errors else "unknown error"
-        more = f" (and {len(report.errors) - 1} more)" if len(report.errors) > 1 else ""
-        return (
-            f"GC of {report.root} failed: {first}{more}. Fix the cause and run it again; "
-            "whatever was not deleted is picked up by the next run"
-        )
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,14 +11,13 @@ longest compute; the default is 6 hours, as for local temp files).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.errors import GCError, LockTimeout
+from jules_cache.errors import LockTimeout
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
     MISSING_FILE,
@@ -28,13 +27,15 @@ from jules_cache.maintenance.check import (
     CheckReport,
     Problem,
 )
-from jules_cache.maintenance.gc import REASONS, GCItem, GCOptions, GCReport, ReasonTotal
+from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
 from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
+from jules_cache.storage.shared import object_name
 
 if TYPE_CHECKING:
+    from jules_cache.storage.backend import Progress
     from jules_cache.storage.shared import SharedBackend
 
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
@@ -62,8 +63,6 @@ def delete_objects(backend: SharedBackend, keys: Iterable[str]) -> list[str]:
     """Delete the objects of ``keys`` whose rows are gone, each checked holding its key's lock
     (a publish of the key between the row's deletion and now keeps its object). Returns the
     keys whose object was deleted."""
-    from jules_cache.storage.shared import object_name
-
     deleted = []
     for key in keys:
         try:
@@ -81,7 +80,11 @@ def delete_objects(backend: SharedBackend, keys: Iterable[str]) -> list[str]:
 
 
 def collect_garbage(
-    backend: SharedBackend, options: GCOptions, *, skip_if_ran_within: float | None = None
+    backend: SharedBackend,
+    options: GCOptions,
+    *,
+    progress: Progress | None = None,
+    skip_if_ran_within: float | None = None,
 ) -> GCReport | None:
     """Plan, then (unless a dry run) delete; record the run in ``gc_runs``.
 
@@ -93,60 +96,35 @@ def collect_garbage(
             last = catalog.query("gc.sql", "last_run")
             if last and (utc_now() - last[0][1]).total_seconds() < skip_if_ran_within:
                 return None
-        return _Run(backend, options).execute()
+        return _Run(backend, options, progress).execute()
 
 
-class _Run:
-    def __init__(self, backend: SharedBackend, options: GCOptions):
+class _Run(GCRun):
+    """A shared cache's run: objects listed from S3, rows in PostgreSQL, advisory key locks."""
+
+    def __init__(self, backend: SharedBackend, options: GCOptions, progress: Progress | None):
+        super().__init__(backend.location, options, progress)
         self.backend = backend
-        self.options = options
-        self.started = time.perf_counter()
-        self.started_at = utc_now()
-        self.plan_seconds = 0.0
-        self.deleted: list[GCItem] = []
-        self.skipped = 0
-        self.holds: list[float] = []
-        self.errors: list[str] = []
+        self._last_access: dict[str, datetime | None] = {}
 
-    def execute(self) -> GCReport:
-        catalog = self.backend.catalog
+    def _start(self) -> int:
         params = {
             "started_at": self.started_at,
             "dry_run": self.options.dry_run,
             "parameters": self.options.to_json(),
         }
-        self.run_id = int(catalog.execute("gc.sql", "start_run", params)[0][0])
-        try:
-            planned = self._plan()
-            if self.options.limit is not None:
-                planned = planned[: self.options.limit]
-            if self.options.dry_run:
-                self.deleted = [item for item, _ in planned]
-            else:
-                for item, last_access in planned:
-                    self._delete(item, last_access)
-        except BaseException as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}")
-            report = self._report("failed")
-            with contextlib.suppress(Exception):
-                self._finish(report)
-            if isinstance(exc, Exception) and not isinstance(exc, LockTimeout):
-                raise GCError(_failure(report), report) from exc
-            raise
-        report = self._report("failed" if self.errors else "success")
-        self._finish(report)
-        if not report.ok:
-            raise GCError(_failure(report), report)
-        return report
+        return int(self.backend.catalog.execute("gc.sql", "start_run", params)[0][0])
 
-    def _plan(self) -> list[Any]:
+    def _record(self, params: dict[str, Any]) -> None:
+        self.backend.catalog.execute("gc.sql", "finish_run", params)
+
+    def _plan(self) -> list[GCItem]:
         import duckdb
         import pyarrow as pa
 
         started = time.perf_counter()
         listed = list_results(self.backend)  # objects first, then rows: see the module
         rows = self.backend.catalog.entries_snapshot()
-        stale_before = datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds)
         files = pa.table(
             {
                 "filename": [f"/{item.name}" for item in listed.values()],
@@ -178,18 +156,23 @@ class _Run:
         finally:
             con.close()
         self.plan_seconds = time.perf_counter() - started
+        stale_before = datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds)
         chosen = []
         for reason, key, size, last_access in planned:
             if reason == "orphan" and listed[key].modified >= stale_before:
                 continue  # maybe a publish between its PUT and its COMMIT: not yet
-            path = listed[key].name if key in listed else f"{OBJECTS_DIR}/{key[:2]}/{key}"
-            chosen.append((GCItem(reason, path, int(size or 0), key), last_access))
+            self._last_access[key] = last_access
+            path = listed[key].name if key in listed else object_name(key)
+            chosen.append(GCItem(reason, path, int(size or 0), key))
         return chosen
 
-    def _delete(self, item: GCItem, last_access: datetime | None) -> None:
-        """Re-check the candidate holding its key's lock; rows before objects."""
-        from jules_cache.storage.shared import object_name
+    def _delete(self, planned: list[GCItem]) -> None:
+        for item in planned:
+            self._delete_one(item)
+            self._advance(1)
 
+    def _delete_one(self, item: GCItem) -> None:
+        """Re-check the candidate holding its key's lock; rows before objects."""
         catalog, objects, key = self.backend.catalog, self.backend.objects, item.key
         assert key is not None
         held = time.perf_counter()
@@ -198,11 +181,11 @@ class _Run:
                 if item.reason == "orphan":
                     done = not catalog.keys_with_rows([key])
                 elif item.reason == "dangling":
-                    done = objects.get(object_name(key)) is None and bool(
+                    done = objects.head(object_name(key)) is None and bool(
                         catalog.delete_entries([key])
                     )
                 else:  # expired or over budget: spared if it was accessed since the plan
-                    done = bool(catalog.delete_entries([key], [last_access]))
+                    done = bool(catalog.delete_entries([key], [self._last_access[key]]))
                 if done and item.reason != "dangling":
                     objects.delete([object_name(key)])
         except LockTimeout:
@@ -216,62 +199,6 @@ class _Run:
             self.deleted.append(item)
         else:
             self.skipped += 1
-
-    def _report(self, status: str) -> GCReport:
-        totals = []
-        items = self.deleted
-        for reason in REASONS:
-            chosen = [item for item in items if item.reason == reason]
-            totals.append(ReasonTotal(reason, len(chosen), sum(item.bytes for item in chosen)))
-        return GCReport(
-            run_id=self.run_id,
-            root=self.backend.location,
-            dry_run=self.options.dry_run,
-            status=status,
-            started_at=self.started_at,
-            finished_at=utc_now(),
-            duration_seconds=time.perf_counter() - self.started,
-            plan_seconds=self.plan_seconds,
-            retention_weeks=self.options.retention_weeks,
-            max_size=self.options.max_size,
-            grace_seconds=self.options.grace_seconds,
-            totals=tuple(totals),
-            skipped=self.skipped,
-            lock_holds=len(self.holds),
-            max_lock_hold_ms=max(self.holds, default=0.0),
-            errors=tuple(self.errors),
-            items=tuple(items),
-        )
-
-    def _finish(self, report: GCReport) -> None:
-        params: dict[str, Any] = {
-            "id": self.run_id,
-            "finished_at": report.finished_at,
-            "status": report.status,
-            "error": "; ".join(report.errors) or None,
-            "skipped": report.skipped,
-            "max_lock_hold_ms": report.max_lock_hold_ms,
-        }
-        columns = {
-            "orphan": "orphan_files",
-            "dangling": "dangling_rows",
-            "expired": "expired_entries",
-            "over_budget": "over_budget_entries",
-            "stale_tmp": "stale_tmp_files",
-            "stale_lock": "stale_lock_files",
-        }
-        for total in report.totals:
-            params[columns[total.reason]] = total.count
-            params[f"{total.reason}_bytes"] = total.bytes
-        self.backend.catalog.execute("gc.sql", "finish_run", params)
-
-
-def _failure(report: GCReport) -> str:
-    first = report.errors[0] if report.errors else "unknown error"
-    return (
-        f"GC of {report.root} failed: {first}. Fix the cause and run it again; whatever was "
-        "not deleted is picked up by the next run"
-    )
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -331,8 +258,6 @@ def check(backend: SharedBackend, *, fix: bool, deep: bool, grace_seconds: float
 def _fix(backend: SharedBackend, problem: Problem) -> Problem:
     """Drop the row (if any), then the object, holding the key's lock."""
     from dataclasses import replace
-
-    from jules_cache.storage.shared import object_name
 
     key = problem.key
     assert key is not None

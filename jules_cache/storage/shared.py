@@ -274,7 +274,7 @@ class SharedBackend(Backend):
         from jules_cache.maintenance.shared_upkeep import collect_garbage
 
         self.flush()  # this process's recent hits count as accesses
-        report = collect_garbage(self, options)
+        report = collect_garbage(self, options, progress=progress)
         assert report is not None
         return report
 
