@@ -45,6 +45,21 @@ class InputFile:
     digest: str
 
 
+def input_rows(key: str, method: str, files: Sequence[InputFile]) -> dict[str, Any]:
+    """The ``insert_entry_inputs`` parameters (manifest or catalog): one list per column."""
+    return {
+        "key": key,
+        "method": method,
+        "positions": list(range(len(files))),
+        "paths": [f.path for f in files],
+        "sizes": [f.size for f in files],
+        "mtimes": [f.mtime_ns for f in files],
+        "inodes": [f.inode for f in files],
+        "ctimes": [f.ctime_ns for f in files],
+        "digests": [f.digest for f in files],
+    }
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """The input as the compute function will see it, and what the key records about it."""

@@ -23,6 +23,7 @@ from jules_cache.errors import (
     ManifestError,
     PartialRemoval,
 )
+from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
@@ -233,22 +234,8 @@ class LocalBackend(Backend):
             return
         files = request.files
         self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": request.key})
-        self.manifest.execute(
-            con,
-            "entries.sql",
-            "insert_entry_inputs",
-            {
-                "key": request.key,
-                "method": request.data_method,
-                "positions": list(range(len(files))),
-                "paths": [f.path for f in files],
-                "sizes": [f.size for f in files],
-                "mtimes": [f.mtime_ns for f in files],
-                "inodes": [f.inode for f in files],
-                "ctimes": [f.ctime_ns for f in files],
-                "digests": [f.digest for f in files],
-            },
-        )
+        params = input_rows(request.key, request.data_method, files)
+        self.manifest.execute(con, "entries.sql", "insert_entry_inputs", params)
 
     # -- counts --------------------------------------------------------------------------------
 

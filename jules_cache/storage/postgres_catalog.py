@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import xxhash
 
 from jules_cache.errors import InvalidInput, LockTimeout, ManifestError, ServiceUnavailable
+from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.storage import sqlfiles
 
@@ -516,17 +517,7 @@ class PostgresCatalog:
         params.setdefault("code_functions", None)
         inputs = None
         if input_files:
-            inputs = {
-                "key": row["key"],
-                "method": input_method,
-                "positions": list(range(len(input_files))),
-                "paths": [f.path for f in input_files],
-                "sizes": [f.size for f in input_files],
-                "mtimes": [f.mtime_ns for f in input_files],
-                "inodes": [f.inode for f in input_files],
-                "ctimes": [f.ctime_ns for f in input_files],
-                "digests": [f.digest for f in input_files],
-            }
+            inputs = input_rows(row["key"], input_method or "", input_files)
 
         def body(connection: psycopg.Connection[Any]) -> None:
             connection.execute(_statement("entries.sql", "upsert_entry"), params)
