@@ -140,6 +140,7 @@ def _store_action(action: str) -> Callable[[Path, pl.DataFrame, dict], object]:
 ACTIONS = ["gc", "gc-grace-0", "check-fix", "check-rebuild", "refresh-views", "rm", "miss", "hit"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("plant", list(PLANTS))
 def test_a_planted_symlink_never_leads_outside_the_root(root, ticks, cache, outside, plant, action):
@@ -168,6 +169,7 @@ def test_a_planted_symlink_never_leads_outside_the_root(root, ticks, cache, outs
     assert outside.is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plant", ["objects-shard", "views", "manifest-lock"])
 def test_the_cli_refuses_a_planted_symlink_with_exit_1_naming_it(root, cache, outside, plant):
     PLANTS[plant](root, outside, cache)
@@ -203,6 +205,7 @@ def test_a_root_that_is_itself_a_symlink_keeps_working(tmp_path, ticks):
 # -- a hit checks the key the file carries -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_file_copied_over_another_key_is_never_served(store, ticks):
     aapl = ticks.filter(pl.col("symbol") == "AAPL")
     msft = ticks.filter(pl.col("symbol") == "MSFT")

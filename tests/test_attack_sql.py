@@ -233,12 +233,15 @@ def test_attack_is_refused_and_changes_nothing(cache, store, attack, entry_point
     assert truth(store) == expected
 
 
-def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(cache, store):
+@pytest.mark.slow
+def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(
+    cache, store, jules_cache_command
+):
     env = {**os.environ, "JULES_CACHE_ROOT": str(cache.root)}
     before = snapshot(cache.root, cache.outside)
     for attack in ("explain-analyze-copy-over-live-result", "read-text-outside", "cte-delete"):
         done = subprocess.run(
-            ["jules-cache", "sql", ATTACKS[attack].format(**cache.places())],
+            [jules_cache_command, "sql", ATTACKS[attack].format(**cache.places())],
             capture_output=True,
             text=True,
             env=env,
@@ -250,7 +253,8 @@ def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(cache,
     assert snapshot(cache.root, cache.outside) == before
 
 
-def test_a_fresh_process_still_gets_the_true_values(cache, store):
+@pytest.mark.slow
+def test_a_fresh_process_still_gets_the_true_values(cache, store, jules_cache_command):
     """The finding: a poisoned result file was served as a HIT to a new process."""
     expected = truth(store)
     for attack in ATTACKS.values():
@@ -258,7 +262,7 @@ def test_a_fresh_process_still_gets_the_true_values(cache, store):
             store.sql(attack.format(**cache.places()))
     env = {**os.environ, "JULES_CACHE_ROOT": str(cache.root)}
     done = subprocess.run(
-        ["jules-cache", "sql", TRUTH[0], "--format", "json"],
+        [jules_cache_command, "sql", TRUTH[0], "--format", "json"],
         capture_output=True,
         text=True,
         env=env,

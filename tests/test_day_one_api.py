@@ -96,6 +96,7 @@ print(base.fetch("AAPL", ticks, {}).key, uses_base.fetch("AAPL", ticks, {}).key)
 """
 
 
+@pytest.mark.slow
 def test_decorated_keys_are_the_same_in_every_process(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(_SCRIPT)
@@ -128,6 +129,7 @@ def usage(store: FeatureStore, ticks: pl.DataFrame) -> None:
 """
 
 
+@pytest.mark.slow
 def test_mypy_strict_accepts_typed_usage_and_rejects_misuse(tmp_path):
     rejected = tmp_path / "rejected.py"
     rejected.write_text(_REJECTED)
