@@ -291,7 +291,8 @@ def test_item9_store_entry_takes_a_6_character_prefix(store, aapl):
     key = store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars").key
     assert store.entry(key).key == key
     assert store.entry(key[:6]).key == key
-    assert store.entry(key[:12].upper()) is None or store.entry(key[:12]).key == key
+    upper = store.entry(key[:12].upper())
+    assert upper is None or upper.key == key
     assert store.entry("ffffff" if not key.startswith("ffffff") else "000000") is None
     with pytest.raises(InvalidInput, match="6"):
         store.entry(key[:4])

@@ -109,8 +109,7 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule()
     def gc(self) -> None:
-        if hasattr(self.store, "gc"):
-            self.store.gc(retention_weeks=0, grace=0)
+        self.store.gc(retention_weeks=0, grace=0)
 
     @invariant()
     def published_files_are_complete_or_absent(self) -> None:

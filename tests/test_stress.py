@@ -88,8 +88,7 @@ def random_operations_until(
                 if got != _expected(i):
                     mismatches.append(f"{tag}: {got} != {_expected(i)}")
             elif op == "sql":
-                rows = store.sql("SELECT count(*) AS n FROM entries")["n"][0]
-                assert rows >= 0
+                store.sql("SELECT count(*) AS n FROM entries")
             elif op == "gc":
                 store.gc(retention_weeks=0)
         except Exception:
