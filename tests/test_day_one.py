@@ -19,14 +19,25 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import fill_two_entries
 from features import bar_count
 
 import jules_cache
 from jules_cache import FeatureStore, InvalidInput, errors
 from jules_cache.cli import cli
+from jules_cache.synthetic import ticks_for
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory, ticks) -> Path:
+    """A root filled by ``fill_two_entries`` once, for the parametrized tests that must leave
+    its entries as they are (usage errors, dry runs)."""
+    root = tmp_path_factory.mktemp("shared") / "cache"
+    fill_two_entries(root, ticks_for(ticks, "AAPL"))
+    return root
 
 
 def _run(args: list[str], env: dict[str, str] | None = None):
@@ -236,11 +247,11 @@ def test_item7_no_shipped_script_depends_on_the_callers_path():
     ],
     ids=" ".join,
 )
-def test_item8_usage_errors_exit_2(root, two_entries, args):
-    result = _run(["--root", str(root), *args])
+def test_item8_usage_errors_exit_2(shared_root, args):
+    result = _run(["--root", str(shared_root), *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    with FeatureStore(root) as store:
+    with FeatureStore(shared_root) as store:
         assert len(store.entries()) == 2
 
 
@@ -271,12 +282,12 @@ def test_item8_store_remove_all(store, aapl):
 
 
 @pytest.mark.parametrize("grace", ["6h", "30m", "7d", "600", "1.5h"])
-def test_item9_check_and_gc_take_the_same_durations(root, two_entries, grace):
+def test_item9_check_and_gc_take_the_same_durations(shared_root, grace):
     for args in (["check", "--grace", grace], ["gc", "--dry-run", "--grace", grace]):
-        result = _run(["--root", str(root), *args, "--json"])
+        result = _run(["--root", str(shared_root), *args, "--json"])
         assert result.exit_code == 0, f"{args}: {result.output}"
-    checked = json.loads(_run(["--root", str(root), "check", "--grace", "1.5h", "--json"]).stdout)
-    assert checked["consistent"]
+    checked = _run(["--root", str(shared_root), "check", "--grace", "1.5h", "--json"])
+    assert json.loads(checked.stdout)["consistent"]
 
 
 def test_item9_ls_since_takes_a_duration_or_a_date(root, two_entries):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import polars as pl
 import pytest
@@ -28,13 +29,26 @@ def bars_v2(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
     return bar_count(ticks, config).with_columns(pl.col("n").alias("n_v2"))
 
 
-@pytest.fixture
-def filled(store, ticks):
+def fill(store: FeatureStore, ticks: pl.DataFrame) -> FeatureStore:
+    """Cache bar_count at two frequencies for each of SYMBOLS: six entries."""
     for symbol in SYMBOLS:
         data = ticks_for(ticks, symbol)
         for freq in ("1m", "5m"):
             store.get_or_compute(symbol, data, {"freq": freq}, bar_count)
     return store
+
+
+@pytest.fixture
+def filled(store, ticks):
+    return fill(store, ticks)
+
+
+@pytest.fixture(scope="module")
+def filled_once(tmp_path_factory, ticks) -> Iterator[FeatureStore]:
+    """``filled``, built once for a parametrized test whose cases must all change nothing."""
+    with FeatureStore(tmp_path_factory.mktemp("sql") / "cache") as store:
+        yield fill(store, ticks)
+    assert store.check().consistent
 
 
 def bare_duckdb(store, sql: str) -> list:
@@ -197,11 +211,11 @@ def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl)
         "SELECT 1; DELETE FROM entries",
     ],
 )
-def test_writes_are_refused_and_change_nothing(filled, statement):
-    before = filled.sql("SELECT count(*) AS n FROM entries")
+def test_writes_are_refused_and_change_nothing(filled_once, statement):
+    before = filled_once.sql("SELECT count(*) AS n FROM entries")
     with pytest.raises(QueryError, match=r"refused|exactly one"):
-        filled.sql(statement)
-    assert filled.sql("SELECT count(*) AS n FROM entries").equals(before)
+        filled_once.sql(statement)
+    assert filled_once.sql("SELECT count(*) AS n FROM entries").equals(before)
 
 
 def test_errors_name_the_available_views(filled):
