@@ -8,6 +8,7 @@ because processes started with ``spawn`` must be able to import what they run.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import textwrap
@@ -79,6 +80,30 @@ def frame(i: int, rows: int = 200) -> pl.DataFrame:
             "size": list(range(rows)),
         }
     )
+
+
+def snapshot(*folders: Path) -> dict[str, bytes | str]:
+    """Everything under ``folders``, links not followed: a file's bytes, a link's target
+    ("-> target"), "dir" for a folder; to compare before and after something that must not
+    touch them.
+
+    manifest.lock holds the pid of the last process that took it exclusively (a `jules-cache`
+    subprocess opening the store does): compared as a pid, not as bytes.
+    """
+    found: dict[str, bytes | str] = {}
+    for folder in folders:
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                if path.is_symlink():
+                    found[str(path)] = "-> " + os.readlink(path)
+                elif path.is_dir():
+                    found[str(path)] = "dir"
+                else:
+                    data = path.read_bytes()
+                    pid = name == "manifest.lock" and data.isdigit()
+                    found[str(path)] = b"pid" if pid else data
+    return found
 
 
 class Counted:

@@ -8,7 +8,6 @@ frame is ever served.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import snapshot
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
@@ -27,22 +27,6 @@ pytestmark = pytest.mark.attack
 
 CONFIG = {"freq": "1m"}
 SYMBOLS = ("AAPL", "MSFT")
-
-
-def snapshot(folder: Path) -> dict[str, bytes | str]:
-    """Every entry under ``folder`` (links not followed): file bytes, link targets, folders."""
-    found: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            relative = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[relative] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                found[relative] = "dir"
-            else:
-                found[relative] = path.read_bytes()
-    return found
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from conftest import snapshot
 from features import bar_count
 
 from jules_cache import FeatureStore
@@ -189,26 +190,6 @@ def cache(tmp_path_factory) -> Iterator[Cache]:
 def store(cache) -> Iterator[FeatureStore]:
     with FeatureStore(cache.root) as feature_store:
         yield feature_store
-
-
-def snapshot(*folders: Path) -> dict[str, bytes | None]:
-    """Every file (bytes) and folder (None) under ``folders``, symlinks not followed.
-
-    manifest.lock holds the pid of the last process that took it exclusively (a `jules-cache`
-    subprocess opening the store does): compared as a pid, not as bytes.
-    """
-    found: dict[str, bytes | None] = {}
-    for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            for name in dirnames:
-                found[os.path.join(dirpath, name)] = None
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                with open(path, "rb") as handle:
-                    found[path] = handle.read()
-                if name == "manifest.lock":
-                    found[path] = b"pid" if found[path].isdigit() else found[path]
-    return found
 
 
 def truth(store: FeatureStore) -> list[list[tuple]]:

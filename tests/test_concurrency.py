@@ -75,14 +75,20 @@ def _hold_lock(path: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
-    lock = tmp_path / "manifest.lock"
+def _start_lock_holder(lock: Path):
+    """Start a process that holds ``lock`` until the returned event is set (or 30 s pass)."""
     context = multiprocessing.get_context("spawn")
     ready, release = context.Event(), context.Event()
     holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
     holder.start()
+    assert ready.wait(30)
+    return holder, release
+
+
+def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
+    lock = tmp_path / "manifest.lock"
+    holder, release = _start_lock_holder(lock)
     try:
-        assert ready.wait(30)
         with pytest.raises(LockTimeout) as info, file_lock(lock, timeout=0.2):
             pass
         assert str(lock) in str(info.value) and info.value.holder_pid == holder.pid
@@ -94,11 +100,7 @@ def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
 
 def test_a_dead_lock_holder_never_blocks_others(tmp_path):
     lock = tmp_path / "k.lock"
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
-    holder.start()
-    assert ready.wait(30)
+    holder, _ = _start_lock_holder(lock)
     holder.kill()
     holder.join(30)
     with file_lock(lock, timeout=2):
