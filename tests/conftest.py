@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: a fresh cache root per test, small synthetic frames, a counted
-compute function, modules written on the fly, and the installed ``jules-cache`` command.
+compute function, modules written on the fly, a byte-exact snapshot of folders, and the
+installed ``jules-cache`` command.
 
 The helpers are plain functions and classes (tests import them with ``from conftest import``)
 because processes started with ``spawn`` must be able to import what they run.
