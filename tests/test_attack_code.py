@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jules_cache.errors import FingerprintError
-from jules_cache.fingerprints.code import code_fingerprint
-
-pytestmark = pytest.mark.attack
+pytestmark = [pytest.mark.attack, pytest.mark.slow]  # three new processes per test
 
 RUNNER = """
 import importlib, json, sys
@@ -681,37 +678,3 @@ def test_a_moved_checkout_still_hits(tmp_path):
     write_package(tmp_path / "two", files)
     assert not run(tmp_path / "one")["hit"]
     assert run(tmp_path / "two")["hit"]
-
-
-class _Node:
-    """A linked structure of the user's own class, as a parser or a tree model might hold."""
-
-    def __init__(self, nxt):
-        self.nxt = nxt
-
-
-def _linked(length: int) -> _Node | None:
-    head = None
-    for _ in range(length):
-        head = _Node(head)
-    return head
-
-
-LINKED = _linked(5000)
-
-
-def test_a_deep_object_graph_is_reported_not_a_crash():
-    """Instances are described through their state; 5000 levels must not exhaust the stack."""
-
-    def in_default(lf, config, start=LINKED):
-        return start
-
-    with pytest.raises(FingerprintError, match="nested deeper than 64"):
-        code_fingerprint(in_default)
-
-    def in_global(lf, config):
-        return LINKED
-
-    notes = code_fingerprint(in_global).unfollowed
-    assert any("nested deeper than 64" in note for note in notes)
-    assert code_fingerprint(in_global).digest == code_fingerprint(in_global).digest

@@ -8,7 +8,6 @@ frame is ever served.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import snapshot
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
@@ -27,22 +27,6 @@ pytestmark = pytest.mark.attack
 
 CONFIG = {"freq": "1m"}
 SYMBOLS = ("AAPL", "MSFT")
-
-
-def snapshot(folder: Path) -> dict[str, bytes | str]:
-    """Every entry under ``folder`` (links not followed): file bytes, link targets, folders."""
-    found: dict[str, bytes | str] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            relative = str(path.relative_to(folder))
-            if path.is_symlink():
-                found[relative] = "-> " + os.readlink(path)
-            elif path.is_dir():
-                found[relative] = "dir"
-            else:
-                found[relative] = path.read_bytes()
-    return found
 
 
 @pytest.fixture
@@ -140,6 +124,7 @@ def _store_action(action: str) -> Callable[[Path, pl.DataFrame, dict], object]:
 ACTIONS = ["gc", "gc-grace-0", "check-fix", "check-rebuild", "refresh-views", "rm", "miss", "hit"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("plant", list(PLANTS))
 def test_a_planted_symlink_never_leads_outside_the_root(root, ticks, cache, outside, plant, action):
@@ -168,6 +153,7 @@ def test_a_planted_symlink_never_leads_outside_the_root(root, ticks, cache, outs
     assert outside.is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plant", ["objects-shard", "views", "manifest-lock"])
 def test_the_cli_refuses_a_planted_symlink_with_exit_1_naming_it(root, cache, outside, plant):
     PLANTS[plant](root, outside, cache)
@@ -203,6 +189,7 @@ def test_a_root_that_is_itself_a_symlink_keeps_working(tmp_path, ticks):
 # -- a hit checks the key the file carries -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_file_copied_over_another_key_is_never_served(store, ticks):
     aapl = ticks.filter(pl.col("symbol") == "AAPL")
     msft = ticks.filter(pl.col("symbol") == "MSFT")

@@ -351,17 +351,15 @@ DTYPE_CASES = {
     "float16": (pl.Float16(), [1.5, None]),
     "uint128": (pl.UInt128(), [1, 2]),
     "struct_of_int128": (pl.Struct({"w": pl.Int128}), [{"w": 1}, None]),
-    "list_of_object": (pl.List(pl.Object), None),
+    "list_of_object": (pl.List(pl.Object), None),  # Polars cannot build one: the sweep only
 }
 
 
-@pytest.mark.parametrize("case", list(DTYPE_CASES))
+@pytest.mark.parametrize("case", [case for case, (_, values) in DTYPE_CASES.items() if values])
 def test_every_result_dtype_round_trips_or_is_returned_uncached(store, case):
     """Never a silently different dtype: either a hit equals the computed frame (schema and
     values) or the result is refused before anything is written."""
     dtype, values = DTYPE_CASES[case]
-    if values is None:
-        pytest.skip(f"Polars cannot build a {dtype} series here")
     config = {"dtype": _Dtype(dtype), "values": values}
     computed = make_typed(SMALL.lazy(), {"dtype": dtype, "values": values})
     with pytest.warns(CacheWriteWarning) if _refused(dtype) else contextlib.nullcontext():

@@ -100,6 +100,7 @@ class Session:
 # -- item 7: a plain DuckDB reader -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_session_held_on_the_catalog_blocks_no_publish_hit_gc_or_check(root, ticks):
     """Open catalog.duckdb for hours: everything keeps working, the session keeps a consistent
     snapshot, and a new session sees the new state."""
@@ -133,6 +134,7 @@ def test_a_session_held_on_the_catalog_blocks_no_publish_hit_gc_or_check(root, t
         session.close()
 
 
+@pytest.mark.slow
 def test_even_a_read_write_session_on_the_catalog_blocks_nothing(root, ticks):
     """A client that forgets read_only=True (and writes) still cannot stop the cache."""
     from jules_cache.synthetic import ticks_for
@@ -164,6 +166,7 @@ def test_even_a_read_write_session_on_the_catalog_blocks_nothing(root, ticks):
         session.close()
 
 
+@pytest.mark.slow
 def test_a_session_held_on_the_manifest_is_reported_busy_naming_it(root, ticks):
     cached = fill(root, ticks, SYMBOLS[:1])
     session = Session(root / "manifest.duckdb")
@@ -179,6 +182,7 @@ def test_a_session_held_on_the_manifest_is_reported_busy_naming_it(root, ticks):
     assert_every_result_hits(root, ticks, cached, SYMBOLS[:1])
 
 
+@pytest.mark.slow
 def test_a_busy_manifest_is_waited_for_up_to_the_lock_timeout(root, ticks):
     fill(root, ticks, SYMBOLS[:1])
     holder = subprocess.Popen(
@@ -260,6 +264,7 @@ def test_hits_keep_serving_when_the_manifest_is_deleted_and_counts_survive(root,
     store.close()
 
 
+@pytest.mark.slow
 def test_hits_keep_serving_while_a_session_holds_the_manifest(root, ticks):
     from jules_cache.synthetic import ticks_for
 
@@ -294,17 +299,27 @@ def run_killed(args: list[str], stage: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("stage", ["rebuild-started", "rebuild-registered", "rebuild-moved-aside"])
-@pytest.mark.parametrize("how", ["store-recovering", "cli-rebuild"])
-def test_a_rebuild_killed_at_any_stage_leaves_a_root_the_next_store_opens(root, ticks, stage, how):
-    if how == "store-recovering" and stage == "rebuild-moved-aside":
-        pytest.skip("nothing to move aside: the manifest was deleted")
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("how", "stage"),
+    [
+        ("store-recovering", "rebuild-started"),
+        ("store-recovering", "rebuild-registered"),
+        # no ("store-recovering", "rebuild-moved-aside"): the manifest was deleted, nothing to move
+        ("cli-rebuild", "rebuild-started"),
+        ("cli-rebuild", "rebuild-registered"),
+        ("cli-rebuild", "rebuild-moved-aside"),
+    ],
+)
+def test_a_rebuild_killed_at_any_stage_leaves_a_root_the_next_store_opens(
+    root, ticks, how, stage, jules_cache_command
+):
     cached = fill(root, ticks)
     if how == "store-recovering":  # FeatureStore() rebuilding a deleted manifest
         (root / "manifest.duckdb").unlink()
         args = [sys.executable, "-c", OPEN.format(tests=str(TESTS), root=str(root))]
     else:
-        args = ["jules-cache", "--root", str(root), "check", "--rebuild"]
+        args = [jules_cache_command, "--root", str(root), "check", "--rebuild"]
     done = run_killed(args, stage)
     assert done.returncode == -9, done.stderr
     assert_every_result_hits(root, ticks, cached)
@@ -323,6 +338,7 @@ def test_a_rebuild_killed_at_any_stage_leaves_a_root_the_next_store_opens(root, 
         assert not [p.name for p in (root / "tmp").iterdir() if p.name.startswith("manifest.")]
 
 
+@pytest.mark.slow
 def test_a_first_store_killed_while_creating_the_manifest_leaves_none(root):
     args = [sys.executable, "-c", OPEN.format(tests=str(TESTS), root=str(root))]
     done = run_killed(args, "manifest-creating")
@@ -341,6 +357,7 @@ def test_a_manifest_that_was_never_completely_written_is_rebuilt(root, ticks, si
     assert moved.stat().st_size == size  # kept for inspection, never deleted
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_creating_the_manifest_leaves_no_empty_one(root):
     script = textwrap.dedent(
         f"""
@@ -372,6 +389,7 @@ def bars_v2(ticks, config):
     return bar_count(ticks, config).with_columns(pl.col("n").alias("n_v2"))
 
 
+@pytest.mark.slow
 @pytest.mark.leaves_damage  # a truncated result file, on purpose
 def test_a_view_that_cannot_be_built_is_reported_once_per_feature_and_cause(root, aapl, caplog):
     """Item 13. The cause here is a damaged file: logged (as a quarantine is), never warned,

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from conftest import snapshot
 from features import bar_count
 
 from jules_cache import FeatureStore
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.attack
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 
-# What a reader of the cache relies on: compared before and after every attack.
+# What a reader of the cache relies on: after every attack it must be what it was when filled.
 TRUTH = (
     "SELECT symbol, config_json->>'freq' AS freq, count(*) AS n, sum(n) AS ticks, "
     "min(mean_price) AS lo FROM bar_count GROUP BY ALL ORDER BY ALL",
@@ -142,7 +143,13 @@ ATTACKS = {
     "read-text-manifest": "SELECT * FROM read_blob('{manifest}')",
 }
 
-ENTRY_POINTS = ("sql", "sql_arrow", "cli")
+# Every form through store.sql in the default run; through sql_arrow and the CLI as well in the
+# slow step (both end in the same guarded execution, so the default run loses no mechanism).
+ENTRY_POINTS = (
+    "sql",
+    pytest.param("sql_arrow", marks=pytest.mark.slow),
+    pytest.param("cli", marks=pytest.mark.slow),
+)
 
 
 @dataclass(frozen=True)
@@ -185,28 +192,14 @@ def store(cache) -> Iterator[FeatureStore]:
         yield feature_store
 
 
-def snapshot(*folders: Path) -> dict[str, bytes | None]:
-    """Every file (bytes) and folder (None) under ``folders``, symlinks not followed.
-
-    manifest.lock holds the pid of the last process that took it exclusively (a `jules-cache`
-    subprocess opening the store does): compared as a pid, not as bytes.
-    """
-    found: dict[str, bytes | None] = {}
-    for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            for name in dirnames:
-                found[os.path.join(dirpath, name)] = None
-            for name in filenames:
-                path = os.path.join(dirpath, name)
-                with open(path, "rb") as handle:
-                    found[path] = handle.read()
-                if name == "manifest.lock":
-                    found[path] = b"pid" if found[path].isdigit() else found[path]
-    return found
-
-
 def truth(store: FeatureStore) -> list[list[tuple]]:
     return [store.sql(query).rows() for query in TRUTH]
+
+
+@pytest.fixture(scope="module")
+def true_rows(store) -> list[list[tuple]]:
+    """What TRUTH returns on the cache as filled: after every attack it must return the same."""
+    return truth(store)
 
 
 def run_entry_point(entry_point: str, store: FeatureStore, query: str) -> str:
@@ -223,22 +216,24 @@ def run_entry_point(entry_point: str, store: FeatureStore, query: str) -> str:
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
-def test_attack_is_refused_and_changes_nothing(cache, store, attack, entry_point):
-    expected = truth(store)
+def test_attack_is_refused_and_changes_nothing(cache, store, true_rows, attack, entry_point):
     before = snapshot(cache.root, cache.outside)
     message = run_entry_point(entry_point, store, ATTACKS[attack].format(**cache.places()))
     # A form DuckDB cannot even parse (EXPLAIN ANALYZE ATTACH/EXPORT) never ran either.
     assert re.search(r"refused|syntax error", message), message
     assert snapshot(cache.root, cache.outside) == before
-    assert truth(store) == expected
+    assert truth(store) == true_rows
 
 
-def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(cache, store):
+@pytest.mark.slow
+def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(
+    cache, store, jules_cache_command
+):
     env = {**os.environ, "JULES_CACHE_ROOT": str(cache.root)}
     before = snapshot(cache.root, cache.outside)
     for attack in ("explain-analyze-copy-over-live-result", "read-text-outside", "cte-delete"):
         done = subprocess.run(
-            ["jules-cache", "sql", ATTACKS[attack].format(**cache.places())],
+            [jules_cache_command, "sql", ATTACKS[attack].format(**cache.places())],
             capture_output=True,
             text=True,
             env=env,
@@ -250,7 +245,8 @@ def test_the_cli_entry_point_refuses_with_exit_1_and_the_reason_on_stderr(cache,
     assert snapshot(cache.root, cache.outside) == before
 
 
-def test_a_fresh_process_still_gets_the_true_values(cache, store):
+@pytest.mark.slow
+def test_a_fresh_process_still_gets_the_true_values(cache, store, jules_cache_command):
     """The finding: a poisoned result file was served as a HIT to a new process."""
     expected = truth(store)
     for attack in ATTACKS.values():
@@ -258,7 +254,7 @@ def test_a_fresh_process_still_gets_the_true_values(cache, store):
             store.sql(attack.format(**cache.places()))
     env = {**os.environ, "JULES_CACHE_ROOT": str(cache.root)}
     done = subprocess.run(
-        ["jules-cache", "sql", TRUTH[0], "--format", "json"],
+        [jules_cache_command, "sql", TRUTH[0], "--format", "json"],
         capture_output=True,
         text=True,
         env=env,
@@ -354,8 +350,7 @@ CHANGING = {
 
 
 @pytest.mark.parametrize("attack", sorted(CHANGING))
-def test_a_session_change_that_slipped_through_is_undone(cache, store, attack):
-    expected = truth(store)
+def test_a_session_change_that_slipped_through_is_undone(cache, store, true_rows, attack):
     before = snapshot(cache.root, cache.outside)
     statement = duckdb.extract_statements(CHANGING[attack].format(**cache.places()))[0]
     try:
@@ -364,13 +359,12 @@ def test_a_session_change_that_slipped_through_is_undone(cache, store, attack):
         pass  # refused by DuckDB itself: fine, as long as nothing changed
     else:
         assert isinstance(result, pa.Table)
-    assert truth(store) == expected
+    assert truth(store) == true_rows
     assert snapshot(cache.root, cache.outside) == before
 
 
-def test_state_changes_across_several_slipped_statements_are_undone(cache, store):
+def test_state_changes_across_several_slipped_statements_are_undone(cache, store, true_rows):
     """Statements that each do one harmless-looking step, together a shadow of ``entries``."""
-    expected = truth(store)
     steps = [
         "ATTACH ':memory:' AS planted",
         "CREATE TABLE planted.main.entries AS SELECT * FROM entries LIMIT 0",
@@ -381,7 +375,7 @@ def test_state_changes_across_several_slipped_statements_are_undone(cache, store
     for step in steps:
         with contextlib.suppress(duckdb.Error):
             session().execute(duckdb.extract_statements(step)[0])
-    assert truth(store) == expected
+    assert truth(store) == true_rows
 
 
 def test_a_read_only_statement_keeps_the_session(store):

@@ -164,6 +164,7 @@ store.close()
 """
 
 
+@pytest.mark.slow
 def test_under_a_group_writable_umask_everything_is_group_writable(tmp_path):
     root = tmp_path / "shared-cache"
     script = GROUP_SCRIPT.format(tests=str(TESTS), root=str(root))

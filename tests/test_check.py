@@ -241,7 +241,8 @@ def test_cli_check_exits_1_while_inconsistent_and_fix_repairs(root, aapl):
     assert again.exit_code == 0 and json.loads(again.stdout)["entries"] == 0
 
 
-def test_the_entry_point_rebuilds_a_deleted_manifest(root, aapl):
+@pytest.mark.slow
+def test_the_entry_point_rebuilds_a_deleted_manifest(root, aapl, jules_cache_command):
     with FeatureStore(root) as store:
         result = put(store, aapl)
     (root / "manifest.duckdb").unlink()
@@ -253,7 +254,7 @@ def test_the_entry_point_rebuilds_a_deleted_manifest(root, aapl):
     assert recovered.returncode == 0 and json.loads(recovered.stdout)["entries"] == 1
     (root / "manifest.duckdb").unlink()
     done = subprocess.run(
-        ["jules-cache", "--root", str(root), "check", "--rebuild"],
+        [jules_cache_command, "--root", str(root), "check", "--rebuild"],
         capture_output=True,
         text=True,
     )

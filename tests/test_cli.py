@@ -7,22 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
-from features import bar_count
 
 from jules_cache import FeatureStore
 from jules_cache.cli import cli
 
 
-def _filled(root, aapl):
-    with FeatureStore(root) as store:
-        store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
-        store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
-        store.get_or_compute("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars")
-
-
-def test_stats_json_is_one_document_with_the_numbers(root, aapl):
-    _filled(root, aapl)
+def test_stats_json_is_one_document_with_the_numbers(root, two_entries):
     result = CliRunner().invoke(cli, ["--root", str(root), "stats", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -30,15 +22,13 @@ def test_stats_json_is_one_document_with_the_numbers(root, aapl):
     assert document["features"][0]["feature"] == "bars"
 
 
-def test_stats_table(root, aapl):
-    _filled(root, aapl)
+def test_stats_table(root, two_entries):
     result = CliRunner().invoke(cli, ["--root", str(root), "stats"])
     assert result.exit_code == 0
     assert "entries       2" in result.stdout and "bars" in result.stdout
 
 
-def test_ls_filters_and_json(root, aapl):
-    _filled(root, aapl)
+def test_ls_filters_and_json(root, two_entries):
     runner = CliRunner()
     listed = runner.invoke(cli, ["--root", str(root), "ls", "--symbol", "MSFT", "--json"])
     assert listed.exit_code == 0
@@ -48,8 +38,7 @@ def test_ls_filters_and_json(root, aapl):
     assert table.exit_code == 0 and "AAPL" in table.stdout and "MSFT" in table.stdout
 
 
-def test_root_from_the_environment(root, aapl):
-    _filled(root, aapl)
+def test_root_from_the_environment(root, two_entries):
     result = CliRunner().invoke(cli, ["stats", "--json"], env={"FEATURE_STORE_PATH": str(root)})
     assert json.loads(result.stdout)["entries"] == 2
 
@@ -68,9 +57,12 @@ def test_help_does_not_create_the_root(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-def test_demo_through_the_installed_entry_point_hits_on_the_second_call(tmp_path):
+@pytest.mark.slow
+def test_demo_through_the_installed_entry_point_hits_on_the_second_call(
+    tmp_path, jules_cache_command
+):
     env = {**os.environ, "JULES_CACHE_ROOT": str(tmp_path / "cache")}
-    command = ["jules-cache", "demo", "--symbols", "3", "--rows", "60000"]
+    command = [jules_cache_command, "demo", "--symbols", "3", "--rows", "60000"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "miss" in done.stdout and "x faster" in done.stdout
@@ -78,6 +70,7 @@ def test_demo_through_the_installed_entry_point_hits_on_the_second_call(tmp_path
     assert "all first calls were hits" in again.stdout
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same_cli(root):
     FeatureStore(root).close()
     done = subprocess.run(

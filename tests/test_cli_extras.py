@@ -53,10 +53,11 @@ def test_rm_needs_a_filter(filled):
     assert result.exit_code == 2 and "too short" in result.stderr  # a usage error (#14 item 8)
 
 
-def test_stats_prometheus_textfile(filled, tmp_path):
+@pytest.mark.slow
+def test_stats_prometheus_textfile(filled, tmp_path, jules_cache_command):
     target = tmp_path / "jules_cache.prom"
     done = subprocess.run(
-        ["jules-cache", "--root", str(filled), "stats", "--prometheus", str(target)],
+        [jules_cache_command, "--root", str(filled), "stats", "--prometheus", str(target)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -159,3 +159,38 @@ def test_repl_defined_function_without_source():
     exec("def f(x):\n    return x\n", namespace)
     with pytest.raises(FingerprintError, match="version="):
         code_fingerprint(namespace["f"])
+
+
+class _Node:
+    """A linked structure of the user's own class, as a parser or a tree model might hold."""
+
+    def __init__(self, nxt):
+        self.nxt = nxt
+
+
+def _linked(length: int) -> _Node | None:
+    head = None
+    for _ in range(length):
+        head = _Node(head)
+    return head
+
+
+LINKED = _linked(5000)
+
+
+@pytest.mark.attack
+def test_a_deep_object_graph_is_reported_not_a_crash():
+    """Instances are described through their state; 5000 levels must not exhaust the stack."""
+
+    def in_default(lf, config, start=LINKED):
+        return start
+
+    with pytest.raises(FingerprintError, match="nested deeper than 64"):
+        code_fingerprint(in_default)
+
+    def in_global(lf, config):
+        return LINKED
+
+    notes = code_fingerprint(in_global).unfollowed
+    assert any("nested deeper than 64" in note for note in notes)
+    assert code_fingerprint(in_global).digest == code_fingerprint(in_global).digest

@@ -6,8 +6,8 @@ import multiprocessing
 import os
 from pathlib import Path
 
-import polars as pl
 import pytest
+from conftest import frame
 from features import computations, logged_feature
 
 from jules_cache import FeatureStore, LockTimeout
@@ -16,12 +16,15 @@ from jules_cache.storage.locks import file_lock
 PROCESSES = 8
 SHARED_KEYS = 6
 
-
-def _frame(i: int) -> pl.DataFrame:
-    return pl.DataFrame({"price": [float(i + j) for j in range(500)], "size": list(range(500))})
+pytestmark = pytest.mark.slow  # every test spawns processes
 
 
-def _trainer(root: str, log_dir: str, worker: int, barrier) -> list[tuple[str, float, int]]:
+ROWS = 500
+
+
+def fetch_every_shared_key_and_a_private_one(
+    root: str, log_dir: str, worker: int, barrier
+) -> list[tuple[str, float, int]]:
     """Fetch every shared key (in a worker-specific order) plus a private one."""
     store = FeatureStore(root)
     barrier.wait()
@@ -30,11 +33,11 @@ def _trainer(root: str, log_dir: str, worker: int, barrier) -> list[tuple[str, f
     order = order[worker % SHARED_KEYS :] + order[: worker % SHARED_KEYS]
     for i in order:
         config = {"log_dir": log_dir, "tag": f"shared{i}"}
-        frame = store.get_or_compute(f"SYM{i}", _frame(i), config, logged_feature)
-        seen.append((f"shared{i}", frame["total"][0], frame["rows"][0]))
+        value = store.get_or_compute(f"SYM{i}", frame(i, ROWS), config, logged_feature)
+        seen.append((f"shared{i}", value["total"][0], value["rows"][0]))
     private = {"log_dir": log_dir, "tag": f"private{worker}"}
-    frame = store.get_or_compute("PRIV", _frame(100 + worker), private, logged_feature)
-    seen.append((f"private{worker}", frame["total"][0], frame["rows"][0]))
+    value = store.get_or_compute("PRIV", frame(100 + worker, ROWS), private, logged_feature)
+    seen.append((f"private{worker}", value["total"][0], value["rows"][0]))
     store.close()
     return seen
 
@@ -47,15 +50,16 @@ def test_spawned_processes_share_one_root_and_compute_each_key_once(tmp_path):
         barrier = manager.Barrier(PROCESSES)
         with context.Pool(PROCESSES) as pool:
             results = pool.starmap(
-                _trainer, [(str(root), str(log_dir), w, barrier) for w in range(PROCESSES)]
+                fetch_every_shared_key_and_a_private_one,
+                [(str(root), str(log_dir), w, barrier) for w in range(PROCESSES)],
             )
     for i in range(SHARED_KEYS):
         assert computations(log_dir, f"shared{i}") == 1
-    expected = {f"shared{i}": sum(float(i + j) for j in range(500)) for i in range(SHARED_KEYS)}
+    expected = {f"shared{i}": sum(float(i + j) for j in range(ROWS)) for i in range(SHARED_KEYS)}
     for worker, seen in enumerate(results):
         assert computations(log_dir, f"private{worker}") == 1
         for tag, total, rows in seen:
-            assert rows == 500
+            assert rows == ROWS
             if tag.startswith("shared"):
                 assert total == expected[tag]
     store = FeatureStore(root)
@@ -71,14 +75,20 @@ def _hold_lock(path: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
-    lock = tmp_path / "manifest.lock"
+def _start_lock_holder(lock: Path):
+    """Start a process that holds ``lock`` until the returned event is set (or 30 s pass)."""
     context = multiprocessing.get_context("spawn")
     ready, release = context.Event(), context.Event()
     holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
     holder.start()
+    assert ready.wait(30)
+    return holder, release
+
+
+def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
+    lock = tmp_path / "manifest.lock"
+    holder, release = _start_lock_holder(lock)
     try:
-        assert ready.wait(30)
         with pytest.raises(LockTimeout) as info, file_lock(lock, timeout=0.2):
             pass
         assert str(lock) in str(info.value) and info.value.holder_pid == holder.pid
@@ -90,11 +100,7 @@ def test_lock_timeout_names_the_lock_file_and_holder(tmp_path):
 
 def test_a_dead_lock_holder_never_blocks_others(tmp_path):
     lock = tmp_path / "k.lock"
-    context = multiprocessing.get_context("spawn")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(str(lock), ready, release))
-    holder.start()
-    assert ready.wait(30)
+    holder, _ = _start_lock_holder(lock)
     holder.kill()
     holder.join(30)
     with file_lock(lock, timeout=2):

@@ -270,6 +270,7 @@ def test_large_frame_change_in_row_zero():
     assert fingerprint_table(pa.table({"x": values})) != before
 
 
+@pytest.mark.slow
 def test_same_digest_in_other_processes_and_hash_seeds(tmp_path):
     script = textwrap.dedent(
         """

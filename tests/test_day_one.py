@@ -19,31 +19,29 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import fill_two_entries
 from features import bar_count
 
 import jules_cache
 from jules_cache import FeatureStore, InvalidInput, errors
 from jules_cache.cli import cli
+from jules_cache.synthetic import ticks_for
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
-ENTRY_POINT = Path(sys.executable).parent / "jules-cache"
 
 
-def _filled(root: Path, aapl) -> list[str]:
-    """A cache with two entries (AAPL and MSFT); returns their keys."""
-    with FeatureStore(root) as store:
-        a = store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
-        m = store.fetch("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars")
-    return [a.key, m.key]
+@pytest.fixture(scope="module")
+def shared_root(tmp_path_factory, ticks) -> Path:
+    """A root filled by ``fill_two_entries`` once, for the parametrized tests that must leave
+    its entries as they are (usage errors, dry runs)."""
+    root = tmp_path_factory.mktemp("shared") / "cache"
+    fill_two_entries(root, ticks_for(ticks, "AAPL"))
+    return root
 
 
 def _run(args: list[str], env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, args, env=env)
-
-
-def _tree(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
 
 
 # -- item 5: --root before and after every subcommand ---------------------------------------------
@@ -61,9 +59,7 @@ READ_COMMANDS = {
 }
 
 
-def test_item5_every_subcommand_takes_root_after_its_name(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item5_every_subcommand_takes_root_after_its_name(tmp_path, root, two_entries):
     elsewhere = tmp_path / "elsewhere"
     for name, args in READ_COMMANDS.items():
         after = _run([*args, "--root", str(root)], env={"JULES_CACHE_ROOT": str(elsewhere)})
@@ -117,7 +113,7 @@ def test_item6_an_existing_empty_folder_is_not_a_cache_and_stays_empty(tmp_path)
     empty.mkdir()
     result = _run(["stats", "--root", str(empty)])
     assert result.exit_code == 1 and f"no jules_cache at {empty}" in result.stderr
-    assert _tree(empty) == []
+    assert list(empty.iterdir()) == []
 
 
 def test_item6_the_variable_root_is_named_too(tmp_path):
@@ -127,9 +123,7 @@ def test_item6_the_variable_root_is_named_too(tmp_path):
     assert not missing.exists()
 
 
-def test_item6_a_lost_manifest_is_still_a_cache_check_rebuild_repairs_it(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item6_a_lost_manifest_is_still_a_cache_check_rebuild_repairs_it(root, two_entries):
     (root / "manifest.duckdb").unlink()
     stats = _run(["stats", "--json", "--root", str(root)])  # recovers it from the files itself
     assert stats.exit_code == 0 and json.loads(stats.stdout)["entries"] == 2
@@ -162,18 +156,19 @@ def _crontab_command(line: str) -> str:
     return line.split(None, 5)[5]
 
 
-def test_item7_the_printed_crontab_line_runs_gc_under_cron_env(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+@pytest.mark.slow
+def test_item7_the_printed_crontab_line_runs_gc_under_cron_env(
+    tmp_path, root, two_entries, jules_cache_command
+):
     printed = subprocess.run(
-        [*_cron_env(tmp_path), str(ENTRY_POINT), "cron-line", "--root", str(root)],
+        [*_cron_env(tmp_path), jules_cache_command, "cron-line", "--root", str(root)],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert printed.returncode == 0, printed.stderr
     line = printed.stdout.strip().splitlines()[-1]
-    assert line.split()[5] == str(ENTRY_POINT)  # an absolute path: cron's PATH is not needed
+    assert line.split()[5] == jules_cache_command  # an absolute path: cron's PATH is not needed
     done = subprocess.run(
         [*_cron_env(tmp_path), "/bin/sh", "-c", _crontab_command(line)],
         capture_output=True,
@@ -187,10 +182,11 @@ def test_item7_the_printed_crontab_line_runs_gc_under_cron_env(tmp_path, aapl):
     assert "Traceback" not in log
 
 
-def test_item7_overlapping_cron_runs_exit_75_and_say_so_in_the_log(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
-    command = [*_cron_env(tmp_path), str(ENTRY_POINT), "gc", "--cron", "--root", str(root)]
+@pytest.mark.slow
+def test_item7_overlapping_cron_runs_exit_75_and_say_so_in_the_log(
+    tmp_path, root, two_entries, jules_cache_command
+):
+    command = [*_cron_env(tmp_path), jules_cache_command, "gc", "--cron", "--root", str(root)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     gc_lock = root / "locks" / "gc.lock"
@@ -205,13 +201,14 @@ def test_item7_overlapping_cron_runs_exit_75_and_say_so_in_the_log(tmp_path, aap
     assert "exit 75" in log and "busy" in log
 
 
-def test_item7_cron_log_rotates_and_a_missing_root_fails_without_creating_it(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+@pytest.mark.slow
+def test_item7_cron_log_rotates_and_a_missing_root_fails_without_creating_it(
+    tmp_path, root, two_entries, jules_cache_command
+):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "gc.log").write_text("x" * 1_100_000)  # over the 1 MiB rotation size
-    command = [*_cron_env(tmp_path), str(ENTRY_POINT), "gc", "--cron", "--log-dir", str(logs)]
+    command = [*_cron_env(tmp_path), jules_cache_command, "gc", "--cron", "--log-dir", str(logs)]
     done = subprocess.run([*command, "--root", str(root)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (logs / "gc.log.1").stat().st_size == 1_100_000
@@ -246,22 +243,18 @@ def test_item7_no_shipped_script_depends_on_the_callers_path():
     ],
     ids=" ".join,
 )
-def test_item8_usage_errors_exit_2(tmp_path, aapl, args):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
-    result = _run(["--root", str(root), *args])
+def test_item8_usage_errors_exit_2(shared_root, args):
+    result = _run(["--root", str(shared_root), *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    with FeatureStore(root) as store:
+    with FeatureStore(shared_root) as store:
         assert len(store.entries()) == 2
 
 
-def test_item8_rm_all_dry_run_then_for_real(tmp_path, aapl):
-    root = tmp_path / "cache"
-    keys = _filled(root, aapl)
+def test_item8_rm_all_dry_run_then_for_real(root, two_entries):
     dry = _run(["rm", "--all", "--dry-run", "--json", "--root", str(root)])
     assert dry.exit_code == 0, dry.output
-    assert sorted(e["key"] for e in json.loads(dry.stdout)["removed"]) == sorted(keys)
+    assert sorted(e["key"] for e in json.loads(dry.stdout)["removed"]) == sorted(two_entries)
     with FeatureStore(root) as store:
         assert len(store.entries()) == 2
     done = _run(["rm", "--all", "--root", str(root)])
@@ -285,19 +278,15 @@ def test_item8_store_remove_all(store, aapl):
 
 
 @pytest.mark.parametrize("grace", ["6h", "30m", "7d", "600", "1.5h"])
-def test_item9_check_and_gc_take_the_same_durations(tmp_path, aapl, grace):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item9_check_and_gc_take_the_same_durations(shared_root, grace):
     for args in (["check", "--grace", grace], ["gc", "--dry-run", "--grace", grace]):
-        result = _run(["--root", str(root), *args, "--json"])
+        result = _run(["--root", str(shared_root), *args, "--json"])
         assert result.exit_code == 0, f"{args}: {result.output}"
-    checked = json.loads(_run(["--root", str(root), "check", "--grace", "1.5h", "--json"]).stdout)
-    assert checked["consistent"]
+    checked = _run(["--root", str(shared_root), "check", "--grace", "1.5h", "--json"])
+    assert json.loads(checked.stdout)["consistent"]
 
 
-def test_item9_ls_since_takes_a_duration_or_a_date(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item9_ls_since_takes_a_duration_or_a_date(root, two_entries):
     recent = _run(["ls", "--since", "1h", "--json", "--root", str(root)])
     assert recent.exit_code == 0, recent.output
     assert len(json.loads(recent.stdout)) == 2
@@ -309,7 +298,8 @@ def test_item9_store_entry_takes_a_6_character_prefix(store, aapl):
     key = store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars").key
     assert store.entry(key).key == key
     assert store.entry(key[:6]).key == key
-    assert store.entry(key[:12].upper()) is None or store.entry(key[:12]).key == key
+    upper = store.entry(key[:12].upper())
+    assert upper is None or upper.key == key
     assert store.entry("ffffff" if not key.startswith("ffffff") else "000000") is None
     with pytest.raises(InvalidInput, match="6"):
         store.entry(key[:4])
@@ -322,9 +312,7 @@ def _display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def test_item10_sql_table_keeps_small_numbers_and_aligns_wide_text(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item10_sql_table_keeps_small_numbers_and_aligns_wide_text(root, two_entries):
     query = (
         "SELECT symbol, ret::DOUBLE AS ret, n FROM (VALUES ('日本', -0.000123, 12), "
         "('AAPL', 0.000456, 3), ('BRK/B', 1234567.891, 4)) t(symbol, ret, n)"
@@ -348,9 +336,7 @@ def test_item10_sql_table_keeps_small_numbers_and_aligns_wide_text(tmp_path, aap
 # -- item 11: check and GC agree on stale locks ---------------------------------------------------
 
 
-def test_item11_check_grace_0_counts_the_same_stale_locks_as_gc(tmp_path, aapl):
-    root = tmp_path / "cache"
-    _filled(root, aapl)
+def test_item11_check_grace_0_counts_the_same_stale_locks_as_gc(root, two_entries):
     gc = _run(["--root", str(root), "gc", "--grace", "0", "--dry-run", "--json"])
     assert gc.exit_code == 0, gc.output
     gc_stale = next(t for t in json.loads(gc.stdout)["totals"] if t["reason"] == "stale_lock")
@@ -363,10 +349,9 @@ def test_item11_check_grace_0_counts_the_same_stale_locks_as_gc(tmp_path, aapl):
     assert (root / "locks" / "gc.lock").exists()
 
 
-def test_item11_a_lock_held_by_a_live_process_is_never_stale(tmp_path, aapl):
-    root = tmp_path / "cache"
-    keys = _filled(root, aapl)
-    held = root / "locks" / f"{keys[0]}.lock"
+@pytest.mark.slow
+def test_item11_a_lock_held_by_a_live_process_is_never_stale(root, two_entries):
+    held = root / "locks" / f"{two_entries[0]}.lock"
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -426,6 +411,7 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
+@pytest.mark.slow
 def test_item17_every_readme_python_block_runs_in_a_fresh_process(tmp_path):
     """Blocks of the sharing section need what they say: dask (``compute_many``) and, marked
     ``# needs: shared services``, the test services (run against a fresh prefix and schema)."""
@@ -489,6 +475,7 @@ except ImportError as exc:
 """
 
 
+@pytest.mark.slow
 def test_item18_import_without_fcntl_says_which_platforms_are_supported():
     done = subprocess.run(
         [sys.executable, "-c", _BLOCK_FCNTL], capture_output=True, text=True, timeout=120

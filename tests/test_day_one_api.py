@@ -96,6 +96,7 @@ print(base.fetch("AAPL", ticks, {}).key, uses_base.fetch("AAPL", ticks, {}).key)
 """
 
 
+@pytest.mark.slow
 def test_decorated_keys_are_the_same_in_every_process(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(_SCRIPT)
@@ -128,6 +129,7 @@ def usage(store: FeatureStore, ticks: pl.DataFrame) -> None:
 """
 
 
+@pytest.mark.slow
 def test_mypy_strict_accepts_typed_usage_and_rejects_misuse(tmp_path):
     rejected = tmp_path / "rejected.py"
     rejected.write_text(_REJECTED)
@@ -226,7 +228,8 @@ def _tmpfs(folder: Path):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def _tree(folder: Path) -> dict[str, tuple[int, int]]:
+def _sizes_and_mtimes(folder: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of everything under ``folder``: a rewrite with the same bytes shows."""
     return {
         str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
         for path in sorted(folder.rglob("*"))
@@ -242,7 +245,7 @@ def test_read_only_store_serves_a_read_only_mount_and_writes_nothing(tmp_path):
             writer.fetch("AAPL", ticks, CONFIG, make_bars, name="bars")
             hits_before = writer.stats().hits
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
-        before = _tree(mount)
+        before = _sizes_and_mtimes(mount)
 
         store = FeatureStore(root, read_only=True)
         assert store.read_only
@@ -272,7 +275,7 @@ def test_read_only_store_serves_a_read_only_mount_and_writes_nothing(tmp_path):
                 change()
         store.flush()
         store.close()
-        assert _tree(mount) == before
+        assert _sizes_and_mtimes(mount) == before
 
 
 def test_read_only_store_on_a_writable_root_creates_no_file(root, aapl):
@@ -281,12 +284,12 @@ def test_read_only_store_on_a_writable_root_creates_no_file(root, aapl):
         lock = root / "manifest.lock"
     for leftover in (root / "locks").iterdir():
         leftover.unlink()
-    before = _tree(root)
+    before = _sizes_and_mtimes(root)
     with FeatureStore(root, read_only=True) as store:
         assert store.fetch("AAPL", aapl, CONFIG, make_bars, name="bars").hit
         assert not store.fetch("AAPL", aapl, {"freq": "5m"}, make_bars, name="bars").stored
         store.stats()
-    assert _tree(root) == before and lock.exists()
+    assert _sizes_and_mtimes(root) == before and lock.exists()
     with FeatureStore(root) as writer:  # the read-only hits were never flushed
         assert writer.entry(stored.key).hit_count == 0
 
@@ -311,9 +314,9 @@ def test_read_only_store_refuses_a_manifest_it_would_have_to_migrate(root):
         "DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)"
     )
     con.close()
-    before = _tree(root)
+    before = _sizes_and_mtimes(root)
     with pytest.raises(
         ManifestError, match=r"schema version .* open the root once with a writable"
     ):
         FeatureStore(root, read_only=True)
-    assert _tree(root) == before
+    assert _sizes_and_mtimes(root) == before

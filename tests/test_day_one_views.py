@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
 import duckdb
+import pytest
 from features import bar_count
 
 from jules_cache import FeatureStore
@@ -138,34 +138,21 @@ def test_item2_default_view_holds_the_latest_code_version_history_view_holds_all
 # -- item 3: a view keeps its name ---------------------------------------------------------------
 
 
-def _module(tmp_path: Path, name: str, factor: int):
-    folder = tmp_path / "modules"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{name}.py").write_text(
-        textwrap.dedent(
-            f"""
-            import polars as pl
+BARS_SOURCE = """
+import polars as pl
 
-            def bars(ticks, config):
-                return ticks.select((pl.len() * {factor}).alias("n")).collect()
-            """
-        )
-    )
-    sys.path.insert(0, str(folder))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop(name, None)
+def bars(ticks, config):
+    return ticks.select((pl.len() * FACTOR).alias("n")).collect()
+"""
 
 
 def test_item3_the_first_feature_keeps_its_view_name_a_later_one_is_qualified(
-    store, tmp_path, aapl
+    store, load_module, aapl
 ):
     tag = uuid.uuid4().hex[:8]
     # "z..." sorts after "a...": the first feature is not the first in name order.
-    first = _module(tmp_path, f"zresearch_{tag}", 1)
-    second = _module(tmp_path, f"amain_{tag}", 2)
+    first = load_module(f"zresearch_{tag}", BARS_SOURCE.replace("FACTOR", "1"))
+    second = load_module(f"amain_{tag}", BARS_SOURCE.replace("FACTOR", "2"))
     store.get_or_compute("AAPL", aapl, {}, first.bars)
     assert store.sql("SELECT n FROM bars")["n"].to_list() == [aapl.height]
     store.get_or_compute("AAPL", aapl, {}, second.bars)
@@ -218,6 +205,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_item4_a_feature_of_the_main_script_is_one_feature_in_spawn_children(tmp_path):
     script = tmp_path / "research.py"
     script.write_text(SCRIPT)

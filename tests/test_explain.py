@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import textwrap
-
 import polars as pl
 from features import bar_count
 
@@ -63,23 +59,13 @@ def feature(ticks, config):
 """
 
 
-def _load(tmp_path, source):
-    path = tmp_path / "user_features.py"
-    path.write_text(textwrap.dedent(source))
-    spec = importlib.util.spec_from_file_location("user_features", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["user_features"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_a_changed_helper_function_is_named(store, aapl, tmp_path):
-    before = _load(tmp_path, HELPER_SOURCE.replace("FACTOR", "2"))
+def test_a_changed_helper_function_is_named(store, aapl, load_module):
+    before = load_module("user_features", HELPER_SOURCE.replace("FACTOR", "2"))
     store.fetch("AAPL", aapl, {}, before.feature)
-    after = _load(tmp_path, HELPER_SOURCE.replace("FACTOR", "3"))
+    after = load_module("user_features", HELPER_SOURCE.replace("FACTOR", "3"))
     assert not store.fetch("AAPL", aapl, {}, after.feature).hit  # the helper's change misses
     explanation = store.explain(
-        "AAPL", aapl, {}, _load(tmp_path, HELPER_SOURCE.replace("FACTOR", "4")).feature
+        "AAPL", aapl, {}, load_module("user_features", HELPER_SOURCE.replace("FACTOR", "4")).feature
     )
     assert "code: user_features.scale changed" in explanation.differences
 

@@ -13,12 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from conftest import Counted
 from features import bar_count, flip_bit
 
 from jules_cache import FeatureStore, InvalidInput, UnsafePath
@@ -26,22 +26,6 @@ from jules_cache.maintenance.check import LEFTOVER_KINDS
 
 TESTS = Path(__file__).resolve().parent
 CONFIG = {"freq": "1m"}
-
-
-class Counted:
-    """bar_count, leaving a marker file per real computation."""
-
-    def __init__(self, log_dir: Path):
-        log_dir.mkdir(exist_ok=True)
-        self.log_dir = log_dir
-
-    def __call__(self, ticks, config):
-        (self.log_dir / uuid.uuid4().hex).touch()
-        return bar_count(ticks, config)
-
-    @property
-    def calls(self) -> int:
-        return len(list(self.log_dir.iterdir()))
 
 
 def reference(aapl):
@@ -148,6 +132,7 @@ def run_put(root, config, *, crash_at=None, lazy=False):
 STAGES = ["compute", "write", "fsynced", "renamed", "commit"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stage", "lazy"),
     [(stage, False) for stage in STAGES] + [("write", True), ("renamed", True)],
@@ -212,6 +197,7 @@ except StoreError as exc:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict", [False, True], ids=["best-effort", "strict"])
 def test_file_too_large_returns_the_result_or_raises_when_strict(root, strict):
     FeatureStore(root).close()
@@ -252,6 +238,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict", [False, True], ids=["best-effort", "strict"])
 def test_a_read_only_root(root, aapl, tmp_path, strict):
     if shutil.which("unshare") is None or shutil.which("mount") is None:
@@ -283,6 +270,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+@pytest.mark.slow
 def test_crash_hook_is_inert_without_the_variable_or_with_an_unknown_stage(root):
     assert run_put(root, CONFIG, crash_at="no-such-stage").returncode == 0
     done = run_put(root, CONFIG)

@@ -69,12 +69,13 @@ def test_unchanged_and_deleted_inputs_are_not_stale(footer_store, tmp_path):
     assert report.stale == () and len(report.inputs_missing) == 1
 
 
-def test_verify_command_exits_1_while_stale_entries_remain(root, tmp_path):
+@pytest.mark.slow
+def test_verify_command_exits_1_while_stale_entries_remain(root, tmp_path, jules_cache_command):
     path = tmp_path / "vendor.parquet"
     _write(path, cents_changed=False)
     FeatureStore(root, fingerprint="footer").fetch("AAPL", path, {}, total)
     _write(path, cents_changed=True)
-    command = ["jules-cache", "--root", str(root), "verify", "--json"]
+    command = [jules_cache_command, "--root", str(root), "verify", "--json"]
     found = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert found.returncode == 1 and len(json.loads(found.stdout)["stale"]) == 1
     fixed = subprocess.run([*command, "--fix"], capture_output=True, text=True, timeout=120)

@@ -14,9 +14,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import polars as pl
 import pytest
 from click.testing import CliRunner
+from conftest import frame
 from features import bar_count
 
 from jules_cache import FeatureStore, LockTimeout
@@ -26,21 +26,11 @@ from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import utc_now
 
 
-def _frame(i: int, rows: int = 200) -> pl.DataFrame:
-    start = pl.datetime(2024, 1, 1)
-    return pl.DataFrame(
-        {
-            "ts": pl.datetime_range(start, start + pl.duration(seconds=rows - 1), "1s", eager=True),
-            "price": [float(i + j) for j in range(rows)],
-        }
-    )
-
-
 def _fill(store: FeatureStore, count: int, symbol: str = "AAPL") -> list[str]:
     """Publish ``count`` entries; return their keys."""
     keys = []
     for i in range(count):
-        result = store.fetch(symbol, _frame(i), {"freq": "1m", "i": i}, bar_count, name="bars")
+        result = store.fetch(symbol, frame(i), {"freq": "1m", "i": i}, bar_count, name="bars")
         keys.append(result.key)
     return keys
 
@@ -59,7 +49,7 @@ def _age(store: FeatureStore, keys, *, accessed_days: float, created_days: float
 def _orphan(store: FeatureStore, key: str = "ab" * 16) -> Path:
     path = store.layout.result_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _frame(0).write_parquet(path)
+    frame(0).write_parquet(path)
     return path
 
 
@@ -158,7 +148,7 @@ def test_retention_counts_last_access_never_creation(store):
 def test_a_hit_refreshes_last_access_so_the_entry_survives(store):
     (key,) = _fill(store, 1)
     _age(store, [key], accessed_days=60)
-    assert store.fetch("AAPL", _frame(0), {"freq": "1m", "i": 0}, bar_count, name="bars").hit
+    assert store.fetch("AAPL", frame(0), {"freq": "1m", "i": 0}, bar_count, name="bars").hit
     store.flush()
     assert store.gc(retention_weeks=4).total("expired").count == 0
     assert store.entry(key) is not None
@@ -222,7 +212,7 @@ def test_no_root_spelling_deletes_a_live_file(tmp_path, root, spelling, monkeypa
 
     store = FeatureStore(root)
     assert _live_files(store) == set(keys)
-    again = store.fetch("AAPL", _frame(1), {"freq": "1m", "i": 1}, bar_count, name="bars")
+    again = store.fetch("AAPL", frame(1), {"freq": "1m", "i": 1}, bar_count, name="bars")
     assert again.hit
 
 
@@ -285,10 +275,10 @@ def test_a_held_lock_file_is_never_deleted(store):
 
 
 def test_a_reader_that_loses_the_race_recomputes(store):
-    first = store.fetch("AAPL", _frame(3), {"n": 3}, bar_count, name="bars")
+    first = store.fetch("AAPL", frame(3), {"n": 3}, bar_count, name="bars")
     store.gc(retention_weeks=0)
     assert store.entry(first.key) is None and not first.path.exists()
-    again = store.fetch("AAPL", _frame(3), {"n": 3}, bar_count, name="bars")
+    again = store.fetch("AAPL", frame(3), {"n": 3}, bar_count, name="bars")
     assert not again.hit and again.value.equals(first.value)
     assert store.entry(first.key) is not None
 
@@ -317,6 +307,7 @@ def _gc_forever(root: str, started) -> None:
         store.gc(retention_weeks=0)
 
 
+@pytest.mark.slow
 def test_killed_midway_gc_leaves_orphans_never_rows_without_files(tmp_path):
     root = tmp_path / "cache"
     store = FeatureStore(root)
@@ -336,15 +327,16 @@ def test_killed_midway_gc_leaves_orphans_never_rows_without_files(tmp_path):
     assert not any(store.layout.result_path(k).exists() for k in keys)
 
 
-def _trainer(root: str, worker: int, seconds: float) -> tuple[int, int, list[str]]:
+def fetch_until(root: str, worker: int, seconds: float) -> tuple[int, int, list[str]]:
+    """A trainer: fetch eight keys in turn until the time is up; return what failed."""
     store = FeatureStore(root, hit_flush_seconds=0.05)
     calls, errors = 0, []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         i = calls % 8
         try:
-            frame = store.get_or_compute("AAPL", _frame(i), {"i": i}, bar_count, name="bars")
-            assert frame["n"].sum() == 200
+            bars = store.get_or_compute("AAPL", frame(i), {"i": i}, bar_count, name="bars")
+            assert bars["n"].sum() == 200
         except Exception as exc:
             errors.append(repr(exc))
         calls += 1
@@ -352,7 +344,8 @@ def _trainer(root: str, worker: int, seconds: float) -> tuple[int, int, list[str
     return worker, calls, errors
 
 
-def _gc_loop(root: str, seconds: float) -> tuple[int, float]:
+def gc_until(root: str, seconds: float) -> tuple[int, float]:
+    """GC with retention 0 again and again until the time is up; return runs, longest hold."""
     store = FeatureStore(root)
     runs, longest = 0, 0.0
     deadline = time.monotonic() + seconds
@@ -368,8 +361,8 @@ def _race(tmp_path: Path, trainers: int, seconds: float) -> None:
     FeatureStore(root)
     context = multiprocessing.get_context("spawn")
     with context.Pool(trainers + 1) as pool:
-        gc_result = pool.apply_async(_gc_loop, (str(root), seconds))
-        results = pool.starmap(_trainer, [(str(root), w, seconds) for w in range(trainers)])
+        gc_result = pool.apply_async(gc_until, (str(root), seconds))
+        results = pool.starmap(fetch_until, [(str(root), w, seconds) for w in range(trainers)])
         runs, _ = gc_result.get(120)
     assert runs >= 2
     for _, calls, errors in results:
@@ -377,6 +370,7 @@ def _race(tmp_path: Path, trainers: int, seconds: float) -> None:
     _assert_no_dangling_rows(root)
 
 
+@pytest.mark.slow
 def test_gc_with_retention_zero_under_live_trainers(tmp_path):
     _race(tmp_path, trainers=2, seconds=4)
 
@@ -458,12 +452,13 @@ def test_cli_human_table_verbose_and_env_retention(root, store):
     assert {e.key for e in store.entries()} == set(keys[1:])
 
 
-def test_entry_point_subprocess_gc_and_overview(root, store):
+@pytest.mark.slow
+def test_entry_point_subprocess_gc_and_overview(root, store, jules_cache_command):
     _fill(store, 2)
     size = _orphan(store).stat().st_size
     env = {**os.environ, "FEATURE_STORE_PATH": str(root)}
     gc = subprocess.run(
-        ["jules-cache", "gc", "--json"], env=env, capture_output=True, text=True, timeout=60
+        [jules_cache_command, "gc", "--json"], env=env, capture_output=True, text=True, timeout=60
     )
     assert gc.returncode == 0, gc.stderr
     assert json.loads(gc.stdout)["totals"][0] == {"reason": "orphan", "count": 1, "bytes": size}
@@ -504,6 +499,7 @@ def test_overview_groups_by_feature_and_symbol(root, store):
 # -- auto_gc -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_gc_unless_asked_not_on_writes_close_or_exit(root):
     code = (
         "import sys; sys.path.insert(0, sys.argv[2])\n"
@@ -522,38 +518,43 @@ def test_auto_gc_runs_a_bounded_step_at_most_once_per_interval(root):
         stale = _fill(old, 3)
         _age(old, stale, accessed_days=60)
     store = FeatureStore(root, auto_gc=3600, auto_gc_limit=2)
-    store.fetch("MSFT", _frame(9), {"new": 1}, bar_count, name="bars")  # a publish: GC step
+    store.fetch("MSFT", frame(9), {"new": 1}, bar_count, name="bars")  # a publish: GC step
     runs = _gc_runs(store)
     assert len(runs) == 1 and runs[0][5] == 2  # bounded: 2 of the 3 expired entries
-    store.fetch("MSFT", _frame(9), {"new": 2}, bar_count, name="bars")
-    FeatureStore(root, auto_gc=3600).fetch("MSFT", _frame(9), {"new": 3}, bar_count)
+    store.fetch("MSFT", frame(9), {"new": 2}, bar_count, name="bars")
+    FeatureStore(root, auto_gc=3600).fetch("MSFT", frame(9), {"new": 3}, bar_count)
     assert len(_gc_runs(store)) == 1  # within the interval, also for another store
 
 
 # -- scheduled GC: `jules-cache gc --cron` (replaces scripts/feature_store_gc.sh) ---------------
 
-ENTRY_POINT = Path(sys.executable).parent / "jules-cache"
 
-
-def _cron(root: Path, log_dir: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+def _cron(
+    command: str, root: Path, log_dir: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess:
+    """Run ``command gc --cron *args`` on ``root`` the way cron would, logging to ``log_dir``."""
     env = {
         **os.environ,
         "FEATURE_STORE_PATH": str(root),
         "FEATURE_STORE_LOG_DIR": str(log_dir),
         **extra,
     }
-    command = [str(ENTRY_POINT), "gc", "--cron", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [command, "gc", "--cron", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
-def test_cron_gc_runs_and_logs(tmp_path, root, store):
+@pytest.mark.slow
+def test_cron_gc_runs_and_logs(tmp_path, root, store, jules_cache_command):
     keys = _fill(store, 3)
     _age(store, keys[:1], accessed_days=3)
     log_dir = tmp_path / "logs"
-    dry = _cron(root, log_dir, "--dry-run", FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
+    dry = _cron(
+        jules_cache_command, root, log_dir, "--dry-run", FEATURE_STORE_GC_RETENTION_WEEKS="0.1"
+    )
     assert dry.returncode == 0 and dry.stdout == "", dry.stderr
     assert len(store.entries()) == 3
-    real = _cron(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
+    real = _cron(jules_cache_command, root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="0.1")
     assert real.returncode == 0 and real.stdout == "", real.stderr
     assert {e.key for e in store.entries()} == set(keys[1:])
     log = (log_dir / "gc.log").read_text()
@@ -562,20 +563,22 @@ def test_cron_gc_runs_and_logs(tmp_path, root, store):
     assert '"reason": "expired", "count": 1' in log
 
 
-def test_cron_gc_overlap_exits_75_and_bad_usage_2(tmp_path, root, store):
+@pytest.mark.slow
+def test_cron_gc_overlap_exits_75_and_bad_usage_2(tmp_path, root, store, jules_cache_command):
     log_dir = tmp_path / "logs"
     log_dir.mkdir()
     with open(log_dir / "gc.log", "a") as handle:  # another cron run is writing its log
         fcntl.flock(handle, fcntl.LOCK_EX)
-        busy = _cron(root, log_dir)
+        busy = _cron(jules_cache_command, root, log_dir)
     assert busy.returncode == 75 and "try later" in busy.stderr
-    bad = _cron(root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="-1")
+    bad = _cron(jules_cache_command, root, log_dir, FEATURE_STORE_GC_RETENTION_WEEKS="-1")
     assert bad.returncode == 2
 
 
+@pytest.mark.slow
 @pytest.mark.leaves_damage  # stray or missing files on purpose
-def test_cron_gc_exits_1_when_a_step_fails(tmp_path, root, immutable_orphan):
-    result = _cron(root, tmp_path / "logs")
+def test_cron_gc_exits_1_when_a_step_fails(tmp_path, root, immutable_orphan, jules_cache_command):
+    result = _cron(jules_cache_command, root, tmp_path / "logs")
     assert result.returncode == 1 and "cannot delete" in result.stderr
     log = (tmp_path / "logs" / "gc.log").read_text()
     assert "status failed" in log and "exit 1" in log

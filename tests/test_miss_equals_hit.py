@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import datetime
 
 import polars as pl
@@ -11,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from jules_cache import FeatureStore
 from jules_cache.storage.result_files import describe_result, read_result
 
 SETTINGS = settings(
@@ -51,15 +51,13 @@ def assert_same_bits(a: pl.DataFrame, b: pl.DataFrame) -> None:
 
 @SETTINGS
 @given(st.lists(st.tuples(FLOATS, TEXTS), min_size=1, max_size=40))
-def test_the_frame_a_miss_returns_is_the_frame_every_hit_returns(tmp_path_factory, rows):
-    store = FeatureStore(tmp_path_factory.mktemp("cache"))
-    config = {"rows": rows}
+def test_the_frame_a_miss_returns_is_the_frame_every_hit_returns(store, rows):
+    config = {"rows": rows, "example": uuid.uuid4().hex}  # one store, a new key per example
     miss = store.fetch("AAPL", INPUT, config, build)
     hit = store.fetch("AAPL", INPUT, config, build)
     assert not miss.hit and miss.stored and hit.hit
     assert_same_bits(miss.value, hit.value)
     assert_same_bits(miss.value, read_result(miss.path, miss.key))
-    store.close()
 
 
 @pytest.mark.parametrize("lazy_result", [False, True])

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import polars as pl
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from features import bar_count
 from polars.testing import assert_frame_equal
 
+from jules_cache import FeatureStore
 from jules_cache.cli import cli
 from jules_cache.errors import QueryError
 from jules_cache.query.views import refresh_views, view_names
@@ -27,13 +29,26 @@ def bars_v2(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
     return bar_count(ticks, config).with_columns(pl.col("n").alias("n_v2"))
 
 
-@pytest.fixture
-def filled(store, ticks):
+def fill(store: FeatureStore, ticks: pl.DataFrame) -> FeatureStore:
+    """Cache bar_count at two frequencies for each of SYMBOLS: six entries."""
     for symbol in SYMBOLS:
         data = ticks_for(ticks, symbol)
         for freq in ("1m", "5m"):
             store.get_or_compute(symbol, data, {"freq": freq}, bar_count)
     return store
+
+
+@pytest.fixture
+def filled(store, ticks):
+    return fill(store, ticks)
+
+
+@pytest.fixture(scope="module")
+def filled_once(tmp_path_factory, ticks) -> Iterator[FeatureStore]:
+    """``filled``, built once for a parametrized test whose cases must all change nothing."""
+    with FeatureStore(tmp_path_factory.mktemp("sql") / "cache") as store:
+        yield fill(store, ticks)
+    assert store.check().consistent
 
 
 def bare_duckdb(store, sql: str) -> list:
@@ -89,6 +104,7 @@ def test_manifest_tables_and_feature_views_are_queryable(filled):
     assert catalog.rows() == [("bar_count", "features.bar_count", 6, 3)]
 
 
+@pytest.mark.slow
 def test_bare_duckdb_finds_the_same_views(filled):
     rows = bare_duckdb(
         filled,
@@ -100,6 +116,7 @@ def test_bare_duckdb_finds_the_same_views(filled):
     assert views == [["bar_count", 6]]
 
 
+@pytest.mark.slow
 @pytest.mark.leaves_damage  # stray or missing files on purpose
 def test_orphan_files_never_appear(filled):
     source = filled.root / filled.entries(symbol="AAPL")[0].path
@@ -158,6 +175,7 @@ def test_schema_change_between_versions_stays_queryable(store, aapl):
     assert store.sql("SELECT count(*) AS n FROM bars", versions="2")["n"][0] == 390
 
 
+@pytest.mark.slow
 def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl):
     filled.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="other.thing")
     assert filled.sql("SELECT count(*) AS n FROM thing")["n"][0] == 390
@@ -193,11 +211,11 @@ def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl)
         "SELECT 1; DELETE FROM entries",
     ],
 )
-def test_writes_are_refused_and_change_nothing(filled, statement):
-    before = filled.sql("SELECT count(*) AS n FROM entries")
+def test_writes_are_refused_and_change_nothing(filled_once, statement):
+    before = filled_once.sql("SELECT count(*) AS n FROM entries")
     with pytest.raises(QueryError, match=r"refused|exactly one"):
-        filled.sql(statement)
-    assert filled.sql("SELECT count(*) AS n FROM entries").equals(before)
+        filled_once.sql(statement)
+    assert filled_once.sql("SELECT count(*) AS n FROM entries").equals(before)
 
 
 def test_errors_name_the_available_views(filled):
@@ -249,10 +267,11 @@ def test_cli_sql_formats_and_errors(filled, tmp_path):
     assert runner.invoke(cli, [*base, query, "--format", "parquet"]).exit_code == 2
 
 
-def test_cli_entry_point_subprocess(filled):
+@pytest.mark.slow
+def test_cli_entry_point_subprocess(filled, jules_cache_command):
     env = {**os.environ, "JULES_CACHE_ROOT": str(filled.root)}
     done = subprocess.run(
-        ["jules-cache", "sql", "SELECT count(*) AS n FROM bar_count", "--format", "json"],
+        [jules_cache_command, "sql", "SELECT count(*) AS n FROM bar_count", "--format", "json"],
         capture_output=True,
         text=True,
         env=env,
@@ -263,7 +282,7 @@ def test_cli_entry_point_subprocess(filled):
         json.loads(done.stdout)[0]["n"] == filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
     )
     bad = subprocess.run(
-        ["jules-cache", "sql", "SELECT * FROM nope"],
+        [jules_cache_command, "sql", "SELECT * FROM nope"],
         capture_output=True,
         text=True,
         env=env,
@@ -292,8 +311,6 @@ def test_a_gc_between_two_queries_is_seen_by_the_second(filled):
 
 
 def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path):
-    from jules_cache import FeatureStore
-
     stores = [FeatureStore(tmp_path / name) for name in ("a", "b")]
     for store in stores:
         store.get_or_compute("AAPL", ticks_for(ticks, "AAPL"), {"freq": "1m"}, bar_count)
@@ -306,6 +323,7 @@ def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path
     assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
 
 
+@pytest.mark.slow
 def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aapl):
     from jules_cache.query.views import link_folder
 
@@ -330,6 +348,7 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
     assert one == [[7]]
 
 
+@pytest.mark.slow
 def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
     from jules_cache.query.views import link_folder
 
@@ -342,6 +361,7 @@ def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
     assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[7]]
 
 
+@pytest.mark.slow
 def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
     total = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0]
     assert total == 6
@@ -363,6 +383,7 @@ def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
     assert rows[0][0] == left - 2
 
 
+@pytest.mark.slow
 def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl):
     store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count)
     with store.manifest.write() as con:  # what earlier versions stored in the manifest
@@ -372,8 +393,6 @@ def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl
         con.execute("CREATE VIEW feature_views AS SELECT 1 AS n")
     store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bar_count)
     store.flush()  # the writer brings catalog.duckdb up to date
-    from jules_cache import FeatureStore
-
     again = FeatureStore(store.root)  # migrates: the manifest keeps no views
     with again.manifest.read() as con:
         assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [

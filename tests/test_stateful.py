@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from features import bar_count
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -21,6 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from jules_cache import FeatureStore
 from jules_cache.maintenance.check import LEFTOVER_KINDS
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
+
+pytestmark = pytest.mark.slow  # a long random search: 20 runs of 20 steps
 
 TICKS = make_ticks(symbol_names(3), 6_000, seed=5)
 SYMBOLS = symbol_names(2)
@@ -106,8 +109,7 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule()
     def gc(self) -> None:
-        if hasattr(self.store, "gc"):
-            self.store.gc(retention_weeks=0, grace=0)
+        self.store.gc(retention_weeks=0, grace=0)
 
     @invariant()
     def published_files_are_complete_or_absent(self) -> None:

@@ -17,8 +17,8 @@ import statistics
 import time
 import traceback
 
-import polars as pl
 import pytest
+from conftest import frame
 from features import computations, logged_feature
 
 from jules_cache import FeatureStore
@@ -30,16 +30,15 @@ SHARED_KEYS = 12
 SECONDS = min(float(os.environ.get("JULES_STRESS_SECONDS", "15")), 60.0)
 
 
-def _frame(i: int) -> pl.DataFrame:
-    return pl.DataFrame({"price": [float(i * 1000 + j) for j in range(300)], "size": [1] * 300})
+ROWS = 300
 
 
 def _expected(i: int) -> tuple[float, int]:
-    frame = _frame(i)
-    return float(frame["price"].sum()), frame.height
+    data = frame(i, ROWS)
+    return float(data["price"].sum()), data.height
 
 
-def _trainer(
+def random_operations_until(
     root: str, log_dir: str, worker: int, seconds: float, run_gc: bool, gc_running: bool, barrier
 ):
     """Random operations until the deadline; return (counts, errors, mismatches, latencies)."""
@@ -69,7 +68,9 @@ def _trainer(
                     tag = f"shared{i}"
                 config = {"log_dir": log_dir, "tag": tag}
                 started = time.perf_counter()
-                result = store.fetch(f"S{i}", _frame(i), config, logged_feature, lazy=op == "lazy")
+                result = store.fetch(
+                    f"S{i}", frame(i, ROWS), config, logged_feature, lazy=op == "lazy"
+                )
                 value = result.value
                 if op == "lazy":
                     try:
@@ -80,15 +81,14 @@ def _trainer(
                         # Documented (README, Limitations): GC deleted the file between the
                         # fetch and the collect. The eager call then recomputes it.
                         counts["lazy_lost"] = counts.get("lazy_lost", 0) + 1
-                        result = store.fetch(f"S{i}", _frame(i), config, logged_feature)
+                        result = store.fetch(f"S{i}", frame(i, ROWS), config, logged_feature)
                         value = result.value
                 (hits if result.hit else puts).append(time.perf_counter() - started)
                 got = (float(value["total"][0]), int(value["rows"][0]))
                 if got != _expected(i):
                     mismatches.append(f"{tag}: {got} != {_expected(i)}")
             elif op == "sql":
-                rows = store.sql("SELECT count(*) AS n FROM entries")["n"][0]
-                assert rows >= 0
+                store.sql("SELECT count(*) AS n FROM entries")
             elif op == "gc":
                 store.gc(retention_weeks=0)
         except Exception:
@@ -110,7 +110,7 @@ def _run(tmp_path, run_gc: bool):
                 (str(root), str(log_dir), w, SECONDS, run_gc and w == 0, run_gc, barrier)
                 for w in range(PROCESSES)
             ]
-            results = pool.starmap(_trainer, args)
+            results = pool.starmap(random_operations_until, args)
             wall = time.perf_counter() - started
     counts: dict[str, int] = {}
     for result in results:
