@@ -29,6 +29,8 @@ from jules_cache import (
 )
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
 
+# The shared extra (dask) is installed in .ci/run's shared step, which runs this module.
+pytestmark = pytest.mark.shared
 CONFIG = {"freq": "1m"}
 SYMBOLS = symbol_names(16)
 
