@@ -1,26 +1,22 @@
-"""Shared fixtures and helpers: a fresh cache root per test, small synthetic frames, a counted
-compute function, modules written on the fly, a byte-exact snapshot of folders, and the
-installed ``jules-cache`` command.
+"""Shared fixtures: a fresh cache root per test, ticks, a root filled with two entries,
+modules written on the fly, and the installed ``jules-cache`` command.
 
-The helpers are plain functions and classes (tests import them with ``from conftest import``)
-because processes started with ``spawn`` must be able to import what they run.
+Plain helper functions and classes live in ``helpers.py`` (``from helpers import frame``).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 import textwrap
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
 import polars as pl
 import pytest
-from features import bar_count
+from helpers import fill_two_entries
 
 from jules_cache import FeatureStore
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
@@ -54,75 +50,10 @@ def aapl(ticks) -> pl.DataFrame:
     return ticks_for(ticks, "AAPL")
 
 
-def fill_two_entries(root: Path, aapl: pl.DataFrame) -> list[str]:
-    """Fill ``root`` with two entries of feature "bars" (AAPL, MSFT; AAPL's read once more,
-    one hit); return their keys."""
-    with FeatureStore(root) as store:
-        first = store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
-        store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
-        second = store.fetch("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars")
-    return [first.key, second.key]
-
-
 @pytest.fixture
 def two_entries(root, aapl) -> list[str]:
     """``root`` filled by ``fill_two_entries``; the two keys."""
     return fill_two_entries(root, aapl)
-
-
-def frame(i: int, rows: int = 200) -> pl.DataFrame:
-    """Frame number ``i`` of a family of small inputs (another ``i``, other data, another key):
-    ``ts`` one second apart, ``price`` = i + row number, ``size`` = row number."""
-    start = pl.datetime(2024, 1, 1)
-    return pl.DataFrame(
-        {
-            "ts": pl.datetime_range(start, start + pl.duration(seconds=rows - 1), "1s", eager=True),
-            "price": [float(i + j) for j in range(rows)],
-            "size": list(range(rows)),
-        }
-    )
-
-
-def snapshot(*folders: Path) -> dict[str, bytes | str]:
-    """Everything under ``folders``, links not followed: a file's bytes, a link's target
-    ("-> target"), "dir" for a folder; to compare before and after something that must not
-    touch them.
-
-    manifest.lock holds the pid of the last process that took it exclusively (a `jules-cache`
-    subprocess opening the store does): compared as a pid, not as bytes.
-    """
-    found: dict[str, bytes | str] = {}
-    for folder in folders:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            for name in dirnames + filenames:
-                path = Path(dirpath) / name
-                if path.is_symlink():
-                    found[str(path)] = "-> " + os.readlink(path)
-                elif path.is_dir():
-                    found[str(path)] = "dir"
-                else:
-                    data = path.read_bytes()
-                    pid = name == "manifest.lock" and data.isdigit()
-                    found[str(path)] = b"pid" if pid else data
-    return found
-
-
-class Counted:
-    """A compute function (``func``, bar_count by default) that leaves one marker file in
-    ``log_dir`` per real computation, so a test can count them across stores."""
-
-    def __init__(self, log_dir: Path, func: Callable = bar_count):
-        log_dir.mkdir(exist_ok=True)
-        self.log_dir = log_dir
-        self.func = func
-
-    def __call__(self, ticks, config):
-        (self.log_dir / uuid.uuid4().hex).touch()
-        return self.func(ticks, config)
-
-    @property
-    def calls(self) -> int:
-        return len(list(self.log_dir.iterdir()))
 
 
 @pytest.fixture

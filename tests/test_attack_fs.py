@@ -17,8 +17,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import snapshot
 from features import bar_count
+from helpers import snapshot
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
 from jules_cache.query.views import link_folder

@@ -24,8 +24,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from conftest import snapshot
 from features import bar_count
+from helpers import snapshot
 
 from jules_cache import FeatureStore
 from jules_cache.cli import cli

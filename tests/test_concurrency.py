@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import frame
 from features import computations, logged_feature
+from helpers import frame
 
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.storage.locks import file_lock

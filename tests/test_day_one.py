@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import fill_two_entries
 from features import bar_count
+from helpers import fill_two_entries
 
 import jules_cache
 from jules_cache import FeatureStore, InvalidInput, errors

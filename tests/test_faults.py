@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from conftest import Counted
 from features import bar_count, flip_bit
+from helpers import Counted
 
 from jules_cache import FeatureStore, InvalidInput, UnsafePath
 from jules_cache.maintenance.check import LEFTOVER_KINDS

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import frame
 from features import bar_count
+from helpers import frame
 
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.errors import GCError, InvalidInput

@@ -13,8 +13,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Counted
 from features import bar_count
+from helpers import Counted
 
 from jules_cache import (
     CacheWriteWarning,

@@ -18,8 +18,8 @@ import time
 import traceback
 
 import pytest
-from conftest import frame
 from features import computations, logged_feature
+from helpers import frame
 
 from jules_cache import FeatureStore
 

@@ -164,7 +164,12 @@ def _postgres_user() -> str | None:
 
 
 def _as_user(user: str | None, command: list[str]) -> list[str]:
-    return command if user is None else ["runuser", "-u", user, "--", *command]
+    if user is None:
+        return command
+    runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+    if runuser is None:
+        raise ServicesError("runuser not found: needed to run PostgreSQL as a non-root user")
+    return [runuser, "-u", user, "--", *command]
 
 
 def _run(command: list[str], what: str, env: dict[str, str] | None = None) -> None:
