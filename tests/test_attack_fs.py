@@ -21,7 +21,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
-from jules_cache.query.views import link_folder
+from jules_cache.query.views import link_folder, symbol_folder_name
 
 pytestmark = pytest.mark.attack
 
@@ -87,6 +87,9 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
     "views": lambda root, out, cache: _replace_with_link(root / "views", out),
     "views-feature": lambda root, out, cache: _replace_with_link(
         link_folder_of(root, _first(cache)), out
+    ),
+    "views-symbol": lambda root, out, cache: _replace_with_link(
+        link_folder_of(root, _first(cache)) / symbol_folder_name(_first(cache).symbol), out
     ),
     "views-stray": lambda root, out, cache: _replace_with_link(root / "views" / "stray", out),
     "objects": lambda root, out, cache: _replace_with_link(root / "objects", out / "nested"),

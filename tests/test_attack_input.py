@@ -475,7 +475,7 @@ def test_rm_when_a_view_link_cannot_be_deleted_gives_no_traceback(store, mechani
     """Removing one entry of a feature keeps the feature's link folder, so its link is
     unlinked one by one (the whole folder goes when the feature's last entry does)."""
     gone, kept = _put_two(store)
-    link = link_path(store.layout, gone.feature, gone.key)
+    link = link_path(store.layout, gone.feature, gone.key, gone.symbol)
     with undeletable(link, mechanism):
         error = _rm(store, "--key", gone.key)
         assert str(link) in error

@@ -65,7 +65,7 @@ def test_every_removal_leaves_no_row_link_or_file_behind(store, ticks, tmp_path,
     _remove_by(store, how, result)
     assert _rows(store, "SELECT count(*) FROM entries") == [(0,)]
     assert _rows(store, "SELECT count(*) FROM entry_inputs") == [(0,)]
-    assert not link_path(store.layout, result.feature, result.key).exists()
+    assert not link_path(store.layout, result.feature, result.key, result.symbol).exists()
     assert not result.path.exists()
 
 

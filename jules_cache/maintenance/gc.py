@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from jules_cache._durations import parse_duration
 from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
 from jules_cache.models import _ToDict
+from jules_cache.query.views import LinkOwner
 from jules_cache.storage import rootfs, sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, TMP_SUFFIX, Layout
 from jules_cache.storage.locks import file_lock
@@ -260,7 +261,8 @@ class _Run:
         self.plan_seconds = 0.0
         self.holds: list[float] = []
         self.deleted: list[GCItem] = []
-        self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
+        # key -> (feature, symbol) of the rows deleted so far: where their view links are
+        self._owners: dict[str, LinkOwner] = {}
         self.skipped = 0
         self.errors: list[str] = []
         self.run_id: int | None = None
@@ -403,7 +405,7 @@ class _Run:
         keys = [_key(item) for item in candidates]
         deleted = drop_rows(self.manifest, con, keys, [self._last_access[k] for k in keys])
         self.skipped += len(candidates) - len(deleted)
-        self._features.update(deleted)
+        self._owners.update(deleted)
         survivors = []
         for item in candidates:
             if item.key in deleted:
@@ -416,7 +418,7 @@ class _Run:
         """Unlink result files (and links) whose key has no row now (checked under the lock)."""
         if not items:
             return
-        doomed = {_key(item): self._features.get(_key(item)) for item in items}
+        doomed = {_key(item): self._owners.get(_key(item)) for item in items}
         outcome = discard_files(self.manifest, con, doomed)
         gone, missing = set(outcome.removed), set(outcome.missing)
         files = [item for item in items if item.reason != "dangling"]  # rows only: counted

@@ -4,7 +4,10 @@ The manifest is private: DuckDB lets a file be open read-write by one process or
 several, never both, so a notebook holding ``manifest.duckdb`` open would stop every publish,
 hit flush, GC and check. The catalog file is a COPY for SQL clients: the manifest's tables
 (``entries``, ``counters``, ``gc_runs``, ...), ``feature_views`` and one view per feature over
-its folder of hard links (``views/<digest>/*.parquet``, joined to the copied ``entries``).
+its folder of hard links (``views/<digest>/__jules_symbol=<symbol>/*.parquet``, read with hive
+partitioning so a filter on ``symbol`` opens that symbol's files only), joined to
+``jules_cache_view_entries``: the copied entries' metadata columns and which entry is the latest
+of its (symbol, input data, config), computed once per build instead of on every query.
 
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
@@ -48,12 +51,13 @@ from jules_cache.query.views import (
     current_view_names,
     history_name,
     link_folder,
+    linked_parts,
     meta_column_names,
     sql_keywords,
     sql_literal,
 )
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.layout import RESULT_SUFFIX, Layout
+from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, _guard, _process_connection, utc_now
 
@@ -168,6 +172,7 @@ def build(manifest: Manifest, *, wait: bool = True) -> dict[str, str]:
                     rows = FileRow.from_rows(cursor.fetchall())
                 con.execute(f"USE {_ALIAS}")
                 try:
+                    con.execute(statements["view_entries"])
                     built = _create_views(con, layout, names, rows, problems)
                     con.execute(f"CREATE VIEW {CATALOG_VIEW} AS {catalog_view_select(built)}")
                     con.execute(
@@ -212,14 +217,17 @@ def _create_views(
     built: dict[str, str] = {}
     for feature, view in sorted(names.items()):
         folder = link_folder(layout, feature)
-        if not folder.is_dir() or next(folder.glob(f"*{RESULT_SUFFIX}"), None) is None:
+        by_symbol, flat = linked_parts(folder)
+        if not (by_symbol or flat):
             continue  # nothing linked (yet): no view, nothing to warn about
         rows_of = by_feature.get(feature, [])
         schemas = {row.result_schema for row in rows_of}
         meta, union = meta_column_names(rows_of), len(schemas) > 1
         try:
             for name, history in ((view, False), (history_name(view), True)):
-                select = _view_select(folder, meta, union, history=history)
+                select = _view_select(
+                    folder, meta, union, history=history, by_symbol=by_symbol, flat=flat
+                )
                 con.execute(f'CREATE VIEW "{check_identifier(name)}" AS {select}')
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             problems.append((feature, _UNREADABLE + _cause(exc)))

@@ -6,10 +6,14 @@
       objects/<k[:2]>/<k>.parquet  immutable results; the path is derived from the key alone
       tmp/                         in-flight writes, renamed into objects/ under the manifest lock
       locks/<k>.lock               per-key single-flight locks
-      views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
+      views/<digest>/__jules_symbol=<s>/<k>.parquet
+                                   hard links to a feature's results, a folder per symbol: what
+                                   its stored SQL view reads (``jules_cache.query.views``)
 
-Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
-escape the root or collide on a case-insensitive filesystem. The root is resolved once, so a
+Objects, temp files and locks are named by key alone. The only place a symbol appears in a
+path is the name of its link folder, percent-encoded (every byte but ``A-Z0-9-.``), so no
+symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can escape the root or collide with
+another on a case-insensitive filesystem. The root is resolved once, so a
 root that is itself a symbolic link works; every area below it must be a real folder on the
 root's device (checked when a store opens, and enforced on every change by ``rootfs``).
 """
