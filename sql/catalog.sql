@@ -70,3 +70,7 @@ SELECT key, symbol, code_fingerprint, code_version, config_json, created_at,
        ) = 1 AS latest
 FROM entries
 ORDER BY key;
+
+-- name: feature_schemas
+-- Each feature's distinct result schemas: they name its view's metadata columns.
+SELECT feature, list(DISTINCT result_schema ORDER BY result_schema) FROM entries GROUP BY feature;

@@ -2,8 +2,8 @@
 -- Run against an attached manifest (USE manifest).
 
 -- name: entry_files
--- Every entry's file, the size recorded when it was published, its feature and symbol.
-SELECT key, path, bytes, feature, symbol FROM entries ORDER BY key;
+-- Every entry's file, the size recorded when it was published, and where its view link is.
+SELECT key, path, bytes, feature, symbol, result_schema FROM entries ORDER BY key;
 
 -- name: bump_counter
 -- An upsert, for counters no migration created (rare events: corrupt files found on read).

@@ -21,7 +21,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
-from jules_cache.query.views import link_folder, symbol_folder_name
+from jules_cache.query.views import entry_link, link_folder
 
 pytestmark = pytest.mark.attack
 
@@ -88,8 +88,11 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
     "views-feature": lambda root, out, cache: _replace_with_link(
         link_folder_of(root, _first(cache)), out
     ),
+    "views-schema": lambda root, out, cache: _replace_with_link(
+        _link_of(root, _first(cache)).parent.parent, out
+    ),
     "views-symbol": lambda root, out, cache: _replace_with_link(
-        link_folder_of(root, _first(cache)) / symbol_folder_name(_first(cache).symbol), out
+        _link_of(root, _first(cache)).parent, out
     ),
     "views-stray": lambda root, out, cache: _replace_with_link(root / "views" / "stray", out),
     "objects": lambda root, out, cache: _replace_with_link(root / "objects", out / "nested"),
@@ -106,6 +109,11 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
     ),
     "quarantine": lambda root, out, cache: _replace_with_link(root / "quarantine", out),
 }
+
+
+def _link_of(root: Path, result) -> Path:
+    with FeatureStore(root) as store:
+        return entry_link(store.layout, store.entry(result.key))
 
 
 def link_folder_of(root: Path, result) -> Path:

@@ -55,12 +55,12 @@ def test_missing_file_is_reported_and_its_row_dropped(store, aapl):
 
 
 def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store, aapl):
-    from jules_cache.query.views import link_folder, link_path
+    from jules_cache.query.views import entry_link, link_folder
 
     kept, lost = put(store, aapl), put(store, aapl, "MSFT")
     folder = link_folder(store.layout, "bars")
-    kept_link = link_path(store.layout, kept.feature, kept.key, "AAPL")
-    lost_link = link_path(store.layout, lost.feature, lost.key, "MSFT")
+    kept_link = entry_link(store.layout, store.entry(kept.key))
+    lost_link = entry_link(store.layout, store.entry(lost.key))
     lost_link.unlink()  # the stored view would miss MSFT
     kept_link.unlink()
     kept_link.write_bytes(b"another file")  # ... and read garbage

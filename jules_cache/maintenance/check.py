@@ -180,12 +180,12 @@ def run_check(
         rows = manifest.execute(con, "check.sql", "entry_files").fetchall()
         files = _result_files(layout)
         file_count = len(files)
-        for key, relative, size, feature, symbol in rows:
+        for key, relative, size, *owner in rows:
             path = layout.root / relative
             if path not in files:
                 problem = Problem(MISSING_FILE, relative, key, "the row's file does not exist")
                 if fix:
-                    dropped[key] = LinkOwner(feature, symbol)
+                    dropped[key] = LinkOwner(*owner)
                     problem = _done(problem, "dropped row")
                 problems.append(problem)
                 continue
@@ -193,10 +193,10 @@ def run_check(
             found = _inspect(layout, path, key, size)
             if found is not None:
                 if fix and found.kind == MISSING_FILE:
-                    dropped[key] = LinkOwner(feature, symbol)
+                    dropped[key] = LinkOwner(*owner)
                     found = _done(found, "dropped row")
                 elif fix:
-                    damaged[key] = LinkOwner(feature, symbol)
+                    damaged[key] = LinkOwner(*owner)
                     found = _done(found, "quarantined, row dropped")
                 problems.append(found)
         for done, (path, key) in enumerate(files.items(), start=1):
@@ -546,7 +546,7 @@ def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, A
 def _deep(
     layout: Layout,
     manifest: Manifest,
-    rows: list[tuple[str, str, int, str, str]],
+    rows: list[tuple[str, str, int, str, str, str]],
     found: list[Problem],
     fix: bool,
     progress: Progress | None,
@@ -554,7 +554,7 @@ def _deep(
     """Read every page of every sound entry file (no lock: the files are immutable)."""
     already = {p.key for p in found}
     failed: list[tuple[Problem, Path, int]] = []
-    owners = {key: LinkOwner(feature, symbol) for key, _, _, feature, symbol in rows}
+    owners = {key: LinkOwner(*owner) for key, _, _, *owner in rows}
     for done, (key, relative, *_) in enumerate(rows, start=1):
         if progress is not None:
             progress(done, len(rows))

@@ -276,10 +276,10 @@ def sql_literal(value: Any) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def result_columns(rows: Sequence[FileRow]) -> set[str]:
-    """Every column name of any of the files' results (from the manifest's result_schema)."""
+def result_columns(schemas: Iterable[str]) -> set[str]:
+    """Every column name of any of the result schemas (the manifest's result_schema JSON)."""
     columns: set[str] = set()
-    for schema in {row.result_schema for row in rows}:
+    for schema in set(schemas):
         try:
             columns.update(json.loads(schema))
         except (ValueError, TypeError):
@@ -287,10 +287,16 @@ def result_columns(rows: Sequence[FileRow]) -> set[str]:
     return columns
 
 
-def meta_column_names(rows: Sequence[FileRow]) -> dict[str, str]:
-    """Metadata column -> its name in the view (``entry_<name>`` if the result has it)."""
-    taken = {c.lower() for c in result_columns(rows)}
+def meta_names(schemas: Iterable[str]) -> dict[str, str]:
+    """Metadata column -> its name in a view of results with these result schemas
+    (``entry_<name>`` if a result has a column of that name)."""
+    taken = {c.lower() for c in result_columns(schemas)}
     return {meta: f"entry_{meta}" if meta in taken else meta for meta in META_COLUMNS}
+
+
+def meta_column_names(rows: Sequence[FileRow]) -> dict[str, str]:
+    """``meta_names`` of the files ``rows``."""
+    return meta_names(row.result_schema for row in rows)
 
 
 def catalog_view_select(names: dict[str, str]) -> str:
@@ -319,27 +325,32 @@ def catalog_view_select(names: dict[str, str]) -> str:
 
 # -- link folders: what the views of catalog.duckdb read -------------------------------------------
 #
-# A stored feature view reads the feature's LINK FOLDER ``views/<digest>/``, which holds one hard
-# link per entry of the feature, in a folder per symbol named the way DuckDB's hive partitioning
-# reads it: ``views/<digest>/__jules_symbol=<percent-encoded symbol>/<key>.parquet``. The view
-# takes its ``symbol`` column from that folder name, so ``WHERE symbol = 'AAPL'`` in a plain
-# DuckDB client opens AAPL's files only (hive partition pruning) instead of every file of the
-# feature. A symbol too long for a folder name (over ~80 characters of lower case) has its links
-# in the feature's folder itself, read by a second, unpruned part of the view; so do the links of
-# a root made before symbol folders existed, until ``check --fix`` or ``refresh_views()`` relinks
-# them.
+# A stored feature view reads the feature's LINK FOLDER, one hard link per entry:
+#
+#     views/<feature digest>/schema-<result schema digest>/__jules_symbol=<symbol>/<key>.parquet
+#
+# A folder per result schema: the view is one read per schema folder (each binds one footer),
+# combined UNION ALL BY NAME; a single read with ``union_by_name`` would read the footer of every
+# file on every query once a feature's schema changed (~13 s at 100k results). Inside, a folder
+# per symbol, named the way DuckDB's hive partitioning reads it: the view takes its ``symbol``
+# column from the folder name, so ``WHERE symbol = 'AAPL'`` in a plain DuckDB client opens
+# AAPL's files only instead of every file of the feature. A symbol too long for a folder name
+# (over ~80 characters of lower case) has its links in the schema folder itself, and a root made
+# before these folders has them in the feature folder itself: each read by an unpruned part of
+# the view (``check --fix`` or ``refresh_views()`` relinks the old ones).
 #
 # Links are made in the transaction that publishes the entry, removed with the entry's file
 # (after the commit that deletes its row; a link without a row is harmless, the view's join to
 # the entries drops it). A publish or a GC batch therefore changes files, not a catalog: the
 # manifest holds no views at all (every ATTACH/DETACH of it costs what it costs without them),
-# and the catalog file ``catalog.duckdb`` — one small view per feature over its folder plus
-# copies of the manifest tables — is rebuilt outside the manifest lock, only when the manifest
-# changed (``jules_cache.query.catalog_file``).
+# and the catalog file ``catalog.duckdb`` — views over the folders plus copies of the manifest
+# tables — is rebuilt outside the manifest lock, only when the manifest changed
+# (``jules_cache.query.catalog_file``).
 
 _FILE_COLUMN = "__jules_cache_file"
 SYMBOL_PARTITION = "__jules_symbol"  # the hive partition column of a symbol folder
 _SYMBOL_PREFIX = f"{SYMBOL_PARTITION}="
+_SCHEMA_PREFIX = "schema-"
 # Kept as they are in a symbol folder's name; every other byte of the UTF-8 symbol is %XX. Lower
 # case letters are encoded so that no two symbols ("AAPL", "aapl") share a folder on a
 # case-insensitive file system, and "_" so that no symbol reads as DuckDB's NULL partition
@@ -350,10 +361,11 @@ VIEW_ENTRIES = "jules_cache_view_entries"  # catalog.duckdb: the metadata the vi
 
 
 class LinkOwner(NamedTuple):
-    """Whose link a deleted entry had: where ``unlink_links`` finds it without searching."""
+    """Where an entry's link is (``unlink_links`` then needs no search)."""
 
     feature: str
     symbol: str
+    result_schema: str
 
 
 def symbol_folder_name(symbol: str) -> str | None:
@@ -364,38 +376,44 @@ def symbol_folder_name(symbol: str) -> str | None:
     return name if len(name) <= _MAX_NAME_BYTES else None
 
 
+def schema_folder_name(result_schema: str) -> str:
+    """The folder of one result schema's links (the manifest's ``result_schema`` JSON)."""
+    return _SCHEMA_PREFIX + xxhash.xxh3_64_hexdigest(result_schema.encode())
+
+
 def link_folder(layout: Layout, feature: str) -> Path:
     """The folder of hard links a feature's stored view reads (named by a digest of the name)."""
     return layout.views / xxhash.xxh3_64_hexdigest(feature.encode())
 
 
-def link_path(layout: Layout, feature: str, key: str, symbol: str) -> Path:
-    """Where the link to ``key``'s result is: in its symbol's folder of the feature's folder."""
-    folder = link_folder(layout, feature)
+def link_path(layout: Layout, feature: str, key: str, symbol: str, result_schema: str) -> Path:
+    """Where the link to ``key``'s result is: in its schema's and its symbol's folder."""
+    folder = link_folder(layout, feature) / schema_folder_name(result_schema)
     name = symbol_folder_name(symbol)
     return (folder / name if name is not None else folder) / f"{key}{RESULT_SUFFIX}"
 
 
-def _flat_path(layout: Layout, feature: str, key: str) -> Path:
-    """Where a link sits in a root made before symbol folders (or for a very long symbol)."""
-    return link_folder(layout, feature) / f"{key}{RESULT_SUFFIX}"
+def entry_link(layout: Layout, entry: Any) -> Path:
+    """``link_path`` of an ``Entry``, a ``FileRow`` or a ``LinkOwner`` with a ``key``."""
+    return link_path(layout, entry.feature, entry.key, entry.symbol, entry.result_schema)
 
 
-def add_link(layout: Layout, feature: str, key: str, symbol: str) -> None:
+def add_link(layout: Layout, owner: LinkOwner, key: str) -> None:
     """Link the published result of ``key`` into its feature's folder (replacing a stale link).
 
-    Called under the exclusive manifest lock; links are removed and emptied symbol folders
-    deleted only under the manifest lock too, so a folder never goes between its creation and
-    the link made in it. A file system without hard links gets a symbolic link. Through
-    ``rootfs``: a link planted in place of ``views/``, the feature's folder or a symbol's
-    folder is refused, never followed.
+    Called under the exclusive manifest lock; links are removed and emptied folders deleted
+    only under the manifest lock too, so a folder never goes between its creation and the
+    link made in it. A file system without hard links gets a symbolic link. Through
+    ``rootfs``: a link planted in place of ``views/`` or of any folder below is refused,
+    never followed.
     """
-    rootfs.link(layout.root, layout.result_path(key), link_path(layout, feature, key, symbol))
+    path = link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
+    rootfs.link(layout.root, layout.result_path(key), path)
 
 
-def remove_link(layout: Layout, feature: str, key: str, symbol: str | None = None) -> None:
-    """Remove the link to ``key``'s result (``symbol`` None: look in every symbol folder)."""
-    unlink_links(layout, {key: LinkOwner(feature, symbol) if symbol is not None else feature})
+def remove_link(layout: Layout, feature: str, key: str) -> None:
+    """Remove the link to ``key``'s result, wherever it is in the feature's folder."""
+    unlink_links(layout, {key: feature})
 
 
 def _linked(path: Path, target: Path) -> bool:
@@ -414,54 +432,60 @@ def _is_link_name(name: str, found: os.stat_result) -> bool:
     )
 
 
-def _symbol_folders(layout: Layout, folder: Path) -> list[Path]:
-    """The real symbol folders of a feature's link folder (a planted link is not followed)."""
+def _subfolders(layout: Layout, folder: Path, prefix: str) -> list[Path]:
+    """The real folders named ``prefix…`` in ``folder`` (a planted link is not followed)."""
     return [
         folder / name
         for name, found in rootfs.listdir(layout.root, folder)
-        if name.startswith(_SYMBOL_PREFIX) and stat.S_ISDIR(found.st_mode)
+        if name.startswith(prefix) and stat.S_ISDIR(found.st_mode)
     ]
 
 
+def _places(layout: Layout, folder: Path) -> list[Path]:
+    """Every folder of a feature's link folder that can hold links, deepest first: symbol
+    folders, schema folders, the feature folder itself (the layout before them)."""
+    places: list[Path] = []
+    for schema in _subfolders(layout, folder, _SCHEMA_PREFIX):
+        places += _subfolders(layout, schema, _SYMBOL_PREFIX)
+        places.append(schema)
+    places.append(folder)
+    return places
+
+
 def _links(layout: Layout, folder: Path) -> list[Path]:
-    """Every link in a feature's link folder and its symbol folders that the library could
-    have made; anything else is never touched."""
-    found: list[Path] = []
-    for name, entry in rootfs.listdir(layout.root, folder):
-        if name.startswith(_SYMBOL_PREFIX) and stat.S_ISDIR(entry.st_mode):
-            found += [
-                folder / name / inner
-                for inner, item in rootfs.listdir(layout.root, folder / name)
-                if _is_link_name(inner, item)
-            ]
-        elif _is_link_name(name, entry):
-            found.append(folder / name)
-    return found
+    """Every link in a feature's link folder that the library could have made; anything else
+    is never touched."""
+    return [
+        place / name
+        for place in _places(layout, folder)
+        for name, found in rootfs.listdir(layout.root, place)
+        if _is_link_name(name, found)
+    ]
 
 
 def _key_of_link(path: Path) -> str:
     return path.name.removesuffix(RESULT_SUFFIX)
 
 
-def _remove_empty_symbol_folders(layout: Layout, folders: Iterable[Path]) -> None:
-    for folder in folders:
-        rootfs.rmdir(layout.root, folder)  # only if empty and real
+def _remove_empty_folders(layout: Layout, folder: Path) -> None:
+    """Remove the emptied symbol and schema folders of a feature's folder (only empty, real
+    ones: ``rmdir``), and the feature folder itself if it is empty too."""
+    for place in _places(layout, folder):
+        rootfs.rmdir(layout.root, place)
 
 
 def clear_link_folder(layout: Layout, folder: Path) -> None:
-    """Remove a link folder's links, its emptied symbol folders and then the folder if it is
-    empty (never recursively)."""
+    """Remove a link folder's links and then its folders (never recursively)."""
     for path in _links(layout, folder):
         rootfs.unlink(layout.root, path, links_ok=True)
-    _remove_empty_symbol_folders(layout, _symbol_folders(layout, folder))
-    rootfs.rmdir(layout.root, folder)
+    _remove_empty_folders(layout, folder)
 
 
 def _sync_links(layout: Layout, feature: str, rows: Sequence[FileRow]) -> int:
-    """Make the feature's link folder hold exactly the links of ``rows`` (each in its symbol's
-    folder, pointing at its result)."""
+    """Make the feature's link folder hold exactly the links of ``rows`` (each in its schema's
+    and symbol's folder, pointing at its result)."""
     folder = link_folder(layout, feature)
-    missing = {link_path(layout, feature, row.key, row.symbol): row.key for row in rows}
+    missing = {entry_link(layout, row): row.key for row in rows}
     for path in _links(layout, folder):
         key = _key_of_link(path)
         if missing.get(path) == key and _linked(path, layout.result_path(key)):
@@ -470,9 +494,7 @@ def _sync_links(layout: Layout, feature: str, rows: Sequence[FileRow]) -> int:
             rootfs.unlink(layout.root, path, links_ok=True)
     for path, key in missing.items():
         rootfs.link(layout.root, layout.result_path(key), path)
-    _remove_empty_symbol_folders(layout, _symbol_folders(layout, folder))
-    if not rows:
-        rootfs.rmdir(layout.root, folder)
+    _remove_empty_folders(layout, folder)
     return len(rows)
 
 
@@ -492,7 +514,7 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
     for row in rows:
         target = layout.root / row.path
         if target.is_file():
-            expected[link_path(layout, row.feature, row.key, row.symbol)] = target
+            expected[entry_link(layout, row)] = target
     found = {
         path
         for folder, entry in rootfs.listdir(layout.root, layout.views)
@@ -508,23 +530,54 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
     return sorted(problems)
 
 
-def linked_parts(folder: Path) -> tuple[bool, bool]:
-    """Whether a feature's link folder holds links in symbol folders, and links of its own
-    (without following a link): which parts its stored view reads."""
-    nested = flat = False
+@dataclass(frozen=True)
+class ViewPart:
+    """One read of a feature view: the links of one folder (``by_symbol``: of its symbol
+    folders, read with hive partitioning), with ``union_by_name`` if it mixes schemas."""
+
+    folder: Path
+    by_symbol: bool
+    union: bool = False
+
+
+def view_parts(folder: Path) -> list[ViewPart]:
+    """What a feature's link folder holds, as the reads of its stored view (none: no view).
+
+    Looks without following a link: per schema folder, its symbol folders and its own links;
+    then the feature folder's own links (the layout before schema folders: mixed schemas).
+    """
+    parts: list[ViewPart] = []
+    try:
+        with os.scandir(folder) as entries:
+            listed = sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return parts
+    for entry in listed:
+        if entry.name.startswith(_SCHEMA_PREFIX) and entry.is_dir(follow_symlinks=False):
+            by_symbol, own = _schema_parts(Path(entry.path))
+            parts += [ViewPart(Path(entry.path), True)] if by_symbol else []
+            parts += [ViewPart(Path(entry.path), False)] if own else []
+    if any(entry.name.endswith(RESULT_SUFFIX) for entry in listed):
+        parts.append(ViewPart(folder, False, union=True))
+    return parts
+
+
+def _schema_parts(folder: Path) -> tuple[bool, bool]:
+    """Whether a schema folder has links in symbol folders, and links of its own."""
+    by_symbol = own = False
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.name.startswith(_SYMBOL_PREFIX):
-                    if not nested and entry.is_dir(follow_symlinks=False):
-                        nested = _has_result(Path(entry.path))
-                elif not flat and entry.name.endswith(RESULT_SUFFIX):
-                    flat = True
-                if nested and flat:
+                    if not by_symbol and entry.is_dir(follow_symlinks=False):
+                        by_symbol = _has_result(Path(entry.path))
+                elif entry.name.endswith(RESULT_SUFFIX):
+                    own = True
+                if by_symbol and own:
                     break
     except OSError:
         pass
-    return nested, flat
+    return by_symbol, own
 
 
 def _has_result(folder: Path) -> bool:
@@ -545,40 +598,37 @@ def _path_partitions(folder: Path) -> list[str]:
     return sorted(name for name in names if name)
 
 
-def _view_part(
-    folder: Path, meta: dict[str, str], union: bool, history: bool, *, by_symbol: bool
-) -> str:
-    """One part of a feature view: the links in symbol folders (``by_symbol``, read with hive
-    partitioning so a filter on ``symbol`` opens only that symbol's files), or the links in the
-    folder itself; joined to the copied entries for the metadata columns."""
-    union_flag = "true" if union else "false"
+def _view_part(part: ViewPart, meta: dict[str, str], history: bool) -> str:
+    """One read of a feature view (see ``ViewPart``), joined to the catalog's copy of the
+    entries for the metadata columns; without ``history`` only the latest entries."""
+    union_flag = "true" if part.union else "false"
     options = f"union_by_name = {union_flag}, filename = '{_FILE_COLUMN}'"
-    if by_symbol:
-        pattern = sql_literal(str(folder / f"*/*{RESULT_SUFFIX}"))
+    if part.by_symbol:
+        pattern = sql_literal(str(part.folder / f"*/*{RESULT_SUFFIX}"))
         options += (
             f", hive_partitioning = true, hive_types = {{'{SYMBOL_PARTITION}': VARCHAR}}"
             ", hive_types_autocast = false"
         )
         source = f"read_parquet({pattern}, {options})"
-        foreign = [sql_literal(name) for name in _path_partitions(folder)]
+        foreign = [sql_literal(name) for name in _path_partitions(part.folder)]
         if foreign:  # a root path like /data/year=2024/cache: hide those columns
             source = f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(foreign)})) FROM {source})"
         hidden = f"{_FILE_COLUMN}, {SYMBOL_PARTITION}"
     else:
-        pattern = sql_literal(str(folder / f"*{RESULT_SUFFIX}"))
+        pattern = sql_literal(str(part.folder / f"*{RESULT_SUFFIX}"))
         source = f"read_parquet({pattern}, {options}, hive_partitioning = false)"
         hidden = _FILE_COLUMN
     columns = ", ".join(
         (
             f'f.{SYMBOL_PARTITION} AS "{name}"'
-            if by_symbol and column == "symbol"
+            if part.by_symbol and column == "symbol"
             else f'e.{column}::{META_COLUMNS[column]} AS "{name}"'
         )
         for column, name in meta.items()
     )
     # The symbol's folder must be the entry's (a link moved by hand is left out, never shown
     # under another symbol); the filter on it is what prunes the other symbols' files.
-    same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if by_symbol else ""
+    same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if part.by_symbol else ""
     latest = "" if history else "\nWHERE e.latest"
     return (
         f"SELECT f.* EXCLUDE ({hidden}), {columns}\n"
@@ -588,23 +638,9 @@ def _view_part(
     )
 
 
-def _view_select(
-    folder: Path,
-    meta: dict[str, str],
-    union: bool,
-    history: bool = True,
-    *,
-    by_symbol: bool = True,
-    flat: bool = False,
-) -> str:
-    """A feature view over the links of its folder (see ``_view_part``); without ``history``
-    only the latest entry of each (symbol, input data, config)."""
-    parts = [
-        _view_part(folder, meta, union, history, by_symbol=nested)
-        for nested, present in ((True, by_symbol), (False, flat))
-        if present
-    ]
-    return "\nUNION ALL BY NAME\n".join(parts)
+def view_select(parts: Sequence[ViewPart], meta: dict[str, str], history: bool = True) -> str:
+    """A feature view: its reads (``view_parts``) combined by column name."""
+    return "\nUNION ALL BY NAME\n".join(_view_part(part, meta, history) for part in parts)
 
 
 def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
@@ -662,18 +698,17 @@ def view_published(
     symbol: str | None = None,
 ) -> None:
     """Add the entry just inserted (same transaction) to its feature's stored view: one link,
-    in the folder of its ``symbol`` (looked up in the row when not given).
+    in the folders of its result schema and its ``symbol`` (looked up in the row if not given).
 
-    The catalog file picks a new feature or result schema up when it is next rebuilt, after
-    the commit and outside the manifest lock: nothing here grows with the number of entries.
+    Nothing here grows with the number of entries: the catalog file picks a new feature or
+    result schema up when it is next rebuilt, after the commit and outside the manifest lock.
     """
-    del result_schema  # the view follows its folder
     if feature not in _named.get(_manifest_identity(layout), ()):
         assign_view_names(con, feature)
     if symbol is None:
         rows = con.execute(sqlfiles.load(_SQL_FILE)["symbol_of"], {"key": key}).fetchall()
         symbol = rows[0][0]
-    add_link(layout, feature, key, symbol)
+    add_link(layout, LinkOwner(feature, symbol, result_schema), key)
 
 
 # Features known to have a view name, per manifest file (path, inode): names are never taken
@@ -717,36 +752,39 @@ def views_deleted(
 
 
 def unlink_links(layout: Layout, keys: Mapping[str, LinkOwner | str | None]) -> None:
-    """Remove the links to the results ``{key: owner}`` and the symbol folders they empty.
+    """Remove the links to the results ``{key: owner}`` and the folders they empty.
 
-    The owner is a ``LinkOwner`` (feature and symbol: the link's place is known), a feature
-    (its folder is searched) or None (every feature's folder is searched); a search lists the
-    folders once per call, however many keys. A link in the layout before symbol folders is
-    removed too. Call it where their files are unlinked (after the commit that deleted their
-    rows), under the manifest lock.
+    The owner is a ``LinkOwner`` (the link's place is known), a feature (its folder is
+    searched) or None (every feature's folder is searched); a search lists each folder once
+    per call, however many keys. A link in the layout before schema folders is removed too.
+    Call it where their files are unlinked (after the commit that deleted their rows), under
+    the manifest lock.
     """
     places: list[Path] = []
-    folders: dict[Path, set[str]] = {}  # folder to search -> link names to remove there
+    folders: dict[Path, set[str]] = {}  # feature folder to search -> link names to remove
     everything: set[str] = set()  # names to search for in every feature's folder
     for key, owner in keys.items():
+        name = f"{key}{RESULT_SUFFIX}"
         if isinstance(owner, LinkOwner):
-            places.append(link_path(layout, owner.feature, key, owner.symbol))
-            places.append(_flat_path(layout, owner.feature, key))
+            places.append(link_path(layout, owner.feature, key, owner.symbol, owner.result_schema))
+            places.append(link_folder(layout, owner.feature) / name)
         elif owner is not None:
-            folders.setdefault(link_folder(layout, owner), set()).add(f"{key}{RESULT_SUFFIX}")
+            folders.setdefault(link_folder(layout, owner), set()).add(name)
         else:
-            everything.add(f"{key}{RESULT_SUFFIX}")
-    if folders or everything:
-        if everything:
-            for name, found in rootfs.listdir(layout.root, layout.views):
-                if stat.S_ISDIR(found.st_mode):
-                    folders.setdefault(layout.views / name, set()).update(everything)
-        for folder, names in folders.items():
-            for place in (folder, *_symbol_folders(layout, folder)):
-                places += [place / name for name in rootfs.names(layout.root, place) & names]
+            everything.add(name)
+    if everything:
+        for entry, found in rootfs.listdir(layout.root, layout.views):
+            if stat.S_ISDIR(found.st_mode):
+                folders.setdefault(layout.views / entry, set()).update(everything)
+    for folder, names in folders.items():
+        for place in _places(layout, folder):
+            places += [place / name for name in sorted(rootfs.names(layout.root, place) & names)]
     emptied: set[Path] = set()
     for path in dict.fromkeys(places):
-        removed = rootfs.unlink(layout.root, path, links_ok=True)
-        if removed and path.parent.name.startswith(_SYMBOL_PREFIX):
+        if rootfs.unlink(layout.root, path, links_ok=True):
             emptied.add(path.parent)
-    _remove_empty_symbol_folders(layout, sorted(emptied))
+    for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
+        if folder.name.startswith(_SYMBOL_PREFIX) and rootfs.rmdir(layout.root, folder):
+            rootfs.rmdir(layout.root, folder.parent)  # the schema folder, if emptied too
+        elif folder.name.startswith(_SCHEMA_PREFIX):
+            rootfs.rmdir(layout.root, folder)

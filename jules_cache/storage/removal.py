@@ -43,8 +43,8 @@ def drop_rows(
     keys: Sequence[str],
     last_accessed: Sequence[datetime | None] | None = None,
 ) -> dict[str, LinkOwner]:
-    """Delete the entries ``keys`` in every per-key table; return ``{key: (feature, symbol)}``
-    deleted (what ``discard_files`` needs to find their view links without searching).
+    """Delete the entries ``keys`` in every per-key table; return ``{key: LinkOwner}`` of
+    those deleted (what ``discard_files`` needs to find their view links without searching).
 
     ``last_accessed`` (GC) spares a row whose last access moved since it was planned.
     """
@@ -53,7 +53,7 @@ def drop_rows(
     times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
     params = {"keys": list(keys), "last_accessed": times}
     rows = manifest.execute(con, _SQL, "delete_entries", params).fetchall()
-    deleted = {key: LinkOwner(feature, symbol) for key, feature, symbol in rows}
+    deleted = {key: LinkOwner(*owner) for key, *owner in rows}
     if deleted:
         manifest.execute(con, _SQL, "delete_entry_inputs", {"keys": list(deleted)})
         views_deleted(con, manifest.layout, deleted)
@@ -117,7 +117,7 @@ def discard_files(
 def _link_place(layout: Layout, key: str, owner: LinkOwner | str | None) -> Path:
     """The link (or the folder searched for it) to name when it could not be removed."""
     if isinstance(owner, LinkOwner):
-        return link_path(layout, owner.feature, key, owner.symbol)
+        return link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
     return link_folder(layout, owner) if owner is not None else layout.views
 
 
