@@ -56,8 +56,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from jules_cache.errors import InvalidInput, JulesCacheError
 from jules_cache.fingerprints.keys import KeyParts
 from jules_cache.models import _ToDict
@@ -442,6 +440,8 @@ def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
 
 def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
     """The entry metadata stored in the file's footer; ValueError if absent or not ``key``'s."""
+    import pyarrow.parquet as pq  # not on import: a store that only hits never needs it
+
     metadata = pq.read_metadata(path).metadata or {}
     raw = metadata.get(METADATA_KEY.encode())
     if raw is None:

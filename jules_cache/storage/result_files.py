@@ -21,14 +21,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+# The reader under ``pyarrow.parquet.ParquetFile``, imported alone: ``pyarrow.parquet`` also
+# imports ``pyarrow.fs`` and with it ``ssl`` (~20 ms), which a process serving hits never needs.
+# Writers, which do, import ``pyarrow.parquet`` when they first write (``_pq``).
+from pyarrow._parquet import FileMetaData, ParquetReader
 
 from jules_cache.errors import StoreError
 from jules_cache.fingerprints.data import holds_python_objects
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 METADATA_KEY = "jules_cache.entry"
 TIME_COLUMN_NAMES = ("ts", "timestamp", "time", "datetime", "bar_time", "date")
@@ -178,7 +185,7 @@ def _write_pending(
 ) -> pq.ParquetWriter:
     table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
     if writer is None:
-        writer = pq.ParquetWriter(
+        writer = _pq().ParquetWriter(
             path,
             table.schema,
             compression=codec,
@@ -317,11 +324,28 @@ class WrongKey(ValueError):
     copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
 
-def check_key(parquet: pq.ParquetFile, path: Path | io.BytesIO, key: str | None) -> None:
+def _pq():
+    """``pyarrow.parquet``, imported when first needed (writing): see the imports above."""
+    import pyarrow.parquet
+
+    return pyarrow.parquet
+
+
+def _open_verified(source: Any) -> ParquetReader:
+    """A reader of ``source`` that verifies every page checksum it reads, set up as
+    ``pyarrow.parquet.ParquetFile(source, page_checksum_verification=True)`` sets it up."""
+    reader = ParquetReader()
+    reader.open(
+        source, pre_buffer=True, page_checksum_verification=True, arrow_extensions_enabled=True
+    )
+    return reader
+
+
+def check_key(metadata: FileMetaData, path: Path | io.BytesIO, key: str | None) -> None:
     """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
     if key is None:
         return
-    raw = (parquet.metadata.metadata or {}).get(METADATA_KEY.encode())
+    raw = (metadata.metadata or {}).get(METADATA_KEY.encode())
     try:
         found = json.loads(raw)["key"] if raw is not None else None
     except (ValueError, TypeError, KeyError):
@@ -342,9 +366,9 @@ def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame
     # process's first hit.
     source = path if isinstance(path, io.BytesIO) else pa.OSFile(str(path))
     try:
-        parquet = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=True)
-        check_key(parquet, path, key)
-        table = parquet.read()
+        reader = _open_verified(source)
+        check_key(reader.metadata, path, key)
+        table = reader.read_all(use_threads=True)
     finally:
         if not isinstance(source, io.BytesIO):
             source.close()
@@ -364,8 +388,8 @@ def verify_result(path: Path, key: str | None = None) -> int:
     Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
     rows = 0
-    with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
-        check_key(parquet, path, key)
+    with _pq().ParquetFile(path, page_checksum_verification=True) as parquet:
+        check_key(parquet.metadata, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
     return rows
