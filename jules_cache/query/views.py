@@ -412,8 +412,12 @@ def add_link(layout: Layout, owner: LinkOwner, key: str) -> None:
 
 
 def remove_link(layout: Layout, feature: str, key: str) -> None:
-    """Remove the link to ``key``'s result, wherever it is in the feature's folder."""
-    unlink_links(layout, {key: feature})
+    """Remove the link to ``key``'s result, wherever it is in the feature's folder.
+
+    Safe without the manifest lock (a publish rolling back): it leaves the folders, which a
+    publish holding the lock may be about to link into; an empty folder is harmless.
+    """
+    unlink_links(layout, {key: feature}, prune=False)
 
 
 def _linked(path: Path, target: Path) -> bool:
@@ -751,14 +755,17 @@ def views_deleted(
         refresh_views(con, layout, emptied, relink=False)
 
 
-def unlink_links(layout: Layout, keys: Mapping[str, LinkOwner | str | None]) -> None:
-    """Remove the links to the results ``{key: owner}`` and the folders they empty.
+def unlink_links(
+    layout: Layout, keys: Mapping[str, LinkOwner | str | None], *, prune: bool = True
+) -> None:
+    """Remove the links to the results ``{key: owner}`` and (``prune``) the folders they empty.
 
     The owner is a ``LinkOwner`` (the link's place is known), a feature (its folder is
     searched) or None (every feature's folder is searched); a search lists each folder once
     per call, however many keys. A link in the layout before schema folders is removed too.
     Call it where their files are unlinked (after the commit that deleted their rows), under
-    the manifest lock.
+    the manifest lock (shared or exclusive: a publish, which makes folders, holds it
+    exclusively, so no folder goes between its creation and the link made in it).
     """
     places: list[Path] = []
     folders: dict[Path, set[str]] = {}  # feature folder to search -> link names to remove
@@ -781,7 +788,7 @@ def unlink_links(layout: Layout, keys: Mapping[str, LinkOwner | str | None]) -> 
             places += [place / name for name in sorted(rootfs.names(layout.root, place) & names)]
     emptied: set[Path] = set()
     for path in dict.fromkeys(places):
-        if rootfs.unlink(layout.root, path, links_ok=True):
+        if rootfs.unlink(layout.root, path, links_ok=True) and prune:
             emptied.add(path.parent)
     for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
         if folder.name.startswith(_SYMBOL_PREFIX) and rootfs.rmdir(layout.root, folder):
