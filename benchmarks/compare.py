@@ -95,7 +95,14 @@ def median(values: list[float]) -> float:
 
 
 def dir_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    """Bytes of the files under ``root``, each inode once (jules_cache's view folders hold
+    hard links to its result files: counting them again would double its disk use)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            found = path.stat()
+            sizes[(found.st_dev, found.st_ino)] = found.st_size
+    return sum(sizes.values())
 
 
 @contextlib.contextmanager
