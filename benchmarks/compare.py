@@ -95,7 +95,14 @@ def median(values: list[float]) -> float:
 
 
 def dir_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    """Bytes of the files under ``root``, each inode once (jules_cache's view folders hold
+    hard links to its result files: counting them again would double its disk use)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            found = path.stat()
+            sizes[(found.st_dev, found.st_ino)] = found.st_size
+    return sum(sizes.values())
 
 
 @contextlib.contextmanager
@@ -462,6 +469,30 @@ def bench_data_change(basket_ticks: pl.DataFrame, features: Any, window: int, wo
 BIG_INPUT_ROWS = 10_000_000
 
 
+def rank_lookup_ms(ticks: pl.DataFrame) -> float:
+    """The per-row work an exact digest of a categorical column adds to the raw-buffer floor:
+    each row's rank among the sorted distinct values (NumPy ``take`` per 1M-row leaf)."""
+    import numpy as np
+
+    from jules_cache.fingerprints import data
+
+    table = data.as_arrow(ticks.select(pl.col(pl.Categorical)))
+    ranks = np.arange(1 << 16, dtype="<i4")
+    leaves = [
+        data._values_np(piece.indices)
+        for column in table.columns
+        for pieces in data._leaves(column)
+        for piece in pieces
+    ]
+
+    def run() -> None:
+        for raw in leaves:
+            np.take(ranks, raw)
+
+    run()
+    return ms(median(repeat_timed(run, 9, 2.0)))
+
+
 def raw_buffer_hash_ms(ticks: pl.DataFrame) -> float:
     """The floor for any exact content hash: xxh3_128 over the columns' raw buffers only."""
     buffers = [ticks[name].to_physical().to_numpy() for name in ticks.columns]
@@ -524,6 +555,7 @@ def bench_big_input(features: Any, work: Path, rows: int, rounds: int) -> dict[s
         "no_cache_samples_ms": [ms(x) for x in plain_s],
         "jules_fingerprint_ms": ms(median(fingerprint_s)),
         "raw_buffer_xxh3_ms": raw_buffer_hash_ms(ticks),
+        "categorical_rank_lookup_ms": rank_lookup_ms(ticks),
         "recomputed_during_hits": recomputed,
         "caches": {kind: {"error": error} for kind, error in failed.items()},
     }
@@ -547,6 +579,14 @@ def bench_first_hit(
     fetching the same key (``compare_peers.first_hit``). Subprocess wall time is kept too.
     """
     base = work / "first-hit"
+    # Bytecode, as an installed package has it (pip compiles on install; joblib and diskcache
+    # were): an editable checkout run with PYTHONDONTWRITEBYTECODE=1 (set for the children, and
+    # on this machine) would otherwise compile every jules_cache module in every new process.
+    import compileall
+
+    import jules_cache
+
+    compileall.compile_dir(str(Path(jules_cache.__file__).parent), quiet=1)
     samples: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PEERS}
     errors: dict[str, str] = {}
 
@@ -602,6 +642,62 @@ def bench_first_hit(
     return result
 
 
+SQL_SYMBOLS, SQL_DAYS = 100, 10  # 1000 results of one feature, ~5k rows each
+
+
+def bench_sql_symbol(work: Path, rounds: int) -> dict[str, Any]:
+    """``WHERE symbol = …`` over 1000 results of one feature: a plain DuckDB client on
+    ``catalog.duckdb`` beside ``store.sql``, interleaved, both on an open connection/store.
+
+    The results are made by real ``get_or_compute`` calls (each publish links its file), and
+    ``store.flush()`` brings the catalog up to date, as a process that stops writing does.
+    """
+    import duckdb
+    from bench_sql import day_ticks, vwap_bars
+
+    from jules_cache import FeatureStore
+
+    store = FeatureStore(work / "sql" / "cache")
+    started = time.perf_counter()
+    for s in range(SQL_SYMBOLS):
+        for d in range(SQL_DAYS):
+            store.get_or_compute(f"S{s:03d}", day_ticks(s, d), {"window": 20}, vwap_bars)
+    fill = time.perf_counter() - started
+    store.flush()
+    plain = duckdb.connect(str(store.root / "catalog.duckdb"), read_only=True)
+    one = "SELECT count(*), avg(vwap) FROM vwap_bars WHERE symbol = 'S005'"
+    every = "SELECT count(*), avg(vwap) FROM vwap_bars"
+    cases = {
+        "store.sql WHERE symbol": lambda: store.sql(one).row(0),
+        "plain DuckDB WHERE symbol": lambda: plain.execute(one).fetchall()[0],
+        "store.sql full aggregate": lambda: store.sql(every).row(0),
+        "plain DuckDB full aggregate": lambda: plain.execute(every).fetchall()[0],
+    }
+    answers = {name: func() for name, func in cases.items()}  # warm-up, and the same answer
+    for kind in ("WHERE symbol", "full aggregate"):
+        mine, theirs = answers[f"store.sql {kind}"], answers[f"plain DuckDB {kind}"]
+        assert mine[0] == theirs[0] and abs(mine[1] - theirs[1]) < 1e-9, (kind, mine, theirs)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(max(rounds, 5) * 3):
+        for name, func in cases.items():
+            samples[name].append(clock(func)[0])
+    plain.close()
+    store.close()
+    medians = {name: ms(median(values)) for name, values in samples.items()}
+    return {
+        "description": f"WHERE symbol = one of {SQL_SYMBOLS} symbols, "
+        f"{SQL_SYMBOLS * SQL_DAYS} results of one feature x 5,000 rows",
+        "results": SQL_SYMBOLS * SQL_DAYS,
+        "fill_seconds": fill,
+        "medians_ms": medians,
+        "samples_ms": {name: [ms(x) for x in values] for name, values in samples.items()},
+        "plain_vs_store_sql": medians["plain DuckDB WHERE symbol"]
+        / medians["store.sql WHERE symbol"],
+        "full_plain_vs_store_sql": medians["plain DuckDB full aggregate"]
+        / medians["store.sql full aggregate"],
+    }
+
+
 def print_medium(document: dict[str, Any]) -> None:
     """Print the medium case: hit, miss and compute per cache, and the raw-read floor."""
     case = document["latency"]["medium"]
@@ -629,13 +725,14 @@ def print_medium(document: dict[str, Any]) -> None:
 
 
 def print_new_rows(document: dict[str, Any]) -> None:
-    """Print the big-input and new-process rows with their ratios."""
+    """Print the big-input, new-process, SQL and view rows with their ratios."""
     big = document.get("big_input")
     if big:
         print(f"\n{big['description']}  ({big['input_mb']:.0f} MB, {big['rounds']} rounds)")
         print(f"  no cache (recompute)      {big['no_cache_ms']:9.1f} ms")
         print(f"  jules fingerprint alone   {big['jules_fingerprint_ms']:9.1f} ms")
         print(f"  raw-buffer xxh3 floor     {big['raw_buffer_xxh3_ms']:9.1f} ms")
+        print(f"  + categorical rank lookup {big['categorical_rank_lookup_ms']:9.1f} ms")
         for kind, entry in big["caches"].items():
             if "error" in entry:
                 print(f"  {peers.LABELS[kind]:24}  error: {entry['error'][:100]}")
@@ -656,6 +753,23 @@ def print_new_rows(document: dict[str, Any]) -> None:
                 f"(import {entry['import_ms']:.1f} ms, process wall "
                 f"{entry['process_wall_ms']:.0f} ms)  ÷ jules_cache {entry['vs_jules_cache']:.2f}  "
                 f"recomputed {entry['recomputed']}"
+            )
+    sql = document.get("sql_symbol")
+    if sql:
+        print(f"\nSQL: {sql['description']}")
+        for name, value in sql["medians_ms"].items():
+            print(f"  {name:28} {value:8.1f} ms")
+        print(f"  plain DuckDB / store.sql, WHERE symbol: {sql['plain_vs_store_sql']:.2f}x")
+    views = document.get("views")
+    if views:
+        print(f"\nadding a feature / result schema at {views['entries']:,} results")
+        for kind, row in views["kinds"].items():
+            print(
+                f"  {kind:26} view upkeep under the exclusive lock "
+                f"{row['view_upkeep_ms']['max']:6.1f} ms max; exclusive hold "
+                f"{row['exclusive_max_ms']['max']:6.1f} ms max; catalog rebuild "
+                f"{row['catalog_rebuild_ms']['median']:7.0f} ms (shared hold "
+                f"{row['catalog_shared_hold_ms']['max']:5.1f} ms max)"
             )
 
 
@@ -717,9 +831,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("new-rows", "medium"),
-        help="run only the new rows (10M-row cheap-feature hit, new-process first hit), or "
-        "only the medium case's latency (1M-row result at the default 5M ticks)",
+        choices=("new-rows", "medium", "sql", "views"),
+        help="run only the new rows (10M-row cheap-feature hit, new-process first hit), "
+        "only the medium case's latency (1M-row result at the default 5M ticks), only the "
+        "SQL row (plain DuckDB vs store.sql) or only the view row (publish at 100k results)",
+    )
+    parser.add_argument(
+        "--view-entries", type=int, default=100_000, help="results of the view row (100k)"
     )
     parser.add_argument(
         "--big-rows", type=int, default=BIG_INPUT_ROWS, help="rows of the big-input row (10M)"
@@ -795,6 +913,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             },
             "latency": latency,
         }
+    if args.only in ("sql", "views"):
+        return {
+            "environment": {
+                **machine(),
+                "command": "python " + shlex.join(["benchmarks/compare.py", *sys.argv[1:]]),
+                "versions": report.versions(),
+                "load_average_start": load_start,
+                "load_average_end": os.getloadavg(),
+            },
+            **issue13_rows(args, work, only=args.only),
+        }
     print("5. first hit in a new process; hit on a 10M-row input", flush=True)
     first_hit = bench_first_hit(ticks_path, features_dir, basket, work, args.rounds)
     big_input = bench_big_input(features, work, args.big_rows, args.rounds)
@@ -836,6 +965,9 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     sections["changes"] = time.perf_counter() - mark
     print("4. disk and capabilities", flush=True)
     disk = bench_disk(work, latency)
+    mark = time.perf_counter()
+    new_rows.update(issue13_rows(args, work))
+    sections["sql_and_views"] = time.perf_counter() - mark
     document: dict[str, Any] = {
         "environment": {
             **machine(),
@@ -862,6 +994,21 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     document["environment"]["cpu_seconds"] = sum(u.ru_utime + u.ru_stime for u in usage)
     return document
+
+
+def issue13_rows(args: argparse.Namespace, work: Path, only: str | None = None) -> dict:
+    """6. plain DuckDB vs store.sql at 1000 results; 7. view work when a feature or a result
+    schema is added at 100k results (``bench_views``)."""
+    import bench_views
+
+    rows: dict[str, Any] = {}
+    if only in (None, "sql"):
+        print("6. SQL: plain DuckDB on catalog.duckdb vs store.sql, WHERE symbol", flush=True)
+        rows["sql_symbol"] = bench_sql_symbol(work, args.rounds)
+    if only in (None, "views"):
+        print(f"7. adding a feature / result schema at {args.view_entries:,} results", flush=True)
+        rows["views"] = bench_views.run(work / "views", args.view_entries, 3)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:

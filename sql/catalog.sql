@@ -53,12 +53,24 @@ ORDER BY feature;
 -- name: assign_view_names
 INSERT INTO view_names SELECT unnest($features), unnest($names), $assigned_at;
 
--- name: latest_keys
--- Of each (feature, symbol, input data, config), the entry computed last -- by the latest
--- code version: the keys a feature's default view shows (its _history view shows all).
--- No trailing semicolon: catalog.py embeds it in the views of catalog.duckdb.
-SELECT key FROM entries
-QUALIFY row_number() OVER (
-    PARTITION BY feature, symbol, data_fingerprint, config_fingerprint
-    ORDER BY created_at DESC, key DESC
-) = 1
+-- name: symbol_of
+-- The symbol of an entry just inserted (its link goes into the symbol's folder).
+SELECT symbol FROM entries WHERE key = $key;
+
+-- name: view_entries
+-- Run in catalog.duckdb, over its copy of `entries`: the metadata columns the stored feature
+-- views join by key, with `latest` marking the keys of latest_keys (the copy never changes, so
+-- computing it once per catalog build spares every query the window over all entries).
+-- The name is jules_cache.query.views.VIEW_ENTRIES.
+CREATE TABLE jules_cache_view_entries AS
+SELECT key, symbol, code_fingerprint, code_version, config_json, created_at,
+       row_number() OVER (
+           PARTITION BY feature, symbol, data_fingerprint, config_fingerprint
+           ORDER BY created_at DESC, key DESC
+       ) = 1 AS latest
+FROM entries
+ORDER BY key;
+
+-- name: feature_schemas
+-- Each feature's distinct result schemas: they name its view's metadata columns.
+SELECT feature, list(DISTINCT result_schema ORDER BY result_schema) FROM entries GROUP BY feature;

@@ -10,7 +10,7 @@ USING (
 ) AS doomed
 WHERE entries.key = doomed.key
   AND (doomed.last_accessed_at IS NULL OR entries.last_accessed_at = doomed.last_accessed_at)
-RETURNING entries.key, entries.feature;
+RETURNING entries.key, entries.feature, entries.symbol, entries.result_schema;
 
 -- name: delete_entry_inputs
 -- Every other per-key table follows its entry in the same transaction.

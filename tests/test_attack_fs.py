@@ -21,7 +21,7 @@ from features import bar_count
 from helpers import snapshot
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
-from jules_cache.query.views import link_folder
+from jules_cache.query.views import entry_link, link_folder
 
 pytestmark = pytest.mark.attack
 
@@ -72,6 +72,12 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
     "views-feature": lambda root, out, cache: _replace_with_link(
         link_folder_of(root, _first(cache)), out
     ),
+    "views-schema": lambda root, out, cache: _replace_with_link(
+        _link_of(root, _first(cache)).parent.parent, out
+    ),
+    "views-symbol": lambda root, out, cache: _replace_with_link(
+        _link_of(root, _first(cache)).parent, out
+    ),
     "views-stray": lambda root, out, cache: _replace_with_link(root / "views" / "stray", out),
     "objects": lambda root, out, cache: _replace_with_link(root / "objects", out / "nested"),
     "objects-shard": lambda root, out, cache: _replace_with_link(
@@ -87,6 +93,11 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
     ),
     "quarantine": lambda root, out, cache: _replace_with_link(root / "quarantine", out),
 }
+
+
+def _link_of(root: Path, result) -> Path:
+    with FeatureStore(root) as store:
+        return entry_link(store.layout, store.entry(result.key))
 
 
 def link_folder_of(root: Path, result) -> Path:

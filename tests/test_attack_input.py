@@ -32,7 +32,7 @@ from jules_cache import (
 from jules_cache.cli import cli
 from jules_cache.fingerprints import config as config_fingerprint
 from jules_cache.fingerprints.config import canonical_config
-from jules_cache.query.views import link_path
+from jules_cache.query.views import entry_link
 from jules_cache.storage import result_files
 
 pytestmark = pytest.mark.attack
@@ -473,7 +473,7 @@ def test_rm_when_a_view_link_cannot_be_deleted_gives_no_traceback(store, mechani
     """Removing one entry of a feature keeps the feature's link folder, so its link is
     unlinked one by one (the whole folder goes when the feature's last entry does)."""
     gone, kept = _put_two(store)
-    link = link_path(store.layout, gone.feature, gone.key)
+    link = entry_link(store.layout, gone)
     with undeletable(link, mechanism):
         error = _rm(store, "--key", gone.key)
         assert str(link) in error

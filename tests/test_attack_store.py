@@ -18,7 +18,7 @@ import pytest
 from features import bar_count
 
 from jules_cache import CacheWriteWarning, FeatureStore
-from jules_cache.query.views import link_path
+from jules_cache.query.views import entry_link
 
 pytestmark = pytest.mark.attack
 
@@ -61,11 +61,13 @@ def _remove_by(store: FeatureStore, how: str, result) -> None:
 @pytest.mark.parametrize("how", ["rm", "gc", "check-fix-lost-file", "quarantine-on-read"])
 def test_every_removal_leaves_no_row_link_or_file_behind(store, ticks, tmp_path, how):
     result = _file_input_entry(store, ticks, tmp_path)
+    link = entry_link(store.layout, store.entry(result.key))
+    assert link.samefile(result.path)
     assert _rows(store, "SELECT count(*) FROM entry_inputs") == [(1,)]
     _remove_by(store, how, result)
     assert _rows(store, "SELECT count(*) FROM entries") == [(0,)]
     assert _rows(store, "SELECT count(*) FROM entry_inputs") == [(0,)]
-    assert not link_path(store.layout, result.feature, result.key).exists()
+    assert not link.exists() and not link.parent.exists()  # nor the folders it emptied
     assert not result.path.exists()
 
 

@@ -55,24 +55,30 @@ def test_missing_file_is_reported_and_its_row_dropped(store, aapl):
 
 
 def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store, aapl):
-    from jules_cache.query.views import link_folder
+    from jules_cache.query.views import entry_link, link_folder
 
     kept, lost = put(store, aapl), put(store, aapl, "MSFT")
     folder = link_folder(store.layout, "bars")
-    (folder / f"{lost.key}.parquet").unlink()  # the stored view would miss MSFT
-    (folder / f"{kept.key}.parquet").unlink()
-    (folder / f"{kept.key}.parquet").write_bytes(b"another file")  # ... and read garbage
-    (folder / f"{'ab' * 16}.parquet").write_bytes(b"stray")
+    kept_link = entry_link(store.layout, store.entry(kept.key))
+    lost_link = entry_link(store.layout, store.entry(lost.key))
+    lost_link.unlink()  # the stored view would miss MSFT
+    kept_link.unlink()
+    kept_link.write_bytes(b"another file")  # ... and read garbage
+    (kept_link.parent / f"{'ab' * 16}.parquet").write_bytes(b"stray")
     report = store.check()
     assert not report.consistent
     assert sorted(p.detail for p in report.of_kind("view_link")) == [
         "links another file than the entry's",
-        "no entry of this feature has this key",
+        "no entry of this feature has this key in this folder",
         "the entry's file is not linked",
     ]
     fixed = store.check(fix=True)
     assert fixed.consistent and {p.action for p in fixed.of_kind("view_link")} == {"relinked"}
-    assert {p.name for p in folder.iterdir()} == {f"{kept.key}.parquet", f"{lost.key}.parquet"}
+    assert {p.relative_to(folder) for p in folder.rglob("*.parquet")} == {
+        kept_link.relative_to(folder),
+        lost_link.relative_to(folder),
+    }
+    assert kept_link.samefile(kept.path) and lost_link.samefile(lost.path)
     assert store.check().problems == ()
 
 

@@ -110,17 +110,18 @@ def test_each_reason_is_found_and_deleted(store):
 
 
 def test_gc_removes_the_view_links_of_what_it_deletes(store):
-    from jules_cache.query.views import link_folder
+    from jules_cache.query.views import entry_link, link_folder
 
     keys = _fill(store, 4)
     folder = link_folder(store.layout, "bars")
     _age(store, keys[:1], accessed_days=40)  # expired
     store.layout.result_path(keys[1]).unlink()  # dangling: the link still holds its data
     orphan = _orphan(store)  # a put killed just before COMMIT leaves its link too
-    os.link(orphan, folder / orphan.name)
+    os.link(orphan, entry_link(store.layout, store.entry(keys[3])).parent / orphan.name)
     report = store.gc()
     assert report.ok
-    assert {path.stem for path in folder.iterdir()} == set(keys[2:])  # nothing else kept alive
+    # nothing else kept alive
+    assert {path.stem for path in folder.rglob("*.parquet")} == set(keys[2:])
 
 
 def test_gc_of_every_entry_of_a_feature_drops_its_view_and_links(store):

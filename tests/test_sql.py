@@ -175,6 +175,27 @@ def test_schema_change_between_versions_stays_queryable(store, aapl):
     assert store.sql("SELECT count(*) AS n FROM bars", versions="2")["n"][0] == 390
 
 
+def test_a_schema_change_reads_one_footer_per_schema_in_plain_duckdb(store, aapl):
+    """A folder per result schema: the stored view is one read per schema, combined by name,
+    never ``union_by_name`` (which reads every file's footer on every query)."""
+    from jules_cache.query.views import link_folder
+
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars", version="1")
+    store.get_or_compute("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars", version="1")
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bars_v2, name="bars", version="2")
+    assert len(list(link_folder(store.layout, "bars").iterdir())) == 2
+    rows = bare_duckdb(
+        store,
+        "SELECT symbol, code_version, count(*), count(n_v2) FROM bars_history "
+        "GROUP BY ALL ORDER BY ALL",
+    )
+    assert rows == [["AAPL", "1", 390, 0], ["AAPL", "2", 390, 390], ["MSFT", "1", 390, 0]]
+    latest = "SELECT symbol, code_version, count(*) FROM bars GROUP BY ALL ORDER BY ALL"
+    assert bare_duckdb(store, latest) == [["AAPL", "2", 390], ["MSFT", "1", 390]]
+    view_sql = bare_duckdb(store, "SELECT sql FROM duckdb_views() WHERE view_name = 'bars'")
+    assert "union_by_name = true" not in view_sql[0][0].lower().replace("(", "").replace(")", "")
+
+
 @pytest.mark.slow
 def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl):
     filled.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="other.thing")
@@ -325,7 +346,7 @@ def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path
 
 @pytest.mark.slow
 def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aapl):
-    from jules_cache.query.views import link_folder
+    from jules_cache.query.views import entry_link, link_folder
 
     view_sql = "SELECT sql FROM duckdb_views() WHERE view_name = 'bar_count'"
     for i in range(5):
@@ -340,23 +361,28 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
     rows = bare_duckdb(store, "SELECT count(DISTINCT symbol), count(*) FROM bar_count")
     assert rows == [[5, 5 * 7]]
     folder = link_folder(store.layout, "features.bar_count")
-    keys = {entry.key for entry in store.entries()}
-    assert {path.stem for path in folder.iterdir()} == keys
-    for key in keys:
-        assert (folder / f"{key}.parquet").samefile(store.layout.result_path(key))
+    links = {path.stem: path for path in folder.rglob("*.parquet")}
+    assert set(links) == {entry.key for entry in store.entries()}
+    (schema,) = folder.iterdir()  # one result schema, and in its folder one folder per symbol
+    assert {path.name for path in schema.iterdir()} == {
+        f"__jules_symbol=S{i:03d}" for i in range(5)
+    }
+    for entry in store.entries():  # each link to its entry's file
+        assert links[entry.key] == entry_link(store.layout, entry)
+        assert links[entry.key].samefile(store.layout.result_path(entry.key))
     one = bare_duckdb(store, "SELECT count(*) FROM bar_count WHERE symbol = 'S003'")
     assert one == [[7]]
 
 
 @pytest.mark.slow
 def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
-    from jules_cache.query.views import link_folder
+    from jules_cache.query.views import entry_link
 
     first = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
     first.path.unlink()  # lost behind the cache's back: the row and the link remain
     again = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
     assert not again.hit and again.path.exists()
-    link = link_folder(store.layout, "features.bar_count") / f"{again.key}.parquet"
+    link = entry_link(store.layout, store.entry(again.key))
     assert link.samefile(again.path)  # the link follows the new file, not the lost one
     assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[7]]
 
@@ -401,3 +427,101 @@ def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl
         schemas = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'jules_cache_parts'"
         assert con.execute(schemas).fetchall() == [(0,)]
     assert bare_duckdb(again, "SELECT count(DISTINCT symbol) FROM bar_count") == [[2]]
+
+
+def test_plain_duckdb_where_symbol_opens_only_that_symbols_files(store, aapl):
+    """The stored views read one folder per symbol with hive partitioning: a filter on
+    ``symbol`` never opens another symbol's files (here: a damaged one)."""
+    from jules_cache.query.views import entry_link
+
+    for symbol in ("AAPL", "MSFT"):
+        store.get_or_compute(symbol, aapl, {"freq": "1h"}, bar_count)
+    msft = store.entries(symbol="MSFT")[0]
+    assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[14]]
+    link = entry_link(store.layout, msft)
+    link.unlink()
+    link.write_bytes(b"not a parquet file")  # only the view reads it
+    for view in ("bar_count", "bar_count_history"):
+        assert bare_duckdb(store, f"SELECT count(*) FROM {view} WHERE symbol = 'AAPL'") == [[7]]
+        assert bare_duckdb(store, f"SELECT count(*) FROM {view} WHERE symbol IN ('AAPL')") == [[7]]
+    with pytest.raises(AssertionError, match="parquet"):
+        bare_duckdb(store, "SELECT count(*) FROM bar_count")
+    assert store.check(fix=True).consistent  # relinked to the entry's file
+    assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[14]]
+
+
+ODD_SYMBOLS = (
+    "BRK/B",
+    "AAPL",
+    "aapl",  # AAPL's folder on a case-insensitive file system, were case not encoded
+    "日本",
+    "../../etc/passwd",
+    "__HIVE_DEFAULT_PARTITION__",  # what DuckDB reads as NULL, were "_" not encoded
+    "a=b/c",
+    "100",
+    "X" * 1000,  # too long for a folder name: linked in the feature's folder itself
+)
+
+
+def test_any_symbol_round_trips_through_the_plain_duckdb_views(store, aapl):
+    from jules_cache.query.views import link_folder
+
+    for symbol in ODD_SYMBOLS:
+        store.get_or_compute(symbol, aapl, {"freq": "1h"}, bar_count)
+    rows = bare_duckdb(store, "SELECT symbol, count(*) FROM bar_count GROUP BY symbol")
+    assert dict(rows) == dict.fromkeys(ODD_SYMBOLS, 7)
+    for symbol in ODD_SYMBOLS:
+        literal = symbol.replace("'", "''")
+        query = f"SELECT count(*), min(symbol) FROM bar_count_history WHERE symbol = '{literal}'"
+        assert bare_duckdb(store, query) == [[7, symbol]]
+    (folder,) = link_folder(store.layout, "features.bar_count").iterdir()  # one schema
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == len(ODD_SYMBOLS) - 1
+    assert store.check().consistent
+    store.remove(symbol="BRK/B")  # its link and its emptied folder go
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == len(ODD_SYMBOLS) - 2
+    store.remove(symbol="X" * 1000)
+    assert [p for p in folder.iterdir() if not p.is_dir()] == []
+    rows = bare_duckdb(store, "SELECT symbol, count(*) FROM bar_count GROUP BY symbol")
+    assert dict(rows) == dict.fromkeys(ODD_SYMBOLS[1:-1], 7)
+    assert store.check().consistent
+
+
+def test_links_of_a_root_made_before_symbol_folders_stay_queryable_until_relinked(store, aapl):
+    from jules_cache.query import catalog_file
+    from jules_cache.query.views import entry_link, link_folder
+
+    for symbol in ("AAPL", "MSFT"):
+        store.get_or_compute(symbol, aapl, {"freq": "1h"}, bar_count)
+    folder = link_folder(store.layout, "features.bar_count")
+    for entry in store.entries():  # the layout before: every link in the feature's folder
+        link = entry_link(store.layout, entry)
+        link.rename(folder / link.name)
+        link.parent.rmdir()
+    (schema,) = [path for path in folder.iterdir() if path.is_dir()]
+    schema.rmdir()
+    catalog_file.build(store.manifest)
+    query = "SELECT symbol, count(*) FROM bar_count GROUP BY symbol ORDER BY symbol"
+    assert bare_duckdb(store, query) == [["AAPL", 7], ["MSFT", 7]]
+    assert len(store.check().of_kind("view_link")) == 4  # two links in the old place
+    assert store.check(fix=True).consistent
+    assert store.check().problems == ()
+    (schema,) = folder.iterdir()
+    assert sorted(p.name for p in schema.iterdir()) == [
+        "__jules_symbol=AAPL",
+        "__jules_symbol=MSFT",
+    ]
+    catalog_file.build(store.manifest)
+    assert bare_duckdb(store, query) == [["AAPL", 7], ["MSFT", 7]]
+
+
+def test_a_root_whose_path_looks_like_a_partition_adds_no_column(tmp_path, aapl):
+    """DuckDB's hive partitioning parses every ``key=value`` in a path, the root's too."""
+    from jules_cache import FeatureStore
+
+    with FeatureStore(tmp_path / "year=2024" / "a=b=c" / "cache") as store:
+        store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count)
+        columns = [row[0] for row in bare_duckdb(store, "DESCRIBE bar_count")]
+        assert not {"year", "a", "a=b"} & set(columns)
+        assert columns == store.sql("SELECT * FROM bar_count").columns
+        query = "SELECT count(*) FROM bar_count WHERE symbol = 'AAPL'"
+        assert bare_duckdb(store, query) == [[7]]

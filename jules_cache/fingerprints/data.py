@@ -62,6 +62,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
@@ -757,8 +758,8 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
     if workers <= 1 or len(tasks) <= 1:
         leaf_digests = [_hash_leaf(dtype, where, p) for _, dtype, where, p in tasks]
     else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            leaf_digests = list(pool.map(lambda task: _hash_leaf(*task[1:]), tasks))
+        pool = _pool(workers)
+        leaf_digests = list(pool.map(lambda task: _hash_leaf(*task[1:]), tasks))
     per_column: list[list[bytes]] = [[] for _ in headers]
     for (i, *_), leaf in zip(tasks, leaf_digests, strict=True):
         per_column[i].append(leaf)
@@ -766,6 +767,22 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
     rows = table.num_rows.to_bytes(8, "little")
     final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
     return f"{DATA_SCHEME}:{final.hex()}"
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A hashing thread pool kept for the process: starting threads on every hit costs more
+    than some hashes do. A forked child (no threads survive a fork) makes its own. Its tasks
+    never wait on the pool themselves, so callers in several threads cannot deadlock it."""
+    key = (os.getpid(), workers)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(workers, thread_name_prefix="jules-hash")
+        return pool
 
 
 def _usable_cpus() -> int:

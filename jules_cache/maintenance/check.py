@@ -55,14 +55,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from jules_cache.errors import InvalidInput, JulesCacheError
 from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.models import _ToDict
-from jules_cache.query.views import FileRow, link_problems, refresh_views, view_published
+from jules_cache.query.views import (
+    FileRow,
+    LinkOwner,
+    link_problems,
+    refresh_views,
+    view_published,
+)
 from jules_cache.storage import rootfs, sqlfiles
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
@@ -169,18 +173,18 @@ def run_check(
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
     layout.require_real_areas(shards=True)
     problems: list[Problem] = []
-    dropped: dict[str, str | None] = {}  # rows of missing files: their links go after commit
-    damaged: dict[str, str | None] = {}  # rows of damaged files: quarantined after commit
+    dropped: dict[str, LinkOwner] = {}  # rows of missing files: their links go after commit
+    damaged: dict[str, LinkOwner] = {}  # rows of damaged files: quarantined after commit
     with manifest.write() if fix else manifest.read() as con:
         rows = manifest.execute(con, "check.sql", "entry_files").fetchall()
         files = _result_files(layout)
         file_count = len(files)
-        for key, relative, size, feature in rows:
+        for key, relative, size, *owner in rows:
             path = layout.root / relative
             if path not in files:
                 problem = Problem(MISSING_FILE, relative, key, "the row's file does not exist")
                 if fix:
-                    dropped[key] = feature
+                    dropped[key] = LinkOwner(*owner)
                     problem = _done(problem, "dropped row")
                 problems.append(problem)
                 continue
@@ -188,10 +192,10 @@ def run_check(
             found = _inspect(layout, path, key, size)
             if found is not None:
                 if fix and found.kind == MISSING_FILE:
-                    dropped[key] = feature
+                    dropped[key] = LinkOwner(*owner)
                     found = _done(found, "dropped row")
                 elif fix:
-                    damaged[key] = feature
+                    damaged[key] = LinkOwner(*owner)
                     found = _done(found, "quarantined, row dropped")
                 problems.append(found)
         for done, (path, key) in enumerate(files.items(), start=1):
@@ -433,6 +437,8 @@ def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
 
 def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
     """The entry metadata stored in the file's footer; ValueError if absent or not ``key``'s."""
+    import pyarrow.parquet as pq  # not on import: a store that only hits never needs it
+
     metadata = pq.read_metadata(path).metadata or {}
     raw = metadata.get(METADATA_KEY.encode())
     if raw is None:
@@ -512,7 +518,7 @@ def register_orphans(manifest: Manifest, con: Any, keys: list[str]) -> list[str]
         try:
             row = _entry_row(layout, path, _file_entry(path, key))
             manifest.execute(con, "entries.sql", "insert_entry", row)
-            view_published(con, layout, row["feature"], key, row["result_schema"])
+            view_published(con, layout, row["feature"], key, row["result_schema"], row["symbol"])
         except (*READ_ERRORS, KeyError, TypeError, JulesCacheError):
             continue
         registered.append(key)
@@ -539,7 +545,7 @@ def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, A
 def _deep(
     layout: Layout,
     manifest: Manifest,
-    rows: list[tuple[str, str, int, str]],
+    rows: list[tuple[str, str, int, str, str, str]],
     found: list[Problem],
     fix: bool,
     progress: Progress | None,
@@ -547,8 +553,8 @@ def _deep(
     """Read every page of every sound entry file (no lock: the files are immutable)."""
     already = {p.key for p in found}
     failed: list[tuple[Problem, Path, int]] = []
-    features = {key: feature for key, _, _, feature in rows}
-    for done, (key, relative, _, _) in enumerate(rows, start=1):
+    owners = {key: LinkOwner(*owner) for key, _, _, *owner in rows}
+    for done, (key, relative, *_) in enumerate(rows, start=1):
         if progress is not None:
             progress(done, len(rows))
         if key in already:
@@ -564,13 +570,13 @@ def _deep(
     if not fix or not failed:
         return [problem for problem, _, _ in failed]
     fixed = []
-    doomed: dict[str, str | None] = {}
+    doomed: dict[str, LinkOwner] = {}
     with manifest.write() as con:
         for problem, path, inode in failed:
             with contextlib.suppress(FileNotFoundError):
                 if path.stat().st_ino == inode:  # not replaced by a fresh put meanwhile
                     assert problem.key is not None
-                    doomed[problem.key] = features[problem.key]
+                    doomed[problem.key] = owners[problem.key]
                     fixed.append(_done(problem, "quarantined, row dropped"))
                     continue
             fixed.append(_done(problem, "already replaced"))

@@ -47,6 +47,7 @@ from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeo
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.models import _ToDict
+from jules_cache.query.views import LinkOwner
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
 from jules_cache.storage.locks import file_lock
@@ -378,7 +379,8 @@ class _Run(GCRun):
         super().__init__(str(layout.root), options, progress)
         self.manifest = manifest
         self.layout = layout
-        self._features: dict[str, str] = {}  # key -> feature of the rows deleted so far
+        # key -> (feature, symbol) of the rows deleted so far: where their view links are
+        self._owners: dict[str, LinkOwner] = {}
         self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
 
     def _start(self) -> int:
@@ -499,7 +501,7 @@ class _Run(GCRun):
         keys = [_key(item) for item in candidates]
         deleted = drop_rows(self.manifest, con, keys, [self._last_access[k] for k in keys])
         self.skipped += len(candidates) - len(deleted)
-        self._features.update(deleted)
+        self._owners.update(deleted)
         survivors = []
         for item in candidates:
             if item.key in deleted:
@@ -512,7 +514,7 @@ class _Run(GCRun):
         """Unlink result files (and links) whose key has no row now (checked under the lock)."""
         if not items:
             return
-        doomed = {_key(item): self._features.get(_key(item)) for item in items}
+        doomed = {_key(item): self._owners.get(_key(item)) for item in items}
         outcome = discard_files(self.manifest, con, doomed)
         gone, missing = set(outcome.removed), set(outcome.missing)
         files = [item for item in items if item.reason != "dangling"]  # rows only: counted

@@ -40,11 +40,11 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
@@ -70,6 +70,7 @@ RESERVED = frozenset(
         "schema_version",
         "gc_runs",
         CATALOG_VIEW,
+        "jules_cache_view_entries",  # VIEW_ENTRIES, in catalog.duckdb
     }
 )
 HISTORY_SUFFIX = "_history"  # <view>_history: every code version's results
@@ -275,10 +276,10 @@ def sql_literal(value: Any) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def result_columns(rows: Sequence[FileRow]) -> set[str]:
-    """Every column name of any of the files' results (from the manifest's result_schema)."""
+def result_columns(schemas: Iterable[str]) -> set[str]:
+    """Every column name of any of the result schemas (the manifest's result_schema JSON)."""
     columns: set[str] = set()
-    for schema in {row.result_schema for row in rows}:
+    for schema in set(schemas):
         try:
             columns.update(json.loads(schema))
         except (ValueError, TypeError):
@@ -286,10 +287,16 @@ def result_columns(rows: Sequence[FileRow]) -> set[str]:
     return columns
 
 
-def meta_column_names(rows: Sequence[FileRow]) -> dict[str, str]:
-    """Metadata column -> its name in the view (``entry_<name>`` if the result has it)."""
-    taken = {c.lower() for c in result_columns(rows)}
+def meta_names(schemas: Iterable[str]) -> dict[str, str]:
+    """Metadata column -> its name in a view of results with these result schemas
+    (``entry_<name>`` if a result has a column of that name)."""
+    taken = {c.lower() for c in result_columns(schemas)}
     return {meta: f"entry_{meta}" if meta in taken else meta for meta in META_COLUMNS}
+
+
+def meta_column_names(rows: Sequence[FileRow]) -> dict[str, str]:
+    """``meta_names`` of the files ``rows``."""
+    return meta_names(row.result_schema for row in rows)
 
 
 def catalog_view_select(names: dict[str, str]) -> str:
@@ -318,16 +325,60 @@ def catalog_view_select(names: dict[str, str]) -> str:
 
 # -- link folders: what the views of catalog.duckdb read -------------------------------------------
 #
-# A stored feature view globs the feature's LINK FOLDER ``views/<digest>/``, which holds one hard
-# link per entry of the feature: made in the transaction that publishes the entry, removed
-# with the entry's file (after the commit that deletes its row; a link without a row is
-# harmless, the view's join to ``entries`` drops it). A publish or a GC batch therefore changes
-# files, not a catalog: the manifest holds no views at all (every ATTACH/DETACH of it costs
-# what it costs without them), and the catalog file ``catalog.duckdb`` — one small view per
-# feature over its folder plus copies of the manifest tables — is rebuilt outside the
-# manifest lock, only when the manifest changed (``jules_cache.query.catalog_file``).
+# A stored feature view reads the feature's LINK FOLDER, one hard link per entry:
+#
+#     views/<feature digest>/schema-<result schema digest>/__jules_symbol=<symbol>/<key>.parquet
+#
+# A folder per result schema: the view is one read per schema folder (each binds one footer),
+# combined UNION ALL BY NAME; a single read with ``union_by_name`` would read the footer of every
+# file on every query once a feature's schema changed (~13 s at 100k results). Inside, a folder
+# per symbol, named the way DuckDB's hive partitioning reads it: the view takes its ``symbol``
+# column from the folder name, so ``WHERE symbol = 'AAPL'`` in a plain DuckDB client opens
+# AAPL's files only instead of every file of the feature. A symbol too long for a folder name
+# (over ~80 characters of lower case) has its links in the schema folder itself, and a root made
+# before these folders has them in the feature folder itself: each read by an unpruned part of
+# the view (``check --fix`` or ``refresh_views()`` relinks the old ones).
+#
+# Links are made in the transaction that publishes the entry, removed with the entry's file
+# (after the commit that deletes its row; a link without a row is harmless, the view's join to
+# the entries drops it). A publish or a GC batch therefore changes files, not a catalog: the
+# manifest holds no views at all (every ATTACH/DETACH of it costs what it costs without them),
+# and the catalog file ``catalog.duckdb`` — views over the folders plus copies of the manifest
+# tables — is rebuilt outside the manifest lock, only when the manifest changed
+# (``jules_cache.query.catalog_file``).
 
 _FILE_COLUMN = "__jules_cache_file"
+SYMBOL_PARTITION = "__jules_symbol"  # the hive partition column of a symbol folder
+_SYMBOL_PREFIX = f"{SYMBOL_PARTITION}="
+_SCHEMA_PREFIX = "schema-"
+# Kept as they are in a symbol folder's name; every other byte of the UTF-8 symbol is %XX. Lower
+# case letters are encoded so that no two symbols ("AAPL", "aapl") share a folder on a
+# case-insensitive file system, and "_" so that no symbol reads as DuckDB's NULL partition
+# (``__HIVE_DEFAULT_PARTITION__``).
+_UNENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
+_MAX_NAME_BYTES = 255  # NAME_MAX of every supported file system
+VIEW_ENTRIES = "jules_cache_view_entries"  # catalog.duckdb: the metadata the views join
+
+
+class LinkOwner(NamedTuple):
+    """Where an entry's link is (``unlink_links`` then needs no search)."""
+
+    feature: str
+    symbol: str
+    result_schema: str
+
+
+def symbol_folder_name(symbol: str) -> str | None:
+    """The folder of a symbol's links, ``__jules_symbol=<percent-encoded symbol>`` (DuckDB
+    decodes it back to the symbol); None if that is too long for a file name."""
+    encoded = "".join(chr(b) if b in _UNENCODED else f"%{b:02X}" for b in symbol.encode())
+    name = _SYMBOL_PREFIX + encoded
+    return name if len(name) <= _MAX_NAME_BYTES else None
+
+
+def schema_folder_name(result_schema: str) -> str:
+    """The folder of one result schema's links (the manifest's ``result_schema`` JSON)."""
+    return _SCHEMA_PREFIX + xxhash.xxh3_64_hexdigest(result_schema.encode())
 
 
 def link_folder(layout: Layout, feature: str) -> Path:
@@ -335,23 +386,38 @@ def link_folder(layout: Layout, feature: str) -> Path:
     return layout.views / xxhash.xxh3_64_hexdigest(feature.encode())
 
 
-def link_path(layout: Layout, feature: str, key: str) -> Path:
-    return link_folder(layout, feature) / f"{key}{RESULT_SUFFIX}"
+def link_path(layout: Layout, feature: str, key: str, symbol: str, result_schema: str) -> Path:
+    """Where the link to ``key``'s result is: in its schema's and its symbol's folder."""
+    folder = link_folder(layout, feature) / schema_folder_name(result_schema)
+    name = symbol_folder_name(symbol)
+    return (folder / name if name is not None else folder) / f"{key}{RESULT_SUFFIX}"
 
 
-def add_link(layout: Layout, feature: str, key: str) -> None:
+def entry_link(layout: Layout, entry: Any) -> Path:
+    """``link_path`` of an ``Entry``, a ``FileRow`` or a ``LinkOwner`` with a ``key``."""
+    return link_path(layout, entry.feature, entry.key, entry.symbol, entry.result_schema)
+
+
+def add_link(layout: Layout, owner: LinkOwner, key: str) -> None:
     """Link the published result of ``key`` into its feature's folder (replacing a stale link).
 
-    Called under the exclusive manifest lock, which a plain DuckDB reader of the views also
-    excludes (DuckDB's own file lock), so unlink-then-link is never observed half done.
-    A file system without hard links gets a symbolic link. Through ``rootfs``: a link planted
-    in place of ``views/`` or of the feature's folder is refused, never followed.
+    Called under the exclusive manifest lock; links are removed and emptied folders deleted
+    only under the manifest lock too, so a folder never goes between its creation and the
+    link made in it. A file system without hard links gets a symbolic link. Through
+    ``rootfs``: a link planted in place of ``views/`` or of any folder below is refused,
+    never followed.
     """
-    rootfs.link(layout.root, layout.result_path(key), link_path(layout, feature, key))
+    path = link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
+    rootfs.link(layout.root, layout.result_path(key), path)
 
 
 def remove_link(layout: Layout, feature: str, key: str) -> None:
-    rootfs.unlink(layout.root, link_path(layout, feature, key), links_ok=True)
+    """Remove the link to ``key``'s result, wherever it is in the feature's folder.
+
+    Safe without the manifest lock (a publish rolling back): it leaves the folders, which a
+    publish holding the lock may be about to link into; an empty folder is harmless.
+    """
+    unlink_links(layout, {key: feature}, prune=False)
 
 
 def _linked(path: Path, target: Path) -> bool:
@@ -361,42 +427,79 @@ def _linked(path: Path, target: Path) -> bool:
         return False
 
 
-def _link_names(layout: Layout, folder: Path) -> list[str]:
-    """The names in a link folder that the library could have made (regular files or links
-    named ``<key>.parquet``); anything else is never touched."""
-    return [
-        name
-        for name, found in rootfs.listdir(layout.root, folder)
-        if KEY_PATTERN.match(name.removesuffix(RESULT_SUFFIX))
-        and name.endswith(RESULT_SUFFIX)
+def _is_link_name(name: str, found: os.stat_result) -> bool:
+    """A name the library could have made for a link (``<key>.parquet``, a file or a link)."""
+    return (
+        name.endswith(RESULT_SUFFIX)
+        and KEY_PATTERN.match(name.removesuffix(RESULT_SUFFIX)) is not None
         and (stat.S_ISREG(found.st_mode) or stat.S_ISLNK(found.st_mode))
+    )
+
+
+def _subfolders(layout: Layout, folder: Path, prefix: str) -> list[Path]:
+    """The real folders named ``prefix…`` in ``folder`` (a planted link is not followed)."""
+    return [
+        folder / name
+        for name, found in rootfs.listdir(layout.root, folder)
+        if name.startswith(prefix) and stat.S_ISDIR(found.st_mode)
     ]
 
 
+def _places(layout: Layout, folder: Path) -> list[Path]:
+    """Every folder of a feature's link folder that can hold links, deepest first: symbol
+    folders, schema folders, the feature folder itself (the layout before them)."""
+    places: list[Path] = []
+    for schema in _subfolders(layout, folder, _SCHEMA_PREFIX):
+        places += _subfolders(layout, schema, _SYMBOL_PREFIX)
+        places.append(schema)
+    places.append(folder)
+    return places
+
+
+def _links(layout: Layout, folder: Path) -> list[Path]:
+    """Every link in a feature's link folder that the library could have made; anything else
+    is never touched."""
+    return [
+        place / name
+        for place in _places(layout, folder)
+        for name, found in rootfs.listdir(layout.root, place)
+        if _is_link_name(name, found)
+    ]
+
+
+def _key_of_link(path: Path) -> str:
+    return path.name.removesuffix(RESULT_SUFFIX)
+
+
+def _remove_empty_folders(layout: Layout, folder: Path) -> None:
+    """Remove the emptied symbol and schema folders of a feature's folder (only empty, real
+    ones: ``rmdir``), and the feature folder itself if it is empty too."""
+    for place in _places(layout, folder):
+        rootfs.rmdir(layout.root, place)
+
+
 def clear_link_folder(layout: Layout, folder: Path) -> None:
-    """Remove a link folder's links and then the folder if it is empty (never recursively)."""
-    for name in _link_names(layout, folder):
-        rootfs.unlink(layout.root, folder / name, links_ok=True)
-    rootfs.rmdir(layout.root, folder)
+    """Remove a link folder's links and then its folders (never recursively)."""
+    for path in _links(layout, folder):
+        rootfs.unlink(layout.root, path, links_ok=True)
+    _remove_empty_folders(layout, folder)
 
 
-def _sync_links(layout: Layout, feature: str, keys: Iterable[str]) -> int:
-    """Make the feature's link folder hold exactly ``keys`` (each pointing at its result)."""
+def _sync_links(layout: Layout, feature: str, rows: Sequence[FileRow]) -> int:
+    """Make the feature's link folder hold exactly the links of ``rows`` (each in its schema's
+    and symbol's folder, pointing at its result)."""
     folder = link_folder(layout, feature)
-    linked = set(keys)
-    missing = set(linked)
-    for name in _link_names(layout, folder):
-        key = name.removesuffix(RESULT_SUFFIX)
-        path = folder / name
-        if key in missing and _linked(path, layout.result_path(key)):
-            missing.discard(key)
-        else:  # stray or stale (a key republished since it was linked)
+    missing = {entry_link(layout, row): row.key for row in rows}
+    for path in _links(layout, folder):
+        key = _key_of_link(path)
+        if missing.get(path) == key and _linked(path, layout.result_path(key)):
+            del missing[path]
+        else:  # stray, stale (a key republished since it was linked) or in the old layout
             rootfs.unlink(layout.root, path, links_ok=True)
-    for key in missing:
-        add_link(layout, feature, key)
-    if not linked:
-        rootfs.rmdir(layout.root, folder)
-    return len(linked)
+    for path, key in missing.items():
+        rootfs.link(layout.root, layout.result_path(key), path)
+    _remove_empty_folders(layout, folder)
+    return len(rows)
 
 
 def stray_link_folders(layout: Layout, features: Iterable[str]) -> list[Path]:
@@ -415,36 +518,133 @@ def link_problems(layout: Layout, rows: Sequence[FileRow]) -> list[tuple[Path, s
     for row in rows:
         target = layout.root / row.path
         if target.is_file():
-            expected[link_path(layout, row.feature, row.key)] = target
+            expected[entry_link(layout, row)] = target
     found = {
-        layout.views / folder / name
+        path
         for folder, entry in rootfs.listdir(layout.root, layout.views)
         if stat.S_ISDIR(entry.st_mode)
-        for name in _link_names(layout, layout.views / folder)
+        for path in _links(layout, layout.views / folder)
     }
     problems = [(path, "the entry's file is not linked") for path in expected if path not in found]
     for path in found:
         if path not in expected:
-            problems.append((path, "no entry of this feature has this key"))
+            problems.append((path, "no entry of this feature has this key in this folder"))
         elif not _linked(path, expected[path]):
             problems.append((path, "links another file than the entry's"))
     return sorted(problems)
 
 
-def _view_select(folder: Path, meta: dict[str, str], union: bool, history: bool = True) -> str:
-    """A feature view: every file of its link folder, joined to ``entries`` for the metadata;
-    without ``history`` only the latest entry of each (symbol, input data, config)."""
-    pattern = sql_literal(str(folder / f"*{RESULT_SUFFIX}"))
+@dataclass(frozen=True)
+class ViewPart:
+    """One read of a feature view: the links of one folder (``by_symbol``: of its symbol
+    folders, read with hive partitioning), with ``union_by_name`` if it mixes schemas."""
+
+    folder: Path
+    by_symbol: bool
+    union: bool = False
+
+
+def view_parts(folder: Path) -> list[ViewPart]:
+    """What a feature's link folder holds, as the reads of its stored view (none: no view).
+
+    Looks without following a link: per schema folder, its symbol folders and its own links;
+    then the feature folder's own links (the layout before schema folders: mixed schemas).
+    """
+    parts: list[ViewPart] = []
+    try:
+        with os.scandir(folder) as entries:
+            listed = sorted(entries, key=lambda entry: entry.name)
+    except OSError:
+        return parts
+    for entry in listed:
+        if entry.name.startswith(_SCHEMA_PREFIX) and entry.is_dir(follow_symlinks=False):
+            by_symbol, own = _schema_parts(Path(entry.path))
+            parts += [ViewPart(Path(entry.path), True)] if by_symbol else []
+            parts += [ViewPart(Path(entry.path), False)] if own else []
+    if any(entry.name.endswith(RESULT_SUFFIX) for entry in listed):
+        parts.append(ViewPart(folder, False, union=True))
+    return parts
+
+
+def _schema_parts(folder: Path) -> tuple[bool, bool]:
+    """Whether a schema folder has links in symbol folders, and links of its own."""
+    by_symbol = own = False
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(_SYMBOL_PREFIX):
+                    if not by_symbol and entry.is_dir(follow_symlinks=False):
+                        by_symbol = _has_result(Path(entry.path))
+                elif entry.name.endswith(RESULT_SUFFIX):
+                    own = True
+                if by_symbol and own:
+                    break
+    except OSError:
+        pass
+    return by_symbol, own
+
+
+def _has_result(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(entry.name.endswith(RESULT_SUFFIX) for entry in entries)
+    except OSError:
+        return False
+
+
+def _path_partitions(folder: Path) -> list[str]:
+    """Column names DuckDB's hive partitioning could take from ``key=value`` components of
+    the root's own path (it parses every component): left out of a view's columns."""
+    names: set[str] = set()
+    for part in folder.parts:
+        pieces = part.split("=")
+        names.update("=".join(pieces[:i]) for i in range(1, len(pieces)))
+    return sorted(name for name in names if name)
+
+
+def _view_part(part: ViewPart, meta: dict[str, str], history: bool) -> str:
+    """One read of a feature view (see ``ViewPart``), joined to the catalog's copy of the
+    entries for the metadata columns; without ``history`` only the latest entries."""
+    union_flag = "true" if part.union else "false"
+    options = f"union_by_name = {union_flag}, filename = '{_FILE_COLUMN}'"
+    if part.by_symbol:
+        pattern = sql_literal(str(part.folder / f"*/*{RESULT_SUFFIX}"))
+        options += (
+            f", hive_partitioning = true, hive_types = {{'{SYMBOL_PARTITION}': VARCHAR}}"
+            ", hive_types_autocast = false"
+        )
+        source = f"read_parquet({pattern}, {options})"
+        foreign = [sql_literal(name) for name in _path_partitions(part.folder)]
+        if foreign:  # a root path like /data/year=2024/cache: hide those columns
+            source = f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(foreign)})) FROM {source})"
+        hidden = f"{_FILE_COLUMN}, {SYMBOL_PARTITION}"
+    else:
+        pattern = sql_literal(str(part.folder / f"*{RESULT_SUFFIX}"))
+        source = f"read_parquet({pattern}, {options}, hive_partitioning = false)"
+        hidden = _FILE_COLUMN
     columns = ", ".join(
-        f'e.{column}::{META_COLUMNS[column]} AS "{name}"' for column, name in meta.items()
+        (
+            f'f.{SYMBOL_PARTITION} AS "{name}"'
+            if part.by_symbol and column == "symbol"
+            else f'e.{column}::{META_COLUMNS[column]} AS "{name}"'
+        )
+        for column, name in meta.items()
     )
-    latest = "" if history else f"\nWHERE e.key IN ({sqlfiles.load(_SQL_FILE)['latest_keys']})"
+    # The symbol's folder must be the entry's (a link moved by hand is left out, never shown
+    # under another symbol); the filter on it is what prunes the other symbols' files.
+    same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if part.by_symbol else ""
+    latest = "" if history else "\nWHERE e.latest"
     return (
-        f"SELECT f.* EXCLUDE ({_FILE_COLUMN}), {columns}\n"
-        f"FROM read_parquet({pattern}, union_by_name = {'true' if union else 'false'}, "
-        f"filename = '{_FILE_COLUMN}') AS f\n"
-        f"JOIN entries AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)" + latest
+        f"SELECT f.* EXCLUDE ({hidden}), {columns}\n"
+        f"FROM {source} AS f\n"
+        f"JOIN {VIEW_ENTRIES} AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)"
+        f"{same_symbol}{latest}"
     )
+
+
+def view_select(parts: Sequence[ViewPart], meta: dict[str, str], history: bool = True) -> str:
+    """A feature view: its reads (``view_parts``) combined by column name."""
+    return "\nUNION ALL BY NAME\n".join(_view_part(part, meta, history) for part in parts)
 
 
 def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
@@ -489,22 +689,30 @@ def refresh_views(
             clear_link_folder(layout, link_folder(layout, feature))
         elif relink:
             present = existing_files(by_feature.get(feature, []), layout.root)
-            _sync_links(layout, feature, [row.key for row in present])
+            _sync_links(layout, feature, present)
     return names
 
 
 def view_published(
-    con: duckdb.DuckDBPyConnection, layout: Layout, feature: str, key: str, result_schema: str
+    con: duckdb.DuckDBPyConnection,
+    layout: Layout,
+    feature: str,
+    key: str,
+    result_schema: str,
+    symbol: str | None = None,
 ) -> None:
-    """Add the entry just inserted (same transaction) to its feature's stored view: one link.
+    """Add the entry just inserted (same transaction) to its feature's stored view: one link,
+    in the folders of its result schema and its ``symbol`` (looked up in the row if not given).
 
-    The catalog file picks a new feature or result schema up when it is next rebuilt, after
-    the commit and outside the manifest lock.
+    Nothing here grows with the number of entries: the catalog file picks a new feature or
+    result schema up when it is next rebuilt, after the commit and outside the manifest lock.
     """
-    del result_schema  # the view follows its folder
     if feature not in _named.get(_manifest_identity(layout), ()):
         assign_view_names(con, feature)
-    add_link(layout, feature, key)
+    if symbol is None:
+        rows = con.execute(sqlfiles.load(_SQL_FILE)["symbol_of"], {"key": key}).fetchall()
+        symbol = rows[0][0]
+    add_link(layout, LinkOwner(feature, symbol, result_schema), key)
 
 
 # Features known to have a view name, per manifest file (path, inode): names are never taken
@@ -527,8 +735,11 @@ def remember_named(layout: Layout, feature: str) -> None:
         _named.setdefault(identity, set()).add(feature)
 
 
-def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[str, str]) -> None:
-    """Update the stored views after the entries ``{key: feature}`` were deleted (same transaction).
+def views_deleted(
+    con: duckdb.DuckDBPyConnection, layout: Layout, deleted: Mapping[str, LinkOwner]
+) -> None:
+    """Update the stored views after the entries ``{key: owner}`` were deleted (same
+    transaction).
 
     A feature left without entries loses its link folder here. The other links go with
     their files, after the commit (``unlink_links``): a link without a row is harmless, a row
@@ -537,28 +748,50 @@ def views_deleted(con: duckdb.DuckDBPyConnection, layout: Layout, deleted: dict[
     statement = sqlfiles.load(_SQL_FILE)["feature_has_entries"]
     emptied = [
         feature
-        for feature in sorted(set(deleted.values()))
+        for feature in sorted({owner.feature for owner in deleted.values()})
         if con.execute(statement, {"feature": feature}).fetchall() == [(False,)]
     ]
     if emptied:
         refresh_views(con, layout, emptied, relink=False)
 
 
-def unlink_links(layout: Layout, keys: dict[str, str | None]) -> None:
-    """Remove the links to the results ``{key: feature}`` (feature None: look in every folder).
+def unlink_links(
+    layout: Layout, keys: Mapping[str, LinkOwner | str | None], *, prune: bool = True
+) -> None:
+    """Remove the links to the results ``{key: owner}`` and (``prune``) the folders they empty.
 
-    Call it where their files are unlinked (after the commit that deleted their rows).
+    The owner is a ``LinkOwner`` (the link's place is known), a feature (its folder is
+    searched) or None (every feature's folder is searched); a search lists each folder once
+    per call, however many keys. A link in the layout before schema folders is removed too.
+    Call it where their files are unlinked (after the commit that deleted their rows), under
+    the manifest lock (shared or exclusive: a publish, which makes folders, holds it
+    exclusively, so no folder goes between its creation and the link made in it).
     """
-    folders: list[Path] | None = None
-    for key, feature in keys.items():
-        if feature is not None:
-            remove_link(layout, feature, key)
-            continue
-        if folders is None:
-            folders = [
-                layout.views / name
-                for name, found in rootfs.listdir(layout.root, layout.views)
-                if stat.S_ISDIR(found.st_mode)
-            ]
-        for folder in folders:
-            rootfs.unlink(layout.root, folder / f"{key}{RESULT_SUFFIX}", links_ok=True)
+    places: list[Path] = []
+    folders: dict[Path, set[str]] = {}  # feature folder to search -> link names to remove
+    everything: set[str] = set()  # names to search for in every feature's folder
+    for key, owner in keys.items():
+        name = f"{key}{RESULT_SUFFIX}"
+        if isinstance(owner, LinkOwner):
+            places.append(link_path(layout, owner.feature, key, owner.symbol, owner.result_schema))
+            places.append(link_folder(layout, owner.feature) / name)
+        elif owner is not None:
+            folders.setdefault(link_folder(layout, owner), set()).add(name)
+        else:
+            everything.add(name)
+    if everything:
+        for entry, found in rootfs.listdir(layout.root, layout.views):
+            if stat.S_ISDIR(found.st_mode):
+                folders.setdefault(layout.views / entry, set()).update(everything)
+    for folder, names in folders.items():
+        for place in _places(layout, folder):
+            places += [place / name for name in sorted(rootfs.names(layout.root, place) & names)]
+    emptied: set[Path] = set()
+    for path in dict.fromkeys(places):
+        if rootfs.unlink(layout.root, path, links_ok=True) and prune:
+            emptied.add(path.parent)
+    for folder in sorted(emptied, key=lambda path: len(path.parts), reverse=True):
+        if folder.name.startswith(_SYMBOL_PREFIX) and rootfs.rmdir(layout.root, folder):
+            rootfs.rmdir(layout.root, folder.parent)  # the schema folder, if emptied too
+        elif folder.name.startswith(_SCHEMA_PREFIX):
+            rootfs.rmdir(layout.root, folder)

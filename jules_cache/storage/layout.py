@@ -7,12 +7,16 @@
       tmp/                         in-flight writes: results (renamed into objects/ under the
                                    manifest lock) and manifests being created or rebuilt
       locks/<k>.lock               per-key single-flight locks (and gc.lock, GC's own)
-      views/<digest>/<k>.parquet   hard links to a feature's results: what its stored SQL view reads
+      views/<digest>/schema-<d>/__jules_symbol=<s>/<k>.parquet
+                                   hard links to a feature's results, a folder per result schema
+                                   and symbol: what its stored SQL view reads (``query.views``)
       quarantine/                  damaged files moved aside by a hit or ``check --fix``
       catalog.duckdb               views for plain DuckDB clients (``query.catalog_file``)
 
-Symbols never appear in paths, so no symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can
-escape the root or collide on a case-insensitive filesystem. The root is resolved once, so a
+Objects, temp files and locks are named by key alone. The only place a symbol appears in a
+path is the name of its link folder, percent-encoded (every byte but ``A-Z0-9-.``), so no
+symbol (``../../etc/passwd``, ``BRK/B``, ``日本``) can escape the root or collide with
+another on a case-insensitive filesystem. The root is resolved once, so a
 root that is itself a symbolic link works; every area below it must be a real folder on the
 root's device (checked when a store opens, and enforced on every change by ``rootfs``).
 """

@@ -180,7 +180,8 @@ class LocalBackend(Backend):
                 renamed = True
                 crash_point("renamed")
                 self._insert_entry(con, row)
-                view_published(con, self.layout, feature, request.key, row["result_schema"])
+                schema, symbol = row["result_schema"], request.parts.symbol
+                view_published(con, self.layout, feature, request.key, schema, symbol)
                 self._record_inputs(con, request)
                 if self.pending.due():
                     self._write_pending(con)

@@ -28,6 +28,7 @@ import fcntl
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -226,6 +227,31 @@ class Manifest:
             self._attached(read_only=True, deadline=deadline) as con,
         ):
             yield con
+
+    def copy_to(self, target: Path, *, wait: bool = True) -> int:
+        """Copy the manifest file into ``target`` under the shared lock; return its mtime_ns.
+
+        A consistent snapshot for the cost of a file copy (~10 ms for the 20 MB of 100k
+        entries): work on the copy (the SQL catalog is built from one) then keeps no writer
+        out. ``target`` keeps its mode if it exists (make it private: the manifest names
+        features, symbols and configs). A log a killed writer left (``.wal``, committed but not
+        yet in the file) is copied too, into a new file readable by its owner only. With
+        ``wait=False`` a busy lock raises ``LockTimeout`` at once.
+        """
+        timeout = self.lock_timeout if wait else 0.0
+        self._ensure_current()
+        with self._lock(timeout, shared=True):
+            if not self.path.exists():
+                raise self._missing()
+            mtime = os.stat(self.path).st_mtime_ns
+            shutil.copyfile(self.path, target)
+            log = self.path.with_name(self.path.name + ".wal")
+            if log.exists():
+                copy = target.with_name(target.name + ".wal")
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                os.close(os.open(copy, flags, 0o600))
+                shutil.copyfile(log, copy)
+        return mtime
 
     def migrate(self, *, create: bool = False) -> int:
         """Create the manifest if missing and apply pending migrations; return the version.

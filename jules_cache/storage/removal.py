@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jules_cache.errors import JulesCacheError
-from jules_cache.query.views import link_path, unlink_links, views_deleted
+from jules_cache.query.views import LinkOwner, link_folder, link_path, unlink_links, views_deleted
 from jules_cache.storage import rootfs
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.manifest import Manifest
@@ -42,8 +42,9 @@ def drop_rows(
     con: duckdb.DuckDBPyConnection,
     keys: Sequence[str],
     last_accessed: Sequence[datetime | None] | None = None,
-) -> dict[str, str]:
-    """Delete the entries ``keys`` in every per-key table; return ``{key: feature}`` deleted.
+) -> dict[str, LinkOwner]:
+    """Delete the entries ``keys`` in every per-key table; return ``{key: LinkOwner}`` of
+    those deleted (what ``discard_files`` needs to find their view links without searching).
 
     ``last_accessed`` (GC) spares a row whose last access moved since it was planned.
     """
@@ -51,7 +52,8 @@ def drop_rows(
         return {}
     times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
     params = {"keys": list(keys), "last_accessed": times}
-    deleted = dict(manifest.execute(con, _SQL, "delete_entries", params).fetchall())
+    rows = manifest.execute(con, _SQL, "delete_entries", params).fetchall()
+    deleted = {key: LinkOwner(*owner) for key, *owner in rows}
     if deleted:
         manifest.execute(con, _SQL, "delete_entry_inputs", {"keys": list(deleted)})
         views_deleted(con, manifest.layout, deleted)
@@ -72,11 +74,14 @@ class Discarded:
 def discard_files(
     manifest: Manifest,
     con: duckdb.DuckDBPyConnection,
-    doomed: Mapping[str, str | None],
+    doomed: Mapping[str, LinkOwner | str | None],
     *,
     quarantine: bool = False,
 ) -> Discarded:
-    """Unlink (or quarantine) the files and view links of ``{key: feature}`` with no row now.
+    """Unlink (or quarantine) the files and view links of ``{key: owner}`` with no row now.
+
+    The owner (see ``views.unlink_links``) is what ``drop_rows`` returned, or just a feature,
+    or None: then the view links are searched for.
 
     ``con`` is the manifest attached under the shared (or exclusive) lock by the caller, after
     the commit of ``drop_rows``. Failures (a file that cannot be deleted, a planted link) are
@@ -89,14 +94,13 @@ def discard_files(
     params = {"keys": list(doomed)}
     live = {row[0] for row in manifest.execute(con, _SQL, "keys_with_rows", params).fetchall()}
     outcome.live = [key for key in doomed if key in live]
-    for key, feature in doomed.items():
+    for key, owner in doomed.items():
         if key in live:
             continue
         try:  # a link left behind is harmless (the views join entries) but reported
-            unlink_links(layout, {key: feature})
+            unlink_links(layout, {key: owner})
         except (OSError, JulesCacheError) as exc:
-            where = link_path(layout, feature, key) if feature else layout.views
-            _failed(outcome, where, exc)
+            _failed(outcome, _link_place(layout, key, owner), exc)
         path = layout.result_path(key)
         try:
             if quarantine:
@@ -108,6 +112,13 @@ def discard_files(
             continue
         (outcome.removed if done else outcome.missing).append(key)
     return outcome
+
+
+def _link_place(layout: Layout, key: str, owner: LinkOwner | str | None) -> Path:
+    """The link (or the folder searched for it) to name when it could not be removed."""
+    if isinstance(owner, LinkOwner):
+        return link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
+    return link_folder(layout, owner) if owner is not None else layout.views
 
 
 def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:

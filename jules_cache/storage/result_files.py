@@ -14,6 +14,7 @@ that fails verification raises, and the store quarantines the file and recompute
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -21,14 +22,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+# The reader under ``pyarrow.parquet.ParquetFile``, imported alone: ``pyarrow.parquet`` also
+# imports ``pyarrow.fs`` and with it ``ssl`` (~20 ms), which a process serving hits never needs.
+# Writers, which do, import ``pyarrow.parquet`` when they first write (``_pq``).
+from pyarrow._parquet import FileMetaData, ParquetReader
 
 from jules_cache.errors import StoreError
 from jules_cache.fingerprints.data import holds_python_objects
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 METADATA_KEY = "jules_cache.entry"
 TIME_COLUMN_NAMES = ("ts", "timestamp", "time", "datetime", "bar_time", "date")
@@ -178,7 +187,7 @@ def _write_pending(
 ) -> pq.ParquetWriter:
     table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
     if writer is None:
-        writer = pq.ParquetWriter(
+        writer = _pq().ParquetWriter(
             path,
             table.schema,
             compression=codec,
@@ -317,11 +326,26 @@ class WrongKey(ValueError):
     copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
 
-def require_key(parquet: pq.ParquetFile, path: Path | io.BytesIO, key: str | None) -> None:
+def _pq() -> ModuleType:
+    """``pyarrow.parquet``, imported when first needed (writing): see the imports above."""
+    return importlib.import_module("pyarrow.parquet")
+
+
+def _open_verified(source: Any) -> ParquetReader:
+    """A reader of ``source`` that verifies every page checksum it reads, set up as
+    ``pyarrow.parquet.ParquetFile(source, page_checksum_verification=True)`` sets it up."""
+    reader = ParquetReader()
+    reader.open(
+        source, pre_buffer=True, page_checksum_verification=True, arrow_extensions_enabled=True
+    )
+    return reader
+
+
+def require_key(metadata: FileMetaData, path: Path | io.BytesIO, key: str | None) -> None:
     """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
     if key is None:
         return
-    raw = (parquet.metadata.metadata or {}).get(METADATA_KEY.encode())
+    raw = (metadata.metadata or {}).get(METADATA_KEY.encode())
     try:
         found = json.loads(raw)["key"] if raw is not None else None
     except (ValueError, TypeError, KeyError):
@@ -342,9 +366,9 @@ def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame
     # process's first hit.
     source = path if isinstance(path, io.BytesIO) else pa.OSFile(str(path))
     try:
-        parquet = pq.ParquetFile(source, page_checksum_verification=True, pre_buffer=True)
-        require_key(parquet, path, key)
-        table = parquet.read()
+        reader = _open_verified(source)
+        require_key(reader.metadata, path, key)
+        table = reader.read_all(use_threads=True)
     finally:
         if not isinstance(source, io.BytesIO):
             source.close()
@@ -367,8 +391,8 @@ def read_every_page(path: Path, key: str | None = None) -> int:
     Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
     rows = 0
-    with pq.ParquetFile(path, page_checksum_verification=True) as parquet:
-        require_key(parquet, path, key)
+    with _pq().ParquetFile(path, page_checksum_verification=True) as parquet:
+        require_key(parquet.metadata, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
     return rows

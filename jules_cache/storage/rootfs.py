@@ -188,6 +188,16 @@ def listdir(root: Path, path: Path) -> list[tuple[str, os.stat_result]]:
         return []
 
 
+def names(root: Path, path: Path) -> set[str]:
+    """The names in the folder ``path`` (nothing stat-ed: cheap for big folders); empty if it
+    is missing. Act on them through the other functions here, which check what they find."""
+    try:
+        with folder(root, path) as fd:
+            return set(os.listdir(fd))
+    except FileNotFoundError:
+        return set()
+
+
 def rmdir(root: Path, path: Path) -> bool:
     """Remove the folder ``path`` if it is empty and real; return whether it went."""
     *_, name = _parts(root, path)
