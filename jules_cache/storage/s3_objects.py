@@ -15,8 +15,12 @@ Where the server is and who we are come from the standard AWS settings, as boto3
 - ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (default ``us-east-1``).
 
 Each can also be given to the constructor, which wins. One boto3 client per store, created on
-first use (the first in a process costs ~130 ms: botocore loads its service model; later ones
-~8 ms) and shared by threads (boto3 clients are thread-safe).
+first use and shared by threads (boto3 clients are thread-safe). Its botocore session is the
+store's own (credentials resolved as boto3 would), but the service models it parses are shared
+by every store of the process (``_data_loader``): a client on a fresh loader costs ~65 ms of
+JSON parsing (~0.9 s each when 8 processes start at once on 2 cores, bench_shared.py), one on
+the shared loader ~10 ms. Timestamps in responses are parsed by ``_parse_timestamp`` (ISO 8601
+by ``datetime.fromisoformat``): dateutil's parser was half the CPU of listing objects for GC.
 
 Hits GET with boto3, measured against pyarrow's S3FileSystem (benchmarks/bench_shared_raw.py,
 SeaweedFS on 127.0.0.1, two runs): a 10k x 8 lz4 object (0.55 MB) 2.6-4.2 ms p50 with boto3
@@ -132,6 +136,8 @@ class ObjectStore:
         self._client_lock = threading.Lock()
         self._client: Any = None
         self._client_pid = 0
+        self._session: Any = None  # the client's botocore session
+        self._arrow_fs: tuple[tuple[Any, ...], Any] | None = None  # (identity, filesystem)
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r}, endpoint_url={self.endpoint_url!r})"
@@ -141,6 +147,8 @@ class ObjectStore:
         state = self.__dict__.copy()
         state["_client"] = None
         state["_client_lock"] = None
+        state["_session"] = None
+        state["_arrow_fs"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -180,7 +188,7 @@ class ObjectStore:
 
     def _make_client(self) -> Any:
         try:
-            import boto3
+            import botocore.session
             from botocore.config import Config
         except ImportError as exc:
             raise ImportError(
@@ -188,6 +196,12 @@ class ObjectStore:
             ) from exc
 
         access_key, secret_key, session_token = self._credentials
+        session = botocore.session.get_session()
+        session.register_component("data_loader", _data_loader(session))
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=_parse_timestamp
+        )
+        self._session = session
         config = Config(
             region_name=self.region,
             connect_timeout=self.connect_timeout,
@@ -197,7 +211,7 @@ class ObjectStore:
             max_pool_connections=32,  # threads of one process (e.g. a Dask worker) share it
             s3={"addressing_style": "path"} if self.endpoint_url else None,
         )
-        return boto3.session.Session().client(
+        return session.create_client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=access_key,
@@ -210,19 +224,32 @@ class ObjectStore:
         """A pyarrow ``S3FileSystem`` on the same server, region and credentials (for pyarrow
         datasets and DuckDB); paths are ``arrow_path(name)``.
 
-        Credentials are resolved now (boto3's chain): make a new one when they may have expired.
+        The credentials are the client's (boto3's chain, resolved once, refreshed by botocore
+        when they expire). The filesystem is kept and handed out again while they are the
+        same: making one per SQL query cost ~6 ms, and a kept one reuses its connections.
         """
-        import boto3
-        import pyarrow.fs
-
         access_key, secret_key, session_token = self._credentials
         if access_key is None or secret_key is None:
             with self._translated("resolve credentials for", self.url):
-                found = boto3.session.Session().get_credentials()
+                self.client  # noqa: B018 - makes the session whose credentials are used
+                found = self._session.get_credentials()
                 if found is not None:
                     frozen = found.get_frozen_credentials()
                     access_key, secret_key = frozen.access_key, frozen.secret_key
                     session_token = frozen.token
+        identity = (os.getpid(), access_key, secret_key, session_token)
+        kept = self._arrow_fs
+        if kept is not None and kept[0] == identity:
+            return kept[1]
+        made = self._make_arrow_filesystem(access_key, secret_key, session_token)
+        self._arrow_fs = (identity, made)
+        return made
+
+    def _make_arrow_filesystem(
+        self, access_key: str | None, secret_key: str | None, session_token: str | None
+    ) -> pyarrow.fs.S3FileSystem:
+        import pyarrow.fs
+
         options: dict[str, Any] = {"region": self.region}
         if access_key is not None and secret_key is not None:
             options.update(access_key=access_key, secret_key=secret_key)
@@ -399,6 +426,34 @@ class ObjectStore:
                         int(item["Size"]),
                         _naive_utc(item["LastModified"]),
                     )
+
+
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def _data_loader(session: Any) -> Any:
+    """The process's botocore data loader (service models, endpoints), made from the first
+    session's data path; its parsed files are cached, so later clients skip the JSON."""
+    global _loader
+    with _loader_lock:
+        if _loader is None:
+            from botocore.loaders import create_loader
+
+            _loader = create_loader(session.get_config_variable("data_path"))
+        return _loader
+
+
+def _parse_timestamp(value: str) -> datetime:
+    """An S3 response's timestamp: ISO 8601 (listings) the fast way, others (RFC 1123 headers)
+    as botocore parses them."""
+    if len(value) > 10 and value[4] == "-" and value[10] == "T":  # 2024-03-01T12:00:00.000Z
+        with contextlib.suppress(ValueError):
+            parsed = datetime.fromisoformat(value)
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)  # type: ignore[no-any-return]
 
 
 def _naive_utc(value: datetime) -> datetime:

@@ -95,6 +95,7 @@ class SharedBackend(Backend):
         self._temp_dir: str | None = None
         self._named: set[str] = set()  # features this process knows have a view name
         self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
+        self._sql_source: Any = None  # made by the first store.sql, kept for the next ones
 
     def digest_memo(self) -> FileDigestMemo:
         return self._memo
@@ -293,7 +294,9 @@ class SharedBackend(Backend):
         from jules_cache.query.shared_source import SharedCatalogSource
         from jules_cache.query.sql import run
 
-        return run(SharedCatalogSource(self), query, params, filters)
+        if self._sql_source is None:
+            self._sql_source = SharedCatalogSource(self)
+        return run(self._sql_source, query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
         from jules_cache.query.shared_source import view_names
@@ -301,7 +304,10 @@ class SharedBackend(Backend):
         return view_names(self)
 
     def close(self) -> None:
-        """Remove this process's local temp folder (the catalog connection stays open)."""
+        """Remove this process's local temp folder and the SQL catalog copy (the catalog
+        connection stays open)."""
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
+        if self._sql_source is not None:
+            self._sql_source.close()

@@ -201,6 +201,33 @@ def test_arrow_filesystem_reads_a_parquet_object_with_pushdown(objects):
     assert table.column("x").to_pylist() == list(range(1, 1_000, 2))
 
 
+def test_stores_share_parsed_service_models_and_keep_their_arrow_filesystem(objects, s3_url):
+    other = ObjectStore(s3_url + "-other")
+    assert other.get("objects/00/none") is None  # both clients made
+    assert objects.get("objects/00/none") is None
+    loader = objects._session.get_component("data_loader")
+    assert other._session.get_component("data_loader") is loader
+    assert objects.arrow_filesystem() is objects.arrow_filesystem()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-03-01T12:00:00.000Z",  # ListObjectsV2
+        "2024-03-01T12:00:00Z",
+        "2024-03-01T12:00:00.123456+02:00",
+        "Fri, 01 Mar 2024 12:00:00 GMT",  # Last-Modified header
+        "1709294400",  # epoch seconds: never read as a basic-format ISO date
+    ],
+)
+def test_response_timestamps_parse_as_botocore_parses_them(value):
+    from botocore.utils import parse_timestamp
+
+    from jules_cache.storage.s3_objects import _parse_timestamp
+
+    assert _parse_timestamp(value) == parse_timestamp(value)
+
+
 @pytest.mark.parametrize(
     "name", ["", "/abs", "a/../b", "a//b", "./a", "a\\b"], ids=lambda n: repr(n)
 )

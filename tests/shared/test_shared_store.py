@@ -227,6 +227,29 @@ def test_sql_over_the_shared_cache_prunes_by_symbol(services, s3_url, pg_schema)
         assert store.sql("SELECT count(*) AS n FROM entries")["n"][0] == 3
 
 
+def test_sql_sees_every_change_since_the_previous_query(services, s3_url, pg_schema):
+    """store.sql keeps its copy of the catalog between queries (and skips unchanged tables):
+    a publish, a hit count and a removal, here or by another host, must all show."""
+    count = "SELECT count(*) AS n, sum(hit_count) AS hits FROM entries"
+    with (
+        _store(s3_url, services, pg_schema) as store,
+        _store(s3_url, services, pg_schema) as other_host,
+    ):
+        store.fetch("A", ticks(0), {"window": 5}, moving_average, version="1")
+        view = next(iter(store.refresh_views().values()))
+        assert store.sql(count).row(0) == (1, 0)
+        other_host.fetch("B", ticks(1), {"window": 5}, moving_average, version="1")
+        assert store.sql(count).row(0) == (2, 0)
+        symbols = f"SELECT DISTINCT symbol FROM {view} ORDER BY 1"
+        assert store.sql(symbols)["symbol"].to_list() == ["A", "B"]
+        assert other_host.fetch("A", ticks(0), {"window": 5}, moving_average, version="1").hit
+        other_host.flush()
+        assert store.sql(count).row(0) == (2, 1)
+        other_host.remove(symbol="A")
+        assert store.sql(count).row(0) == (1, 0)
+        assert store.sql(symbols)["symbol"].to_list() == ["B"]
+
+
 def test_remove_deletes_rows_then_objects(services, s3_url, pg_schema):
     from jules_cache.storage.shared import object_name
 
