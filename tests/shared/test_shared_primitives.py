@@ -221,7 +221,10 @@ def test_stores_share_parsed_service_models_and_keep_their_arrow_filesystem(obje
     ],
 )
 def test_response_timestamps_parse_as_botocore_parses_them(value):
-    from botocore.utils import parse_timestamp
+    utils = pytest.importorskip(
+        "botocore.utils", reason='botocore is not installed (pip install "jules-cache[shared]")'
+    )
+    parse_timestamp = utils.parse_timestamp
 
     from jules_cache.storage.s3_objects import _parse_timestamp
 
