@@ -664,13 +664,16 @@ def _feature_dataset(
     kept = [row for row in rows if keep(row)] if checks or filters != Filters() else rows
     variant = "all" if len(kept) == len(rows) else "some"
     base = source.base
-    if variant == "all":  # the snapshot's cached list: the same object, the same files
-        kept, key = rows, base
+    if variant == "all":  # the snapshot's list; equal rows (a shared root's new snapshot of an
+        kept, key = rows, base  # unchanged catalog) are the same files, their keys checked
     else:
         stamps = "\0".join(f"{row.path}\t{row.created_at}" for row in kept)
         key = xxhash.xxh3_128_hexdigest(f"{base}\0{stamps}".encode())
     cached = session.datasets.get((name, variant))
-    if cached is not None and cached[1] == key and (variant == "some" or cached[0] is rows):
+    same_rows = variant == "some" or (
+        cached is not None and (cached[0] is rows or cached[0] == rows)
+    )
+    if cached is not None and cached[1] == key and same_rows:
         return cached[2], cached[3]
     try:
         schema = _schema(session, kept or rows[:1], source)
