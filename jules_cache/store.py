@@ -678,8 +678,7 @@ class FeatureStore:
         candidates = self.entries(feature=parts.feature)
         with_files = [entry.key for entry in candidates if entry.data_method != "frame"]
         inputs = self.backend.entry_inputs(with_files)
-        present = self.backend.read(request.key, lazy=True) is not None
-        return explain(call, present, candidates, inputs)
+        return explain(call, self.backend.exists(request.key), candidates, inputs)
 
     def stats(self, *, symbol_limit: int = DEFAULT_SYMBOL_LIMIT) -> Stats:
         """Entries and bytes stored now; hits, misses and compute time saved since the cache

@@ -58,6 +58,10 @@ class Backend(abc.ABC):
         (the key in the result's own metadata is checked on every read). Takes no lock."""
 
     @abc.abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether ``key``'s result is stored (not read, not verified: for ``explain``)."""
+
+    @abc.abstractmethod
     def key_lock(self, key: str) -> AbstractContextManager[None]:
         """Hold ``key`` while computing it, so one process computes and the others wait and
         then hit. Raises ``LockTimeout``; an ``OSError`` means "cannot lock: compute, do not

@@ -116,6 +116,9 @@ class LocalBackend(Backend):
         except READ_ERRORS:
             return None
 
+    def exists(self, key: str) -> bool:
+        return self.layout.result_path(key).exists()
+
     def read_locked(self, request: Request) -> Frame | None:
         """The caller gets correct features, so damage is no warning (pytest and users turn
         those into errors): it is logged on the ``jules_cache`` logger and counted in the

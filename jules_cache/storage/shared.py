@@ -123,6 +123,9 @@ class SharedBackend(Backend):
         frame = read_result(io.BytesIO(data), key)
         return frame.lazy() if lazy else frame
 
+    def exists(self, key: str) -> bool:
+        return self.objects.head(object_name(key)) is not None
+
     def read_locked(self, request: Request) -> Frame | None:
         key = request.key
         try:
