@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from jules_cache.errors import InvalidInput, JulesCacheError
+from jules_cache.errors import InvalidInput, JulesCacheError, StoreError
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
@@ -179,7 +179,7 @@ class SharedBackend(Backend):
         if not self.objects.put_if_absent(name, temp):
             self.objects.delete([name])
             if not self.objects.put_if_absent(name, temp):
-                raise JulesCacheError(
+                raise StoreError(
                     f"object {self.result_location(key)} was re-created while this process held "
                     "its key's lock: another writer ignores the lock; check that every host "
                     "uses the same catalog"
