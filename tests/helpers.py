@@ -7,10 +7,12 @@ processes they spawn import them by one name: ``from helpers import frame``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from features import bar_count
@@ -81,3 +83,22 @@ class Counted:
     @property
     def calls(self) -> int:
         return len(list(self.log_dir.iterdir()))
+
+
+@contextlib.contextmanager
+def dask_client() -> Iterator[Any]:
+    """A client of a real 2-worker LocalCluster: spawned worker processes (Polars can deadlock
+    after a fork), one thread each, everything on 127.0.0.1 (the dashboard too)."""
+    import dask
+    import distributed
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
+    with cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client

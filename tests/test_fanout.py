@@ -18,6 +18,7 @@ pytest.importorskip(
 
 import features
 from features import bar_count, fails_on_negative_price, scaled_price
+from helpers import dask_client
 
 from jules_cache import (
     FanoutError,
@@ -38,19 +39,8 @@ SYMBOLS = symbol_names(16)
 @pytest.fixture(scope="module")
 def client():
     """One cluster for the module: starting one costs ~1-2 s."""
-    import dask
-    import distributed
-
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
-    with cluster, distributed.Client(cluster, set_as_default=False) as dask_client:
-        yield dask_client
+    with dask_client() as started:
+        yield started
 
 
 @pytest.fixture(scope="module")

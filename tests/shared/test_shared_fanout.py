@@ -10,6 +10,7 @@ pytest.importorskip(
 )
 
 from features import bar_count
+from helpers import dask_client
 
 from jules_cache import FeatureStore, compute_many
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
@@ -22,9 +23,6 @@ SYMBOLS = symbol_names(16)
 def test_a_fan_out_over_the_shared_cache_equals_a_direct_run_and_then_all_hits(
     services, s3_url, pg_schema, tmp_path
 ):
-    import dask
-    import distributed
-
     ticks = make_ticks(SYMBOLS, 32_000, seed=11)
     files = {}
     for symbol in SYMBOLS:
@@ -32,15 +30,7 @@ def test_a_fan_out_over_the_shared_cache_equals_a_direct_run_and_then_all_hits(
         ticks_for(ticks, symbol).write_parquet(path)
         files[symbol] = str(path)
     options = {"catalog": services.pg_dsn, "catalog_schema": pg_schema}
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
-    with cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with dask_client() as client:
         frames = compute_many(
             s3_url, bar_count, files, config=CONFIG, client=client, store_options=options
         )
