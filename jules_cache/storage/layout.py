@@ -157,6 +157,11 @@ class Layout:
     def result_path(self, key: str) -> Path:
         return self.root / self.relative_result_path(key)
 
+    def removing_path(self, key: str) -> Path:
+        """Where a removed entry's file waits, out of ``objects/``, for its unlink after the
+        removing transaction commits (a leftover temp file if the process dies first)."""
+        return self.tmp / f"{key}.removing{RESULT_SUFFIX}{TMP_SUFFIX}"
+
     def key_lock_path(self, key: str) -> Path:
         return self.locks / f"{key}.lock"
 

@@ -1,24 +1,29 @@
-"""The one way an entry leaves the cache: its rows first, in one transaction, then its files.
+"""The one way an entry leaves the cache: its rows and its file in one transaction, then
+the bytes.
 
 ``rm``, GC, ``check --fix``, ``verify --fix`` and the quarantine of a damaged file found on a
 read all remove entries through these two steps, so each takes the same steps in the same
 order:
 
 1. ``drop_rows``, inside the caller's exclusive manifest transaction: the entry's row in every
-   per-key table (``entries``, ``entry_inputs``), and the stored view of a feature left without
-   entries (``catalog.views_deleted``);
-2. ``discard_files``, after that transaction committed, under the shared manifest lock (which
-   keeps publishers out but not readers): for each key that still has no row — a key published
-   again in between keeps its new file — the view link and then the result file are unlinked,
-   or the file is moved to ``quarantine/``; each through ``rootfs`` (no link followed, only
-   regular files removed).
+   per-key table (``entries``, ``entry_inputs``), the stored view of a feature left without
+   entries (``catalog.views_deleted``), and the result file itself, renamed out of
+   ``objects/`` to ``tmp/<key>.removing.parquet.tmp``;
+2. ``discard_files``, after that transaction committed: the view links of keys that still
+   have no row, and the moved files, are unlinked (or the file moved to ``quarantine/``), each
+   through ``rootfs`` (no link followed, only regular files removed).
 
-A crash between the steps leaves orphan files, never rows pointing at nothing; a later hit
-registers such a file again (``FeatureStore.flush``) and GC removes it once it expires.
+Moving the file in the same transaction as its row makes a removal final: between the commit
+and the unlink no result file is left at the key's path, so no concurrent hit can serve it and
+no hit's count flush (which registers result files found without a row) can bring it back.
+A crash before the commit rolls the rows back while the file is already moved: a row without
+its file, which reads as a miss and is replaced by the next publish (GC and ``check`` drop it);
+a crash after it leaves a temp file that GC deletes after its grace period.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +62,11 @@ def drop_rows(
     if deleted:
         manifest.execute(con, _SQL, "delete_entry_inputs", {"keys": list(deleted)})
         views_deleted(con, manifest.layout, deleted)
+        layout = manifest.layout
+        for key in deleted:
+            # A file that cannot be moved stays where it is: ``discard_files`` reports it.
+            with contextlib.suppress(OSError, JulesCacheError):
+                rootfs.rename(layout.root, layout.result_path(key), layout.removing_path(key))
     return deleted
 
 
@@ -78,7 +88,8 @@ def discard_files(
     *,
     quarantine: bool = False,
 ) -> Discarded:
-    """Unlink (or quarantine) the files and view links of ``{key: owner}`` with no row now.
+    """Unlink (or quarantine) the files ``drop_rows`` moved aside, and the view links (and a
+    file ``drop_rows`` could not move) of ``{key: owner}`` with no row now.
 
     The owner (see ``views.unlink_links``) is what ``drop_rows`` returned, or just a feature,
     or None: then the view links are searched for.
@@ -95,16 +106,23 @@ def discard_files(
     live = {row[0] for row in manifest.execute(con, _SQL, "keys_with_rows", params).fetchall()}
     outcome.live = [key for key in doomed if key in live]
     for key, owner in doomed.items():
-        if key in live:
+        moved = layout.removing_path(key)
+        if key in live and not rootfs.exists(layout.root, moved):
             continue
-        try:  # a link left behind is harmless (the views join entries) but reported
-            unlink_links(layout, {key: owner})
-        except (OSError, JulesCacheError) as exc:
-            _failed(outcome, _link_place(layout, key, owner), exc)
-        path = layout.result_path(key)
+        if key not in live:
+            try:  # a link left behind is harmless (the views join entries) but reported
+                unlink_links(layout, {key: owner})
+            except (OSError, JulesCacheError) as exc:
+                _failed(outcome, _link_place(layout, key, owner), exc)
+        # The file moved aside in the removing transaction; else (it could not be moved, or
+        # the caller removed no row) the result file itself, unless its key was published
+        # again since.
+        path = moved if rootfs.exists(layout.root, moved) else layout.result_path(key)
+        if key in live and path != moved:
+            continue
         try:
             if quarantine:
-                done = quarantine_file(layout, path) is not None
+                done = quarantine_file(layout, path, layout.result_path(key).name) is not None
             else:
                 done = rootfs.unlink(layout.root, path)
         except (OSError, JulesCacheError) as exc:
@@ -126,13 +144,14 @@ def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:
     outcome.not_deleted.append(path)
 
 
-def quarantine_file(layout: Layout, path: Path) -> Path | None:
-    """Move a damaged file into ``<root>/quarantine/``; return its new path (None: it was gone).
+def quarantine_file(layout: Layout, path: Path, name: str | None = None) -> Path | None:
+    """Move a damaged file into ``<root>/quarantine/`` as ``<name>.<time>`` (default: its own
+    name); return its new path (None: it was gone).
 
     Call under the manifest lock, with no row for its key (or for a file that is no entry).
     """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = layout.quarantine / f"{path.name}.{stamp}"
+    target = layout.quarantine / f"{name or path.name}.{stamp}"
     try:
         rootfs.rename(layout.root, path, target)
     except FileNotFoundError:

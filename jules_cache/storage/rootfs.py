@@ -102,6 +102,16 @@ def _lstat(name: str, fd: int) -> os.stat_result | None:
         return None
 
 
+def exists(root: Path, path: Path) -> bool:
+    """Whether ``path`` is there (a link is not followed; a missing folder is no error)."""
+    *_, name = _parts(root, path)
+    try:
+        with folder(root, path.parent) as fd:
+            return _lstat(name, fd) is not None
+    except FileNotFoundError:
+        return False
+
+
 def unlink(root: Path, path: Path, *, links_ok: bool = False) -> bool:
     """Remove the regular file ``path`` (or, ``links_ok``, a symbolic link itself).
 
