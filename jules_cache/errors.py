@@ -16,6 +16,7 @@
      │                                          names each symbol; ``.results`` the others)
      ├── WorkerMismatch                         a worker's code, packages or config differ from
      │                                          the client's: the job is refused
+     ├── ForkedProcess      (also RuntimeError) used in a child forked from a threaded process
      └── CorruptEntry                           not raised: a damaged cached file is quarantined
                                                 and recomputed (kept so old ``except`` clauses
                                                 still import)
@@ -154,6 +155,10 @@ class WorkerMismatch(JulesCacheError):
     false hit for everyone later), so the job is refused. Install the same code and packages on
     every worker, or pass ``version=`` to key the code by an explicit version.
     """
+
+
+class ForkedProcess(JulesCacheError, RuntimeError):
+    """The store is used in a child forked from a process that ran threads: use ``spawn``."""
 
 
 class CacheWriteWarning(UserWarning):

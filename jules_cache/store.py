@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
+from jules_cache._process import require_unforked
 from jules_cache.errors import (
     CacheWriteWarning,
+    ForkedProcess,
     InvalidInput,
     JulesCacheError,
     LockTimeout,
@@ -199,6 +201,7 @@ class FeatureStore:
         self.auto_gc = auto_gc
         self.auto_gc_limit = auto_gc_limit
         self._next_auto_gc = 0.0
+        require_unforked()
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
         self.backend = self._open_backend(root, catalog, catalog_schema, rebuild)
@@ -453,6 +456,7 @@ class FeatureStore:
         lazy: bool,
     ) -> Request:
         """Fingerprint every input, cheapest (and likeliest to be wrong) first."""
+        require_unforked()
         started = time.perf_counter()
         symbol = validate_symbol(symbol)
         if not callable(compute_func):
@@ -629,6 +633,7 @@ class FeatureStore:
         ``rm --key`` takes), or None; an ambiguous prefix raises ``InvalidInput``."""
         if len(key) < 6:
             raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
+        require_unforked()
         filters = {"key": key, "feature": None, "symbol": None}
         entries = self.backend.query_entries("match_entries", filters)
         if len(entries) > 1:
@@ -641,6 +646,7 @@ class FeatureStore:
         self, *, feature: str | None = None, symbol: str | None = None, since: Any = None
     ) -> list[Entry]:
         """Entries, newest first, optionally filtered."""
+        require_unforked()
         params = {"feature": feature, "symbol": symbol, "since": since}
         return self.backend.query_entries("list_entries", params)
 
@@ -693,6 +699,7 @@ class FeatureStore:
             isinstance(symbol_limit, int) and symbol_limit >= 0,
             f"symbol_limit must be an int >= 0, not {symbol_limit!r}",
         )
+        require_unforked()
         self.flush()
         by_feature, by_symbol, counters = self.backend.stats_parts(symbol_limit)
         features = tuple(by_feature)
@@ -726,6 +733,7 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
+        require_unforked()
         if fix or rebuild:
             self._writable("check(fix=True)")
         return self.backend.check(
@@ -748,6 +756,7 @@ class FeatureStore:
         leaves orphans (which GC removes), never rows pointing at nothing. Returns the
         entries removed (or that would be, with ``dry_run``).
         """
+        require_unforked()
         unfiltered = key is None and feature is None and symbol is None
         if all and not unfiltered:
             raise InvalidInput("all=True removes every entry: pass no key, feature or symbol")
@@ -769,6 +778,7 @@ class FeatureStore:
         With ``fix=True`` those entries are removed (as by ``remove``: rows, views, then
         files), so the next call recomputes them.
         """
+        require_unforked()
         if fix:
             self._writable("verify(fix=True)")
         report = self.backend.verify()
@@ -816,6 +826,7 @@ class FeatureStore:
         until: Any = None,
     ) -> Any:
         """Like ``sql`` but return a ``pyarrow.Table`` (no conversion; for big results)."""
+        require_unforked()
         from jules_cache.query.sql import Filters
 
         filters = Filters.build(symbols, versions, since, until)
@@ -827,6 +838,7 @@ class FeatureStore:
         For a moved root (the stored views hold absolute paths) or to see the latest results
         from a plain DuckDB session at once. Returns ``{feature: view name}``.
         """
+        require_unforked()
         self._writable("refresh_views")
         return self.backend.refresh_views()
 
@@ -850,6 +862,7 @@ class FeatureStore:
         lock files younger than this stay. ``dry_run`` deletes nothing and reports what would
         go. Raises ``LockTimeout`` if another GC is running, ``GCError`` if a step failed.
         """
+        require_unforked()
         self._writable("gc")
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
         report = self.backend.gc(options, progress)
@@ -924,6 +937,9 @@ def _flush_live_stores() -> None:
     """Write pending hits of every open store at interpreter exit (never GC: only counters)."""
     for store in list(_live_stores):
         try:
+            require_unforked()  # a forked child's exit must not hang on the parent's threads
             store.flush()
+        except ForkedProcess:
+            return
         except Exception as exc:  # exiting: report, never raise
             warnings.warn(f"jules_cache: could not flush hits of {store}: {exc}", stacklevel=1)

@@ -72,6 +72,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from jules_cache._process import on_fork
 from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints.keys import DATA_SCHEME
 
@@ -771,6 +772,14 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool
 _pools_lock = threading.Lock()
+
+
+@on_fork
+def _forget_pools() -> None:
+    """A forked child has none of the parent's threads (nor may it wait on their lock)."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

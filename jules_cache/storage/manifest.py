@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jules_cache._process import on_fork
 from jules_cache.errors import InvalidInput, ManifestBusy, ManifestError
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.crash_points import crash_point
@@ -67,6 +68,18 @@ _BUSY_POLL = 0.05
 # Anything shorter was never completely written (a crash or a full disk while it was created).
 MIN_DATABASE_BYTES = 3 * 4096
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+
+
+_inherited: list[Any] = []  # the parent's DuckDB, kept alive: closing it in a child crashes
+
+
+@on_fork
+def _forget_connection() -> None:
+    """A forked child opens its own DuckDB and must not wait on a lock held in the parent."""
+    global _connection, _guard
+    _inherited.append(_connection)
+    _connection = None
+    _guard = threading.RLock()
 
 
 def _process_connection() -> duckdb.DuckDBPyConnection:
