@@ -7,6 +7,7 @@ Plain helper functions and classes live in ``helpers.py`` (``from helpers import
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import textwrap
@@ -20,6 +21,24 @@ from helpers import fill_two_entries
 
 from jules_cache import FeatureStore
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
+
+
+# Settings a user's shell may hold (the README suggests setting them) that would point the
+# tests' stores, CLI runs and subprocesses at the user's own cache or catalog.
+USER_SETTINGS = (
+    "JULES_CACHE_ROOT",
+    "FEATURE_STORE_PATH",
+    "JULES_CACHE_CATALOG",
+    "JULES_CACHE_CATALOG_SCHEMA",
+    "FEATURE_STORE_GC_RETENTION_WEEKS",
+    "FEATURE_STORE_LOG_DIR",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run every test as on a fresh machine, whatever the user's environment names."""
+    for name in USER_SETTINGS:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture
