@@ -40,7 +40,8 @@ from jules_cache.fanout import JobFailure, JobOutcome, compute_many
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCReport
 from jules_cache.maintenance.verify import VerifyReport
-from jules_cache.models import CacheResult, Entry, FeatureStats, Stats, SymbolStats
+from jules_cache.models import CacheResult, Entry, FeatureStats, Overview, Stats, SymbolStats
+from jules_cache.options import StoreOptions
 from jules_cache.store import FeatureStore
 from jules_cache.version import __version__
 
@@ -66,11 +67,13 @@ __all__ = [
     "LockTimeout",
     "ManifestBusy",
     "ManifestError",
+    "Overview",
     "PartialRemoval",
     "QueryError",
     "ServiceUnavailable",
     "Stats",
     "StoreError",
+    "StoreOptions",
     "SymbolStats",
     "UnsafePath",
     "VerifyReport",

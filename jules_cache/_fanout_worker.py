@@ -29,6 +29,7 @@ from jules_cache.fingerprints.code import (
 )
 from jules_cache.fingerprints.config import canonical_config
 from jules_cache.models import _ToDict
+from jules_cache.options import StoreOptions
 from jules_cache.version import __version__
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Shipment:
     version: str | None
     config: Any
     root: str
-    store_options: dict[str, Any]
+    store_options: StoreOptions
     collect: bool
     fingerprint: CodeFingerprint  # taken in the client: the key a local call would use
     config_digest: str
@@ -76,7 +77,7 @@ class Shipment:
         version: str | None,
         config: Any,
         root: str,
-        options: dict[str, Any],
+        options: StoreOptions,
         collect: bool,
     ) -> Shipment:
         """Fingerprint code and config here (errors surface before any cluster work)."""
@@ -141,7 +142,7 @@ def dumps(shipment: Shipment) -> bytes:
 _here = threading.Lock()  # a worker may run several jobs at once (threads_per_worker > 1)
 _shipments: OrderedDict[str, Shipment] = OrderedDict()  # verified, by token (most recent last)
 _SHIPMENTS_KEPT = 16
-_stores: dict[tuple[str, str], FeatureStore] = {}
+_stores: dict[tuple[str, StoreOptions], FeatureStore] = {}
 
 
 def run_job(
@@ -277,16 +278,16 @@ def _resolve(module_name: str, attrs: tuple[str, ...]) -> Any:
     return target
 
 
-def _store_here(root: str, options: dict[str, Any]) -> FeatureStore:
+def _store_here(root: str, options: StoreOptions) -> FeatureStore:
     """This process's store of ``root`` with ``options`` (opened once: opening costs tens of
     ms and recovery work)."""
     from jules_cache.store import FeatureStore
 
-    cache_key = (root, repr(sorted(options.items())))
+    cache_key = (root, options)
     with _here:
         store = _stores.get(cache_key)
         if store is None:
-            store = _stores[cache_key] = FeatureStore(root, **options)
+            store = _stores[cache_key] = FeatureStore.from_options(root, options)
         return store
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -36,7 +35,8 @@ from jules_cache.errors import (
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.metrics import write_prometheus
 from jules_cache.query.output import render_result
-from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX, default_root
+from jules_cache.roots import Root, resolve_root
+from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
 from jules_cache.store import FeatureStore
 from jules_cache.version import __version__
@@ -77,30 +77,23 @@ class StoreHandle:
     """Builds the store on first use, so ``--help`` never creates a cache directory, and
     only on a root that holds a cache unless ``create`` (``demo``)."""
 
-    def __init__(self, root: str | Path | None = None, catalog: str | None = None):
-        self.root = root
-        self.catalog = catalog
+    def __init__(self) -> None:
+        self.root: str | None = None
+        self.catalog: str | None = None
+        self.catalog_schema: str | None = None
         self._store: FeatureStore | None = None
 
-    @property
-    def shared(self) -> bool:
-        """Whether the root is a shared one (``s3://bucket/prefix`` with a catalog)."""
-        root = self.root if self.root is not None else os.environ.get("JULES_CACHE_ROOT", "")
-        return str(root).startswith("s3://")
+    def where(self) -> Root:
+        """The root this command works on, read as the library reads it."""
+        return resolve_root(self.root)
 
-    def path(self) -> Any:
-        """The root this command works on: an absolute Path (as the library resolves it), or
-        a shared root's ``s3://`` URL."""
-        if self.shared:
-            return str(self.root if self.root is not None else os.environ["JULES_CACHE_ROOT"])
-        return (Path(self.root) if self.root is not None else default_root()).expanduser().resolve()
-
-    def require_cache(self) -> Any:
+    def require_cache(self) -> Root:
         """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1). A shared
         root's catalog is created on first use, like a new local root."""
-        path = self.path()
-        if self.shared:
-            return path
+        root = self.where()
+        if root.shared:
+            return root
+        path = root.path()
         if path.exists() and not path.is_dir():
             raise CliError(f"cache root {path} exists and is not a directory; pick another root")
         if not is_cache(path):
@@ -108,14 +101,14 @@ class StoreHandle:
                 f"no jules_cache at {path}; check --root or $JULES_CACHE_ROOT (a cache is "
                 "created by FeatureStore(root) in Python, or by `jules-cache demo`)"
             )
-        return path
+        return root
 
     def get(self, *, create: bool = False) -> FeatureStore:
         if self._store is None:
-            if not create:
-                self.require_cache()
-            root = self.path() if self.shared else self.root
-            self._store = FeatureStore(root, catalog=self.catalog if self.shared else None)
+            root = self.where() if create else self.require_cache()
+            self._store = FeatureStore(
+                root.location, catalog=self.catalog, catalog_schema=self.catalog_schema
+            )
         return self._store
 
 
@@ -133,34 +126,64 @@ def is_cache(path: Path) -> bool:
 pass_store = click.make_pass_decorator(StoreHandle)
 
 
-def _set_root(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    # The group's option is parsed first, a subcommand's after it: the later value wins.
-    if value is not None:
-        handle = ctx.ensure_object(StoreHandle)
-        handle.root = value if value.startswith("s3://") else Path(value)
+def _setter(attribute: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    """Store an option's value on the handle. The group's options are parsed first, then the
+    subcommand's: a value given after the command name wins."""
+
+    def store_value(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            setattr(ctx.ensure_object(StoreHandle), attribute, value)
+
+    return store_value
 
 
-def _set_catalog(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-    if value is not None:
-        ctx.ensure_object(StoreHandle).catalog = value
-
-
-def _root_option(**extra: Any) -> Callable[[_Command], _Command]:
-    """The one ``--root`` option, on the group (with the environment variables) and on every
-    subcommand (without them, so an unset subcommand ``--root`` keeps the group's value)."""
-    return click.option(
+# --root, --catalog, --catalog-schema: on the group (with their environment variables) and on
+# every subcommand (without them, so an unset subcommand option keeps the group's value).
+_WHERE = (
+    (
         "--root",
-        type=str,
-        expose_value=False,
-        callback=_set_root,
-        help="Cache root, before or after the command name: a directory, or s3://bucket/prefix "
-        "for a cache shared by many hosts (with --catalog). "
-        "Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache dir.",
-        **extra,
-    )
+        "root",
+        ("JULES_CACHE_ROOT", "FEATURE_STORE_PATH"),
+        "Cache root: a directory, or s3://bucket/prefix for a cache shared by many hosts "
+        "(with --catalog). Default: $JULES_CACHE_ROOT, $FEATURE_STORE_PATH, or the user cache "
+        "dir.",
+    ),
+    (
+        "--catalog",
+        "catalog",
+        ("JULES_CACHE_CATALOG",),
+        "PostgreSQL catalog of an s3:// root (postgresql://user@host/db). "
+        "Default: $JULES_CACHE_CATALOG.",
+    ),
+    (
+        "--catalog-schema",
+        "catalog_schema",
+        ("JULES_CACHE_CATALOG_SCHEMA",),
+        "PostgreSQL schema of that catalog. Default: $JULES_CACHE_CATALOG_SCHEMA, else "
+        "jules_cache.",
+    ),
+)
 
 
-root_option = _root_option()
+def _where_options(*, group: bool) -> Callable[[_Command], _Command]:
+    """The options that say which cache, accepted before or after the command name."""
+
+    def decorate(command: _Command) -> _Command:
+        for flag, attribute, variables, text in reversed(_WHERE):
+            command = click.option(
+                flag,
+                type=str,
+                expose_value=False,
+                callback=_setter(attribute),
+                envvar=list(variables) if group else None,
+                help=text + ("" if group else " (also accepted before the command name)"),
+            )(command)
+        return command
+
+    return decorate
+
+
+root_option = _where_options(group=False)
 
 
 class _DurationType(_ParamType):
@@ -223,15 +246,7 @@ DEFAULT_GRACE = f"{DEFAULT_GRACE_SECONDS / 3600:g}h"
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@_root_option(envvar=["JULES_CACHE_ROOT", "FEATURE_STORE_PATH"])
-@click.option(
-    "--catalog",
-    envvar="JULES_CACHE_CATALOG",
-    expose_value=False,
-    callback=_set_catalog,
-    help="PostgreSQL catalog of an s3:// root (postgresql://user@host/db). "
-    "Default: $JULES_CACHE_CATALOG.",
-)
+@_where_options(group=True)
 @click.version_option(__version__, prog_name="jules-cache")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -504,7 +519,8 @@ def _gc_cron(
     the documented exit code otherwise (cron mails what a job prints)."""
     from jules_cache.maintenance.cron import LOG_DIR_NAME, LogBusy, cron_log, log_line
 
-    root = handle.path()
+    where = handle.where()
+    root: Any = where.location if where.shared else where.path()
     try:
         handle.require_cache()
     except CliError as exc:
@@ -513,7 +529,7 @@ def _gc_cron(
         folder = log_dir
         failure: CliError | None = exc
     else:
-        if log_dir is None and handle.shared:
+        if log_dir is None and where.shared:
             raise CliError(f"gc --cron of a shared root ({root}) needs --log-dir")
         folder = log_dir if log_dir is not None else root / LOG_DIR_NAME
         failure = None
@@ -603,8 +619,9 @@ def cron_line(handle: StoreHandle, schedule: str, gc_options: tuple[str, ...]) -
 
     if len(schedule.split()) != 5:
         raise click.BadParameter("give the five crontab fields, e.g. '17 3 * * *'")
-    root = handle.path()
-    if handle.shared:
+    where = handle.where()
+    root: Any = where.location if where.shared else where.path()
+    if where.shared:
         click.echo(
             "note: set $JULES_CACHE_CATALOG in the crontab (not --catalog: it would put "
             "the catalog's password in the crontab)",
@@ -680,10 +697,7 @@ def overview(handle: StoreHandle, as_json: bool) -> None:
     Example:
       jules-cache overview --root data/feature_cache
     """
-    from jules_cache.maintenance.overview import overview as cache_overview
-
-    store = handle.get()
-    result = cache_overview(store.manifest, store.layout)
+    result = handle.get().overview()
     if as_json:
         _print_json(result.to_dict())
         return
@@ -772,10 +786,11 @@ def check_command(
         from jules_cache.maintenance.check import rebuild as rebuild_manifest
         from jules_cache.storage.layout import Layout
 
-        if handle.shared:
+        where = handle.require_cache()
+        if where.shared:
             raise CliError("check --rebuild is for local roots; use check --fix")
         # No FeatureStore: opening one needs the very manifest that is being replaced.
-        layout = Layout.create(handle.require_cache())
+        layout = Layout.create(where.path())
         bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")
         report = rebuild_manifest(
             layout, 600.0, deep=deep, grace_seconds=grace_seconds, progress=bar.update

@@ -48,6 +48,9 @@ from jules_cache import _fanout_worker
 from jules_cache._fanout_worker import JobOutcome, Shipment
 from jules_cache.errors import CacheWriteWarning, FanoutError, InvalidInput
 from jules_cache.fingerprints.keys import validate_symbol
+from jules_cache.options import StoreOptions
+from jules_cache.roots import resolve_root
+from jules_cache.store import FeatureStore
 
 if TYPE_CHECKING:
     import distributed
@@ -87,7 +90,7 @@ def compute_many(
     n_workers: int | None = None,
     collect: Literal[True] = True,
     progress: bool | None = None,
-    store_options: Mapping[str, Any] | None = None,
+    store_options: StoreOptions | Mapping[str, Any] | None = None,
 ) -> list[pl.DataFrame]: ...
 
 
@@ -104,7 +107,7 @@ def compute_many(
     n_workers: int | None = None,
     collect: Literal[False],
     progress: bool | None = None,
-    store_options: Mapping[str, Any] | None = None,
+    store_options: StoreOptions | Mapping[str, Any] | None = None,
 ) -> list[JobOutcome]: ...
 
 
@@ -120,15 +123,16 @@ def compute_many(
     n_workers: int | None = None,
     collect: bool = True,
     progress: bool | None = None,
-    store_options: Mapping[str, Any] | None = None,
+    store_options: StoreOptions | Mapping[str, Any] | None = None,
 ) -> list[pl.DataFrame] | list[JobOutcome]:
     """Compute ``compute_func`` for every ``(symbol, data)`` job on a Dask cluster, through the
     cache at ``root``; return the frames in job order (``collect=False``: a ``JobOutcome`` per
     job, and results stay in the cache only).
 
     Args:
-        root: the cache root every worker opens as ``FeatureStore(root, **store_options)``. A
-            relative local path is made absolute here; anything with ``://`` is passed as is.
+        root: the cache root every worker opens with ``store_options``, read here as
+            ``FeatureStore`` reads it (a relative local path is made absolute; an
+            ``s3://`` root is passed as is; None means ``$JULES_CACHE_ROOT``...).
         compute_func: ``(lazy_frame, config) -> frame``, as for ``get_or_compute``, or a
             ``@store.feature`` (its function, name and version are used).
         jobs: ``{symbol: data}`` or an iterable of ``(symbol, data)`` pairs (a symbol may repeat,
@@ -141,7 +145,8 @@ def compute_many(
             spawned single-threaded worker processes on 127.0.0.1 (dashboard on a free
             127.0.0.1 port) and close it afterwards.
         progress: a progress line on stderr; None (default): only when stderr is a terminal.
-        store_options: keyword arguments for ``FeatureStore`` on the workers.
+        store_options: a ``StoreOptions`` (or a dict of ``FeatureStore`` keyword arguments)
+            for the stores on the workers; checked here, before anything is sent.
 
     Raises:
         FingerprintError, InvalidInput: before anything is sent, as ``get_or_compute`` would.
@@ -209,29 +214,23 @@ def _unwrap_feature(
 
 
 def _root_for_workers(root: Any) -> str:
-    """The root as every worker must spell it: a URL as given, a local path made absolute (a
-    worker's working directory need not be the client's)."""
-    if isinstance(root, bytes) or not isinstance(root, str | os.PathLike):
+    """The root as every worker must spell it (a worker's working directory need not be the
+    client's): what ``FeatureStore(root)`` would open here."""
+    if isinstance(root, FeatureStore):
         raise InvalidInput(
-            f"root must be a path or URL string, not {type(root).__name__}; pass the root the "
-            "workers open (e.g. store.root), not a FeatureStore"
+            "root must be a path or URL string, not a FeatureStore; pass the root the workers "
+            "open (e.g. store.root)"
         )
-    text = os.fspath(root)
-    _require(bool(text), "root must not be empty")
-    return text if "://" in text else os.path.abspath(text)
+    return resolve_root(root).location
 
 
-def _store_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    if options is None:
-        return {}
-    _require(isinstance(options, Mapping), f"store_options must be a dict, not {options!r}")
-    for reserved in ("root", "read_only"):
-        _require(
-            reserved not in options,
-            f"store_options cannot set {reserved!r}: "
-            + ("pass root as the first argument" if reserved == "root" else "a fan-out writes"),
-        )
-    return dict(options)
+def _store_options(options: StoreOptions | Mapping[str, Any] | None) -> StoreOptions:
+    if isinstance(options, Mapping):
+        _require("root" not in options, "store_options cannot set 'root': pass it first")
+        options = dict(options)
+    built = StoreOptions.build(options)
+    _require(not built.read_only, "store_options cannot set 'read_only': a fan-out writes")
+    return built
 
 
 def _job_list(jobs: Any) -> list[tuple[str, Any]]:

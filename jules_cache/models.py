@@ -144,3 +144,53 @@ class Stats(_ToDict):
     def hit_rate(self) -> float:
         total = self.hits + self.misses
         return self.hits / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class GroupOverview(_ToDict):
+    """The entries of one feature and symbol."""
+
+    feature: str
+    symbol: str
+    entries: int
+    bytes: int
+    oldest: datetime | None
+    newest: datetime | None
+    last_access: datetime | None
+
+
+@dataclass(frozen=True)
+class Overview(_ToDict):
+    """What the cache holds, and the last GC run (None if GC never ran)."""
+
+    root: str
+    entries: int
+    bytes: int
+    oldest_created: datetime | None
+    newest_created: datetime | None
+    least_recent_access: datetime | None
+    most_recent_access: datetime | None
+    groups: tuple[GroupOverview, ...]
+    last_gc: dict[str, Any] | None
+
+    @classmethod
+    def from_rows(
+        cls,
+        root: str,
+        totals: tuple[Any, ...],
+        groups: list[tuple[Any, ...]],
+        last_gc: dict[str, Any] | None,
+    ) -> Overview:
+        """Build it from a catalog's ``overview.sql`` rows and its last ``gc_runs`` row."""
+        entries, size, oldest, newest, least_recent, most_recent = totals
+        return cls(
+            root=root,
+            entries=entries,
+            bytes=size,
+            oldest_created=oldest,
+            newest_created=newest,
+            least_recent_access=least_recent,
+            most_recent_access=most_recent,
+            groups=tuple(GroupOverview(*row) for row in groups),
+            last_gc=last_gc,
+        )

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import numbers
 import os
 import time
 import warnings
@@ -43,9 +42,10 @@ from jules_cache.fingerprints.keys import KeyParts, require_utf8, validate_symbo
 from jules_cache.maintenance.check import DEFAULT_GRACE_SECONDS, CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
-from jules_cache.models import CacheResult, Entry, Stats
-from jules_cache.query.catalog_file import DEFAULT_REFRESH_SECONDS
+from jules_cache.models import CacheResult, Entry, Overview, Stats
+from jules_cache.options import StoreOptions
 from jules_cache.request import ComputeFunc, Request, log, log_event
+from jules_cache.roots import Root, resolve_root
 from jules_cache.storage.backend import Backend
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.local import LocalBackend
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ComputeFunc", "FeatureStore"]
 
-_COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 DEFAULT_LOG_COMPUTE_SECONDS = 10.0
 # Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
@@ -129,104 +128,83 @@ class FeatureStore:
         self,
         root: str | os.PathLike[str] | None = None,
         *,
-        lock_timeout: float = 600.0,
-        strict: bool = False,
-        tick_data_threshold_mb: float = 100.0,
-        fingerprint: FingerprintMode = "content",
-        compression: str = "lz4",
-        time_column: str | None = None,
-        hit_flush_seconds: float = 30.0,
-        auto_gc: float | None = None,
-        auto_gc_limit: int = 1000,
-        catalog_refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        lock_timeout: float = StoreOptions.lock_timeout,
+        strict: bool = StoreOptions.strict,
+        tick_data_threshold_mb: float = StoreOptions.tick_data_threshold_mb,
+        fingerprint: FingerprintMode = StoreOptions.fingerprint,
+        compression: str = StoreOptions.compression,
+        time_column: str | None = StoreOptions.time_column,
+        hit_flush_seconds: float = StoreOptions.hit_flush_seconds,
+        auto_gc: float | None = StoreOptions.auto_gc,
+        auto_gc_limit: int = StoreOptions.auto_gc_limit,
+        catalog_refresh_seconds: float = StoreOptions.catalog_refresh_seconds,
         rebuild: bool = False,
-        log_compute_seconds: float = DEFAULT_LOG_COMPUTE_SECONDS,
-        read_only: bool = False,
-        catalog: str | None = None,
-        catalog_schema: str | None = None,
+        log_compute_seconds: float = StoreOptions.log_compute_seconds,
+        read_only: bool = StoreOptions.read_only,
+        catalog: str | None = StoreOptions.catalog,
+        catalog_schema: str | None = StoreOptions.catalog_schema,
     ):
-        for setting, number in (
-            ("lock_timeout", lock_timeout),
-            ("tick_data_threshold_mb", tick_data_threshold_mb),
-            ("hit_flush_seconds", hit_flush_seconds),
-            ("catalog_refresh_seconds", catalog_refresh_seconds),
-            ("log_compute_seconds", log_compute_seconds),
-        ):  # a str or bool here would fail later with a confusing TypeError
-            _require(
-                isinstance(number, numbers.Real) and not isinstance(number, bool),
-                f"{setting} must be a number, not {type(number).__name__} {number!r}",
-            )
-        _require(isinstance(strict, bool), f"strict must be True or False, not {strict!r}")
-        _require(
-            tick_data_threshold_mb < 2**40,
-            f"tick_data_threshold_mb must be below 2**40, not {tick_data_threshold_mb}",
-        )
-        _require(lock_timeout >= 0, f"lock_timeout must be >= 0 seconds, not {lock_timeout}")
-        _require(
-            tick_data_threshold_mb >= 0,
-            f"tick_data_threshold_mb must be >= 0, not {tick_data_threshold_mb}",
-        )
-        _require(hit_flush_seconds >= 0, f"hit_flush_seconds must be >= 0, not {hit_flush_seconds}")
-        _require(
-            catalog_refresh_seconds >= 0,
-            f"catalog_refresh_seconds must be >= 0, not {catalog_refresh_seconds}",
+        require_unforked()
+        options = StoreOptions(
+            lock_timeout=lock_timeout,
+            strict=strict,
+            tick_data_threshold_mb=tick_data_threshold_mb,
+            fingerprint=fingerprint,
+            compression=compression,
+            time_column=time_column,
+            hit_flush_seconds=hit_flush_seconds,
+            auto_gc=auto_gc,
+            auto_gc_limit=auto_gc_limit,
+            catalog_refresh_seconds=catalog_refresh_seconds,
+            log_compute_seconds=log_compute_seconds,
+            read_only=read_only,
+            catalog=catalog,
+            catalog_schema=catalog_schema,
         )
         _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
-        _require(isinstance(read_only, bool), f"read_only must be True or False, not {read_only!r}")
         _require(not (read_only and rebuild), "a read_only store cannot rebuild the manifest")
-        _require(
-            log_compute_seconds >= 0,
-            f"log_compute_seconds must be >= 0 seconds, not {log_compute_seconds}",
-        )
-        _require(
-            fingerprint in ("content", "footer"),
-            f"fingerprint must be 'content' or 'footer', not {fingerprint!r}",
-        )
-        _require(
-            compression in _COMPRESSIONS,
-            f"compression must be one of {', '.join(_COMPRESSIONS)}, not {compression!r}",
-        )
-        self.read_only = read_only
-        self.log_compute_seconds = float(log_compute_seconds)
-        self.lock_timeout = float(lock_timeout)
-        self.strict = strict
-        self.tick_data_threshold_bytes = int(tick_data_threshold_mb * 1024 * 1024)
-        self.fingerprint_mode: FingerprintMode = fingerprint
-        self.compression = compression
-        self.time_column = time_column
-        self.hit_flush_seconds = float(hit_flush_seconds)
-        self.catalog_refresh_seconds = float(catalog_refresh_seconds)
-        _require(auto_gc is None or auto_gc > 0, f"auto_gc must be None or > 0 s, not {auto_gc}")
-        _require(auto_gc_limit >= 1, f"auto_gc_limit must be >= 1, not {auto_gc_limit}")
-        self.auto_gc = auto_gc
-        self.auto_gc_limit = auto_gc_limit
+        self.options = options
+        self.read_only = options.read_only
+        self.log_compute_seconds = float(options.log_compute_seconds)
+        self.lock_timeout = float(options.lock_timeout)
+        self.strict = options.strict
+        self.tick_data_threshold_bytes = int(options.tick_data_threshold_mb * 1024 * 1024)
+        self.fingerprint_mode: FingerprintMode = options.fingerprint
+        self.compression = options.compression
+        self.time_column = options.time_column
+        self.hit_flush_seconds = float(options.hit_flush_seconds)
+        self.catalog_refresh_seconds = float(options.catalog_refresh_seconds)
+        self.auto_gc = options.auto_gc
+        self.auto_gc_limit = options.auto_gc_limit
         self._next_auto_gc = 0.0
-        require_unforked()
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
-        self.backend = self._open_backend(root, catalog, catalog_schema, rebuild)
+        self.backend = self._open_backend(resolve_root(root), rebuild)
         self.root = self.backend.root
         _live_stores.add(self)
 
-    def _open_backend(
-        self, root: Any, catalog: str | None, catalog_schema: str | None, rebuild: bool
-    ) -> Backend:
+    @classmethod
+    def from_options(
+        cls, root: str | os.PathLike[str] | None, options: StoreOptions, *, rebuild: bool = False
+    ) -> FeatureStore:
+        """A store on ``root`` with ``options`` (as ``compute_many`` workers open theirs)."""
+        return cls(root, rebuild=rebuild, **options.to_dict())
+
+    def _open_backend(self, root: Root, rebuild: bool) -> Backend:
         """A local directory by default; ``s3://bucket/prefix`` with a PostgreSQL catalog is
         one cache shared by many hosts."""
-        named = os.environ.get("JULES_CACHE_ROOT") or os.environ.get("FEATURE_STORE_PATH") or ""
-        if root is None and named.startswith("s3://"):  # the environment names a shared root
-            root = named
-        if isinstance(root, str) and root.startswith("s3://"):
+        catalog, catalog_schema = self.options.catalog, self.options.catalog_schema
+        if root.shared:
             _require(not rebuild, "rebuild=True is for local roots; use check(fix=True)")
             try:
                 from jules_cache.storage.shared import SharedBackend
             except ImportError as exc:
                 raise InvalidInput(
-                    f"a shared root ({root}) needs the shared extra: "
+                    f"a shared root ({root.location}) needs the shared extra: "
                     f'pip install "jules-cache[shared]" ({exc})'
                 ) from exc
             return SharedBackend(
-                root,
+                root.location,
                 catalog=catalog,
                 catalog_schema=catalog_schema,
                 lock_timeout=self.lock_timeout,
@@ -236,10 +214,10 @@ class FeatureStore:
         _require(
             catalog is None and catalog_schema is None,
             "catalog= and catalog_schema= are for a shared root (s3://bucket/prefix); a "
-            f"local root ({root}) keeps its catalog in manifest.duckdb",
+            f"local root ({root.location}) keeps its catalog in manifest.duckdb",
         )
         return LocalBackend(
-            root,
+            root.path(),
             lock_timeout=self.lock_timeout,
             pending=self._pending,
             catalog_refresh_seconds=self.catalog_refresh_seconds,
@@ -714,6 +692,14 @@ class FeatureStore:
             features=features,
             symbols=tuple(by_symbol),
         )
+
+    def overview(self) -> Overview:
+        """Entries and bytes in total and by feature and symbol, the oldest and newest
+        entries, and the last GC run (``jules-cache overview``)."""
+        require_unforked()
+        self.flush()
+        totals, groups, last_gc = self.backend.overview_rows()
+        return Overview.from_rows(self.backend.location, totals, groups, last_gc)
 
     # -- changes and upkeep --------------------------------------------------------------------
 

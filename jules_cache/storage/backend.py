@@ -122,6 +122,12 @@ class Backend(abc.ABC):
     ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
         """Per-feature and per-symbol statistics and the named counters (``Stats``)."""
 
+    @abc.abstractmethod
+    def overview_rows(
+        self,
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
+        """``overview.sql``'s totals and per feature/symbol rows, and the last GC run."""
+
     # -- changes and upkeep ------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -31,8 +31,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from jules_cache.errors import InvalidInput
 from jules_cache.storage import rootfs
 
@@ -49,15 +47,6 @@ TMP_SUFFIX = ".tmp"
 KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 
 
-def default_root() -> Path:
-    """``$JULES_CACHE_ROOT``, else ``$FEATURE_STORE_PATH`` (older setups), else the cache dir."""
-    for variable in ("JULES_CACHE_ROOT", "FEATURE_STORE_PATH"):
-        value = os.environ.get(variable)
-        if value:
-            return Path(value)
-    return Path(platformdirs.user_cache_dir("jules_cache"))
-
-
 @dataclass(frozen=True)
 class Layout:
     """The paths of one cache root, resolved to an absolute, symlink-free form."""
@@ -65,9 +54,9 @@ class Layout:
     root: Path
 
     @classmethod
-    def create(cls, root: str | os.PathLike[str] | None) -> Layout:
-        """Resolve ``root`` (default: ``default_root()``) and create its folders if missing."""
-        path = Path(root) if root is not None else default_root()
+    def create(cls, root: str | os.PathLike[str]) -> Layout:
+        """Resolve ``root`` and create its folders if missing."""
+        path = Path(root)
         path = path.expanduser().resolve()
         if path.exists() and not path.is_dir():
             raise InvalidInput(
@@ -93,11 +82,11 @@ class Layout:
         return layout
 
     @classmethod
-    def open_existing(cls, root: str | os.PathLike[str] | None) -> Layout:
+    def open_existing(cls, root: str | os.PathLike[str]) -> Layout:
         """Resolve ``root`` of an existing cache for a read-only store: nothing is created
         and the root need not be writable (a read-only mount). Raises ``InvalidInput`` if
         there is no cache (no manifest) at ``root``."""
-        path = Path(root) if root is not None else default_root()
+        path = Path(root)
         path = path.expanduser().resolve()
         if not (path / MANIFEST_NAME).is_file():
             raise InvalidInput(

@@ -344,6 +344,13 @@ class LocalBackend(Backend):
             counters,
         )
 
+    def overview_rows(
+        self,
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
+        from jules_cache.maintenance.overview import overview_rows
+
+        return overview_rows(self.manifest)
+
     # -- changes and upkeep --------------------------------------------------------------------
 
     def remove(self, filters: dict[str, Any]) -> list[Entry]:

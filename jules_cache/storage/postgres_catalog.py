@@ -352,6 +352,18 @@ class PostgresCatalog:
 
         return self._run(name, body, idempotent=True)
 
+    def last_gc_run(self) -> dict[str, Any] | None:
+        """The newest ``gc_runs`` row by column name, or None if GC never ran."""
+
+        def body(connection: psycopg.Connection[Any]) -> dict[str, Any] | None:
+            cursor = connection.execute(_statement("gc.sql", "last_run"))
+            row = cursor.fetchone()
+            if row is None or cursor.description is None:
+                return None
+            return dict(zip([d.name for d in cursor.description], row, strict=True))
+
+        return self._run("last_run", body, idempotent=True)
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
         """One transaction for several named statements: yields ``run(filename, name,

@@ -250,6 +250,13 @@ class SharedBackend(Backend):
             self.catalog.counters(),
         )
 
+    def overview_rows(
+        self,
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
+        (totals,) = self.catalog.query("overview.sql", "totals")
+        groups = self.catalog.query("overview.sql", "by_feature_symbol")
+        return totals, groups, self.catalog.last_gc_run()
+
     # -- changes and upkeep --------------------------------------------------------------------
 
     def remove(self, filters: dict[str, Any]) -> list[Entry]:
