@@ -22,7 +22,6 @@ from helpers import fill_two_entries
 from jules_cache import FeatureStore
 from jules_cache.synthetic import make_ticks, symbol_names, ticks_for
 
-
 # Settings a user's shell may hold (the README suggests setting them) that would point the
 # tests' stores, CLI runs and subprocesses at the user's own cache or catalog.
 USER_SETTINGS = (

@@ -37,7 +37,7 @@ def test_a_wrong_setting_fails_where_it_is_written_naming_it(settings, named):
 
 
 def test_an_unknown_option_name_is_refused_listing_the_known_ones():
-    with pytest.raises(InvalidInput, match="unknown store option.*lock_timout.*known: "):
+    with pytest.raises(InvalidInput, match=r"unknown store option.*lock_timout.*known: "):
         StoreOptions.build({"lock_timout": 5})
 
 
