@@ -54,7 +54,7 @@ from bench_store import input_frame, ten_k_by_eight  # noqa: E402
 from common import peak_rss_mb, percentile, print_table, write_json  # noqa: E402
 
 from jules_cache import FeatureStore  # noqa: E402
-from jules_cache.storage.shared import object_name  # noqa: E402
+from jules_cache.engine.shared import object_name  # noqa: E402
 
 PROCESSES, PROCESS_KEYS = 8, 50
 SQL_SYMBOLS = 16

@@ -26,7 +26,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, summary_ms, timed, write_json
 
-import jules_cache.storage.local as store_module
+import jules_cache.engine.local as store_module
 from jules_cache import FeatureStore
 
 ROWS = 5_000

@@ -18,17 +18,44 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import polars as pl
 
 from jules_cache.errors import InvalidInput
 from jules_cache.fingerprints.code import feature_name
 from jules_cache.models import CacheResult
+from jules_cache.request import ComputeFunc
 
 if TYPE_CHECKING:
     from jules_cache.explain import Explanation
-    from jules_cache.store import ComputeFunc, FeatureStore
+
+
+class FeatureStore(Protocol):
+    """What a feature needs of its store (``jules_cache.FeatureStore``): fetch and explain."""
+
+    def fetch(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        lazy: bool,
+    ) -> CacheResult[Any]: ...
+
+    def explain(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Explanation: ...
 
 
 class Feature:

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # for annotations only: every module imports this one
     from pathlib import Path
 
-    from jules_cache.maintenance.gc import GCReport
-    from jules_cache.models import Entry
+    from jules_cache.models import Entry, GCReport
 
 
 class JulesCacheError(Exception):

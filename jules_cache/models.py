@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -194,3 +194,63 @@ class Overview(_ToDict):
             groups=tuple(GroupOverview(*row) for row in groups),
             last_gc=last_gc,
         )
+
+
+@dataclass(frozen=True)
+class GCItem(_ToDict):
+    """One thing GC deleted (or, in a dry run, would delete)."""
+
+    reason: str
+    path: str  # relative to the root, '/'-separated
+    bytes: int
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ReasonTotal(_ToDict):
+    reason: str
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class GCReport(_ToDict):
+    """What a GC run did: per-reason totals, timings, lock holds and its ``gc_runs`` id.
+
+    In a dry run ``totals`` and ``items`` are what a real run would delete now (a real run
+    re-checks each candidate under the lock, so it can only delete the same or less).
+    """
+
+    run_id: int | None
+    root: str
+    dry_run: bool
+    status: str  # 'success' | 'failed'
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    plan_seconds: float
+    retention_weeks: float
+    max_size: int | None
+    grace_seconds: float
+    totals: tuple[ReasonTotal, ...]
+    skipped: int  # planned, but changed since the plan (hit, re-published, already gone)
+    lock_holds: int
+    max_lock_hold_ms: float
+    errors: tuple[str, ...] = ()
+    items: tuple[GCItem, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def files(self) -> int:
+        """Files and rows deleted (or to delete), all reasons together."""
+        return sum(t.count for t in self.totals)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.totals)
+
+    def total(self, reason: str) -> ReasonTotal:
+        return next(t for t in self.totals if t.reason == reason)

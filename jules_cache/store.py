@@ -4,7 +4,7 @@ The story of a call: fingerprint every input into a key (``_request``); read the
 from the backend, lock-free (a hit); else hold the key (one process computes, the others wait
 and then hit), compute, write the result to a temp file and publish it with its catalog row
 (a miss). Hits and misses are counted in memory and written in batches. Where results and rows
-live is the backend's business (``jules_cache.storage.backend``): a local directory by default.
+live is the backend's business (``jules_cache.engine.backend``): a local directory by default.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import polars as pl
 
 from jules_cache._process import require_unforked
+from jules_cache.engine.backend import Backend
+from jules_cache.engine.local import LocalBackend
 from jules_cache.errors import (
     CacheWriteWarning,
     ForkedProcess,
@@ -46,9 +48,7 @@ from jules_cache.models import CacheResult, Entry, Overview, Stats
 from jules_cache.options import StoreOptions
 from jules_cache.request import ComputeFunc, Request, log, log_event
 from jules_cache.roots import Root, resolve_root
-from jules_cache.storage.backend import Backend
 from jules_cache.storage.crash_points import crash_point
-from jules_cache.storage.local import LocalBackend
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.result_files import (
@@ -197,7 +197,7 @@ class FeatureStore:
         if root.shared:
             _require(not rebuild, "rebuild=True is for local roots; use check(fix=True)")
             try:
-                from jules_cache.storage.shared import SharedBackend
+                from jules_cache.engine.shared import SharedBackend
             except ImportError as exc:
                 raise InvalidInput(
                     f"a shared root ({root.location}) needs the shared extra: "

@@ -1,4 +1,4 @@
--- The one way entries leave the manifest (jules_cache/storage/removal.py), used by rm, GC, check --fix,
+-- The one way entries leave the manifest (jules_cache/maintenance/removal.py), used by rm, GC, check --fix,
 -- verify --fix and the quarantine of a damaged file. Run against an attached manifest.
 
 -- name: delete_entries

@@ -12,9 +12,9 @@
 The comparison runs under the manifest lock (shared; exclusive with ``fix``): a put renames
 its file into ``objects/`` and inserts its row in one exclusive transaction, so under the lock
 a file without a row, or a row without a file, is a real inconsistency, never a put in flight.
-Entries are removed the one way every command removes them (``jules_cache.storage.removal``): rows
-dropped in the check's transaction, then their files quarantined or unlinked under the lock
-if their key has no row. The deep read (``deep``) needs no lock: result files are immutable.
+Entries are removed the one way every command removes them (``maintenance.removal``): rows
+dropped and files moved aside in the check's transaction, then quarantined or unlinked.
+The deep read (``deep``) needs no lock: result files are immutable.
 Nothing that is not a regular file is ever moved or deleted: a link or folder planted under
 ``objects/`` is reported and left alone.
 
@@ -59,6 +59,7 @@ from jules_cache.errors import InvalidInput, JulesCacheError
 from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
+from jules_cache.maintenance.removal import discard_files, drop_rows, quarantine_file
 from jules_cache.models import _ToDict
 from jules_cache.query.views import (
     FileRow,
@@ -72,7 +73,6 @@ from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import MIN_DATABASE_BYTES, Manifest, utc_now
-from jules_cache.storage.removal import discard_files, drop_rows, quarantine_file
 from jules_cache.storage.result_files import (
     METADATA_KEY,
     READ_ERRORS,

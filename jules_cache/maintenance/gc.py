@@ -37,7 +37,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,13 +46,13 @@ from jules_cache._durations import parse_duration
 from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
-from jules_cache.models import _ToDict
+from jules_cache.maintenance.removal import discard_files, drop_rows
+from jules_cache.models import GCItem, GCReport, ReasonTotal
 from jules_cache.query.views import LinkOwner
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
-from jules_cache.storage.removal import discard_files, drop_rows
 
 if TYPE_CHECKING:  # imported where GC plans: ``import jules_cache`` (and a hit) loads no DuckDB
     import duckdb
@@ -74,66 +74,6 @@ Progress = Callable[[int, int], None]  # (items done, items in total)
 
 
 # -- results -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GCItem(_ToDict):
-    """One thing GC deleted (or, in a dry run, would delete)."""
-
-    reason: str
-    path: str  # relative to the root, '/'-separated
-    bytes: int
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class ReasonTotal(_ToDict):
-    reason: str
-    count: int
-    bytes: int
-
-
-@dataclass(frozen=True)
-class GCReport(_ToDict):
-    """What a GC run did: per-reason totals, timings, lock holds and its ``gc_runs`` id.
-
-    In a dry run ``totals`` and ``items`` are what a real run would delete now (a real run
-    re-checks each candidate under the lock, so it can only delete the same or less).
-    """
-
-    run_id: int | None
-    root: str
-    dry_run: bool
-    status: str  # 'success' | 'failed'
-    started_at: datetime
-    finished_at: datetime
-    duration_seconds: float
-    plan_seconds: float
-    retention_weeks: float
-    max_size: int | None
-    grace_seconds: float
-    totals: tuple[ReasonTotal, ...]
-    skipped: int  # planned, but changed since the plan (hit, re-published, already gone)
-    lock_holds: int
-    max_lock_hold_ms: float
-    errors: tuple[str, ...] = ()
-    items: tuple[GCItem, ...] = field(default=(), repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "success"
-
-    @property
-    def files(self) -> int:
-        """Files and rows deleted (or to delete), all reasons together."""
-        return sum(t.count for t in self.totals)
-
-    @property
-    def bytes(self) -> int:
-        return sum(t.bytes for t in self.totals)
-
-    def total(self, reason: str) -> ReasonTotal:
-        return next(t for t in self.totals if t.reason == reason)
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class CatalogSource(Protocol):
     (the manifest's names and columns), and the file system the result paths are on.
 
     ``ManifestSource`` reads a local root's manifest under its shared lock; the shared backend
-    (``query.shared_source``) copies its PostgreSQL catalog into an in-memory DuckDB and reads
+    (``engine.shared_sql``) copies its PostgreSQL catalog into an in-memory DuckDB and reads
     objects over S3.
     """
 

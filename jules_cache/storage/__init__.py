@@ -1,2 +1,3 @@
-"""Storage: where results and the manifest live. Layout of the root, locks, the manifest
-(DuckDB), result files, no-follow file operations and the one removal path."""
+"""Storage: where results and rows live, and nothing above that. The root's layout, locks,
+the DuckDB manifest, result files, no-follow file operations, the PostgreSQL catalog and the
+S3 objects of a shared root."""

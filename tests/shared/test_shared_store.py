@@ -139,7 +139,7 @@ def test_gc_racing_republish_never_leaves_a_row_without_its_object(
     tmp_path, services, s3_url, pg_schema
 ):
     """3 writers republish the same 6 keys while GC (retention 0, grace 0) deletes them."""
-    from jules_cache.storage.shared import object_name
+    from jules_cache.engine.shared import object_name
 
     jobs = [[f"G{i}", i] for i in range(6)] * 4
     specs = [_spec(tmp_path, f"host-{n}", s3_url, services, pg_schema, jobs=jobs) for n in range(3)]
@@ -167,7 +167,7 @@ def test_gc_racing_republish_never_leaves_a_row_without_its_object(
 
 
 def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
-    from jules_cache.storage.shared import object_name
+    from jules_cache.engine.shared import object_name
 
     with _store(s3_url, services, pg_schema) as store:
         kept = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
@@ -186,7 +186,7 @@ def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
 
 
 def test_check_finds_and_fixes_a_row_whose_object_is_gone(services, s3_url, pg_schema):
-    from jules_cache.storage.shared import object_name
+    from jules_cache.engine.shared import object_name
 
     with _store(s3_url, services, pg_schema) as store:
         got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
@@ -200,7 +200,7 @@ def test_check_finds_and_fixes_a_row_whose_object_is_gone(services, s3_url, pg_s
 
 
 def test_a_copied_object_of_another_key_is_never_served(services, s3_url, pg_schema):
-    from jules_cache.storage.shared import object_name
+    from jules_cache.engine.shared import object_name
 
     with _store(s3_url, services, pg_schema) as store:
         a = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
@@ -251,7 +251,7 @@ def test_sql_sees_every_change_since_the_previous_query(services, s3_url, pg_sch
 
 
 def test_remove_deletes_rows_then_objects(services, s3_url, pg_schema):
-    from jules_cache.storage.shared import object_name
+    from jules_cache.engine.shared import object_name
 
     with _store(s3_url, services, pg_schema) as store:
         got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")

@@ -7,9 +7,9 @@ catalog row), and ``write_counts`` (hits and misses counted in memory, in batche
 else — listing, removing, statistics, GC, check, SQL — is a backend method too, so the façade
 and the CLI work with either implementation:
 
-- ``LocalBackend`` (``jules_cache.storage.local``): one directory, ``flock`` locks, a DuckDB
+- ``LocalBackend`` (``jules_cache.engine.local``): one directory, ``flock`` locks, a DuckDB
   manifest, publish by ``rename``. The default, and the fastest on one machine.
-- ``SharedBackend`` (``jules_cache.storage.shared``): S3 objects written with a conditional PUT,
+- ``SharedBackend`` (``jules_cache.engine.shared``): S3 objects written with a conditional PUT,
   a PostgreSQL catalog, advisory locks per key: one cache for many hosts.
 """
 

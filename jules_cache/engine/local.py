@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from jules_cache.engine.backend import Backend, Frame, Progress
 from jules_cache.errors import (
     JulesCacheError,
     ManifestError,
@@ -28,6 +29,7 @@ from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
 from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
+from jules_cache.maintenance.removal import describe_failures, discard_files, drop_rows
 from jules_cache.maintenance.verify import VerifyReport, find_stale_footer_entries
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
@@ -36,13 +38,11 @@ from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
 from jules_cache.query.views import refresh_views, remember_named, remove_link, view_published
 from jules_cache.request import Request
 from jules_cache.storage import rootfs
-from jules_cache.storage.backend import Backend, Frame, Progress
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
 from jules_cache.storage.pending_counts import Counts, PendingCounts
-from jules_cache.storage.removal import describe_failures, discard_files, drop_rows
 from jules_cache.storage.result_files import (
     READ_ERRORS,
     ResultInfo,

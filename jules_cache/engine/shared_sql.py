@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs
 
-    from jules_cache.storage.shared import SharedBackend
+    from jules_cache.engine.shared import SharedBackend
 
 # The catalog tables a query can name (as on a local root); schema_version is bookkeeping.
 _HIDDEN = frozenset({"schema_version"})

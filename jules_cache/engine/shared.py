@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
+from jules_cache.engine.backend import Backend, Frame, Progress
 from jules_cache.errors import InvalidInput, JulesCacheError, StoreError
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
@@ -38,7 +39,6 @@ from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.request import Request
-from jules_cache.storage.backend import Backend, Frame, Progress
 from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
@@ -194,7 +194,7 @@ class SharedBackend(Backend):
         self.pending.miss(key, request.parts)
         self.discard_temp(temp)
         if request.parts.feature not in self._named:  # once per feature and process
-            from jules_cache.query.shared_source import view_names
+            from jules_cache.engine.shared_sql import view_names
 
             # Best effort: SQL names an unnamed feature on the fly; the row is committed.
             with contextlib.suppress(*self.store_errors()):
@@ -260,7 +260,7 @@ class SharedBackend(Backend):
     # -- changes and upkeep --------------------------------------------------------------------
 
     def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        from jules_cache.maintenance.shared_upkeep import delete_objects
+        from jules_cache.engine.shared_upkeep import delete_objects
 
         matched = self.query_entries("match_entries", filters)
         deleted = self.catalog.delete_entries([entry.key for entry in matched])
@@ -276,13 +276,13 @@ class SharedBackend(Backend):
         grace_seconds: float,
         progress: Progress | None,
     ) -> CheckReport:
-        from jules_cache.maintenance.shared_upkeep import check
+        from jules_cache.engine.shared_upkeep import check
 
         self.write_counts()
         return check(self, fix=fix or rebuild, deep=deep, grace_seconds=grace_seconds)
 
     def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
-        from jules_cache.maintenance.shared_upkeep import collect_garbage
+        from jules_cache.engine.shared_upkeep import collect_garbage
 
         self.flush()  # this process's recent hits count as accesses
         report = collect_garbage(self, options, progress=progress)
@@ -290,18 +290,18 @@ class SharedBackend(Backend):
         return report
 
     def auto_gc(self, limit: int, interval: float) -> GCReport | None:
-        from jules_cache.maintenance.shared_upkeep import collect_garbage
+        from jules_cache.engine.shared_upkeep import collect_garbage
 
         options = GCOptions.build(limit=limit)
         return collect_garbage(self, options, skip_if_ran_within=interval)
 
     def verify(self) -> VerifyReport:
-        from jules_cache.maintenance.shared_upkeep import verify
+        from jules_cache.engine.shared_upkeep import verify
 
         return verify(self)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
-        from jules_cache.query.shared_source import SharedCatalogSource
+        from jules_cache.engine.shared_sql import SharedCatalogSource
         from jules_cache.query.sql import run
 
         if self._sql_source is None:
@@ -309,7 +309,7 @@ class SharedBackend(Backend):
         return run(self._sql_source, query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
-        from jules_cache.query.shared_source import view_names
+        from jules_cache.engine.shared_sql import view_names
 
         return view_names(self)
 

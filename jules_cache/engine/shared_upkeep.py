@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from jules_cache.engine.shared import object_name
 from jules_cache.errors import LockTimeout
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
@@ -32,11 +33,10 @@ from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
-from jules_cache.storage.shared import object_name
 
 if TYPE_CHECKING:
-    from jules_cache.storage.backend import Progress
-    from jules_cache.storage.shared import SharedBackend
+    from jules_cache.engine.backend import Progress
+    from jules_cache.engine.shared import SharedBackend
 
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
