@@ -112,7 +112,7 @@ def pkg(tmp_path) -> Path:
 
 
 def test_attribute_chain_through_modules(pkg):
-    """Issue #11 item 4 as reported: ``mypkg.sub.helper2()``."""
+    """The chain first reported unfollowed: ``mypkg.sub.helper2()``."""
     write_package(
         pkg,
         {
