@@ -14,7 +14,7 @@ a cheap per-symbol summary, so the hit is all keying: the exact content digest o
   ``take`` per 1M-row leaf), alone;
 - the hit end to end, and recomputing the feature (no cache).
 
-Issue 13 asks for a hit <= 25 ms. Writes benchmarks/results/big_hit.json.
+The target is a hit <= 25 ms. Writes benchmarks/results/big_hit.json.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark the fingerprint layer on a 50M-row x 4-column tick table (~1.2 GB).
 
 Run: ``python benchmarks/bench_fingerprint.py [--rows N]``. Prints GB/s per case and writes
-``benchmarks/results/fingerprint.json``. Targets (DESIGN.md §4): >= 4 GB/s end to end with both
+``benchmarks/results/fingerprint.json``. Targets: >= 4 GB/s end to end with both
 cores, >= 10 GB/s for the numeric columns alone.
 """
 

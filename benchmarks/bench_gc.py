@@ -11,7 +11,7 @@ Then:
   trainer processes keep hitting and writing; their errors, warnings and slowest call, and the
   longest manifest lock hold of the GC.
 
-Targets (issue 4, at 100k): plan <= 10 s with bounded memory; longest lock hold <= 250 ms;
+Targets (at 100k): plan <= 10 s with bounded memory; longest lock hold <= 250 ms;
 zero trainer errors.
 """
 

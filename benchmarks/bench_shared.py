@@ -6,7 +6,7 @@
 Uses the services the environment names (as bench_shared_raw.py), else starts throwaway ones
 (PostgreSQL + SeaweedFS on 127.0.0.1) and stops them at the end. Every variant of a section is
 warmed up, then the variants run interleaved round by round, so load from other processes on
-this shared machine hits them alike; medians and p90s. Sections (issue 12's targets):
+this shared machine hits them alike; medians and p90s. Sections (with their targets):
 
 - hit latency of a 10k x 8 result (bench_store.py's: 100k-row input, fingerprinted each call)
   and a 1M x 8 result, local vs shared, next to the raw reads of the same bytes: boto3

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sql.py [--quick]
 
-Targets (issue 6): a full-view aggregate within 1.2x of DuckDB on read_parquet([...]) of the
+Targets: a full-view aggregate within 1.2x of DuckDB on read_parquet([...]) of the
 same files; `WHERE symbol = ...` on one symbol's 10 files < 30 ms end to end in process; no
 duckdb.connect per query (per-query overhead reported). Medians after warm-up. The results are
 created with real get_or_compute calls (their publish also refreshes the persistent view).

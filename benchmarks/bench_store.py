@@ -2,7 +2,7 @@
 
     python benchmarks/bench_store.py [--quick]
 
-Targets (issue 2): hit p50 <= 5 ms for a 10k x 8 result including the fingerprint of a 100k-row
+Targets: hit p50 <= 5 ms for a 10k x 8 result including the fingerprint of a 100k-row
 input; publish overhead (describe + lock + attach + rename + insert + commit + detach) p50 <= 20
 ms; 8 processes x 50 keys with zero errors.
 """

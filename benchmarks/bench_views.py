@@ -14,7 +14,7 @@ file into its symbol's folder and builds ``catalog.duckdb``). Then, in rounds, r
 Every manifest lock hold is recorded by wrapping the lock, and so is the view upkeep inside the
 publish (``view_published``), and the catalog rebuild each publish is followed by
 (``store.flush()``: outside the exclusive lock; its table copy holds the SHARED lock, which
-also keeps writers out). Target (issue 13): no view work under the exclusive manifest lock
+also keeps writers out). Target: no view work under the exclusive manifest lock
 longer than 100 ms at 100k results. Writes benchmarks/results/views.json.
 """
 

@@ -280,8 +280,8 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def issue13_markdown(document: dict[str, Any]) -> list[str]:
-    """The six measures of issue 13, as measured in this run (each beside its peer or limit)."""
-    lines = ["", "## Issue 13: speed to the limit (same run)", ""]
+    """The six speed targets, as measured in this run (each beside its peer or limit)."""
+    lines = ["", "## Speed targets: to the limit (same run)", ""]
     lines += ["| measure | jules_cache | limit / peer, same run | target |", "|---|---:|---|---|"]
     big = document.get("big_input")
     if big and "hit_ms" in big["caches"].get("jules_cache", {}):

@@ -1,6 +1,6 @@
 """Attacks with bad input: each must raise the library's own error naming the problem (or, for a
 result that cannot be stored faithfully, return the computed value uncached with a
-``CacheWriteWarning``), and leave the cache as it was. Issue #11, item 9.
+``CacheWriteWarning``), and leave the cache as it was.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Attacks on the manifest (issue #11 items 5, 6, 7, 9, 13): lost, half-written, held open by
-a plain DuckDB session, not writable; and a view that cannot be built.
+"""Attacks on the manifest: lost, half-written, held open by a plain DuckDB session, not
+writable; and a view that cannot be built.
 
 Every test runs real processes on real files: external DuckDB sessions are ``python -c``
 children that never import jules_cache, crashes are real SIGKILLs (``JULES_CACHE_CRASH_AT``).

@@ -1,8 +1,7 @@
 """Attacks on the store's own paths: half-done removals, a full disk at COMMIT, lazy results
 under auto-GC, orphans served as hits, and a group-shared root.
 
-Each test fails on the code before the trust work and passes after (see README, "What is
-defended").
+Each test fails on the code before the trust work and passes after (see docs/guide/defended.md).
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def test_a_deleted_manifest_is_rebuilt_by_the_next_store_never_left_empty(root, 
     with pytest.raises(ManifestError, match=r"missing .*check --rebuild"):
         store.stats()  # an open store: no silent empty manifest either
     assert not (root / "manifest.duckdb").exists()
-    again = FeatureStore(root)  # issue #11 item 6: recovers from the files on its own
+    again = FeatureStore(root)  # recovers from the files on its own
     assert again.entry(result.key) is not None and put(again, aapl).hit
 
 

@@ -1,5 +1,7 @@
-"""Issue 14, the Python API: a decorator (12), precise types (13), logging (14), and a
-read-only store (15). Everything goes through the public API on real roots."""
+"""The day-one Python API: a decorator, precise types, logging, and a read-only store.
+
+Everything goes through the public API on real roots.
+"""
 
 from __future__ import annotations
 

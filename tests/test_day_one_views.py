@@ -1,4 +1,4 @@
-"""Issue #14, items 1-4: honest counters, one code version per view, stable view names, and
+"""Honest counters, one code version per view, stable view names, and
 one feature name across ``multiprocessing`` spawn children.
 
 Each test names its item; all go through the public API (``FeatureStore``, ``stats``,

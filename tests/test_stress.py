@@ -78,7 +78,7 @@ def random_operations_until(
                     except FileNotFoundError:
                         if not gc_running:
                             raise
-                        # Documented (README, Limitations): GC deleted the file between the
+                        # Documented (docs/limitations.md): GC deleted the file between the
                         # fetch and the collect. The eager call then recomputes it.
                         counts["lazy_lost"] = counts.get("lazy_lost", 0) + 1
                         result = store.fetch(f"S{i}", frame(i, ROWS), config, logged_feature)

@@ -1,6 +1,7 @@
 """Exact, chunking-independent content fingerprints of in-memory tables.
 
-Why this design (see DESIGN.md §4 for the measurements):
+Why this design (the measurements and the traps: docs/guide/keys.md, "Why the data digest is
+built this way"):
 
 * One digest for Polars, pandas and Arrow: every input is converted to a ``pa.Table`` without
   copying (:func:`as_arrow`) and only *logical* content is hashed — never physical layout,

@@ -2,10 +2,11 @@
 
 * :func:`hash_file_bytes` is the exact mode: xxh3_128 over the raw bytes, streamed through one
   reused 8 MiB buffer (``readinto``; bounded memory, never decodes). From page cache it runs at
-  memory speed; DESIGN.md §4 measured ~5 GB/s for compressed Parquet.
+  memory speed: ~5 GB/s measured for compressed Parquet (docs/benchmarks.md, "Fingerprints").
 * :func:`parquet_footer_digest` is the opt-in, weaker ``footer`` mode: the footer bytes plus the
   file size. A one-cent change to one price can leave a Parquet footer byte-identical
-  (DESIGN.md §4), so this is NOT proof of identity — use it only where the caller accepts that.
+  (measured: docs/guide/keys.md), so this is NOT proof of identity — use it only where the
+  caller accepts that.
 * :func:`stat_signature` is the key of the ``stat → content hash`` memo: if path, size, mtime,
   inode and ctime are all unchanged, the content hash is reused: a path resolution and one
   ``stat()`` (tens of µs) instead of re-reading the file.
