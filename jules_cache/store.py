@@ -227,12 +227,16 @@ class FeatureStore:
 
     @property
     def layout(self) -> Any:
-        """The local backend's root layout (tools and tests; not on a shared backend)."""
+        """The local backend's root layout (tools and tests; not on a shared backend), with
+        the rows (and view links) this store published so far written."""
+        self._write_rows()
         return self.backend.layout  # type: ignore[attr-defined]
 
     @property
     def manifest(self) -> Any:
-        """The local backend's DuckDB manifest (tools and tests; not on a shared backend)."""
+        """The local backend's DuckDB manifest (tools and tests; not on a shared backend), with
+        the rows this store published so far written to it."""
+        self._write_rows()
         return self.backend.manifest  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
@@ -479,11 +483,17 @@ class FeatureStore:
     # -- hits ----------------------------------------------------------------------------------
 
     def _record_hit(self, request: Request) -> None:
-        """Count the hit in memory; write the counts when due, never waiting for a lock."""
+        """Count the hit in memory; write the counts when due, never waiting on the catalog:
+        off this thread (``flush_later``), or, with ``hit_flush_seconds=0``, at once unless
+        the lock is busy."""
         self._pending.hit(request.key, request.parts, utc_now())
+        self._report_background_error()
         if self.read_only or not self._pending.due():
             return
         try:
+            if self.hit_flush_seconds > 0:
+                self.backend.flush_later()
+                return
             self.backend.write_counts(wait=False)
         except LockTimeout:
             pass  # busy: the next write or hit flushes them
@@ -495,6 +505,19 @@ class FeatureStore:
             self._warn_flush_failed(exc)
         else:
             self._flush_failing = False
+
+    def _report_background_error(self) -> None:
+        """Warn (once per failure episode) about a background flush that failed."""
+        error = self.backend.take_error()
+        if error is not None:
+            self._pending.postpone()
+            self._warn_flush_failed(error)
+
+    def _write_rows(self) -> None:
+        """Write the rows of results this store published but did not list yet, so that what
+        it reads of the catalog next includes them."""
+        if not self.read_only and self._pending.rows_waiting():
+            self.backend.write_counts()
 
     def _warn_flush_failed(self, exc: BaseException) -> None:
         """One ``CacheWriteWarning`` per failure episode (until a flush succeeds again)."""
@@ -523,6 +546,7 @@ class FeatureStore:
         The opportunistic GC step runs first, so it can never delete the result this call
         is about to return (a lazy result is a scan of that file).
         """
+        self._report_background_error()
         self._maybe_auto_gc()
         with contextlib.ExitStack() as held:
             try:
@@ -612,6 +636,7 @@ class FeatureStore:
         if len(key) < 6:
             raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
         require_unforked()
+        self._write_rows()
         filters = {"key": key, "feature": None, "symbol": None}
         entries = self.backend.query_entries("match_entries", filters)
         if len(entries) > 1:
@@ -625,6 +650,7 @@ class FeatureStore:
     ) -> list[Entry]:
         """Entries, newest first, optionally filtered."""
         require_unforked()
+        self._write_rows()
         params = {"feature": feature, "symbol": symbol, "since": since}
         return self.backend.query_entries("list_entries", params)
 
@@ -659,6 +685,7 @@ class FeatureStore:
             code_functions=request.code_functions,
             code_unfollowed=request.code_unfollowed,
         )
+        self._write_rows()
         candidates = self.entries(feature=parts.feature)
         with_files = [entry.key for entry in candidates if entry.data_method != "frame"]
         inputs = self.backend.entry_inputs(with_files)
@@ -722,6 +749,7 @@ class FeatureStore:
         require_unforked()
         if fix or rebuild:
             self._writable("check(fix=True)")
+        self._write_rows()
         return self.backend.check(
             fix=fix, deep=deep, rebuild=rebuild, grace_seconds=grace_seconds, progress=progress
         )
@@ -752,6 +780,7 @@ class FeatureStore:
             )
         if key is not None and len(key) < 6:
             raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
+        self._write_rows()
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
             return self.backend.query_entries("match_entries", filters)
@@ -767,6 +796,7 @@ class FeatureStore:
         require_unforked()
         if fix:
             self._writable("verify(fix=True)")
+        self._write_rows()
         report = self.backend.verify()
         if not fix:
             return report
@@ -815,6 +845,7 @@ class FeatureStore:
         require_unforked()
         from jules_cache.query.sql import Filters
 
+        self._write_rows()
         filters = Filters.build(symbols, versions, since, until)
         return self.backend.sql_arrow(query, params, filters)
 
@@ -826,6 +857,7 @@ class FeatureStore:
         """
         require_unforked()
         self._writable("refresh_views")
+        self._write_rows()
         return self.backend.refresh_views()
 
     # -- garbage collection --------------------------------------------------------------------

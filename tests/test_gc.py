@@ -47,9 +47,13 @@ def _age(store: FeatureStore, keys, *, accessed_days: float, created_days: float
 
 
 def _orphan(store: FeatureStore, key: str = "ab" * 16) -> Path:
+    """A result file without a row, written an hour ago (a younger one may be a publish whose
+    row is on its way: GC spares it)."""
     path = store.layout.result_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame(0).write_parquet(path)
+    hour_ago = time.time() - 3600
+    os.utime(path, (hour_ago, hour_ago))
     return path
 
 
@@ -289,6 +293,8 @@ def test_a_republished_key_is_not_deleted_by_a_plan_made_before(store):
     (key,) = _fill(store, 1)
     with store.manifest.write() as con:  # make the file an orphan (row lost)
         con.execute("DELETE FROM entries WHERE key = ?", [key])
+    hour_ago = time.time() - 3600  # an old orphan (a young one may be a publish in flight)
+    os.utime(store.layout.result_path(key), (hour_ago, hour_ago))
     from jules_cache.maintenance.gc import GCOptions, _Run
 
     run = _Run(store.manifest, store.layout, GCOptions.build(), None)

@@ -35,6 +35,7 @@ def fill(store: FeatureStore, ticks: pl.DataFrame) -> FeatureStore:
         data = ticks_for(ticks, symbol)
         for freq in ("1m", "5m"):
             store.get_or_compute(symbol, data, {"freq": freq}, bar_count)
+    store.flush()  # rows of quick successive misses land together: list them all now
     return store
 
 

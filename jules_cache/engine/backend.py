@@ -16,12 +16,15 @@ and the CLI work with either implementation:
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
+
+from jules_cache.errors import LockTimeout
 
 if TYPE_CHECKING:
     from jules_cache.fingerprints.memo import FileDigestMemo
@@ -93,6 +96,16 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def write_counts(self, *, wait: bool = True) -> None:
         """Write the hits and misses counted in memory (``pending``) in one transaction."""
+
+    def flush_later(self) -> None:
+        """Write the counts soon without making the caller wait (a hit calls it when they are
+        due). Default: now, unless the lock is busy."""
+        with contextlib.suppress(LockTimeout):
+            self.write_counts(wait=False)
+
+    def take_error(self) -> BaseException | None:
+        """The error of a background flush that failed since last asked (once), or None."""
+        return None
 
     @abc.abstractmethod
     def count_store_failure(self) -> None:

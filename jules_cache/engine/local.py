@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +45,7 @@ from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
-from jules_cache.storage.pending_counts import Counts, PendingCounts
+from jules_cache.storage.pending_counts import Counts, PendingCounts, PendingRow
 from jules_cache.storage.result_files import (
     READ_ERRORS,
     ResultInfo,
@@ -56,6 +59,8 @@ if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
     import duckdb
 
 _log = logging.getLogger("jules_cache")
+# Publishes this close after a write leave their row for one batch (see LocalBackend.publish).
+ROW_BATCH_SECONDS = 1.0
 
 
 class LocalBackend(Backend):
@@ -89,6 +94,12 @@ class LocalBackend(Backend):
             self.manifest = Manifest(self.layout, lock_timeout)
             self.manifest.open()
         self._wrote = False  # this store changed the manifest since it refreshed the catalog
+        self._last_row_write = 0.0  # monotonic time of the last transaction that wrote rows
+        self._writing = threading.RLock()
+        self._timer_guard = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._background_error: BaseException | None = None
+        self._features_written: set[str] = set()  # named once their rows commit
         self.manifest.on_change = self._after_write
         if not read_only and not catalog_path(self.layout).exists():  # a new root, or older
             refresh_catalog(self.manifest, 0.0)
@@ -164,7 +175,17 @@ class LocalBackend(Backend):
     def publish(
         self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
-        """Rename the temp file into place and insert its entry in one manifest transaction."""
+        """Rename the temp file into place; insert its row in the same manifest transaction,
+        or, right after another write, leave the row for the next batch (``PendingRow``).
+
+        The first publish after a quiet second writes at once, so a lone miss is listed at
+        once and a manifest that cannot be written fails this call (nothing is left behind).
+        Misses in quick succession each cost a rename, not a ~15 ms transaction: their rows
+        are written together within ``ROW_BATCH_SECONDS`` by a background flush, at the next
+        read of the catalog by this store, or at ``flush``/``close``/exit. Meanwhile the file
+        is served to every process (hits read files, not rows); GC spares result files younger
+        than ``leftovers.ORPHAN_GRACE_SECONDS`` that have no row yet.
+        """
         now = utc_now()
         row = entry_row(
             request.file_metadata(),
@@ -174,6 +195,29 @@ class LocalBackend(Backend):
             created_at=now,
             last_accessed_at=now,
         )
+        if self._write_now():
+            self._publish_now(request, temp, row)
+            return
+        path: Path = request.location
+        rootfs.rename(self.root, temp, path)
+        crash_point("renamed")
+        fsync_dir(path.parent)
+        written = os.stat(path)
+        pending = PendingRow(
+            row, request.data_method, request.files, written.st_ino, written.st_size
+        )
+        self.pending.published(request.key, pending)
+        self.pending.miss(request.key, request.parts)
+        self._flush_later(ROW_BATCH_SECONDS)
+
+    def _write_now(self) -> bool:
+        """Whether a publish writes its row in its own transaction (see ``publish``)."""
+        if self.pending.flush_seconds == 0:  # a store asked to write everything at once
+            return True
+        return time.monotonic() - self._last_row_write >= ROW_BATCH_SECONDS
+
+    def _publish_now(self, request: Request, temp: Path, row: dict[str, Any]) -> None:
+        """Rename and insert in one manifest transaction (with any rows waiting)."""
         path: Path = request.location
         feature = request.parts.feature
         renamed = False
@@ -185,8 +229,8 @@ class LocalBackend(Backend):
                 self._insert_entry(con, row)
                 schema, symbol = row["result_schema"], request.parts.symbol
                 view_published(con, self.layout, feature, request.key, schema, symbol)
-                self._record_inputs(con, request)
-                if self.pending.due():
+                self._record_inputs(con, request.key, request.data_method, request.files)
+                if self.pending.due() or self.pending.rows_waiting():
                     self._write_pending(con)
                 crash_point("commit")
         except BaseException:
@@ -197,6 +241,8 @@ class LocalBackend(Backend):
                 with contextlib.suppress(OSError, JulesCacheError):
                     remove_link(self.layout, feature, request.key)
             raise
+        self._last_row_write = time.monotonic()
+        self._remember_named()
         remember_named(self.layout, feature)
         self.pending.miss(request.key, request.parts)
         fsync_dir(path.parent)
@@ -232,13 +278,14 @@ class LocalBackend(Backend):
             self.manifest.execute(con, "entries.sql", "replace_entry", {"key": row["key"]})
             self.manifest.execute(con, "entries.sql", "insert_entry", row)
 
-    def _record_inputs(self, con: duckdb.DuckDBPyConnection, request: Request) -> None:
+    def _record_inputs(
+        self, con: duckdb.DuckDBPyConnection, key: str, method: str, files: Any
+    ) -> None:
         """Remember which files (as stat() saw them) a file-input entry was keyed from."""
-        if not request.files:
+        if not files:
             return
-        files = request.files
-        self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": request.key})
-        params = input_rows(request.key, request.data_method, files)
+        self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": key})
+        params = input_rows(key, method, files)
         self.manifest.execute(con, "entries.sql", "insert_entry_inputs", params)
 
     # -- counts --------------------------------------------------------------------------------
@@ -247,13 +294,47 @@ class LocalBackend(Backend):
         """``wait=False`` (from a hit) gives up at once if another process holds the lock."""
         if self.read_only or not self.pending:  # a read-only store's counts stay in memory
             return
-        self.manifest.on_change = None  # a flush alone refreshes the catalog when asked to
-        try:
-            with self.manifest.write(wait=wait) as con:
+        with self._writing:  # the background flush and this thread: one batch at a time
+            rows = self.pending.rows_waiting()
+            # A flush of counts alone refreshes the catalog only when asked to (flush()).
+            with self.manifest.write(wait=wait, notify=bool(rows)) as con:
                 self._write_pending(con)
-        finally:
-            self.manifest.on_change = self._after_write
+            if rows:
+                self._last_row_write = time.monotonic()
+                self._remember_named()
         self._wrote = True
+
+    def flush_later(self) -> None:
+        """Write the counts soon, off the caller's thread (a hit never waits on the manifest)."""
+        self._flush_later(0.0)
+
+    def _flush_later(self, delay: float) -> None:
+        with self._timer_guard:
+            if self._timer is not None and self._timer.is_alive():
+                return  # one already armed writes these too
+            self._timer = threading.Timer(delay, self._flush_in_background)
+            self._timer.name = "jules-flush"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _flush_in_background(self) -> None:
+        """The timer's flush: waits for the lock up to ``lock_timeout`` (no caller waits on
+        it); a failure is kept for the store to report on its next call (``take_error``)."""
+        try:
+            self.write_counts(wait=True)
+        except Exception as exc:  # a background thread must not raise: report it later
+            _log.warning("could not write pending rows and counts of %s: %s", self.root, exc)
+            self._background_error = exc
+
+    def take_error(self) -> BaseException | None:
+        """The error of the last background flush that failed (once), or None."""
+        error, self._background_error = self._background_error, None
+        return error
+
+    def _remember_named(self) -> None:
+        for feature in self._features_written:
+            remember_named(self.layout, feature)
+        self._features_written.clear()
 
     def _write_pending(self, con: duckdb.DuckDBPyConnection) -> None:
         """Write the counts kept in memory inside the caller's transaction."""
@@ -265,6 +346,8 @@ class LocalBackend(Backend):
             raise
 
     def _write(self, con: duckdb.DuckDBPyConnection, counts: Counts) -> None:
+        for key, pending in counts.rows.items():
+            self._insert_pending(con, key, pending)
         if counts.hits:
             # A hit on a file without a row (its rm or GC was killed before the unlink)
             # registers it again: the file is valid and verified, and now in use.
@@ -290,6 +373,25 @@ class LocalBackend(Backend):
                 "misses": [row[3] for row in rows],
             }
             self.manifest.execute(con, "entries.sql", "count_calls", params)
+
+    def _insert_pending(
+        self, con: duckdb.DuckDBPyConnection, key: str, pending: PendingRow
+    ) -> None:
+        """Insert a deferred row, if its very file is still in place (a GC, ``rm`` or
+        quarantine in between, or a newer publish of the key, leaves it out)."""
+        try:
+            found = os.stat(self.layout.result_path(key), follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if (found.st_ino, found.st_size) != (pending.inode, pending.size):
+            return
+        row = pending.row
+        self.manifest.execute(con, "entries.sql", "replace_entry", {"key": key})
+        self.manifest.execute(con, "entries.sql", "insert_entry", row)
+        feature, schema, symbol = row["feature"], row["result_schema"], row["symbol"]
+        view_published(con, self.layout, feature, key, schema, symbol)
+        self._record_inputs(con, key, pending.input_method, pending.input_files)
+        self._features_written.add(feature)
 
     def count_store_failure(self) -> None:
         try:

@@ -383,6 +383,7 @@ class _Run(GCRun):
             raise ManifestError(f"GC plan for {self.layout.root} failed: {exc}") from exc
         finally:
             con.close()
+        rows = [row for row in rows if row[0] != "orphan" or not self._in_flight(row[1])]
         found = leftovers.find(self.layout, self.options.grace_seconds)
         self.plan_seconds = time.perf_counter() - started
         self._last_access = {row[1]: row[3] for row in rows if row[0] in ROW_REASONS}
@@ -392,6 +393,16 @@ class _Run(GCRun):
             self._leftovers[GCItem(reason, path, leftover.bytes, leftover.key)] = leftover
         items = [self._item(reason, key, size) for reason, key, size, _ in rows]
         return items + sorted(self._leftovers, key=lambda item: (item.reason, item.path))
+
+    def _in_flight(self, key: str) -> bool:
+        """An orphan younger than the grace (at most ``ORPHAN_GRACE_SECONDS``) may be a
+        publish whose row another process has not written yet: it stays."""
+        grace = min(self.options.grace_seconds, leftovers.ORPHAN_GRACE_SECONDS)
+        try:
+            written = self.layout.result_path(key).stat(follow_symlinks=False).st_mtime
+        except OSError:
+            return False
+        return time.time() - written < grace
 
     def _item(self, reason: str, key: str, size: int | None) -> GCItem:
         if size is None:  # an orphan: the listing has names only
@@ -451,7 +462,11 @@ class _Run(GCRun):
         return survivors
 
     def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
-        """Unlink result files (and links) whose key has no row now (checked under the lock)."""
+        """Unlink result files (and links) whose key has no row now (checked under the lock),
+        unless an orphan's file was written since the plan (a publish whose row is on its way)."""
+        young = [i for i in items if i.reason == "orphan" and self._in_flight(_key(i))]
+        self.skipped += len(young)
+        items = [item for item in items if item not in young]
         if not items:
             return
         doomed = {_key(item): self._owners.get(_key(item)) for item in items}

@@ -32,6 +32,9 @@ from jules_cache.storage.locks import file_lock
 
 # Six hours: far beyond any put or manifest creation, well within a day of cron GC runs.
 DEFAULT_GRACE_SECONDS = 6 * 3600.0
+# A result file without a row younger than this may be a publish whose row is still on its way
+# (engine.local writes rows of quick successive misses in batches, within about a second).
+ORPHAN_GRACE_SECONDS = 60.0
 
 TEMP = "temp"
 LOCK = "lock"

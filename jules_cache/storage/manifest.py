@@ -194,11 +194,14 @@ class Manifest:
             )
 
     @contextlib.contextmanager
-    def write(self, *, wait: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+    def write(
+        self, *, wait: bool = True, notify: bool = True
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """Run the block in one transaction on the manifest, under the exclusive lock.
 
         The transaction commits when the block ends and rolls back if it raises. With
-        ``wait=False`` a busy lock raises ``LockTimeout`` at once.
+        ``wait=False`` a busy lock raises ``LockTimeout`` at once. ``notify=False`` skips
+        ``on_change`` (a write of counts alone changes nothing a SQL client sees).
         """
         self._refuse_write()
         timeout = self.lock_timeout if wait else 0.0
@@ -216,7 +219,7 @@ class Manifest:
                 con.execute("ROLLBACK")
                 raise
             self._run(con, "COMMIT")
-        if self.on_change is not None:
+        if notify and self.on_change is not None:
             self.on_change()
 
     def restart(self, con: duckdb.DuckDBPyConnection) -> None:

@@ -1,8 +1,13 @@
-"""Hits and misses counted in memory, written to the catalog in batches by the backend.
+"""Hits, misses and published rows held in memory, written to the catalog in batches.
 
 Counting in memory keeps two statements out of every hit and publish (a publish that bumped the
-miss counter and flushed hits each time cost ~4 ms more). A backend takes the counts inside one
-of its write transactions and puts them back if that transaction fails, so none is lost.
+miss counter and flushed hits each time cost ~4 ms more). A local root's publish also leaves its
+entry row here when it follows another write closely (``PendingRow``): the result file is
+already in place and carries the row in its footer, so the row only makes it visible to
+listings, stats, SQL and GC, and one transaction can carry the rows of a whole burst of misses
+(one manifest transaction costs ~15 ms, more than many small features take to compute). A
+backend takes everything inside one of its write transactions and puts it back if that
+transaction fails, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -11,21 +16,36 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from jules_cache.fingerprints.keys import KeyParts
 
 
+@dataclass(frozen=True)
+class PendingRow:
+    """A published result whose entry row is not written yet: the row, what it was keyed from,
+    and the file's identity when published (a row is written only for that very file)."""
+
+    row: dict[str, Any]
+    input_method: str
+    input_files: Any  # the request's input files (``fingerprints.files``), or None
+    inode: int
+    size: int
+
+
 @dataclass
 class Counts:
-    """One batch: hits per key (count, last access), misses, and per-key call counters."""
+    """One batch: rows to insert, hits per key (count, last access), misses, and per-key call
+    counters."""
 
     hits: dict[str, tuple[int, datetime]] = field(default_factory=dict)
     misses: int = 0
     # key -> [feature, symbol, hits, misses]: the cumulative per-feature/symbol counters.
     calls: dict[str, list[object]] = field(default_factory=dict)
+    rows: dict[str, PendingRow] = field(default_factory=dict)  # key -> its newest publish
 
     def __bool__(self) -> bool:
-        return bool(self.hits or self.misses or self.calls)
+        return bool(self.hits or self.misses or self.calls or self.rows)
 
 
 class PendingCounts:
@@ -47,6 +67,14 @@ class PendingCounts:
         with self._lock:
             self._counts.misses += 1
             self._call(key, parts, hit=False)
+
+    def published(self, key: str, row: PendingRow) -> None:
+        with self._lock:
+            self._counts.rows[key] = row
+
+    def rows_waiting(self) -> int:
+        with self._lock:
+            return len(self._counts.rows)
 
     def _call(self, key: str, parts: KeyParts, *, hit: bool) -> None:
         calls = self._counts.calls.setdefault(key, [parts.feature, parts.symbol, 0, 0])
@@ -77,6 +105,8 @@ class PendingCounts:
                 old_count, _ = kept.hits.get(key, (0, when))
                 kept.hits[key] = (old_count + count, when)
             kept.misses += counts.misses
+            for key, pending in counts.rows.items():
+                kept.rows.setdefault(key, pending)  # a newer publish of the key wins
             for key, (feature, symbol, hits, misses) in counts.calls.items():
                 row = kept.calls.setdefault(key, [feature, symbol, 0, 0])
                 row[2] += hits  # type: ignore[operator]
