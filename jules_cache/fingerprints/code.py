@@ -9,7 +9,9 @@ What is hashed, per followed function or class ("own digest"; its source is read
 * default and keyword-default values and closure cell values, described by :meth:`_Walker.value`.
   A default or closure value that cannot be described raises FingerprintError: pass
   ``version=`` or make it canonicalisable;
-* every reference its source makes, resolved on the real objects at fingerprint time: dotted
+* every reference its source makes, resolved on the real objects at fingerprint time — a name
+  the code binds itself (parameter, local, comprehension variable…) only through an import in
+  its body, never as the global of the same name (:mod:`._scopes` applies Python's rules): dotted
   chains (``pkg.mod.f``, ``m.f`` after ``import pkg.mod as m``, ``mod.f`` after ``from pkg import
   mod``, ``getattr(mod, "f")``) are walked attribute by attribute through your modules, starting
   from the function's globals, its closure cells, and imports inside its body (a user module
@@ -630,21 +632,26 @@ class _Walker:
             if imp.bound and target is not _MISSING:
                 bound.setdefault(imp.bound, []).append(target)
 
-        def bases(name: str) -> list[tuple[str, Any]]:
+        def bases(name: str, local: bool) -> list[tuple[str, Any]]:
+            # A local of the code (a parameter, an assignment...) gets a value from an import
+            # in the body at most; never from the module global or a cell of the same name.
             candidates = [("import", x) for x in bound.get(name, [])]
+            if local:
+                return candidates
             candidates += [("closure", x) for x in cells.get(name, [])]
             if name in namespace:
                 candidates.append(("global", namespace[name]))
             return candidates
 
-        for chain in source.chains:
-            for kind, base in bases(chain[0]):
+        chains = [(c, False) for c in source.chains] + [(c, True) for c in source.local_chains]
+        for chain, local in chains:
+            for kind, base in bases(chain[0], local):
                 dotted, described, _ = self._walk(base, chain, reached, where)
                 found.append([kind, dotted, described])
         whole: dict[str, types.ModuleType] = {}
-        for base_chain, text in source.computed_getattrs:
+        for base_chain, text, local in source.computed_getattrs:
             targets = (
-                [self._walk(b, base_chain, {}, where)[2] for _, b in bases(base_chain[0])]
+                [self._walk(b, base_chain, {}, where)[2] for _, b in bases(base_chain[0], local)]
                 if base_chain
                 else []
             )
