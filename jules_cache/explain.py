@@ -1,8 +1,9 @@
 """Say why a call would miss: which key component differs from the closest cached entry.
 
 Users of every cache ask "why did this recompute?". The manifest keeps each component of every
-key (data, config as canonical JSON, code per function, symbol, key scheme), so the answer is a
-comparison with the entries of the same feature — closest first — without computing anything.
+key (data, config as canonical JSON, code per function, symbol, key scheme) and the versions
+of the libraries that executed it, so the answer is a comparison with the entries of the same
+feature — closest first — without computing anything.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jules_cache.fingerprints.keys import KEY_SCHEMA
+from jules_cache.fingerprints import keys
+from jules_cache.fingerprints.keys import ENGINE_LIBRARIES, KEY_SCHEMA
 from jules_cache.models import Entry, _ToDict
 
 
@@ -152,15 +154,15 @@ def _json_differences(old: Any, new: Any, path: str = "") -> list[str]:
 def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
     if entry.code_version != call.code_version:
         return [f"code version: {entry.code_version!r} -> {call.code_version!r}"]
+    found = _engine_differences(entry)
     if call.code_version is not None:
-        return []
+        return found
     old_scheme = entry.code_fingerprint.rsplit(":", 1)[0]
     new_scheme = call.code_fingerprint.rsplit(":", 1)[0]
     if old_scheme != new_scheme:
         return [f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
     old = json.loads(entry.code_functions or "{}")
     new = call.code_functions
-    found = []
     for name in sorted(set(old) | set(new)):
         if name not in old:
             found.append(f"code: {name} is now called")
@@ -168,6 +170,22 @@ def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
             found.append(f"code: {name} is no longer called")
         elif old[name] != new[name]:
             found.append(f"code: {name} changed")
+    return found
+
+
+def _engine_differences(entry: Entry) -> list[str]:
+    """The libraries that execute every feature (part of the code fingerprint) whose version
+    differs from the one recorded with the entry; the call runs in this process."""
+    try:
+        recorded = json.loads(entry.library_versions or "{}")
+    except ValueError:
+        return []
+    now = keys.engine_versions()
+    found = []
+    for library in ENGINE_LIBRARIES:
+        if library in recorded and recorded[library] != now[library]:
+            before, after = (v or "not installed" for v in (recorded[library], now[library]))
+            found.append(f"library: {library} {before} → {after}")
     return found
 
 
