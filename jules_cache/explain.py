@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jules_cache.fingerprints import keys
+from jules_cache.fingerprints.config import is_stored_by_digest
 from jules_cache.fingerprints.keys import ENGINE_LIBRARIES, KEY_SCHEMA
 from jules_cache.models import Entry, _ToDict
 
@@ -103,10 +104,7 @@ def _differences(call: CallComponents, entry: Entry, files: list[tuple[Any, ...]
     if entry.data_fingerprint != call.data_fingerprint:
         found.append(_data_difference(call, entry, files))
     if entry.config_fingerprint != call.config_fingerprint:
-        changes = _json_differences(json.loads(entry.config_json), json.loads(call.config_json))
-        found += [f"config{change}" for change in changes] or [
-            "config: same values, different types (e.g. tuple vs list, 1 vs 1.0)"
-        ]
+        found += _config_differences(call, entry)
     if entry.code_fingerprint != call.code_fingerprint:
         found += _code_differences(call, entry) or [
             "code: a referenced global value or third-party package version changed"
@@ -132,6 +130,24 @@ def _data_difference(call: CallComponents, entry: Entry, files: list[tuple[Any, 
                 )
         return "data: the list or order of input files differs"
     return "data: content differs (a value, null, row order, column name or type)"
+
+
+def _config_differences(call: CallComponents, entry: Entry) -> list[str]:
+    old_scheme = entry.config_fingerprint.rsplit(":", 1)[0]
+    new_scheme = call.config_fingerprint.rsplit(":", 1)[0]
+    if old_scheme != new_scheme:
+        return [f"config: fingerprinted as {old_scheme} then, {new_scheme} now"]
+    old, new = json.loads(entry.config_json), json.loads(call.config_json)
+    if is_stored_by_digest(old) or is_stored_by_digest(new):
+        size = max(c["bytes"] for c in (old, new) if is_stored_by_digest(c))
+        return [
+            f"config: too large to compare key by key (stored by digest: {size:,} bytes of "
+            "JSON); a value, a type or an item differs"
+        ]
+    changes = _json_differences(old, new)
+    return [f"config{change}" for change in changes] or [
+        "config: same values, different types (e.g. tuple vs list, 1 vs 1.0)"
+    ]
 
 
 def _json_differences(old: Any, new: Any, path: str = "") -> list[str]:

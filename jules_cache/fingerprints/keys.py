@@ -28,7 +28,8 @@ from jules_cache.errors import InvalidInput
 
 KEY_SCHEMA = 1  # how the parts below are combined into a key (``KeyParts.key``)
 DATA_SCHEME = "xxh3_128:v1"  # frames and tables, by content (``fingerprints.data``)
-CONFIG_SCHEME = "xxh3_128:v1"  # the canonical config JSON (``fingerprints.config``)
+# v2: a list or tuple of plain floats, ints or bools is one node hashed from a buffer.
+CONFIG_SCHEME = "xxh3_128:v2"  # the canonical config encoding (``fingerprints.config``)
 # v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
 # followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.
 # v3: names resolved by Python's scoping rules (a parameter is not the global of its name) and
