@@ -128,6 +128,15 @@ def test_an_unrelated_global_named_like_the_config_parameter_never_changes_the_k
     assert code_fingerprint(module.make_bars).digest == first
 
 
+def test_a_lambda_feature_parameter_is_not_the_global(load_module):
+    module = load_module(
+        "scope_lambda", "config = 1\nfeature = lambda ticks, config: ticks.head(config['n'])\n"
+    )
+    before = code_fingerprint(module.feature).digest
+    module.config = 2
+    assert code_fingerprint(module.feature).digest == before
+
+
 def test_the_readme_example_has_nothing_unfollowed(load_module):
     """The README's quick start: a global ``ticks`` frame beside ``make_bars(ticks, config)``."""
     module = load_module(
