@@ -176,7 +176,7 @@ def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
     old_scheme = entry.code_fingerprint.rsplit(":", 1)[0]
     new_scheme = call.code_fingerprint.rsplit(":", 1)[0]
     if old_scheme != new_scheme:
-        return [f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
+        return [*found, f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
     old = json.loads(entry.code_functions or "{}")
     new = call.code_functions
     for name in sorted(set(old) | set(new)):
