@@ -17,6 +17,7 @@ Writes benchmarks/results/<name>.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -108,6 +109,9 @@ def main() -> None:
         label: {"payload_mb": mb, "p50_ms": ms, "mb_per_s": rate} for label, mb, ms, rate in rates
     }
     document["args"] = vars(args)
+    # The machine is shared: the load says how much of a median is waiting for a core.
+    document["load_average_1m_5m_15m"] = os.getloadavg()
+    print(f"\nload average (1, 5, 15 min): {os.getloadavg()}")
     write_json(args.name, document)
 
 

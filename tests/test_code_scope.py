@@ -182,3 +182,84 @@ def _parameter_module(tmp_path_factory):
 
 
 _PARAMETER_MODULE = None
+
+
+# -- the scope rules agree with CPython's compiler, name by name ---------------------------------
+
+_GLOBAL_OPS = {"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME"}
+_GLOBAL_OPS |= {"DELETE_NAME"}
+_LOCAL_OPS = {"LOAD_FAST", "STORE_FAST", "DELETE_FAST", "LOAD_DEREF", "STORE_DEREF"}
+_LOCAL_OPS |= {"DELETE_DEREF", "LOAD_CLASSDEREF", "LOAD_CLOSURE"}
+
+
+def _compiled_kinds(code) -> dict[tuple, set[str]]:
+    """How the compiler resolved each name, by the source position of its instruction."""
+    import dis
+    import types
+
+    found: dict[tuple, set[str]] = {}
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        for instruction in dis.get_instructions(current):
+            where = instruction.positions
+            if where is None or where.lineno is None:
+                continue
+            key = (instruction.argval, where.lineno, where.col_offset, where.end_col_offset)
+            if instruction.opname in _GLOBAL_OPS:
+                found.setdefault(key, set()).add("global")
+            elif instruction.opname in _LOCAL_OPS:
+                found.setdefault(key, set()).add("local")
+        stack += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    return found
+
+
+def _disagreements(source: str) -> tuple[int, list[str]]:
+    """Compare ``local_names`` with the compiler on every top-level def/class of ``source``."""
+    import ast
+
+    from jules_cache.fingerprints._scopes import local_names
+
+    compared, wrong = 0, []
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        fragment = ast.Module(body=[node], type_ignores=[])  # analysed alone, as a feature is
+        kinds = _compiled_kinds(compile(fragment, "<fragment>", "exec"))
+        local = local_names(fragment)
+        for name in ast.walk(fragment):
+            if not isinstance(name, ast.Name):
+                continue
+            compiled = kinds.get((name.id, name.lineno, name.col_offset, name.end_col_offset))
+            if compiled is None:  # not compiled to a name instruction (e.g. an annotation)
+                continue
+            compared += 1
+            ours = "local" if id(name) in local else "global"
+            if compiled != {ours}:
+                wrong.append(
+                    f"{node.name}: {name.id!r} line {name.lineno} is {compiled}, not {ours}"
+                )
+    return compared, wrong
+
+
+def test_scopes_agree_with_the_compiler_on_real_code():
+    """Every name in the forms above, and in a few large real modules, is resolved as CPython
+    resolves it: a global the compiler loads is never taken for a local (a stale hit), and a
+    local is never taken for a global (a false miss)."""
+    import collections
+    import dataclasses
+    import inspect
+    import typing
+
+    import jules_cache.fingerprints.code
+
+    sources = [textwrap.dedent(body) for body in [*LOCAL.values(), *GLOBAL.values()]]
+    sources += [inspect.getsource(m) for m in (inspect, collections, dataclasses, typing)]
+    sources.append(inspect.getsource(jules_cache.fingerprints.code))
+    compared, wrong = 0, []
+    for source in sources:
+        count, errors = _disagreements(source)
+        compared += count
+        wrong += errors
+    assert compared > 5000
+    assert wrong == []
