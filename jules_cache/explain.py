@@ -1,8 +1,9 @@
 """Say why a call would miss: which key component differs from the closest cached entry.
 
 Users of every cache ask "why did this recompute?". The manifest keeps each component of every
-key (data, config as canonical JSON, code per function, symbol, key scheme), so the answer is a
-comparison with the entries of the same feature — closest first — without computing anything.
+key (data, config as canonical JSON, code per function, symbol, key scheme) and the versions
+of the libraries that executed it, so the answer is a comparison with the entries of the same
+feature — closest first — without computing anything.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jules_cache.fingerprints.keys import KEY_SCHEMA
+from jules_cache.fingerprints import keys
+from jules_cache.fingerprints.config import is_stored_by_digest
+from jules_cache.fingerprints.keys import ENGINE_LIBRARIES, KEY_SCHEMA
 from jules_cache.models import Entry, _ToDict
 
 
@@ -101,10 +104,7 @@ def _differences(call: CallComponents, entry: Entry, files: list[tuple[Any, ...]
     if entry.data_fingerprint != call.data_fingerprint:
         found.append(_data_difference(call, entry, files))
     if entry.config_fingerprint != call.config_fingerprint:
-        changes = _json_differences(json.loads(entry.config_json), json.loads(call.config_json))
-        found += [f"config{change}" for change in changes] or [
-            "config: same values, different types (e.g. tuple vs list, 1 vs 1.0)"
-        ]
+        found += _config_differences(call, entry)
     if entry.code_fingerprint != call.code_fingerprint:
         found += _code_differences(call, entry) or [
             "code: a referenced global value or third-party package version changed"
@@ -132,6 +132,24 @@ def _data_difference(call: CallComponents, entry: Entry, files: list[tuple[Any, 
     return "data: content differs (a value, null, row order, column name or type)"
 
 
+def _config_differences(call: CallComponents, entry: Entry) -> list[str]:
+    old_scheme = entry.config_fingerprint.rsplit(":", 1)[0]
+    new_scheme = call.config_fingerprint.rsplit(":", 1)[0]
+    if old_scheme != new_scheme:
+        return [f"config: fingerprinted as {old_scheme} then, {new_scheme} now"]
+    old, new = json.loads(entry.config_json), json.loads(call.config_json)
+    if is_stored_by_digest(old) or is_stored_by_digest(new):
+        size = max(c["bytes"] for c in (old, new) if is_stored_by_digest(c))
+        return [
+            f"config: too large to compare key by key (stored by digest: {size:,} bytes of "
+            "JSON); a value, a type or an item differs"
+        ]
+    changes = _json_differences(old, new)
+    return [f"config{change}" for change in changes] or [
+        "config: same values, different types (e.g. tuple vs list, 1 vs 1.0)"
+    ]
+
+
 def _json_differences(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         found = []
@@ -152,15 +170,15 @@ def _json_differences(old: Any, new: Any, path: str = "") -> list[str]:
 def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
     if entry.code_version != call.code_version:
         return [f"code version: {entry.code_version!r} -> {call.code_version!r}"]
+    found = _engine_differences(entry)
     if call.code_version is not None:
-        return []
+        return found
     old_scheme = entry.code_fingerprint.rsplit(":", 1)[0]
     new_scheme = call.code_fingerprint.rsplit(":", 1)[0]
     if old_scheme != new_scheme:
-        return [f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
+        return [*found, f"code: fingerprinted as {old_scheme} then, {new_scheme} now"]
     old = json.loads(entry.code_functions or "{}")
     new = call.code_functions
-    found = []
     for name in sorted(set(old) | set(new)):
         if name not in old:
             found.append(f"code: {name} is now called")
@@ -168,6 +186,22 @@ def _code_differences(call: CallComponents, entry: Entry) -> list[str]:
             found.append(f"code: {name} is no longer called")
         elif old[name] != new[name]:
             found.append(f"code: {name} changed")
+    return found
+
+
+def _engine_differences(entry: Entry) -> list[str]:
+    """The libraries that execute every feature (part of the code fingerprint) whose version
+    differs from the one recorded with the entry; the call runs in this process."""
+    try:
+        recorded = json.loads(entry.library_versions or "{}")
+    except ValueError:
+        return []
+    now = keys.engine_versions()
+    found = []
+    for library in ENGINE_LIBRARIES:
+        if library in recorded and recorded[library] != now[library]:
+            before, after = (v or "not installed" for v in (recorded[library], now[library]))
+            found.append(f"library: {library} {before} → {after}")
     return found
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from jules_cache.fingerprints.inputs import InputFile
-from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
+from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts, engine_versions
 from jules_cache.models import CacheResult
 from jules_cache.version import __version__
 
@@ -91,15 +91,18 @@ def log_event(event: str, request: Request, seconds: float) -> None:
         )
 
 
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shaped a result file (recorded in every entry): the
+    engine versions its key was made with (``explain`` compares them), duckdb and ours."""
+    return {**_other_versions(), **engine_versions()}
+
+
 @functools.cache
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shaped a result file (recorded in every entry)."""
+def _other_versions() -> dict[str, str]:
     from importlib import metadata as importlib_metadata  # ~15 ms: only when publishing
 
-    versions = {"jules_cache": __version__}
-    for package in ("polars", "pyarrow", "duckdb"):
-        try:
-            versions[package] = importlib_metadata.version(package)
-        except importlib_metadata.PackageNotFoundError:
-            versions[package] = "unknown"
-    return versions
+    try:
+        duckdb = importlib_metadata.version("duckdb")
+    except importlib_metadata.PackageNotFoundError:
+        duckdb = "unknown"
+    return {"jules_cache": __version__, "duckdb": duckdb}

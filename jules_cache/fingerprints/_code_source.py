@@ -4,7 +4,10 @@ The static half of the code fingerprint (:mod:`jules_cache.fingerprints.code` is
 half, which resolves these references on the live objects): the normalised AST of a function's
 own code object or a class body, and what it names — dotted chains (``pkg.sub.helper2``,
 ``getattr(mod, "f")``), attribute names, imports written in the body, and the routes no walk
-can follow (``eval``, computed imports, computed ``getattr``, ``sys.modules[...]``).
+can follow (``eval``, computed imports, computed ``getattr``, ``sys.modules[...]``). A chain
+rooted in one of the code's own locals (a parameter, an assignment, a comprehension variable…;
+see :mod:`jules_cache.fingerprints._scopes`) is kept apart: only an import in the body can
+give it a value, never the module global of the same name.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints._scopes import local_names
 
 
 class Import(NamedTuple):
@@ -37,9 +41,10 @@ class Source:
 
     dumps: list[str]
     chains: list[tuple[str, ...]]  # dotted references, longest only: ("mypkg", "sub", "helper2")
+    local_chains: list[tuple[str, ...]]  # the same, rooted in a local of the code itself
     attrs: list[str]  # every attribute name (and constant getattr name) mentioned
     imports: list[Import]
-    computed_getattrs: list[tuple[tuple[str, ...] | None, str]]  # (base chain, base source)
+    computed_getattrs: list[Computed]
     uses_globals: bool  # ``globals()`` is called: any name of the module may be reached
     dynamic: list[str]  # routes no walk can follow
 
@@ -151,8 +156,22 @@ def _is_constant_getattr(node: ast.AST) -> bool:
     )
 
 
+class Computed(NamedTuple):
+    """A ``getattr(base, <computed name>)`` call."""
+
+    base: tuple[str, ...] | None  # the base as a chain, if it is one
+    text: str  # the base's source, for the note
+    local: bool  # the base chain is rooted in a local of the code
+
+
 def _chain(node: ast.AST) -> tuple[str, ...] | None:
     """``a.b.c`` (or ``getattr(a.b, "c")``) as ``("a", "b", "c")``; None if not rooted in a name."""
+    rooted = _rooted_chain(node)
+    return rooted[1] if rooted else None
+
+
+def _rooted_chain(node: ast.AST) -> tuple[ast.Name, tuple[str, ...]] | None:
+    """``_chain`` and the ``ast.Name`` node it is rooted in."""
     attrs: list[str] = []
     while True:
         if isinstance(node, ast.Attribute):
@@ -163,7 +182,7 @@ def _chain(node: ast.AST) -> tuple[str, ...] | None:
             attrs.append(_constant_str(node.args[1]) or "")
             node = node.args[0]
         elif isinstance(node, ast.Name):
-            return (node.id, *reversed(attrs))
+            return node, (node.id, *reversed(attrs))
         else:
             return None
 
@@ -171,17 +190,20 @@ def _chain(node: ast.AST) -> tuple[str, ...] | None:
 def analyse(trees: list[ast.AST]) -> Source:
     """Read, once per code object, every reference the source makes."""
     chains: dict[tuple[str, ...], None] = {}
+    local_chains: dict[tuple[str, ...], None] = {}
     attrs: dict[str, None] = {}
     imports: list[Import] = []
-    computed: list[tuple[tuple[str, ...] | None, str]] = []
+    computed: list[Computed] = []
     dynamic: dict[str, None] = {}
     uses_globals = False
     for tree in trees:
+        local = local_names(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Name | ast.Attribute) or _is_constant_getattr(node):
-                chain = _chain(node)
-                if chain:
-                    chains[chain] = None
+                rooted = _rooted_chain(node)
+                if rooted:
+                    root, chain = rooted
+                    (local_chains if id(root) in local else chains)[chain] = None
                     attrs.update(dict.fromkeys(chain[1:]))
             elif isinstance(node, ast.Import):
                 for alias in node.names:
@@ -195,7 +217,7 @@ def analyse(trees: list[ast.AST]) -> Source:
                     module = node.module or ""
                     imports.append(Import(bound, module, alias.name, node.level, False))
             if isinstance(node, ast.Call):
-                uses_globals |= _call(node, imports, computed, dynamic)
+                uses_globals |= _call(node, imports, computed, dynamic, local)
             elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
                 target = node.targets[0] if len(node.targets) == 1 else None
                 name = _imported_name(node.value)
@@ -203,16 +225,22 @@ def analyse(trees: list[ast.AST]) -> Source:
                     imports.append(Import(target.id, name, None, 0, False))
             elif isinstance(node, ast.Subscript) and _chain(node.value) == ("sys", "modules"):
                 dynamic["sys.modules[...] lookup"] = None
-    prefixes = {chain[:i] for chain in chains for i in range(1, len(chain))}
     return Source(
         dumps=[ast.dump(_strip_docstrings(t), include_attributes=False) for t in trees],
-        chains=[chain for chain in chains if chain not in prefixes],
+        chains=_longest(chains),
+        local_chains=_longest(local_chains),
         attrs=list(attrs),
         imports=imports,
         computed_getattrs=computed,
         uses_globals=uses_globals,
         dynamic=list(dynamic),
     )
+
+
+def _longest(chains: dict[tuple[str, ...], None]) -> list[tuple[str, ...]]:
+    """The chains that are not a prefix of another one (``a.b`` is walked as part of ``a.b.c``)."""
+    prefixes = {chain[:i] for chain in chains for i in range(1, len(chain))}
+    return [chain for chain in chains if chain not in prefixes]
 
 
 def _call_name(node: ast.Call) -> str | None:
@@ -231,8 +259,9 @@ def _imported_name(node: ast.Call) -> str | None:
 def _call(
     node: ast.Call,
     imports: list[Import],
-    computed: list[tuple[tuple[str, ...] | None, str]],
+    computed: list[Computed],
     dynamic: dict[str, None],
+    local: set[int],
 ) -> bool:
     """Record what a call can reach beyond plain references; True if it is ``globals()``."""
     name = _call_name(node)
@@ -250,7 +279,9 @@ def _call(
         if _constant_str(node.args[1]) is None and not (
             isinstance(base, ast.Name) and base.id in ("self", "cls")  # the class is followed
         ):
-            computed.append((_chain(base), ast.unparse(base)))
+            rooted = _rooted_chain(base)
+            chain, is_local = (rooted[1], id(rooted[0]) in local) if rooted else (None, False)
+            computed.append(Computed(chain, ast.unparse(base), is_local))
     return name == "globals" and isinstance(node.func, ast.Name) and not node.args
 
 

@@ -9,7 +9,9 @@ What is hashed, per followed function or class ("own digest"; its source is read
 * default and keyword-default values and closure cell values, described by :meth:`_Walker.value`.
   A default or closure value that cannot be described raises FingerprintError: pass
   ``version=`` or make it canonicalisable;
-* every reference its source makes, resolved on the real objects at fingerprint time: dotted
+* every reference its source makes, resolved on the real objects at fingerprint time — a name
+  the code binds itself (parameter, local, comprehension variable…) only through an import in
+  its body, never as the global of the same name (:mod:`._scopes` applies Python's rules): dotted
   chains (``pkg.mod.f``, ``m.f`` after ``import pkg.mod as m``, ``mod.f`` after ``from pkg import
   mod``, ``getattr(mod, "f")``) are walked attribute by attribute through your modules, starting
   from the function's globals, its closure cells, and imports inside its body (a user module
@@ -39,10 +41,13 @@ a module of yours passed or held as a value),
 "User code" is any module with a source file outside the standard library and site-packages
 (including ``__main__`` and editable installs). User code is followed transitively (cycle-safe);
 stdlib and third-party code are not. The final digest combines the root's name, every followed
-function's own digest (sorted by qualified name) and the recorded package versions.
+function's own digest (sorted by qualified name), the recorded package versions and, always,
+the versions of the libraries that execute every feature (``keys.ENGINE_LIBRARIES``: Polars,
+pyarrow, numpy, pandas; see :mod:`jules_cache.fingerprints.keys` for why all four).
 
-``version=`` replaces all of that: the digest then derives only from the feature's qualified
-name and the version string, so two different features with the same version never collide.
+``version=`` replaces the source walk: the digest then derives only from the feature's
+qualified name, the version string and the engine versions, so two different features with the
+same version never collide, and another Polars is still another key.
 
 A lambda is found by parsing its whole source file and picking the ``Lambda`` node(s) at its
 line and column; if several match, all are hashed (a false miss at worst). Functions without
@@ -72,16 +77,18 @@ from typing import Any
 import xxhash
 
 from jules_cache.errors import FingerprintError
+from jules_cache.fingerprints import keys
 from jules_cache.fingerprints._code_source import Import, Source, analyse, no_source, parsed_source
 from jules_cache.fingerprints.config import canonical_config
 from jules_cache.fingerprints.keys import CODE_SCHEME
+from jules_cache.fingerprints.keys import installed_version as _version
 
 
 @dataclass(frozen=True)
 class CodeFingerprint:
     """The code digest of a feature, the own digest of each function it followed, the routes it
     could not follow (``FeatureStore.explain`` prints them), and the installed version of each
-    third-party package the code refers to (part of the digest)."""
+    third-party package the code refers to or that executes it (part of the digest)."""
 
     digest: str
     functions: dict[str, str]
@@ -162,9 +169,15 @@ def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
         if adopted is not None:
             return adopted
     name = feature_name(func)
+    engine = keys.engine_versions()
     if version is not None:
         own = _hex(b"version\0" + name.encode() + b"\0" + str(version).encode())
-        return CodeFingerprint(digest=f"{CODE_SCHEME}:{own}", functions={name: own})
+        payload = json.dumps([own, sorted(engine.items())], separators=(",", ":"))
+        return CodeFingerprint(
+            digest=f"{CODE_SCHEME}:{_hex(payload.encode())}",
+            functions={name: own},
+            packages=engine,
+        )
     walker = _Walker()
     if isinstance(func, types.FunctionType):
         walker.follow(func)  # the feature itself is always followed, even if installed
@@ -175,15 +188,16 @@ def code_fingerprint(func: Any, version: str | None = None) -> CodeFingerprint:
     if not walker.own:
         raise no_source(func, "it is not Python code")
     functions = walker.functions()
+    packages = {**walker.packages, **engine}  # the engine as this process runs it
     payload = json.dumps(
-        [name, root, sorted(functions.items()), sorted(walker.packages.items())],
+        [name, root, sorted(functions.items()), sorted(packages.items())],
         separators=(",", ":"),
     )
     return CodeFingerprint(
         digest=f"{CODE_SCHEME}:{_hex(payload.encode())}",
         functions=functions,
         unfollowed=_capped(sorted(walker.notes)),
-        packages=dict(walker.packages),
+        packages=packages,
     )
 
 
@@ -261,23 +275,6 @@ def _package_version(module_name: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
-
-
-def _version(distribution: str) -> str:
-    """``importlib.metadata.version(distribution)``, reading only the metadata's headers.
-
-    The full read parses the whole METADATA file as an e-mail, long description included
-    (~5-10 ms for polars, on a process's first fingerprint); the ``Version`` header comes
-    first, before the blank line that ends the headers. Raises ``PackageNotFoundError``.
-    """
-    found = importlib.metadata.distribution(distribution)
-    text = found.read_text("METADATA") or found.read_text("PKG-INFO") or ""
-    for line in text.splitlines():
-        if not line:
-            break  # end of the headers
-        if line.startswith("Version:"):
-            return line.removeprefix("Version:").strip()
-    return found.version
 
 
 @functools.cache
@@ -630,21 +627,26 @@ class _Walker:
             if imp.bound and target is not _MISSING:
                 bound.setdefault(imp.bound, []).append(target)
 
-        def bases(name: str) -> list[tuple[str, Any]]:
+        def bases(name: str, local: bool) -> list[tuple[str, Any]]:
+            # A local of the code (a parameter, an assignment...) gets a value from an import
+            # in the body at most; never from the module global or a cell of the same name.
             candidates = [("import", x) for x in bound.get(name, [])]
+            if local:
+                return candidates
             candidates += [("closure", x) for x in cells.get(name, [])]
             if name in namespace:
                 candidates.append(("global", namespace[name]))
             return candidates
 
-        for chain in source.chains:
-            for kind, base in bases(chain[0]):
+        chains = [(c, False) for c in source.chains] + [(c, True) for c in source.local_chains]
+        for chain, local in chains:
+            for kind, base in bases(chain[0], local):
                 dotted, described, _ = self._walk(base, chain, reached, where)
                 found.append([kind, dotted, described])
         whole: dict[str, types.ModuleType] = {}
-        for base_chain, text in source.computed_getattrs:
+        for base_chain, text, local in source.computed_getattrs:
             targets = (
-                [self._walk(b, base_chain, {}, where)[2] for _, b in bases(base_chain[0])]
+                [self._walk(b, base_chain, {}, where)[2] for _, b in bases(base_chain[0], local)]
                 if base_chain
                 else []
             )

@@ -17,6 +17,20 @@ C-contiguous copy), pathlib paths, and any object whose class defines ``__jules_
 so do a self-referencing structure, nesting deeper than ``MAX_CONFIG_DEPTH``, an int wider than
 ``MAX_INT_BITS``, text with no UTF-8 form (lone surrogates), and any exception raised while a
 value is read (a failing ``__jules_fingerprint__``, an unset dataclass field).
+
+Size. A list or tuple whose items are all exactly ``float``, all exactly ``int`` (within int64)
+or all exactly ``bool`` is one node: its item type, length and the xxh3 digest of the items as
+one little-endian buffer (the same bits the per-item tags would carry, so nothing is lost);
+arrays are hashed from their buffer too. A long one is summarised in the readable JSON
+(``{"$list": "float64", "len": n, "xxh3_128": …}``), and a readable JSON still larger than
+``MAX_CONFIG_JSON_BYTES`` is replaced by ``{"$config": <config fingerprint>, "bytes": n}``: the
+manifest stores every config of every entry, and a hit must not parse megabytes of it.
+
+NumPy values are NOT the Python numbers or lists they print as: ``np.float64(1.5)`` ≠ ``1.5``,
+``np.int64(3)`` ≠ ``3`` and ``np.array([1.5])`` ≠ ``[1.5]``, because Polars computes differently
+with them (``pl.col("f32") * np.float64(1.5)`` is Float64, ``* 1.5`` stays Float32;
+``pl.lit([1.5])`` is a list, ``pl.lit(np.array([1.5]))`` a column), so one key would serve a
+result the call does not compute.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import math
 import pathlib
 import reprlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +55,16 @@ from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints.keys import CONFIG_SCHEME
 
 _SMALL_ARRAY = 64  # arrays up to this many items are shown in full in the readable JSON
+_SHOWN_ITEMS = 1000  # longer lists of numbers are summarised in the readable JSON
+# A readable JSON above this size is stored by digest: ~1000 lines of config is far more than a
+# person reads or a query filters on, and far less than the ~11 MB a 1M-item list took.
+MAX_CONFIG_JSON_BYTES = 64 * 1024
+# Lists of exactly these item types are hashed as one buffer (a bool is not an int here).
+_VECTORS: dict[type, tuple[str, str]] = {
+    float: ("float64", "<f8"),
+    int: ("int64", "<i8"),
+    bool: ("bool", "?"),
+}
 
 # Containers nested deeper than this are refused. Each level costs ~3 Python frames here and
 # ~3 levels of the C JSON encoder (the tagged form nests [tag, [[key, value]]]), both counted
@@ -67,9 +92,18 @@ def canonical_config(config: Any) -> CanonicalConfig:
     """Return the canonical form of ``config``; raise FingerprintError for unsupported values."""
     tagged, readable = _Canon().encode(config, _ROOT)
     exact = json.dumps(tagged, separators=(",", ":"), ensure_ascii=True)
-    digest = xxhash.xxh3_128(b"jules-config\0" + exact.encode()).hexdigest()
+    hexdigest = xxhash.xxh3_128(b"jules-config\0" + exact.encode()).hexdigest()
+    digest = f"{CONFIG_SCHEME}:{hexdigest}"
     text = json.dumps(readable, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return CanonicalConfig(json=text, digest=f"{CONFIG_SCHEME}:{digest}")
+    size = len(text.encode())
+    if size > MAX_CONFIG_JSON_BYTES:
+        text = json.dumps({"$config": digest, "bytes": size}, separators=(",", ":"))
+    return CanonicalConfig(json=text, digest=digest)
+
+
+def is_stored_by_digest(readable: Any) -> bool:
+    """Whether a config's readable JSON (parsed) is the placeholder of a too-large config."""
+    return isinstance(readable, dict) and set(readable) == {"$config", "bytes"}
 
 
 def qualname(obj_or_type: Any) -> str:
@@ -265,8 +299,11 @@ class _Canon:
             ]
             return tagged, {f: r for f, (_, r) in zip(cls._fields, items, strict=True)}
         if isinstance(v, list | tuple):
-            items = [self.encode(x, _step(path, "[{}]", i)) for i, x in enumerate(v)]
             tag = "list" if isinstance(v, list) else "tuple"
+            vector = _vector(v)
+            if vector is not None:
+                return _vector_encoding(tag, v, *vector)
+            items = [self.encode(x, _step(path, "[{}]", i)) for i, x in enumerate(v)]
             return [tag, [t for t, _ in items]], [r for _, r in items]
         if isinstance(v, dict):
             return self._dict(v, path)
@@ -316,10 +353,46 @@ class _Canon:
                 "shape": shape,
                 "values": [r for _, r in items],
             }
-        data = np.ascontiguousarray(v).tobytes()
+        data = np.ascontiguousarray(v)  # hashed through the buffer protocol: no bytes copy
+        hexdigest = xxhash.xxh3_128(_bytes_of(data)).hexdigest()
         readable: dict[str, Any] = {"$ndarray": descr, "shape": shape}
         if v.size <= _SMALL_ARRAY and v.dtype.kind in "biu":
             readable["values"] = v.tolist()
         else:
-            readable["xxh3_128"] = xxhash.xxh3_128(data).hexdigest()
-        return ["ndarray", descr, shape, xxhash.xxh3_128(data).hexdigest(), len(data)], readable
+            readable["xxh3_128"] = hexdigest
+        return ["ndarray", descr, shape, hexdigest, data.nbytes], readable
+
+
+def _bytes_of(array: np.ndarray) -> memoryview:
+    """The bytes of a C-contiguous array, without a copy (as bytes: NumPy exports no buffer for
+    some dtypes, e.g. datetime64)."""
+    return array.reshape(-1).view(np.uint8).data
+
+
+def _vector(items: Sequence[Any]) -> tuple[str, np.ndarray] | None:
+    """``items`` as one little-endian buffer if they are all of one ``_VECTORS`` type."""
+    if not items:
+        return None
+    kinds = set(map(type, items))  # exact types: a bool, np.float64 or float subclass is other
+    if len(kinds) != 1:
+        return None
+    vector = _VECTORS.get(kinds.pop())
+    if vector is None:
+        return None
+    name, dtype = vector
+    try:
+        return name, np.fromiter(items, dtype=dtype, count=len(items))
+    except OverflowError:  # an int beyond int64: encoded item by item
+        return None
+
+
+def _vector_encoding(
+    tag: str, items: Sequence[Any], name: str, buffer: np.ndarray
+) -> tuple[Any, Any]:
+    hexdigest = xxhash.xxh3_128(_bytes_of(buffer)).hexdigest()
+    tagged = [f"{tag}:{name}", len(items), hexdigest]
+    if len(items) > _SHOWN_ITEMS:
+        return tagged, {f"${tag}": name, "len": len(items), "xxh3_128": hexdigest}
+    if name == "float64":
+        return tagged, [x if math.isfinite(x) else {"$float": repr(x)} for x in items]
+    return tagged, list(items)

@@ -6,11 +6,20 @@ that made it (``xxh3_128:v1:<hex>``), so a change to how one part is computed is
 below: its digests, and so the keys made from them, never equal the old ones, and old entries
 simply stop matching (a miss, never a wrong hit). ``KEY_SCHEMA`` is bumped only when the key
 derivation itself changes. All the versions live here, one constant each.
+
+The libraries that execute a feature are part of its code fingerprint (:func:`engine_versions`):
+Polars runs the plan and decodes Parquet inputs; pyarrow carries every pyarrow/pandas input and
+every non-Polars result into Polars, and Polars' own ``to_pandas``/``to_numpy``/``to_arrow``
+hand data to pyarrow, numpy and pandas. A frame method (``ticks.to_pandas().rolling(…)``)
+reaches any of them without naming it, and the key must be known before the feature runs, so
+the one exact rule is: all four, always (a library that is not installed counts as such).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +28,15 @@ from jules_cache.errors import InvalidInput
 
 KEY_SCHEMA = 1  # how the parts below are combined into a key (``KeyParts.key``)
 DATA_SCHEME = "xxh3_128:v1"  # frames and tables, by content (``fingerprints.data``)
-CONFIG_SCHEME = "xxh3_128:v1"  # the canonical config JSON (``fingerprints.config``)
+# v2: a list or tuple of plain floats, ints or bools is one node hashed from a buffer.
+CONFIG_SCHEME = "xxh3_128:v2"  # the canonical config encoding (``fingerprints.config``)
 # v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
 # followed; a v1 digest never equals a v2 one, so entries keyed by v1 miss once.
-CODE_SCHEME = "xxh3_128:v2"  # a compute function and what it reaches (``fingerprints.code``)
+# v3: names resolved by Python's scoping rules (a parameter is not the global of its name) and
+# the versions of ENGINE_LIBRARIES always included, also under ``version=``.
+CODE_SCHEME = "xxh3_128:v3"  # a compute function and what it reaches (``fingerprints.code``)
+# The libraries that execute every feature, whether or not its code names them (see above).
+ENGINE_LIBRARIES = ("polars", "pyarrow", "numpy", "pandas")
 FILE_BYTES_SCHEME = "xxh3_128"  # a Parquet input's raw bytes (``fingerprints.files``)
 FOOTER_SCHEME = "parquet-footer:xxh3_128"  # a Parquet input's footer and size (``footer`` mode)
 MAX_SYMBOL_LENGTH = 1024
@@ -57,6 +71,39 @@ class KeyParts:
             ensure_ascii=False,
         )
         return hashlib.blake2b(payload.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def engine_versions() -> dict[str, str | None]:
+    """The installed version of each of ``ENGINE_LIBRARIES`` (None: not installed)."""
+    return dict(_installed_engine())
+
+
+@functools.cache
+def _installed_engine() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for library in ENGINE_LIBRARIES:
+        try:
+            versions[library] = installed_version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = None
+    return versions
+
+
+def installed_version(distribution: str) -> str:
+    """``importlib.metadata.version(distribution)``, reading only the metadata's headers.
+
+    The full read parses the whole METADATA file as an e-mail, long description included
+    (~5-10 ms for polars, on a process's first fingerprint); the ``Version`` header comes
+    first, before the blank line that ends the headers. Raises ``PackageNotFoundError``.
+    """
+    found = importlib.metadata.distribution(distribution)
+    text = found.read_text("METADATA") or found.read_text("PKG-INFO") or ""
+    for line in text.splitlines():
+        if not line:
+            break  # end of the headers
+        if line.startswith("Version:"):
+            return line.removeprefix("Version:").strip()
+    return found.version
 
 
 def validate_symbol(symbol: Any) -> str:
