@@ -2,7 +2,7 @@
 
     python benchmarks/bench_config.py [--repeat 15] [--warmup 3] [--name config]
 
-Issue 20 item 6: a config holding a 1M-element list made a *hit* take 8.7 s and grew the
+A config holding a 1M-element list made a *hit* take 8.7 s and grew the
 manifest by ~11 MB per entry. Measured here, medians after warm-up:
 
 - a hit (``store.fetch`` of a cached result, end to end) with a tiny config, with a 1M-element
