@@ -831,10 +831,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=("new-rows", "medium", "sql", "views"),
+        choices=("new-rows", "medium", "sql", "views", "miss"),
         help="run only the new rows (10M-row cheap-feature hit, new-process first hit), "
         "only the medium case's latency (1M-row result at the default 5M ticks), only the "
-        "SQL row (plain DuckDB vs store.sql) or only the view row (publish at 100k results)",
+        "SQL row (plain DuckDB vs store.sql), only the view row (publish at 100k results) or "
+        "only the miss row (a small daily feature's miss over its compute, joblib beside it)",
     )
     parser.add_argument(
         "--view-entries", type=int, default=100_000, help="results of the view row (100k)"
@@ -913,7 +914,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             },
             "latency": latency,
         }
-    if args.only in ("sql", "views"):
+    if args.only in ("sql", "views", "miss"):
         return {
             "environment": {
                 **machine(),
@@ -1001,7 +1002,13 @@ def issue13_rows(args: argparse.Namespace, work: Path, only: str | None = None) 
     schema is added at 100k results (``bench_views``)."""
     import bench_views
 
+    import bench_miss
+
     rows: dict[str, Any] = {}
+    if only in (None, "miss"):
+        print("8. a miss on a small daily feature, over its compute, joblib beside it", flush=True)
+        rows["miss"] = bench_miss.run(work / "miss", args.rounds * 6, 7)
+        bench_miss.show(rows["miss"])
     if only in (None, "sql"):
         print("6. SQL: plain DuckDB on catalog.duckdb vs store.sql, WHERE symbol", flush=True)
         rows["sql_symbol"] = bench_sql_symbol(work, args.rounds)
