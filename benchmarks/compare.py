@@ -1000,9 +1000,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 def issue13_rows(args: argparse.Namespace, work: Path, only: str | None = None) -> dict:
     """6. plain DuckDB vs store.sql at 1000 results; 7. view work when a feature or a result
     schema is added at 100k results (``bench_views``)."""
-    import bench_views
-
     import bench_miss
+    import bench_views
 
     rows: dict[str, Any] = {}
     if only in (None, "miss"):
