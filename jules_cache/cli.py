@@ -220,7 +220,11 @@ class _SinceType(_ParamType):
         if isinstance(value, datetime):
             return value
         with contextlib.suppress(InvalidInput):
-            return utc_now() - timedelta(seconds=parse_duration(value))
+            back = parse_duration(value)
+            try:
+                return utc_now() - timedelta(seconds=back)
+            except OverflowError:
+                self.fail(f"{value!r} reaches back before year 1; give a shorter duration")
         with contextlib.suppress(click.BadParameter):
             return self._dates.convert(value, param, ctx)
         self.fail(
@@ -354,7 +358,7 @@ def list_entries(
                     e.rows,
                     human_bytes(e.bytes),
                     human_age(e.created_at, now),
-                    human_age(e.last_accessed_at, now),
+                    human_age(e.last_accessed_at, now) if e.hit_count else "never",
                     e.hit_count,
                 ]
                 for e in entries
@@ -443,7 +447,11 @@ def verify(handle: StoreHandle, fix: bool, as_json: bool) -> None:
     show_default=True,
     help="Temp and lock files younger than this are kept (e.g. 6h, 90m, 2d, 3600).",
 )
-@click.option("--dry-run", is_flag=True, help="Delete nothing; show what a real run would delete.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Delete nothing; show what a real run would delete (totals; -v lists every path).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("-v", "--verbose", is_flag=True, help="List every file and row deleted.")
 @click.option(
@@ -666,11 +674,13 @@ def _show_gc(report: Any, as_json: bool, verbose: bool) -> None:
         document["files"], document["bytes"] = report.files, report.bytes
         _print_json(document)
         return
-    if verbose or report.dry_run:
+    if verbose:
         for item in report.items:
             click.echo(f"{item.reason:<12} {human_bytes(item.bytes):>10}  {item.path}")
         if report.items:
             click.echo("")
+    elif report.dry_run and report.items:
+        click.echo(f"{len(report.items)} files/rows would go (-v lists them)", err=True)
     action = "would delete (dry run)" if report.dry_run else "deleted"
     click.echo(f"gc {report.root}: {action}")
     rows: list[list[Any]] = [[t.reason, t.count, human_bytes(t.bytes)] for t in report.totals]

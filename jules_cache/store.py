@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import polars as pl
 
+from jules_cache import _arguments as arguments
 from jules_cache._process import require_unforked
 from jules_cache.engine.backend import Backend
 from jules_cache.engine.local import LocalBackend
@@ -40,7 +41,7 @@ from jules_cache.explain import CallComponents, Explanation, explain
 from jules_cache.fingerprints.code import code_fingerprint, feature_name
 from jules_cache.fingerprints.config import canonical_config
 from jules_cache.fingerprints.inputs import FingerprintMode, as_result_frame, prepare_data
-from jules_cache.fingerprints.keys import KeyParts, require_utf8, validate_symbol
+from jules_cache.fingerprints.keys import KeyParts, validate_symbol
 from jules_cache.maintenance.check import DEFAULT_GRACE_SECONDS, CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
@@ -446,12 +447,9 @@ class FeatureStore:
                 f"compute_func must be callable, not {type(compute_func).__name__}; pass a "
                 "function (lazy_frame, config) -> frame"
             )
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise InvalidInput(f"name must be a non-empty str, not {name!r}")
-        if version is not None and not isinstance(version, str):
-            raise InvalidInput(f"version must be a str, not {type(version).__name__}")
-        if version is not None:
-            require_utf8(version, "version")
+        name = arguments.optional_text("feature name", name, one_line=True)
+        version = arguments.optional_text("version", version)
+        arguments.flag("lazy", lazy)
         feature = name or feature_name(compute_func)
         config_fp = canonical_config(config)
         code_fp = code_fingerprint(compute_func, version)
@@ -633,8 +631,7 @@ class FeatureStore:
     def entry(self, key: str) -> Entry | None:
         """The entry for ``key`` or a unique prefix of 6+ characters (as ``ls`` prints and
         ``rm --key`` takes), or None; an ambiguous prefix raises ``InvalidInput``."""
-        if len(key) < 6:
-            raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
+        key = arguments.key_prefix(key)
         require_unforked()
         self._write_rows()
         filters = {"key": key, "feature": None, "symbol": None}
@@ -648,7 +645,10 @@ class FeatureStore:
     def entries(
         self, *, feature: str | None = None, symbol: str | None = None, since: Any = None
     ) -> list[Entry]:
-        """Entries, newest first, optionally filtered."""
+        """Entries, newest first, optionally filtered (``since``: created at or after)."""
+        feature = arguments.optional_text("feature", feature)
+        symbol = arguments.optional_text("symbol", symbol)
+        since = arguments.moment("since", since)
         require_unforked()
         self._write_rows()
         params = {"feature": feature, "symbol": symbol, "since": since}
@@ -700,10 +700,7 @@ class FeatureStore:
         ``__other__``. Counts this process holds in memory are flushed first; other
         processes' may lag by up to their ``hit_flush_seconds``.
         """
-        _require(
-            isinstance(symbol_limit, int) and symbol_limit >= 0,
-            f"symbol_limit must be an int >= 0, not {symbol_limit!r}",
-        )
+        arguments.count("symbol_limit", symbol_limit)
         require_unforked()
         self.flush()
         by_feature, by_symbol, counters = self.backend.stats_parts(symbol_limit)
@@ -746,6 +743,9 @@ class FeatureStore:
         ``deep`` also re-reads every page with its checksum verified; ``rebuild`` moves the
         manifest aside and rebuilds it from the files' own metadata (implies ``fix``).
         """
+        for setting, value in (("fix", fix), ("deep", deep), ("rebuild", rebuild)):
+            arguments.flag(setting, value)
+        grace_seconds = arguments.seconds("grace_seconds", grace_seconds)
         require_unforked()
         if fix or rebuild:
             self._writable("check(fix=True)")
@@ -770,6 +770,11 @@ class FeatureStore:
         leaves orphans (which GC removes), never rows pointing at nothing. Returns the
         entries removed (or that would be, with ``dry_run``).
         """
+        key = None if key is None else arguments.key_prefix(key)
+        feature = arguments.optional_text("feature", feature)
+        symbol = arguments.optional_text("symbol", symbol)
+        arguments.flag("dry_run", dry_run)
+        arguments.flag("all", all)
         require_unforked()
         unfiltered = key is None and feature is None and symbol is None
         if all and not unfiltered:
@@ -778,8 +783,6 @@ class FeatureStore:
             raise InvalidInput(
                 "name a key, feature or symbol to remove (or all=True); nothing was removed"
             )
-        if key is not None and len(key) < 6:
-            raise InvalidInput(f"key prefix {key!r} is too short; give at least 6 characters")
         self._write_rows()
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
@@ -793,6 +796,7 @@ class FeatureStore:
         With ``fix=True`` those entries are removed (as by ``remove``: rows, views, then
         files), so the next call recomputes them.
         """
+        arguments.flag("fix", fix)
         require_unforked()
         if fix:
             self._writable("verify(fix=True)")
@@ -845,6 +849,10 @@ class FeatureStore:
         require_unforked()
         from jules_cache.query.sql import Filters
 
+        if not isinstance(query, str):
+            raise InvalidInput(f"query must be a str of SQL, not {type(query).__name__}")
+        symbols = arguments.strings("symbols", symbols)
+        versions = arguments.strings("versions", versions)
         self._write_rows()
         filters = Filters.build(symbols, versions, since, until)
         return self.backend.sql_arrow(query, params, filters)

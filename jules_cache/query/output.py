@@ -40,7 +40,7 @@ def render_result(
         echo(text, nl=output_format == "table")
     else:
         write_atomically(output, lambda temp: _write(result, output_format, temp))
-    echo(f"{result.num_rows} rows", err=True)
+    echo(f"{result.num_rows} row{'' if result.num_rows == 1 else 's'}", err=True)
 
 
 def _write(result: pa.Table, output_format: str, path: Path) -> None:
