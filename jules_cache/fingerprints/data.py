@@ -66,8 +66,9 @@ import json
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -767,20 +768,30 @@ def _make_node(dtype: pa.DataType, where: str) -> _Node:
 
 def _leaves(column: pa.ChunkedArray) -> Iterator[list[pa.Array]]:
     """Yield the column's rows cut at fixed global positions into lists of zero-copy pieces."""
-    pieces: list[pa.Array] = []
-    room = LEAF_ROWS
+    cutter = _LeafCutter()
     for chunk in column.chunks:
+        yield from cutter.add(chunk)
+    if cutter.pieces:
+        yield cutter.pieces
+
+
+class _LeafCutter:
+    """Cuts one column's chunks, arriving in order, into leaves of ``LEAF_ROWS`` rows."""
+
+    def __init__(self) -> None:
+        self.pieces: list[pa.Array] = []
+        self.room = LEAF_ROWS
+
+    def add(self, chunk: pa.Array) -> Iterator[list[pa.Array]]:
         start = 0
         while start < len(chunk):
-            take = min(room, len(chunk) - start)
-            pieces.append(chunk.slice(start, take))
+            take = min(self.room, len(chunk) - start)
+            self.pieces.append(chunk.slice(start, take))
             start += take
-            room -= take
-            if room == 0:
-                yield pieces
-                pieces, room = [], LEAF_ROWS
-    if pieces:
-        yield pieces
+            self.room -= take
+            if self.room == 0:
+                yield self.pieces
+                self.pieces, self.room = [], LEAF_ROWS
 
 
 def _hash_leaf(dtype: pa.DataType, where: str, pieces: list[pa.Array]) -> bytes:
@@ -810,26 +821,115 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
     """
     if not isinstance(table, pa.Table):
         raise FingerprintError(f"fingerprint_table needs a pyarrow.Table, got {type(table)!r}")
-    headers, tasks = [], []
-    for i, (field, column) in enumerate(zip(table.schema, table.columns, strict=True)):
-        where = f"column {field.name!r} (type {field.type})"
-        desc = _describe(field.type, where)
-        _make_node(field.type, where)  # fail early on unsupported nested types
-        headers.append(json.dumps([field.name, desc], ensure_ascii=False).encode())
-        tasks += [(i, field.type, where, pieces) for pieces in _leaves(column)]
-    workers = threads or _usable_cpus()
-    if workers <= 1 or len(tasks) <= 1:
-        leaf_digests = [_hash_leaf(dtype, where, p) for _, dtype, where, p in tasks]
-    else:
-        pool = _pool(workers)
-        leaf_digests = list(pool.map(lambda task: _hash_leaf(*task[1:]), tasks))
-    per_column: list[list[bytes]] = [[] for _ in headers]
-    for (i, *_), leaf in zip(tasks, leaf_digests, strict=True):
-        per_column[i].append(leaf)
-    columns = [_digest(h, *leaves) for h, leaves in zip(headers, per_column, strict=True)]
-    rows = table.num_rows.to_bytes(8, "little")
-    final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
-    return f"{DATA_SCHEME}:{final.hex()}"
+    digest = TableDigest(table.schema, threads=threads)
+    digest.update(table)
+    return digest.hexdigest()
+
+
+_IN_FLIGHT_PER_WORKER = 2  # leaves queued per hashing thread before ``update`` waits
+
+
+class TableDigest:
+    """The digest of a table that arrives in batches (e.g. decoded from a large file).
+
+    Equal to :func:`fingerprint_table` of the batches' concatenation, because leaves sit at
+    fixed global row positions whatever the batches are. Memory stays bounded: full leaves go to
+    the hashing pool as they form, and ``update`` waits once ``2 × threads`` leaves are queued,
+    so a caller decoding a file holds a few leaves plus its own batch, not the file.
+    """
+
+    def __init__(self, schema: pa.Schema, *, threads: int | None = None) -> None:
+        """``schema``: the batches' schema (checked per batch by logical type); ``threads`` as
+        in :func:`fingerprint_table`. Raises FingerprintError for an unsupported column type."""
+        self._fields: list[tuple[pa.DataType, str, TypeDescriptor]] = []
+        self._headers: list[bytes] = []
+        for field in schema:
+            where = f"column {field.name!r} (type {field.type})"
+            desc = _describe(field.type, where)
+            _make_node(field.type, where)  # fail early on unsupported nested types
+            self._fields.append((field.type, where, desc))
+            self._headers.append(json.dumps([field.name, desc], ensure_ascii=False).encode())
+        self._names = schema.names
+        self._cutters = [_LeafCutter() for _ in self._fields]
+        self._slots: list[list[Future[bytes] | bytes]] = [[] for _ in self._fields]
+        self._queued: list[tuple[int, list[pa.Array]]] = []
+        self._in_flight: deque[Future[bytes]] = deque()
+        self._workers = threads or _usable_cpus()
+        self._rows = 0
+
+    def update(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Hash the rows of ``table`` after the rows fed before.
+
+        Raises FingerprintError if its columns' names or logical types differ from the schema.
+        """
+        self._require_same_columns(table.schema)
+        self._rows += table.num_rows
+        for i, column in enumerate(table.columns):
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            for chunk in chunks:
+                for pieces in self._cutters[i].add(chunk):
+                    self._queue(i, pieces)
+
+    def hexdigest(self) -> str:
+        """Return the digest of every row fed so far (then feed no more)."""
+        for i, cutter in enumerate(self._cutters):
+            if cutter.pieces:
+                self._queue(i, cutter.pieces)
+                cutter.pieces = []
+        if self._queued and (
+            self._workers <= 1 or (len(self._queued) == 1 and not self._slots_used())
+        ):
+            for i, pieces in self._queued:  # one leaf in all: not worth a thread hop
+                self._slots[i].append(_hash_leaf(*self._fields[i][:2], pieces))
+            self._queued = []
+        self._submit_queued()
+        columns = []
+        for header, slots in zip(self._headers, self._slots, strict=True):
+            leaves = [s if isinstance(s, bytes) else s.result() for s in slots]
+            columns.append(_digest(header, *leaves))
+        rows = self._rows.to_bytes(8, "little")
+        final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
+        return f"{DATA_SCHEME}:{final.hex()}"
+
+    def _require_same_columns(self, schema: pa.Schema) -> None:
+        if schema.names != self._names:
+            raise FingerprintError(
+                f"a batch of the input has columns {schema.names}, earlier ones {self._names}; "
+                "every part of one input needs the same columns in the same order"
+            )
+        for field, (dtype, where, desc) in zip(schema, self._fields, strict=True):
+            if field.type != dtype and _describe(field.type, where) != desc:
+                raise FingerprintError(
+                    f"a batch of the input has column {field.name!r} of type {field.type}, "
+                    f"earlier ones {where}; cast the parts of the input to one type"
+                )
+
+    def _slots_used(self) -> bool:
+        return any(self._slots)
+
+    def _queue(self, column: int, pieces: list[pa.Array]) -> None:
+        self._queued.append((column, pieces))
+        if self._workers > 1 and len(self._queued) + len(self._in_flight) > 1:
+            self._submit_queued()
+
+    def _submit_queued(self) -> None:
+        if not self._queued:
+            return
+        if self._workers <= 1:
+            for i, pieces in self._queued:
+                self._slots[i].append(_hash_leaf(*self._fields[i][:2], pieces))
+            self._queued = []
+            return
+        pool = _pool(self._workers)
+        for i, pieces in self._queued:
+            future = pool.submit(_hash_leaf, *self._fields[i][:2], pieces)
+            self._slots[i].append(future)
+            self._in_flight.append(future)
+        self._queued = []
+        while len(self._in_flight) > _IN_FLIGHT_PER_WORKER * self._workers:
+            self._in_flight.popleft().result()
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool
