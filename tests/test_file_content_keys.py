@@ -10,10 +10,8 @@ from __future__ import annotations
 import random
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from features import bar_count
 from helpers import Counted
 
 from jules_cache import FeatureStore
@@ -35,7 +33,7 @@ def test_a_path_a_read_frame_and_a_scan_are_one_key_and_one_compute(store, aapl,
         str(path),
         pl.read_parquet(path),
         pl.scan_parquet(path),
-        pa.parquet.read_table(path),
+        pq.read_table(path),
         [path],
     ]
     results = [fetch(store, data, counter) for data in ways]

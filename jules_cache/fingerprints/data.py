@@ -641,29 +641,29 @@ class _DictNode(_Node):
 
     @staticmethod
     def _codes(piece: pa.DictionaryArray, distinct: pa.Array) -> np.ndarray:
+        dtype, missing = _rank_type(len(distinct))
         dictionary = _canonical_values(piece.dictionary)
         indices = piece.indices
         if not piece.null_count and dictionary.equals(distinct):
-            raw = _values_np(indices)  # identity mapping: the indices are the ranks
-            return raw if raw.dtype.itemsize == 4 else raw.astype("<i4")
+            return _values_np(indices).astype(dtype)  # identity mapping: indices are the ranks
         if not piece.null_count and len(distinct) == 1:
-            return np.zeros(len(piece), "<i4")  # every row holds the one used value: rank 0
+            return np.zeros(len(piece), dtype)  # every row holds the one used value: rank 0
         if _small_text(dictionary) and _small_text(distinct):
             rank = {value: i for i, value in enumerate(distinct.to_pylist())}
-            # -1: an unused entry (or a null one), as index_in's null gives below
-            ranks = np.array([rank.get(v, -1) for v in dictionary.to_pylist()], "<i4")
+            # missing: an unused entry (or a null one), as index_in's null gives below
+            ranks = np.array([rank.get(v, missing) for v in dictionary.to_pylist()], dtype)
         else:
             found = _pc().index_in(dictionary, value_set=distinct)  # null: an unused entry
-            ranks = np.full(len(found), -1, "<i4")
+            ranks = np.full(len(found), missing, dtype)
             present = ~_null_mask(found)
             ranks[present] = _values_np(found)[present]
         raw = _values_np(indices)
         if piece.null_count:
             valid = ~_null_mask(piece.indices)
-            out = np.full(len(raw), -1, "<i4")
+            out = np.full(len(raw), missing, dtype)
             out[valid] = np.take(ranks, raw[valid])
             return out
-        return np.take(ranks, raw)
+        return np.take(ranks, raw)  # bounds-checked: a corrupt index raises, never wraps
 
     def _used_small_text(self) -> list[str]:
         """The sorted distinct used values of small text dictionaries, without Arrow kernels.
@@ -681,6 +681,19 @@ class _DictNode(_Node):
 
 
 _SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
+
+
+def _rank_type(distinct: int) -> tuple[np.dtype[Any], int]:
+    """The narrowest per-row rank type for ``distinct`` used values, and its null/unused rank.
+
+    A function of the leaf's logical content (the count of distinct used values, which is in
+    the digest), so the width never depends on layout; narrow ranks hash and gather faster.
+    """
+    if distinct < 0xFF:
+        return np.dtype("<u1"), 0xFF
+    if distinct < 0xFFFF:
+        return np.dtype("<u2"), 0xFFFF
+    return np.dtype("<i4"), -1
 
 
 def _small_text(arr: pa.Array) -> bool:
