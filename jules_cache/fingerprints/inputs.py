@@ -77,9 +77,14 @@ class PreparedData:
 def prepare_data(
     data: Any, *, mode: FingerprintMode, threads: int | None, memo: FileDigestMemo
 ) -> PreparedData:
-    """Fingerprint ``data`` and wrap it as a LazyFrame for ``compute_func``."""
+    """Fingerprint ``data`` and wrap it as a LazyFrame for ``compute_func``.
+
+    ``threads`` (hashing threads, as in ``fingerprint_table``) applies to frames, whose size
+    the caller knows. Files always hash on every usable core: their decoded size is unknown
+    until decoded, decoding costs far more than a thread hop, and a one-leaf input never hops.
+    """
     if isinstance(data, (str, os.PathLike)) or _is_path_list(data):
-        return _prepare_files(data, mode, memo, threads)
+        return _prepare_files(data, mode, memo)
     if isinstance(data, pl.LazyFrame):
         data = data.collect()
     if isinstance(data, pl.DataFrame):
@@ -96,9 +101,7 @@ def prepare_data(
     return PreparedData(frame.lazy(), fingerprint_table(table, threads=threads), "frame")
 
 
-def _prepare_files(
-    data: Any, mode: FingerprintMode, memo: FileDigestMemo, threads: int | None
-) -> PreparedData:
+def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> PreparedData:
     paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
     if not paths:
         raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")
@@ -111,7 +114,7 @@ def _prepare_files(
     text = memo.get_or_compute(
         paths,
         f"file-content:{DATA_SCHEME}",
-        lambda files: hash_parquet_content(files, threads=threads).to_text(),
+        lambda files: hash_parquet_content(files).to_text(),
     )
     content = ContentDigests.from_text(text)
     files = tuple(_input_file(p, d) for p, d in zip(paths, content.files, strict=True))
