@@ -12,6 +12,7 @@ import random
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from features import bar_count
 from helpers import Counted
 
 from jules_cache import FeatureStore
@@ -131,3 +132,19 @@ def test_a_damaged_file_is_a_clear_error(store, aapl, tmp_path):
     with pytest.raises(Exception, match=r"ticks\.parquet") as caught:
         fetch(store, path, Counted(tmp_path / "calls"))
     assert type(caught.value).__module__.startswith("jules_cache")
+
+
+@pytest.mark.parametrize("name", ["ticks_?.parquet", "ticks_[12].parquet", "ticks_*.parquet"])
+def test_a_file_name_with_glob_characters_is_that_file_and_no_other(store, aapl, tmp_path, name):
+    # Polars expands glob patterns in paths by default: the literal file must be read alone,
+    # or files the memo never stat()ed would feed the result (a later edit to them: stale hit).
+    literal = tmp_path / name
+    aapl.head(3_000).write_parquet(literal)
+    aapl.tail(2_000).write_parquet(tmp_path / "ticks_1.parquet")
+    counter = Counted(tmp_path / "calls")
+    by_path = fetch(store, literal, counter)
+    alone = pl.scan_parquet(literal, glob=False).collect()
+    assert alone.height == 3_000
+    assert by_path.value.equals(bar_count(alone.lazy(), {"freq": "1m"}).collect())
+    assert fetch(store, alone, counter).key == by_path.key
+    assert counter.calls == 1

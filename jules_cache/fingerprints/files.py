@@ -95,6 +95,17 @@ class ContentDigests:
         return cls(str(digest), tuple(str(f) for f in files))
 
 
+def scan_parquet_files(paths: Sequence[str | os.PathLike[str]]) -> pl.LazyFrame:
+    """Scan exactly ``paths``, in order: the one way Parquet inputs are opened, for keying and
+    for computing alike.
+
+    ``glob=False``: Polars otherwise expands ``*``, ``?`` and ``[...]`` in a path, so a file
+    named ``ticks_?.parquet`` would also read ``ticks_1.parquet``, which the stat memo never
+    watches (an edit to it would then be a stale hit).
+    """
+    return pl.scan_parquet([Path(p) for p in paths], glob=False)
+
+
 def hash_parquet_content(
     paths: Sequence[str | os.PathLike[str]], *, threads: int | None = None
 ) -> ContentDigests:
@@ -110,7 +121,7 @@ def hash_parquet_content(
     per_file = []
     for path in paths:
         try:
-            scan = pl.scan_parquet(Path(path))
+            scan = scan_parquet_files([path])
             schema = as_arrow(pl.DataFrame(schema=scan.collect_schema())).schema
             whole = whole or TableDigest(schema, threads=threads)
             alone = TableDigest(schema, threads=threads) if len(paths) > 1 else None
@@ -119,7 +130,8 @@ def hash_parquet_content(
                 whole.update(table)
                 if alone is not None:
                     alone.update(table)
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        # A Rust panic on a damaged file surfaces as PanicException (a BaseException).
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as exc:
             raise InvalidInput(
                 f"data file {path} cannot be decoded as Parquet ({type(exc).__name__}: {exc}); "
                 "pass a complete, readable Parquet file"

@@ -29,6 +29,7 @@ from jules_cache.fingerprints.files import (
     ContentDigests,
     hash_parquet_content,
     parquet_footer_digest,
+    scan_parquet_files,
     stat_signature,
 )
 from jules_cache.fingerprints.keys import DATA_SCHEME
@@ -107,7 +108,7 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
         raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")
     for path in paths:
         _require_parquet_file(path)
-    frame = pl.scan_parquet([str(p) for p in paths])
+    frame = scan_parquet_files(paths)
     if mode == "footer":
         return _prepare_footers(paths, frame)
     # The memo method names the scheme: a new DATA_SCHEME never reuses an old digest.
