@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
+from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints.data import as_arrow, fingerprint_table
 
 
@@ -45,3 +46,24 @@ def test_every_width_is_layout_free_and_sees_one_row(distinct, with_nulls):
     changed = list(values)
     changed[-1] = values[0] if values[-1] != values[0] else "other"
     assert fingerprint_table(layouts(changed)[0]) not in digests
+
+
+@pytest.mark.parametrize("bad", [3, 256, 65536 + 1])
+def test_an_out_of_range_dictionary_index_is_refused_not_narrowed_onto_a_value(bad):
+    # The prefix scan sees every entry used, so only the rows past it hold the bad index; a
+    # narrowing cast would turn 256 into 0 ("a") and match the valid table: a false hit.
+    good = [i % 3 for i in range(70_000)] + [bad % 256 % 3]
+    indices = pa.array([*good[:-1], bad], pa.int32())
+    dictionary = pa.array(["a", "b", "c"])
+    broken = pa.DictionaryArray.from_arrays(indices, dictionary, safe=False)
+    with pytest.raises(FingerprintError, match="out of range"):
+        fingerprint_table(pa.table({"c": broken}))
+
+
+@pytest.mark.parametrize("bad", [-1, -3, 3])
+def test_a_negative_or_past_the_end_index_is_refused_on_the_gather_path(bad):
+    # An unsorted dictionary takes the rank gather; np.take would wrap -1 onto the last entry.
+    indices = pa.array([0, 1, 2, 0, bad], pa.int8())
+    broken = pa.DictionaryArray.from_arrays(indices, pa.array(["c", "b", "a"]), safe=False)
+    with pytest.raises(FingerprintError, match="out of range"):
+        fingerprint_table(pa.table({"c": broken}))

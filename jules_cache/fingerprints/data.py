@@ -641,12 +641,16 @@ class _DictNode(_Node):
 
     @staticmethod
     def _codes(piece: pa.DictionaryArray, distinct: pa.Array) -> np.ndarray:
+        """Each row's rank among ``distinct``; every index read is bounds-checked, so a corrupt
+        index raises instead of being cast or wrapped onto another value's rank."""
         dtype, missing = _rank_type(len(distinct))
         dictionary = _canonical_values(piece.dictionary)
-        indices = piece.indices
+        raw = _values_np(piece.indices)
         if not piece.null_count and dictionary.equals(distinct):
-            return _values_np(indices).astype(dtype)  # identity mapping: indices are the ranks
+            _require_indices_below(raw, len(dictionary))
+            return raw.astype(dtype)  # identity mapping: the indices are the ranks
         if not piece.null_count and len(distinct) == 1:
+            _require_indices_below(raw, len(dictionary))
             return np.zeros(len(piece), dtype)  # every row holds the one used value: rank 0
         if _small_text(dictionary) and _small_text(distinct):
             rank = {value: i for i, value in enumerate(distinct.to_pylist())}
@@ -657,13 +661,20 @@ class _DictNode(_Node):
             ranks = np.full(len(found), missing, dtype)
             present = ~_null_mask(found)
             ranks[present] = _values_np(found)[present]
-        raw = _values_np(indices)
-        if piece.null_count:
-            valid = ~_null_mask(piece.indices)
-            out = np.full(len(raw), missing, dtype)
-            out[valid] = np.take(ranks, raw[valid])
-            return out
-        return np.take(ranks, raw)  # bounds-checked: a corrupt index raises, never wraps
+        valid = ~_null_mask(piece.indices) if piece.null_count else None
+        used = raw if valid is None else raw[valid]
+        if used.dtype.kind == "i" and len(used) and int(used.min()) < 0:
+            _require_indices_below(used, len(ranks))  # np.take would wrap a negative index
+        try:
+            taken = np.take(ranks, used)  # raises on an index past the end
+        except IndexError:
+            _require_indices_below(used, len(ranks))
+            raise
+        if valid is None:
+            return taken
+        out = np.full(len(raw), missing, dtype)
+        out[valid] = taken
+        return out
 
     def _used_small_text(self) -> list[str]:
         """The sorted distinct used values of small text dictionaries, without Arrow kernels.
@@ -681,6 +692,12 @@ class _DictNode(_Node):
 
 
 _SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
+
+
+def _require_indices_below(raw: np.ndarray, size: int) -> None:
+    """Raise FingerprintError unless every index in ``raw`` is in ``[0, size)``."""
+    if len(raw) and (int(raw.max()) >= size or int(raw.min()) < 0):
+        raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
 
 
 def _rank_type(distinct: int) -> tuple[np.dtype[Any], int]:
@@ -730,6 +747,8 @@ def _used_mask(piece: pa.DictionaryArray, size: int) -> np.ndarray | None:
     raw = _values_np(piece.indices)
     if piece.indices.null_count:
         raw = raw[~_null_mask(piece.indices)]
+    if raw.dtype.kind == "i" and len(raw) and int(raw.min()) < 0:
+        _require_indices_below(raw, size)  # bincount refuses negatives with a ValueError
     if size == 0:
         return np.zeros(0, bool)
     # A prefix that already uses every entry proves the whole piece does (cheap common case).
