@@ -148,3 +148,15 @@ def test_a_file_name_with_glob_characters_is_that_file_and_no_other(store, aapl,
     assert by_path.value.equals(bar_count(alone.lazy(), {"freq": "1m"}).collect())
     assert fetch(store, alone, counter).key == by_path.key
     assert counter.calls == 1
+
+
+def test_explain_names_the_one_file_of_several_that_changed(store, aapl, tmp_path):
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    aapl.head(5_000).write_parquet(one)
+    aapl.slice(5_000).write_parquet(two)
+    store.fetch("AAPL", [one, two], {"freq": "1m"}, bar_count, name="bars")
+    aapl.slice(5_000, 100).write_parquet(two)
+    (difference,) = store.explain(
+        "AAPL", [one, two], {"freq": "1m"}, bar_count, name="bars"
+    ).differences
+    assert f"input file {two.resolve()} changed" in difference
