@@ -25,8 +25,11 @@ Per leaf and per type node, the streams are:
   bytes of the valid values, zero-copy when the leaf has no nulls (-0.0/0.0 and NaN payloads are
   distinguished: raw bytes are exact);
 * bool: one byte per valid value (bit-packed data cannot be concatenated across chunk offsets);
-* utf8/binary (+ large and view variants): lengths as ``<i8`` in one stream, value bytes in
-  another;
+* utf8/binary (+ large and view variants): the rows' Arrow views (16 bytes: ``<i4`` length,
+  then a value of at most 12 bytes zero-padded, or a longer value's first 4 bytes and 8 zero
+  bytes where the layout's buffer index and offset were) in one stream, the bytes of the values
+  longer than 12 bytes in another. Polars keeps strings as views, so a column of short values
+  (symbols, venues) is hashed straight from its buffer: no per-row copy (scheme v2);
 * list/large_list/fixed_size_list/map: lengths, then the child recursively; struct: each child
   recursively; null type: the row count only;
 * dictionary (Polars Categorical/Enum, pandas category): the *values*, never the indices. A leaf
@@ -64,8 +67,9 @@ import json
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -456,29 +460,89 @@ class _BoolNode(_Node):
 
 
 class _VarBinaryNode(_Node):
+    """Text and binary hashed in Arrow's view form: one 16-byte view per row, no per-row copy.
+
+    Every string/binary variant is first viewed as ``string_view``/``binary_view`` (Polars'
+    own layout: zero-copy; ``string``/``large_string`` are cast, which writes the views and
+    reuses the value bytes). The Arrow spec fixes a value's view for its content alone when it
+    is at most 12 bytes long (length, the bytes, zero padding), so such rows are hashed as the
+    views buffer itself, at memory speed. A longer value's view holds a buffer index and an
+    offset (layout): those 8 bytes are zeroed in a copy of the leaf's views, and the value's
+    bytes are hashed whole, in row order, in a second stream.
+    """
+
     def __init__(self) -> None:
         super().__init__()
-        self.lengths = xxhash.xxh3_128()
+        self.long = xxhash.xxh3_128()
 
     def feed(self, arr: pa.Array) -> None:
-        if pa.types.is_string_view(arr.type) or pa.types.is_binary_view(arr.type):
-            arr = _canonical_values(arr)  # copies this leaf piece only
-        super().feed(arr)
-
-    def _feed_valid(self, arr: pa.Array) -> None:
+        # Arrow has no filter kernel for views, so null rows are dropped here, in NumPy.
         if len(arr) == 0:
             return
-        _, offsets_buf, data_buf = arr.buffers()
-        large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-        odt = np.dtype("<i8" if large else "<i4")
-        offsets = np.frombuffer(offsets_buf, odt, count=arr.offset + len(arr) + 1)[arr.offset :]
-        self.lengths.update(_buffer(np.diff(offsets).astype("<i8")))
-        start, end = int(offsets[0]), int(offsets[-1])
-        if end > start:
-            self.values.update(memoryview(data_buf)[start:end])
+        view = arr if _is_view(arr.type) else arr.cast(_view_type(arr.type))
+        views = _views_np(view)
+        valid = None
+        if view.null_count:
+            null = _null_mask(view)
+            self.nulls.update(_buffer(np.flatnonzero(null).astype("<i8") + self.rows))
+            valid = ~null
+        self.rows += len(view)
+        long = None
+        if len(view.buffers()) > 2:  # data buffers: some rows may be long
+            long = views[:, :4].view("<i4").ravel() > _INLINE_BYTES
+            if valid is not None:
+                long &= valid
+        if long is None or not long.any():
+            self.values.update(_buffer(views if valid is None else views[valid]))
+            return
+        canonical = views.copy()
+        canonical[long, 8:] = 0  # buffer index and offset: where the value lies, not what it is
+        self.values.update(_buffer(canonical if valid is None else canonical[valid]))
+        self.long.update(_long_value_bytes(view, views, long))
 
     def children(self) -> list[_Node]:
-        return [_StreamNode(self.lengths)]
+        return [_StreamNode(self.long)]
+
+
+_INLINE_BYTES = 12  # Arrow view layout: values up to this length live inside the view
+
+
+def _is_view(dtype: pa.DataType) -> bool:
+    return bool(pa.types.is_string_view(dtype) or pa.types.is_binary_view(dtype))
+
+
+def _view_type(dtype: pa.DataType) -> pa.DataType:
+    text = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+    return pa.string_view() if text else pa.binary_view()
+
+
+def _views_np(arr: pa.Array) -> np.ndarray:
+    """The 16-byte views of ``arr``'s own rows as an ``(n, 16)`` uint8 array (zero-copy)."""
+    raw = np.frombuffer(arr.buffers()[1], np.uint8, count=(arr.offset + len(arr)) * 16)
+    return raw[arr.offset * 16 :].reshape(len(arr), 16)
+
+
+def _long_value_bytes(view: pa.Array, views: np.ndarray, long: np.ndarray) -> memoryview:
+    """The bytes of the values longer than a view holds, concatenated in row order.
+
+    Arrow 26 has no take/filter kernel for views, but casts them: the same views and data
+    buffers, with a validity bitmap marking only the long rows, cast to an offsets layout
+    write exactly the long values back to back (a null row writes no bytes; checked by the
+    total). The per-row work is Arrow's C++, and only long rows are copied.
+    """
+    large = pa.large_string() if pa.types.is_string_view(view.type) else pa.large_binary()
+    validity = pa.py_buffer(np.packbits(long, bitorder="little"))
+    buffers = [validity, pa.py_buffer(views), *view.buffers()[2:]]
+    flat = pa.Array.from_buffers(view.type, len(long), buffers).cast(large)
+    expected = int(views[long, :4].view("<i4").sum(dtype=np.int64))
+    offsets = np.frombuffer(flat.buffers()[1], "<i8", count=flat.offset + len(flat) + 1)
+    start, end = int(offsets[flat.offset]), int(offsets[-1])
+    if end - start != expected:  # pragma: no cover - an Arrow that writes bytes for nulls
+        flat = view.cast(large).take(_arrow_positions(long))
+        offsets = np.frombuffer(flat.buffers()[1], "<i8", count=flat.offset + len(flat) + 1)
+        start, end = int(offsets[flat.offset]), int(offsets[-1])
+    data = flat.buffers()[2]
+    return memoryview(data)[start:end] if data is not None else memoryview(b"")
 
 
 class _StreamNode(_Node):
@@ -579,29 +643,40 @@ class _DictNode(_Node):
 
     @staticmethod
     def _codes(piece: pa.DictionaryArray, distinct: pa.Array) -> np.ndarray:
+        """Each row's rank among ``distinct``; every index read is bounds-checked, so a corrupt
+        index raises instead of being cast or wrapped onto another value's rank."""
+        dtype, missing = _rank_type(len(distinct))
         dictionary = _canonical_values(piece.dictionary)
-        indices = piece.indices
+        raw = _values_np(piece.indices)
         if not piece.null_count and dictionary.equals(distinct):
-            raw = _values_np(indices)  # identity mapping: the indices are the ranks
-            return raw if raw.dtype.itemsize == 4 else raw.astype("<i4")
+            _require_indices_below(raw, len(dictionary))
+            return raw.astype(dtype)  # identity mapping: the indices are the ranks
         if not piece.null_count and len(distinct) == 1:
-            return np.zeros(len(piece), "<i4")  # every row holds the one used value: rank 0
+            _require_indices_below(raw, len(dictionary))
+            return np.zeros(len(piece), dtype)  # every row holds the one used value: rank 0
         if _small_text(dictionary) and _small_text(distinct):
             rank = {value: i for i, value in enumerate(distinct.to_pylist())}
-            # -1: an unused entry (or a null one), as index_in's null gives below
-            ranks = np.array([rank.get(v, -1) for v in dictionary.to_pylist()], "<i4")
+            # missing: an unused entry (or a null one), as index_in's null gives below
+            ranks = np.array([rank.get(v, missing) for v in dictionary.to_pylist()], dtype)
         else:
             found = _pc().index_in(dictionary, value_set=distinct)  # null: an unused entry
-            ranks = np.full(len(found), -1, "<i4")
+            ranks = np.full(len(found), missing, dtype)
             present = ~_null_mask(found)
             ranks[present] = _values_np(found)[present]
-        raw = _values_np(indices)
-        if piece.null_count:
-            valid = ~_null_mask(piece.indices)
-            out = np.full(len(raw), -1, "<i4")
-            out[valid] = np.take(ranks, raw[valid])
-            return out
-        return np.take(ranks, raw)
+        valid = ~_null_mask(piece.indices) if piece.null_count else None
+        used = raw if valid is None else raw[valid]
+        if used.dtype.kind == "i" and len(used) and int(used.min()) < 0:
+            _require_indices_below(used, len(ranks))  # np.take would wrap a negative index
+        try:
+            taken = np.take(ranks, used)  # raises on an index past the end
+        except IndexError:
+            _require_indices_below(used, len(ranks))
+            raise
+        if valid is None:
+            return taken
+        out = np.full(len(raw), missing, dtype)
+        out[valid] = taken
+        return out
 
     def _used_small_text(self) -> list[str]:
         """The sorted distinct used values of small text dictionaries, without Arrow kernels.
@@ -619,6 +694,25 @@ class _DictNode(_Node):
 
 
 _SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
+
+
+def _require_indices_below(raw: np.ndarray, size: int) -> None:
+    """Raise FingerprintError unless every index in ``raw`` is in ``[0, size)``."""
+    if len(raw) and (int(raw.max()) >= size or int(raw.min()) < 0):
+        raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
+
+
+def _rank_type(distinct: int) -> tuple[np.dtype[Any], int]:
+    """The narrowest per-row rank type for ``distinct`` used values, and its null/unused rank.
+
+    A function of the leaf's logical content (the count of distinct used values, which is in
+    the digest), so the width never depends on layout; narrow ranks hash and gather faster.
+    """
+    if distinct < 0xFF:
+        return np.dtype("<u1"), 0xFF
+    if distinct < 0xFFFF:
+        return np.dtype("<u2"), 0xFFFF
+    return np.dtype("<i4"), -1
 
 
 def _small_text(arr: pa.Array) -> bool:
@@ -655,6 +749,8 @@ def _used_mask(piece: pa.DictionaryArray, size: int) -> np.ndarray | None:
     raw = _values_np(piece.indices)
     if piece.indices.null_count:
         raw = raw[~_null_mask(piece.indices)]
+    if raw.dtype.kind == "i" and len(raw) and int(raw.min()) < 0:
+        _require_indices_below(raw, size)  # bincount refuses negatives with a ValueError
     if size == 0:
         return np.zeros(0, bool)
     # A prefix that already uses every entry proves the whole piece does (cheap common case).
@@ -706,20 +802,30 @@ def _make_node(dtype: pa.DataType, where: str) -> _Node:
 
 def _leaves(column: pa.ChunkedArray) -> Iterator[list[pa.Array]]:
     """Yield the column's rows cut at fixed global positions into lists of zero-copy pieces."""
-    pieces: list[pa.Array] = []
-    room = LEAF_ROWS
+    cutter = _LeafCutter()
     for chunk in column.chunks:
+        yield from cutter.add(chunk)
+    if cutter.pieces:
+        yield cutter.pieces
+
+
+class _LeafCutter:
+    """Cuts one column's chunks, arriving in order, into leaves of ``LEAF_ROWS`` rows."""
+
+    def __init__(self) -> None:
+        self.pieces: list[pa.Array] = []
+        self.room = LEAF_ROWS
+
+    def add(self, chunk: pa.Array) -> Iterator[list[pa.Array]]:
         start = 0
         while start < len(chunk):
-            take = min(room, len(chunk) - start)
-            pieces.append(chunk.slice(start, take))
+            take = min(self.room, len(chunk) - start)
+            self.pieces.append(chunk.slice(start, take))
             start += take
-            room -= take
-            if room == 0:
-                yield pieces
-                pieces, room = [], LEAF_ROWS
-    if pieces:
-        yield pieces
+            self.room -= take
+            if self.room == 0:
+                yield self.pieces
+                self.pieces, self.room = [], LEAF_ROWS
 
 
 def _hash_leaf(dtype: pa.DataType, where: str, pieces: list[pa.Array]) -> bytes:
@@ -742,33 +848,122 @@ def require_supported(schema: pa.Schema) -> None:
 
 
 def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
-    """Return the exact content digest of ``table``, e.g. ``'xxh3_128:v1:<32 hex>'``.
+    """Return the exact content digest of ``table``, e.g. ``'xxh3_128:v2:<32 hex>'``.
 
     ``threads`` is the number of hashing threads (None: one per usable CPU; 1: hash in the
     calling thread). Raises FingerprintError naming the column for an unsupported type.
     """
     if not isinstance(table, pa.Table):
         raise FingerprintError(f"fingerprint_table needs a pyarrow.Table, got {type(table)!r}")
-    headers, tasks = [], []
-    for i, (field, column) in enumerate(zip(table.schema, table.columns, strict=True)):
-        where = f"column {field.name!r} (type {field.type})"
-        desc = _describe(field.type, where)
-        _make_node(field.type, where)  # fail early on unsupported nested types
-        headers.append(json.dumps([field.name, desc], ensure_ascii=False).encode())
-        tasks += [(i, field.type, where, pieces) for pieces in _leaves(column)]
-    workers = threads or _usable_cpus()
-    if workers <= 1 or len(tasks) <= 1:
-        leaf_digests = [_hash_leaf(dtype, where, p) for _, dtype, where, p in tasks]
-    else:
-        pool = _pool(workers)
-        leaf_digests = list(pool.map(lambda task: _hash_leaf(*task[1:]), tasks))
-    per_column: list[list[bytes]] = [[] for _ in headers]
-    for (i, *_), leaf in zip(tasks, leaf_digests, strict=True):
-        per_column[i].append(leaf)
-    columns = [_digest(h, *leaves) for h, leaves in zip(headers, per_column, strict=True)]
-    rows = table.num_rows.to_bytes(8, "little")
-    final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
-    return f"{DATA_SCHEME}:{final.hex()}"
+    digest = TableDigest(table.schema, threads=threads)
+    digest.update(table)
+    return digest.hexdigest()
+
+
+_IN_FLIGHT_PER_WORKER = 2  # leaves queued per hashing thread before ``update`` waits
+
+
+class TableDigest:
+    """The digest of a table that arrives in batches (e.g. decoded from a large file).
+
+    Equal to :func:`fingerprint_table` of the batches' concatenation, because leaves sit at
+    fixed global row positions whatever the batches are. Memory stays bounded: full leaves go to
+    the hashing pool as they form, and ``update`` waits once ``2 × threads`` leaves are queued,
+    so a caller decoding a file holds a few leaves plus its own batch, not the file.
+    """
+
+    def __init__(self, schema: pa.Schema, *, threads: int | None = None) -> None:
+        """``schema``: the batches' schema (checked per batch by logical type); ``threads`` as
+        in :func:`fingerprint_table`. Raises FingerprintError for an unsupported column type."""
+        self._fields: list[tuple[pa.DataType, str, TypeDescriptor]] = []
+        self._headers: list[bytes] = []
+        for field in schema:
+            where = f"column {field.name!r} (type {field.type})"
+            desc = _describe(field.type, where)
+            _make_node(field.type, where)  # fail early on unsupported nested types
+            self._fields.append((field.type, where, desc))
+            self._headers.append(json.dumps([field.name, desc], ensure_ascii=False).encode())
+        self._names = schema.names
+        self._cutters = [_LeafCutter() for _ in self._fields]
+        self._slots: list[list[Future[bytes] | bytes]] = [[] for _ in self._fields]
+        self._queued: list[tuple[int, list[pa.Array]]] = []
+        self._in_flight: deque[Future[bytes]] = deque()
+        self._workers = threads or _usable_cpus()
+        self._rows = 0
+
+    def update(self, table: pa.Table | pa.RecordBatch) -> None:
+        """Hash the rows of ``table`` after the rows fed before.
+
+        Raises FingerprintError if its columns' names or logical types differ from the schema.
+        """
+        self._require_same_columns(table.schema)
+        self._rows += table.num_rows
+        for i, column in enumerate(table.columns):
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            for chunk in chunks:
+                for pieces in self._cutters[i].add(chunk):
+                    self._queue(i, pieces)
+
+    def hexdigest(self) -> str:
+        """Return the digest of every row fed so far (then feed no more)."""
+        for i, cutter in enumerate(self._cutters):
+            if cutter.pieces:
+                self._queue(i, cutter.pieces)
+                cutter.pieces = []
+        if self._queued and (
+            self._workers <= 1 or (len(self._queued) == 1 and not self._slots_used())
+        ):
+            for i, pieces in self._queued:  # one leaf in all: not worth a thread hop
+                self._slots[i].append(_hash_leaf(*self._fields[i][:2], pieces))
+            self._queued = []
+        self._submit_queued()
+        columns = []
+        for header, slots in zip(self._headers, self._slots, strict=True):
+            leaves = [s if isinstance(s, bytes) else s.result() for s in slots]
+            columns.append(_digest(header, *leaves))
+        rows = self._rows.to_bytes(8, "little")
+        final = _digest(DATA_SCHEME.encode(), rows, len(columns).to_bytes(8, "little"), *columns)
+        return f"{DATA_SCHEME}:{final.hex()}"
+
+    def _require_same_columns(self, schema: pa.Schema) -> None:
+        if schema.names != self._names:
+            raise FingerprintError(
+                f"a batch of the input has columns {schema.names}, earlier ones {self._names}; "
+                "every part of one input needs the same columns in the same order"
+            )
+        for field, (dtype, where, desc) in zip(schema, self._fields, strict=True):
+            if field.type != dtype and _describe(field.type, where) != desc:
+                raise FingerprintError(
+                    f"a batch of the input has column {field.name!r} of type {field.type}, "
+                    f"earlier ones {where}; cast the parts of the input to one type"
+                )
+
+    def _slots_used(self) -> bool:
+        return any(self._slots)
+
+    def _queue(self, column: int, pieces: list[pa.Array]) -> None:
+        self._queued.append((column, pieces))
+        if self._workers > 1 and len(self._queued) + len(self._in_flight) > 1:
+            self._submit_queued()
+
+    def _submit_queued(self) -> None:
+        if not self._queued:
+            return
+        if self._workers <= 1:
+            for i, pieces in self._queued:
+                self._slots[i].append(_hash_leaf(*self._fields[i][:2], pieces))
+            self._queued = []
+            return
+        pool = _pool(self._workers)
+        for i, pieces in self._queued:
+            future = pool.submit(_hash_leaf, *self._fields[i][:2], pieces)
+            self._slots[i].append(future)
+            self._in_flight.append(future)
+        self._queued = []
+        while len(self._in_flight) > _IN_FLIGHT_PER_WORKER * self._workers:
+            self._in_flight.popleft().result()
+        while self._in_flight and self._in_flight[0].done():
+            self._in_flight.popleft()
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool

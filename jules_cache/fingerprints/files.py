@@ -1,8 +1,12 @@
-"""Fingerprints of files on disk: exact content hash, Parquet footer digest, and a stat memo key.
+"""Fingerprints of files on disk: decoded content, raw bytes, Parquet footer, and a stat memo key.
 
-* :func:`hash_file_bytes` is the exact mode: xxh3_128 over the raw bytes, streamed through one
-  reused 8 MiB buffer (``readinto``; bounded memory, never decodes). From page cache it runs at
-  memory speed: ~5 GB/s measured for compressed Parquet (docs/benchmarks.md, "Fingerprints").
+* :func:`hash_parquet_content` is the default mode: the Parquet files are decoded by Polars (the
+  reader ``pl.read_parquet``/``pl.scan_parquet`` use) in its streaming batches and fed to a
+  :class:`~jules_cache.fingerprints.data.TableDigest`, so a path keys exactly as the same table
+  passed as a frame does: a path, ``read_parquet`` and ``scan_parquet`` are one key.
+  Memory stays bounded by a few batches and leaves, whatever the file size.
+* :func:`hash_file_bytes`: xxh3_128 over the raw bytes, streamed through one reused 8 MiB
+  buffer (``readinto``; bounded memory, never decodes); ~5 GB/s from page cache (docs/benchmarks.md, "Fingerprints").
 * :func:`parquet_footer_digest` is the opt-in, weaker ``footer`` mode: the footer bytes plus the
   file size. A one-cent change to one price can leave a Parquet footer byte-identical
   (measured: docs/guide/keys.md), so this is NOT proof of identity — use it only where the
@@ -14,12 +18,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import xxhash
 
 from jules_cache.errors import InvalidInput
+from jules_cache.fingerprints.data import TableDigest, as_arrow
 from jules_cache.fingerprints.keys import FILE_BYTES_SCHEME, FOOTER_SCHEME
 
 BLOCK_SIZE = 8 << 20
@@ -69,3 +78,67 @@ def stat_signature(path: str | os.PathLike[str]) -> tuple[str, int, int, int, in
     resolved = Path(path).resolve()
     st = os.stat(resolved)
     return (str(resolved), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class ContentDigests:
+    """The content digest of a list of Parquet files read as one table, and of each file."""
+
+    digest: str  # equal to fingerprint_table(as_arrow(pl.read_parquet(paths)))
+    files: tuple[str, ...]  # one per path, in order
+
+    def to_text(self) -> str:
+        return json.dumps([self.digest, list(self.files)])
+
+    @classmethod
+    def from_text(cls, text: str) -> ContentDigests:
+        digest, files = json.loads(text)
+        return cls(str(digest), tuple(str(f) for f in files))
+
+
+def scan_parquet_files(paths: Sequence[str | os.PathLike[str]]) -> pl.LazyFrame:
+    """Scan exactly ``paths``, in order: the one way Parquet inputs are opened, for keying and
+    for computing alike.
+
+    ``glob=False``: Polars otherwise expands ``*``, ``?`` and ``[...]`` in a path, so a file
+    named ``ticks_?.parquet`` would also read ``ticks_1.parquet``, which the stat memo never
+    watches (an edit to it would then be a stale hit).
+    """
+    return pl.scan_parquet([Path(p) for p in paths], glob=False)
+
+
+def hash_parquet_content(
+    paths: Sequence[str | os.PathLike[str]], *, threads: int | None = None
+) -> ContentDigests:
+    """Return the content digests of ``paths`` decoded in order, as one table and per file.
+
+    Decoded with ``pl.scan_parquet(path).collect_batches()``: the reader and types of
+    ``pl.read_parquet``, one row group's worth of rows at a time, decoding on Polars' threads
+    while earlier leaves hash on ours (``threads`` as in ``fingerprint_table``). Raises
+    InvalidInput naming the file if Polars cannot decode it, FingerprintError for a column type
+    without an exact fingerprint or files whose columns differ.
+    """
+    whole: TableDigest | None = None
+    per_file = []
+    for path in paths:
+        try:
+            scan = scan_parquet_files([path])
+            schema = as_arrow(pl.DataFrame(schema=scan.collect_schema())).schema
+            whole = whole or TableDigest(schema, threads=threads)
+            alone = TableDigest(schema, threads=threads) if len(paths) > 1 else None
+            for batch in scan.collect_batches():
+                table = as_arrow(batch)
+                whole.update(table)
+                if alone is not None:
+                    alone.update(table)
+        # A Rust panic on a damaged file surfaces as PanicException (a BaseException).
+        except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as exc:
+            raise InvalidInput(
+                f"data file {path} cannot be decoded as Parquet ({type(exc).__name__}: {exc}); "
+                "pass a complete, readable Parquet file"
+            ) from exc
+        per_file.append(alone.hexdigest() if alone is not None else "")
+    if whole is None:
+        raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")
+    digest = whole.hexdigest()
+    return ContentDigests(digest, tuple(f or digest for f in per_file))

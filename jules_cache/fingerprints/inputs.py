@@ -1,11 +1,13 @@
 """Turn what a caller passes as ``data`` into a LazyFrame plus its exact content fingerprint.
 
-Frames (Polars, pyarrow, pandas) are fingerprinted by content, so the same table gives the same
-key whatever library or chunking it came in. Parquet paths are never decoded to fingerprint:
-each file's bytes are hashed once and memoised by what ``stat()`` says (``FileDigestMemo``), so
-a repeat call on an unchanged 10 GB tick file costs a ``stat()`` and a memo lookup: a few
-milliseconds in a new process (docs/benchmarks.md: 5.6 ms for 10 GB), not a re-read. A
-LazyFrame is collected first: its content, not its plan, is what the features depend on.
+Everything is fingerprinted by its decoded content, so the same table gives the same key
+whatever library, chunking or container it came in: a Polars, pyarrow or pandas frame, a
+LazyFrame (collected first: its content, not its plan, is what the features depend on), or
+Parquet path(s). A path list is decoded in bounded batches (``files.hash_parquet_content``) and
+gets exactly the digest of ``pl.read_parquet(paths)``; the digest is memoised by what ``stat()``
+says of every file (``FileDigestMemo``), so a repeat call on an unchanged 10 GB tick file costs a
+``stat()`` per file and a memo lookup, not a re-read. The opt-in ``footer`` mode keys a file by
+its Parquet footer alone (weaker; see ``files.parquet_footer_digest``).
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from jules_cache.errors import FingerprintError, InvalidInput
 from jules_cache.fingerprints.data import as_arrow, fingerprint_table, require_supported
 from jules_cache.fingerprints.files import (
     PARQUET_MAGIC,
-    hash_file_bytes,
+    ContentDigests,
+    hash_parquet_content,
     parquet_footer_digest,
+    scan_parquet_files,
     stat_signature,
 )
+from jules_cache.fingerprints.keys import DATA_SCHEME
 from jules_cache.fingerprints.memo import FileDigestMemo
 
 FingerprintMode = Literal["content", "footer"]
@@ -66,14 +71,19 @@ class PreparedData:
 
     frame: pl.LazyFrame
     fingerprint: str
-    method: str  # 'frame', 'file-bytes' or 'footer'
+    method: str  # 'frame', 'file-content' or 'footer' (entries from before: 'file-bytes')
     files: tuple[InputFile, ...] = ()
 
 
 def prepare_data(
     data: Any, *, mode: FingerprintMode, threads: int | None, memo: FileDigestMemo
 ) -> PreparedData:
-    """Fingerprint ``data`` and wrap it as a LazyFrame for ``compute_func``."""
+    """Fingerprint ``data`` and wrap it as a LazyFrame for ``compute_func``.
+
+    ``threads`` (hashing threads, as in ``fingerprint_table``) applies to frames, whose size
+    the caller knows. Files always hash on every usable core: their decoded size is unknown
+    until decoded, decoding costs far more than a thread hop, and a one-leaf input never hops.
+    """
     if isinstance(data, (str, os.PathLike)) or _is_path_list(data):
         return _prepare_files(data, mode, memo)
     if isinstance(data, pl.LazyFrame):
@@ -96,21 +106,35 @@ def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> Pr
     paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
     if not paths:
         raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")
-    method = "footer" if mode == "footer" else "file-bytes"
+    for path in paths:
+        _require_parquet_file(path)
+    frame = scan_parquet_files(paths)
+    if mode == "footer":
+        return _prepare_footers(paths, frame)
+    # The memo method names the scheme: a new DATA_SCHEME never reuses an old digest.
+    text = memo.get_or_compute(
+        paths,
+        f"file-content:{DATA_SCHEME}",
+        lambda files: hash_parquet_content(files).to_text(),
+    )
+    content = ContentDigests.from_text(text)
+    files = tuple(_input_file(p, d) for p, d in zip(paths, content.files, strict=True))
+    return PreparedData(frame, content.digest, "file-content", files)
+
+
+def _prepare_footers(paths: list[Path], frame: pl.LazyFrame) -> PreparedData:
     digest = xxhash.xxh3_128()
     files = []
     for path in paths:
-        _require_parquet_file(path)
-        if method == "footer":
-            file_digest = parquet_footer_digest(path)
-        else:
-            file_digest = memo.get_or_compute(path, method, hash_file_bytes)
+        file_digest = parquet_footer_digest(path)
         digest.update(f"{len(file_digest)}:{file_digest};".encode())
-        resolved, size, mtime_ns, inode, ctime_ns = stat_signature(path)
-        files.append(InputFile(str(resolved), size, mtime_ns, inode, ctime_ns, file_digest))
-    frame = pl.scan_parquet([str(p) for p in paths])
-    fingerprint = f"files-{method}:v1:{digest.hexdigest()}"
-    return PreparedData(frame, fingerprint, method, tuple(files))
+        files.append(_input_file(path, file_digest))
+    return PreparedData(frame, f"files-footer:v1:{digest.hexdigest()}", "footer", tuple(files))
+
+
+def _input_file(path: Path, digest: str) -> InputFile:
+    resolved, size, mtime_ns, inode, ctime_ns = stat_signature(path)
+    return InputFile(str(resolved), size, mtime_ns, inode, ctime_ns, digest)
 
 
 # What pl.from_arrow raises for a type it cannot hold; some types make it panic (a Rust panic

@@ -27,7 +27,9 @@ from typing import Any
 from jules_cache.errors import InvalidInput
 
 KEY_SCHEMA = 1  # how the parts below are combined into a key (``KeyParts.key``)
-DATA_SCHEME = "xxh3_128:v1"  # frames and tables, by content (``fingerprints.data``)
+# v2: text and binary are hashed as Arrow views (``fingerprints.data._VarBinaryNode``), not as
+# lengths + concatenated bytes; a v1 digest never equals a v2 one, so frame keys miss once.
+DATA_SCHEME = "xxh3_128:v2"  # frames and tables, by content (``fingerprints.data``)
 # v2: a list or tuple of plain floats, ints or bools is one node hashed from a buffer.
 CONFIG_SCHEME = "xxh3_128:v2"  # the canonical config encoding (``fingerprints.config``)
 # v2: dotted chains, imports in bodies, instances, class attributes, wrappers and containers are
