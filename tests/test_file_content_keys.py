@@ -1,4 +1,4 @@
-"""Issue 20 (2): the same data passed as a Parquet path, a read frame or a scan is one key.
+"""The same data passed as a Parquet path, a read frame or a scan is one key.
 
 A notebook passing ``"ticks.parquet"`` and a trainer passing ``pl.read_parquet(...)`` or
 ``pl.scan_parquet(...)`` must share one cached result: a path is keyed by its decoded content,

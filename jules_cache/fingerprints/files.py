@@ -6,7 +6,8 @@
   passed as a frame does: a path, ``read_parquet`` and ``scan_parquet`` are one key.
   Memory stays bounded by a few batches and leaves, whatever the file size.
 * :func:`hash_file_bytes`: xxh3_128 over the raw bytes, streamed through one reused 8 MiB
-  buffer (``readinto``; bounded memory, never decodes); ~5 GB/s from page cache (docs/benchmarks.md, "Fingerprints").
+  buffer (``readinto``; bounded memory, never decodes); ~5 GB/s from page cache
+  (docs/benchmarks.md, "Fingerprints").
 * :func:`parquet_footer_digest` is the opt-in, weaker ``footer`` mode: the footer bytes plus the
   file size. A one-cent change to one price can leave a Parquet footer byte-identical
   (measured: docs/guide/keys.md), so this is NOT proof of identity — use it only where the
