@@ -63,6 +63,7 @@ import xxhash
 
 from jules_cache.errors import InvalidInput, QueryError
 from jules_cache.query import views as catalog
+from jules_cache.query.results import polars_ready
 from jules_cache.query.views import FileRow
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import Layout
@@ -210,12 +211,15 @@ class _Session:
         con.execute("BEGIN TRANSACTION")
         try:
             relation = con.sql(statement, params=params)
-            return pa.table({}) if relation is None else relation.to_arrow_table()
+            if relation is None:
+                return pa.table({})
+            table, types = relation.to_arrow_table(), [str(t) for t in relation.types]
         finally:
             try:
                 con.execute("ROLLBACK; RESET search_path")
             except duckdb.Error:
                 self.close()
+        return polars_ready(table, types)
 
     def close(self) -> None:
         self.closed = True
@@ -287,15 +291,25 @@ def require_read_only(query: str) -> tuple[duckdb.Statement, str]:
         raise _refuse(f"{len(statements)} statements in one query are")
     statement = statements[0]
     select = query
-    if statement.type == duckdb.StatementType.EXPLAIN:
+    kind = _kind(statement)
+    if kind == "EXPLAIN":
         select = _explained(query)
         inner = duckdb.extract_statements(select)
-        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
-            kinds = ", ".join(sorted({s.type.name for s in inner})) or "nothing"
+        if len(inner) != 1 or _kind(inner[0]) != "SELECT":
+            kinds = ", ".join(sorted({_kind(s) for s in inner})) or "nothing"
             raise _refuse(f"EXPLAIN of {kinds} is")
-    elif statement.type != duckdb.StatementType.SELECT:
-        raise _refuse(f"{statement.type.name} statements are")
+    elif kind != "SELECT":
+        raise _refuse(f"{kind} statements are")
     return statement, select
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    """The statement's type name; a kind this DuckDB client has no name for (its enum lags
+    the parser, e.g. ``UPDATE EXTENSIONS``) is named by its number, and so never a SELECT."""
+    try:
+        return str(statement.type.name)
+    except ValueError:
+        return "unnamed (new) kind of"
 
 
 def _explained(query: str) -> str:
@@ -794,6 +808,7 @@ def run(
     """
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the SQL query is empty; pass a SELECT statement")
+    _require_utf8(query)
     filters = filters or Filters()
     with _session_lock:
         session = _get_session()
@@ -830,6 +845,18 @@ def run(
             except duckdb.Error as exc:
                 raise _query_error(exc, source, session, snapshot) from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _require_utf8(query: str) -> None:
+    """DuckDB takes UTF-8 text; a str that has none (a lone surrogate) is named, not a
+    ``TypeError`` from the binding."""
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError(
+            f"the SQL query is not valid text: a lone surrogate {query[exc.start]!r} at "
+            f"position {exc.start} (decode its bytes with errors='replace' or fix the source)"
+        ) from exc
 
 
 def _vanished(exc: Exception) -> bool:
