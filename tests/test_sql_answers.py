@@ -4,6 +4,7 @@ and a catalog.duckdb that a plain client can reconnect to (issue 20, items 1, 7 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import duckdb
 import polars as pl
@@ -93,3 +94,102 @@ def test_results_round_trip_into_a_fresh_store(root, aapl):
     with FeatureStore(root) as store:
         store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
         assert store.sql("SELECT count(*) AS n FROM bar_count")["n"].dtype == pl.Int64
+
+
+# -- item 1: a query never mixes configs silently ------------------------------------------------
+
+
+def ofi(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
+    """A per-minute feature whose value depends on its config (like an order-flow window)."""
+    return bar_count(ticks, {"freq": "1m"}).with_columns(
+        (pl.col("n") * config["window"]).alias("flow")
+    )
+
+
+@pytest.fixture
+def three_configs(store, aapl):
+    """bar_count under one config, ofi under three: the over-count of issue 20."""
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
+    for window in (5, 10, 20):
+        store.get_or_compute("AAPL", aapl, {"window": window}, ofi)
+    return store
+
+
+JOIN = (
+    "SELECT b.symbol, count(*) AS minutes FROM bar_count b JOIN {ofi} o "
+    "ON b.symbol = o.symbol AND b.ts = o.ts GROUP BY b.symbol"
+)
+
+
+def config_views(store) -> dict[int, str]:
+    rows = store.sql("SELECT config_view, config_json FROM feature_configs WHERE view_name = 'ofi'")
+    return {int(json.loads(c)["window"]): v for v, c in rows.iter_rows()}
+
+
+def test_a_join_with_a_feature_of_three_configs_is_refused_not_tripled(three_configs):
+    minutes = three_configs.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
+    with pytest.raises(QueryError) as caught:
+        three_configs.sql(JOIN.format(ofi="ofi"))
+    message = str(caught.value)
+    assert "3 configs" in message and '"window":10' in message.replace(" ", "")
+    for view in config_views(three_configs).values():
+        assert view in message
+    assert "ofi__all" in message
+    one = three_configs.sql(JOIN.format(ofi=config_views(three_configs)[10]))
+    assert one["minutes"][0] == minutes
+
+
+def test_each_config_view_holds_exactly_its_configs_results(three_configs):
+    for window, view in config_views(three_configs).items():
+        frame = three_configs.sql(f"SELECT DISTINCT config_json->>'window' AS w FROM {view}")
+        assert frame["w"].to_list() == [str(window)]
+        assert view.startswith("ofi__") and len(view) == len("ofi__") + 8
+
+
+def test_the_all_configs_view_reads_every_config_on_purpose(three_configs):
+    frame = three_configs.sql(
+        "SELECT config_json->>'window' AS w, count(*) AS n FROM ofi__all GROUP BY 1 ORDER BY 1"
+    )
+    assert frame["w"].to_list() == ["10", "20", "5"]
+    assert len(set(frame["n"].to_list())) == 1
+
+
+def test_a_config_view_name_is_stable_when_more_configs_arrive(store, aapl):
+    store.get_or_compute("AAPL", aapl, {"window": 5}, ofi)
+    before = config_views(store)[5]
+    assert store.sql("SELECT count(*) AS n FROM ofi")["n"][0] > 0  # one config: as simple
+    store.get_or_compute("AAPL", aapl, {"window": 7}, ofi)
+    assert config_views(store)[5] == before
+    assert store.sql(f"SELECT count(*) AS n FROM {before}")["n"][0] > 0
+
+
+def test_a_query_the_check_cannot_see_into_still_never_mixes_configs(three_configs):
+    # A table function hides the referenced names from the analysis: every view is installed,
+    # and the bare view of a multi-config feature refuses when it is read.
+    with pytest.raises(QueryError, match="3 configs"):
+        three_configs.sql("SELECT count(*) FROM ofi, range(1)")
+
+
+def test_a_config_view_of_a_config_gone_says_which_exist(three_configs):
+    with pytest.raises(QueryError, match="no results of config 0123abcd"):
+        three_configs.sql("SELECT * FROM ofi__0123abcd")
+
+
+def test_plain_duckdb_on_the_catalog_file_never_mixes_configs_either(three_configs):
+    three_configs.flush()  # brings catalog.duckdb up to date
+    views = config_views(three_configs)
+    con = duckdb.connect(str(three_configs.root / "catalog.duckdb"), read_only=True)
+    try:
+        with pytest.raises(duckdb.Error, match="3 configs"):
+            con.sql(JOIN.format(ofi="ofi")).fetchall()
+        minutes = con.sql("SELECT count(*) FROM bar_count").fetchall()[0][0]
+        for window, view in views.items():
+            assert con.sql(JOIN.format(ofi=view)).fetchall() == [("AAPL", minutes)]
+            found = con.sql(f"SELECT DISTINCT config_json->>'window' FROM {view}").fetchall()
+            assert found == [(str(window),)]
+        total = con.sql("SELECT count(*), count(DISTINCT config_json) FROM ofi__all").fetchall()
+        assert total == [(3 * minutes, 3)]
+        listed = con.sql("SELECT config_view FROM feature_configs WHERE view_name = 'ofi'")
+        assert sorted(row[0] for row in listed.fetchall()) == sorted(views.values())
+    finally:
+        con.close()

@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from jules_cache.errors import InvalidInput, QueryError
+from jules_cache.query import configs
 from jules_cache.query import views as catalog
 from jules_cache.query.results import polars_ready
 from jules_cache.query.views import FileRow
@@ -507,8 +508,10 @@ def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], lis
     """The features and manifest tables to load for a query naming ``names`` (None: all)."""
     if names is None:
         return sorted(cache.names), list(cache.manifest_tables)
-    tables = names | ({"entries"} if catalog.CATALOG_VIEW in names else set())
-    features = [f for f, name in cache.names.items() if {name, catalog.history_name(name)} & names]
+    summaries = {catalog.CATALOG_VIEW, configs.CONFIGS_VIEW}
+    tables = names | ({"entries"} if summaries & names else set())
+    bases = names | {split[0] for split in map(configs.split, names) if split is not None}
+    features = [f for f, name in cache.names.items() if {name, catalog.history_name(name)} & bases]
     return features, [t for t in cache.manifest_tables if t in tables]
 
 
@@ -596,31 +599,96 @@ def _install(
         session.tables[table] = snapshot.generation
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
-        con.unregister(catalog.require_identifier(name))
+        split = configs.split(name)
+        if split is not None and name not in live and split[0] in live:
+            continue  # a config view of a live feature: rebuilt when named
+        _drop_view(con, catalog.require_identifier(name))
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
     for feature, all_rows in snapshot.rows.items():
         view = snapshot.names[feature]
-        for name, rows in (
-            (view, snapshot.latest[feature]),
-            (catalog.history_name(view), all_rows),
-        ):
+        for name, rows in _feature_views(view, all_rows, snapshot.latest[feature], live, analysis):
             name = catalog.require_identifier(name)
-            if analysis.tables is not None and name not in analysis.tables:
-                continue  # the query names the other one of the feature's two views
+            if isinstance(rows, str):  # a feature of several configs read without picking one
+                if session.views.get(name) != rows:
+                    _drop_view(con, name)
+                    refused = catalog.sql_literal(rows)
+                    con.execute(
+                        f"CREATE TEMP VIEW {name} AS SELECT * FROM "
+                        f"{catalog.history_name(view)} WHERE error({refused})"
+                    )
+                    session.views[name] = rows
+                continue
             dataset, serial = _feature_dataset(
                 session, name, rows, filters, analysis.prune.get(name, {}), source
             )
             if session.views.get(name) != serial:
+                if not str(session.views.get(name, "dataset")).startswith("dataset"):
+                    _drop_view(con, name)
                 con.register(name, dataset)
                 session.views[name] = serial
+    if analysis.tables is None or configs.CONFIGS_VIEW in analysis.tables:
+        select = configs.configs_view_select(snapshot.names)
+        digest = xxhash.xxh3_128_hexdigest(select.encode())
+        if session.views.get(configs.CONFIGS_VIEW) != digest:
+            con.execute(f"CREATE OR REPLACE VIEW {configs.CONFIGS_VIEW} AS {select}")
+            session.views[configs.CONFIGS_VIEW] = digest
     if analysis.tables is None or catalog.CATALOG_VIEW in analysis.tables:
         select = catalog.catalog_view_select(snapshot.names)
         digest = xxhash.xxh3_128_hexdigest(select.encode())
         if session.views.get(catalog.CATALOG_VIEW) != digest:
             con.execute(f"CREATE OR REPLACE VIEW {catalog.CATALOG_VIEW} AS {select}")
             session.views[catalog.CATALOG_VIEW] = digest
+
+
+def _feature_views(
+    view: str,
+    all_rows: list[FileRow],
+    latest: list[FileRow],
+    taken: set[str],
+    analysis: _Analysis,
+) -> list[tuple[str, list[FileRow] | str]]:
+    """The views of one feature a query needs, each with its rows, or, for the bare view of a
+    feature of several configs, the refusal its reading raises (see ``query.configs``).
+
+    ``taken``: every real feature view name (a real view wins a config view's name).
+    A query known to name a refused view or a config without results fails here, before
+    anything runs; a query whose names are unknown gets a bare view that refuses when read.
+    """
+    wanted = analysis.tables
+    found_configs = configs.configs(latest)
+    shorts = configs.by_digest(found_configs)
+    every = configs.all_configs_view(view)
+    # A view of several configs refuses; it reads the history view, which always exists.
+    found: list[tuple[str, list[FileRow] | str]] = [(catalog.history_name(view), all_rows)]
+    picks = [(view, latest)] + ([(every, latest)] if every not in taken else [])
+    for short in shorts:
+        name = configs.config_view(view, short)
+        if name not in taken:  # two configs sharing a digest (~1 in 4e9) share a refusal
+            picks.append((name, configs.rows_of(latest, short)))
+    for name, rows in picks:
+        held = configs.configs(rows)
+        if len(held) > 1 and name != every:
+            if wanted is not None and name in wanted:
+                raise QueryError(configs.refusal(name, held))
+            found.append((name, configs.refusal(name, held)))
+        else:
+            found.append((name, rows))
+    if wanted is None:
+        return found
+    for name in wanted:
+        split = configs.split(name)
+        unknown = split is not None and split[1] not in {*shorts, configs.ALL}
+        if unknown and split is not None and split[0] == view and name not in taken:
+            raise configs.missing(view, split[1], found_configs)
+    return [(name, rows) for name, rows in found if name in wanted]
+
+
+def _drop_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Remove a session view, whether registered (a dataset) or created by SQL (a refusal)."""
+    con.unregister(name)
+    con.execute(f"DROP VIEW IF EXISTS temp.main.{name}")
 
 
 # -- feature views: pyarrow datasets --------------------------------------------------------------
@@ -873,7 +941,7 @@ def _view_names(names: dict[str, str]) -> list[str]:
 
 
 def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> list[str]:
-    return sorted({*snapshot_names, *tables, catalog.CATALOG_VIEW})
+    return sorted({*snapshot_names, *tables, catalog.CATALOG_VIEW, configs.CONFIGS_VIEW})
 
 
 def _query_error(
