@@ -193,3 +193,59 @@ def test_plain_duckdb_on_the_catalog_file_never_mixes_configs_either(three_confi
         assert sorted(row[0] for row in listed.fetchall()) == sorted(views.values())
     finally:
         con.close()
+
+
+# -- item 9: a plain DuckDB client sees newer results when it reconnects -------------------------
+
+
+def attach(con: duckdb.DuckDBPyConnection, root) -> None:
+    """The documented recipe (jules_cache.query.catalog_file): attach, never connect to, the
+    catalog file; run it again to see newer results."""
+    con.execute("USE memory; DETACH DATABASE IF EXISTS cache")
+    con.execute("ATTACH ? AS cache (READ_ONLY)", [str(root / "catalog.duckdb")])
+    con.execute("USE cache")
+
+
+def test_a_connection_to_the_catalog_file_is_a_snapshot_even_on_reconnect(store, aapl, ticks):
+    # Why the recipe attaches: DuckDB keeps one database per path while any connection to it
+    # is open in the process, so connecting again returns the same, older snapshot.
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
+    store.flush()
+    path = str(store.root / "catalog.duckdb")
+    held = duckdb.connect(path, read_only=True)
+    try:
+        before = held.sql("SELECT count(DISTINCT symbol) FROM bar_count").fetchall()
+        store.get_or_compute(
+            "MSFT", ticks.filter(pl.col("symbol") == "MSFT"), {"freq": "1m"}, bar_count
+        )
+        store.flush()
+        again = duckdb.connect(path, read_only=True)
+        assert again.sql("SELECT count(DISTINCT symbol) FROM bar_count").fetchall() == before
+        again.close()
+    finally:
+        held.close()
+
+
+def test_re_attaching_the_catalog_sees_newer_results_while_another_connection_holds_it(
+    store, aapl, ticks
+):
+    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
+    store.flush()
+    held = duckdb.connect(str(store.root / "catalog.duckdb"), read_only=True)  # a notebook's
+    con = duckdb.connect()
+    try:
+        attach(con, store.root)
+        assert con.sql("SELECT count(DISTINCT symbol) FROM bar_count").fetchall() == [(1,)]
+        msft = ticks.filter(pl.col("symbol") == "MSFT")
+        store.get_or_compute("MSFT", msft, {"freq": "1m"}, bar_count)
+        store.get_or_compute("MSFT", msft, {"window": 5}, ofi)  # a new feature, too
+        store.flush()
+        attach(con, store.root)
+        assert con.sql("SELECT count(DISTINCT symbol) FROM bar_count").fetchall() == [(2,)]
+        assert con.sql("SELECT count(*) FROM entries").fetchall() == [(3,)]
+        assert con.sql("SELECT count(*) > 0 FROM ofi WHERE symbol = 'MSFT'").fetchall() == [(True,)]
+        # The held connection keeps its own consistent snapshot and blocks nothing.
+        assert held.sql("SELECT count(*) FROM entries").fetchall() == [(1,)]
+    finally:
+        con.close()
+        held.close()

@@ -11,10 +11,14 @@ of its (symbol, input data, config), computed once per build instead of on every
 
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
-keeps a consistent snapshot for as long as it likes, blocks nobody, and a new connection sees
-the new file. Its rows are a snapshot; the views read the link folders live, so a result
-deleted since disappears from them and one published since appears once the catalog is
-rebuilt.
+keeps a consistent snapshot for as long as it likes, and blocks nobody. To see a newer build, a
+client ATTACHes the file (``ATTACH '<root>/catalog.duckdb' AS cache (READ_ONLY); USE cache``)
+and attaches it again (after ``USE memory; DETACH cache``): an ATTACH opens the path anew,
+while ``duckdb.connect(path)`` returns the database DuckDB already holds for that path as long
+as any connection to it is open in the process -- the old file, whatever was renamed over it
+(``tests/test_sql_answers.py`` shows both). Its rows are a snapshot; the views read the link
+folders live, so a result deleted since disappears from them and one published since appears
+once the catalog is rebuilt.
 
 When: after a committed manifest write, by the process that wrote, OUTSIDE the manifest lock
 (``duckdb`` work of ~10–100 ms must not lengthen a ~13 ms publish), only if the manifest changed
