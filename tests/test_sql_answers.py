@@ -249,3 +249,16 @@ def test_re_attaching_the_catalog_sees_newer_results_while_another_connection_ho
     finally:
         con.close()
         held.close()
+
+
+def test_a_config_view_of_a_removed_config_never_serves_its_old_files(store, aapl):
+    for window in (5, 10):
+        store.get_or_compute("AAPL", aapl, {"window": window}, ofi)
+    gone = config_views(store)[10]
+    unseen = "SELECT count(*) AS n FROM {view}, range(1)"  # a table function: names unknown
+    assert store.sql(unseen.format(view=gone))["n"][0] > 0
+    store.remove(key=store.sql(f"SELECT DISTINCT key FROM {gone}")["key"][0])
+    for query in (f"SELECT count(*) FROM {gone}", unseen.format(view=gone)):
+        with pytest.raises(QueryError, match=rf"{gone}(: ofi has no results| does not exist)"):
+            store.sql(query)
+    assert store.sql(unseen.format(view="ofi"))["n"][0] > 0  # one config left: as simple

@@ -110,7 +110,8 @@ def missing(view: str, short: str, found: Mapping[str, str]) -> QueryError:
     """The error for a config view whose config has no (latest) results."""
     listed = ", ".join(config_view(view, d) for d in list(by_digest(found))[:_LISTED])
     return QueryError(
-        f"{view} has no results of config {short} (removed, or never stored); "
+        f"{config_view(view, short)}: {view} has no results of config {short} (removed, or "
+        "never stored); "
         f"its config views: {listed or 'none'}"
     )
 

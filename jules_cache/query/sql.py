@@ -606,10 +606,12 @@ def _install(
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
+    installed: set[str] = set()
     for feature, all_rows in snapshot.rows.items():
         view = snapshot.names[feature]
         for name, rows in _feature_views(view, all_rows, snapshot.latest[feature], live, analysis):
             name = catalog.require_identifier(name)
+            installed.add(name)
             if isinstance(rows, str):  # a feature of several configs read without picking one
                 if session.views.get(name) != rows:
                     _drop_view(con, name)
@@ -628,6 +630,13 @@ def _install(
                     _drop_view(con, name)
                 con.register(name, dataset)
                 session.views[name] = serial
+    if analysis.tables is None:  # every view was installed: a config view not among them is
+        for name in sorted(n for n in session.views if configs.split(n) and n not in installed):
+            if name not in live and name != configs.CONFIGS_VIEW:  # of a config gone
+                _drop_view(con, name)
+                del session.views[name]
+                for variant in ("all", "some"):
+                    session.datasets.pop((name, variant), None)
     if analysis.tables is None or configs.CONFIGS_VIEW in analysis.tables:
         select = configs.configs_view_select(snapshot.names)
         digest = xxhash.xxh3_128_hexdigest(select.encode())
