@@ -124,73 +124,81 @@ def bars_1s(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
     return ticks.with_columns((pv / volume).alias("vwap"), pl.col("price").alias("close"))
 
 
-def full_aggregate(rounds: int) -> None:
-    """Issue 21 rows 4 and 5: store.sql and plain DuckDB vs DuckDB's own read_parquet."""
+def measure_full_aggregate(work: Path, rounds: int) -> dict:
+    """Issue 21 rows 4 and 5: store.sql and plain DuckDB vs DuckDB's own read_parquet, and
+    the floor of the sandboxed path (pyarrow scanning store.sql's dataset, no DuckDB)."""
     from jules_cache.query import sql as query_module
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = FeatureStore(Path(tmp) / "cache")
-        for s in range(50):
-            for d in range(8):
-                store.get_or_compute(f"S{s:03d}", day_bars(s, d), {"window": 20}, bars_1s)
-        store.flush()  # catalog.duckdb up to date
-        paths = [str(store.root / e.path) for e in store.entries()]
-        columns = "count(*), avg(vwap), max(ts), sum(size)"
-        query = f"SELECT {columns} FROM bars_1s"
-        raw = duckdb.connect()
-        raw_query = f"SELECT {columns} FROM read_parquet({paths!r})"
-        plain = duckdb.connect()
-        plain.execute("ATTACH ? AS cache (READ_ONLY)", [str(store.root / "catalog.duckdb")])
-        plain.execute("USE cache")
-        store.sql(query)
-        dataset = query_module._session.datasets[("bars_1s", "all")][2]  # what store.sql scans
+    store = FeatureStore(work / "cache")
+    for s in range(50):
+        for d in range(8):
+            store.get_or_compute(f"S{s:03d}", day_bars(s, d), {"window": 20}, bars_1s)
+    store.flush()  # catalog.duckdb up to date
+    paths = [str(store.root / e.path) for e in store.entries()]
+    columns = "count(*), avg(vwap), max(ts), sum(size)"
+    query = f"SELECT {columns} FROM bars_1s"
+    raw = duckdb.connect()
+    raw_query = f"SELECT {columns} FROM read_parquet({paths!r})"
+    plain = duckdb.connect()  # the README's recipe: attach, never connect to, catalog.duckdb
+    plain.execute("ATTACH ? AS cache (READ_ONLY)", [str(store.root / "catalog.duckdb")])
+    plain.execute("USE cache")
+    store.sql(query)
+    dataset = query_module._session.datasets[("bars_1s", "all")][2]  # what store.sql scans
 
-        def pyarrow_scan() -> int:
-            reader = dataset.scanner(columns=["vwap", "ts", "size"]).to_reader()
-            return sum(batch.num_rows for batch in reader)
+    def pyarrow_scan() -> int:
+        reader = dataset.scanner(columns=["vwap", "ts", "size"]).to_reader()
+        return sum(batch.num_rows for batch in reader)
 
-        cases = {
-            "DuckDB read_parquet([400 files])": lambda: raw.execute(raw_query).fetchall(),
-            "store.sql": lambda: store.sql(query).row(0),
-            "plain DuckDB on catalog.duckdb": lambda: plain.execute(query).fetchall(),
-            "pyarrow scan of store.sql's dataset, no DuckDB": pyarrow_scan,
-        }
-        answers = [
-            tuple(raw.execute(raw_query).fetchall()[0]),
-            tuple(plain.execute(query).fetchall()[0]),
-            tuple(store.sql(query).row(0)),
-        ]
-        for answer in answers:  # float sums differ in the last bits with the order of reading
-            assert answer[::2] == answers[0][::2] and abs(answer[1] - answers[0][1]) < 1e-9
-        samples: dict[str, list[float]] = {name: [] for name in cases}
-        for func in cases.values():
-            timed(func, 1, warmup=2)
-        for _ in range(rounds):  # interleaved: a noisy neighbour hits every case alike
-            for name, func in cases.items():
-                samples[name] += timed(func, 1, warmup=0)
-        plain.close()
-    results = {name: summary_ms(values) for name, values in samples.items()}
+    cases = {
+        "DuckDB read_parquet([400 files])": lambda: raw.execute(raw_query).fetchall(),
+        "store.sql": lambda: store.sql(query).row(0),
+        "plain DuckDB on catalog.duckdb": lambda: plain.execute(query).fetchall(),
+        "pyarrow scan of store.sql's dataset, no DuckDB": pyarrow_scan,
+    }
+    answers = [
+        tuple(raw.execute(raw_query).fetchall()[0]),
+        tuple(plain.execute(query).fetchall()[0]),
+        tuple(store.sql(query).row(0)),
+    ]
+    for answer in answers:  # float sums differ in the last bits with the order of reading
+        assert answer[::2] == answers[0][::2] and abs(answer[1] - answers[0][1]) < 1e-9
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for func in cases.values():
+        timed(func, 1, warmup=2)
+    for _ in range(rounds):  # interleaved: a noisy neighbour hits every case alike
+        for name, func in cases.items():
+            samples[name] += timed(func, 1, warmup=0)
+    plain.close()
+    store.close()
     base = statistics.median(samples["DuckDB read_parquet([400 files])"])
-    ratios = {name: statistics.median(values) / base for name, values in samples.items()}
-    rows = [
-        [name, r["p50_ms"], ratios[name], min(samples[name]) * 1000, r["n"]]
-        for name, r in results.items()
+    return {
+        "description": f"full aggregate over {len(paths)} results x {BARS} rows (1 s bars)",
+        "entries": len(paths),
+        "rows_per_entry": BARS,
+        "results": {name: summary_ms(values) for name, values in samples.items()},
+        "min_ms": {name: min(values) * 1000 for name, values in samples.items()},
+        "ratios": {name: statistics.median(v) / base for name, v in samples.items()},
+        "load_average": os.getloadavg(),
+    }
+
+
+def print_full_aggregate(row: dict) -> None:
+    lines = [
+        [name, r["p50_ms"], row["ratios"][name], row["min_ms"][name], r["n"]]
+        for name, r in row["results"].items()
     ]
     print_table(
-        f"full aggregate over {len(paths)} results x {BARS} rows (load {os.getloadavg()[0]:.1f})",
+        f"{row['description']} (load {row['load_average'][0]:.1f})",
         ["case", "p50 ms", "x read_parquet", "min ms", "n"],
-        rows,
+        lines,
     )
-    write_json(
-        "sql_full_aggregate",
-        {
-            "entries": len(paths),
-            "rows_per_entry": BARS,
-            "ratios": ratios,
-            "results": results,
-            "load_average": os.getloadavg(),
-        },
-    )
+
+
+def full_aggregate(rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        row = measure_full_aggregate(Path(tmp), rounds)
+    print_full_aggregate(row)
+    write_json("sql_full_aggregate", row)
 
 
 def main() -> None:
