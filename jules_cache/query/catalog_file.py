@@ -6,9 +6,8 @@ hit flush, GC and check. The catalog file is a COPY for SQL clients: the manifes
 (``entries``, ``counters``, ``gc_runs``, ...), ``feature_views`` and one view per feature over
 its folder of hard links (``views/<digest>/__jules_symbol=<symbol>/*.parquet``, read with hive
 partitioning so a filter on ``symbol`` opens that symbol's files only), joined to
-``jules_cache_view_entries``: per feature, a map from key to the copied entry's metadata columns
-and whether it is the latest of its (symbol, input data, config), computed once per build
-instead of on every query, and looked up once per file read instead of joined per row.
+``jules_cache_view_entries``: the copied entries' metadata columns and which entry is the latest
+of its (symbol, input data, config), computed once per build instead of on every query.
 
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
@@ -278,8 +277,7 @@ def _create_views(
             continue  # nothing linked (yet): no view, nothing to warn about
         meta = meta_names(schemas.get(feature, []))
         try:
-            held = found.get(feature, {})
-            for name, select in _feature_selects(feature, view, parts, meta, held, taken):
+            for name, select in _feature_selects(view, parts, meta, found.get(feature, {}), taken):
                 con.execute(f'CREATE VIEW "{require_identifier(name)}" AS {select}')
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             problems.append((feature, _UNREADABLE + _cause(exc)))
@@ -292,7 +290,6 @@ def _create_views(
 
 
 def _feature_selects(
-    feature: str,
     view: str,
     parts: list[ViewPart],
     meta: dict[str, str],
@@ -303,10 +300,10 @@ def _feature_selects(
     it), ``<view>__all``, one per config and the bare view, which refuses when read if the
     feature has several configs -- the views ``store.sql`` gives (``query.configs``)."""
     history = history_name(view)
-    selects = [(history, view_select(feature, parts, meta, history=True))]
+    selects = [(history, view_select(parts, meta, history=True))]
     every = configs.all_configs_view(view)
     if every not in taken:
-        selects.append((every, view_select(feature, parts, meta, history=False)))
+        selects.append((every, view_select(parts, meta, history=False)))
     by_short: dict[str, dict[str, str]] = {}
     for fingerprint, text in held.items():
         by_short.setdefault(configs.digest(fingerprint), {})[fingerprint] = text
@@ -321,7 +318,7 @@ def _feature_selects(
             selects.append((name, f'SELECT * FROM "{history}" WHERE error({refused})'))
         else:
             config = next(iter(group)) if group and name != view else None
-            selects.append((name, view_select(feature, parts, meta, history=False, config=config)))
+            selects.append((name, view_select(parts, meta, history=False, config=config)))
     return selects
 
 

@@ -362,7 +362,7 @@ _SCHEMA_PREFIX = "schema-"
 # (``__HIVE_DEFAULT_PARTITION__``).
 _UNENCODED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 _MAX_NAME_BYTES = 255  # NAME_MAX of every supported file system
-VIEW_ENTRIES = "jules_cache_view_entries"  # catalog.duckdb: per feature, key -> metadata
+VIEW_ENTRIES = "jules_cache_view_entries"  # catalog.duckdb: the metadata the views join
 
 
 class LinkOwner(NamedTuple):
@@ -607,20 +607,12 @@ def _path_partitions(folder: Path) -> list[str]:
     return sorted(name for name in names if name)
 
 
-_ENTRY = "__jules_entry"  # a read's column: its file's entry, looked up by key
-
-
 def _view_part(
-    feature: str,
-    part: ViewPart,
-    meta: dict[str, str],
-    history: bool,
-    config: str | None = None,
+    part: ViewPart, meta: dict[str, str], history: bool, config: str | None = None
 ) -> str:
-    """One read of a feature view (see ``ViewPart``): each file's key looked up in the
-    feature's map of the catalog's entries for the metadata columns (a file whose key has no
-    entry is left out); without ``history`` only the latest entries; with ``config`` (a config
-    fingerprint) only that config's."""
+    """One read of a feature view (see ``ViewPart``), joined to the catalog's copy of the
+    entries for the metadata columns; without ``history`` only the latest entries; with
+    ``config`` (a config fingerprint) only that config's."""
     union_flag = "true" if part.union else "false"
     options = f"union_by_name = {union_flag}, filename = '{_FILE_COLUMN}'"
     if part.by_symbol:
@@ -633,37 +625,35 @@ def _view_part(
         foreign = [sql_literal(name) for name in _path_partitions(part.folder)]
         if foreign:  # a root path like /data/year=2024/cache: hide those columns
             source = f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(foreign)})) FROM {source})"
-        hidden = f"{_FILE_COLUMN}, {SYMBOL_PARTITION}, {_ENTRY}"
+        hidden = f"{_FILE_COLUMN}, {SYMBOL_PARTITION}"
     else:
         pattern = sql_literal(str(part.folder / f"*{RESULT_SUFFIX}"))
         source = f"read_parquet({pattern}, {options}, hive_partitioning = false)"
-        hidden = f"{_FILE_COLUMN}, {_ENTRY}"
+        hidden = _FILE_COLUMN
     columns = ", ".join(
         (
             f'f.{SYMBOL_PARTITION} AS "{name}"'
             if part.by_symbol and column == "symbol"
-            else f'f.{_ENTRY}."{column}"::{META_COLUMNS[column]} AS "{name}"'
+            else f'e.{column}::{META_COLUMNS[column]} AS "{name}"'
         )
         for column, name in meta.items()
     )
     # The symbol's folder must be the entry's (a link moved by hand is left out, never shown
     # under another symbol); the filter on it is what prunes the other symbols' files.
-    conditions = [f"f.{_ENTRY} IS NOT NULL" if history else f"f.{_ENTRY}.latest"]
-    if part.by_symbol:
-        conditions.append(f"f.{_ENTRY}.symbol = f.{SYMBOL_PARTITION}")
-    if config is not None:
-        conditions.append(f"f.{_ENTRY}.config_fingerprint = {sql_literal(config)}")
-    entries = f"(SELECT entries FROM {VIEW_ENTRIES} WHERE feature = {sql_literal(feature)})"
+    same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if part.by_symbol else ""
+    conditions = ([] if history else ["e.latest"]) + (
+        [] if config is None else [f"e.config_fingerprint = {sql_literal(config)}"]
+    )
+    latest = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
     return (
         f"SELECT f.* EXCLUDE ({hidden}), {columns}\n"
-        f"FROM (SELECT *, {entries}[parse_filename({_FILE_COLUMN}, true)] AS {_ENTRY}\n"
-        f"      FROM {source}) AS f\n"
-        f"WHERE {' AND '.join(conditions)}"
+        f"FROM {source} AS f\n"
+        f"JOIN {VIEW_ENTRIES} AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)"
+        f"{same_symbol}{latest}"
     )
 
 
 def view_select(
-    feature: str,
     parts: Sequence[ViewPart],
     meta: dict[str, str],
     history: bool = True,
@@ -671,9 +661,7 @@ def view_select(
 ) -> str:
     """A feature view: its reads (``view_parts``) combined by column name (``config``: only
     the latest results of that config fingerprint)."""
-    return "\nUNION ALL BY NAME\n".join(
-        _view_part(feature, part, meta, history, config) for part in parts
-    )
+    return "\nUNION ALL BY NAME\n".join(_view_part(part, meta, history, config) for part in parts)
 
 
 def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:
