@@ -760,6 +760,11 @@ def print_new_rows(document: dict[str, Any]) -> None:
         for name, value in sql["medians_ms"].items():
             print(f"  {name:28} {value:8.1f} ms")
         print(f"  plain DuckDB / store.sql, WHERE symbol: {sql['plain_vs_store_sql']:.2f}x")
+    full = document.get("sql_full_aggregate")
+    if full:
+        from bench_sql import print_full_aggregate
+
+        print_full_aggregate(full)
     views = document.get("views")
     if views:
         print(f"\nadding a feature / result schema at {views['entries']:,} results")
@@ -1011,6 +1016,10 @@ def issue13_rows(args: argparse.Namespace, work: Path, only: str | None = None) 
     if only in (None, "sql"):
         print("6. SQL: plain DuckDB on catalog.duckdb vs store.sql, WHERE symbol", flush=True)
         rows["sql_symbol"] = bench_sql_symbol(work, args.rounds)
+        print("6b. SQL: full aggregate over 400 results, vs DuckDB's read_parquet", flush=True)
+        from bench_sql import measure_full_aggregate
+
+        rows["sql_full_aggregate"] = measure_full_aggregate(work / "sql-full", max(args.rounds, 9))
     if only in (None, "views"):
         print(f"7. adding a feature / result schema at {args.view_entries:,} results", flush=True)
         rows["views"] = bench_views.run(work / "views", args.view_entries, 3)

@@ -40,10 +40,10 @@ SYMBOLS = ("AAPL", "MSFT", "NVDA")
 # What a reader of the cache relies on: after every attack it must be what it was when filled.
 TRUTH = (
     "SELECT symbol, config_json->>'freq' AS freq, count(*) AS n, sum(n) AS ticks, "
-    "min(mean_price) AS lo FROM bar_count GROUP BY ALL ORDER BY ALL",
+    "min(mean_price) AS lo FROM bar_count__all GROUP BY ALL ORDER BY ALL",
     "SELECT key, feature, symbol, path, bytes FROM entries ORDER BY key",
     "SELECT view_name, feature, entries, symbols FROM feature_views",
-    "SELECT count(*) AS n FROM bar_count WHERE symbol = 'AAPL'",
+    "SELECT count(*) AS n FROM bar_count__all WHERE symbol = 'AAPL'",
 )
 
 # {live}: a result file the manifest serves; {manifest}: manifest.duckdb; {root}: the cache
@@ -271,14 +271,14 @@ def test_a_fresh_process_still_gets_the_true_values(cache, store, jules_cache_co
 @pytest.mark.parametrize(
     "query",
     [
-        "EXPLAIN SELECT count(*) FROM bar_count WHERE symbol = 'AAPL'",
-        "EXPLAIN ANALYZE SELECT count(*) FROM bar_count WHERE symbol = 'AAPL'",
-        "/* why */ explain analyze WITH a AS (SELECT * FROM bar_count) SELECT count(*) FROM a",
+        "EXPLAIN SELECT count(*) FROM bar_count__all WHERE symbol = 'AAPL'",
+        "EXPLAIN ANALYZE SELECT count(*) FROM bar_count__all WHERE symbol = 'AAPL'",
+        "/* why */ explain analyze WITH a AS (SELECT * FROM bar_count__all) SELECT count(*) FROM a",
         "EXPLAIN (FORMAT json) SELECT 1",
         "WITH RECURSIVE r AS (SELECT 1 AS x UNION ALL SELECT x + 1 FROM r WHERE x < 3) "
         "SELECT * FROM r",
-        "SUMMARIZE SELECT n FROM bar_count",
-        "DESCRIBE bar_count",
+        "SUMMARIZE SELECT n FROM bar_count__all",
+        "DESCRIBE bar_count__all",
         "SHOW TABLES",
         "FROM entries SELECT count(*)",
         "SELECT * FROM range(3)",

@@ -75,7 +75,7 @@ def bare_duckdb(store, sql: str) -> list:
 def test_feature_view_has_every_result_and_entry_metadata(filled, ticks):
     frame = filled.sql(
         "SELECT symbol, config_json->>'freq' AS freq, count(*) AS n, count(DISTINCT key) AS keys "
-        "FROM bar_count GROUP BY ALL ORDER BY ALL"
+        "FROM bar_count__all GROUP BY ALL ORDER BY ALL"
     )
     expected = []
     for symbol in SYMBOLS:
@@ -83,7 +83,7 @@ def test_feature_view_has_every_result_and_entry_metadata(filled, ticks):
             rows = bar_count(ticks_for(ticks, symbol).lazy(), {"freq": freq}).collect().height
             expected.append((symbol, freq, rows, 1))
     assert frame.rows() == expected
-    versions = filled.sql("SELECT DISTINCT code_fingerprint, created_at FROM bar_count")
+    versions = filled.sql("SELECT DISTINCT code_fingerprint, created_at FROM bar_count__all")
     assert versions.height == 6 and versions["code_fingerprint"].null_count() == 0
 
 
@@ -91,7 +91,7 @@ def test_view_values_equal_the_cached_frames(filled, ticks):
     data = ticks_for(ticks, "MSFT")
     direct = filled.get_or_compute("MSFT", data, {"freq": "5m"}, bar_count)
     via_sql = filled.sql(
-        "SELECT ts, n, mean_price FROM bar_count "
+        "SELECT ts, n, mean_price FROM bar_count__all "
         "WHERE symbol = $s AND config_json->>'freq' = '5m' ORDER BY ts",
         {"s": "MSFT"},
     )
@@ -109,9 +109,9 @@ def test_manifest_tables_and_feature_views_are_queryable(filled):
 def test_bare_duckdb_finds_the_same_views(filled):
     rows = bare_duckdb(
         filled,
-        "SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1",
+        "SELECT symbol, count(*) FROM bar_count__all GROUP BY 1 ORDER BY 1",
     )
-    in_process = filled.sql("SELECT symbol, count(*) FROM bar_count GROUP BY 1 ORDER BY 1")
+    in_process = filled.sql("SELECT symbol, count(*) FROM bar_count__all GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in rows] == in_process.rows()
     views = bare_duckdb(filled, "SELECT view_name, entries FROM feature_views")
     assert views == [["bar_count", 6]]
@@ -126,43 +126,43 @@ def test_orphan_files_never_appear(filled):
     orphan.write_bytes(source.read_bytes())
     with filled.manifest.write() as con:
         refresh_views(con, filled.layout)
-    query = "SELECT count(DISTINCT key) AS k, count(*) AS n FROM bar_count"
+    query = "SELECT count(DISTINCT key) AS k, count(*) AS n FROM bar_count__all"
     assert filled.sql(query)["k"][0] == 6
     assert bare_duckdb(filled, query)[0][0] == 6
 
 
 @pytest.mark.leaves_damage  # stray or missing files on purpose
 def test_a_filter_on_symbol_reads_only_that_symbols_files(filled):
-    everything = filled.sql("SELECT count(*) AS n FROM bar_count WHERE symbol = 'AAPL'")
+    everything = filled.sql("SELECT count(*) AS n FROM bar_count__all WHERE symbol = 'AAPL'")
     for entry in filled.entries(symbol="MSFT"):
         (filled.root / entry.path).unlink()  # only AAPL's files remain readable
-    assert filled.sql("SELECT count(*) AS n FROM bar_count WHERE symbol = 'AAPL'").equals(
+    assert filled.sql("SELECT count(*) AS n FROM bar_count__all WHERE symbol = 'AAPL'").equals(
         everything
     )
-    explicit = filled.sql("SELECT count(*) AS n FROM bar_count", symbols=["AAPL"])
+    explicit = filled.sql("SELECT count(*) AS n FROM bar_count__all", symbols=["AAPL"])
     assert explicit.equals(everything)
-    assert filled.sql("SELECT count(*) AS n FROM bar_count", symbols="ZZZ")["n"][0] == 0
+    assert filled.sql("SELECT count(*) AS n FROM bar_count__all", symbols="ZZZ")["n"][0] == 0
     with pytest.raises(QueryError):  # the unfiltered view needs MSFT's (missing) files
-        filled.sql("SELECT count(*) FROM bar_count")
+        filled.sql("SELECT count(*) FROM bar_count__all")
 
 
 def test_pruned_and_unpruned_queries_agree(filled):
     query = (
-        "SELECT symbol, count(*) AS n FROM bar_count b "
+        "SELECT symbol, count(*) AS n FROM bar_count__all b "
         "WHERE b.symbol IN ('AAPL', 'NVDA') AND n > 0 GROUP BY ALL ORDER BY ALL"
     )
     reference = filled.sql(
-        "SELECT symbol, count(*) AS n FROM bar_count "
+        "SELECT symbol, count(*) AS n FROM bar_count__all "
         "WHERE symbol IN ('AAPL', 'NVDA') OR false GROUP BY ALL ORDER BY ALL"
     )  # the OR defeats pruning
     assert filled.sql(query).equals(reference)
     # The same view used twice: only one use is filtered, so nothing may be pruned.
     both = filled.sql(
-        "SELECT (SELECT count(*) FROM bar_count WHERE symbol = 'AAPL') AS a, "
-        "(SELECT count(*) FROM bar_count) AS total"
+        "SELECT (SELECT count(*) FROM bar_count__all WHERE symbol = 'AAPL') AS a, "
+        "(SELECT count(*) FROM bar_count__all) AS total"
     )
-    assert both["total"][0] == filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
-    assert filled.sql("SELECT 1 FROM bar_count", since="2099-01-01").height == 0
+    assert both["total"][0] == filled.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0]
+    assert filled.sql("SELECT 1 FROM bar_count__all", since="2099-01-01").height == 0
 
 
 def test_schema_change_between_versions_stays_queryable(store, aapl):
@@ -209,7 +209,9 @@ def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl)
         refresh_views(con, filled.layout)
     for path in paths:
         (filled.root / path).unlink()
-    assert filled.sql("SELECT DISTINCT symbol FROM bar_count ORDER BY 1")["symbol"].to_list() == [
+    assert filled.sql("SELECT DISTINCT symbol FROM bar_count__all ORDER BY 1")[
+        "symbol"
+    ].to_list() == [
         "MSFT",
         "NVDA",
     ]
@@ -268,7 +270,7 @@ def test_view_names_are_deterministic_identifiers():
 def test_cli_sql_formats_and_errors(filled, tmp_path):
     runner = CliRunner()
     base = ["--root", str(filled.root), "sql"]
-    query = "SELECT symbol, count(*) AS n FROM bar_count GROUP BY 1 ORDER BY 1"
+    query = "SELECT symbol, count(*) AS n FROM bar_count__all GROUP BY 1 ORDER BY 1"
     table = runner.invoke(cli, [*base, query])
     assert table.exit_code == 0 and "AAPL" in table.stdout
     as_json = runner.invoke(cli, [*base, query, "--format", "json"])
@@ -293,7 +295,13 @@ def test_cli_sql_formats_and_errors(filled, tmp_path):
 def test_cli_entry_point_subprocess(filled, jules_cache_command):
     env = {**os.environ, "JULES_CACHE_ROOT": str(filled.root)}
     done = subprocess.run(
-        [jules_cache_command, "sql", "SELECT count(*) AS n FROM bar_count", "--format", "json"],
+        [
+            jules_cache_command,
+            "sql",
+            "SELECT count(*) AS n FROM bar_count__all",
+            "--format",
+            "json",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -301,7 +309,8 @@ def test_cli_entry_point_subprocess(filled, jules_cache_command):
     )
     assert done.returncode == 0, done.stderr
     assert (
-        json.loads(done.stdout)[0]["n"] == filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0]
+        json.loads(done.stdout)[0]["n"]
+        == filled.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0]
     )
     bad = subprocess.run(
         [jules_cache_command, "sql", "SELECT * FROM nope"],
@@ -314,7 +323,7 @@ def test_cli_entry_point_subprocess(filled, jules_cache_command):
 
 
 def test_a_publish_between_two_queries_is_seen_by_the_second(filled, aapl):
-    query = "SELECT count(DISTINCT key) AS k FROM bar_count"
+    query = "SELECT count(DISTINCT key) AS k FROM bar_count__all"
     assert filled.sql(query)["k"][0] == 6
     assert filled.sql(query)["k"][0] == 6  # served from the session's cached snapshot
     filled.get_or_compute("AAPL", aapl, {"freq": "15m"}, bar_count)
@@ -324,12 +333,12 @@ def test_a_publish_between_two_queries_is_seen_by_the_second(filled, aapl):
 
 def test_a_gc_between_two_queries_is_seen_by_the_second(filled):
     assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 6
-    assert filled.sql("SELECT count(*) AS n FROM bar_count")["n"][0] > 0
+    assert filled.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0] > 0
     report = filled.gc(max_size=1, grace=0)
     assert report.ok and filled.entries() == []
     assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 0
     with pytest.raises(QueryError, match="available tables and views"):
-        filled.sql("SELECT count(*) AS n FROM bar_count")
+        filled.sql("SELECT count(*) AS n FROM bar_count__all")
 
 
 def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path):
@@ -338,11 +347,11 @@ def test_two_roots_with_the_same_keys_keep_their_own_files(root, ticks, tmp_path
         store.get_or_compute("AAPL", ticks_for(ticks, "AAPL"), {"freq": "1m"}, bar_count)
     first, second = stores
     assert first.entries()[0].key == second.entries()[0].key
-    assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
+    assert first.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0] == 390
     (second.root / second.entries()[0].path).unlink()
     with pytest.raises(QueryError):  # must read b's (missing) file, not a's
-        second.sql("SELECT count(*) AS n FROM bar_count")
-    assert first.sql("SELECT count(*) AS n FROM bar_count")["n"][0] == 390
+        second.sql("SELECT count(*) AS n FROM bar_count__all")
+    assert first.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0] == 390
 
 
 @pytest.mark.slow
@@ -390,7 +399,7 @@ def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
 
 @pytest.mark.slow
 def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
-    total = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0]
+    total = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count__all")[0][0]
     assert total == 6
     # GC deletes some entries (budget: roughly half the bytes) and refreshes the views in the
     # same transaction as the row deletes.
@@ -398,15 +407,15 @@ def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
     report = filled.gc(max_size=budget, grace=0)
     assert report.ok and 0 < len(filled.entries()) < 6
     left = len(filled.entries())
-    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left
+    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count__all")[0][0] == left
     victim = filled.entries()[0]
     filled.remove(key=victim.key)
-    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")[0][0] == left - 1
+    assert bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count__all")[0][0] == left - 1
     survivor = filled.entries()[0]
     (filled.root / survivor.path).write_bytes(b"garbage")  # damaged: `check --fix` quarantines
     filled.check(fix=True)
     assert filled.check().consistent
-    rows = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count")
+    rows = bare_duckdb(filled, "SELECT count(DISTINCT key) FROM bar_count__all")
     assert rows[0][0] == left - 2
 
 

@@ -11,10 +11,14 @@ of its (symbol, input data, config), computed once per build instead of on every
 
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
-keeps a consistent snapshot for as long as it likes, blocks nobody, and a new connection sees
-the new file. Its rows are a snapshot; the views read the link folders live, so a result
-deleted since disappears from them and one published since appears once the catalog is
-rebuilt.
+keeps a consistent snapshot for as long as it likes, and blocks nobody. To see a newer build, a
+client ATTACHes the file (``ATTACH '<root>/catalog.duckdb' AS cache (READ_ONLY); USE cache``)
+and attaches it again (after ``USE memory; DETACH cache``): an ATTACH opens the path anew,
+while ``duckdb.connect(path)`` returns the database DuckDB already holds for that path as long
+as any connection to it is open in the process -- the old file, whatever was renamed over it
+(``tests/test_sql_answers.py`` shows both). Its rows are a snapshot; the views read the link
+folders live, so a result deleted since disappears from them and one published since appears
+once the catalog is rebuilt.
 
 When: after a committed manifest write, by the process that wrote, OUTSIDE the manifest lock
 (``duckdb`` work of ~10–100 ms must not lengthen a ~13 ms publish), only if the manifest changed
@@ -43,9 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jules_cache.errors import JulesCacheError, LockTimeout
+from jules_cache.query import configs
 from jules_cache.query.views import (
     CATALOG_VIEW,
     CatalogWarning,
+    ViewPart,
     catalog_view_select,
     current_view_names,
     history_name,
@@ -209,6 +215,9 @@ def _fill(
         features = [row[0] for row in con.execute(statements["feature_names"]).fetchall()]
         names = current_view_names(con, features, sql_keywords(con))
         schemas = dict(con.execute(statements["feature_schemas"]).fetchall())
+        found: dict[str, dict[str, str]] = {}  # feature -> {config fingerprint: config_json}
+        for feature, fingerprint, text in con.execute(statements["feature_configs"]).fetchall():
+            found.setdefault(feature, {})[fingerprint] = text
     finally:
         con.execute("USE memory")
     for table in tables:
@@ -216,8 +225,9 @@ def _fill(
     con.execute(f"USE {_ALIAS}")
     try:
         con.execute(statements["view_entries"])
-        built = _create_views(con, layout, names, schemas, problems)
+        built = _create_views(con, layout, names, schemas, found, problems)
         con.execute(f"CREATE VIEW {CATALOG_VIEW} AS {catalog_view_select(built)}")
+        con.execute(f"CREATE VIEW {configs.CONFIGS_VIEW} AS {configs.configs_view_select(built)}")
         con.execute(
             f"CREATE TABLE {INFO_TABLE} AS SELECT "
             f"{sql_literal(utc_now())}::TIMESTAMP AS built_at, "
@@ -249,14 +259,17 @@ def _create_views(
     layout: Layout,
     names: dict[str, str],
     schemas: dict[str, list[str]],
+    found: dict[str, dict[str, str]],
     problems: list[tuple[str, str]],
 ) -> dict[str, str]:
-    """One view per feature whose link folder has links; the others go to ``problems``.
+    """The views of each feature whose link folder has links; the others go to ``problems``.
 
-    ``schemas`` holds each feature's result schemas, which name its metadata columns.
+    ``schemas`` holds each feature's result schemas, which name its metadata columns;
+    ``found`` its configs, which name its config views (``query.configs``).
     """
     import duckdb  # loaded already: ``con`` is a DuckDB connection
 
+    taken = {n for view in names.values() for n in (view, history_name(view))}
     built: dict[str, str] = {}
     for feature, view in sorted(names.items()):
         parts = view_parts(link_folder(layout, feature))
@@ -264,8 +277,7 @@ def _create_views(
             continue  # nothing linked (yet): no view, nothing to warn about
         meta = meta_names(schemas.get(feature, []))
         try:
-            for name, history in ((view, False), (history_name(view), True)):
-                select = view_select(parts, meta, history=history)
+            for name, select in _feature_selects(view, parts, meta, found.get(feature, {}), taken):
                 con.execute(f'CREATE VIEW "{require_identifier(name)}" AS {select}')
         except (duckdb.IOException, duckdb.InvalidInputException) as exc:
             problems.append((feature, _UNREADABLE + _cause(exc)))
@@ -275,6 +287,39 @@ def _create_views(
             continue
         built[feature] = view
     return built
+
+
+def _feature_selects(
+    view: str,
+    parts: list[ViewPart],
+    meta: dict[str, str],
+    held: dict[str, str],
+    taken: set[str],
+) -> list[tuple[str, str]]:
+    """``(name, SELECT)`` of a feature's stored views: history first (a refusing view reads
+    it), ``<view>__all``, one per config and the bare view, which refuses when read if the
+    feature has several configs -- the views ``store.sql`` gives (``query.configs``)."""
+    history = history_name(view)
+    selects = [(history, view_select(parts, meta, history=True))]
+    every = configs.all_configs_view(view)
+    if every not in taken:
+        selects.append((every, view_select(parts, meta, history=False)))
+    by_short: dict[str, dict[str, str]] = {}
+    for fingerprint, text in held.items():
+        by_short.setdefault(configs.digest(fingerprint), {})[fingerprint] = text
+    picks = [(view, held)] + [
+        (configs.config_view(view, short), group)
+        for short, group in by_short.items()
+        if configs.config_view(view, short) not in taken
+    ]
+    for name, group in picks:
+        if len(group) > 1:  # error() runs only if a row is read: a query returning no rows
+            refused = sql_literal(configs.refusal(name, group))  # mixes nothing
+            selects.append((name, f'SELECT * FROM "{history}" WHERE error({refused})'))
+        else:
+            config = next(iter(group)) if group and name != view else None
+            selects.append((name, view_select(parts, meta, history=False, config=config)))
+    return selects
 
 
 def _cause(exc: BaseException) -> str:

@@ -62,7 +62,9 @@ import pyarrow.parquet as pq
 import xxhash
 
 from jules_cache.errors import InvalidInput, QueryError
+from jules_cache.query import configs
 from jules_cache.query import views as catalog
+from jules_cache.query.results import polars_ready
 from jules_cache.query.views import FileRow
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import Layout
@@ -210,12 +212,15 @@ class _Session:
         con.execute("BEGIN TRANSACTION")
         try:
             relation = con.sql(statement, params=params)
-            return pa.table({}) if relation is None else relation.to_arrow_table()
+            if relation is None:
+                return pa.table({})
+            table, types = relation.to_arrow_table(), [str(t) for t in relation.types]
         finally:
             try:
                 con.execute("ROLLBACK; RESET search_path")
             except duckdb.Error:
                 self.close()
+        return polars_ready(table, types)
 
     def close(self) -> None:
         self.closed = True
@@ -287,15 +292,25 @@ def require_read_only(query: str) -> tuple[duckdb.Statement, str]:
         raise _refuse(f"{len(statements)} statements in one query are")
     statement = statements[0]
     select = query
-    if statement.type == duckdb.StatementType.EXPLAIN:
+    kind = _kind(statement)
+    if kind == "EXPLAIN":
         select = _explained(query)
         inner = duckdb.extract_statements(select)
-        if len(inner) != 1 or inner[0].type != duckdb.StatementType.SELECT:
-            kinds = ", ".join(sorted({s.type.name for s in inner})) or "nothing"
+        if len(inner) != 1 or _kind(inner[0]) != "SELECT":
+            kinds = ", ".join(sorted({_kind(s) for s in inner})) or "nothing"
             raise _refuse(f"EXPLAIN of {kinds} is")
-    elif statement.type != duckdb.StatementType.SELECT:
-        raise _refuse(f"{statement.type.name} statements are")
+    elif kind != "SELECT":
+        raise _refuse(f"{kind} statements are")
     return statement, select
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    """The statement's type name; a kind this DuckDB client has no name for (its enum lags
+    the parser, e.g. ``UPDATE EXTENSIONS``) is named by its number, and so never a SELECT."""
+    try:
+        return str(statement.type.name)
+    except ValueError:
+        return "unnamed (new) kind of"
 
 
 def _explained(query: str) -> str:
@@ -493,8 +508,10 @@ def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], lis
     """The features and manifest tables to load for a query naming ``names`` (None: all)."""
     if names is None:
         return sorted(cache.names), list(cache.manifest_tables)
-    tables = names | ({"entries"} if catalog.CATALOG_VIEW in names else set())
-    features = [f for f, name in cache.names.items() if {name, catalog.history_name(name)} & names]
+    summaries = {catalog.CATALOG_VIEW, configs.CONFIGS_VIEW}
+    tables = names | ({"entries"} if summaries & names else set())
+    bases = names | {split[0] for split in map(configs.split, names) if split is not None}
+    features = [f for f, name in cache.names.items() if {name, catalog.history_name(name)} & bases]
     return features, [t for t in cache.manifest_tables if t in tables]
 
 
@@ -582,31 +599,105 @@ def _install(
         session.tables[table] = snapshot.generation
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
-        con.unregister(catalog.require_identifier(name))
+        split = configs.split(name)
+        if split is not None and name not in live and split[0] in live:
+            continue  # a config view of a live feature: rebuilt when named
+        _drop_view(con, catalog.require_identifier(name))
         del session.views[name]
         for variant in ("all", "some"):
             session.datasets.pop((name, variant), None)
+    installed: set[str] = set()
     for feature, all_rows in snapshot.rows.items():
         view = snapshot.names[feature]
-        for name, rows in (
-            (view, snapshot.latest[feature]),
-            (catalog.history_name(view), all_rows),
-        ):
+        for name, rows in _feature_views(view, all_rows, snapshot.latest[feature], live, analysis):
             name = catalog.require_identifier(name)
-            if analysis.tables is not None and name not in analysis.tables:
-                continue  # the query names the other one of the feature's two views
+            installed.add(name)
+            if isinstance(rows, str):  # a feature of several configs read without picking one
+                if session.views.get(name) != rows:
+                    _drop_view(con, name)
+                    refused = catalog.sql_literal(rows)
+                    con.execute(
+                        f"CREATE TEMP VIEW {name} AS SELECT * FROM "
+                        f"{catalog.history_name(view)} WHERE error({refused})"
+                    )
+                    session.views[name] = rows
+                continue
             dataset, serial = _feature_dataset(
                 session, name, rows, filters, analysis.prune.get(name, {}), source
             )
             if session.views.get(name) != serial:
+                if not str(session.views.get(name, "dataset")).startswith("dataset"):
+                    _drop_view(con, name)
                 con.register(name, dataset)
                 session.views[name] = serial
+    if analysis.tables is None:  # every view was installed: a config view not among them is
+        for name in sorted(n for n in session.views if configs.split(n) and n not in installed):
+            if name not in live and name != configs.CONFIGS_VIEW:  # of a config gone
+                _drop_view(con, name)
+                del session.views[name]
+                for variant in ("all", "some"):
+                    session.datasets.pop((name, variant), None)
+    if analysis.tables is None or configs.CONFIGS_VIEW in analysis.tables:
+        select = configs.configs_view_select(snapshot.names)
+        digest = xxhash.xxh3_128_hexdigest(select.encode())
+        if session.views.get(configs.CONFIGS_VIEW) != digest:
+            con.execute(f"CREATE OR REPLACE VIEW {configs.CONFIGS_VIEW} AS {select}")
+            session.views[configs.CONFIGS_VIEW] = digest
     if analysis.tables is None or catalog.CATALOG_VIEW in analysis.tables:
         select = catalog.catalog_view_select(snapshot.names)
         digest = xxhash.xxh3_128_hexdigest(select.encode())
         if session.views.get(catalog.CATALOG_VIEW) != digest:
             con.execute(f"CREATE OR REPLACE VIEW {catalog.CATALOG_VIEW} AS {select}")
             session.views[catalog.CATALOG_VIEW] = digest
+
+
+def _feature_views(
+    view: str,
+    all_rows: list[FileRow],
+    latest: list[FileRow],
+    taken: set[str],
+    analysis: _Analysis,
+) -> list[tuple[str, list[FileRow] | str]]:
+    """The views of one feature a query needs, each with its rows, or, for the bare view of a
+    feature of several configs, the refusal its reading raises (see ``query.configs``).
+
+    ``taken``: every real feature view name (a real view wins a config view's name).
+    A query known to name a refused view or a config without results fails here, before
+    anything runs; a query whose names are unknown gets a bare view that refuses when read.
+    """
+    wanted = analysis.tables
+    found_configs = configs.configs(latest)
+    shorts = configs.by_digest(found_configs)
+    every = configs.all_configs_view(view)
+    # A view of several configs refuses; it reads the history view, which always exists.
+    found: list[tuple[str, list[FileRow] | str]] = [(catalog.history_name(view), all_rows)]
+    picks = [(view, latest)] + ([(every, latest)] if every not in taken else [])
+    for short in shorts:
+        name = configs.config_view(view, short)
+        if name not in taken:  # two configs sharing a digest (~1 in 4e9) share a refusal
+            picks.append((name, configs.rows_of(latest, short)))
+    for name, rows in picks:
+        held = configs.configs(rows)
+        if len(held) > 1 and name != every:
+            if wanted is not None and name in wanted:
+                raise QueryError(configs.refusal(name, held))
+            found.append((name, configs.refusal(name, held)))
+        else:
+            found.append((name, rows))
+    if wanted is None:
+        return found
+    for name in wanted:
+        split = configs.split(name)
+        unknown = split is not None and split[1] not in {*shorts, configs.ALL}
+        if unknown and split is not None and split[0] == view and name not in taken:
+            raise configs.missing(view, split[1], found_configs)
+    return [(name, rows) for name, rows in found if name in wanted]
+
+
+def _drop_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Remove a session view, whether registered (a dataset) or created by SQL (a refusal)."""
+    con.unregister(name)
+    con.execute(f"DROP VIEW IF EXISTS temp.main.{name}")
 
 
 # -- feature views: pyarrow datasets --------------------------------------------------------------
@@ -794,6 +885,7 @@ def run(
     """
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the SQL query is empty; pass a SELECT statement")
+    _require_utf8(query)
     filters = filters or Filters()
     with _session_lock:
         session = _get_session()
@@ -832,6 +924,18 @@ def run(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _require_utf8(query: str) -> None:
+    """DuckDB takes UTF-8 text; a str that has none (a lone surrogate) is named, not a
+    ``TypeError`` from the binding."""
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise QueryError(
+            f"the SQL query is not valid text: a lone surrogate {query[exc.start]!r} at "
+            f"position {exc.start} (decode its bytes with errors='replace' or fix the source)"
+        ) from exc
+
+
 def _vanished(exc: Exception) -> bool:
     """Whether ``exc`` says a result file could not be read (pyarrow's errors arrive in
     DuckDB as 'reading the stream registered as ... failed: IOError: ...')."""
@@ -846,7 +950,7 @@ def _view_names(names: dict[str, str]) -> list[str]:
 
 
 def available_names(snapshot_names: Iterable[str], tables: Iterable[str]) -> list[str]:
-    return sorted({*snapshot_names, *tables, catalog.CATALOG_VIEW})
+    return sorted({*snapshot_names, *tables, catalog.CATALOG_VIEW, configs.CONFIGS_VIEW})
 
 
 def _query_error(

@@ -22,7 +22,10 @@ of the full name. A name that is a manifest table, ``feature_views`` or an SQL k
 
 Each feature has two views: ``<name>`` shows one result per (symbol, input data, config) --
 the one computed last, i.e. by the latest code version -- so an aggregate never counts two
-code versions; ``<name>_history`` shows every stored result, of every code version.
+code versions; ``<name>_history`` shows every stored result, of every code version. So that
+no query mixes configs silently, a feature also has ``<name>__<config digest>`` per config and
+``<name>__all``, and ``<name>`` refuses to be read once the feature has several configs
+(``jules_cache.query.configs``; both places below build them).
 
 Names are validated against ``IDENTIFIER`` before any DDL is formatted; every
 other value in generated SQL is a quoted literal (``sql_literal``). The ``feature_views`` view
@@ -71,6 +74,7 @@ RESERVED = frozenset(
         "gc_runs",
         CATALOG_VIEW,
         "jules_cache_view_entries",  # VIEW_ENTRIES, in catalog.duckdb
+        "feature_configs",  # query.configs.CONFIGS_VIEW
     }
 )
 HISTORY_SUFFIX = "_history"  # <view>_history: every code version's results
@@ -103,6 +107,7 @@ class FileRow:
     min_time: datetime | None
     max_time: datetime | None
     data_fingerprint: str = ""
+    config_fingerprint: str = ""  # names the config's own view (``query.configs``)
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]]) -> list[FileRow]:
@@ -602,9 +607,12 @@ def _path_partitions(folder: Path) -> list[str]:
     return sorted(name for name in names if name)
 
 
-def _view_part(part: ViewPart, meta: dict[str, str], history: bool) -> str:
+def _view_part(
+    part: ViewPart, meta: dict[str, str], history: bool, config: str | None = None
+) -> str:
     """One read of a feature view (see ``ViewPart``), joined to the catalog's copy of the
-    entries for the metadata columns; without ``history`` only the latest entries."""
+    entries for the metadata columns; without ``history`` only the latest entries; with
+    ``config`` (a config fingerprint) only that config's."""
     union_flag = "true" if part.union else "false"
     options = f"union_by_name = {union_flag}, filename = '{_FILE_COLUMN}'"
     if part.by_symbol:
@@ -633,7 +641,10 @@ def _view_part(part: ViewPart, meta: dict[str, str], history: bool) -> str:
     # The symbol's folder must be the entry's (a link moved by hand is left out, never shown
     # under another symbol); the filter on it is what prunes the other symbols' files.
     same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if part.by_symbol else ""
-    latest = "" if history else "\nWHERE e.latest"
+    conditions = ([] if history else ["e.latest"]) + (
+        [] if config is None else [f"e.config_fingerprint = {sql_literal(config)}"]
+    )
+    latest = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
     return (
         f"SELECT f.* EXCLUDE ({hidden}), {columns}\n"
         f"FROM {source} AS f\n"
@@ -642,9 +653,15 @@ def _view_part(part: ViewPart, meta: dict[str, str], history: bool) -> str:
     )
 
 
-def view_select(parts: Sequence[ViewPart], meta: dict[str, str], history: bool = True) -> str:
-    """A feature view: its reads (``view_parts``) combined by column name."""
-    return "\nUNION ALL BY NAME\n".join(_view_part(part, meta, history) for part in parts)
+def view_select(
+    parts: Sequence[ViewPart],
+    meta: dict[str, str],
+    history: bool = True,
+    config: str | None = None,
+) -> str:
+    """A feature view: its reads (``view_parts``) combined by column name (``config``: only
+    the latest results of that config fingerprint)."""
+    return "\nUNION ALL BY NAME\n".join(_view_part(part, meta, history, config) for part in parts)
 
 
 def existing_files(rows: Sequence[FileRow], root: Path) -> list[FileRow]:

@@ -8,7 +8,7 @@ SELECT DISTINCT feature FROM entries ORDER BY feature;
 -- The objects a feature view reads, with the immutable entry metadata the view exposes as
 -- columns. A NULL `features` means every feature. Newest first, as in sql/catalog.sql.
 SELECT key, feature, symbol, path, code_fingerprint, code_version, config_json, created_at,
-       result_schema, time_column, min_time, max_time, data_fingerprint
+       result_schema, time_column, min_time, max_time, data_fingerprint, config_fingerprint
 FROM entries
 WHERE %(features)s::text[] IS NULL OR feature = ANY(%(features)s::text[])
 ORDER BY feature, created_at DESC, key;

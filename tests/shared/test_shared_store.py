@@ -18,7 +18,7 @@ import pytest
 from shared_worker import expected, moving_average, ticks
 
 from jules_cache import CacheWriteWarning, FeatureStore, StoreError
-from jules_cache.errors import ServiceUnavailable
+from jules_cache.errors import QueryError, ServiceUnavailable
 
 pytestmark = pytest.mark.shared
 WORKER = Path(__file__).with_name("shared_worker.py")
@@ -225,6 +225,26 @@ def test_sql_over_the_shared_cache_prunes_by_symbol(services, s3_url, pg_schema)
         one = store.sql(f"SELECT avg(ma) AS m FROM {view} WHERE symbol = 'B'")
         assert one["m"][0] == pytest.approx(expected(1)["ma"].mean())
         assert store.sql("SELECT count(*) AS n FROM entries")["n"][0] == 3
+
+
+def test_sql_on_a_shared_root_never_mixes_configs_either(services, s3_url, pg_schema):
+    """The view-per-config mechanism of a local root (tests/test_sql_answers.py) on S3."""
+    with _store(s3_url, services, pg_schema) as store:
+        for window in (5, 10):
+            store.fetch("A", ticks(0), {"window": window}, moving_average, version="1")
+        view = next(iter(store.refresh_views().values()))
+        with pytest.raises(QueryError, match="2 configs"):
+            store.sql(f"SELECT count(*) FROM {view}")
+        listed = store.sql(
+            f"SELECT config_view, config_json FROM feature_configs WHERE view_name = '{view}'"
+        )
+        assert listed.height == 2
+        for config_view, config_json in listed.iter_rows():
+            frame = store.sql(
+                f"SELECT count(*) AS n, any_value(config_json) AS c FROM {config_view}"
+            )
+            assert frame.row(0) == (2000, config_json)
+        assert store.sql(f"SELECT count(*) AS n FROM {view}__all")["n"][0] == 4000
 
 
 def test_sql_sees_every_change_since_the_previous_query(services, s3_url, pg_schema):
