@@ -11,7 +11,8 @@ The same story as a local root, on shared services (``pip install "jules-cache[s
   truth: an object without a row is an orphan (a publish that died between PUT and COMMIT),
   which GC deletes after the grace period;
 - GC and check compare the objects listed with the catalog rows by key (the local plan, in
-  DuckDB); every delete is re-checked under the key's advisory lock, rows before objects;
+  DuckDB); every delete is re-checked under the key's advisory lock, and an entry's object is
+  deleted inside the transaction deleting its row: removal is final or it did not happen;
 - SQL reads the objects through ``pyarrow.fs.S3FileSystem`` datasets registered in the same
   sandboxed DuckDB session as a local root's, over a snapshot of the catalog.
 """
@@ -19,6 +20,7 @@ The same story as a local root, on shared services (``pip install "jules-cache[s
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -27,11 +29,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import polars as pl
 
-from jules_cache.errors import InvalidInput, JulesCacheError, StoreError
+from jules_cache.errors import InvalidInput, JulesCacheError, PartialRemoval, StoreError
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
@@ -44,7 +45,7 @@ from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
 from jules_cache.storage.result_files import READ_ERRORS, ResultInfo, entry_row, read_result
-from jules_cache.storage.s3_objects import ObjectStore
+from jules_cache.storage.s3_objects import ObjectStore, canonical_s3_url
 
 _log = logging.getLogger("jules_cache")
 SHARED_SCHEME = "s3://"
@@ -79,17 +80,16 @@ class SharedBackend(Backend):
                 f"a shared cache root ({root}) needs a PostgreSQL catalog: pass "
                 f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
             )
-        parts = urlsplit(root)
-        if not parts.netloc:
-            raise InvalidInput(f"shared cache root {root!r} has no bucket: use s3://bucket/prefix")
         self.read_only = read_only
-        self.location = root.rstrip("/")
+        self.location = canonical_s3_url(root)  # refuses parts a URL parser would drop
         self.root = self.location
         self.lock_timeout = lock_timeout
         self.pending = pending
-        self.objects = ObjectStore(self.location)
+        self.objects = ObjectStore(self.location, lock_timeout=lock_timeout)
         schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
-        self.catalog = PostgresCatalog(dsn, schema=schema)
+        self.catalog = PostgresCatalog(
+            dsn, schema=schema, root=self.location, lock_timeout=lock_timeout
+        )
         if not read_only:
             self.catalog.migrate()  # fail now, naming the service, not on the first miss
         self._temp_dir: str | None = None
@@ -134,10 +134,11 @@ class SharedBackend(Backend):
             if isinstance(exc, JulesCacheError):
                 raise  # the service, not the object: let the caller decide
             _log.warning("cached object %s is damaged (%s); recomputing it", key, exc)
+            name = object_name(key)
             try:  # the key's lock is held: no publish of this key can interleave
-                self.catalog.delete_entries([key])
+                if not self.catalog.drop_entry(key, functools.partial(self.objects.delete, [name])):
+                    self.objects.delete([name])  # no row: an orphan, damaged
                 self.catalog.bump_counter("corrupt_files")
-                self.objects.delete([object_name(key)])
             except self.store_errors() as error:  # the publish replaces it anyway
                 _log.warning("could not remove damaged object %s: %s", key, error)
             return None
@@ -210,12 +211,19 @@ class SharedBackend(Backend):
     # -- counts --------------------------------------------------------------------------------
 
     def write_counts(self, *, wait: bool = True) -> None:
+        """``wait=False`` (from a hit) gives up at once (``LockTimeout``) when the catalog is
+        busy; the counts stay in memory for the next flush."""
         if self.read_only or not self.pending:
             return
         counts = self.pending.take()
         try:
             calls = {key: tuple(row) for key, row in counts.calls.items()}
-            self.catalog.flush_counts(hits=counts.hits, misses=counts.misses, calls=calls)  # type: ignore[arg-type]
+            self.catalog.flush_counts(
+                hits=counts.hits,
+                misses=counts.misses,
+                calls=calls,  # type: ignore[arg-type]
+                wait=wait,
+            )
         except BaseException:
             self.pending.put_back(counts)
             raise
@@ -253,12 +261,22 @@ class SharedBackend(Backend):
     # -- changes and upkeep --------------------------------------------------------------------
 
     def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        from jules_cache.maintenance.shared_upkeep import delete_objects
+        """Each entry goes whole or stays whole (``shared_upkeep.remove_entries``); raises
+        ``PartialRemoval`` naming the objects left, whose entries are still listed."""
+        from jules_cache.maintenance.shared_upkeep import remove_entries
 
         matched = self.query_entries("match_entries", filters)
-        deleted = self.catalog.delete_entries([entry.key for entry in matched])
-        delete_objects(self, [key for key, _ in deleted])
-        return matched
+        removed, left = remove_entries(self, matched)
+        if left:
+            reasons = "; ".join(f"{where}: {why}" for where, why in list(left.items())[:3])
+            raise PartialRemoval(
+                f"removed {len(removed)} of {len(matched)} entries; {len(left)} could not be "
+                f"removed and are still listed and served ({reasons}). Retry once the key is "
+                "free or the service is back",
+                removed,
+                list(left),
+            )
+        return removed
 
     def check(
         self,
