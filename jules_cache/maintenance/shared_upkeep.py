@@ -58,7 +58,7 @@ def list_results(backend: SharedBackend) -> dict[str, Listed]:
     found: dict[str, Listed] = {}
     for name, size, modified in backend.objects.list(f"{OBJECTS_DIR}/"):
         key = name.rsplit("/", 1)[-1].removesuffix(RESULT_SUFFIX)
-        if KEY_PATTERN.match(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
+        if KEY_PATTERN.fullmatch(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
             found[key] = Listed(name, int(size), _aware(modified))
     return found
 
