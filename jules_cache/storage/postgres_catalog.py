@@ -164,6 +164,7 @@ class PostgresCatalog:
         self._pid = os.getpid()
         self._migrated = False
         self._finalizer: weakref.finalize[..., PostgresCatalog] | None = None
+        _catalogs.add(self)
 
     def __repr__(self) -> str:
         return f"PostgresCatalog({self.address!r}, schema={self.schema!r})"
@@ -246,6 +247,18 @@ class PostgresCatalog:
             self._migrate(connection)
             self._migrated = True
         return connection
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: fresh locks (another thread -- e.g. a background count flush --
+        may have held them at the fork, and would never release them here) and no
+        connection (the socket is the parent's session: never touched, never closed)."""
+        self._lock = threading.RLock()
+        self._held = set()
+        self._held_changed = threading.Condition()
+        if self._connection is not None:
+            _abandoned.append(self._connection)
+            self._connection = None
+        self._pid = os.getpid()
 
     def close(self) -> None:
         """Close the connection (releasing every advisory lock it held); reopened on next use."""
@@ -814,6 +827,15 @@ class PostgresCatalog:
 # -- helpers ---------------------------------------------------------------------------------------
 
 _abandoned: list[Any] = []  # connections inherited over a fork: never closed by the child
+_catalogs: weakref.WeakSet[PostgresCatalog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for catalog in list(_catalogs):
+        catalog._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:

@@ -4,7 +4,8 @@ The same story as a local root, on shared services (``pip install "jules-cache[s
 
 - a result is an object at the key-derived name ``<prefix>/objects/<k[:2]>/<k>.parquet``. A hit
   GETs it directly (NoSuchKey → miss), checks the key in its footer and every page checksum,
-  and needs no catalog round trip; hits are counted in memory and flushed in batches;
+  and needs no catalog round trip; hits are counted in memory and flushed in batches, on a
+  background thread that gives up at once on a busy catalog (a hit never waits on a flush);
 - a miss holds the key's PostgreSQL advisory lock while it computes (released by the server
   when the process or its connection dies), writes the object with a conditional PUT
   (``If-None-Match: *``) straight to its final name, then commits the row. The row is the
@@ -26,13 +27,20 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from jules_cache.errors import InvalidInput, JulesCacheError, PartialRemoval, StoreError
+from jules_cache.errors import (
+    InvalidInput,
+    JulesCacheError,
+    LockTimeout,
+    PartialRemoval,
+    StoreError,
+)
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
@@ -96,6 +104,8 @@ class SharedBackend(Backend):
         self._named: set[str] = set()  # features this process knows have a view name
         self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
         self._sql_source: Any = None  # made by the first store.sql, kept for the next ones
+        self._flusher: threading.Thread | None = None  # a hit's count flush, off its path
+        self._flush_failure: Exception | None = None  # of the last background flush
 
     def digest_memo(self) -> FileDigestMemo:
         return self._memo
@@ -211,10 +221,25 @@ class SharedBackend(Backend):
     # -- counts --------------------------------------------------------------------------------
 
     def write_counts(self, *, wait: bool = True) -> None:
-        """``wait=False`` (from a hit) gives up at once (``LockTimeout``) when the catalog is
-        busy; the counts stay in memory for the next flush."""
+        """Write the counts kept in memory.
+
+        ``wait=False`` (a hit) never waits: the flush runs on a background thread, and gives
+        up at once when the catalog is busy (the counts stay in memory for the next one). A
+        hit must not wait on a catalog that is locked, frozen or unreachable: a synchronous
+        flush held hits for as long as another client held a row lock, and for ever on a
+        server process that stopped answering. While background flushes fail for another
+        reason than a busy catalog, this raises ``StoreError`` saying why (the store warns
+        once).
+        """
         if self.read_only or not self.pending:
             return
+        if not wait:
+            self._flush_in_background()
+            return
+        self._join_flusher()
+        self._write_pending(wait=True)
+
+    def _write_pending(self, *, wait: bool) -> None:
         counts = self.pending.take()
         try:
             calls = {key: tuple(row) for key, row in counts.calls.items()}
@@ -227,6 +252,35 @@ class SharedBackend(Backend):
         except BaseException:
             self.pending.put_back(counts)
             raise
+
+    def _flush_in_background(self) -> None:
+        flusher = self._flusher
+        if flusher is None or not flusher.is_alive():  # one at a time; a busy one: skip
+            flusher = threading.Thread(
+                target=self._background_flush, name="jules_cache count flush", daemon=True
+            )
+            self._flusher = flusher
+            flusher.start()
+        failure = self._flush_failure
+        if failure is not None:
+            raise StoreError(f"hit counts not written to the catalog: {failure}") from failure
+
+    def _background_flush(self) -> None:
+        try:
+            self._write_pending(wait=False)
+        except LockTimeout:
+            return  # busy: counts kept for the next flush, nothing to report
+        except Exception as exc:  # reported by the next hit, on the caller's thread
+            self._flush_failure = exc
+        else:
+            self._flush_failure = None
+
+    def _join_flusher(self) -> None:
+        """Let a background flush finish (its counts would otherwise be taken out of this
+        flush), waiting no longer than a catalog statement may take."""
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(self.lock_timeout + 5)
 
     def count_store_failure(self) -> None:
         with contextlib.suppress(Exception):
@@ -327,6 +381,7 @@ class SharedBackend(Backend):
     def close(self) -> None:
         """Remove this process's local temp folder and the SQL catalog copy (the catalog
         connection stays open)."""
+        self._join_flusher()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None

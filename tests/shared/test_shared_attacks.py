@@ -142,6 +142,55 @@ def test_a_stuck_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema)
         assert store.entries()[0].hit_count == 3
 
 
+def test_a_frozen_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema):
+    """The server process of the store's own session stops answering (SIGSTOP: no error, no
+    timeout the server could enforce): hits go on; the counts land once it answers again."""
+    with _store(s3_url, services, pg_schema, lock_timeout=2, hit_flush_seconds=0) as store:
+        _fetch(store)
+        store.flush()
+        backend_pid = store.backend.catalog._connection.info.backend_pid
+        os.kill(backend_pid, signal.SIGSTOP)
+        thaw = threading.Timer(20, os.kill, (backend_pid, signal.SIGCONT))  # fail, never hang
+        thaw.start()
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                assert _fetch(store).hit
+                assert time.monotonic() - started < 1.0
+        finally:
+            thaw.cancel()
+            os.kill(backend_pid, signal.SIGCONT)
+        store.flush()
+        assert store.entries()[0].hit_count == 3
+
+
+def test_a_child_forked_during_a_background_flush_can_use_the_catalog(services, s3_url, pg_schema):
+    """The flush thread holds the catalog's connection lock when the process forks: the child
+    gets fresh locks and its own connection instead of waiting for ever."""
+    with _store(s3_url, services, pg_schema, lock_timeout=2, hit_flush_seconds=0) as store:
+        got = _fetch(store)
+        store.flush()
+        catalog = store.backend.catalog
+        backend_pid = catalog._connection.info.backend_pid
+        os.kill(backend_pid, signal.SIGSTOP)
+        try:
+            assert _fetch(store).hit  # starts a flush that blocks on the stopped server
+            deadline = time.monotonic() + 10
+            while catalog._lock.acquire(blocking=False):  # until the flush thread holds it
+                catalog._lock.release()
+                assert time.monotonic() < deadline, "the background flush never started"
+                time.sleep(0.01)
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child reports by its exit status
+                signal.alarm(20)  # a hang ends the child with SIGALRM, failing the test
+                ok = [entry.key for entry in catalog.entries()] == [got.key]
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(child, 0)
+        finally:
+            os.kill(backend_pid, signal.SIGCONT)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_a_stuck_catalog_session_makes_a_miss_time_out(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema, lock_timeout=2, strict=True) as store:
         _fetch(store)
