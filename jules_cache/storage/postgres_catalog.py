@@ -308,6 +308,22 @@ class PostgresCatalog:
                 f"PostgreSQL catalog at {self.address} (schema {self.schema}): {what} failed: {exc}"
             ) from exc
 
+    def _take_connection(self, what: str, wait: bool = True) -> None:
+        """Hold the connection (other threads of this process use it too): at once or not at
+        all without ``wait``, else for as long as another thread's statement may run."""
+        timeout = self.lock_timeout + _STATEMENT_SLACK
+        if not (self._lock.acquire(timeout=timeout) if wait else self._lock.acquire(False)):
+            where = f"the PostgreSQL catalog connection of this process ({what})"
+            raise LockTimeout(where, timeout if wait else 0.0)
+
+    @contextlib.contextmanager
+    def _holding(self, what: str) -> Iterator[None]:
+        self._take_connection(what)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
     def _live(self) -> bool:
         connection = self._connection
         return connection is not None and not connection.broken and self._pid == os.getpid()
@@ -320,7 +336,7 @@ class PostgresCatalog:
         An ``idempotent`` body (a read, a lock attempt) that finds the connection lost -- the
         server restarted, or ended the session -- is run once more on a new connection.
         """
-        with self._lock:
+        with self._holding(what):
             reused = self._live()
             try:
                 with self._translated(what):
@@ -359,8 +375,7 @@ class PostgresCatalog:
                 began = True
                 return body(connection)
 
-            if not self._lock.acquire(blocking=wait):
-                raise LockTimeout(f"the catalog connection of this process ({what})", 0.0)
+            self._take_connection(what, wait)
             try:
                 with self._translated(what):
                     connection = self._connected()
@@ -410,7 +425,7 @@ class PostgresCatalog:
 
         Holds the connection for the whole block: keep it short (never across a compute).
         """
-        with self._lock, self._translated("transaction"):
+        with self._holding("transaction"), self._translated("transaction"):
             connection = self._connected()
             with connection.transaction():
 
@@ -426,7 +441,7 @@ class PostgresCatalog:
     def migrate(self) -> int:
         """Create the schema and apply pending migrations now (else done on first use);
         return the schema version."""
-        with self._lock, self._translated("migration"):
+        with self._holding("migration"), self._translated("migration"):
             connection = self._connected()
             return self._migrate(connection)
 

@@ -164,6 +164,28 @@ def test_a_frozen_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema
         assert store.entries()[0].hit_count == 3
 
 
+def test_a_thread_waiting_for_a_frozen_session_times_out(services, s3_url, pg_schema):
+    """The background flush is stuck on a stopped server process: another call of the same
+    store waits for the connection no longer than a statement may run, then LockTimeout."""
+    with _store(s3_url, services, pg_schema, lock_timeout=1, hit_flush_seconds=0) as store:
+        _fetch(store)
+        store.flush()
+        backend_pid = store.backend.catalog._connection.info.backend_pid
+        os.kill(backend_pid, signal.SIGSTOP)
+        thaw = threading.Timer(30, os.kill, (backend_pid, signal.SIGCONT))  # fail, never hang
+        thaw.start()
+        try:
+            assert _fetch(store).hit  # its flush blocks on the stopped server
+            time.sleep(0.2)
+            started = time.monotonic()
+            with pytest.raises(LockTimeout, match="catalog connection"):
+                store.entries()
+            assert time.monotonic() - started < 1 + 5 + 3
+        finally:
+            thaw.cancel()
+            os.kill(backend_pid, signal.SIGCONT)
+
+
 def test_a_child_forked_during_a_background_flush_can_use_the_catalog(services, s3_url, pg_schema):
     """The flush thread holds the catalog's connection lock when the process forks: the child
     gets fresh locks and its own connection instead of waiting for ever."""
