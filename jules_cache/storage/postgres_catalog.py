@@ -6,10 +6,18 @@ in ``sql/postgres/*.sql``, rows handed back as ``Entry`` objects just as a local
 It also provides the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory
 lock per key.
 
-One connection per catalog, in autocommit mode, guarded by a lock so threads share it; each
-write is one short transaction. Settings made on connect, and why:
+One connection per catalog, in autocommit mode, guarded by a lock so threads share it (a wait
+for it is bounded too; a forked child gets fresh locks and its own connection); each write is
+one short transaction. The catalog is bound to its cache's root (``catalog_root``, written in
+the migration transaction): a store of another root is refused with ``InvalidInput``.
+Settings made on connect, and why:
 
-- ``connect_timeout`` (default 10 s): an unreachable host fails fast with ``ServiceUnavailable``.
+- ``connect_timeout`` (the store's ``lock_timeout``, within 3-10 s): an unreachable host fails
+  fast with ``ServiceUnavailable``.
+- ``lock_timeout`` (the store's) and ``statement_timeout`` (5 s more): a client left inside a
+  transaction holding a lock made every call wait without end; now a lock wait ends as
+  ``LockTimeout`` and any statement as ``ServiceUnavailable``. A hit's count flush sets both
+  far lower for its transaction (``SET LOCAL``) and runs off the hit path.
 - client TCP keepalives (``keepalives_idle=10``, ``keepalives_interval=5``,
   ``keepalives_count=3``) and ``tcp_user_timeout=30000``: a dead server is noticed in ~25 s
   rather than the kernel's two hours.
