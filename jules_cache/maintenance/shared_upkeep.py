@@ -6,9 +6,9 @@ object published between the two is never taken for an orphan), matched by key i
 key's PostgreSQL advisory lock (the lock a publish holds from compute to COMMIT), an entry's
 object is deleted inside the transaction that deletes its row (so a failed delete leaves the
 entry whole, never a row-less object that hits keep serving), and an object without a row is an
-orphan only once it is older than the
-grace period (a publish PUTs before it commits: give it at least the lock timeout plus the
-longest compute; the default is 6 hours, as for local temp files).
+orphan only once it is older than the grace period (a publish PUTs before it commits: give it
+at least the lock timeout plus the longest compute; the default is 6 hours, as for local temp
+files).
 """
 
 from __future__ import annotations
