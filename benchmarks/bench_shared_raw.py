@@ -170,7 +170,7 @@ def entry_row(key: str) -> dict[str, Any]:
 def bench_catalog(dsn: str, publishes: int, repeat: int) -> dict[str, Any]:
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     started = time.perf_counter()
-    catalog = PostgresCatalog(dsn, schema=schema)
+    catalog = PostgresCatalog(dsn, schema=schema, root=f"s3://bench/{schema}")
     catalog.migrate()
     first_use = time.perf_counter() - started
     try:

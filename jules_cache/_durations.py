@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from jules_cache.errors import InvalidInput
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SYNTAX = "a number with an optional unit s, m, h, d or w (e.g. 6h, 30m, 7d, 3600)"
 
@@ -23,7 +23,7 @@ def parse_duration(value: float | str | timedelta) -> float:
     elif isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.fullmatch(str(value))
         if not match:
             raise InvalidInput(f"duration {value!r} is not a duration; write {SYNTAX}")
         seconds = float(match.group(1)) * _SECONDS[match.group(2).lower()]

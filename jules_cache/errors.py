@@ -88,10 +88,11 @@ class StoreError(JulesCacheError):
 class PartialRemoval(StoreError):
     """``remove`` deleted the entries' rows, but some of their files could not be deleted.
 
-    ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left.
+    ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left
+    (on a shared root: the ``s3://`` locations of objects whose entries were kept).
     """
 
-    def __init__(self, message: str, removed: Sequence[Entry], not_deleted: Sequence[Path]):
+    def __init__(self, message: str, removed: Sequence[Entry], not_deleted: Sequence[Path | str]):
         super().__init__(message)
         self.removed = removed
         self.not_deleted = not_deleted

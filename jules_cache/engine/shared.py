@@ -4,14 +4,16 @@ The same story as a local root, on shared services (``pip install "jules-cache[s
 
 - a result is an object at the key-derived name ``<prefix>/objects/<k[:2]>/<k>.parquet``. A hit
   GETs it directly (NoSuchKey → miss), checks the key in its footer and every page checksum,
-  and needs no catalog round trip; hits are counted in memory and flushed in batches;
+  and needs no catalog round trip; hits are counted in memory and flushed in batches, on a
+  background thread that gives up at once on a busy catalog (a hit never waits on a flush);
 - a miss holds the key's PostgreSQL advisory lock while it computes (released by the server
   when the process or its connection dies), writes the object with a conditional PUT
   (``If-None-Match: *``) straight to its final name, then commits the row. The row is the
   truth: an object without a row is an orphan (a publish that died between PUT and COMMIT),
   which GC deletes after the grace period;
 - GC and check compare the objects listed with the catalog rows by key (the local plan, in
-  DuckDB); every delete is re-checked under the key's advisory lock, rows before objects;
+  DuckDB); every delete is re-checked under the key's advisory lock, and an entry's object is
+  deleted inside the transaction deleting its row: removal is final or it did not happen;
 - SQL reads the objects through ``pyarrow.fs.S3FileSystem`` datasets registered in the same
   sandboxed DuckDB session as a local root's, over a snapshot of the catalog.
 """
@@ -19,20 +21,27 @@ The same story as a local root, on shared services (``pip install "jules-cache[s
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import polars as pl
 
 from jules_cache.engine.backend import Backend, Frame, Progress
-from jules_cache.errors import InvalidInput, JulesCacheError, StoreError
+from jules_cache.errors import (
+    InvalidInput,
+    JulesCacheError,
+    LockTimeout,
+    PartialRemoval,
+    StoreError,
+)
 from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
@@ -44,7 +53,7 @@ from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
 from jules_cache.storage.result_files import READ_ERRORS, ResultInfo, entry_row, read_result
-from jules_cache.storage.s3_objects import ObjectStore
+from jules_cache.storage.s3_objects import ObjectStore, canonical_s3_url
 
 _log = logging.getLogger("jules_cache")
 SHARED_SCHEME = "s3://"
@@ -79,23 +88,24 @@ class SharedBackend(Backend):
                 f"a shared cache root ({root}) needs a PostgreSQL catalog: pass "
                 f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
             )
-        parts = urlsplit(root)
-        if not parts.netloc:
-            raise InvalidInput(f"shared cache root {root!r} has no bucket: use s3://bucket/prefix")
         self.read_only = read_only
-        self.location = root.rstrip("/")
+        self.location = canonical_s3_url(root)  # refuses parts a URL parser would drop
         self.root = self.location
         self.lock_timeout = lock_timeout
         self.pending = pending
-        self.objects = ObjectStore(self.location)
+        self.objects = ObjectStore(self.location, lock_timeout=lock_timeout)
         schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
-        self.catalog = PostgresCatalog(dsn, schema=schema)
+        self.catalog = PostgresCatalog(
+            dsn, schema=schema, root=self.location, lock_timeout=lock_timeout
+        )
         if not read_only:
             self.catalog.migrate()  # fail now, naming the service, not on the first miss
         self._temp_dir: str | None = None
         self._named: set[str] = set()  # features this process knows have a view name
         self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
         self._sql_source: Any = None  # made by the first store.sql, kept for the next ones
+        self._flusher: threading.Thread | None = None  # a hit's count flush, off its path
+        self._flush_failure: Exception | None = None  # of the last background flush
 
     def digest_memo(self) -> FileDigestMemo:
         return self._memo
@@ -134,10 +144,11 @@ class SharedBackend(Backend):
             if isinstance(exc, JulesCacheError):
                 raise  # the service, not the object: let the caller decide
             _log.warning("cached object %s is damaged (%s); recomputing it", key, exc)
+            name = object_name(key)
             try:  # the key's lock is held: no publish of this key can interleave
-                self.catalog.delete_entries([key])
+                if not self.catalog.drop_entry(key, functools.partial(self.objects.delete, [name])):
+                    self.objects.delete([name])  # no row: an orphan, damaged
                 self.catalog.bump_counter("corrupt_files")
-                self.objects.delete([object_name(key)])
             except self.store_errors() as error:  # the publish replaces it anyway
                 _log.warning("could not remove damaged object %s: %s", key, error)
             return None
@@ -210,15 +221,66 @@ class SharedBackend(Backend):
     # -- counts --------------------------------------------------------------------------------
 
     def write_counts(self, *, wait: bool = True) -> None:
+        """Write the counts kept in memory.
+
+        ``wait=False`` (a hit) never waits: the flush runs on a background thread, and gives
+        up at once when the catalog is busy (the counts stay in memory for the next one). A
+        hit must not wait on a catalog that is locked, frozen or unreachable: a synchronous
+        flush held hits for as long as another client held a row lock, and for ever on a
+        server process that stopped answering. While background flushes fail for another
+        reason than a busy catalog, this raises ``StoreError`` saying why (the store warns
+        once).
+        """
         if self.read_only or not self.pending:
             return
+        if not wait:
+            self._flush_in_background()
+            return
+        self._join_flusher()
+        self._write_pending(wait=True)
+
+    def _write_pending(self, *, wait: bool) -> None:
         counts = self.pending.take()
         try:
             calls = {key: tuple(row) for key, row in counts.calls.items()}
-            self.catalog.flush_counts(hits=counts.hits, misses=counts.misses, calls=calls)  # type: ignore[arg-type]
+            self.catalog.flush_counts(
+                hits=counts.hits,
+                misses=counts.misses,
+                calls=calls,  # type: ignore[arg-type]
+                wait=wait,
+            )
         except BaseException:
             self.pending.put_back(counts)
             raise
+
+    def _flush_in_background(self) -> None:
+        flusher = self._flusher
+        if flusher is None or not flusher.is_alive():  # one at a time; a busy one: skip
+            flusher = threading.Thread(
+                target=self._background_flush, name="jules_cache count flush", daemon=True
+            )
+            self._flusher = flusher
+            flusher.start()
+        failure = self._flush_failure
+        if failure is not None:
+            raise StoreError(f"hit counts not written to the catalog: {failure}") from failure
+
+    def _background_flush(self) -> None:
+        try:
+            self._write_pending(wait=False)
+        except LockTimeout:
+            return  # busy: counts kept for the next flush, nothing to report
+        except Exception as exc:  # reported by the next hit, on the caller's thread
+            self._flush_failure = exc
+        else:
+            self._flush_failure = None
+
+    def _join_flusher(self) -> None:
+        """Let a background flush finish (its counts would otherwise be taken out of this
+        flush), waiting no longer than a catalog statement may take."""
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(self.lock_timeout + 5)
 
     def count_store_failure(self) -> None:
         with contextlib.suppress(Exception):
@@ -260,12 +322,22 @@ class SharedBackend(Backend):
     # -- changes and upkeep --------------------------------------------------------------------
 
     def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        from jules_cache.engine.shared_upkeep import delete_objects
+        """Each entry goes whole or stays whole (``shared_upkeep.remove_entries``); raises
+        ``PartialRemoval`` naming the objects left, whose entries are still listed."""
+        from jules_cache.engine.shared_upkeep import remove_entries
 
         matched = self.query_entries("match_entries", filters)
-        deleted = self.catalog.delete_entries([entry.key for entry in matched])
-        delete_objects(self, [key for key, _ in deleted])
-        return matched
+        removed, left = remove_entries(self, matched)
+        if left:
+            reasons = "; ".join(f"{where}: {why}" for where, why in list(left.items())[:3])
+            raise PartialRemoval(
+                f"removed {len(removed)} of {len(matched)} entries; {len(left)} could not be "
+                f"removed and are still listed and served ({reasons}). Retry once the key is "
+                "free or the service is back",
+                removed,
+                list(left),
+            )
+        return removed
 
     def check(
         self,
@@ -316,6 +388,7 @@ class SharedBackend(Backend):
     def close(self) -> None:
         """Remove this process's local temp folder and the SQL catalog copy (the catalog
         connection stays open)."""
+        self._join_flusher()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None

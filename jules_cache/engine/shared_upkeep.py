@@ -3,14 +3,17 @@
 The same plan as a local root: objects listed, then catalog rows read (in that order, so an
 object published between the two is never taken for an orphan), matched by key in DuckDB with
 ``sql/gc.sql``'s ``plan``. What differs is the guard: each candidate is re-checked holding its
-key's PostgreSQL advisory lock (the lock a publish holds from compute to COMMIT), rows are
-deleted before objects, and an object without a row is an orphan only once it is older than the
-grace period (a publish PUTs before it commits: give it at least the lock timeout plus the
-longest compute; the default is 6 hours, as for local temp files).
+key's PostgreSQL advisory lock (the lock a publish holds from compute to COMMIT), an entry's
+object is deleted inside the transaction that deletes its row (so a failed delete leaves the
+entry whole, never a row-less object that hits keep serving), and an object without a row is an
+orphan only once it is older than the grace period (a publish PUTs before it commits: give it
+at least the lock timeout plus the longest compute; the default is 6 hours, as for local temp
+files).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jules_cache.engine.shared import object_name
-from jules_cache.errors import LockTimeout
+from jules_cache.errors import LockTimeout, StoreError
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
     MISSING_FILE,
@@ -37,6 +40,7 @@ from jules_cache.storage.manifest import utc_now
 if TYPE_CHECKING:
     from jules_cache.engine.backend import Progress
     from jules_cache.engine.shared import SharedBackend
+    from jules_cache.models import Entry
 
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
@@ -54,26 +58,33 @@ def list_results(backend: SharedBackend) -> dict[str, Listed]:
     found: dict[str, Listed] = {}
     for name, size, modified in backend.objects.list(f"{OBJECTS_DIR}/"):
         key = name.rsplit("/", 1)[-1].removesuffix(RESULT_SUFFIX)
-        if KEY_PATTERN.match(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
+        if KEY_PATTERN.fullmatch(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
             found[key] = Listed(name, int(size), _aware(modified))
     return found
 
 
-def delete_objects(backend: SharedBackend, keys: Iterable[str]) -> list[str]:
-    """Delete the objects of ``keys`` whose rows are gone, each checked holding its key's lock
-    (a publish of the key between the row's deletion and now keeps its object). Returns the
-    keys whose object was deleted."""
-    deleted = []
-    for key in keys:
+def remove_entries(
+    backend: SharedBackend, entries: Iterable[Entry]
+) -> tuple[list[Entry], dict[str, str]]:
+    """Remove each entry holding its key's lock: its object is deleted inside the transaction
+    that deletes its row, so either both go or the entry stays listed (and served).
+
+    Deleting rows first, objects later, let an object outlive a reported removal (a key lock
+    busy, S3 refusing) and be served by every hit. Returns the entries removed and, for those
+    left, ``{object location: why}``. Waits up to ``lock_timeout`` for a busy key.
+    """
+    removed: list[Entry] = []
+    left: dict[str, str] = {}
+    for entry in entries:
+        key = entry.key
+        delete_object = functools.partial(backend.objects.delete, [object_name(key)])
         try:
-            with backend.catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
-                if backend.catalog.keys_with_rows([key]):
-                    continue  # published again meanwhile: the object is live
-                backend.objects.delete([object_name(key)])
-                deleted.append(key)
-        except LockTimeout:
-            continue  # being computed now: its publish replaces the object; GC retries later
-    return deleted
+            with backend.catalog.key_lock(key, backend.lock_timeout):
+                if backend.catalog.drop_entry(key, delete_object):
+                    removed.append(entry)
+        except (LockTimeout, StoreError) as exc:  # ServiceUnavailable is a StoreError
+            left[backend.result_location(key)] = str(exc)
+    return removed, left
 
 
 # -- GC ---------------------------------------------------------------------------------------
@@ -172,7 +183,8 @@ class _Run(GCRun):
             self._advance(1)
 
     def _delete_one(self, item: GCItem) -> None:
-        """Re-check the candidate holding its key's lock; rows before objects."""
+        """Re-check the candidate holding its key's lock; an entry's object is deleted inside
+        the transaction deleting its row (``drop_entry``)."""
         catalog, objects, key = self.backend.catalog, self.backend.objects, item.key
         assert key is not None
         held = time.perf_counter()
@@ -185,8 +197,9 @@ class _Run(GCRun):
                         catalog.delete_entries([key])
                     )
                 else:  # expired or over budget: spared if it was accessed since the plan
-                    done = bool(catalog.delete_entries([key], [self._last_access[key]]))
-                if done and item.reason != "dangling":
+                    delete_object = functools.partial(objects.delete, [object_name(key)])
+                    done = catalog.drop_entry(key, delete_object, self._last_access[key])
+                if done and item.reason == "orphan":
                     objects.delete([object_name(key)])
         except LockTimeout:
             done = False  # being computed right now
@@ -256,7 +269,8 @@ def check(backend: SharedBackend, *, fix: bool, deep: bool, grace_seconds: float
 
 
 def _fix(backend: SharedBackend, problem: Problem) -> Problem:
-    """Drop the row (if any), then the object, holding the key's lock."""
+    """Drop the row (if any) and the object, holding the key's lock (the object inside the
+    row's transaction, so a failure leaves both)."""
     from dataclasses import replace
 
     key = problem.key
@@ -265,10 +279,11 @@ def _fix(backend: SharedBackend, problem: Problem) -> Problem:
         with backend.catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
             if problem.kind == ORPHAN_FILE and backend.catalog.keys_with_rows([key]):
                 return replace(problem, action="kept: published meanwhile")
-            if problem.kind != ORPHAN_FILE:
+            delete_object = functools.partial(backend.objects.delete, [object_name(key)])
+            if problem.kind == MISSING_FILE:
                 backend.catalog.delete_entries([key])
-            if problem.kind != MISSING_FILE:
-                backend.objects.delete([object_name(key)])
+            elif problem.kind == ORPHAN_FILE or not backend.catalog.drop_entry(key, delete_object):
+                delete_object()  # no row (left): an orphan
     except LockTimeout:
         return problem  # being computed: left for the next check
     action = "deleted object" if problem.kind == ORPHAN_FILE else "dropped row and object"

@@ -106,7 +106,7 @@ KINDS = (
 )
 LEFTOVER_KINDS = frozenset({STALE_TEMP, STALE_LOCK})
 
-_RESULT_NAME = re.compile(r"^([0-9a-f]{32})\.parquet$")
+_RESULT_NAME = re.compile(r"([0-9a-f]{32})\.parquet")  # fullmatch only
 
 
 @dataclass(frozen=True)
@@ -411,7 +411,7 @@ def _result_files(layout: Layout) -> dict[Path, str | None]:
             files[folder] = None
             continue
         for child, entry in rootfs.listdir(layout.root, folder):
-            match = _RESULT_NAME.match(child)
+            match = _RESULT_NAME.fullmatch(child)
             regular = stat.S_ISREG(entry.st_mode)
             key = match.group(1) if match and regular and name == match.group(1)[:2] else None
             files[folder / child] = key

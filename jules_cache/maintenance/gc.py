@@ -127,7 +127,7 @@ def _env_weeks(text: str) -> float:
         ) from None
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*", re.IGNORECASE)
 
 
 def parse_size(value: int | str) -> int:
@@ -135,7 +135,7 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     else:
-        match = _SIZE.match(str(value))
+        match = _SIZE.fullmatch(str(value))
         if not match:
             raise InvalidInput(f"max size {value!r} is not a size; write e.g. 50GB, 500MB or 1.5TB")
         number, unit = float(match.group(1)), match.group(2).upper()
@@ -504,7 +504,7 @@ def _describe(exc: BaseException) -> str:
 
 def _key(item: GCItem) -> str:
     """The key of a result item (temp and lock items have none)."""
-    assert item.key is not None and KEY_PATTERN.match(item.key)
+    assert item.key is not None and KEY_PATTERN.fullmatch(item.key)
     return item.key
 
 

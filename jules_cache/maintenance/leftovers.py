@@ -40,9 +40,9 @@ TEMP = "temp"
 LOCK = "lock"
 
 _TEMP_NAME = re.compile(
-    r"^(?:(?P<key>[0-9a-f]{32})\.[^/\\]+\.parquet\.tmp|manifest\.[^/\\]+\.duckdb\.tmp(?:\.wal)?)$"
+    r"(?:(?P<key>[0-9a-f]{32})\.[^/\\]+\.parquet\.tmp|manifest\.[^/\\]+\.duckdb\.tmp(?:\.wal)?)"
 )
-_LOCK_NAME = re.compile(r"^(?P<key>[0-9a-f]{32})\.lock$")
+_LOCK_NAME = re.compile(r"(?P<key>[0-9a-f]{32})\.lock")  # fullmatch only
 
 # What ``remove`` did.
 REMOVED = "removed"
@@ -80,7 +80,7 @@ def find(layout: Layout, grace_seconds: float) -> Found:
     in_flight = 0
     for kind, folder, pattern in ((TEMP, layout.tmp, _TEMP_NAME), (LOCK, layout.locks, _LOCK_NAME)):
         for name, found in rootfs.listdir(layout.root, folder):
-            match = pattern.match(name)
+            match = pattern.fullmatch(name)
             if match is None or not stat.S_ISREG(found.st_mode):
                 continue
             age = now - found.st_mtime

@@ -58,7 +58,7 @@ from jules_cache.storage.manifest import utc_now
 if TYPE_CHECKING:  # callers pass connections: ``import jules_cache`` (and a hit) loads no DuckDB
     import duckdb
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch only: '$' passes "x\n"
 CATALOG_VIEW = "feature_views"
 # Tables of the manifest (present or planned) a feature view must never shadow.
 RESERVED = frozenset(
@@ -257,7 +257,7 @@ def latest_rows(rows: Sequence[FileRow]) -> list[FileRow]:
 
 def require_identifier(name: str) -> str:
     """Return ``name`` if it may be formatted into SQL as an identifier; raise otherwise."""
-    if not IDENTIFIER.match(name):
+    if not IDENTIFIER.fullmatch(name):
         raise ValueError(f"refusing to use {name!r} as an SQL identifier")
     return name
 
@@ -436,7 +436,7 @@ def _is_link_name(name: str, found: os.stat_result) -> bool:
     """A name the library could have made for a link (``<key>.parquet``, a file or a link)."""
     return (
         name.endswith(RESULT_SUFFIX)
-        and KEY_PATTERN.match(name.removesuffix(RESULT_SUFFIX)) is not None
+        and KEY_PATTERN.fullmatch(name.removesuffix(RESULT_SUFFIX)) is not None
         and (stat.S_ISREG(found.st_mode) or stat.S_ISLNK(found.st_mode))
     )
 

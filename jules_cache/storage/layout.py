@@ -44,7 +44,7 @@ QUARANTINE_DIR = "quarantine"
 RESULT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
 
-KEY_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+KEY_PATTERN = re.compile(r"[0-9a-f]{32}")  # fullmatch only: '$' passes a trailing "\n"
 
 
 @dataclass(frozen=True)

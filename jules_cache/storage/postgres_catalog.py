@@ -6,10 +6,18 @@ in ``sql/postgres/*.sql``, rows handed back as ``Entry`` objects just as a local
 It also provides the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory
 lock per key.
 
-One connection per catalog, in autocommit mode, guarded by a lock so threads share it; each
-write is one short transaction. Settings made on connect, and why:
+One connection per catalog, in autocommit mode, guarded by a lock so threads share it (a wait
+for it is bounded too; a forked child gets fresh locks and its own connection); each write is
+one short transaction. The catalog is bound to its cache's root (``catalog_root``, written in
+the migration transaction): a store of another root is refused with ``InvalidInput``.
+Settings made on connect, and why:
 
-- ``connect_timeout`` (default 10 s): an unreachable host fails fast with ``ServiceUnavailable``.
+- ``connect_timeout`` (the store's ``lock_timeout``, within 3-10 s): an unreachable host fails
+  fast with ``ServiceUnavailable``.
+- ``lock_timeout`` (the store's) and ``statement_timeout`` (5 s more): a client left inside a
+  transaction holding a lock made every call wait without end; now a lock wait ends as
+  ``LockTimeout`` and any statement as ``ServiceUnavailable``. A hit's count flush sets both
+  far lower for its transaction (``SET LOCAL``) and runs off the hit path.
 - client TCP keepalives (``keepalives_idle=10``, ``keepalives_interval=5``,
   ``keepalives_count=3``) and ``tcp_user_timeout=30000``: a dead server is noticed in ~25 s
   rather than the kernel's two hours.
@@ -59,7 +67,7 @@ T = TypeVar("T")
 
 SQL_FOLDER = "postgres"
 DEFAULT_SCHEMA = "jules_cache"
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # fullmatch only: '$' passes "x\n"
 # Client side (libpq) and server side (GUCs, per session) dead-peer detection; see the module.
 _CLIENT_SETTINGS = {
     "keepalives": "1",
@@ -80,6 +88,10 @@ _ADVICE = (
     "Check that the server is running and reachable from this host, and the catalog DSN "
     "(host, port, database, user, password)"
 )
+_STATEMENT_SLACK = 5.0  # seconds a statement may run beyond lock_timeout (statement_timeout)
+_CONNECT_FLOOR = 3.0  # seconds: the least connect_timeout, however small lock_timeout is
+_NO_WAIT_LOCK_MS = 1  # a hit's count flush: give up at once on a busy row (0 would mean never)
+_NO_WAIT_STATEMENT_MS = 1000
 _LOCK_POLL_FIRST = 0.001  # seconds; doubles up to _LOCK_POLL_MAX, with jitter
 _LOCK_POLL_MAX = 0.05
 _TRANSACTION_RETRIES = 3
@@ -134,18 +146,23 @@ class PostgresCatalog:
         self,
         dsn: str,
         *,
+        root: str,
         schema: str = DEFAULT_SCHEMA,
-        connect_timeout: float = 10.0,
+        lock_timeout: float = 600.0,
         application_name: str | None = None,
     ):
-        if not _SCHEMA_NAME.match(schema):
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
             raise InvalidInput(
                 f"catalog schema {schema!r} is not a plain lowercase identifier "
                 "(letters, digits, _; at most 63)"
             )
+        if not isinstance(root, str) or not root.strip("/"):
+            raise InvalidInput(f"a catalog needs the root of its cache, not {root!r}")
         self.dsn = dsn
         self.schema = schema
-        self.connect_timeout = connect_timeout
+        self.root = root.rstrip("/")
+        self.lock_timeout = float(lock_timeout)
+        self.connect_timeout = min(10.0, max(_CONNECT_FLOOR, self.lock_timeout))
         self.application_name = application_name or _default_application_name()
         self.address = _address(dsn)
         self._lock = threading.RLock()  # one statement or transaction at a time on the connection
@@ -155,6 +172,7 @@ class PostgresCatalog:
         self._pid = os.getpid()
         self._migrated = False
         self._finalizer: weakref.finalize[..., PostgresCatalog] | None = None
+        _catalogs.add(self)
 
     def __repr__(self) -> str:
         return f"PostgresCatalog({self.address!r}, schema={self.schema!r})"
@@ -163,8 +181,9 @@ class PostgresCatalog:
     def __getstate__(self) -> dict[str, Any]:
         return {
             "dsn": self.dsn,
+            "root": self.root,
             "schema": self.schema,
-            "connect_timeout": self.connect_timeout,
+            "lock_timeout": self.lock_timeout,
             "application_name": None,  # the new process names itself
         }
 
@@ -191,7 +210,13 @@ class PostgresCatalog:
             settings["connect_timeout"] = max(1, round(self.connect_timeout))
         if "application_name" not in given:
             settings["application_name"] = self.application_name[:63]
-        server = {**_SERVER_SETTINGS, "search_path": self.schema}
+        # Every wait of a statement ends: a lock wait after lock_timeout (LockTimeout), any
+        # statement a little later (0 would mean "wait for ever" to PostgreSQL).
+        waits = {
+            "lock_timeout": f"{max(1, round(self.lock_timeout * 1000))}ms",
+            "statement_timeout": f"{round((self.lock_timeout + _STATEMENT_SLACK) * 1000)}ms",
+        }
+        server = {**_SERVER_SETTINGS, **waits, "search_path": self.schema}
         # Ours first, then the DSN's own options (which win), except the schema we must use.
         options = " ".join(f"-c {name}={value}" for name, value in server.items())
         if given.get("options"):
@@ -231,6 +256,18 @@ class PostgresCatalog:
             self._migrated = True
         return connection
 
+    def _reset_after_fork(self) -> None:
+        """In a forked child: fresh locks (another thread -- e.g. a background count flush --
+        may have held them at the fork, and would never release them here) and no
+        connection (the socket is the parent's session: never touched, never closed)."""
+        self._lock = threading.RLock()
+        self._held = set()
+        self._held_changed = threading.Condition()
+        if self._connection is not None:
+            _abandoned.append(self._connection)
+            self._connection = None
+        self._pid = os.getpid()
+
     def close(self) -> None:
         """Close the connection (releasing every advisory lock it held); reopened on next use."""
         with self._lock:
@@ -259,6 +296,17 @@ class PostgresCatalog:
 
         try:
             yield
+        except psycopg.errors.LockNotAvailable as exc:  # lock_timeout: a client holds a lock
+            where = (
+                f"on the catalog at {self.address} (schema {self.schema}) during {what}; "
+                "a client holds it (see pg_stat_activity)"
+            )
+            raise LockTimeout(where, self.lock_timeout) from exc
+        except psycopg.errors.QueryCanceled as exc:  # statement_timeout
+            problem = f"{what} ran past statement_timeout ({exc})"
+            raise ServiceUnavailable(
+                "PostgreSQL", self.address, problem, "Check the server's load and locks"
+            ) from exc
         except psycopg.Error as exc:
             connection = self._connection
             if connection is None or connection.closed or connection.broken:
@@ -267,6 +315,22 @@ class PostgresCatalog:
             raise ManifestError(
                 f"PostgreSQL catalog at {self.address} (schema {self.schema}): {what} failed: {exc}"
             ) from exc
+
+    def _take_connection(self, what: str, wait: bool = True) -> None:
+        """Hold the connection (other threads of this process use it too): at once or not at
+        all without ``wait``, else for as long as another thread's statement may run."""
+        timeout = self.lock_timeout + _STATEMENT_SLACK
+        if not (self._lock.acquire(timeout=timeout) if wait else self._lock.acquire(False)):
+            where = f"the PostgreSQL catalog connection of this process ({what})"
+            raise LockTimeout(where, timeout if wait else 0.0)
+
+    @contextlib.contextmanager
+    def _holding(self, what: str) -> Iterator[None]:
+        self._take_connection(what)
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _live(self) -> bool:
         connection = self._connection
@@ -280,25 +344,32 @@ class PostgresCatalog:
         An ``idempotent`` body (a read, a lock attempt) that finds the connection lost -- the
         server restarted, or ended the session -- is run once more on a new connection.
         """
-        with self._lock:
+        with self._holding(what):
             reused = self._live()
             try:
                 with self._translated(what):
                     return body(self._connected())
             except ServiceUnavailable:
-                if not (idempotent and reused):
-                    raise
+                if not (idempotent and reused) or self._live():
+                    raise  # a live connection: the server answered (e.g. statement_timeout)
             with self._translated(what):
                 return body(self._connected())
 
     def _transact(
-        self, what: str, body: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool = False
+        self,
+        what: str,
+        body: Callable[[psycopg.Connection[Any]], T],
+        *,
+        idempotent: bool = False,
+        wait: bool = True,
     ) -> T:
         """Run ``body`` in one transaction.
 
         Retried whole on a deadlock or serialization failure (PostgreSQL rolled it back:
         nothing of it was applied), and once on a new connection when the old one turns out
         lost before the transaction began (or at any point, for an ``idempotent`` body).
+        ``wait=False`` raises ``LockTimeout`` at once if another thread of this process is
+        using the connection.
         """
         import psycopg
 
@@ -312,20 +383,23 @@ class PostgresCatalog:
                 began = True
                 return body(connection)
 
+            self._take_connection(what, wait)
             try:
-                with self._lock, self._translated(what):
+                with self._translated(what):
                     connection = self._connected()
                     with connection.transaction():
                         return begun(connection)
             except ServiceUnavailable:
-                if retried_connection or not reused or (began and not idempotent):
+                if retried_connection or not reused or (began and not idempotent) or self._live():
                     raise
                 retried_connection = True
             except ManifestError as exc:
                 retry = isinstance(exc.__cause__, psycopg.errors.TransactionRollback)
                 if not retry or attempt == _TRANSACTION_RETRIES - 1:
                     raise
-                time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))
+            finally:
+                self._lock.release()
+            time.sleep(random.uniform(0.001, 0.02) * (attempt + 1))  # connection not held
         raise AssertionError("unreachable")
 
     # -- statements --------------------------------------------------------------------------------
@@ -371,7 +445,7 @@ class PostgresCatalog:
 
         Holds the connection for the whole block: keep it short (never across a compute).
         """
-        with self._lock, self._translated("transaction"):
+        with self._holding("transaction"), self._translated("transaction"):
             connection = self._connected()
             with connection.transaction():
 
@@ -387,13 +461,16 @@ class PostgresCatalog:
     def migrate(self) -> int:
         """Create the schema and apply pending migrations now (else done on first use);
         return the schema version."""
-        with self._lock, self._translated("migration"):
+        with self._holding("migration"), self._translated("migration"):
             connection = self._connected()
             return self._migrate(connection)
 
     def _migrate(self, connection: psycopg.Connection[Any]) -> int:
-        """Bring the schema up to date; concurrent first connections wait on an advisory
-        transaction lock, then find the work done."""
+        """Bring the schema up to date and bind it to this catalog's root; concurrent first
+        connections wait on an advisory transaction lock, then find the work done.
+
+        Raises ``InvalidInput`` when the schema belongs to another root.
+        """
         from psycopg import sql
 
         statements = sqlfiles.load(f"{SQL_FOLDER}/schema.sql")
@@ -403,11 +480,15 @@ class PostgresCatalog:
             if name.startswith("migration_")
         )
         latest = migrations[-1]
+        bound: tuple[Any, ...] | None = None
         with contextlib.suppress(Exception), connection.transaction():
-            # Fast path: already up to date (no lock, no DDL). Fails on a new schema.
+            # Fast path: already up to date and bound (no lock, no DDL). Fails on a new schema.
             (version,) = connection.execute(statements["current_version"]).fetchone() or (0,)
             if version == latest:
-                return latest
+                bound = connection.execute(statements["bound_root"]).fetchone()
+        if bound is not None:
+            self._check_root(bound[0])
+            return latest
         with connection.transaction():
             connection.execute(
                 _statement("locks.sql", "xact_lock"), {"lock": lock_id(self.schema, "migrate")}
@@ -427,7 +508,20 @@ class PostgresCatalog:
                     connection.execute(statements[f"migration_{number}"])
                     params = {"version": number, "applied_at": datetime.now(UTC)}
                     connection.execute(statements["record_version"], params)
+            params = {"root": self.root, "bound_at": datetime.now(UTC)}
+            connection.execute(statements["bind_root"], params)
+            (root,) = connection.execute(statements["bound_root"]).fetchone() or ("",)
+            self._check_root(root)  # another root's catalog: nothing of this is committed
         return latest
+
+    def _check_root(self, bound: str) -> None:
+        if bound != self.root:
+            raise InvalidInput(
+                f"the catalog schema {self.schema!r} at {self.address} belongs to the cache "
+                f"{bound!r}, not to {self.root!r}: two caches on one schema would delete each "
+                "other's results. Pick another catalog_schema (or $JULES_CACHE_CATALOG_SCHEMA) "
+                "for this root"
+            )
 
     # -- single flight across hosts ----------------------------------------------------------------
 
@@ -593,10 +687,15 @@ class PostgresCatalog:
         hits: Mapping[str, tuple[int, datetime]] | None = None,
         misses: int = 0,
         calls: Mapping[str, tuple[str, str, int, int]] | None = None,
+        wait: bool = True,
     ) -> None:
         """Add counts kept in memory, in one transaction: ``hits`` {key: (count, last access)}
         onto the entries, ``misses`` onto the cache-wide counter, ``calls`` {key: (feature,
         symbol, hits, misses)} onto the per-feature/symbol counters.
+
+        ``wait=False`` (a hit's flush) gives up at once with ``LockTimeout`` when a lock it
+        needs is held -- by a client of the catalog or another thread of this process: a hit
+        never waits on a count flush.
 
         Flushes from all hosts are serialised by an advisory transaction lock (so new symbols
         get distinct ordinals) and lock entry rows in key order (so they never deadlock with
@@ -611,6 +710,9 @@ class PostgresCatalog:
             def run(filename: str, name: str, params: Mapping[str, Any]) -> None:
                 connection.execute(_statement(filename, name), params)
 
+            if not wait:  # SET LOCAL: this transaction only
+                connection.execute(f"SET LOCAL lock_timeout = {_NO_WAIT_LOCK_MS}")
+                connection.execute(f"SET LOCAL statement_timeout = {_NO_WAIT_STATEMENT_MS}")
             run("locks.sql", "xact_lock", {"lock": lock_id(self.schema, "flush")})
             if hits:
                 keys = sorted(hits)
@@ -635,7 +737,7 @@ class PostgresCatalog:
                 }
                 run("entries.sql", "count_calls", params)
 
-        self._transact("counter flush", body)
+        self._transact("counter flush", body, wait=wait)
 
     def bump_counter(self, name: str, delta: int = 1) -> None:
         """Add ``delta`` to the cache-wide counter ``name`` (created at 0 if new)."""
@@ -663,8 +765,8 @@ class PostgresCatalog:
         (key, feature) pairs really deleted.
 
         With ``last_accessed`` (one per key, as GC planned them), a row accessed since is
-        spared; None deletes unconditionally. Rows go before objects: the caller deletes the
-        objects of the returned keys after this returns.
+        spared; None deletes unconditionally. For rows whose object was found gone
+        (dangling); an entry with its object goes through ``drop_entry``.
         """
         keys = list(keys)
         if not keys:
@@ -680,6 +782,34 @@ class PostgresCatalog:
             gone = {"keys": [key for key, _ in deleted]}
             connection.execute(_statement("removal.sql", "delete_entry_inputs"), gone)
             return [(key, feature) for key, feature in deleted]
+
+        return self._transact("delete", body)
+
+    def drop_entry(
+        self,
+        key: str,
+        delete_object: Callable[[], None],
+        last_accessed: datetime | None = None,
+    ) -> bool:
+        """Delete the row of ``key`` and, before that deletion commits, its object (by calling
+        ``delete_object``); True if both went. Hold the key's lock.
+
+        If ``delete_object`` raises, the row stays (the transaction rolls back) and the error
+        propagates: an entry is never reported gone while its object is still served. If the
+        commit fails after the object went, a row without its object is left: a miss, which
+        GC collects as dangling. With ``last_accessed`` (GC's plan), a row accessed since is
+        spared (False) and its object untouched.
+        """
+
+        def body(connection: psycopg.Connection[Any]) -> bool:
+            connection.execute(_statement("entries.sql", "lock_entries"), {"keys": [key]})
+            params = {"keys": [key], "last_accessed": [last_accessed]}
+            deleted = _rows(connection.execute(_statement("removal.sql", "delete_entries"), params))
+            if not deleted:
+                return False
+            connection.execute(_statement("removal.sql", "delete_entry_inputs"), {"keys": [key]})
+            delete_object()
+            return True
 
         return self._transact("delete", body)
 
@@ -732,6 +862,15 @@ class PostgresCatalog:
 # -- helpers ---------------------------------------------------------------------------------------
 
 _abandoned: list[Any] = []  # connections inherited over a fork: never closed by the child
+_catalogs: weakref.WeakSet[PostgresCatalog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for catalog in list(_catalogs):
+        catalog._reset_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:

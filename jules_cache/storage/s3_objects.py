@@ -53,7 +53,10 @@ if TYPE_CHECKING:
 
 DEFAULT_REGION = "us-east-1"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")  # fullmatch only
+# AWS's "safe characters" for key names, plus '=' (hive-style folders); fullmatch only.
+_PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=\-]+")
+S3_WAIT_FLOOR = 6.0  # seconds: the least budget a call gets, however small lock_timeout is
 # Error codes that mean "this store cannot be used as configured", not "this object failed".
 _UNUSABLE = {
     "AccessDenied": "access denied: check the credentials' permissions on the bucket",
@@ -82,20 +85,63 @@ class ObjectInfo:
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix``); the prefix may be empty."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
+    """``s3://bucket/some/prefix`` -> (``bucket``, ``some/prefix``); the prefix may be empty.
+
+    The whole string is matched, never a parser's view of it: ``urlparse`` drops ``#...``,
+    ``?...`` and ``;...`` and strips newlines and tabs, so ``s3://b/r/a#team2`` would be another
+    cache's ``s3://b/r/a``. Refused with ``InvalidInput``: any of those, whitespace, ``%``
+    escapes, and empty, ``.`` or ``..`` prefix parts. One trailing ``/`` is allowed (the same
+    root).
+    """
+    if not isinstance(url, str) or not url.startswith("s3://"):
         raise InvalidInput(f"{url!r} is not an s3://bucket[/prefix] URL")
-    if not _BUCKET.match(parsed.netloc):
-        raise InvalidInput(f"{parsed.netloc!r} in {url!r} is not a valid S3 bucket name")
-    prefix = parsed.path.strip("/")
-    if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise InvalidInput(f"the prefix of {url!r} has an empty, '.' or '..' part")
-    return parsed.netloc, prefix
+    for mark, part in (("#", "a fragment"), ("?", "a query"), (";", "params")):
+        if mark in url:
+            raise InvalidInput(
+                f"the s3:// root {url!r} has {part} ({mark}...), which URL parsers silently "
+                "drop: name the bucket and prefix only, e.g. s3://bucket/team2/cache"
+            )
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not _BUCKET.fullmatch(bucket):
+        raise InvalidInput(
+            f"{bucket!r} in {url!r} is not a valid S3 bucket name (3-63 lowercase letters, "
+            "digits, '.', '-')"
+        )
+    prefix = prefix.removesuffix("/")
+    for part in prefix.split("/") if prefix else ():
+        if part in (".", "..") or not _PREFIX_PART.fullmatch(part):
+            raise InvalidInput(
+                f"the prefix of {url!r} has the part {part!r}: use non-empty parts of letters, "
+                "digits and !-_.*'()= (no '.' or '..', spaces, '%' escapes or '//')"
+            )
+    return bucket, prefix
+
+
+def canonical_s3_url(url: str) -> str:
+    """The one spelling of a root (``s3://bucket/prefix``, no trailing ``/``): what a catalog
+    records and compares."""
+    bucket, prefix = parse_s3_url(url)
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
+def s3_timeouts(lock_timeout: float) -> tuple[float, float, int]:
+    """(connect timeout, read timeout, attempts) for one call of a store whose waits are
+    bounded by ``lock_timeout``: ``attempts * (connect + read)`` never exceeds
+    ``max(lock_timeout, S3_WAIT_FLOOR)``. botocore's defaults (60 s read, 3 attempts) held a
+    call for minutes on a frozen server. The read timeout bounds each wait for bytes, not a
+    whole transfer, so a large object still downloads."""
+    budget = max(lock_timeout, S3_WAIT_FLOOR)
+    attempts = 3 if budget >= 30 else 2
+    per_attempt = budget / attempts
+    connect = min(5.0, max(1.0, per_attempt / 3))
+    read = min(60.0, per_attempt - connect)
+    return connect, read, attempts
 
 
 class ObjectStore:
     """The objects under one ``s3://bucket/prefix``.
+
+    ``lock_timeout`` bounds each call's wait, retries included (``s3_timeouts``).
 
     Errors: ``ServiceUnavailable`` when the server cannot be reached, refuses the credentials
     or the bucket is missing; ``StoreError`` when one request fails otherwise;
@@ -111,11 +157,10 @@ class ObjectStore:
         access_key: str | None = None,
         secret_key: str | None = None,
         session_token: str | None = None,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
+        lock_timeout: float = 600.0,
     ):
-        self.url = url.rstrip("/")
         self.bucket, self.prefix = parse_s3_url(url)
+        self.url = canonical_s3_url(url)
         self.endpoint_url = (
             endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -129,8 +174,8 @@ class ObjectStore:
             or DEFAULT_REGION
         )
         self._credentials = (access_key, secret_key, session_token)
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
+        self.lock_timeout = lock_timeout
+        self.connect_timeout, self.read_timeout, self.attempts = s3_timeouts(lock_timeout)
         endpoint = self.endpoint_url.rstrip("/") if self.endpoint_url else "AWS S3"
         self.address = f"{endpoint}/{self.bucket}"
         self._client_lock = threading.Lock()
@@ -206,7 +251,7 @@ class ObjectStore:
             region_name=self.region,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": self.attempts},
             tcp_keepalive=True,
             max_pool_connections=32,  # threads of one process (e.g. a Dask worker) share it
             s3={"addressing_style": "path"} if self.endpoint_url else None,
@@ -264,7 +309,10 @@ class ObjectStore:
                 scheme=parsed.scheme or "https",
             )
         return pyarrow.fs.S3FileSystem(
-            connect_timeout=self.connect_timeout, request_timeout=self.read_timeout, **options
+            connect_timeout=self.connect_timeout,
+            request_timeout=self.read_timeout,
+            retry_strategy=pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=self.attempts),
+            **options,
         )
 
     # -- errors ------------------------------------------------------------------------------------

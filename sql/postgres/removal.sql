@@ -1,6 +1,8 @@
 -- The one way entries leave a shared catalog (PostgreSQL), the counterpart of sql/removal.sql:
--- rm, GC and check --fix. Rows go before objects: a row without its object is a miss that
--- recomputes; an object without a row is an orphan GC collects.
+-- rm, GC and check --fix. An entry's object is deleted inside the transaction deleting its row
+-- (postgres_catalog.drop_entry): if S3 refuses, the row stays and the entry is whole; if the
+-- COMMIT fails after the object went, the row left is a miss, which GC collects as dangling.
+-- Never the other way: an object without a row is served by every hit (hits need no row).
 
 -- name: delete_entries
 -- Delete entries by key (lock_entries first, in the same transaction). With a last-access

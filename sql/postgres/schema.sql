@@ -128,3 +128,21 @@ CREATE TABLE view_names (
     view_name   text        NOT NULL UNIQUE,
     assigned_at timestamp NOT NULL
 );
+
+-- name: migration_2
+-- The root this catalog belongs to (one row, like an Iceberg table's UUID). Two caches whose
+-- roots differ but which named the same schema destroyed each other: each GC took the other's
+-- rows for dangling and its objects for orphans. The first store to migrate a catalog binds it
+-- (bind_root, in the migration transaction); a store of another root is refused.
+CREATE TABLE catalog_root (
+    only_row boolean   NOT NULL PRIMARY KEY DEFAULT true CHECK (only_row),
+    root     text      NOT NULL,  -- canonical: s3://bucket/prefix, no trailing '/'
+    bound_at timestamp NOT NULL
+);
+
+-- name: bind_root
+INSERT INTO catalog_root (root, bound_at) VALUES (%(root)s, %(bound_at)s)
+ON CONFLICT (only_row) DO NOTHING;
+
+-- name: bound_root
+SELECT root FROM catalog_root;

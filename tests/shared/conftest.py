@@ -116,7 +116,7 @@ def pg_schema(services: Services) -> Iterator[str]:
 def catalog(services: Services, pg_schema: str):
     from jules_cache.storage.postgres_catalog import PostgresCatalog
 
-    with PostgresCatalog(services.pg_dsn, schema=pg_schema) as opened:
+    with PostgresCatalog(services.pg_dsn, schema=pg_schema, root="s3://bucket/test") as opened:
         yield opened
 
 

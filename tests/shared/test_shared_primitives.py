@@ -34,6 +34,7 @@ from jules_cache.storage.postgres_catalog import PostgresCatalog, lock_id
 from jules_cache.storage.s3_objects import ObjectStore, parse_s3_url
 
 pytestmark = pytest.mark.shared
+ROOT = "s3://bucket/test"  # the root the catalogs of these tests are bound to (as conftest's)
 
 SPAWN = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 120
@@ -247,7 +248,7 @@ def test_bad_s3_urls_are_refused(url):
 
 def test_s3_down_is_service_unavailable_naming_it(s3_url):
     port = _closed_port()
-    store = ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", connect_timeout=1)
+    store = ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", lock_timeout=1)
     for call in (lambda: store.get("objects/aa/x"), lambda: store.put_if_absent("a", b"")):
         with pytest.raises(ServiceUnavailable) as raised:
             call()
@@ -401,7 +402,7 @@ def test_delete_spares_rows_accessed_since_the_plan(catalog):
 
 def _migrator(dsn: str, schema: str, barrier, results) -> None:
     barrier.wait()
-    with PostgresCatalog(dsn, schema=schema) as catalog:
+    with PostgresCatalog(dsn, schema=schema, root=ROOT) as catalog:
         results.put(catalog.migrate())
 
 
@@ -415,7 +416,7 @@ def test_first_connections_racing_migrate_once(services, pg_schema):
         process.start()
     versions = [results.get(timeout=JOIN_TIMEOUT) for _ in processes]
     assert _wait(processes) == [0] * 6
-    with PostgresCatalog(services.pg_dsn, schema=pg_schema) as catalog:
+    with PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT) as catalog:
         applied = catalog.query("schema.sql", "current_version")
         rows = catalog._run("count", lambda c: c.execute("SELECT count(*) FROM schema_version"))
         assert versions == [applied[0][0]] * 6
@@ -425,7 +426,7 @@ def test_first_connections_racing_migrate_once(services, pg_schema):
 def test_a_catalog_newer_than_the_library_is_refused(services, catalog, pg_schema):
     catalog.migrate()
     catalog.execute("schema.sql", "record_version", {"version": 99, "applied_at": _now()})
-    newer = PostgresCatalog(services.pg_dsn, schema=pg_schema)
+    newer = PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT)
     with pytest.raises(ManifestError, match="upgrade jules_cache"):
         newer.entries()
     newer.close()
@@ -433,7 +434,7 @@ def test_a_catalog_newer_than_the_library_is_refused(services, catalog, pg_schem
 
 def test_schema_names_are_plain_identifiers(services):
     with pytest.raises(InvalidInput, match="schema"):
-        PostgresCatalog(services.pg_dsn, schema='x"; DROP TABLE entries; --')
+        PostgresCatalog(services.pg_dsn, schema='x"; DROP TABLE entries; --', root=ROOT)
 
 
 # -- advisory key locks ---------------------------------------------------------------------------
@@ -540,7 +541,7 @@ def test_postgres_down_is_service_unavailable_naming_it():
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[shared]'")
     port = _closed_port()
     catalog = PostgresCatalog(
-        f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", connect_timeout=2
+        f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", root=ROOT, lock_timeout=2
     )
     with pytest.raises(ServiceUnavailable) as raised:
         catalog.entries()
@@ -556,7 +557,7 @@ def test_postgres_down_is_service_unavailable_naming_it():
 def test_a_wrong_password_is_service_unavailable(services):
     dsn = services.pg_dsn.replace("@", "x@", 1)  # append to the password
     with pytest.raises(ServiceUnavailable, match="password authentication failed"):
-        PostgresCatalog(dsn).entries()
+        PostgresCatalog(dsn, root=ROOT).entries()
 
 
 def _terminate_sessions(dsn: str, application_name: str) -> int:
@@ -572,7 +573,7 @@ def _terminate_sessions(dsn: str, application_name: str) -> int:
 
 def test_a_lost_connection_is_replaced_without_losing_or_doubling_writes(services, pg_schema):
     name = f"jules_cache test {pg_schema}"
-    catalog = PostgresCatalog(services.pg_dsn, schema=pg_schema, application_name=name)
+    catalog = PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT, application_name=name)
     catalog.publish(_row(_key(1)))
     assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
     assert [e.key for e in catalog.entries()] == [_key(1)]  # a read reconnects
