@@ -47,7 +47,7 @@ from jules_cache import FeatureStore
 from jules_cache.fingerprints.data import as_arrow, fingerprint_table
 from jules_cache.fingerprints.files import hash_file_bytes
 from jules_cache.fingerprints.inputs import prepare_data
-from jules_cache.fingerprints.memo import FileDigestMemo
+from jules_cache.storage.file_digests import FileDigestMemo
 
 path, case, root = {path!r}, {case!r}, {root!r}
 out = {{}}

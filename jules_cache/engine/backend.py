@@ -20,24 +20,37 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
 from jules_cache.errors import LockTimeout
 
 if TYPE_CHECKING:
-    from jules_cache.fingerprints.memo import FileDigestMemo
     from jules_cache.maintenance.check import CheckReport
     from jules_cache.maintenance.gc import GCReport
     from jules_cache.maintenance.verify import VerifyReport
     from jules_cache.models import Entry, FeatureStats, SymbolStats
     from jules_cache.request import Request
+    from jules_cache.storage.file_digests import FileDigestMemo
     from jules_cache.storage.pending_counts import PendingCounts
+    from jules_cache.storage.postgres_catalog import PostgresCatalog
     from jules_cache.storage.result_files import ResultInfo
+    from jules_cache.storage.s3_objects import ObjectStore
 
 Progress = Callable[[int, int], None]
 Frame = pl.DataFrame | pl.LazyFrame
+
+
+class SharedRoot(Protocol):
+    """What a shared root's upkeep and SQL source read of it (``engine.shared.SharedBackend``)."""
+
+    location: str
+    lock_timeout: float
+    catalog: PostgresCatalog
+    objects: ObjectStore
+
+    def result_location(self, key: str) -> str: ...
 
 
 class Backend(abc.ABC):

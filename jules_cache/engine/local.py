@@ -28,7 +28,6 @@ from jules_cache.errors import (
     PartialRemoval,
 )
 from jules_cache.fingerprints.inputs import input_rows
-from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
 from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
@@ -42,6 +41,7 @@ from jules_cache.query.views import refresh_views, remember_named, remove_link, 
 from jules_cache.request import Request
 from jules_cache.storage import rootfs
 from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.file_digests import FileDigestMemo
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now

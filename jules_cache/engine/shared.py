@@ -42,13 +42,13 @@ from jules_cache.errors import (
     PartialRemoval,
     StoreError,
 )
-from jules_cache.fingerprints.memo import FileDigestMemo
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.request import Request
-from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
+from jules_cache.storage.file_digests import FileDigestMemo
+from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
@@ -64,9 +64,7 @@ def is_shared_root(root: Any) -> bool:
     return isinstance(root, str) and root.startswith(SHARED_SCHEME)
 
 
-def object_name(key: str) -> str:
-    """A result's name under the prefix: the local layout's relative path."""
-    return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
+object_name = result_name  # a result's object name under the prefix (the local layout's path)
 
 
 class SharedBackend(Backend):

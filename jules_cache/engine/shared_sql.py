@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs
 
-    from jules_cache.engine.shared import SharedBackend
+    from jules_cache.engine.backend import SharedRoot
+
 
 # The catalog tables a query can name (as on a local root); schema_version is bookkeeping.
 _HIDDEN = frozenset({"schema_version"})
@@ -41,7 +42,7 @@ class SharedCatalogSource:
     the last (~1 ms per table even when tiny; most tables rarely change).
     """
 
-    def __init__(self, backend: SharedBackend):
+    def __init__(self, backend: SharedRoot):
         self.backend = backend
         self.base = backend.objects.arrow_path()
         self.format = ds.ParquetFileFormat()  # pre-buffering: coalesced ranged GETs
@@ -94,7 +95,7 @@ class SharedCatalogSource:
         self._copied.clear()
 
 
-def view_names(backend: SharedBackend, feature: str | None = None) -> dict[str, str]:
+def view_names(backend: SharedRoot, feature: str | None = None) -> dict[str, str]:
     """Give every feature with entries a view name, for good, and return ``{feature: name}``.
 
     With ``feature`` (just published), nothing is written if it has a name already.

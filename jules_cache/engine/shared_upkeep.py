@@ -14,13 +14,13 @@ files).
 from __future__ import annotations
 
 import functools
+import io
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.engine.shared import object_name
 from jules_cache.errors import LockTimeout, StoreError
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
@@ -35,11 +35,11 @@ from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
 from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, OBJECTS_DIR, RESULT_SUFFIX
+from jules_cache.storage.layout import result_name as object_name
 from jules_cache.storage.manifest import utc_now
 
 if TYPE_CHECKING:
-    from jules_cache.engine.backend import Progress
-    from jules_cache.engine.shared import SharedBackend
+    from jules_cache.engine.backend import Progress, SharedRoot
     from jules_cache.models import Entry
 
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
@@ -53,7 +53,7 @@ class Listed:
     modified: datetime  # aware, UTC
 
 
-def list_results(backend: SharedBackend) -> dict[str, Listed]:
+def list_results(backend: SharedRoot) -> dict[str, Listed]:
     """Every result object by key; names not of the cache's scheme are ignored."""
     found: dict[str, Listed] = {}
     for name, size, modified in backend.objects.list(f"{OBJECTS_DIR}/"):
@@ -64,7 +64,7 @@ def list_results(backend: SharedBackend) -> dict[str, Listed]:
 
 
 def remove_entries(
-    backend: SharedBackend, entries: Iterable[Entry]
+    backend: SharedRoot, entries: Iterable[Entry]
 ) -> tuple[list[Entry], dict[str, str]]:
     """Remove each entry holding its key's lock: its object is deleted inside the transaction
     that deletes its row, so either both go or the entry stays listed (and served).
@@ -91,7 +91,7 @@ def remove_entries(
 
 
 def collect_garbage(
-    backend: SharedBackend,
+    backend: SharedRoot,
     options: GCOptions,
     *,
     progress: Progress | None = None,
@@ -113,7 +113,7 @@ def collect_garbage(
 class _Run(GCRun):
     """A shared cache's run: objects listed from S3, rows in PostgreSQL, advisory key locks."""
 
-    def __init__(self, backend: SharedBackend, options: GCOptions, progress: Progress | None):
+    def __init__(self, backend: SharedRoot, options: GCOptions, progress: Progress | None):
         super().__init__(backend.location, options, progress)
         self.backend = backend
         self._last_access: dict[str, datetime | None] = {}
@@ -217,14 +217,14 @@ class _Run(GCRun):
 # -- check ------------------------------------------------------------------------------------
 
 
-def check(backend: SharedBackend, *, fix: bool, deep: bool, grace_seconds: float) -> CheckReport:
+def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -> CheckReport:
     """Rows whose object is missing or of another size, objects without a row (older than
     the grace period), and with ``deep`` objects that fail to read (checksums, key).
 
     ``fix`` drops rows whose object is gone or wrong and deletes orphan and damaged objects,
     each under its key's lock; the next request recomputes them.
     """
-    from jules_cache.storage.result_files import READ_ERRORS
+    from jules_cache.storage.result_files import READ_ERRORS, read_result
 
     listed = list_results(backend)
     rows = backend.catalog.query("gc.sql", "entry_objects")
@@ -241,7 +241,9 @@ def check(backend: SharedBackend, *, fix: bool, deep: bool, grace_seconds: float
             problems.append(Problem(SIZE_MISMATCH, path, key, detail))
         elif deep:
             try:
-                backend._get(key, lazy=False)
+                data = backend.objects.get(object_name(key))
+                if data is not None:
+                    read_result(io.BytesIO(data), key)
             except READ_ERRORS as exc:
                 kind = UNREADABLE_FOOTER if "footer" in str(exc).lower() else CHECKSUM_FAILURE
                 problems.append(Problem(kind, path, key, f"{type(exc).__name__}: {exc}"[:300]))
@@ -268,7 +270,7 @@ def check(backend: SharedBackend, *, fix: bool, deep: bool, grace_seconds: float
     )
 
 
-def _fix(backend: SharedBackend, problem: Problem) -> Problem:
+def _fix(backend: SharedRoot, problem: Problem) -> Problem:
     """Drop the row (if any) and the object, holding the key's lock (the object inside the
     row's transaction, so a failure leaves both)."""
     from dataclasses import replace
@@ -293,7 +295,7 @@ def _fix(backend: SharedBackend, problem: Problem) -> Problem:
 # -- verify -----------------------------------------------------------------------------------
 
 
-def verify(backend: SharedBackend) -> VerifyReport:
+def verify(backend: SharedRoot) -> VerifyReport:
     """Footer-keyed entries whose input file, as seen from THIS host, changed under an
     identical footer (input paths are recorded as the computing host saw them)."""
     rows = backend.catalog.query("entries.sql", "footer_entry_inputs")

@@ -5,9 +5,10 @@ whatever library, chunking or container it came in: a Polars, pyarrow or pandas 
 LazyFrame (collected first: its content, not its plan, is what the features depend on), or
 Parquet path(s). A path list is decoded in bounded batches (``files.hash_parquet_content``) and
 gets exactly the digest of ``pl.read_parquet(paths)``; the digest is memoised by what ``stat()``
-says of every file (``FileDigestMemo``), so a repeat call on an unchanged 10 GB tick file costs a
-``stat()`` per file and a memo lookup, not a re-read. The opt-in ``footer`` mode keys a file by
-its Parquet footer alone (weaker; see ``files.parquet_footer_digest``).
+says of every file (a ``DigestMemo``: ``storage.file_digests``), so a repeat call on an
+unchanged 10 GB tick file costs a ``stat()`` per file and a memo lookup, not a re-read. The
+opt-in ``footer`` mode keys a file by its Parquet footer alone (weaker; see
+``files.parquet_footer_digest``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -33,9 +34,16 @@ from jules_cache.fingerprints.files import (
     stat_signature,
 )
 from jules_cache.fingerprints.keys import DATA_SCHEME
-from jules_cache.fingerprints.memo import FileDigestMemo
 
 FingerprintMode = Literal["content", "footer"]
+
+
+class DigestMemo(Protocol):
+    """Where file digests are remembered by ``stat()`` (``storage.file_digests``)."""
+
+    def get_or_compute(
+        self, paths: Sequence[Path], method: str, hasher: Callable[[Sequence[Path]], str]
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class PreparedData:
 
 
 def prepare_data(
-    data: Any, *, mode: FingerprintMode, threads: int | None, memo: FileDigestMemo
+    data: Any, *, mode: FingerprintMode, threads: int | None, memo: DigestMemo
 ) -> PreparedData:
     """Fingerprint ``data`` and wrap it as a LazyFrame for ``compute_func``.
 
@@ -102,7 +110,7 @@ def prepare_data(
     return PreparedData(frame.lazy(), fingerprint_table(table, threads=threads), "frame")
 
 
-def _prepare_files(data: Any, mode: FingerprintMode, memo: FileDigestMemo) -> PreparedData:
+def _prepare_files(data: Any, mode: FingerprintMode, memo: DigestMemo) -> PreparedData:
     paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
     if not paths:
         raise InvalidInput("data is an empty list of paths; pass at least one Parquet file")

@@ -47,6 +47,11 @@ TMP_SUFFIX = ".tmp"
 KEY_PATTERN = re.compile(r"[0-9a-f]{32}")  # fullmatch only: '$' passes a trailing "\n"
 
 
+def result_name(key: str) -> str:
+    """A result's name under its root, '/'-separated: a local path or an S3 object name."""
+    return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """The paths of one cache root, resolved to an absolute, symlink-free form."""
@@ -141,7 +146,7 @@ class Layout:
 
     def relative_result_path(self, key: str) -> str:
         """The manifest's ``path`` column for ``key``: relative, '/'-separated."""
-        return f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}"
+        return result_name(key)
 
     def result_path(self, key: str) -> Path:
         return self.root / self.relative_result_path(key)
