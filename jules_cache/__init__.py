@@ -15,6 +15,8 @@ except ImportError as _exc:
         "module), which Windows does not have. On Windows, run it under WSL2."
     ) from _exc
 
+from typing import TYPE_CHECKING
+
 from jules_cache.decorator import Feature
 from jules_cache.errors import (
     CacheWriteWarning,
@@ -36,14 +38,49 @@ from jules_cache.errors import (
     WorkerMismatch,
 )
 from jules_cache.explain import Explanation
-from jules_cache.fanout import JobFailure, JobOutcome, compute_many
-from jules_cache.maintenance.check import CheckReport
-from jules_cache.maintenance.gc import GCReport
-from jules_cache.maintenance.verify import VerifyReport
-from jules_cache.models import CacheResult, Entry, FeatureStats, Overview, Stats, SymbolStats
+from jules_cache.models import (
+    CacheResult,
+    Entry,
+    FeatureStats,
+    GCReport,
+    Overview,
+    Stats,
+    SymbolStats,
+)
 from jules_cache.options import StoreOptions
 from jules_cache.store import FeatureStore
 from jules_cache.version import __version__
+
+if TYPE_CHECKING:  # what type checkers see of the names loaded on first use
+    from jules_cache.fanout import JobFailure, JobOutcome, compute_many
+    from jules_cache.maintenance.check import CheckReport
+    from jules_cache.maintenance.verify import VerifyReport
+
+# Loaded on first use, so ``import jules_cache`` costs what a hit needs: the fan-out (Dask
+# client code) and the maintenance reports (DuckDB plans, pyarrow) come in when asked for.
+_LAZY = {
+    "compute_many": "jules_cache.fanout",
+    "JobFailure": "jules_cache.fanout",
+    "JobOutcome": "jules_cache.fanout",
+    "CheckReport": "jules_cache.maintenance.check",
+    "VerifyReport": "jules_cache.maintenance.verify",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jules_cache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CacheResult",

@@ -16,6 +16,7 @@ from jules_cache.errors import InvalidInput
 
 COMPRESSIONS = ("lz4", "zstd", "snappy", "gzip", "uncompressed")
 FINGERPRINT_MODES = ("content", "footer")
+DEFAULT_GRACE_SECONDS = 6 * 3600.0  # temp, lock and unlisted files younger than this stay
 DEFAULT_REFRESH_SECONDS = 10.0  # how stale catalog.duckdb may get while a process writes
 
 
@@ -114,4 +115,4 @@ def _require(condition: bool, message: str) -> None:
         raise InvalidInput(message)
 
 
-__all__ = ["COMPRESSIONS", "DEFAULT_REFRESH_SECONDS", "StoreOptions"]
+__all__ = ["COMPRESSIONS", "DEFAULT_GRACE_SECONDS", "DEFAULT_REFRESH_SECONDS", "StoreOptions"]

@@ -28,7 +28,6 @@ import polars as pl
 from jules_cache import _arguments as arguments
 from jules_cache._process import require_unforked
 from jules_cache.engine.backend import Backend
-from jules_cache.engine.local import LocalBackend
 from jules_cache.errors import (
     CacheWriteWarning,
     ForkedProcess,
@@ -42,25 +41,19 @@ from jules_cache.fingerprints.code import code_fingerprint, feature_name
 from jules_cache.fingerprints.config import canonical_config
 from jules_cache.fingerprints.inputs import FingerprintMode, as_result_frame, prepare_data
 from jules_cache.fingerprints.keys import KeyParts, validate_symbol
-from jules_cache.maintenance.check import DEFAULT_GRACE_SECONDS, CheckReport
-from jules_cache.maintenance.gc import GCOptions, GCReport
-from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import CacheResult, Entry, Overview, Stats
-from jules_cache.options import StoreOptions
+from jules_cache.options import DEFAULT_GRACE_SECONDS, StoreOptions
 from jules_cache.request import ComputeFunc, Request, log, log_event
 from jules_cache.roots import Root, resolve_root
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
-from jules_cache.storage.result_files import (
-    describe_frame,
-    describe_result,
-    read_result,
-    write_result,
-)
 
 if TYPE_CHECKING:
     from jules_cache.decorator import Feature
+    from jules_cache.maintenance.check import CheckReport
+    from jules_cache.maintenance.gc import GCReport
+    from jules_cache.maintenance.verify import VerifyReport
 
 __all__ = ["ComputeFunc", "FeatureStore"]
 
@@ -217,6 +210,8 @@ class FeatureStore:
             "catalog= and catalog_schema= are for a shared root (s3://bucket/prefix); a "
             f"local root ({root.location}) keeps its catalog in manifest.duckdb",
         )
+        from jules_cache.engine.local import LocalBackend  # its maintenance code: on open
+
         return LocalBackend(
             root.path(),
             lock_timeout=self.lock_timeout,
@@ -566,6 +561,13 @@ class FeatureStore:
     def _compute_and_publish(self, request: Request) -> CacheResult[Any]:
         """The miss itself, holding the key: compute, write, publish; the value returned is
         what every later hit returns (schema, dtypes, order)."""
+        from jules_cache.storage.result_files import (
+            describe_frame,
+            describe_result,
+            read_result,
+            write_result,
+        )
+
         backend = self.backend
         compute_started = time.perf_counter()
         crash_point("compute")
@@ -890,6 +892,8 @@ class FeatureStore:
         """
         require_unforked()
         self._writable("gc")
+        from jules_cache.maintenance.gc import GCOptions
+
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
         report = self.backend.gc(options, progress)
         _log_gc(report)

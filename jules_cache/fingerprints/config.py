@@ -43,16 +43,19 @@ import math
 import pathlib
 import reprlib
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import xxhash
 
 from jules_cache.errors import FingerprintError
 from jules_cache.fingerprints.keys import CONFIG_SCHEME
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _SMALL_ARRAY = 64  # arrays up to this many items are shown in full in the readable JSON
 _SHOWN_ITEMS = 1000  # longer lists of numbers are summarised in the readable JSON
@@ -224,7 +227,8 @@ class _Canon:
             return ["bool", v], v
         if isinstance(v, enum.Enum):
             return None
-        if isinstance(v, np.generic):
+        numpy = _numpy()
+        if numpy is not None and isinstance(v, numpy.generic):
             return self._numpy_scalar(v)
         if isinstance(v, int):
             digits = _int_digits(int(v), path)
@@ -247,6 +251,8 @@ class _Canon:
 
     @staticmethod
     def _numpy_scalar(v: np.generic) -> tuple[Any, Any]:
+        import numpy as np  # loaded already: ``v`` is a NumPy value
+
         descr = str(np.lib.format.dtype_to_descr(v.dtype))
         if v.dtype.kind == "O":
             raise FingerprintError("NumPy object scalars are not supported")
@@ -286,7 +292,8 @@ class _Canon:
             inner_t, inner_r = self.encode(v.value, _step(path, ".value", None))
             name = f"{qualname(v)}.{v.name}"
             return ["enum", name, inner_t], {"$enum": name, "value": inner_r}
-        if isinstance(v, np.ndarray):
+        numpy = _numpy()
+        if numpy is not None and isinstance(v, numpy.ndarray):
             return self._ndarray(v, path)
         if dataclasses.is_dataclass(v) and not isinstance(v, type):
             return self._dataclass(v, path)
@@ -344,6 +351,8 @@ class _Canon:
         return tagged, readable
 
     def _ndarray(self, v: np.ndarray, path: ConfigPath) -> tuple[Any, Any]:
+        import numpy as np  # loaded already: ``v`` is a NumPy array
+
         descr = str(np.lib.format.dtype_to_descr(v.dtype))
         shape = list(v.shape)
         if v.dtype.hasobject:
@@ -366,7 +375,13 @@ class _Canon:
 def _bytes_of(array: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array, without a copy (as bytes: NumPy exports no buffer for
     some dtypes, e.g. datetime64)."""
-    return array.reshape(-1).view(np.uint8).data
+    return array.reshape(-1).view("u1").data
+
+
+def _numpy() -> Any:
+    """numpy if it is loaded (a NumPy value implies it is), else None: a config of plain
+    Python values never loads it (``import jules_cache`` stays light)."""
+    return sys.modules.get("numpy")
 
 
 def _vector(items: Sequence[Any]) -> tuple[str, np.ndarray] | None:
@@ -380,6 +395,8 @@ def _vector(items: Sequence[Any]) -> tuple[str, np.ndarray] | None:
     if vector is None:
         return None
     name, dtype = vector
+    import numpy as np  # a long list of numbers: hashed from one buffer
+
     try:
         return name, np.fromiter(items, dtype=dtype, count=len(items))
     except OverflowError:  # an int beyond int64: encoded item by item

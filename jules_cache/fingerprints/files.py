@@ -24,13 +24,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 import xxhash
 
 from jules_cache.errors import InvalidInput
-from jules_cache.fingerprints.data import TableDigest, as_arrow
 from jules_cache.fingerprints.keys import FILE_BYTES_SCHEME, FOOTER_SCHEME
+
+if TYPE_CHECKING:
+    from jules_cache.fingerprints.data import TableDigest
 
 BLOCK_SIZE = 8 << 20
 PARQUET_MAGIC = b"PAR1"  # the first and last 4 bytes of every Parquet file
@@ -119,6 +122,8 @@ def hash_parquet_content(
     InvalidInput naming the file if Polars cannot decode it, FingerprintError for a column type
     without an exact fingerprint or files whose columns differ.
     """
+    from jules_cache.fingerprints.data import TableDigest, as_arrow
+
     whole: TableDigest | None = None
     per_file = []
     for path in paths:

@@ -14,17 +14,16 @@ opt-in ``footer`` mode keys a file by its Parquet footer alone (weaker; see
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import polars as pl
-import pyarrow as pa
 import xxhash
 
 from jules_cache.errors import FingerprintError, InvalidInput
-from jules_cache.fingerprints.data import as_arrow, fingerprint_table, require_supported
 from jules_cache.fingerprints.files import (
     PARQUET_MAGIC,
     ContentDigests,
@@ -34,6 +33,9 @@ from jules_cache.fingerprints.files import (
     stat_signature,
 )
 from jules_cache.fingerprints.keys import DATA_SCHEME
+
+if TYPE_CHECKING:  # pyarrow and the hashing code load on the first fingerprint, not on import
+    import pyarrow as pa
 
 FingerprintMode = Literal["content", "footer"]
 
@@ -92,6 +94,10 @@ def prepare_data(
     the caller knows. Files always hash on every usable core: their decoded size is unknown
     until decoded, decoding costs far more than a thread hop, and a one-leaf input never hops.
     """
+    import pyarrow as pa
+
+    from jules_cache.fingerprints.data import as_arrow, fingerprint_table, require_supported
+
     if isinstance(data, (str, os.PathLike)) or _is_path_list(data):
         return _prepare_files(data, mode, memo)
     if isinstance(data, pl.LazyFrame):
@@ -145,19 +151,19 @@ def _input_file(path: Path, digest: str) -> InputFile:
     return InputFile(str(resolved), size, mtime_ns, inode, ctime_ns, digest)
 
 
-# What pl.from_arrow raises for a type it cannot hold; some types make it panic (a Rust panic
-# surfaces as PanicException, a BaseException), e.g. decimal256 values or a union in a struct.
-_CONVERSION_ERRORS = (
-    pl.exceptions.PolarsError,
-    pl.exceptions.PanicException,
-    pa.ArrowException,
-    ValueError,
-    TypeError,
-)
-
-
 def to_polars(table: pa.Table, error: Callable[[str], Exception]) -> pl.DataFrame:
     """Convert ``table`` to Polars; if it cannot, raise ``error(message)`` naming the columns."""
+    import pyarrow as pa  # loaded already: ``table`` is a pyarrow Table
+
+    # What pl.from_arrow raises for a type it cannot hold; some types make it panic (a Rust
+    # panic surfaces as PanicException, a BaseException), e.g. decimal256 or a union in a struct.
+    _CONVERSION_ERRORS = (
+        pl.exceptions.PolarsError,
+        pl.exceptions.PanicException,
+        pa.ArrowException,
+        ValueError,
+        TypeError,
+    )
     try:
         converted = pl.from_arrow(table)
     except _CONVERSION_ERRORS as exc:
@@ -236,9 +242,13 @@ def as_result_frame(result: Any, feature: str) -> pl.DataFrame | pl.LazyFrame:
             f"compute function {feature} returned None; return a polars LazyFrame or "
             "DataFrame, a pyarrow Table or a pandas DataFrame"
         )
-    if isinstance(result, pa.Table) or _is_pandas_frame(result):
-        columns = list(result.column_names if isinstance(result, pa.Table) else result.columns)
+    arrow = sys.modules.get("pyarrow")  # a pyarrow Table implies pyarrow is loaded
+    is_table = arrow is not None and isinstance(result, arrow.Table)
+    if is_table or _is_pandas_frame(result):
+        columns = list(result.column_names if is_table else result.columns)
         _require_unique_names(columns, f"compute function {feature} returned")
+        from jules_cache.fingerprints.data import as_arrow
+
         return to_polars(
             as_arrow(result),
             lambda message: InvalidInput(f"compute function {feature} returned {message}"),

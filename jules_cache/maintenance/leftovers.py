@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jules_cache.errors import LockTimeout
+from jules_cache.options import DEFAULT_GRACE_SECONDS
 from jules_cache.storage import rootfs
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 
 # Six hours: far beyond any put or manifest creation, well within a day of cron GC runs.
-DEFAULT_GRACE_SECONDS = 6 * 3600.0
 # A result file without a row younger than this may be a publish whose row is still on its way
 # (engine.local writes rows of quick successive misses in batches, within about a second).
 ORPHAN_GRACE_SECONDS = 60.0
