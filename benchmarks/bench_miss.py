@@ -109,7 +109,7 @@ def run(work: Path, rounds: int, isolated: int) -> dict[str, Any]:
         loop_publish = publish.ms[5:]
         publish.ms.clear()
         for index in range(isolated):
-            time.sleep(1.2)  # a quiet second: this publish writes its own row
+            time.sleep(2.5)  # quiet (no batch on its way): this publish writes its own row
             config = {"every": "1m", "alone": index}
             started = time.perf_counter()
             assert not store.fetch(symbol, ticks, config, make_bars).hit

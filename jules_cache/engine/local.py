@@ -214,6 +214,8 @@ class LocalBackend(Backend):
         """Whether a publish writes its row in its own transaction (see ``publish``)."""
         if self.pending.flush_seconds == 0:  # a store asked to write everything at once
             return True
+        if self.pending.rows_waiting():  # a batch is on its way: this row rides along
+            return False
         return time.monotonic() - self._last_row_write >= ROW_BATCH_SECONDS
 
     def _publish_now(self, request: Request, temp: Path, row: dict[str, Any]) -> None:
