@@ -347,6 +347,8 @@ def test_a_function_of_a_main_script_runs_on_a_throwaway_cluster_and_hits_locall
     assert report["feature"] == "__main__.script_feature"
     assert report["listening"] == ["127.0.0.1"]  # never 0.0.0.0 (dask's dashboard default)
     assert report["dashboard"] == "127.0.0.1"
+    # A successful run says nothing alarming: no worker heartbeat traceback at shutdown.
+    assert "Traceback" not in done.stderr and "heartbeat" not in done.stderr, done.stderr
 
 
 class _Terminal:
