@@ -79,6 +79,20 @@ def strings(name: str, value: Any) -> Any:
     return values
 
 
+def config_keys(name: str, value: Any) -> frozenset[str]:
+    """None or a list of non-empty str (config keys): a lone str is refused, not split into
+    characters (``ignore="verbose"`` would otherwise ignore the keys "v", "e", ...)."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise InvalidInput(f"{name} must be a list of config keys (str), not {value!r}")
+    keys = list(value)
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"{name} must be a list of non-empty str, not {value!r}")
+    return frozenset(keys)
+
+
 def moment(name: str, value: Any) -> datetime | date | None:
     if value is not None and not isinstance(value, datetime | date):
         raise InvalidInput(f"{name} must be a datetime (naive UTC) or None, not {value!r}")
@@ -86,6 +100,7 @@ def moment(name: str, value: Any) -> datetime | date | None:
 
 
 __all__ = [
+    "config_keys",
     "count",
     "flag",
     "key_prefix",

@@ -8,6 +8,9 @@
     result = bars.fetch("AAPL", ticks, {"freq": "1m"})     # a CacheResult (hit, key, ...)
     print(bars.explain("AAPL", ticks, {"freq": "5m"}))     # why it would miss
 
+``@store.feature(ignore=["verbose"])`` leaves those top-level config keys out of the key, as
+joblib's ``ignore=`` does for arguments.
+
 The key is the one ``get_or_compute`` gives the ORIGINAL function: the wrapper adds nothing to
 it. A ``Feature`` referred to by other feature code is fingerprinted as the function it wraps
 (``code_fingerprint`` asks ``fingerprint_stand_in``), never by its store, whose root, locks and
@@ -17,11 +20,12 @@ manifest differ between processes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import polars as pl
 
+from jules_cache import _arguments as arguments
 from jules_cache.errors import InvalidInput
 from jules_cache.fingerprints.code import feature_name
 from jules_cache.models import CacheResult
@@ -43,6 +47,7 @@ class FeatureStore(Protocol):
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -55,6 +60,7 @@ class FeatureStore(Protocol):
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Explanation: ...
 
 
@@ -75,6 +81,7 @@ class Feature:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ):
         if not callable(compute_func):
             raise InvalidInput(
@@ -87,6 +94,8 @@ class Feature:
         self.compute_func = compute_func
         self.name = name
         self.version = version
+        # config keys left out of the key (sorted: a stable repr, and the set is the meaning)
+        self.ignore = tuple(sorted(arguments.config_keys("ignore", ignore)))
 
     def __repr__(self) -> str:
         return f"<feature {feature_name(self.compute_func)} of {self.store!r}>"
@@ -135,13 +144,20 @@ class Feature:
             self.compute_func,
             name=self.name,
             version=self.version,
+            ignore=self.ignore,
             lazy=lazy,
         )
 
     def explain(self, symbol: str, data: Any, config: Any) -> Explanation:
         """``store.explain(...)``: whether this call would hit, and what differs if not."""
         return self.store.explain(
-            symbol, data, config, self.compute_func, name=self.name, version=self.version
+            symbol,
+            data,
+            config,
+            self.compute_func,
+            name=self.name,
+            version=self.version,
+            ignore=self.ignore,
         )
 
 
@@ -151,14 +167,16 @@ def decorate(
     *,
     name: str | None,
     version: str | None,
+    ignore: Iterable[str] | None = None,
 ) -> Feature | Callable[[ComputeFunc], Feature]:
     """``FeatureStore.feature``: bare (``compute_func`` given) or with arguments."""
     if compute_func is not None:
-        return Feature(store, compute_func, name=name, version=version)
+        return Feature(store, compute_func, name=name, version=version, ignore=ignore)
     _check_arguments(name, version)  # a bad name or version fails at the decorator line
+    ignore = tuple(arguments.config_keys("ignore", ignore))  # and so does a bad ignore
 
     def decorator(func: ComputeFunc) -> Feature:
-        return Feature(store, func, name=name, version=version)
+        return Feature(store, func, name=name, version=version, ignore=ignore)
 
     return decorator
 

@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -261,7 +261,13 @@ class FeatureStore:
 
     @overload
     def feature(
-        self, compute_func: None = None, /, *, name: str | None = None, version: str | None = None
+        self,
+        compute_func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Callable[[ComputeFunc], Feature]: ...
 
     def feature(
@@ -271,15 +277,16 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Feature | Callable[[ComputeFunc], Feature]:
         """Decorate ``compute_func(lazy_frame, config)`` into ``f(symbol, data, config, *,
         lazy=False)`` served by this store, as ``get_or_compute`` would (see
         ``jules_cache.decorator``). Use bare (``@store.feature``) or with ``name=`` /
-        ``version=``.
+        ``version=`` / ``ignore=``.
         """
         from jules_cache.decorator import decorate
 
-        return decorate(self, compute_func, name=name, version=version)
+        return decorate(self, compute_func, name=name, version=version, ignore=ignore)
 
     # -- the main call -----------------------------------------------------------------------
 
@@ -293,6 +300,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: Literal[False] = False,
     ) -> pl.DataFrame: ...
 
@@ -306,6 +314,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: Literal[True],
     ) -> pl.LazyFrame: ...
 
@@ -319,6 +328,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: bool,
     ) -> pl.DataFrame | pl.LazyFrame: ...
 
@@ -331,17 +341,20 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: bool = False,
     ) -> pl.DataFrame | pl.LazyFrame:
         """Return ``compute_func(data, config)`` for ``symbol``, from the cache when possible.
 
         ``data`` is a Polars DataFrame/LazyFrame, pyarrow Table, pandas DataFrame, or Parquet
         path(s). ``name`` overrides the feature name (default: the function's qualified name);
-        ``version`` replaces the code fingerprint. With ``lazy=True`` a LazyFrame over the
-        cached file is returned. Use ``fetch`` to also learn whether it was a hit.
+        ``version`` replaces the code fingerprint. ``ignore`` names top-level config keys left
+        out of the key (``compute_func`` still receives them: e.g. ``verbose``). With
+        ``lazy=True`` a LazyFrame over the cached file is returned. Use ``fetch`` to also
+        learn whether it was a hit.
         """
         value: pl.DataFrame | pl.LazyFrame = self.fetch(
-            symbol, data, config, compute_func, name=name, version=version, lazy=lazy
+            symbol, data, config, compute_func, name=name, version=version, ignore=ignore, lazy=lazy
         ).value
         return value
 
@@ -355,6 +368,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: Literal[False] = False,
     ) -> CacheResult[pl.DataFrame]: ...
 
@@ -368,6 +382,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: Literal[True],
     ) -> CacheResult[pl.LazyFrame]: ...
 
@@ -381,6 +396,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -393,10 +409,11 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
         lazy: bool = False,
     ) -> CacheResult[Any]:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
-        request = self._request(symbol, data, config, compute_func, name, version, lazy)
+        request = self._request(symbol, data, config, compute_func, name, version, lazy, ignore)
         value = self.backend.read(request.key, lazy)
         if value is not None:
             self._record_hit(request)
@@ -437,6 +454,7 @@ class FeatureStore:
         name: str | None,
         version: str | None,
         lazy: bool,
+        ignore: Iterable[str] | None = None,
     ) -> Request:
         """Fingerprint every input, cheapest (and likeliest to be wrong) first."""
         require_unforked()
@@ -451,7 +469,7 @@ class FeatureStore:
         version = arguments.optional_text("version", version)
         arguments.flag("lazy", lazy)
         feature = name or feature_name(compute_func)
-        config_fp = canonical_config(config)
+        config_fp = canonical_config(_keyed_config(config, arguments.config_keys("ignore", ignore)))
         code_fp = code_fingerprint(compute_func, version)
         prepared = prepare_data(
             data,
@@ -663,6 +681,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Explanation:
         """Say whether this call would hit and, if not, what differs from the closest entry.
 
@@ -670,7 +689,7 @@ class FeatureStore:
         (data, config key by key, code function by function, symbol, key scheme), with the
         cached entries of the same feature.
         """
-        request = self._request(symbol, data, config, compute_func, name, version, False)
+        request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
         parts = request.parts
         call = CallComponents(
             key=request.key,
@@ -940,6 +959,22 @@ def _log_gc(report: GCReport) -> None:
         report.status,
         report.duration_seconds,
     )
+
+
+def _keyed_config(config: Any, ignore: frozenset[str]) -> Any:
+    """The config the key is made of: without the top-level keys named by ``ignore``.
+
+    Top-level keys only: a dotted name is a key like any other, never a path, so what is
+    left out of the key is always visible at a glance in the call.
+    """
+    if not ignore:
+        return config
+    if not isinstance(config, Mapping):
+        raise InvalidInput(
+            f"ignore={sorted(ignore)!r} names config keys, but the config is a "
+            f"{type(config).__name__}, not a dict; pass a dict config or drop ignore="
+        )
+    return {key: value for key, value in config.items() if key not in ignore}
 
 
 def _require(condition: bool, message: str) -> None:
