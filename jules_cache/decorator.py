@@ -7,6 +7,7 @@
     lazy = bars("AAPL", ticks, {"freq": "1m"}, lazy=True)  # a LazyFrame over the cached file
     result = bars.fetch("AAPL", ticks, {"freq": "1m"})     # a CacheResult (hit, key, ...)
     print(bars.explain("AAPL", ticks, {"freq": "5m"}))     # why it would miss
+    bars.contains("AAPL", ticks, {"freq": "1m"})           # would it hit? (computes nothing)
 
 ``@store.feature(ignore=["verbose"])`` leaves those top-level config keys out of the key, as
 joblib's ``ignore=`` does for arguments.
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 
 class FeatureStore(Protocol):
-    """What a feature needs of its store (``jules_cache.FeatureStore``): fetch and explain."""
+    """What a feature needs of its store (``jules_cache.FeatureStore``)."""
 
     def fetch(
         self,
@@ -62,6 +63,18 @@ class FeatureStore(Protocol):
         version: str | None = None,
         ignore: Iterable[str] | None = None,
     ) -> Explanation: ...
+
+    def contains(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
+    ) -> bool: ...
 
 
 class Feature:
@@ -151,6 +164,18 @@ class Feature:
     def explain(self, symbol: str, data: Any, config: Any) -> Explanation:
         """``store.explain(...)``: whether this call would hit, and what differs if not."""
         return self.store.explain(
+            symbol,
+            data,
+            config,
+            self.compute_func,
+            name=self.name,
+            version=self.version,
+            ignore=self.ignore,
+        )
+
+    def contains(self, symbol: str, data: Any, config: Any) -> bool:
+        """``store.contains(...)``: whether this call would hit, nothing computed or read."""
+        return self.store.contains(
             symbol,
             data,
             config,

@@ -710,6 +710,28 @@ class FeatureStore:
         inputs = self.backend.entry_inputs(with_files)
         return explain(call, self.backend.exists(request.key), candidates, inputs)
 
+    def contains(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
+    ) -> bool:
+        """Whether this call would hit (joblib's ``check_call_in_cache``): nothing computed,
+        read or counted.
+
+        The call is keyed as ``fetch`` keys it, then the result's presence is checked (a stat,
+        or an S3 HEAD), so a row whose file is gone says False. A Parquet path input reuses
+        its digest memoised by stat (no re-hash while the file is unchanged); a frame has no
+        such identity and is hashed every time (~13 GB/s per core).
+        """
+        request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
+        return self.backend.exists(request.key)
+
     def stats(self, *, symbol_limit: int = DEFAULT_SYMBOL_LIMIT) -> Stats:
         """Entries and bytes stored now; hits, misses and compute time saved since the cache
         was created (never going down), in total, per feature and per symbol.

@@ -73,3 +73,67 @@ def test_a_bad_ignore_is_invalid_input_naming_it(store, ignore, config):
         store.fetch("A", frame(1), config, bar_count, ignore=ignore)
     with pytest.raises(InvalidInput, match="ignore"):
         store.feature(ignore=ignore)(bar_count)("A", frame(1), config)
+
+
+# -- contains ------------------------------------------------------------------------------------
+
+
+def exploding(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.LazyFrame:
+    raise AssertionError("contains() must never compute")
+
+
+def test_contains_says_whether_a_call_would_hit_without_computing_or_counting(store):
+    assert store.contains("A", frame(1), {"a": 1}, exploding, name="noisy") is False
+    first = store.fetch("A", frame(1), {"a": 1}, noisy_bars, name="noisy")
+    assert store.contains("A", frame(1), {"a": 1}, exploding, name="noisy", version=None) is False
+    assert store.contains("A", frame(1), {"a": 1}, noisy_bars, name="noisy") is True
+    assert store.contains("A", frame(2), {"a": 1}, noisy_bars, name="noisy") is False
+    assert store.contains("A", frame(1), {"a": 1, "v": 1}, noisy_bars, name="noisy") is False
+    assert store.contains("A", frame(1), {"a": 1, "v": 1}, noisy_bars, name="noisy", ignore=["v"])
+    before = store.stats()
+    assert (before.hits, before.misses) == (0, 1)  # contains counts nothing
+    store.remove(key=first.key)
+    assert store.contains("A", frame(1), {"a": 1}, noisy_bars, name="noisy") is False
+
+
+def test_contains_checks_the_result_itself_not_only_the_row(store):
+    first = store.fetch("A", frame(1), {"a": 1}, noisy_bars)
+    first.path.unlink()  # the row stays: a hit would miss, so contains must say so
+    assert store.contains("A", frame(1), {"a": 1}, noisy_bars) is False
+    store.check(fix=True)
+
+
+def test_feature_contains(store):
+    feature = store.feature(name="noisy", ignore=["v"])(noisy_bars)
+    assert not feature.contains("A", frame(1), {"a": 1})
+    feature("A", frame(1), {"a": 1, "v": 2})
+    assert feature.contains("A", frame(1), {"a": 1, "v": 3})
+
+
+def test_contains_on_a_file_input_reuses_its_memoised_digest(store, tmp_path, monkeypatch):
+    import jules_cache.fingerprints.inputs as inputs
+
+    path = tmp_path / "ticks.parquet"
+    frame(1).write_parquet(path)
+    store.fetch("A", path, {"a": 1}, noisy_bars)
+
+    def no_hashing(files):
+        raise AssertionError("the file was hashed again")
+
+    monkeypatch.setattr(inputs, "hash_parquet_content", no_hashing)
+    assert store.contains("A", path, {"a": 1}, noisy_bars) is True
+    assert store.contains("A", path, {"a": 2}, noisy_bars) is False
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda s: s.contains("A", frame(1), {}, bar_count, name=5), "name"),
+        (lambda s: s.contains("A", frame(1), {}, bar_count, ignore="x"), "ignore"),
+        (lambda s: s.contains("A", frame(1), {}, 5), "compute_func"),
+        (lambda s: s.contains(None, frame(1), {}, bar_count), "symbol"),
+    ],
+)
+def test_contains_validates_its_arguments(store, call, named):
+    with pytest.raises(InvalidInput, match=named):
+        call(store)
