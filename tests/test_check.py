@@ -285,7 +285,7 @@ def test_deep_fix_never_registers_a_damaged_orphan(store, aapl):
 
 
 def test_rebuild_of_a_healthy_cache_keeps_counters_hits_and_view_names(root, aapl):
-    """Issue #20 item 5: `check --rebuild` on a readable manifest reset hits and misses to 0 and
+    """`check --rebuild` on a readable manifest reset hits and misses to 0 and
     renamed views (`make_bars` -> a qualified name), breaking saved queries."""
     with FeatureStore(root) as store:
         first = store.fetch("AAPL", aapl, CONFIG, bar_count, name="demo.make_bars")

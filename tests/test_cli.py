@@ -84,7 +84,7 @@ def test_python_dash_m_runs_the_same_cli(root):
 
 
 def test_the_demo_leaves_the_readmes_view_name_to_the_users_make_bars(root, load_module):
-    """Issue #20 item 10: after `jules-cache demo`, the docs' `FROM make_bars` read the demo's
+    """After `jules-cache demo`, the docs' `FROM make_bars` read the demo's
     1-second bars and the user's own `make_bars` became a qualified name."""
     demo = CliRunner().invoke(
         cli, ["--root", str(root), "demo", "--symbols", "1", "--rows", "2000"]

@@ -1,4 +1,4 @@
-"""What joblib.Memory and diskcache users reach for (issue #20): ``ignore=``, ``contains``,
+"""What joblib.Memory and diskcache users reach for: ``ignore=``, ``contains``,
 ``clear``, ``expire=`` and ``max_size=``."""
 
 from __future__ import annotations
