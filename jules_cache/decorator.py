@@ -8,6 +8,7 @@
     result = bars.fetch("AAPL", ticks, {"freq": "1m"})     # a CacheResult (hit, key, ...)
     print(bars.explain("AAPL", ticks, {"freq": "5m"}))     # why it would miss
     bars.contains("AAPL", ticks, {"freq": "1m"})           # would it hit? (computes nothing)
+    bars.clear()                                           # remove every entry of "bars"
 
 ``@store.feature(ignore=["verbose"])`` leaves those top-level config keys out of the key, as
 joblib's ``ignore=`` does for arguments.
@@ -29,7 +30,7 @@ import polars as pl
 from jules_cache import _arguments as arguments
 from jules_cache.errors import InvalidInput
 from jules_cache.fingerprints.code import feature_name
-from jules_cache.models import CacheResult
+from jules_cache.models import CacheResult, Entry
 from jules_cache.request import ComputeFunc
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class FeatureStore(Protocol):
         version: str | None = None,
         ignore: Iterable[str] | None = None,
     ) -> bool: ...
+
+    def clear(self, *, feature: str) -> list[Entry]: ...
 
 
 class Feature:
@@ -184,6 +187,17 @@ class Feature:
             version=self.version,
             ignore=self.ignore,
         )
+
+    @property
+    def feature_name(self) -> str:
+        """The name entries of this feature are stored under (``name=``, else the function's
+        module-qualified name): what ``clear``, ``rm --feature`` and SQL views go by."""
+        return self.name or feature_name(self.compute_func)
+
+    def clear(self) -> list[Entry]:
+        """Remove every cached entry of this feature, on every symbol, config and code
+        version (``store.clear(feature=...)``); return the entries removed."""
+        return self.store.clear(feature=self.feature_name)
 
 
 def decorate(

@@ -831,6 +831,15 @@ class FeatureStore:
         self._writable("remove")
         return self.backend.remove(filters)
 
+    def clear(self, *, feature: str) -> list[Entry]:
+        """Remove every entry of ``feature`` (joblib's ``clear``; ``jules-cache rm --feature``),
+        the one way ``remove`` removes them; return the entries removed.
+
+        ``feature`` is the stored name: ``name=`` if given, else the function's
+        module-qualified name (``feature.clear()`` of a decorated feature passes its own).
+        """
+        return self.remove(feature=arguments.text("feature", feature, one_line=True))
+
     def verify(self, *, fix: bool = False) -> VerifyReport:
         """Find footer-keyed entries whose input file was rewritten under an identical footer.
 

@@ -137,3 +137,33 @@ def test_contains_on_a_file_input_reuses_its_memoised_digest(store, tmp_path, mo
 def test_contains_validates_its_arguments(store, call, named):
     with pytest.raises(InvalidInput, match=named):
         call(store)
+
+
+# -- clear ---------------------------------------------------------------------------------------
+
+
+def test_feature_clear_removes_every_entry_of_that_feature_only(store):
+    named = store.feature(name="noisy")(noisy_bars)
+    unnamed = store.feature(bar_count)
+    for i in (1, 2):
+        named("A", frame(i), {"a": 1})
+        named("B", frame(i), {"a": 2})
+        unnamed("A", frame(i), {})
+    removed = named.clear()
+    assert sorted(e.feature for e in removed) == ["noisy"] * 4
+    assert {e.feature for e in store.entries()} == {"features.bar_count"}
+    assert not named.contains("A", frame(1), {"a": 1})
+    assert not named.fetch("A", frame(1), {"a": 1}).hit  # removal is final: computed again
+    assert [e.feature for e in unnamed.clear()] == ["features.bar_count"] * 2
+    assert unnamed.clear() == []  # nothing left: not an error
+
+
+def test_store_clear_takes_a_feature_name(store):
+    store.fetch("A", frame(1), {}, bar_count, name="bars")
+    store.fetch("A", frame(1), {}, noisy_bars, name="other")
+    assert [e.feature for e in store.clear(feature="bars")] == ["bars"]
+    assert [e.feature for e in store.entries()] == ["other"]
+    with pytest.raises(InvalidInput, match="feature"):
+        store.clear(feature="")
+    with pytest.raises(InvalidInput, match="feature"):
+        store.clear(feature=None)
