@@ -11,7 +11,8 @@
     bars.clear()                                           # remove every entry of "bars"
 
 ``@store.feature(ignore=["verbose"])`` leaves those top-level config keys out of the key, as
-joblib's ``ignore=`` does for arguments.
+joblib's ``ignore=`` does for arguments; ``@store.feature(expire="7d")`` makes each result a
+miss (recomputed, replaced) 7 days after it was written, as diskcache's ``expire=``.
 
 The key is the one ``get_or_compute`` gives the ORIGINAL function: the wrapper adds nothing to
 it. A ``Feature`` referred to by other feature code is fingerprinted as the function it wraps
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import polars as pl
@@ -50,6 +52,7 @@ class FeatureStore(Protocol):
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -98,6 +101,7 @@ class Feature:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ):
         if not callable(compute_func):
             raise InvalidInput(
@@ -112,6 +116,7 @@ class Feature:
         self.version = version
         # config keys left out of the key (sorted: a stable repr, and the set is the meaning)
         self.ignore = tuple(sorted(arguments.config_keys("ignore", ignore)))
+        self.expire = arguments.expiry("expire", expire)  # seconds; None: never
 
     def __repr__(self) -> str:
         return f"<feature {feature_name(self.compute_func)} of {self.store!r}>"
@@ -161,6 +166,7 @@ class Feature:
             name=self.name,
             version=self.version,
             ignore=self.ignore,
+            expire=self.expire,
             lazy=lazy,
         )
 
@@ -207,15 +213,19 @@ def decorate(
     name: str | None,
     version: str | None,
     ignore: Iterable[str] | None = None,
+    expire: float | str | timedelta | None = None,
 ) -> Feature | Callable[[ComputeFunc], Feature]:
     """``FeatureStore.feature``: bare (``compute_func`` given) or with arguments."""
     if compute_func is not None:
-        return Feature(store, compute_func, name=name, version=version, ignore=ignore)
+        return Feature(
+            store, compute_func, name=name, version=version, ignore=ignore, expire=expire
+        )
     _check_arguments(name, version)  # a bad name or version fails at the decorator line
     ignore = tuple(arguments.config_keys("ignore", ignore))  # and so does a bad ignore
+    expire = arguments.expiry("expire", expire)  # or a bad expire
 
     def decorator(func: ComputeFunc) -> Feature:
-        return Feature(store, func, name=name, version=version, ignore=ignore)
+        return Feature(store, func, name=name, version=version, ignore=ignore, expire=expire)
 
     return decorator
 

@@ -268,6 +268,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ) -> Callable[[ComputeFunc], Feature]: ...
 
     def feature(
@@ -278,15 +279,18 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ) -> Feature | Callable[[ComputeFunc], Feature]:
         """Decorate ``compute_func(lazy_frame, config)`` into ``f(symbol, data, config, *,
         lazy=False)`` served by this store, as ``get_or_compute`` would (see
         ``jules_cache.decorator``). Use bare (``@store.feature``) or with ``name=`` /
-        ``version=`` / ``ignore=``.
+        ``version=`` / ``ignore=`` / ``expire=``.
         """
         from jules_cache.decorator import decorate
 
-        return decorate(self, compute_func, name=name, version=version, ignore=ignore)
+        return decorate(
+            self, compute_func, name=name, version=version, ignore=ignore, expire=expire
+        )
 
     # -- the main call -----------------------------------------------------------------------
 
@@ -301,6 +305,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[False] = False,
     ) -> pl.DataFrame: ...
 
@@ -315,6 +320,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[True],
     ) -> pl.LazyFrame: ...
 
@@ -329,6 +335,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> pl.DataFrame | pl.LazyFrame: ...
 
@@ -342,6 +349,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool = False,
     ) -> pl.DataFrame | pl.LazyFrame:
         """Return ``compute_func(data, config)`` for ``symbol``, from the cache when possible.
@@ -349,12 +357,22 @@ class FeatureStore:
         ``data`` is a Polars DataFrame/LazyFrame, pyarrow Table, pandas DataFrame, or Parquet
         path(s). ``name`` overrides the feature name (default: the function's qualified name);
         ``version`` replaces the code fingerprint. ``ignore`` names top-level config keys left
-        out of the key (``compute_func`` still receives them: e.g. ``verbose``). With
-        ``lazy=True`` a LazyFrame over the cached file is returned. Use ``fetch`` to also
-        learn whether it was a hit.
+        out of the key (``compute_func`` still receives them: e.g. ``verbose``). ``expire``
+        (seconds or '7d'; diskcache's TTL) makes a result written by this call a miss once
+        that long has passed since it was written; a hit of an entry written with an expiry
+        respects it whatever ``expire`` it passes. With ``lazy=True`` a LazyFrame over the
+        cached file is returned. Use ``fetch`` to also learn whether it was a hit.
         """
         value: pl.DataFrame | pl.LazyFrame = self.fetch(
-            symbol, data, config, compute_func, name=name, version=version, ignore=ignore, lazy=lazy
+            symbol,
+            data,
+            config,
+            compute_func,
+            name=name,
+            version=version,
+            ignore=ignore,
+            expire=expire,
+            lazy=lazy,
         ).value
         return value
 
@@ -369,6 +387,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[False] = False,
     ) -> CacheResult[pl.DataFrame]: ...
 
@@ -383,6 +402,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[True],
     ) -> CacheResult[pl.LazyFrame]: ...
 
@@ -397,6 +417,7 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -410,10 +431,12 @@ class FeatureStore:
         name: str | None = None,
         version: str | None = None,
         ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool = False,
     ) -> CacheResult[Any]:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
         request = self._request(symbol, data, config, compute_func, name, version, lazy, ignore)
+        request = dataclasses.replace(request, expire=arguments.expiry("expire", expire))
         value = self.backend.read(request.key, lazy)
         if value is not None:
             self._record_hit(request)
@@ -589,6 +612,7 @@ class FeatureStore:
         crash_point("compute")
         output = request.compute_func(request.frame, request.config)
         result = as_result_frame(output, request.parts.feature)
+        request = request.written()  # an expiry counts from the write, not from the call
         temp: Path | None = None
         try:
             temp = backend.new_temp_path(request.key)
@@ -608,7 +632,11 @@ class FeatureStore:
             # A lazy result is opened once it is published (which verifies the file).
             frame = None
             if not request.lazy:
-                frame = in_hand if in_hand is not None else read_result(temp, request.key)
+                frame = (
+                    in_hand
+                    if in_hand is not None
+                    else read_result(temp, request.key, fresh=False)  # even a tiny expire
+                )
             described = in_hand if in_hand is not None else frame
             if described is None:
                 info = describe_result(temp, self.time_column)
@@ -725,12 +753,16 @@ class FeatureStore:
         read or counted.
 
         The call is keyed as ``fetch`` keys it, then the result's presence is checked (a stat,
-        or an S3 HEAD), so a row whose file is gone says False. A Parquet path input reuses
-        its digest memoised by stat (no re-hash while the file is unchanged); a frame has no
-        such identity and is hashed every time (~13 GB/s per core).
+        or an S3 HEAD), so a row whose file is gone says False; when it is there, its row's
+        expiry (``expire=``) is read from the catalog, so an expired entry says False. A
+        Parquet path input reuses its digest memoised by stat (no re-hash while the file is
+        unchanged); a frame has no such identity and is hashed every time (~13 GB/s per core).
         """
         request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
-        return self.backend.exists(request.key)
+        if not self.backend.exists(request.key):
+            return False
+        entry = self.entry(request.key)
+        return entry is None or entry.expires_at is None or entry.expires_at > utc_now()
 
     def stats(self, *, symbol_limit: int = DEFAULT_SYMBOL_LIMIT) -> Stats:
         """Entries and bytes stored now; hits, misses and compute time saved since the cache

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import polars as pl
@@ -167,3 +168,82 @@ def test_store_clear_takes_a_feature_name(store):
         store.clear(feature="")
     with pytest.raises(InvalidInput, match="feature"):
         store.clear(feature=None)
+
+
+# -- expire= -------------------------------------------------------------------------------------
+# Short expiries and a sleep just past them: time must really pass for an entry to expire
+# (2 s: the first write of a process can take a few hundred ms, and the expiry counts from it).
+
+
+def test_an_expired_entry_is_a_miss_recomputed_and_replaced(store):
+    first = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=2)
+    entry = store.entry(first.key)
+    assert entry.expires_at is not None
+    # counted from the start of the write, which ends just before the row's created_at
+    assert 0 < (entry.expires_at - entry.created_at).total_seconds() <= 2
+    time.sleep(2.1)
+    assert not store.contains("A", frame(1), {"a": 1}, noisy_bars)
+    again = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=3600)
+    assert not again.hit and again.key == first.key and again.value.equals(first.value)
+    replaced = store.entry(first.key)
+    assert replaced.created_at > entry.created_at
+    assert 3590 < (replaced.expires_at - replaced.created_at).total_seconds() <= 3600
+    assert store.fetch("A", frame(1), {"a": 1}, noisy_bars).hit  # stored expiry: not yet
+    assert store.fetch("A", frame(1), {"a": 1}, noisy_bars, lazy=True).hit
+    assert len(store.entries()) == 1
+    stats = store.stats()
+    assert (stats.hits, stats.misses) == (2, 2)
+
+
+def test_an_expired_entry_is_a_miss_also_for_lazy_hits_and_decorated_features(store):
+    bars = store.feature(name="ttl", expire=2)(noisy_bars)
+    first = bars.fetch("A", frame(1), {"a": 1}, lazy=True)
+    assert bars.fetch("A", frame(1), {"a": 1}, lazy=True).hit  # verified once, then cached
+    time.sleep(2.1)
+    again = bars.fetch("A", frame(1), {"a": 1}, lazy=True)
+    assert not again.hit and again.key == first.key
+    assert store.entry(first.key).expires_at > store.entry(first.key).created_at
+
+
+def test_without_expire_an_entry_never_expires(store):
+    first = store.fetch("A", frame(1), {"a": 1}, noisy_bars)
+    assert store.entry(first.key).expires_at is None
+    week = store.feature(name="week", expire="7d")(noisy_bars)
+    kept = week.fetch("A", frame(1), {"a": 1})
+    entry = store.entry(kept.key)
+    assert 7 * 86400 - 10 < (entry.expires_at - entry.created_at).total_seconds() <= 7 * 86400
+
+
+def test_gc_deletes_expired_entries_and_spares_fresh_ones(store):
+    gone = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=2)
+    kept = store.fetch("A", frame(2), {"a": 1}, noisy_bars, expire=3600)
+    forever = store.fetch("A", frame(3), {"a": 1}, noisy_bars)
+    time.sleep(2.1)
+    report = store.gc()
+    assert [item.key for item in report.items if item.reason == "expired"] == [gone.key]
+    assert store.entry(gone.key) is None and not gone.path.exists()
+    assert store.entry(kept.key) is not None and store.entry(forever.key) is not None
+
+
+def test_a_rebuilt_manifest_keeps_the_expiry_from_the_files(root):
+    from click.testing import CliRunner
+
+    from jules_cache import FeatureStore
+    from jules_cache.cli import cli
+
+    with FeatureStore(root) as store:
+        first = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=3600)
+        expires = store.entry(first.key).expires_at
+    (root / "manifest.duckdb").write_bytes(b"damaged")
+    rebuilt = CliRunner().invoke(cli, ["--root", str(root), "check", "--rebuild"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    with FeatureStore(root) as store:
+        assert store.entry(first.key).expires_at == expires
+
+
+@pytest.mark.parametrize("expire", ["soon", -1, 0, True, float("nan"), [1]])
+def test_a_bad_expire_is_invalid_input_naming_it(store, expire):
+    with pytest.raises(InvalidInput, match="expire"):
+        store.fetch("A", frame(1), {}, bar_count, expire=expire)
+    with pytest.raises(InvalidInput, match="expire"):
+        store.feature(expire=expire)(bar_count)
