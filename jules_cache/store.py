@@ -43,7 +43,7 @@ from jules_cache.fingerprints.config import canonical_config
 from jules_cache.fingerprints.inputs import FingerprintMode, as_result_frame, prepare_data
 from jules_cache.fingerprints.keys import KeyParts, validate_symbol
 from jules_cache.maintenance.check import DEFAULT_GRACE_SECONDS, CheckReport
-from jules_cache.maintenance.gc import GCOptions, GCReport
+from jules_cache.maintenance.gc import GCOptions, GCReport, parse_size
 from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import CacheResult, Entry, Overview, Stats
 from jules_cache.options import StoreOptions
@@ -68,6 +68,8 @@ _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 DEFAULT_LOG_COMPUTE_SECONDS = 10.0
 # Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
 DEFAULT_SYMBOL_LIMIT = 100
+# max_size eviction runs GC's plan for its size cap alone: a retention no entry reaches.
+_NO_RETENTION_WEEKS = 10_000
 
 
 class FeatureStore:
@@ -115,6 +117,9 @@ class FeatureStore:
         catalog_schema: the PostgreSQL schema of that catalog (default
             ``$JULES_CACHE_CATALOG_SCHEMA``, else ``jules_cache``): one database can hold many
             caches.
+        max_size: bytes or '50GB': after a miss publishes, a cache whose recorded size exceeds
+            it evicts its least recently used entries down to it (at most ``auto_gc_limit``
+            deletions; never on a hit). Default: unbounded (``jules-cache gc`` from cron).
 
     A missing manifest, one whose creation never completed (a crash or a full disk), and a
     rebuild interrupted midway are repaired here on their own (``check.recover``).
@@ -144,6 +149,7 @@ class FeatureStore:
         read_only: bool = StoreOptions.read_only,
         catalog: str | None = StoreOptions.catalog,
         catalog_schema: str | None = StoreOptions.catalog_schema,
+        max_size: int | str | None = StoreOptions.max_size,
     ):
         require_unforked()
         options = StoreOptions(
@@ -161,6 +167,7 @@ class FeatureStore:
             read_only=read_only,
             catalog=catalog,
             catalog_schema=catalog_schema,
+            max_size=max_size,
         )
         _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
         _require(not (read_only and rebuild), "a read_only store cannot rebuild the manifest")
@@ -177,6 +184,8 @@ class FeatureStore:
         self.catalog_refresh_seconds = float(options.catalog_refresh_seconds)
         self.auto_gc = options.auto_gc
         self.auto_gc_limit = options.auto_gc_limit
+        # The size cap, enforced after each publish by GC's over-budget plan (see _cap_size).
+        self.max_size = None if options.max_size is None else parse_size(options.max_size)
         self._next_auto_gc = 0.0
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
@@ -444,7 +453,10 @@ class FeatureStore:
         log_event("miss", request, time.perf_counter() - request.started)
         if self.read_only:
             return self._compute_unstored(request)
-        return self._miss(request)
+        result = self._miss(request)
+        if result.stored and not result.hit:
+            self._cap_size()  # after the key's lock is released: GC may take key locks
+        return result
 
     def _compute_unstored(self, request: Request) -> CacheResult[Any]:
         """A read-only store's miss: compute and return the value, store nothing."""
@@ -991,6 +1003,37 @@ class FeatureStore:
         except self.backend.store_errors() as exc:
             warnings.warn(
                 f"automatic GC of {self.backend.location} failed: {exc}",
+                CacheWriteWarning,
+                stacklevel=4,
+            )
+
+    def _cap_size(self) -> None:
+        """With ``max_size``: once the recorded size exceeds it, evict the least recently used
+        entries down to it (GC's over-budget plan; at most ``auto_gc_limit`` deletions).
+
+        Runs after a miss published, never on a hit. The size check is one catalog read; a
+        GC run (listing the results) happens only when the cache is over the cap. Entries not
+        accessed for ages are not this step's business (``jules-cache gc``'s retention is).
+        """
+        if self.max_size is None:
+            return
+        try:
+            self._write_rows()  # rows of results this store published: counted, not orphans
+            # Not overview(): its flush would rebuild catalog.duckdb after every miss.
+            recorded = Overview.from_rows(self.backend.location, *self.backend.overview_rows())
+            if recorded.bytes <= self.max_size:
+                return
+            options = GCOptions.build(
+                retention_weeks=_NO_RETENTION_WEEKS,
+                max_size=self.max_size,
+                limit=self.auto_gc_limit,
+            )
+            _log_gc(self.backend.gc(options, None))
+        except LockTimeout:
+            pass  # another GC is running: it, or the next publish, evicts
+        except self.backend.store_errors() as exc:
+            warnings.warn(
+                f"evicting down to max_size in {self.backend.location} failed: {exc}",
                 CacheWriteWarning,
                 stacklevel=4,
             )

@@ -247,3 +247,44 @@ def test_a_bad_expire_is_invalid_input_naming_it(store, expire):
         store.fetch("A", frame(1), {}, bar_count, expire=expire)
     with pytest.raises(InvalidInput, match="expire"):
         store.feature(expire=expire)(bar_count)
+
+
+# -- max_size= -----------------------------------------------------------------------------------
+
+
+def test_a_store_with_max_size_stays_under_it_after_many_misses(root):
+    from jules_cache import FeatureStore
+
+    with FeatureStore(root) as probe:  # how big one result is
+        one = probe.fetch("A", frame(0), {"a": 0}, noisy_bars).path.stat().st_size
+        probe.remove(all=True)
+    cap = int(one * 3.5)
+    with FeatureStore(root, max_size=cap) as store:
+        keys = []
+        for i in range(1, 11):
+            keys.append(store.fetch("A", frame(i), {"a": i}, noisy_bars).key)
+            sizes = [e.bytes for e in store.entries()]
+            assert sum(sizes) <= cap + max(sizes)  # at most one entry over, at any time
+        kept = {e.key for e in store.entries()}
+        assert sum(e.bytes for e in store.entries()) <= cap
+        assert kept == set(keys[-3:])  # the least recently used went first
+        assert store.fetch("A", frame(10), {"a": 10}, noisy_bars).hit
+        assert store.check().consistent
+
+
+def test_max_size_takes_bytes_or_a_size_string(root):
+    from jules_cache import FeatureStore, StoreOptions
+
+    assert StoreOptions(max_size="50GB").max_size == "50GB"
+    with FeatureStore(root, max_size="1KB") as store:
+        store.fetch("A", frame(1), {"a": 1}, noisy_bars)
+        store.fetch("A", frame(2), {"a": 2}, noisy_bars)
+        assert len(store.entries()) <= 1
+
+
+@pytest.mark.parametrize("max_size", ["lots", -1, 0, True, 1.5, "0GB"])
+def test_a_bad_max_size_is_invalid_input_naming_it(root, max_size):
+    from jules_cache import FeatureStore
+
+    with pytest.raises(InvalidInput, match="max_size"):
+        FeatureStore(root, max_size=max_size)
