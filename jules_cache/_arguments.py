@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from jules_cache._durations import parse_duration
 from jules_cache.errors import InvalidInput
 from jules_cache.fingerprints.keys import require_utf8
 
@@ -79,6 +80,37 @@ def strings(name: str, value: Any) -> Any:
     return values
 
 
+def config_keys(name: str, value: Any) -> frozenset[str]:
+    """None or a list of non-empty str (config keys): a lone str is refused, not split into
+    characters (``ignore="verbose"`` would otherwise ignore the keys "v", "e", ...)."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise InvalidInput(f"{name} must be a list of config keys (str), not {value!r}")
+    keys = list(value)
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"{name} must be a list of non-empty str, not {value!r}")
+    return frozenset(keys)
+
+
+def expiry(name: str, value: Any) -> float | None:
+    """None (never expires) or a duration > 0: seconds, '7d', '6h', or a timedelta."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | str | timedelta):
+        raise InvalidInput(
+            f"{name} must be seconds, a duration such as '7d', or None; not {value!r}"
+        )
+    try:
+        seconds = parse_duration(value)  # type: ignore[arg-type]
+    except InvalidInput as exc:
+        raise InvalidInput(f"{name}: {exc}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(f"{name} must be a duration > 0 (or None: never), not {value!r}")
+    return seconds
+
+
 def moment(name: str, value: Any) -> datetime | date | None:
     if value is not None and not isinstance(value, datetime | date):
         raise InvalidInput(f"{name} must be a datetime (naive UTC) or None, not {value!r}")
@@ -86,7 +118,9 @@ def moment(name: str, value: Any) -> datetime | date | None:
 
 
 __all__ = [
+    "config_keys",
     "count",
+    "expiry",
     "flag",
     "key_prefix",
     "moment",

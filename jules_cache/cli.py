@@ -822,6 +822,8 @@ def check_command(
 def _show_check(report: Any) -> None:
     if report.rebuilt_from:
         click.echo(f"old manifest moved to  {report.rebuilt_from}")
+        if report.kept_counters:
+            click.echo("kept from it           hits, counters, view names and GC history")
     click.echo(f"root       {report.root}")
     click.echo(f"entries    {report.entries:,}")
     click.echo(f"files      {report.files:,}")

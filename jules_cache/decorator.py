@@ -7,6 +7,12 @@
     lazy = bars("AAPL", ticks, {"freq": "1m"}, lazy=True)  # a LazyFrame over the cached file
     result = bars.fetch("AAPL", ticks, {"freq": "1m"})     # a CacheResult (hit, key, ...)
     print(bars.explain("AAPL", ticks, {"freq": "5m"}))     # why it would miss
+    bars.contains("AAPL", ticks, {"freq": "1m"})           # would it hit? (computes nothing)
+    bars.clear()                                           # remove every entry of "bars"
+
+``@store.feature(ignore=["verbose"])`` leaves those top-level config keys out of the key, as
+joblib's ``ignore=`` does for arguments; ``@store.feature(expire="7d")`` makes each result a
+miss (recomputed, replaced) 7 days after it was written, as diskcache's ``expire=``.
 
 The key is the one ``get_or_compute`` gives the ORIGINAL function: the wrapper adds nothing to
 it. A ``Feature`` referred to by other feature code is fingerprinted as the function it wraps
@@ -17,14 +23,16 @@ manifest differ between processes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import polars as pl
 
+from jules_cache import _arguments as arguments
 from jules_cache.errors import InvalidInput
 from jules_cache.fingerprints.code import feature_name
-from jules_cache.models import CacheResult
+from jules_cache.models import CacheResult, Entry
 from jules_cache.request import ComputeFunc
 
 if TYPE_CHECKING:
@@ -32,7 +40,7 @@ if TYPE_CHECKING:
 
 
 class FeatureStore(Protocol):
-    """What a feature needs of its store (``jules_cache.FeatureStore``): fetch and explain."""
+    """What a feature needs of its store (``jules_cache.FeatureStore``)."""
 
     def fetch(
         self,
@@ -43,6 +51,8 @@ class FeatureStore(Protocol):
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -55,7 +65,22 @@ class FeatureStore(Protocol):
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Explanation: ...
+
+    def contains(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
+    ) -> bool: ...
+
+    def clear(self, *, feature: str) -> list[Entry]: ...
 
 
 class Feature:
@@ -75,6 +100,8 @@ class Feature:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ):
         if not callable(compute_func):
             raise InvalidInput(
@@ -87,6 +114,9 @@ class Feature:
         self.compute_func = compute_func
         self.name = name
         self.version = version
+        # config keys left out of the key (sorted: a stable repr, and the set is the meaning)
+        self.ignore = tuple(sorted(arguments.config_keys("ignore", ignore)))
+        self.expire = arguments.expiry("expire", expire)  # seconds; None: never
 
     def __repr__(self) -> str:
         return f"<feature {feature_name(self.compute_func)} of {self.store!r}>"
@@ -135,14 +165,45 @@ class Feature:
             self.compute_func,
             name=self.name,
             version=self.version,
+            ignore=self.ignore,
+            expire=self.expire,
             lazy=lazy,
         )
 
     def explain(self, symbol: str, data: Any, config: Any) -> Explanation:
         """``store.explain(...)``: whether this call would hit, and what differs if not."""
         return self.store.explain(
-            symbol, data, config, self.compute_func, name=self.name, version=self.version
+            symbol,
+            data,
+            config,
+            self.compute_func,
+            name=self.name,
+            version=self.version,
+            ignore=self.ignore,
         )
+
+    def contains(self, symbol: str, data: Any, config: Any) -> bool:
+        """``store.contains(...)``: whether this call would hit, nothing computed or read."""
+        return self.store.contains(
+            symbol,
+            data,
+            config,
+            self.compute_func,
+            name=self.name,
+            version=self.version,
+            ignore=self.ignore,
+        )
+
+    @property
+    def feature_name(self) -> str:
+        """The name entries of this feature are stored under (``name=``, else the function's
+        module-qualified name): what ``clear``, ``rm --feature`` and SQL views go by."""
+        return self.name or feature_name(self.compute_func)
+
+    def clear(self) -> list[Entry]:
+        """Remove every cached entry of this feature, on every symbol, config and code
+        version (``store.clear(feature=...)``); return the entries removed."""
+        return self.store.clear(feature=self.feature_name)
 
 
 def decorate(
@@ -151,14 +212,20 @@ def decorate(
     *,
     name: str | None,
     version: str | None,
+    ignore: Iterable[str] | None = None,
+    expire: float | str | timedelta | None = None,
 ) -> Feature | Callable[[ComputeFunc], Feature]:
     """``FeatureStore.feature``: bare (``compute_func`` given) or with arguments."""
     if compute_func is not None:
-        return Feature(store, compute_func, name=name, version=version)
+        return Feature(
+            store, compute_func, name=name, version=version, ignore=ignore, expire=expire
+        )
     _check_arguments(name, version)  # a bad name or version fails at the decorator line
+    ignore = tuple(arguments.config_keys("ignore", ignore))  # and so does a bad ignore
+    expire = arguments.expiry("expire", expire)  # or a bad expire
 
     def decorator(func: ComputeFunc) -> Feature:
-        return Feature(store, func, name=name, version=version)
+        return Feature(store, func, name=name, version=version, ignore=ignore, expire=expire)
 
     return decorator
 

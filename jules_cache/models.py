@@ -61,6 +61,7 @@ class Entry(_ToDict):
     hit_count: int
     library_versions: str
     code_functions: str | None = None  # JSON {qualified name: digest}
+    expires_at: datetime | None = None  # written with expire=: a miss from then on; None: never
 
     @property
     def config(self) -> Any:

@@ -38,6 +38,7 @@ class StoreOptions:
     read_only: bool = False
     catalog: str | None = None
     catalog_schema: str | None = None
+    max_size: int | str | None = None  # bytes or '50GB': LRU eviction after each publish
 
     def __post_init__(self) -> None:
         for name in (
@@ -72,6 +73,17 @@ class StoreOptions:
             and self.auto_gc_limit >= 1,
             f"auto_gc_limit must be an int >= 1, not {self.auto_gc_limit!r}",
         )
+        if self.max_size is not None:
+            from jules_cache.maintenance.gc import parse_size  # only a store that caps size
+
+            _require(
+                isinstance(self.max_size, int | str) and not isinstance(self.max_size, bool),
+                f"max_size must be bytes (an int) or a size such as '50GB', not {self.max_size!r}",
+            )
+            try:
+                parse_size(self.max_size)
+            except InvalidInput as exc:
+                raise InvalidInput(f"max_size: {exc}") from None
         for name in ("time_column", "catalog", "catalog_schema"):
             value = getattr(self, name)
             _require(

@@ -7,6 +7,7 @@ a catalog can be rebuilt from the results alone and every read can check the key
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
@@ -46,6 +47,10 @@ class Request:
     compute_func: ComputeFunc
     lazy: bool
     started: float
+    expire: float | None = None  # seconds an entry written for this call stays fresh
+    # When the entry written for this call expires (epoch seconds): fixed at write time
+    # (``written``), so the file's footer and the catalog row carry the same instant.
+    expires_at: float | None = None
 
     def result(
         self, value: pl.DataFrame | pl.LazyFrame, *, hit: bool = False, stored: bool = True
@@ -58,10 +63,17 @@ class Request:
             value, hit, self.key, self.location, parts.feature, parts.symbol, seconds, stored
         )
 
+    def written(self) -> Request:
+        """This request as its result is written: with its expiry counted from now."""
+        if self.expire is None:
+            return self
+        return dataclasses.replace(self, expires_at=time.time() + self.expire)
+
     def file_metadata(self) -> dict[str, Any]:
-        """The entry's identity, stored in the file so the catalog can be rebuilt from it."""
+        """The entry's identity, stored in the file so the catalog can be rebuilt from it
+        (and its expiry, so a hit can refuse an expired file without the catalog)."""
         parts = self.parts
-        return {
+        metadata = {
             "key": self.key,
             "key_schema": KEY_SCHEMA,
             "feature": parts.feature,
@@ -75,6 +87,9 @@ class Request:
             "code_functions": self.code_functions,
             "library_versions": library_versions(),
         }
+        if self.expires_at is not None:  # files that never expire keep the footer they had
+            metadata["expires_at"] = self.expires_at
+        return metadata
 
 
 def log_event(event: str, request: Request, seconds: float) -> None:

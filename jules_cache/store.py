@@ -18,7 +18,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -61,6 +61,11 @@ _live_stores: weakref.WeakSet[FeatureStore] = weakref.WeakSet()
 DEFAULT_LOG_COMPUTE_SECONDS = 10.0
 # Symbols with a label of their own in ``stats()`` (and Prometheus); later ones are __other__.
 DEFAULT_SYMBOL_LIMIT = 100
+# max_size eviction runs GC's plan for its size cap alone: a retention no entry reaches.
+_NO_RETENTION_WEEKS = 10_000
+# ... and evicts down to this share of the cap, so a GC run (~0.2 s) is paid once per ~10% of
+# the cap's worth of new results, not after every miss of a full cache (diskcache culls so).
+_EVICT_TO = 0.9
 
 
 class FeatureStore:
@@ -108,6 +113,9 @@ class FeatureStore:
         catalog_schema: the PostgreSQL schema of that catalog (default
             ``$JULES_CACHE_CATALOG_SCHEMA``, else ``jules_cache``): one database can hold many
             caches.
+        max_size: bytes or '50GB': after a miss publishes, a cache whose recorded size exceeds
+            it evicts its least recently used entries down to it (at most ``auto_gc_limit``
+            deletions; never on a hit). Default: unbounded (``jules-cache gc`` from cron).
 
     A missing manifest, one whose creation never completed (a crash or a full disk), and a
     rebuild interrupted midway are repaired here on their own (``check.recover``).
@@ -137,6 +145,7 @@ class FeatureStore:
         read_only: bool = StoreOptions.read_only,
         catalog: str | None = StoreOptions.catalog,
         catalog_schema: str | None = StoreOptions.catalog_schema,
+        max_size: int | str | None = StoreOptions.max_size,
     ):
         require_unforked()
         options = StoreOptions(
@@ -154,6 +163,7 @@ class FeatureStore:
             read_only=read_only,
             catalog=catalog,
             catalog_schema=catalog_schema,
+            max_size=max_size,
         )
         _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
         _require(not (read_only and rebuild), "a read_only store cannot rebuild the manifest")
@@ -170,6 +180,12 @@ class FeatureStore:
         self.catalog_refresh_seconds = float(options.catalog_refresh_seconds)
         self.auto_gc = options.auto_gc
         self.auto_gc_limit = options.auto_gc_limit
+        # The size cap, enforced after each publish by GC's over-budget plan (see _cap_size).
+        self.max_size = None
+        if options.max_size is not None:
+            from jules_cache.maintenance.gc import parse_size
+
+            self.max_size = parse_size(options.max_size)
         self._next_auto_gc = 0.0
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
@@ -256,7 +272,14 @@ class FeatureStore:
 
     @overload
     def feature(
-        self, compute_func: None = None, /, *, name: str | None = None, version: str | None = None
+        self,
+        compute_func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ) -> Callable[[ComputeFunc], Feature]: ...
 
     def feature(
@@ -266,15 +289,19 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
     ) -> Feature | Callable[[ComputeFunc], Feature]:
         """Decorate ``compute_func(lazy_frame, config)`` into ``f(symbol, data, config, *,
         lazy=False)`` served by this store, as ``get_or_compute`` would (see
         ``jules_cache.decorator``). Use bare (``@store.feature``) or with ``name=`` /
-        ``version=``.
+        ``version=`` / ``ignore=`` / ``expire=``.
         """
         from jules_cache.decorator import decorate
 
-        return decorate(self, compute_func, name=name, version=version)
+        return decorate(
+            self, compute_func, name=name, version=version, ignore=ignore, expire=expire
+        )
 
     # -- the main call -----------------------------------------------------------------------
 
@@ -288,6 +315,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[False] = False,
     ) -> pl.DataFrame: ...
 
@@ -301,6 +330,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[True],
     ) -> pl.LazyFrame: ...
 
@@ -314,6 +345,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> pl.DataFrame | pl.LazyFrame: ...
 
@@ -326,17 +359,31 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool = False,
     ) -> pl.DataFrame | pl.LazyFrame:
         """Return ``compute_func(data, config)`` for ``symbol``, from the cache when possible.
 
         ``data`` is a Polars DataFrame/LazyFrame, pyarrow Table, pandas DataFrame, or Parquet
         path(s). ``name`` overrides the feature name (default: the function's qualified name);
-        ``version`` replaces the code fingerprint. With ``lazy=True`` a LazyFrame over the
+        ``version`` replaces the code fingerprint. ``ignore`` names top-level config keys left
+        out of the key (``compute_func`` still receives them: e.g. ``verbose``). ``expire``
+        (seconds or '7d'; diskcache's TTL) makes a result written by this call a miss once
+        that long has passed since it was written; a hit of an entry written with an expiry
+        respects it whatever ``expire`` it passes. With ``lazy=True`` a LazyFrame over the
         cached file is returned. Use ``fetch`` to also learn whether it was a hit.
         """
         value: pl.DataFrame | pl.LazyFrame = self.fetch(
-            symbol, data, config, compute_func, name=name, version=version, lazy=lazy
+            symbol,
+            data,
+            config,
+            compute_func,
+            name=name,
+            version=version,
+            ignore=ignore,
+            expire=expire,
+            lazy=lazy,
         ).value
         return value
 
@@ -350,6 +397,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[False] = False,
     ) -> CacheResult[pl.DataFrame]: ...
 
@@ -363,6 +412,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: Literal[True],
     ) -> CacheResult[pl.LazyFrame]: ...
 
@@ -376,6 +427,8 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool,
     ) -> CacheResult[Any]: ...
 
@@ -388,10 +441,13 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
+        expire: float | str | timedelta | None = None,
         lazy: bool = False,
     ) -> CacheResult[Any]:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
-        request = self._request(symbol, data, config, compute_func, name, version, lazy)
+        request = self._request(symbol, data, config, compute_func, name, version, lazy, ignore)
+        request = dataclasses.replace(request, expire=arguments.expiry("expire", expire))
         value = self.backend.read(request.key, lazy)
         if value is not None:
             self._record_hit(request)
@@ -399,7 +455,10 @@ class FeatureStore:
         log_event("miss", request, time.perf_counter() - request.started)
         if self.read_only:
             return self._compute_unstored(request)
-        return self._miss(request)
+        result = self._miss(request)
+        if result.stored and not result.hit:
+            self._cap_size()  # after the key's lock is released: GC may take key locks
+        return result
 
     def _compute_unstored(self, request: Request) -> CacheResult[Any]:
         """A read-only store's miss: compute and return the value, store nothing."""
@@ -432,6 +491,7 @@ class FeatureStore:
         name: str | None,
         version: str | None,
         lazy: bool,
+        ignore: Iterable[str] | None = None,
     ) -> Request:
         """Fingerprint every input, cheapest (and likeliest to be wrong) first."""
         require_unforked()
@@ -446,7 +506,7 @@ class FeatureStore:
         version = arguments.optional_text("version", version)
         arguments.flag("lazy", lazy)
         feature = name or feature_name(compute_func)
-        config_fp = canonical_config(config)
+        config_fp = canonical_config(_keyed_config(config, arguments.config_keys("ignore", ignore)))
         code_fp = code_fingerprint(compute_func, version)
         prepared = prepare_data(
             data,
@@ -573,6 +633,7 @@ class FeatureStore:
         crash_point("compute")
         output = request.compute_func(request.frame, request.config)
         result = as_result_frame(output, request.parts.feature)
+        request = request.written()  # an expiry counts from the write, not from the call
         temp: Path | None = None
         try:
             temp = backend.new_temp_path(request.key)
@@ -592,7 +653,11 @@ class FeatureStore:
             # A lazy result is opened once it is published (which verifies the file).
             frame = None
             if not request.lazy:
-                frame = in_hand if in_hand is not None else read_result(temp, request.key)
+                frame = (
+                    in_hand
+                    if in_hand is not None
+                    else read_result(temp, request.key, fresh=False)  # even a tiny expire
+                )
             described = in_hand if in_hand is not None else frame
             if described is None:
                 info = describe_result(temp, self.time_column)
@@ -665,6 +730,7 @@ class FeatureStore:
         *,
         name: str | None = None,
         version: str | None = None,
+        ignore: Iterable[str] | None = None,
     ) -> Explanation:
         """Say whether this call would hit and, if not, what differs from the closest entry.
 
@@ -672,7 +738,7 @@ class FeatureStore:
         (data, config key by key, code function by function, symbol, key scheme), with the
         cached entries of the same feature.
         """
-        request = self._request(symbol, data, config, compute_func, name, version, False)
+        request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
         parts = request.parts
         call = CallComponents(
             key=request.key,
@@ -692,6 +758,32 @@ class FeatureStore:
         with_files = [entry.key for entry in candidates if entry.data_method != "frame"]
         inputs = self.backend.entry_inputs(with_files)
         return explain(call, self.backend.exists(request.key), candidates, inputs)
+
+    def contains(
+        self,
+        symbol: str,
+        data: Any,
+        config: Any,
+        compute_func: ComputeFunc,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        ignore: Iterable[str] | None = None,
+    ) -> bool:
+        """Whether this call would hit (joblib's ``check_call_in_cache``): nothing computed,
+        read or counted.
+
+        The call is keyed as ``fetch`` keys it, then the result's presence is checked (a stat,
+        or an S3 HEAD), so a row whose file is gone says False; when it is there, its row's
+        expiry (``expire=``) is read from the catalog, so an expired entry says False. A
+        Parquet path input reuses its digest memoised by stat (no re-hash while the file is
+        unchanged); a frame has no such identity and is hashed every time (~13 GB/s per core).
+        """
+        request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
+        if not self.backend.exists(request.key):
+            return False
+        entry = self.entry(request.key)
+        return entry is None or entry.expires_at is None or entry.expires_at > utc_now()
 
     def stats(self, *, symbol_limit: int = DEFAULT_SYMBOL_LIMIT) -> Stats:
         """Entries and bytes stored now; hits, misses and compute time saved since the cache
@@ -791,6 +883,15 @@ class FeatureStore:
             return self.backend.query_entries("match_entries", filters)
         self._writable("remove")
         return self.backend.remove(filters)
+
+    def clear(self, *, feature: str) -> list[Entry]:
+        """Remove every entry of ``feature`` (joblib's ``clear``; ``jules-cache rm --feature``),
+        the one way ``remove`` removes them; return the entries removed.
+
+        ``feature`` is the stored name: ``name=`` if given, else the function's
+        module-qualified name (``feature.clear()`` of a decorated feature passes its own).
+        """
+        return self.remove(feature=arguments.text("feature", feature, one_line=True))
 
     def verify(self, *, fix: bool = False) -> VerifyReport:
         """Find footer-keyed entries whose input file was rewritten under an identical footer.
@@ -917,6 +1018,40 @@ class FeatureStore:
                 stacklevel=4,
             )
 
+    def _cap_size(self) -> None:
+        """With ``max_size``: once the recorded size exceeds it, evict the least recently used
+        entries down to 90% of it (GC's over-budget plan; at most ``auto_gc_limit``
+        deletions).
+
+        Runs after a miss published, never on a hit. The size check is one catalog read; a
+        GC run (listing the results) happens only when the cache is over the cap. Entries not
+        accessed for ages are not this step's business (``jules-cache gc``'s retention is).
+        """
+        from jules_cache.maintenance.gc import GCOptions
+
+        if self.max_size is None:
+            return
+        try:
+            self._write_rows()  # rows of results this store published: counted, not orphans
+            # Not overview(): its flush would rebuild catalog.duckdb after every miss.
+            recorded = Overview.from_rows(self.backend.location, *self.backend.overview_rows())
+            if recorded.bytes <= self.max_size:
+                return
+            options = GCOptions.build(
+                retention_weeks=_NO_RETENTION_WEEKS,
+                max_size=max(1, int(self.max_size * _EVICT_TO)),
+                limit=self.auto_gc_limit,
+            )
+            _log_gc(self.backend.gc(options, None))
+        except LockTimeout:
+            pass  # another GC is running: it, or the next publish, evicts
+        except self.backend.store_errors() as exc:
+            warnings.warn(
+                f"evicting down to max_size in {self.backend.location} failed: {exc}",
+                CacheWriteWarning,
+                stacklevel=4,
+            )
+
     def close(self) -> None:
         """Flush recorded hits. The store stays usable; closing again is harmless."""
         self.flush()
@@ -944,6 +1079,22 @@ def _log_gc(report: GCReport) -> None:
         report.status,
         report.duration_seconds,
     )
+
+
+def _keyed_config(config: Any, ignore: frozenset[str]) -> Any:
+    """The config the key is made of: without the top-level keys named by ``ignore``.
+
+    Top-level keys only: a dotted name is a key like any other, never a path, so what is
+    left out of the key is always visible at a glance in the call.
+    """
+    if not ignore:
+        return config
+    if not isinstance(config, Mapping):
+        raise InvalidInput(
+            f"ignore={sorted(ignore)!r} names config keys, but the config is a "
+            f"{type(config).__name__}, not a dict; pass a dict config or drop ignore="
+        )
+    return {key: value for key, value in config.items() if key not in ignore}
 
 
 def _require(condition: bool, message: str) -> None:

@@ -11,12 +11,12 @@ INSERT INTO entries (
     key, feature, symbol, path, key_schema, data_fingerprint, data_method,
     config_fingerprint, config_json, code_fingerprint, code_version, result_schema,
     rows, bytes, time_column, min_time, max_time, compute_seconds,
-    created_at, last_accessed_at, hit_count, library_versions, code_functions
+    created_at, last_accessed_at, hit_count, library_versions, code_functions, expires_at
 ) VALUES (
     $key, $feature, $symbol, $path, $key_schema, $data_fingerprint, $data_method,
     $config_fingerprint, $config_json, $code_fingerprint, $code_version, $result_schema,
     $rows, $bytes, $time_column, $min_time, $max_time, $compute_seconds,
-    $created_at, $last_accessed_at, 0, $library_versions, $code_functions
+    $created_at, $last_accessed_at, 0, $library_versions, $code_functions, $expires_at
 );
 
 -- name: delete_entry_inputs

@@ -17,7 +17,8 @@
 --   ATTACH '/cache/manifest.duckdb' AS manifest (READ_ONLY);
 --   USE manifest;
 --   PREPARE plan AS <the `plan` statement below>;
---   EXECUTE plan(expire_before := now()::TIMESTAMP - INTERVAL 4 WEEK, max_bytes := NULL);
+--   EXECUTE plan(expire_before := now()::TIMESTAMP - INTERVAL 4 WEEK, max_bytes := NULL,
+--                now := now()::TIMESTAMP);
 --
 -- Times in the manifest are naive UTC TIMESTAMPs.
 
@@ -30,7 +31,7 @@ SELECT file AS filename FROM glob($objects_glob);
 -- name: entries_snapshot
 -- The columns the plan needs, read under the shared manifest lock AFTER the files were listed
 -- (the plan then runs on this snapshot, outside the lock).
-SELECT key, bytes, last_accessed_at FROM entries;
+SELECT key, bytes, last_accessed_at, expires_at FROM entries;
 
 -- name: plan
 -- One row per thing to delete: reason, key, bytes (NULL for an orphan: GC stats its file),
@@ -58,15 +59,19 @@ dangling AS (
 ),
 -- Live entries (row and file).
 live AS (
-    SELECT e.key, e.bytes, e.last_accessed_at
+    SELECT e.key, e.bytes, e.last_accessed_at,
+           -- Last ACCESS older than the retention (creation time plays no part), or past the
+           -- expiry the entry was written with (expire=, a TTL counted from its write).
+           -- (coalesce: a NULL expiry never expires, and NOT NULL would spare it from eviction)
+           e.last_accessed_at < $expire_before OR coalesce(e.expires_at <= $now, false)
+               AS is_expired
     FROM entries AS e
     JOIN results AS r ON r.key = e.key
 ),
--- Last ACCESS older than the retention; creation time plays no part.
 expired AS (
     SELECT 'expired' AS reason, key, bytes, last_accessed_at
     FROM live
-    WHERE last_accessed_at < $expire_before
+    WHERE is_expired
 ),
 -- Least recently used entries beyond the size cap: keep the most recently used entries whose
 -- running total (newest access first) fits in max_bytes, evict the rest.
@@ -79,7 +84,7 @@ over_budget AS (
                    ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
                ) AS running_bytes
         FROM live
-        WHERE last_accessed_at >= $expire_before
+        WHERE NOT is_expired
     )
     WHERE $max_bytes IS NOT NULL AND running_bytes > $max_bytes
 )

@@ -145,3 +145,8 @@ CREATE TABLE view_names (
     view_name   VARCHAR   NOT NULL UNIQUE,
     assigned_at TIMESTAMP NOT NULL
 );
+
+-- name: migration_6
+-- When an entry written with `expire=` (a TTL) expires; NULL: never. Also in the result file's
+-- footer, so a hit refuses an expired file without the manifest; GC deletes expired entries.
+ALTER TABLE entries ADD COLUMN expires_at TIMESTAMP;

@@ -208,6 +208,7 @@ def test_rebuild_restores_every_entry_from_the_files(root, aapl):
     document = json.loads(result.stdout)
     assert document["consistent"] and document["counts"]["orphan_file"] == 3
     assert (root / document["rebuilt_from"]).read_bytes() == b"not a database"
+    assert document["kept_counters"] is False  # nothing readable to keep
     with FeatureStore(root) as store:
         after = {e.key: e for e in store.entries()}
         assert set(after) == keys
@@ -281,3 +282,29 @@ def test_deep_fix_never_registers_a_damaged_orphan(store, aapl):
     assert problem.action == "quarantined" and "checksum" in problem.detail.lower()
     assert damage_only(store.check(deep=True)) == set()
     assert store.entry(result.key) is None and not result.path.exists()
+
+
+def test_rebuild_of_a_healthy_cache_keeps_counters_hits_and_view_names(root, aapl):
+    """`check --rebuild` on a readable manifest reset hits and misses to 0 and
+    renamed views (`make_bars` -> a qualified name), breaking saved queries."""
+    with FeatureStore(root) as store:
+        first = store.fetch("AAPL", aapl, CONFIG, bar_count, name="demo.make_bars")
+        store.fetch("AAPL", aapl, CONFIG, bar_count, name="mine.make_bars")
+        assert store.fetch("AAPL", aapl, CONFIG, bar_count, name="demo.make_bars").hit
+        store.fetch("MSFT", aapl, CONFIG, bar_count, name="mine.make_bars")
+        before = store.stats()
+        named = store.sql("SELECT count(*) AS n FROM make_bars")["n"][0]
+        entry = store.entry(first.key)
+    assert (before.hits, before.misses) == (1, 3)
+    rebuilt = CliRunner().invoke(cli, ["--root", str(root), "check", "--rebuild", "--json"])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert json.loads(rebuilt.stdout)["kept_counters"] is True
+    with FeatureStore(root) as store:
+        after = store.stats()
+        assert (after.hits, after.misses, after.entries) == (1, 3, 3)
+        assert after.seconds_saved == pytest.approx(before.seconds_saved)
+        assert store.sql("SELECT count(*) AS n FROM make_bars")["n"][0] == named
+        kept = store.entry(first.key)
+        assert (kept.hit_count, kept.compute_seconds) == (entry.hit_count, entry.compute_seconds)
+        assert kept.last_accessed_at == entry.last_accessed_at
+        assert store.check().consistent

@@ -81,3 +81,28 @@ def test_python_dash_m_runs_the_same_cli(root):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["entries"] == 0
+
+
+def test_the_demo_leaves_the_readmes_view_name_to_the_users_make_bars(root, load_module):
+    """After `jules-cache demo`, the docs' `FROM make_bars` read the demo's
+    1-second bars and the user's own `make_bars` became a qualified name."""
+    demo = CliRunner().invoke(
+        cli, ["--root", str(root), "demo", "--symbols", "1", "--rows", "2000"]
+    )
+    assert demo.exit_code == 0, demo.output
+    research = load_module(
+        "research",
+        """
+        import polars as pl
+
+        def make_bars(ticks, config):
+            return ticks.group_by("symbol").agg(pl.len().alias("mine"))
+        """,
+    )
+    from jules_cache.synthetic import make_ticks, symbol_names
+
+    with FeatureStore(root) as store:
+        ticks = make_ticks(symbol_names(1), 500)
+        store.get_or_compute("SYM", ticks, {"freq": "1m"}, research.make_bars)
+        assert store.sql("SELECT mine FROM make_bars")["mine"].to_list() == [500]
+        assert store.sql("SELECT count(*) AS n FROM demo_bars")["n"][0] > 0

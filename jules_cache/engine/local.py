@@ -48,6 +48,7 @@ from jules_cache.storage.manifest import Manifest, utc_now
 from jules_cache.storage.pending_counts import Counts, PendingCounts, PendingRow
 from jules_cache.storage.result_files import (
     READ_ERRORS,
+    Expired,
     ResultInfo,
     entry_row,
     fsync_dir,
@@ -137,8 +138,8 @@ class LocalBackend(Backend):
         key, path = request.key, request.location
         try:
             return scan_result(path, key) if request.lazy else read_result(path, key)
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, Expired):
+            return None  # expired: not damage; the publish replaces file and row
         except READ_ERRORS as exc:
             if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
                 return None  # cannot open it (permissions, fd limit): not evidence of damage
@@ -170,7 +171,7 @@ class LocalBackend(Backend):
             rootfs.unlink(self.root, temp)
 
     def open_published(self, request: Request) -> Frame:
-        return scan_result(request.location, request.key)
+        return scan_result(request.location, request.key, fresh=False)  # even a tiny expire
 
     def publish(
         self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float

@@ -52,7 +52,13 @@ from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
-from jules_cache.storage.result_files import READ_ERRORS, ResultInfo, entry_row, read_result
+from jules_cache.storage.result_files import (
+    READ_ERRORS,
+    Expired,
+    ResultInfo,
+    entry_row,
+    read_result,
+)
 from jules_cache.storage.s3_objects import ObjectStore, canonical_s3_url
 
 _log = logging.getLogger("jules_cache")
@@ -124,11 +130,11 @@ class SharedBackend(Backend):
         except (*READ_ERRORS, JulesCacheError):
             return None
 
-    def _get(self, key: str, lazy: bool) -> Frame | None:
+    def _get(self, key: str, lazy: bool, *, fresh: bool = True) -> Frame | None:
         data = self.objects.get(object_name(key))
         if data is None:
             return None
-        frame = read_result(io.BytesIO(data), key)
+        frame = read_result(io.BytesIO(data), key, fresh=fresh)
         return frame.lazy() if lazy else frame
 
     def exists(self, key: str) -> bool:
@@ -138,6 +144,8 @@ class SharedBackend(Backend):
         key = request.key
         try:
             return self._get(key, request.lazy)
+        except Expired:
+            return None  # not damage: the publish replaces the object and upserts the row
         except READ_ERRORS as exc:
             if isinstance(exc, JulesCacheError):
                 raise  # the service, not the object: let the caller decide
@@ -211,7 +219,7 @@ class SharedBackend(Backend):
                 self._named.add(request.parts.feature)
 
     def open_published(self, request: Request) -> Frame:
-        value = self._get(request.key, request.lazy)
+        value = self._get(request.key, request.lazy, fresh=False)  # even a tiny expire
         if value is None:
             raise FileNotFoundError(f"{self.result_location(request.key)} vanished after publish")
         return value

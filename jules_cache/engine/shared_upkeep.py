@@ -150,11 +150,14 @@ class _Run(GCRun):
                 "key": [row[0] for row in rows],
                 "bytes": pa.array([row[1] for row in rows], pa.int64()),
                 "last_accessed_at": pa.array([row[2] for row in rows], pa.timestamp("us")),
+                "expires_at": pa.array([row[3] for row in rows], pa.timestamp("us")),
             }
         )
+        now = utc_now()
         params = {
-            "expire_before": utc_now() - timedelta(weeks=self.options.retention_weeks),
+            "expire_before": now - timedelta(weeks=self.options.retention_weeks),
             "max_bytes": self.options.max_size,
+            "now": now,  # entries written with expire= are expired from their expires_at
         }
         con = duckdb.connect(":memory:")
         try:
@@ -243,7 +246,7 @@ def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -
             try:
                 data = backend.objects.get(object_name(key))
                 if data is not None:
-                    read_result(io.BytesIO(data), key)
+                    read_result(io.BytesIO(data), key, fresh=False)  # expired is not damaged
             except READ_ERRORS as exc:
                 kind = UNREADABLE_FOOTER if "footer" in str(exc).lower() else CHECKSUM_FAILURE
                 problems.append(Problem(kind, path, key, f"{type(exc).__name__}: {exc}"[:300]))

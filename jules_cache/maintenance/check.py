@@ -133,6 +133,7 @@ class CheckReport(_ToDict):
     fixed: bool
     rebuilt_from: str | None  # where --rebuild moved the old manifest (None: no rebuild)
     problems: tuple[Problem, ...]
+    kept_counters: bool = False  # a rebuild kept the old manifest's counters and view names
 
     @property
     def counts(self) -> dict[str, int]:
@@ -257,13 +258,16 @@ def rebuild(
 ) -> CheckReport:
     """Rebuild ``manifest.duckdb`` from the result files' own metadata and swap it in.
 
-    Every valid file is registered again (hit counts restart at 0, last access is now,
-    compute time is unknown: 0); invalid ones are quarantined. Works when the manifest is
-    damaged or deleted; the old one is kept as ``manifest.duckdb.broken-<time>-<id>``
-    (``rebuilt_from``). The root's manifest lock is held throughout, and the new manifest is
-    built under a temp name, completed as ``manifest.duckdb.rebuilt``, then renamed into
-    place: a process killed at any point leaves the old manifest or the new one, and
-    ``recover`` (run by every ``FeatureStore()``) finishes a swap that was cut short.
+    Every valid file is registered again; invalid ones are quarantined. When the old manifest
+    is still readable, its counters, view names, GC history and each entry's hits, last access
+    and compute time are kept (``kept_counters``): a rebuild of a healthy cache changes
+    nothing a user sees. Otherwise hit counts restart at 0, last access is now and compute
+    time is unknown (0). Works when the manifest is damaged or deleted; the old one is kept
+    as ``manifest.duckdb.broken-<time>-<id>`` (``rebuilt_from``). The root's manifest lock
+    is held throughout, and the new manifest is built under a temp name, completed as
+    ``manifest.duckdb.rebuilt``, then renamed into place: a process killed at any point
+    leaves the old manifest or the new one, and ``recover`` (run by every
+    ``FeatureStore()``) finishes a swap that was cut short.
     """
     if grace_seconds < 0:
         raise InvalidInput(f"grace_seconds must be >= 0, not {grace_seconds}")
@@ -341,16 +345,48 @@ def _rebuild_locked(
     try:
         building.migrate(create=True)
         crash_point("rebuild-started")
+        kept = _keep_from_old(layout, building, "keep_counters")
         report = run_check(
             layout, building, fix=True, deep=deep, grace_seconds=grace_seconds, progress=progress
         )
+        if kept:
+            kept = _keep_from_old(layout, building, "keep_entry_stats")
         crash_point("rebuild-registered")
         rootfs.rename(layout.root, building.path, ready)
         fsync_dir(layout.root)
     finally:
         for leftover in (building.path, building.path.with_name(building.path.name + ".wal")):
             rootfs.unlink(layout.root, leftover)
-    return dataclasses.replace(report, rebuilt_from=_swap_in(layout, ready))
+    return dataclasses.replace(report, rebuilt_from=_swap_in(layout, ready), kept_counters=kept)
+
+
+def _keep_from_old(layout: Layout, building: Manifest, statement: str) -> bool:
+    """Copy what the files cannot tell from the old manifest into ``building``, if it opens.
+
+    A damaged or foreign old manifest keeps nothing (the rebuild's purpose); all or nothing,
+    in one transaction on ``building``. Returns whether it was copied.
+    """
+    if not layout.manifest.is_file():
+        return False
+    import duckdb
+
+    try:
+        with building.write(notify=False) as con:
+            con.execute("DETACH DATABASE IF EXISTS rebuild_source")  # a failed earlier try's
+            con.execute("ATTACH ? AS rebuild_source (READ_ONLY)", [str(layout.manifest)])
+            try:
+                building.execute(con, "check.sql", statement)
+            finally:
+                con.execute("DETACH rebuild_source")
+    except (duckdb.Error, JulesCacheError) as exc:
+        _log.warning(
+            "the old manifest %s cannot be read (%s): hit counts, counters and view names "
+            "start afresh",
+            layout.manifest,
+            _reason(exc),
+        )
+        return False
+    return True
 
 
 def _swap_in(layout: Layout, ready: Path) -> str | None:

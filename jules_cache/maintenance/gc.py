@@ -360,9 +360,11 @@ class _Run(GCRun):
         the module docstring for why that order is safe.
         """
         started = time.perf_counter()
+        now = utc_now()
         params = {
-            "expire_before": utc_now() - timedelta(weeks=self.options.retention_weeks),
+            "expire_before": now - timedelta(weeks=self.options.retention_weeks),
             "max_bytes": self.options.max_size,
+            "now": now,  # entries written with expire= are expired from their expires_at
         }
         import duckdb
 

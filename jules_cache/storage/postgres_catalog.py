@@ -854,9 +854,10 @@ class PostgresCatalog:
 
         return self._transact("snapshot", body)
 
-    def entries_snapshot(self) -> list[tuple[str, int, datetime]]:
-        """(key, bytes, last_accessed_at) of every entry: the rows side of the GC plan."""
-        return [(k, b, t) for k, b, t in self.query("gc.sql", "entries_snapshot")]
+    def entries_snapshot(self) -> list[tuple[str, int, datetime, datetime | None]]:
+        """(key, bytes, last_accessed_at, expires_at) of every entry: the rows side of the GC
+        plan."""
+        return [(k, b, t, x) for k, b, t, x in self.query("gc.sql", "entries_snapshot")]
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import importlib
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -265,7 +266,15 @@ def entry_row(
         "compute_seconds": compute_seconds,
         "created_at": created_at,
         "last_accessed_at": last_accessed_at,
+        "expires_at": _utc(identity.get("expires_at")),
     }
+
+
+def _utc(epoch: Any) -> datetime | None:
+    """Epoch seconds as the naive UTC time the catalogs store (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(float(epoch), UTC).replace(tzinfo=None)
 
 
 def describe_result(path: Path, time_column: str | None) -> ResultInfo:
@@ -326,6 +335,11 @@ class WrongKey(ValueError):
     copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
 
+class Expired(ValueError):
+    """A result file read past the expiry its entry was written with (``expire=``): a miss.
+    The locked re-read removes it (not as damage) and the miss replaces it."""
+
+
 def _pq() -> ModuleType:
     """``pyarrow.parquet``, imported when first needed (writing): see the imports above."""
     return importlib.import_module("pyarrow.parquet")
@@ -341,24 +355,41 @@ def _open_verified(source: Any) -> ParquetReader:
     return reader
 
 
-def require_key(metadata: FileMetaData, path: Path | io.BytesIO, key: str | None) -> None:
-    """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check)."""
-    if key is None:
-        return
+def require_key(
+    metadata: FileMetaData, path: Path | io.BytesIO, key: str | None, *, fresh: bool = False
+) -> float | None:
+    """Raise ``WrongKey`` unless the file's own entry metadata names ``key`` (None: no check);
+    with ``fresh``, raise ``Expired`` if its expiry has passed. Return the expiry (epoch
+    seconds, None: never)."""
     raw = (metadata.metadata or {}).get(METADATA_KEY.encode())
     try:
-        found = json.loads(raw)["key"] if raw is not None else None
-    except (ValueError, TypeError, KeyError):
-        found = None
-    if found != key:
+        identity = json.loads(raw) if raw is not None else {}
+        found, expires_at = identity.get("key"), identity.get("expires_at")
+        expires_at = None if expires_at is None else float(expires_at)
+    except (ValueError, TypeError, AttributeError):
+        found, expires_at = None, None
+    if key is not None and found != key:
         raise WrongKey(f"{path} holds the result of key {found!r}, not {key!r}")
+    if fresh:
+        require_fresh(expires_at, path)
+    return expires_at
 
 
-def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame:
+def require_fresh(expires_at: float | None, path: Path | io.BytesIO) -> None:
+    """Raise ``Expired`` if ``expires_at`` (epoch seconds; None: never) has passed."""
+    if expires_at is not None and time.time() >= expires_at:
+        raise Expired(f"{path} expired at {_utc(expires_at)} UTC")
+
+
+def read_result(
+    path: Path | io.BytesIO, key: str | None = None, *, fresh: bool = True
+) -> pl.DataFrame:
     """Read a cached result whole, verifying every page checksum and, given ``key``, that
-    the file is that key's (its footer metadata is read anyway).
+    the file is that key's (its footer metadata is read anyway). A file past its expiry is
+    refused (``Expired``) unless ``fresh=False`` (integrity checks, a miss's own read-back).
 
-    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
+    Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged, another key's or
+    expired.
     """
     # One open file for the key check and the data. Pre-buffering fetches each row group's
     # column chunks in parallel (measured 0.86-0.93x the time without, on a 1M-row result).
@@ -367,7 +398,7 @@ def read_result(path: Path | io.BytesIO, key: str | None = None) -> pl.DataFrame
     source = path if isinstance(path, io.BytesIO) else pa.OSFile(str(path))
     try:
         reader = _open_verified(source)
-        require_key(reader.metadata, path, key)
+        require_key(reader.metadata, path, key, fresh=fresh)
         table = reader.read_all(use_threads=True)
     finally:
         if not isinstance(source, io.BytesIO):
@@ -390,31 +421,41 @@ def read_every_page(path: Path, key: str | None = None) -> int:
 
     Raises FileNotFoundError if missing, one of ``READ_ERRORS`` if damaged or another key's.
     """
+    return _read_pages(path, key)[0]
+
+
+def _read_pages(path: Path, key: str | None) -> tuple[int, float | None]:
+    """``read_every_page``, also returning the file's expiry (epoch seconds; None: never)."""
     rows = 0
     with _pq().ParquetFile(path, page_checksum_verification=True) as parquet:
-        require_key(parquet.metadata, path, key)
+        expires_at = require_key(parquet.metadata, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
-    return rows
+    return rows, expires_at
 
 
-_verified: dict[tuple[str, str | None, int, int, int], None] = {}
+# Files verified by this process, with their expiry (epoch seconds; None: never).
+_verified: dict[tuple[str, str | None, int, int, int], float | None] = {}
 _VERIFIED_MAX = 4096
 
 
-def scan_result(path: Path, key: str | None = None) -> pl.LazyFrame:
+def scan_result(path: Path, key: str | None = None, *, fresh: bool = True) -> pl.LazyFrame:
     """A LazyFrame over a cached result, whose pages (and key) this process has verified once.
 
     Polars scans do not check page checksums, so the first scan of a file (identified by
-    path, inode, size and mtime) in a process reads it through pyarrow first.
+    path, inode, size and mtime) in a process reads it through pyarrow first. Its expiry is
+    remembered with it: every scan refuses an expired file (``Expired``) without a read,
+    unless ``fresh=False`` (a miss opening what it just published).
     """
     stat = os.stat(path)
     identity = (str(path), key, stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if identity not in _verified:
-        read_every_page(path, key)
+        expires_at = _read_pages(path, key)[1]
         if len(_verified) >= _VERIFIED_MAX:
             _verified.clear()
-        _verified[identity] = None
+        _verified[identity] = expires_at
+    if fresh:
+        require_fresh(_verified[identity], path)
     scan = pl.scan_parquet(path)
     scan.collect_schema()
     return scan

@@ -12,13 +12,14 @@ INSERT INTO entries (
     key, feature, symbol, path, key_schema, data_fingerprint, data_method,
     config_fingerprint, config_json, code_fingerprint, code_version, result_schema,
     rows, bytes, time_column, min_time, max_time, compute_seconds,
-    created_at, last_accessed_at, hit_count, library_versions, code_functions
+    created_at, last_accessed_at, hit_count, library_versions, code_functions, expires_at
 ) VALUES (
     %(key)s, %(feature)s, %(symbol)s, %(path)s, %(key_schema)s, %(data_fingerprint)s,
     %(data_method)s, %(config_fingerprint)s, %(config_json)s, %(code_fingerprint)s,
     %(code_version)s::text, %(result_schema)s, %(rows)s, %(bytes)s, %(time_column)s::text,
     %(min_time)s::timestamp, %(max_time)s::timestamp, %(compute_seconds)s,
-    %(created_at)s, %(last_accessed_at)s, 0, %(library_versions)s, %(code_functions)s::text
+    %(created_at)s, %(last_accessed_at)s, 0, %(library_versions)s, %(code_functions)s::text,
+    %(expires_at)s::timestamp
 )
 ON CONFLICT (key) DO UPDATE SET
     feature = excluded.feature, symbol = excluded.symbol, path = excluded.path,
@@ -30,7 +31,8 @@ ON CONFLICT (key) DO UPDATE SET
     min_time = excluded.min_time, max_time = excluded.max_time,
     compute_seconds = excluded.compute_seconds, created_at = excluded.created_at,
     last_accessed_at = excluded.last_accessed_at, hit_count = 0,
-    library_versions = excluded.library_versions, code_functions = excluded.code_functions;
+    library_versions = excluded.library_versions, code_functions = excluded.code_functions,
+    expires_at = excluded.expires_at;
 
 -- name: delete_entry_inputs
 DELETE FROM entry_inputs WHERE key = %(key)s;

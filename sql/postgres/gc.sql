@@ -6,7 +6,7 @@
 
 -- name: entries_snapshot
 -- The columns the plan needs.
-SELECT key, bytes, last_accessed_at FROM entries;
+SELECT key, bytes, last_accessed_at, expires_at FROM entries;
 
 -- name: entry_objects
 -- Every entry's object name, the size recorded when it was published, and its feature

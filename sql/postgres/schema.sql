@@ -146,3 +146,8 @@ ON CONFLICT (only_row) DO NOTHING;
 
 -- name: bound_root
 SELECT root FROM catalog_root;
+
+-- name: migration_3
+-- When an entry written with `expire=` (a TTL) expires; NULL: never (sql/schema.sql's
+-- migration_6). Also in the result object's footer, so a hit needs no catalog to refuse it.
+ALTER TABLE entries ADD COLUMN expires_at timestamp;

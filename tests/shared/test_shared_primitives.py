@@ -76,6 +76,7 @@ def _row(key: str, *, feature: str = "bars", symbol: str = "AAPL", **changes) ->
         "last_accessed_at": now,
         "library_versions": '{"polars": "2.1.0"}',
         "code_functions": '{"m.f": "abc"}',
+        "expires_at": None,  # the shape of result_files.entry_row's rows
     }
     row.update(changes)
     return row
@@ -387,7 +388,7 @@ def test_delete_spares_rows_accessed_since_the_plan(catalog):
             input_method="footer",
             input_files=[InputFile(f"/in{i}", 1, 1, 1, 1, "d")],
         )
-    snapshot = {key: when for key, _, when in catalog.entries_snapshot()}
+    snapshot = {key: when for key, _, when, _ in catalog.entries_snapshot()}
     catalog.flush_counts(hits={_key(1): (1, _now() + timedelta(seconds=1))})  # read since
     deleted = catalog.delete_entries(list(snapshot), list(snapshot.values()))
     assert sorted(deleted) == [(_key(0), "bars"), (_key(2), "bars")]

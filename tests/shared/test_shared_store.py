@@ -330,3 +330,40 @@ def test_hits_need_no_catalog_round_trip(services, s3_url, pg_schema):
         for _ in range(5):
             assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
         assert calls == []
+
+
+def test_ignore_contains_and_clear_on_a_shared_root(services, s3_url, pg_schema):
+    """The joblib habits go through the shared backend's own exists and remove."""
+    data = ticks(1)
+    with _store(s3_url, services, pg_schema) as store:
+        bars = store.feature(name="avg", ignore=["verbose"])(moving_average)
+        assert not bars.contains("AAPL", data, {"window": 3, "verbose": True})
+        first = bars.fetch("AAPL", data, {"window": 3, "verbose": True})
+        assert bars.contains("AAPL", data, {"window": 3})
+        assert bars.fetch("AAPL", data, {"window": 3, "verbose": False}).hit
+        bars("MSFT", data, {"window": 3})
+        assert store.entry(first.key).config == {"window": 3}
+        assert sorted(e.symbol for e in bars.clear()) == ["AAPL", "MSFT"]
+        assert store.entries() == []
+        assert not bars.contains("AAPL", data, {"window": 3})
+        assert not bars.fetch("AAPL", data, {"window": 3}).hit
+
+
+def test_expire_on_a_shared_root_replaces_the_object_and_gc_deletes_it(services, s3_url, pg_schema):
+    """An expired object is a miss whose publish replaces it (conditional PUT refused: it is
+    deleted and PUT again under the key's lock) and upserts its row; GC deletes the expired."""
+    data = ticks(1)
+    with _store(s3_url, services, pg_schema) as store:
+        first = store.fetch("AAPL", data, {"window": 3}, moving_average, expire=2)
+        expires = store.entry(first.key).expires_at
+        assert expires is not None
+        gone = store.fetch("MSFT", data, {"window": 3}, moving_average, expire=2)
+        time.sleep(2.1)
+        assert not store.contains("AAPL", data, {"window": 3}, moving_average)
+        again = store.fetch("AAPL", data, {"window": 3}, moving_average, expire=3600)
+        assert not again.hit and again.value.equals(first.value)
+        assert store.entry(first.key).expires_at > expires
+        assert store.fetch("AAPL", data, {"window": 3}, moving_average).hit
+        report = store.gc()
+        assert [item.key for item in report.items if item.reason == "expired"] == [gone.key]
+        assert [e.key for e in store.entries()] == [first.key]
