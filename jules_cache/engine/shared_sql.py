@@ -1,9 +1,10 @@
 """SQL over a shared cache: the PostgreSQL catalog copied into DuckDB, objects read over S3.
 
 ``store.sql`` on a shared root runs in the same sandboxed DuckDB session as on a local root
-(no file or network access for user SQL). Each query takes a snapshot: the catalog's tables are
-copied, in one read-only PostgreSQL transaction, into a private in-memory DuckDB that the
-snapshot code reads with the same statements as a local manifest; feature views are pyarrow
+(no file or network access for user SQL). Each query takes a snapshot: what changed in the
+catalog's tables since the previous query is copied, in one read-only PostgreSQL transaction,
+into a private in-memory DuckDB that the snapshot code reads with the same statements as a
+local manifest; feature views are pyarrow
 datasets on ``pyarrow.fs.S3FileSystem`` (filters and columns pushed down: one symbol of many
 reads only that symbol's objects). DuckDB 2.0.1 has no offline ``httpfs`` here, so pyarrow does
 the S3 reads.
