@@ -866,8 +866,9 @@ class PostgresCatalog:
             names = [row[0] for row in rows("tables", schema) if row[0] not in excluded]
             keys = {table: tuple(columns) for table, columns in rows("primary_keys", schema)}
             tracked = {row[0] for row in rows("tracked_tables", schema)}
-            # xmin is 32 bits and wraps: compared by age, exact while since is < 2^31 old.
-            fresh = since is None or next_id - since > _XMIN_HORIZON
+            # xmin is 32 bits and wraps: compared by age, exact while since is < 2^31 old. A
+            # position ahead of the server's (a cluster restored from a dump) is not trusted.
+            fresh = since is None or not 0 <= next_id - since <= _XMIN_HORIZON
             deleted: dict[str, list[tuple[str, ...]]] = {}
             if not fresh:
                 for table, values in rows("deletions_since", {"since": since}):
