@@ -115,7 +115,7 @@ class CatalogChanges:
 
     watermark: int
     replaced: dict[str, Any]  # table -> pyarrow.Table, every row
-    changed: dict[str, Any]  # table -> pyarrow.Table, rows written since
+    changed: dict[str, Any]  # table -> pyarrow.Table, rows written since (tables touched only)
     deleted: dict[str, list[tuple[str, ...]]]  # table -> primary keys, as text
     keys: dict[str, tuple[str, ...]]  # table -> its primary key columns
 
@@ -851,6 +851,8 @@ class PostgresCatalog:
         newest, so a writer that began before a snapshot and committed after it is read again
         next time, never skipped; rows read twice are simply replaced again.
         """
+        from psycopg import sql
+
         if not _ARROW_TYPES:
             _arrow_types()
         excluded = exclude | {_DELETIONS}
@@ -877,15 +879,24 @@ class PostgresCatalog:
                     else:
                         deleted.setdefault(table, []).append(tuple(values))
             replaced, changed = {}, {}
-            for name in names:  # names come from the server's own listing
-                if fresh or name not in tracked or name not in keys:
-                    replaced[name] = _arrow_table(connection.execute(f'SELECT * FROM "{name}"'))
-                    continue
-                cursor = connection.execute(
-                    f'SELECT * FROM "{name}" WHERE age(xmin) <= age(%(since)s::text::xid)',
-                    {"since": str((since or 0) % (1 << 32))},
+            incremental = [name for name in names if not fresh and name in tracked and name in keys]
+            since_xid = {"since": str((since or 0) % (1 << 32))}
+            newer = sql.SQL(" WHERE age(xmin) <= age(%(since)s::text::xid)")
+            touched = set(deleted)
+            if incremental:  # one round trip finds the tables with new rows
+                probe = sql.SQL(" UNION ALL ").join(
+                    sql.SQL("SELECT {} WHERE EXISTS (SELECT FROM {}{})").format(
+                        sql.Literal(name), sql.Identifier(name), newer
+                    )
+                    for name in incremental
                 )
-                changed[name] = _arrow_table(cursor)
+                touched.update(row[0] for row in connection.execute(probe, since_xid))
+            for name in names:  # names come from the server's own listing
+                everything = sql.SQL("SELECT * FROM {}").format(sql.Identifier(name))
+                if name not in incremental:
+                    replaced[name] = _arrow_table(connection.execute(everything))
+                elif name in touched:
+                    changed[name] = _arrow_table(connection.execute(everything + newer, since_xid))
             return CatalogChanges(
                 watermark=int(watermark),
                 replaced=replaced,

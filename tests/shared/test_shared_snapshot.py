@@ -46,7 +46,7 @@ def test_a_snapshot_after_one_publish_holds_only_that_row(services, s3_url, pg_s
         assert second.changed["entries"].num_rows == 4  # one new row + three hit counts
         third = catalog.changes_since(second.watermark, exclude=HIDDEN)
         # What a later snapshot re-reads is bounded by what was in flight, not the catalog.
-        assert third.changed["entries"].num_rows <= 4
+        assert len(third.changed.get("entries", [])) <= 4
         assert not third.replaced
 
 
