@@ -242,9 +242,12 @@ def bench_processes(specs: Callable[[str], dict[str, Spec]], rounds: int) -> dic
 # -- GC plan ---------------------------------------------------------------------------------
 
 
-def fill_shared(shared: FeatureStore, entries: int, threads: int = 16) -> dict[str, float]:
+def fill_shared(
+    shared: FeatureStore, entries: int, threads: int = 16, *, objects_too: bool = True
+) -> dict[str, float]:
     """``entries`` catalog rows (one INSERT ... SELECT, half last accessed 60 days ago) and as
-    many tiny objects named by their keys (PUT from ``threads`` threads)."""
+    many tiny objects named by their keys (PUT from ``threads`` threads; rows only unless
+    ``objects_too``)."""
     import psycopg
 
     backend = shared.backend
@@ -269,6 +272,8 @@ def fill_shared(shared: FeatureStore, entries: int, threads: int = 16) -> dict[s
         connection.execute(f"SET search_path = {catalog.schema}")
         connection.execute(fill)
     rows_seconds = time.perf_counter() - started
+    if not objects_too:
+        return {"rows_s": rows_seconds}
     keys = [hashlib.md5(str(i).encode()).hexdigest() for i in range(1, entries + 1)]
     client = objects.client
 
@@ -286,7 +291,7 @@ def fill_shared(shared: FeatureStore, entries: int, threads: int = 16) -> dict[s
 def _dry_run(spec: Spec, queue: Any) -> None:
     """One ``gc(dry_run=True)`` in a fresh process; for a shared root, its listing and rows
     snapshot timed on their own."""
-    from jules_cache.maintenance import shared_upkeep
+    from jules_cache.engine import shared_upkeep
 
     store = FeatureStore(**spec)
     parts: dict[str, float] = {}

@@ -1,9 +1,10 @@
 """SQL over a shared cache: the PostgreSQL catalog copied into DuckDB, objects read over S3.
 
 ``store.sql`` on a shared root runs in the same sandboxed DuckDB session as on a local root
-(no file or network access for user SQL). Each query takes a snapshot: the catalog's tables are
-copied, in one read-only PostgreSQL transaction, into a private in-memory DuckDB that the
-snapshot code reads with the same statements as a local manifest; feature views are pyarrow
+(no file or network access for user SQL). Each query takes a snapshot: what changed in the
+catalog's tables since the previous query is copied, in one read-only PostgreSQL transaction,
+into a private in-memory DuckDB that the snapshot code reads with the same statements as a
+local manifest; feature views are pyarrow
 datasets on ``pyarrow.fs.S3FileSystem`` (filters and columns pushed down: one symbol of many
 reads only that symbol's objects). DuckDB 2.0.1 has no offline ``httpfs`` here, so pyarrow does
 the S3 reads.
@@ -12,6 +13,7 @@ the S3 reads.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -24,13 +26,16 @@ from jules_cache.query import views
 from jules_cache.storage.manifest import utc_now
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     import pyarrow.fs
 
     from jules_cache.engine.backend import SharedRoot
+    from jules_cache.storage.postgres_catalog import CatalogChanges
 
 
-# The catalog tables a query can name (as on a local root); schema_version is bookkeeping.
+_copy_ids = itertools.count(1)
+
+# The catalog tables a query can name (as on a local root); schema_version is bookkeeping
+# (and so is row_deletions, which the catalog never hands out).
 _HIDDEN = frozenset({"schema_version"})
 
 
@@ -38,8 +43,9 @@ class SharedCatalogSource:
     """A ``CatalogSource`` for ``query.sql.run`` over a shared cache (see the module).
 
     One per backend, kept between queries with its in-memory DuckDB: opening one costs ~12 ms,
-    as much as the rest of a small query. Each snapshot replaces the tables that changed since
-    the last (~1 ms per table even when tiny; most tables rarely change).
+    as much as the rest of a small query. The first query copies the catalog whole; each later
+    one applies only the rows written and the keys deleted since the previous one
+    (``PostgresCatalog.changes_since``): copying a 100k-row catalog whole took 0.76 s a query.
     """
 
     def __init__(self, backend: SharedRoot):
@@ -49,38 +55,45 @@ class SharedCatalogSource:
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._pid = 0
-        self._copied: dict[str, pa.Table] = {}  # what the connection's tables hold
+        self._watermark: int | None = None  # the catalog position the tables hold
+        self._copy_id = 0  # which connection's copy (a new one never matches an old marker)
+        self._version = 0  # bumped whenever a snapshot changed the copy
+        self._reading = threading.local()  # the version, while this thread is in read()
 
     @property
     def filesystem(self) -> pyarrow.fs.S3FileSystem:
         return self.backend.objects.arrow_filesystem()  # kept while the credentials hold
 
-    def marker(self) -> None:
-        return None  # no cheap change marker: every query takes a fresh snapshot
+    def marker(self) -> tuple[tuple[int, int, int]] | None:
+        """None outside ``read``: only the catalog knows whether anything changed, so a query
+        never reuses its snapshot without one. Inside, the version of the copy just brought
+        up to date: the query keeps its tables and views while nothing changed (re-copying
+        a 100k-row ``entries`` into the sandbox cost ~150 ms a query)."""
+        version = getattr(self._reading, "version", None)
+        return None if version is None else ((self._copy_id, version, 0),)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        tables = self.backend.catalog.copy_tables(exclude=_HIDDEN)
         with self._lock:
             con = self._connection()
+            changes = self.backend.catalog.changes_since(self._watermark, exclude=_HIDDEN)
             try:
-                for name, table in tables.items():
-                    if name in self._copied and self._copied[name].equals(table):
-                        continue  # unchanged since the last query (most tables, most times)
-                    self._copied.pop(name, None)
-                    con.register("_copy", table)
-                    quoted = views.require_identifier(name)
-                    con.execute(f'CREATE OR REPLACE TABLE "{quoted}" AS FROM _copy')
-                    con.unregister("_copy")
-                    self._copied[name] = table
+                if _apply(con, changes):
+                    self._version += 1
             except BaseException:
-                self.close()  # half replaced: never reused
+                self.close()  # half applied: never reused
                 raise
-            yield con
+            self._watermark = changes.watermark
+            self._reading.version = self._version
+            try:
+                yield con
+            finally:
+                self._reading.version = None
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None or self._pid != os.getpid():  # a forked child makes its own
-            self._copied.clear()
+            self._watermark = None
+            self._copy_id = next(_copy_ids)
             self._con = duckdb.connect(":memory:")
             self._con.execute("SET enable_progress_bar = false")
             self._pid = os.getpid()
@@ -92,7 +105,46 @@ class SharedCatalogSource:
             with contextlib.suppress(duckdb.Error):
                 self._con.close()
         self._con = None
-        self._copied.clear()
+        self._watermark = None
+
+
+def _apply(con: duckdb.DuckDBPyConnection, changes: CatalogChanges) -> bool:
+    """Bring the copy up to ``changes``: whole tables replaced, changed rows replaced by key,
+    deleted keys removed (compared as text: the triggers note keys as text). Return whether
+    anything was applied."""
+    import pyarrow as pa
+
+    applied = bool(changes.replaced)
+    for name, table in changes.replaced.items():
+        quoted = views.require_identifier(name)
+        con.register("_copy", table)
+        con.execute(f'CREATE OR REPLACE TABLE "{quoted}" AS FROM _copy')
+        con.unregister("_copy")
+    for name, table in changes.changed.items():
+        deleted = changes.deleted[name]
+        if not table.num_rows and not deleted:
+            continue
+        applied = True
+        quoted = views.require_identifier(name)
+        columns = [views.require_identifier(column) for column in changes.keys[name]]
+        gone = pa.table(
+            {
+                column: pa.array([key[i] for key in deleted], pa.string())
+                for i, column in enumerate(columns)
+            }
+        )
+        as_text = " AND ".join(f'CAST(t."{c}" AS VARCHAR) = g."{c}"' for c in columns)
+        same = " AND ".join(f't."{c}" = g."{c}"' for c in columns)
+        con.register("_gone", gone)
+        con.register("_copy", table)
+        try:
+            con.execute(f'DELETE FROM "{quoted}" AS t USING _gone AS g WHERE {as_text}')
+            con.execute(f'DELETE FROM "{quoted}" AS t USING _copy AS g WHERE {same}')
+            con.execute(f'INSERT INTO "{quoted}" BY NAME SELECT * FROM _copy')
+        finally:
+            con.unregister("_gone")
+            con.unregister("_copy")
+    return applied
 
 
 def view_names(backend: SharedRoot, feature: str | None = None) -> dict[str, str]:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from jules_cache.models import Entry
 
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
+_RESULT_FOLDERS = tuple(f"{OBJECTS_DIR}/{i:02x}/" for i in range(256))  # key[:2] is hex
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
 
 
@@ -54,9 +55,12 @@ class Listed:
 
 
 def list_results(backend: SharedRoot) -> dict[str, Listed]:
-    """Every result object by key; names not of the cache's scheme are ignored."""
+    """Every result object by key; names not of the cache's scheme are ignored.
+
+    Only the 256 ``objects/xx/`` folders a key can name are listed, in parallel.
+    """
     found: dict[str, Listed] = {}
-    for name, size, modified in backend.objects.list(f"{OBJECTS_DIR}/"):
+    for name, size, modified in backend.objects.list_each(_RESULT_FOLDERS):
         key = name.rsplit("/", 1)[-1].removesuffix(RESULT_SUFFIX)
         if KEY_PATTERN.fullmatch(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
             found[key] = Listed(name, int(size), _aware(modified))

@@ -50,6 +50,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -97,6 +98,26 @@ _LOCK_POLL_MAX = 0.05
 _TRANSACTION_RETRIES = 3
 # PostgreSQL type OIDs -> Arrow types, for copies of catalog tables (others are inferred).
 _ARROW_TYPES: dict[int, Any] = {}  # on deadlock or serialization failure
+
+
+_DELETIONS = "row_deletions"  # bookkeeping for changes_since (schema.sql migration_4)
+_XMIN_HORIZON = 1 << 30  # transactions; an older snapshot position is read afresh
+
+
+@dataclass(frozen=True)
+class CatalogChanges:
+    """The catalog's tables since an earlier snapshot (``PostgresCatalog.changes_since``).
+
+    Apply in this order: replace each ``replaced`` table; in each ``changed`` table delete the
+    rows whose primary key (``keys``, columns in order) is in ``deleted`` (values as text) or in
+    the changed rows, then insert the changed rows. Pass ``watermark`` to the next call.
+    """
+
+    watermark: int
+    replaced: dict[str, Any]  # table -> pyarrow.Table, every row
+    changed: dict[str, Any]  # table -> pyarrow.Table, rows written since (tables touched only)
+    deleted: dict[str, list[tuple[str, ...]]]  # table -> primary keys, as text
+    keys: dict[str, tuple[str, ...]]  # table -> its primary key columns
 
 
 def lock_id(schema: str, name: str) -> int:
@@ -817,42 +838,74 @@ class PostgresCatalog:
         """The advisory lock number of ``name`` in this cache (see ``lock_id``)."""
         return lock_id(self.schema, name)
 
-    def copy_tables(self, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """Every table of the catalog as a ``pyarrow.Table``, all read in one REPEATABLE READ
-        transaction: a consistent snapshot for SQL over the cache."""
+    def changes_since(
+        self, since: int | None, *, exclude: frozenset[str] = frozenset()
+    ) -> CatalogChanges:
+        """What changed in the catalog's tables since the snapshot whose ``watermark`` was
+        ``since`` (None: everything), read in one REPEATABLE READ transaction.
+
+        A table is given whole (``replaced``) on the first call, when it was truncated, or when
+        it has no deletion triggers (schema.sql migration_4); otherwise only its rows written by
+        a transaction at or after ``since`` (``changed``, found by xmin) and the keys deleted
+        since (``deleted``). ``since`` is a snapshot's oldest running transaction, not its
+        newest, so a writer that began before a snapshot and committed after it is read again
+        next time, never skipped; rows read twice are simply replaced again.
+        """
+        from psycopg import sql
+
         if not _ARROW_TYPES:
             _arrow_types()
+        excluded = exclude | {_DELETIONS}
 
-        def body(connection: psycopg.Connection[Any]) -> dict[str, Any]:
-            import pyarrow as pa
-
+        def body(connection: psycopg.Connection[Any]) -> CatalogChanges:
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            names = [
-                row[0]
-                for row in connection.execute(
-                    "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = %(schema)s AND table_type = 'BASE TABLE' "
-                    "ORDER BY table_name",
-                    {"schema": self.schema},
-                ).fetchall()
-                if row[0] not in exclude
-            ]
-            tables = {}
-            for name in names:  # names come from the server's own listing
-                cursor = connection.execute(f'SELECT * FROM "{name}"')
-                columns = list(cursor.description or ())
-                rows = cursor.fetchall()
-                tables[name] = pa.table(
-                    {
-                        column.name: pa.array(
-                            [row[i] for row in rows], _ARROW_TYPES.get(column.type_code)
-                        )
-                        for i, column in enumerate(columns)
-                    }
-                )
-            return tables
 
-        return self._transact("snapshot", body)
+            def rows(name: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+                return connection.execute(_statement("snapshot.sql", name), params).fetchall()
+
+            watermark, next_id = rows("position")[0]
+            schema = {"schema": self.schema}
+            names = [row[0] for row in rows("tables", schema) if row[0] not in excluded]
+            keys = {table: tuple(columns) for table, columns in rows("primary_keys", schema)}
+            tracked = {row[0] for row in rows("tracked_tables", schema)}
+            # xmin is 32 bits and wraps: compared by age, exact while since is < 2^31 old. A
+            # position ahead of the server's (a cluster restored from a dump) is not trusted.
+            fresh = since is None or not 0 <= next_id - since <= _XMIN_HORIZON
+            deleted: dict[str, list[tuple[str, ...]]] = {}
+            if not fresh:
+                for table, values in rows("deletions_since", {"since": since}):
+                    if values is None:
+                        tracked.discard(table)  # truncated: copied whole
+                    else:
+                        deleted.setdefault(table, []).append(tuple(values))
+            replaced, changed = {}, {}
+            incremental = [name for name in names if not fresh and name in tracked and name in keys]
+            since_xid = {"since": str((since or 0) % (1 << 32))}
+            newer = sql.SQL(" WHERE age(xmin) <= age(%(since)s::text::xid)")
+            touched = set(deleted)
+            if incremental:  # one round trip finds the tables with new rows
+                probe = sql.SQL(" UNION ALL ").join(
+                    sql.SQL("SELECT {} WHERE EXISTS (SELECT FROM {}{})").format(
+                        sql.Literal(name), sql.Identifier(name), newer
+                    )
+                    for name in incremental
+                )
+                touched.update(row[0] for row in connection.execute(probe, since_xid))
+            for name in names:  # names come from the server's own listing
+                everything = sql.SQL("SELECT * FROM {}").format(sql.Identifier(name))
+                if name not in incremental:
+                    replaced[name] = _arrow_table(connection.execute(everything))
+                elif name in touched:
+                    changed[name] = _arrow_table(connection.execute(everything + newer, since_xid))
+            return CatalogChanges(
+                watermark=int(watermark),
+                replaced=replaced,
+                changed=changed,
+                deleted={name: deleted.get(name, []) for name in changed},
+                keys={name: keys[name] for name in changed},
+            )
+
+        return self._transact("snapshot", body, idempotent=True)
 
     def entries_snapshot(self) -> list[tuple[str, int, datetime, datetime | None]]:
         """(key, bytes, last_accessed_at, expires_at) of every entry: the rows side of the GC
@@ -872,6 +925,20 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _arrow_table(cursor: psycopg.Cursor[Any]) -> Any:
+    """A query's rows as a ``pyarrow.Table`` with the columns' own types (even when empty)."""
+    import pyarrow as pa
+
+    columns = list(cursor.description or ())
+    rows = cursor.fetchall()
+    return pa.table(
+        {
+            column.name: pa.array([row[i] for row in rows], _ARROW_TYPES.get(column.type_code))
+            for i, column in enumerate(columns)
+        }
+    )
 
 
 def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:

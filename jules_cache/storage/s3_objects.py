@@ -35,6 +35,7 @@ DuckDB/pyarrow datasets (filter and column pushdown).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import re
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 DEFAULT_REGION = "us-east-1"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+LIST_THREADS = 16  # folders listed at once by list_each (the server does most of the work)
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")  # fullmatch only
 # AWS's "safe characters" for key names, plus '=' (hive-style folders); fullmatch only.
 _PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=\-]+")
@@ -65,6 +67,23 @@ _UNUSABLE = {
     "NoSuchBucket": "no such bucket: create it, or check the s3:// URL",
     "InvalidToken": "bad session token: refresh the credentials",
     "ExpiredToken": "expired session token: refresh the credentials",
+}
+# pyarrow's names for those codes (aws-sdk-cpp's S3Errors), and for the server not answering.
+_ARROW_CODE = re.compile(r"AWS Error ([A-Z_]+)")
+_ARROW_UNUSABLE = {
+    "ACCESS_DENIED": "AccessDenied",
+    "INVALID_ACCESS_KEY_ID": "InvalidAccessKeyId",
+    "SIGNATURE_DOES_NOT_MATCH": "SignatureDoesNotMatch",
+    "NO_SUCH_BUCKET": "NoSuchBucket",
+    "INVALID_CLIENT_TOKEN_ID": "InvalidToken",
+    "EXPIRED_TOKEN": "ExpiredToken",
+}
+_ARROW_UNREACHABLE = {
+    "NETWORK_CONNECTION",
+    "REQUEST_TIMEOUT",
+    "SERVICE_UNAVAILABLE",
+    "SLOW_DOWN",
+    "INTERNAL_FAILURE",
 }
 _SERVER_TROUBLE = {"InternalError", "ServiceUnavailable", "SlowDown", "503", "500", "502", "504"}
 _CONNECT_ADVICE = (
@@ -474,6 +493,83 @@ class ObjectStore:
                         int(item["Size"]),
                         _naive_utc(item["LastModified"]),
                     )
+
+    def list_each(
+        self, folders: Iterable[str], *, threads: int = LIST_THREADS
+    ) -> Iterator[tuple[str, int, datetime]]:
+        """What ``list`` gives for each of ``folders`` (``"objects/ab/"``: names ending in
+        ``/``), all of it in name order, the folders listed in parallel.
+
+        GC lists 256 ``objects/xx/`` folders. One boto3 paginator spent 5.9 s of a 100k-object
+        GC plan parsing XML in Python; pyarrow's ``S3FileSystem`` lists in C++ on ``threads``
+        threads, each call bounded as a boto3 call is (``s3_timeouts``), and the first
+        failure cancels the folders not yet started (benchmarks/bench_shared_list.py). Objects
+        whose name ends in ``/`` (folder markers) are not objects here.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        chosen = sorted(set(folders))
+        for folder in chosen:
+            if not folder.endswith("/") or folder == "/":
+                raise InvalidInput(f"list_each takes folder names ending in '/', not {folder!r}")
+            self.key_of(folder.removesuffix("/"))  # refuses '..', absolute and empty parts
+        if not chosen:
+            return
+        filesystem = self.arrow_filesystem()
+        # A pool per call: none is inherited by a forked child, none outlives the listing.
+        pool = ThreadPoolExecutor(min(threads, len(chosen)), thread_name_prefix="jules-list")
+        try:
+            futures = [pool.submit(self._list_folder, filesystem, f) for f in chosen]
+            for future in futures:
+                yield from future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _list_folder(
+        self, filesystem: pyarrow.fs.S3FileSystem, folder: str
+    ) -> builtins.list[tuple[str, int, datetime]]:
+        import pyarrow.fs
+
+        path = self.arrow_path(folder.removesuffix("/"))
+        # Not allow_not_found: it answers [] for a missing bucket too, which GC would read as
+        # "every object is gone". A missing folder raises FileNotFoundError; a bucket, OSError.
+        selector = pyarrow.fs.FileSelector(path, recursive=True)
+        try:
+            with self._translated_arrow("list", f"{path}/"):
+                found = filesystem.get_file_info(selector)
+        except FileNotFoundError:
+            return []
+        start = len(self.bucket) + 1
+        return sorted(
+            (self._name_of(info.path[start:]), int(info.size), _naive_utc(info.mtime))
+            for info in found
+            if info.type == pyarrow.fs.FileType.File
+        )
+
+    @contextlib.contextmanager
+    def _translated_arrow(self, what: str, where: str) -> Iterator[None]:
+        """Translate pyarrow's S3 errors (``OSError`` naming "AWS Error <CODE>") as
+        ``_translated`` does botocore's; a missing path (FileNotFoundError) passes through."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            message = str(exc)
+            found = _ARROW_CODE.search(message)
+            code = found.group(1) if found else ""
+            if code in _ARROW_UNUSABLE:
+                raise ServiceUnavailable(
+                    "S3",
+                    self.address,
+                    f"{_UNUSABLE[_ARROW_UNUSABLE[code]]} ({message})",
+                    "Fix and retry",
+                ) from exc
+            if code in _ARROW_UNREACHABLE:
+                raise ServiceUnavailable(
+                    "S3", self.address, f"cannot {what} {where} ({message})", _CONNECT_ADVICE
+                ) from exc
+            raise StoreError(f"S3 could not {what} {where}: {message}") from exc
 
 
 _loader: Any = None

@@ -151,3 +151,79 @@ SELECT root FROM catalog_root;
 -- When an entry written with `expire=` (a TTL) expires; NULL: never (sql/schema.sql's
 -- migration_6). Also in the result object's footer, so a hit needs no catalog to refuse it.
 ALTER TABLE entries ADD COLUMN expires_at timestamp;
+
+-- name: migration_4
+-- What store.sql needs to copy only the rows changed since its previous query
+-- (postgres_catalog.changes_since). Inserted and updated rows are found by their xmin (the
+-- transaction that wrote them, newer than the previous snapshot's oldest running one); a
+-- deleted row leaves no row to find, so each table's row triggers note the primary key of every
+-- row deleted (or moved to another key), and TRUNCATE notes the whole table (key_values NULL).
+-- A table without these triggers is copied whole on every query: slower, never stale.
+CREATE TABLE row_deletions (
+    table_name text   NOT NULL,
+    key_values text[],                                        -- NULL: every row (TRUNCATE)
+    deleted_by xid8   NOT NULL DEFAULT pg_current_xact_id()   -- never wraps, unlike xmin
+);
+CREATE INDEX row_deletions_by ON row_deletions (deleted_by);
+CREATE FUNCTION note_row_deletion() RETURNS trigger LANGUAGE plpgsql AS $body$
+DECLARE
+    old_key text[];
+    new_key text[];
+BEGIN
+    IF TG_LEVEL = 'STATEMENT' THEN  -- TRUNCATE
+        EXECUTE format('INSERT INTO %I.row_deletions (table_name) VALUES ($1)', TG_TABLE_SCHEMA)
+            USING TG_TABLE_NAME;
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(to_jsonb(OLD) ->> name ORDER BY position) INTO old_key
+        FROM unnest(TG_ARGV) WITH ORDINALITY AS k(name, position);
+    IF TG_OP = 'UPDATE' THEN
+        SELECT array_agg(to_jsonb(NEW) ->> name ORDER BY position) INTO new_key
+            FROM unnest(TG_ARGV) WITH ORDINALITY AS k(name, position);
+        IF new_key IS NOT DISTINCT FROM old_key THEN
+            RETURN NULL;  -- same key: the new row version (its xmin) says it all
+        END IF;
+    END IF;
+    EXECUTE format(
+        'INSERT INTO %I.row_deletions (table_name, key_values) VALUES ($1, $2)', TG_TABLE_SCHEMA
+    ) USING TG_TABLE_NAME, old_key;
+    RETURN NULL;
+END
+$body$;
+-- One pair per table: row triggers name the primary key columns, in key order.
+CREATE TRIGGER entries_deletions AFTER DELETE OR UPDATE OF key ON entries
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('key');
+CREATE TRIGGER entries_truncate AFTER TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER file_fingerprints_deletions AFTER DELETE OR UPDATE OF path, method
+    ON file_fingerprints FOR EACH ROW EXECUTE FUNCTION note_row_deletion('path', 'method');
+CREATE TRIGGER file_fingerprints_truncate AFTER TRUNCATE ON file_fingerprints
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER counters_deletions AFTER DELETE OR UPDATE OF name ON counters
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('name');
+CREATE TRIGGER counters_truncate AFTER TRUNCATE ON counters
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER entry_inputs_deletions AFTER DELETE OR UPDATE OF key, position ON entry_inputs
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('key', 'position');
+CREATE TRIGGER entry_inputs_truncate AFTER TRUNCATE ON entry_inputs
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER gc_runs_deletions AFTER DELETE OR UPDATE OF id ON gc_runs
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('id');
+CREATE TRIGGER gc_runs_truncate AFTER TRUNCATE ON gc_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER call_counters_deletions AFTER DELETE OR UPDATE OF feature, symbol
+    ON call_counters FOR EACH ROW EXECUTE FUNCTION note_row_deletion('feature', 'symbol');
+CREATE TRIGGER call_counters_truncate AFTER TRUNCATE ON call_counters
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER counter_symbols_deletions AFTER DELETE OR UPDATE OF symbol ON counter_symbols
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('symbol');
+CREATE TRIGGER counter_symbols_truncate AFTER TRUNCATE ON counter_symbols
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER view_names_deletions AFTER DELETE OR UPDATE OF feature ON view_names
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('feature');
+CREATE TRIGGER view_names_truncate AFTER TRUNCATE ON view_names
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+CREATE TRIGGER catalog_root_deletions AFTER DELETE OR UPDATE OF only_row ON catalog_root
+    FOR EACH ROW EXECUTE FUNCTION note_row_deletion('only_row');
+CREATE TRIGGER catalog_root_truncate AFTER TRUNCATE ON catalog_root
+    FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();

@@ -170,6 +170,25 @@ def test_list_is_scoped_to_the_prefix_and_delete_removes(objects, services):
         sibling.delete(name for name, _, _ in sibling.list())
 
 
+def test_listing_folders_in_parallel_gives_what_list_gives(objects, services):
+    sibling = ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
+    try:
+        assert sibling.put_if_absent("objects/01/theirs", b"not mine")
+        for i in range(40):
+            assert objects.put_if_absent(f"objects/{i % 5:02x}/k{i:03d}", b"z" * i)
+        assert objects.put_if_absent("objects/01/deeper/k", b"d")
+        assert objects.put_if_absent("objects/k-outside", b"")
+        folders = [f"objects/{i:02x}/" for i in range(256)]
+        expected = [item for folder in folders for item in objects.list(folder)]
+        assert len(expected) == 41
+        assert list(objects.list_each(reversed(folders))) == expected  # same sizes and times
+        assert list(objects.list_each([])) == []
+        with pytest.raises(InvalidInput, match="folder"):
+            list(objects.list_each(["objects/0"]))
+    finally:
+        sibling.delete(name for name, _, _ in sibling.list())
+
+
 def test_delete_in_batches_of_a_thousand(objects):
     names = [f"objects/{i % 256:02x}/n{i}" for i in range(1_005)]
     for name in names:
@@ -250,7 +269,11 @@ def test_bad_s3_urls_are_refused(url):
 def test_s3_down_is_service_unavailable_naming_it(s3_url):
     port = _closed_port()
     store = ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", lock_timeout=1)
-    for call in (lambda: store.get("objects/aa/x"), lambda: store.put_if_absent("a", b"")):
+    for call in (
+        lambda: store.get("objects/aa/x"),
+        lambda: store.put_if_absent("a", b""),
+        lambda: list(store.list_each([f"objects/{i:02x}/" for i in range(256)])),
+    ):
         with pytest.raises(ServiceUnavailable) as raised:
             call()
         message = str(raised.value)
@@ -265,9 +288,13 @@ def test_refused_credentials_and_missing_bucket_are_service_unavailable(services
     )
     with pytest.raises(ServiceUnavailable, match="access key"):
         stranger.get("objects/aa/x")
+    with pytest.raises(ServiceUnavailable, match="access key"):
+        list(stranger.list_each(["objects/aa/"]))
     missing = ObjectStore("s3://no-such-bucket-here/p", endpoint_url=services.s3_endpoint)
     with pytest.raises(ServiceUnavailable, match="no such bucket"):
         missing.put_if_absent("objects/aa/x", b"")
+    with pytest.raises(ServiceUnavailable, match="no such bucket"):  # never "no objects"
+        list(missing.list_each(["objects/aa/"]))
 
 
 # -- the PostgreSQL catalog: rows ---------------------------------------------------------------

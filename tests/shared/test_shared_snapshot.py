@@ -1,0 +1,119 @@
+"""store.sql on a shared root copies only what changed since its previous query, and misses
+nothing: rows changed behind the library's back, deletes, truncates, and transactions that
+commit after a later one (the trap of a plain "highest change number seen" watermark)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import sql
+from shared_worker import moving_average, ticks
+
+from jules_cache import FeatureStore
+
+pytestmark = pytest.mark.shared
+HIDDEN = frozenset({"schema_version"})  # untracked bookkeeping: copied whole
+COUNT = "SELECT count(*) AS n, sum(hit_count) AS hits FROM entries"
+
+
+def _store(s3_url: str, services, pg_schema: str) -> FeatureStore:
+    return FeatureStore(s3_url, catalog=services.pg_dsn, catalog_schema=pg_schema)
+
+
+def _connect(services, pg_schema: str) -> psycopg.Connection:
+    connection = psycopg.connect(services.pg_dsn, autocommit=True)
+    connection.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(pg_schema)))
+    return connection
+
+
+def _fill(store: FeatureStore, symbols: int) -> list[str]:
+    return [
+        store.fetch(f"S{i}", ticks(i), {"window": 5}, moving_average, version="1").key
+        for i in range(symbols)
+    ]
+
+
+def test_a_snapshot_after_one_publish_holds_only_that_row(services, s3_url, pg_schema):
+    with _store(s3_url, services, pg_schema) as store:
+        _fill(store, 3)
+        catalog = store.backend.catalog
+        first = catalog.changes_since(None, exclude=HIDDEN)
+        assert first.replaced["entries"].num_rows == 3
+        _fill(store, 4)  # S0-S2 are hits; S3 is the one publish
+        store.flush()
+        second = catalog.changes_since(first.watermark, exclude=HIDDEN)
+        assert "entries" not in second.replaced
+        assert second.changed["entries"].num_rows == 4  # one new row + three hit counts
+        third = catalog.changes_since(second.watermark, exclude=HIDDEN)
+        # What a later snapshot re-reads is bounded by what was in flight, not the catalog.
+        assert len(third.changed.get("entries", [])) <= 4
+        assert not third.replaced
+
+
+def test_rows_changed_behind_the_library_show_in_the_next_query(services, s3_url, pg_schema):
+    with _store(s3_url, services, pg_schema) as store, _connect(services, pg_schema) as pg:
+        keys = _fill(store, 3)
+        store.flush()  # call counters too
+        assert store.sql(COUNT).row(0) == (3, 0)
+        pg.execute("UPDATE entries SET hit_count = 5 WHERE key = %s", (keys[0],))
+        assert store.sql(COUNT).row(0) == (3, 5)
+        pg.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
+        assert store.sql(COUNT).row(0) == (2, 5)
+        assert keys[1] not in store.sql("SELECT key FROM entries")["key"].to_list()
+        # A key changed in place: the old key goes, the new one shows.
+        pg.execute("UPDATE entries SET key = %s WHERE key = %s", ("f" * 32, keys[2]))
+        assert sorted(store.sql("SELECT key FROM entries")["key"]) == sorted([keys[0], "f" * 32])
+        # A row deleted and put back within the window shows with its new values.
+        row = pg.execute("SELECT * FROM entries WHERE key = %s", (keys[0],)).fetchone()
+        with pg.transaction():
+            pg.execute("DELETE FROM entries WHERE key = %s", (keys[0],))
+            marks = ", ".join(["%s"] * len(row))
+            pg.execute(f"INSERT INTO entries VALUES ({marks})", row)
+            pg.execute("UPDATE entries SET hit_count = 9 WHERE key = %s", (keys[0],))
+        assert store.sql(COUNT).row(0) == (2, 9)
+        # Multi-column keys and TRUNCATE (no row triggers fire for it).
+        assert store.sql("SELECT count(*) AS n FROM call_counters")["n"][0] > 0
+        pg.execute("TRUNCATE call_counters")
+        assert store.sql("SELECT count(*) AS n FROM call_counters")["n"][0] == 0
+        pg.execute("DELETE FROM entries")
+        assert store.sql(COUNT).row(0) == (0, None)
+
+
+def test_a_transaction_committing_after_a_later_one_is_not_missed(services, s3_url, pg_schema):
+    """Writer A begins first and commits last; a query between B's commit and A's must not
+    move its watermark past A."""
+    with (
+        _store(s3_url, services, pg_schema) as store,
+        _connect(services, pg_schema) as first,
+        _connect(services, pg_schema) as second,
+    ):
+        keys = _fill(store, 2)
+        assert store.sql(COUNT).row(0) == (2, 0)
+        with first.transaction():
+            first.execute("UPDATE entries SET hit_count = 7 WHERE key = %s", (keys[0],))
+            second.execute("UPDATE entries SET hit_count = 1 WHERE key = %s", (keys[1],))
+            assert store.sql(COUNT).row(0) == (2, 1)  # B committed, A not yet
+        assert store.sql(COUNT).row(0) == (2, 8)
+        first.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
+        assert store.sql(COUNT).row(0) == (1, 7)
+
+
+def test_the_bookkeeping_table_is_not_visible_to_sql(services, s3_url, pg_schema):
+    with _store(s3_url, services, pg_schema) as store:
+        _fill(store, 1)
+        tables = store.sql("SELECT table_name FROM information_schema.tables")["table_name"]
+        assert "row_deletions" not in tables.to_list()
+        assert "entries" in tables.to_list()
+
+
+def test_a_position_the_server_never_reached_gets_every_table_whole(services, s3_url, pg_schema):
+    """A catalog restored from a dump restarts its transaction ids: a position taken before
+    would find no row "newer" and the copy would never change again."""
+    with _store(s3_url, services, pg_schema) as store:
+        _fill(store, 2)
+        catalog = store.backend.catalog
+        now = catalog.changes_since(None, exclude=HIDDEN).watermark
+        for position in (now + 10**9, now - 2**31):  # ahead of the server; too old for xmin
+            changes = catalog.changes_since(position, exclude=HIDDEN)
+            assert changes.replaced["entries"].num_rows == 2
+            assert not changes.changed
