@@ -861,7 +861,10 @@ class PostgresCatalog:
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
             def rows(name: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-                return connection.execute(_statement("snapshot.sql", name), params).fetchall()
+                found: list[Any] = connection.execute(
+                    _statement("snapshot.sql", name), params
+                ).fetchall()
+                return found
 
             watermark, next_id = rows("position")[0]
             schema = {"schema": self.schema}
