@@ -4,12 +4,15 @@ commit after a later one (the trap of a plain "highest change number seen" water
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-from psycopg import sql
-from shared_worker import moving_average, ticks
 
-from jules_cache import FeatureStore
+psycopg = pytest.importorskip(
+    "psycopg", reason="psycopg is not installed: pip install -e '.[shared]'"
+)
+from psycopg import sql  # noqa: E402
+from shared_worker import moving_average, ticks  # noqa: E402
+
+from jules_cache import FeatureStore  # noqa: E402
 
 pytestmark = pytest.mark.shared
 HIDDEN = frozenset({"schema_version"})  # untracked bookkeeping: copied whole
