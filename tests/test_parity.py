@@ -175,6 +175,7 @@ def test_store_clear_takes_a_feature_name(store):
 # (2 s: the first write of a process can take a few hundred ms, and the expiry counts from it).
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_an_expired_entry_is_a_miss_recomputed_and_replaced(store):
     first = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=2)
     entry = store.entry(first.key)
@@ -195,6 +196,7 @@ def test_an_expired_entry_is_a_miss_recomputed_and_replaced(store):
     assert (stats.hits, stats.misses) == (2, 2)
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_an_expired_entry_is_a_miss_also_for_lazy_hits_and_decorated_features(store):
     bars = store.feature(name="ttl", expire=2)(noisy_bars)
     first = bars.fetch("A", frame(1), {"a": 1}, lazy=True)
@@ -214,6 +216,7 @@ def test_without_expire_an_entry_never_expires(store):
     assert 7 * 86400 - 10 < (entry.expires_at - entry.created_at).total_seconds() <= 7 * 86400
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_gc_deletes_expired_entries_and_spares_fresh_ones(store):
     gone = store.fetch("A", frame(1), {"a": 1}, noisy_bars, expire=2)
     kept = store.fetch("A", frame(2), {"a": 1}, noisy_bars, expire=3600)
@@ -252,6 +255,7 @@ def test_a_bad_expire_is_invalid_input_naming_it(store, expire):
 # -- max_size= -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_a_store_with_max_size_stays_under_it_after_many_misses(root):
     from jules_cache import FeatureStore
 

@@ -439,6 +439,7 @@ def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl
     assert bare_duckdb(again, "SELECT count(DISTINCT symbol) FROM bar_count") == [[2]]
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_plain_duckdb_where_symbol_opens_only_that_symbols_files(store, aapl):
     """The stored views read one folder per symbol with hive partitioning: a filter on
     ``symbol`` never opens another symbol's files (here: a damaged one)."""
@@ -473,6 +474,7 @@ ODD_SYMBOLS = (
 )
 
 
+@pytest.mark.slow  # seconds of wall time: kept out of the default run
 def test_any_symbol_round_trips_through_the_plain_duckdb_views(store, aapl):
     from jules_cache.query.views import link_folder
 
