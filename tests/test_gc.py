@@ -319,9 +319,11 @@ def test_killed_midway_gc_leaves_orphans_never_rows_without_files(tmp_path):
     root = tmp_path / "cache"
     store = FeatureStore(root)
     keys = _fill(store, 40)
+    store.flush()  # every row listed before the GCs start (quick misses land in batches)
     context = multiprocessing.get_context("spawn")
     for delay in (0.05, 0.15, 0.3):
         _fill(store, 40)
+        store.flush()
         started = context.Event()
         process = context.Process(target=_gc_forever, args=(str(root), started))
         process.start()
@@ -330,6 +332,7 @@ def test_killed_midway_gc_leaves_orphans_never_rows_without_files(tmp_path):
         os.kill(process.pid, signal.SIGKILL)
         process.join()
         _assert_no_dangling_rows(root)
+    store.flush()
     assert FeatureStore(root).gc(retention_weeks=0).ok
     assert not any(store.layout.result_path(k).exists() for k in keys)
 

@@ -6,9 +6,10 @@ read all remove entries through these two steps, so each takes the same steps in
 order:
 
 1. ``drop_rows``, inside the caller's exclusive manifest transaction: the entry's row in every
-   per-key table (``entries``, ``entry_inputs``), the stored view of a feature left without
-   entries (``catalog.views_deleted``), and the result file itself, renamed out of
-   ``objects/`` to ``tmp/<key>.removing.parquet.tmp``;
+   per-key table (``entries``, ``entry_inputs``) and the stored view of a feature left without
+   entries (``catalog.views_deleted``); once that transaction committed, and before its lock is
+   released, the result file is renamed out of ``objects/`` to
+   ``tmp/<key>.removing.parquet.tmp`` (``Manifest.after_commit``);
 2. ``discard_files``, after that transaction committed: the view links of keys that still
    have no row, and the moved files, are unlinked (or the file moved to ``quarantine/``), each
    through ``rootfs`` (no link followed, only regular files removed).
@@ -62,12 +63,17 @@ def drop_rows(
     if deleted:
         manifest.execute(con, _SQL, "delete_entry_inputs", {"keys": list(deleted)})
         views_deleted(con, manifest.layout, deleted)
-        layout = manifest.layout
-        for key in deleted:
-            # A file that cannot be moved stays where it is: ``discard_files`` reports it.
-            with contextlib.suppress(OSError, JulesCacheError):
-                rootfs.rename(layout.root, layout.result_path(key), layout.removing_path(key))
+        manifest.after_commit(lambda: _move_aside(manifest.layout, list(deleted)))
     return deleted
+
+
+def _move_aside(layout: Layout, keys: list[str]) -> None:
+    """Move removed entries' files out of ``objects/`` (after the COMMIT, under its lock).
+
+    A file that cannot be moved stays where it is: ``discard_files`` reports it."""
+    for key in keys:
+        with contextlib.suppress(OSError, JulesCacheError):
+            rootfs.rename(layout.root, layout.result_path(key), layout.removing_path(key))
 
 
 @dataclass

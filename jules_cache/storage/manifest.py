@@ -124,6 +124,8 @@ class Manifest:
         self.path = path if path is not None else layout.manifest
         self.locked = locked
         self.on_change: Callable[[], None] | None = None
+        # Run after the COMMIT of the current ``write``, still under its lock (``after_commit``).
+        self._after_commit: list[Callable[[], None]] = []
         self._current = True  # False: migrate on first read/write (see ``open``)
 
     def open(self) -> None:
@@ -216,11 +218,25 @@ class Manifest:
             try:
                 yield con
             except BaseException:
+                self._after_commit.clear()
                 con.execute("ROLLBACK")
                 raise
-            self._run(con, "COMMIT")
+            try:
+                self._run(con, "COMMIT")
+            except BaseException:
+                self._after_commit.clear()
+                raise
+            actions, self._after_commit = self._after_commit, []
+            for action in actions:
+                action()
         if notify and self.on_change is not None:
             self.on_change()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the current ``write`` block has committed, before its lock is
+        released (so no other process sees the committed rows without what ``action`` did);
+        dropped if the block rolls back. ``action`` must not raise."""
+        self._after_commit.append(action)
 
     def restart(self, con: duckdb.DuckDBPyConnection) -> None:
         """Roll back the ``write`` block's transaction so far and begin a new one."""
