@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,8 +75,6 @@ class StoreOptions:
             f"auto_gc_limit must be an int >= 1, not {self.auto_gc_limit!r}",
         )
         if self.max_size is not None:
-            from jules_cache.maintenance.gc import parse_size  # only a store that caps size
-
             _require(
                 isinstance(self.max_size, int | str) and not isinstance(self.max_size, bool),
                 f"max_size must be bytes (an int) or a size such as '50GB', not {self.max_size!r}",
@@ -114,6 +113,24 @@ class StoreOptions:
         return dataclasses.asdict(self)
 
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*", re.IGNORECASE)
+
+
+def parse_size(value: int | str) -> int:
+    """'50GB' -> bytes (powers of 1024, as the CLI prints sizes); an int is bytes already."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = _SIZE.fullmatch(str(value))
+        if not match:
+            raise InvalidInput(f"max size {value!r} is not a size; write e.g. 50GB, 500MB or 1.5TB")
+        number, unit = float(match.group(1)), match.group(2).upper()
+        size = int(number * 1024 ** " KMGTP".index(unit or " "))
+    if size <= 0:
+        raise InvalidInput(f"max size must be > 0 bytes, not {value!r}")
+    return size
+
+
 def _number(name: str, value: Any, *, minimum: float) -> None:
     _require(
         isinstance(value, numbers.Real) and not isinstance(value, bool),
@@ -127,4 +144,10 @@ def _require(condition: bool, message: str) -> None:
         raise InvalidInput(message)
 
 
-__all__ = ["COMPRESSIONS", "DEFAULT_GRACE_SECONDS", "DEFAULT_REFRESH_SECONDS", "StoreOptions"]
+__all__ = [
+    "COMPRESSIONS",
+    "DEFAULT_GRACE_SECONDS",
+    "DEFAULT_REFRESH_SECONDS",
+    "StoreOptions",
+    "parse_size",
+]

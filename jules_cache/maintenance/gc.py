@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.maintenance.removal import discard_files, drop_rows
 from jules_cache.models import GCItem, GCReport, ReasonTotal
+from jules_cache.options import parse_size
 from jules_cache.query.views import LinkOwner
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
@@ -125,24 +125,6 @@ def _env_weeks(text: str) -> float:
         raise InvalidInput(
             f"{RETENTION_ENV}={text!r} is not a number of weeks; set it to e.g. 4"
         ) from None
-
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(I?B)?\s*", re.IGNORECASE)
-
-
-def parse_size(value: int | str) -> int:
-    """'50GB' -> bytes (powers of 1024, as the CLI prints sizes); an int is bytes already."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    else:
-        match = _SIZE.fullmatch(str(value))
-        if not match:
-            raise InvalidInput(f"max size {value!r} is not a size; write e.g. 50GB, 500MB or 1.5TB")
-        number, unit = float(match.group(1)), match.group(2).upper()
-        size = int(number * 1024 ** " KMGTP".index(unit or " "))
-    if size <= 0:
-        raise InvalidInput(f"max size must be > 0 bytes, not {value!r}")
-    return size
 
 
 # -- the run -------------------------------------------------------------------------------------
