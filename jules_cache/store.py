@@ -237,20 +237,6 @@ class FeatureStore:
             read_only=self.read_only,
         )
 
-    @property
-    def layout(self) -> Any:
-        """The local backend's root layout (tools and tests; not on a shared backend), with
-        the rows (and view links) this store published so far written."""
-        self._write_rows()
-        return self.backend.layout  # type: ignore[attr-defined]
-
-    @property
-    def manifest(self) -> Any:
-        """The local backend's DuckDB manifest (tools and tests; not on a shared backend), with
-        the rows this store published so far written to it."""
-        self._write_rows()
-        return self.backend.manifest  # type: ignore[attr-defined]
-
     def __repr__(self) -> str:
         if self.read_only:
             return f"FeatureStore({self.backend.location!r}, read_only=True)"

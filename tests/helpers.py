@@ -12,12 +12,36 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from features import bar_count
 
 from jules_cache import FeatureStore
+
+if TYPE_CHECKING:
+    from jules_cache.engine.local import LocalBackend
+    from jules_cache.engine.shared import SharedBackend
+
+
+def local_backend(store: FeatureStore) -> LocalBackend:
+    """What a local store keeps inside (its layout and manifest), for tests that look or reach
+    past the API; the rows it published so far are written first, as any catalog read does."""
+    from jules_cache.engine.local import LocalBackend
+
+    store._write_rows()
+    backend = store.backend
+    assert isinstance(backend, LocalBackend), f"{store!r} is not on a local root"
+    return backend
+
+
+def shared_backend(store: FeatureStore) -> SharedBackend:
+    """What a shared store keeps inside (its PostgreSQL catalog and S3 objects), for tests."""
+    from jules_cache.engine.shared import SharedBackend
+
+    backend = store.backend
+    assert isinstance(backend, SharedBackend), f"{store!r} is not on a shared root"
+    return backend
 
 
 def fill_two_entries(root: Path, aapl: pl.DataFrame) -> list[str]:

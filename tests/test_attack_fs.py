@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from features import bar_count
-from helpers import snapshot
+from helpers import local_backend, snapshot
 
 from jules_cache import CacheWriteWarning, FeatureStore, JulesCacheError, QueryError
 from jules_cache.query.views import entry_link, link_folder
@@ -97,7 +97,7 @@ PLANTS: dict[str, Callable[[Path, Path, dict], None]] = {
 
 def _link_of(root: Path, result) -> Path:
     with FeatureStore(root) as store:
-        return entry_link(store.layout, store.entry(result.key))
+        return entry_link(local_backend(store).layout, store.entry(result.key))
 
 
 def link_folder_of(root: Path, result) -> Path:

@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from helpers import local_backend
 from polars.testing import assert_frame_equal
 
 from jules_cache import (
@@ -473,7 +474,7 @@ def test_rm_when_a_view_link_cannot_be_deleted_gives_no_traceback(store, mechani
     """Removing one entry of a feature keeps the feature's link folder, so its link is
     unlinked one by one (the whole folder goes when the feature's last entry does)."""
     gone, kept = _put_two(store)
-    link = entry_link(store.layout, gone)
+    link = entry_link(local_backend(store).layout, gone)
     with undeletable(link, mechanism):
         error = _rm(store, "--key", gone.key)
         assert str(link) in error

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from features import bar_count
+from helpers import local_backend
 
 from jules_cache import CacheWriteWarning, FeatureStore
 from jules_cache.query.views import entry_link
@@ -26,7 +27,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def _rows(store: FeatureStore, sql: str) -> list[tuple]:
-    with store.manifest.read() as con:
+    with local_backend(store).manifest.read() as con:
         return con.execute(sql).fetchall()
 
 
@@ -60,7 +61,7 @@ def _remove_by(store: FeatureStore, how: str, result) -> None:
 @pytest.mark.parametrize("how", ["rm", "gc", "check-fix-lost-file", "quarantine-on-read"])
 def test_every_removal_leaves_no_row_link_or_file_behind(store, ticks, tmp_path, how):
     result = _file_input_entry(store, ticks, tmp_path)
-    link = entry_link(store.layout, store.entry(result.key))
+    link = entry_link(local_backend(store).layout, store.entry(result.key))
     assert link.samefile(result.path)
     assert _rows(store, "SELECT count(*) FROM entry_inputs") == [(1,)]
     _remove_by(store, how, result)
@@ -72,7 +73,7 @@ def test_every_removal_leaves_no_row_link_or_file_behind(store, ticks, tmp_path,
 
 def test_check_reports_and_fixes_orphan_rows_of_every_table(store, ticks, tmp_path):
     result = _file_input_entry(store, ticks, tmp_path)
-    with store.manifest.write() as con:
+    with local_backend(store).manifest.write() as con:
         con.execute("DELETE FROM entries WHERE key = ?", [result.key])  # a half-done delete
     result.path.unlink()
     report = store.check()
@@ -135,7 +136,9 @@ def test_a_full_disk_at_commit_leaves_a_clean_cache(small_disk, ticks, monkeypat
 def test_an_orphan_served_as_a_hit_is_registered_again(store, ticks):
     aapl = ticks.filter(pl.col("symbol") == "AAPL")
     first = store.fetch("AAPL", aapl, CONFIG, bar_count)
-    with store.manifest.write() as con:  # an rm killed after its COMMIT, before the unlink
+    with local_backend(
+        store
+    ).manifest.write() as con:  # an rm killed after its COMMIT, before the unlink
         con.execute("DELETE FROM entries WHERE key = ?", [first.key])
     assert store.stats().entries == 0
     assert store.fetch("AAPL", aapl, CONFIG, bar_count).hit

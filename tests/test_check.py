@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from features import bar_count, flip_bit
+from helpers import local_backend
 
 from jules_cache import FeatureStore, InvalidInput, ManifestError
 from jules_cache.cli import cli
@@ -58,9 +59,9 @@ def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store
     from jules_cache.query.views import entry_link, link_folder
 
     kept, lost = put(store, aapl), put(store, aapl, "MSFT")
-    folder = link_folder(store.layout, "bars")
-    kept_link = entry_link(store.layout, store.entry(kept.key))
-    lost_link = entry_link(store.layout, store.entry(lost.key))
+    folder = link_folder(local_backend(store).layout, "bars")
+    kept_link = entry_link(local_backend(store).layout, store.entry(kept.key))
+    lost_link = entry_link(local_backend(store).layout, store.entry(lost.key))
     lost_link.unlink()  # the stored view would miss MSFT
     kept_link.unlink()
     kept_link.write_bytes(b"another file")  # ... and read garbage
@@ -85,7 +86,7 @@ def test_view_links_that_disagree_with_the_manifest_are_found_and_relinked(store
 def test_orphan_file_is_registered_again_from_its_own_metadata(store, aapl):
     result = put(store, aapl)
     before = store.entry(result.key)
-    with store.manifest.write() as con:
+    with local_backend(store).manifest.write() as con:
         con.execute("DELETE FROM entries WHERE key = ?", [result.key])
     (problem,) = store.check().of_kind("orphan_file")
     assert problem.key == result.key and "valid" in problem.detail
@@ -99,10 +100,10 @@ def test_orphan_file_is_registered_again_from_its_own_metadata(store, aapl):
 
 def test_unusable_orphan_and_stray_names_are_quarantined(store, aapl):
     put(store, aapl)
-    stray = store.layout.objects / "zz" / "notes.txt"
+    stray = local_backend(store).layout.objects / "zz" / "notes.txt"
     stray.parent.mkdir()
     stray.write_text("not a result")
-    fake = store.layout.objects / "ab" / ("ab" + "0" * 30 + ".parquet")
+    fake = local_backend(store).layout.objects / "ab" / ("ab" + "0" * 30 + ".parquet")
     fake.parent.mkdir()
     fake.write_bytes(b"garbage" * 10)
     report = store.check()
@@ -149,7 +150,7 @@ def test_a_flipped_bit_is_found_only_by_deep_check(store, aapl):
 
 def test_stale_temp_and_lock_files_are_leftovers_removed_by_fix(store, aapl):
     result = put(store, aapl)
-    temp = store.layout.tmp / f"{result.key}.1.2.abc.parquet.tmp"
+    temp = local_backend(store).layout.tmp / f"{result.key}.1.2.abc.parquet.tmp"
     temp.write_bytes(b"half a file")
     assert store.check().in_flight == 1  # young: a put in progress, left alone
     report = store.check(grace_seconds=0)
@@ -157,13 +158,13 @@ def test_stale_temp_and_lock_files_are_leftovers_removed_by_fix(store, aapl):
     assert [p.path for p in report.of_kind("stale_temp")] == [f"tmp/{temp.name}"]
     assert [p.key for p in report.of_kind("stale_lock")] == [result.key]
     store.check(fix=True, grace_seconds=0)
-    assert not temp.exists() and not any(store.layout.locks.iterdir())
+    assert not temp.exists() and not any(local_backend(store).layout.locks.iterdir())
     assert put(store, aapl).hit
 
 
 def test_a_held_lock_is_never_reported_or_removed(store, aapl):
     result = put(store, aapl)
-    lock = store.layout.key_lock_path(result.key)
+    lock = local_backend(store).layout.key_lock_path(result.key)
     with file_lock(lock, timeout=1):
         report = store.check(fix=True, grace_seconds=0)
         assert report.of_kind("stale_lock") == [] and lock.exists()
@@ -224,7 +225,7 @@ def test_rebuild_restores_every_entry_from_the_files(root, aapl):
 
 def test_store_check_rebuild_works_after_the_manifest_was_deleted(store, aapl):
     result = put(store, aapl)
-    store.manifest.layout.manifest.unlink()
+    local_backend(store).manifest.layout.manifest.unlink()
     report = store.check(rebuild=True)
     assert report.rebuilt_from is None and report.consistent
     assert store.entry(result.key) is not None
@@ -275,7 +276,7 @@ def test_the_entry_point_rebuilds_a_deleted_manifest(root, aapl, jules_cache_com
 def test_deep_fix_never_registers_a_damaged_orphan(store, aapl):
     """Found by the stateful test: an orphan with a flipped bit was registered by --deep --fix."""
     result = put(store, aapl)
-    with store.manifest.write() as con:
+    with local_backend(store).manifest.write() as con:
         con.execute("DELETE FROM entries WHERE key = ?", [result.key])
     flip_bit(result.path)
     (problem,) = store.check(deep=True, fix=True).of_kind("orphan_file")

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from features import bar_count, flip_bit
-from helpers import Counted
+from helpers import Counted, local_backend
 
 from jules_cache import FeatureStore, InvalidInput, UnsafePath
 from jules_cache.maintenance.check import LEFTOVER_KINDS
@@ -66,8 +66,10 @@ def test_a_damaged_file_is_quarantined_counted_and_recomputed(
     assert not again.hit and again.stored and compute.calls == 2
     assert "is damaged" in caplog.text
     assert len(list((store.root / "quarantine").iterdir())) == 1
-    with store.manifest.read() as con:
-        counters = dict(store.manifest.execute(con, "entries.sql", "counters").fetchall())
+    with local_backend(store).manifest.read() as con:
+        counters = dict(
+            local_backend(store).manifest.execute(con, "entries.sql", "counters").fetchall()
+        )
     assert counters["corrupt_files"] == 1
     assert store.fetch("AAPL", aapl, CONFIG, compute, name="bars").hit
     assert store.check(deep=True).consistent
@@ -93,7 +95,7 @@ def test_a_missing_file_is_a_miss_and_the_row_is_replaced(store, aapl, tmp_path,
     if how == "deleted-file":
         first.path.unlink()
     else:
-        with store.manifest.write() as con:
+        with local_backend(store).manifest.write() as con:
             con.execute("UPDATE entries SET path = 'objects/00/nowhere.parquet'")
         first.path.unlink()
     again = store.fetch("AAPL", aapl, CONFIG, compute, name="bars")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from features import bar_count
-from helpers import frame
+from helpers import frame, local_backend
 
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.errors import GCError, InvalidInput
@@ -38,7 +38,7 @@ def _fill(store: FeatureStore, count: int, symbol: str = "AAPL") -> list[str]:
 def _age(store: FeatureStore, keys, *, accessed_days: float, created_days: float = 0) -> None:
     """Move entries' last access (and creation) into the past."""
     now = utc_now()
-    with store.manifest.write() as con:
+    with local_backend(store).manifest.write() as con:
         for key in keys:
             con.execute(
                 "UPDATE entries SET last_accessed_at = ?, created_at = ? WHERE key = ?",
@@ -49,7 +49,7 @@ def _age(store: FeatureStore, keys, *, accessed_days: float, created_days: float
 def _orphan(store: FeatureStore, key: str = "ab" * 16) -> Path:
     """A result file without a row, written an hour ago (a younger one may be a publish whose
     row is on its way: GC spares it)."""
-    path = store.layout.result_path(key)
+    path = local_backend(store).layout.result_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame(0).write_parquet(path)
     hour_ago = time.time() - 3600
@@ -58,17 +58,23 @@ def _orphan(store: FeatureStore, key: str = "ab" * 16) -> Path:
 
 
 def _live_files(store: FeatureStore) -> set[str]:
-    return {e.key for e in store.entries() if store.layout.result_path(e.key).exists()}
+    return {
+        e.key for e in store.entries() if local_backend(store).layout.result_path(e.key).exists()
+    }
 
 
 def _assert_no_dangling_rows(root: Path) -> None:
     store = FeatureStore(root)
-    missing = [e.key for e in store.entries() if not store.layout.result_path(e.key).exists()]
+    missing = [
+        e.key
+        for e in store.entries()
+        if not local_backend(store).layout.result_path(e.key).exists()
+    ]
     assert missing == [], f"rows pointing at nothing: {missing}"
 
 
 def _gc_runs(store: FeatureStore) -> list[tuple]:
-    with store.manifest.read() as con:
+    with local_backend(store).manifest.read() as con:
         return con.execute(
             "SELECT id, dry_run, status, error, orphan_files, expired_entries FROM gc_runs "
             "ORDER BY id"
@@ -83,10 +89,10 @@ def test_each_reason_is_found_and_deleted(store):
     orphan = _orphan(store)
     orphan_bytes = orphan.stat().st_size
     _age(store, keys[:2], accessed_days=40)  # expired
-    store.layout.result_path(keys[2]).unlink()  # dangling row
-    tmp_old = store.layout.tmp / f"{'cd' * 16}.1.2.abc.parquet.tmp"
-    tmp_new = store.layout.tmp / f"{'ce' * 16}.1.2.abc.parquet.tmp"
-    lock_old = store.layout.locks / f"{'ef' * 16}.lock"
+    local_backend(store).layout.result_path(keys[2]).unlink()  # dangling row
+    tmp_old = local_backend(store).layout.tmp / f"{'cd' * 16}.1.2.abc.parquet.tmp"
+    tmp_new = local_backend(store).layout.tmp / f"{'ce' * 16}.1.2.abc.parquet.tmp"
+    lock_old = local_backend(store).layout.locks / f"{'ef' * 16}.lock"
     for path in (tmp_old, tmp_new, lock_old):
         path.write_text("x")
     old = time.time() - 7 * 3600
@@ -117,11 +123,15 @@ def test_gc_removes_the_view_links_of_what_it_deletes(store):
     from jules_cache.query.views import entry_link, link_folder
 
     keys = _fill(store, 4)
-    folder = link_folder(store.layout, "bars")
+    folder = link_folder(local_backend(store).layout, "bars")
     _age(store, keys[:1], accessed_days=40)  # expired
-    store.layout.result_path(keys[1]).unlink()  # dangling: the link still holds its data
+    local_backend(store).layout.result_path(
+        keys[1]
+    ).unlink()  # dangling: the link still holds its data
     orphan = _orphan(store)  # a put killed just before COMMIT leaves its link too
-    os.link(orphan, entry_link(store.layout, store.entry(keys[3])).parent / orphan.name)
+    os.link(
+        orphan, entry_link(local_backend(store).layout, store.entry(keys[3])).parent / orphan.name
+    )
     report = store.gc()
     assert report.ok
     # nothing else kept alive
@@ -134,8 +144,8 @@ def test_gc_of_every_entry_of_a_feature_drops_its_view_and_links(store):
     keys = _fill(store, 2)
     _age(store, keys, accessed_days=40)
     assert store.gc().ok and store.entries() == []
-    assert not link_folder(store.layout, "bars").exists()
-    with store.manifest.read() as con:
+    assert not link_folder(local_backend(store).layout, "bars").exists()
+    with local_backend(store).manifest.read() as con:
         assert con.execute(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = 'bars'"
         ).fetchall() == [(0,)]
@@ -163,7 +173,7 @@ def test_over_budget_evicts_least_recently_used_by_window_sum(store):
     keys = _fill(store, 5)
     for days, key in enumerate(keys):  # keys[0] most recent ... keys[4] least recent
         _age(store, [key], accessed_days=days)
-    sizes = {k: store.layout.result_path(k).stat().st_size for k in keys}
+    sizes = {k: local_backend(store).layout.result_path(k).stat().st_size for k in keys}
     cap = sizes[keys[0]] + sizes[keys[1]] + 1
     report = store.gc(max_size=cap)
     assert report.total("over_budget").count == 3
@@ -176,7 +186,7 @@ def test_dry_run_reports_exactly_what_the_real_run_then_deletes(store):
     _orphan(store)
     _age(store, keys[:2], accessed_days=100)
     dry = store.gc(dry_run=True)
-    assert len(store.entries()) == 4 and store.layout.result_path("ab" * 16).exists()
+    assert len(store.entries()) == 4 and local_backend(store).layout.result_path("ab" * 16).exists()
     real = store.gc()
     assert dry.totals == real.totals and dry.files == 3
     assert sorted(i.path for i in dry.items) == sorted(i.path for i in real.items)
@@ -230,7 +240,7 @@ def cli_main():
 @pytest.mark.leaves_damage  # the path column is rewritten on purpose
 def test_orphans_are_matched_by_key_not_by_the_path_column(store):
     keys = _fill(store, 2)
-    with store.manifest.write() as con:  # an old-style absolute, oddly spelled path
+    with local_backend(store).manifest.write() as con:  # an old-style absolute, oddly spelled path
         con.execute(
             "UPDATE entries SET path = ? WHERE key = ?",
             [str(store.root) + "//objects/./x/../" + keys[0][:2] + "/" + keys[0], keys[0]],
@@ -244,12 +254,16 @@ def test_only_files_of_the_cache_scheme_are_candidates(store):
     keys = _fill(store, 2)
     _age(store, keys, accessed_days=1000)
     strangers = [
-        store.layout.objects / "ab" / "notes.parquet",
-        store.layout.objects / "zz" / f"{'ab' * 16}.parquet",  # wrong folder for the key
-        store.layout.objects / f"{'ab' * 16}.parquet",  # not in a key folder
-        store.layout.objects / "ab" / f"{'AB' * 16}.parquet",  # upper case: not our scheme
-        store.layout.tmp / "user-file.tmp",
-        store.layout.locks / "gc-cron.lock",
+        local_backend(store).layout.objects / "ab" / "notes.parquet",
+        local_backend(store).layout.objects
+        / "zz"
+        / f"{'ab' * 16}.parquet",  # wrong folder for the key
+        local_backend(store).layout.objects / f"{'ab' * 16}.parquet",  # not in a key folder
+        local_backend(store).layout.objects
+        / "ab"
+        / f"{'AB' * 16}.parquet",  # upper case: not our scheme
+        local_backend(store).layout.tmp / "user-file.tmp",
+        local_backend(store).layout.locks / "gc-cron.lock",
         store.root / "other.parquet",
     ]
     for path in strangers:
@@ -262,13 +276,17 @@ def test_only_files_of_the_cache_scheme_are_candidates(store):
     stale_locks = {i.path for i in report.items if i.reason == "stale_lock"}
     assert stale_locks == {f"locks/{key}.lock" for key in keys}
     assert report.files == 4
-    for path in [*strangers, store.layout.manifest, store.layout.manifest_lock]:
+    for path in [
+        *strangers,
+        local_backend(store).layout.manifest,
+        local_backend(store).layout.manifest_lock,
+    ]:
         assert path.exists(), path
 
 
 def test_a_held_lock_file_is_never_deleted(store):
-    held = store.layout.locks / f"{'12' * 16}.lock"
-    free = store.layout.locks / f"{'34' * 16}.lock"
+    held = local_backend(store).layout.locks / f"{'12' * 16}.lock"
+    free = local_backend(store).layout.locks / f"{'34' * 16}.lock"
     free.write_text("")
     with file_lock(held, 0):
         for path in (held, free):
@@ -291,19 +309,21 @@ def test_a_reader_that_loses_the_race_recomputes(store):
 def test_a_republished_key_is_not_deleted_by_a_plan_made_before(store):
     """Race: the plan saw an orphan; a trainer publishes that key before the delete."""
     (key,) = _fill(store, 1)
-    with store.manifest.write() as con:  # make the file an orphan (row lost)
+    with local_backend(store).manifest.write() as con:  # make the file an orphan (row lost)
         con.execute("DELETE FROM entries WHERE key = ?", [key])
     hour_ago = time.time() - 3600  # an old orphan (a young one may be a publish in flight)
-    os.utime(store.layout.result_path(key), (hour_ago, hour_ago))
+    os.utime(local_backend(store).layout.result_path(key), (hour_ago, hour_ago))
     from jules_cache.maintenance.gc import GCOptions, _Run
 
-    run = _Run(store.manifest, store.layout, GCOptions.build(), None)
+    run = _Run(local_backend(store).manifest, local_backend(store).layout, GCOptions.build(), None)
     planned = run._plan()
     assert [i.reason for i in planned] == ["orphan"]
-    store.layout.result_path(key).unlink()  # a trainer misses, recomputes and publishes
+    local_backend(store).layout.result_path(
+        key
+    ).unlink()  # a trainer misses, recomputes and publishes
     _fill(store, 1)
     run._delete(planned)
-    assert store.layout.result_path(key).exists() and store.entry(key) is not None
+    assert local_backend(store).layout.result_path(key).exists() and store.entry(key) is not None
     assert run.skipped == 1 and run.deleted == []
 
 
@@ -334,7 +354,7 @@ def test_killed_midway_gc_leaves_orphans_never_rows_without_files(tmp_path):
         _assert_no_dangling_rows(root)
     store.flush()
     assert FeatureStore(root).gc(retention_weeks=0).ok
-    assert not any(store.layout.result_path(k).exists() for k in keys)
+    assert not any(local_backend(store).layout.result_path(k).exists() for k in keys)
 
 
 def fetch_until(root: str, worker: int, seconds: float) -> tuple[int, int, list[str]]:
@@ -423,7 +443,7 @@ def test_cli_exit_1_and_one_json_document_on_failure(root, store, immutable_orph
 
 
 def test_another_gc_running_exits_75(root, store):
-    with file_lock(store.layout.locks / GC_LOCK_NAME, 0):
+    with file_lock(local_backend(store).layout.locks / GC_LOCK_NAME, 0):
         with pytest.raises(LockTimeout):
             store.gc()
         result = CliRunner().invoke(cli_main(), ["gc", "--root", str(root), "--json"])
@@ -457,7 +477,7 @@ def test_cli_human_table_verbose_and_env_retention(root, store):
         env={"FEATURE_STORE_GC_RETENTION_WEEKS": "0.1"},  # 0.7 days
     )
     assert result.exit_code == 0, result.output
-    assert store.layout.relative_result_path(keys[0]) in result.stdout
+    assert local_backend(store).layout.relative_result_path(keys[0]) in result.stdout
     assert "longest" in result.stdout and "status        success" in result.stdout
     assert {e.key for e in store.entries()} == set(keys[1:])
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from features import bar_count
+from helpers import local_backend
 from polars.testing import assert_frame_equal
 
 from jules_cache import FeatureStore
@@ -121,11 +122,11 @@ def test_bare_duckdb_finds_the_same_views(filled):
 @pytest.mark.leaves_damage  # stray or missing files on purpose
 def test_orphan_files_never_appear(filled):
     source = filled.root / filled.entries(symbol="AAPL")[0].path
-    orphan = filled.layout.objects / "zz" / ("f" * 32 + ".parquet")
+    orphan = local_backend(filled).layout.objects / "zz" / ("f" * 32 + ".parquet")
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(source.read_bytes())
-    with filled.manifest.write() as con:
-        refresh_views(con, filled.layout)
+    with local_backend(filled).manifest.write() as con:
+        refresh_views(con, local_backend(filled).layout)
     query = "SELECT count(DISTINCT key) AS k, count(*) AS n FROM bar_count__all"
     assert filled.sql(query)["k"][0] == 6
     assert bare_duckdb(filled, query)[0][0] == 6
@@ -184,7 +185,7 @@ def test_a_schema_change_reads_one_footer_per_schema_in_plain_duckdb(store, aapl
     store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars", version="1")
     store.get_or_compute("MSFT", aapl, {"freq": "1m"}, bar_count, name="bars", version="1")
     store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bars_v2, name="bars", version="2")
-    assert len(list(link_folder(store.layout, "bars").iterdir())) == 2
+    assert len(list(link_folder(local_backend(store).layout, "bars").iterdir())) == 2
     rows = bare_duckdb(
         store,
         "SELECT symbol, code_version, count(*), count(n_v2) FROM bars_history "
@@ -201,12 +202,14 @@ def test_a_schema_change_reads_one_footer_per_schema_in_plain_duckdb(store, aapl
 def test_views_follow_deletions_and_empty_features_lose_their_view(filled, aapl):
     filled.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="other.thing")
     assert filled.sql("SELECT count(*) AS n FROM thing")["n"][0] == 390
-    with filled.manifest.write() as con:  # what GC does: delete rows, refresh, commit, unlink
+    with local_backend(
+        filled
+    ).manifest.write() as con:  # what GC does: delete rows, refresh, commit, unlink
         paths = [
             row[0] for row in con.execute("SELECT path FROM entries WHERE symbol='AAPL'").fetchall()
         ]
         con.execute("DELETE FROM entries WHERE symbol = 'AAPL'")
-        refresh_views(con, filled.layout)
+        refresh_views(con, local_backend(filled).layout)
     for path in paths:
         (filled.root / path).unlink()
     assert filled.sql("SELECT DISTINCT symbol FROM bar_count__all ORDER BY 1")[
@@ -364,13 +367,13 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
         if i == 0:
             first_sql = bare_duckdb(store, view_sql)
     assert bare_duckdb(store, view_sql) == first_sql  # one view over the folder, not per file
-    with store.manifest.read() as con:  # the private manifest holds no views at all
+    with local_backend(store).manifest.read() as con:  # the private manifest holds no views at all
         assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [
             (0,)
         ]
     rows = bare_duckdb(store, "SELECT count(DISTINCT symbol), count(*) FROM bar_count")
     assert rows == [[5, 5 * 7]]
-    folder = link_folder(store.layout, "features.bar_count")
+    folder = link_folder(local_backend(store).layout, "features.bar_count")
     links = {path.stem: path for path in folder.rglob("*.parquet")}
     assert set(links) == {entry.key for entry in store.entries()}
     (schema,) = folder.iterdir()  # one result schema, and in its folder one folder per symbol
@@ -378,8 +381,8 @@ def test_a_publish_links_its_file_and_leaves_the_stored_catalog_alone(store, aap
         f"__jules_symbol=S{i:03d}" for i in range(5)
     }
     for entry in store.entries():  # each link to its entry's file
-        assert links[entry.key] == entry_link(store.layout, entry)
-        assert links[entry.key].samefile(store.layout.result_path(entry.key))
+        assert links[entry.key] == entry_link(local_backend(store).layout, entry)
+        assert links[entry.key].samefile(local_backend(store).layout.result_path(entry.key))
     one = bare_duckdb(store, "SELECT count(*) FROM bar_count WHERE symbol = 'S003'")
     assert one == [[7]]
 
@@ -392,7 +395,7 @@ def test_a_result_recomputed_after_its_file_was_lost_is_relinked(store, aapl):
     first.path.unlink()  # lost behind the cache's back: the row and the link remain
     again = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count)
     assert not again.hit and again.path.exists()
-    link = entry_link(store.layout, store.entry(again.key))
+    link = entry_link(local_backend(store).layout, store.entry(again.key))
     assert link.samefile(again.path)  # the link follows the new file, not the lost one
     assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[7]]
 
@@ -422,7 +425,9 @@ def test_stored_views_stay_queryable_after_gc_rm_and_quarantine(filled):
 @pytest.mark.slow
 def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl):
     store.get_or_compute("AAPL", aapl, {"freq": "1h"}, bar_count)
-    with store.manifest.write() as con:  # what earlier versions stored in the manifest
+    with local_backend(
+        store
+    ).manifest.write() as con:  # what earlier versions stored in the manifest
         con.execute("CREATE SCHEMA jules_cache_parts")
         con.execute("CREATE VIEW jules_cache_parts.bar_count__0000 AS SELECT 1 AS n")
         con.execute("CREATE VIEW bar_count AS SELECT * FROM jules_cache_parts.bar_count__0000")
@@ -430,7 +435,7 @@ def test_views_an_earlier_version_stored_in_the_manifest_are_dropped(store, aapl
     store.get_or_compute("MSFT", aapl, {"freq": "1h"}, bar_count)
     store.flush()  # the writer brings catalog.duckdb up to date
     again = FeatureStore(store.root)  # migrates: the manifest keeps no views
-    with again.manifest.read() as con:
+    with local_backend(again).manifest.read() as con:
         assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchall() == [
             (0,)
         ]
@@ -449,7 +454,7 @@ def test_plain_duckdb_where_symbol_opens_only_that_symbols_files(store, aapl):
         store.get_or_compute(symbol, aapl, {"freq": "1h"}, bar_count)
     msft = store.entries(symbol="MSFT")[0]
     assert bare_duckdb(store, "SELECT count(*) FROM bar_count") == [[14]]
-    link = entry_link(store.layout, msft)
+    link = entry_link(local_backend(store).layout, msft)
     link.unlink()
     link.write_bytes(b"not a parquet file")  # only the view reads it
     for view in ("bar_count", "bar_count_history"):
@@ -486,7 +491,9 @@ def test_any_symbol_round_trips_through_the_plain_duckdb_views(store, aapl):
         literal = symbol.replace("'", "''")
         query = f"SELECT count(*), min(symbol) FROM bar_count_history WHERE symbol = '{literal}'"
         assert bare_duckdb(store, query) == [[7, symbol]]
-    (folder,) = link_folder(store.layout, "features.bar_count").iterdir()  # one schema
+    (folder,) = link_folder(
+        local_backend(store).layout, "features.bar_count"
+    ).iterdir()  # one schema
     assert len([p for p in folder.iterdir() if p.is_dir()]) == len(ODD_SYMBOLS) - 1
     assert store.check().consistent
     store.remove(symbol="BRK/B")  # its link and its emptied folder go
@@ -504,14 +511,14 @@ def test_links_of_a_root_made_before_symbol_folders_stay_queryable_until_relinke
 
     for symbol in ("AAPL", "MSFT"):
         store.get_or_compute(symbol, aapl, {"freq": "1h"}, bar_count)
-    folder = link_folder(store.layout, "features.bar_count")
+    folder = link_folder(local_backend(store).layout, "features.bar_count")
     for entry in store.entries():  # the layout before: every link in the feature's folder
-        link = entry_link(store.layout, entry)
+        link = entry_link(local_backend(store).layout, entry)
         link.rename(folder / link.name)
         link.parent.rmdir()
     (schema,) = [path for path in folder.iterdir() if path.is_dir()]
     schema.rmdir()
-    catalog_file.build(store.manifest)
+    catalog_file.build(local_backend(store).manifest)
     query = "SELECT symbol, count(*) FROM bar_count GROUP BY symbol ORDER BY symbol"
     assert bare_duckdb(store, query) == [["AAPL", 7], ["MSFT", 7]]
     assert len(store.check().of_kind("view_link")) == 4  # two links in the old place
@@ -522,7 +529,7 @@ def test_links_of_a_root_made_before_symbol_folders_stay_queryable_until_relinke
         "__jules_symbol=AAPL",
         "__jules_symbol=MSFT",
     ]
-    catalog_file.build(store.manifest)
+    catalog_file.build(local_backend(store).manifest)
     assert bare_duckdb(store, query) == [["AAPL", 7], ["MSFT", 7]]
 
 

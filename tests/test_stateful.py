@@ -15,6 +15,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from features import bar_count
+from helpers import local_backend
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -50,7 +51,7 @@ class CacheMachine(RuleBasedStateMachine):
         return self.model[symbol, freq]
 
     def result_files(self) -> list[Path]:
-        return sorted(self.store.layout.objects.rglob("*.parquet"))
+        return sorted(local_backend(self.store).layout.objects.rglob("*.parquet"))
 
     @rule(symbol=st.sampled_from(SYMBOLS), freq=st.sampled_from(FREQS), lazy=st.booleans())
     def get_or_compute(self, symbol: str, freq: str, lazy: bool) -> None:
@@ -88,7 +89,7 @@ class CacheMachine(RuleBasedStateMachine):
     def crash_leftover_temp(self) -> None:
         """What a put killed mid-write leaves: a partial file in tmp/."""
         name = f"{'ab' * 16}.999.1.deadbeef.parquet.tmp"
-        (self.store.layout.tmp / name).write_bytes(b"PAR1 half written")
+        (local_backend(self.store).layout.tmp / name).write_bytes(b"PAR1 half written")
 
     @rule(index=st.integers(0, 50))
     def crash_leftover_orphan(self, index: int) -> None:
@@ -96,7 +97,7 @@ class CacheMachine(RuleBasedStateMachine):
         entries = self.store.entries()
         if entries:
             key = entries[index % len(entries)].key
-            with self.store.manifest.write() as con:
+            with local_backend(self.store).manifest.write() as con:
                 con.execute("DELETE FROM entries WHERE key = ?", [key])
 
     @rule(fix=st.booleans(), deep=st.booleans())
@@ -113,7 +114,9 @@ class CacheMachine(RuleBasedStateMachine):
 
     @invariant()
     def published_files_are_complete_or_absent(self) -> None:
-        assert not any(p.name.endswith(".tmp") for p in self.store.layout.objects.rglob("*"))
+        assert not any(
+            p.name.endswith(".tmp") for p in local_backend(self.store).layout.objects.rglob("*")
+        )
 
 
 CacheMachine.TestCase.settings = settings(

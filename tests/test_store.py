@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from features import bar_count
-from helpers import Counted
+from helpers import Counted, local_backend
 
 from jules_cache import (
     CacheWriteWarning,
@@ -331,7 +331,7 @@ def test_bad_results_are_refused_and_nothing_is_cached(store, aapl, func, messag
     with pytest.raises(InvalidInput, match=message):
         store.fetch("AAPL", aapl, {}, func, name="bad")
     assert store.entries() == []
-    assert not any(store.layout.tmp.iterdir())
+    assert not any(local_backend(store).layout.tmp.iterdir())
 
 
 def test_an_exception_from_compute_propagates_unchanged_and_nothing_is_cached(store, aapl):
@@ -344,19 +344,21 @@ def test_an_exception_from_compute_propagates_unchanged_and_nothing_is_cached(st
     with pytest.raises(Boom, match="no features today"):
         store.fetch("AAPL", aapl, {}, explode)
     assert store.entries() == []
-    assert not any(store.layout.objects.rglob("*.parquet"))
+    assert not any(local_backend(store).layout.objects.rglob("*.parquet"))
 
 
 def test_a_broken_lazy_plan_propagates_as_a_polars_error(store, aapl):
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
         store.fetch("AAPL", aapl, {}, lambda t, c: t.select(pl.col("nope")), name="broken")
-    assert store.entries() == [] and not any(store.layout.tmp.iterdir())
+    assert store.entries() == [] and not any(local_backend(store).layout.tmp.iterdir())
 
 
 def test_store_failure_returns_the_result_with_a_warning_or_raises_when_strict(root, aapl):
     with FeatureStore(root) as store:
-        store.layout.tmp.rmdir()
-        store.layout.tmp.write_text("a file where the temp folder should be")  # writes fail
+        local_backend(store).layout.tmp.rmdir()
+        local_backend(store).layout.tmp.write_text(
+            "a file where the temp folder should be"
+        )  # writes fail
         with pytest.warns(CacheWriteWarning, match="could not store"):
             result = fetch(store, aapl)
         assert not result.stored and not result.hit
@@ -366,7 +368,7 @@ def test_store_failure_returns_the_result_with_a_warning_or_raises_when_strict(r
         with pytest.raises(StoreError, match="could not store"):
             fetch(store, aapl)
         assert store.entries() == []
-        assert not any(store.layout.objects.rglob("*.parquet"))
+        assert not any(local_backend(store).layout.objects.rglob("*.parquet"))
 
 
 # -- manifest, stats, settings ------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import shared_backend
 from shared_worker import moving_average, ticks
 
 from jules_cache import FeatureStore, InvalidInput, LockTimeout, PartialRemoval, StoreError
@@ -148,7 +149,7 @@ def test_a_frozen_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema
     with _store(s3_url, services, pg_schema, lock_timeout=2, hit_flush_seconds=0) as store:
         _fetch(store)
         store.flush()
-        backend_pid = store.backend.catalog._connection.info.backend_pid
+        backend_pid = shared_backend(store).catalog._connection.info.backend_pid
         os.kill(backend_pid, signal.SIGSTOP)
         thaw = threading.Timer(20, os.kill, (backend_pid, signal.SIGCONT))  # fail, never hang
         thaw.start()
@@ -170,7 +171,7 @@ def test_a_thread_waiting_for_a_frozen_session_times_out(services, s3_url, pg_sc
     with _store(s3_url, services, pg_schema, lock_timeout=1, hit_flush_seconds=0) as store:
         _fetch(store)
         store.flush()
-        backend_pid = store.backend.catalog._connection.info.backend_pid
+        backend_pid = shared_backend(store).catalog._connection.info.backend_pid
         os.kill(backend_pid, signal.SIGSTOP)
         thaw = threading.Timer(30, os.kill, (backend_pid, signal.SIGCONT))  # fail, never hang
         thaw.start()
@@ -192,7 +193,7 @@ def test_a_child_forked_during_a_background_flush_can_use_the_catalog(services, 
     with _store(s3_url, services, pg_schema, lock_timeout=2, hit_flush_seconds=0) as store:
         got = _fetch(store)
         store.flush()
-        catalog = store.backend.catalog
+        catalog = shared_backend(store).catalog
         backend_pid = catalog._connection.info.backend_pid
         os.kill(backend_pid, signal.SIGSTOP)
         try:
@@ -256,7 +257,7 @@ def _frozen_s3(services) -> Iterator[None]:
 def test_a_frozen_s3_server_fails_a_call_within_the_lock_timeout(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema, lock_timeout=2) as store:
         got = _fetch(store)
-        objects = store.backend.objects
+        objects = shared_backend(store).objects
         with _frozen_s3(services):
             started = time.monotonic()
             with pytest.raises(ServiceUnavailable, match="S3"):
@@ -306,7 +307,7 @@ def test_remove_never_reports_gone_what_is_still_served(services, s3_url, pg_sch
         assert [entry.key for entry in store.entries()] == [got.key]
         assert _fetch(store).hit
         assert [entry.key for entry in store.remove(key=got.key)] == [got.key]
-        assert store.backend.objects.head(object_name(got.key)) is None
+        assert shared_backend(store).objects.head(object_name(got.key)) is None
         assert store.entries() == []
 
 

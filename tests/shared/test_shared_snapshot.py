@@ -9,6 +9,7 @@ import pytest
 psycopg = pytest.importorskip(
     "psycopg", reason="psycopg is not installed: pip install -e '.[shared]'"
 )
+from helpers import shared_backend  # noqa: E402
 from psycopg import sql  # noqa: E402
 from shared_worker import moving_average, ticks  # noqa: E402
 
@@ -39,7 +40,7 @@ def _fill(store: FeatureStore, symbols: int) -> list[str]:
 def test_a_snapshot_after_one_publish_holds_only_that_row(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema) as store:
         _fill(store, 3)
-        catalog = store.backend.catalog
+        catalog = shared_backend(store).catalog
         first = catalog.changes_since(None, exclude=HIDDEN)
         assert first.replaced["entries"].num_rows == 3
         _fill(store, 4)  # S0-S2 are hits; S3 is the one publish
@@ -114,7 +115,7 @@ def test_a_position_the_server_never_reached_gets_every_table_whole(services, s3
     would find no row "newer" and the copy would never change again."""
     with _store(s3_url, services, pg_schema) as store:
         _fill(store, 2)
-        catalog = store.backend.catalog
+        catalog = shared_backend(store).catalog
         now = catalog.changes_since(None, exclude=HIDDEN).watermark
         for position in (now + 10**9, now - 2**31):  # ahead of the server; too old for xmin
             changes = catalog.changes_since(position, exclude=HIDDEN)

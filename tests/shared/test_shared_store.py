@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import shared_backend
 from shared_worker import expected, moving_average, ticks
 
 from jules_cache import CacheWriteWarning, FeatureStore, StoreError
@@ -146,7 +147,7 @@ def test_gc_racing_republish_never_leaves_a_row_without_its_object(
     writers = [_start(spec) for spec in specs]
     violations, gc_runs = [], 0
     with _store(s3_url, services, pg_schema) as gc_store:
-        backend = gc_store.backend
+        backend = shared_backend(gc_store)
         while any(w.poll() is None for w in writers):
             gc_store.gc(retention_weeks=0, grace=0)
             gc_runs += 1
@@ -172,15 +173,17 @@ def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema) as store:
         kept = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
         orphan = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
-        store.backend.catalog.delete_entries([orphan.key])  # as if its COMMIT never happened
+        shared_backend(store).catalog.delete_entries(
+            [orphan.key]
+        )  # as if its COMMIT never happened
         dry = store.gc(dry_run=True, grace=0)
         assert dry.total("orphan").count == 1
-        assert store.backend.objects.head(object_name(orphan.key)) is not None
+        assert shared_backend(store).objects.head(object_name(orphan.key)) is not None
         young = store.gc(grace=3600)
         assert young.total("orphan").count == 0  # maybe a publish between PUT and COMMIT
         done = store.gc(grace=0)
         assert done.total("orphan").count == 1
-        assert store.backend.objects.head(object_name(orphan.key)) is None
+        assert shared_backend(store).objects.head(object_name(orphan.key)) is None
         assert store.entry(kept.key) is not None
         assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
 
@@ -190,7 +193,7 @@ def test_check_finds_and_fixes_a_row_whose_object_is_gone(services, s3_url, pg_s
 
     with _store(s3_url, services, pg_schema) as store:
         got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
-        store.backend.objects.delete([object_name(got.key)])
+        shared_backend(store).objects.delete([object_name(got.key)])
         report = store.check()
         assert report.counts["missing_file"] == 1 and not report.consistent
         assert store.check(fix=True).consistent
@@ -205,7 +208,7 @@ def test_a_copied_object_of_another_key_is_never_served(services, s3_url, pg_sch
     with _store(s3_url, services, pg_schema) as store:
         a = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
         b = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
-        objects = store.backend.objects
+        objects = shared_backend(store).objects
         data = objects.get(object_name(a.key))
         objects.delete([object_name(b.key)])
         assert objects.put_if_absent(object_name(b.key), data)
@@ -277,7 +280,7 @@ def test_remove_deletes_rows_then_objects(services, s3_url, pg_schema):
         got = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
         removed = store.remove(symbol="A")
         assert [e.key for e in removed] == [got.key]
-        assert store.backend.objects.head(object_name(got.key)) is None
+        assert shared_backend(store).objects.head(object_name(got.key)) is None
         assert store.entries() == []
 
 
@@ -318,15 +321,15 @@ def test_the_cli_works_on_a_shared_root(services, s3_url, pg_schema, monkeypatch
 def test_hits_need_no_catalog_round_trip(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema, hit_flush_seconds=3600) as store:
         store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
-        store.backend.catalog.close()
+        shared_backend(store).catalog.close()
         calls = []
-        original = store.backend.catalog._connected
+        original = shared_backend(store).catalog._connected
 
         def counting():
             calls.append(1)
             return original()
 
-        store.backend.catalog._connected = counting  # type: ignore[method-assign]
+        shared_backend(store).catalog._connected = counting  # type: ignore[method-assign]
         for _ in range(5):
             assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
         assert calls == []
