@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from jules_cache._durations import SYNTAX as DURATION_SYNTAX
 from jules_cache._durations import parse_duration
 from jules_cache._formatting import human_age, human_bytes, table
 from jules_cache.errors import (
+    CacheWriteWarning,
     InvalidInput,
     JulesCacheError,
     LockTimeout,
@@ -106,9 +108,13 @@ class StoreHandle:
     def get(self, *, create: bool = False) -> FeatureStore:
         if self._store is None:
             root = self.where() if create else self.require_cache()
-            self._store = FeatureStore(
-                root.location, catalog=self.catalog, catalog_schema=self.catalog_schema
-            )
+            with warnings.catch_warnings():
+                # A damaged manifest: the command that needs it fails saying how to rebuild
+                # it (`check --rebuild` opens the store exactly so): no warning on top.
+                warnings.simplefilter("ignore", CacheWriteWarning)
+                self._store = FeatureStore(
+                    root.location, catalog=self.catalog, catalog_schema=self.catalog_schema
+                )
         return self._store
 
 
@@ -792,24 +798,14 @@ def check_command(
       jules-cache check --rebuild      # manifest.duckdb damaged or deleted
       jules-cache check --grace 30m
     """
-    if rebuild:
-        from jules_cache.maintenance.check import rebuild as rebuild_manifest
-        from jules_cache.storage.layout import Layout
-
-        where = handle.require_cache()
-        if where.shared:
-            raise CliError("check --rebuild is for local roots; use check --fix")
-        # No FeatureStore: opening one needs the very manifest that is being replaced.
-        layout = Layout.create(where.path())
-        bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="registering")
-        report = rebuild_manifest(
-            layout, 600.0, deep=deep, grace_seconds=grace_seconds, progress=bar.update
-        )
-    else:
-        bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label="reading")
-        report = handle.get().check(
-            fix=fix, deep=deep, grace_seconds=grace_seconds, progress=bar.update
-        )
+    if rebuild and handle.require_cache().shared:
+        raise CliError("check --rebuild is for local roots; use check --fix")
+    store = handle.get()
+    label = "registering" if rebuild else "reading"
+    bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label=label)
+    report = store.check(
+        fix=fix, deep=deep, rebuild=rebuild, grace_seconds=grace_seconds, progress=bar.update
+    )
     bar.close()
     if as_json:
         _print_json(report.to_dict())

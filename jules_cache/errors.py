@@ -4,7 +4,8 @@
      ├── FingerprintError   (also TypeError)    an input has no stable, exact fingerprint
      ├── LockTimeout        (also TimeoutError) a lock was not acquired in time
      ├── ManifestError                          the manifest database is missing, damaged or busy
-     │    └── ManifestBusy                      another program holds the manifest file open
+     │    ├── ManifestBusy                      another program holds the manifest file open
+     │    └── ManifestDamaged                   not a readable database: check(rebuild=True)
      ├── StoreError                             a result could not be published (strict mode)
      │    ├── PartialRemoval                    entries removed, some files could not be deleted
      │    └── ServiceUnavailable                a shared cache's PostgreSQL or S3 is unreachable
@@ -65,6 +66,12 @@ class LockTimeout(JulesCacheError, TimeoutError):
 
 class ManifestError(JulesCacheError):
     """The manifest database cannot be opened, read or migrated."""
+
+
+class ManifestDamaged(ManifestError):
+    """``manifest.duckdb`` is not a readable DuckDB database. The result files are intact:
+    ``store.check(rebuild=True)`` (``jules-cache check --rebuild``) rebuilds it from them; until
+    then a store still opens and serves hits, but stores nothing new."""
 
 
 class ManifestBusy(ManifestError):

@@ -93,8 +93,6 @@ class FeatureStore:
             clients open) may get while this process writes: it is rebuilt after a write once
             it is this old, and at once by ``flush()``/``close()`` of a store that wrote,
             ``check(fix=True)`` and ``refresh_views()``.
-        rebuild: rebuild the manifest from the result files before opening it (what
-            ``jules-cache check --rebuild`` does; for a manifest reported damaged).
         log_compute_seconds: computes that take longer are logged at INFO on the
             ``jules_cache`` logger (default 10 s).
         read_only: serve an existing cache without writing anything under the root (for
@@ -118,7 +116,9 @@ class FeatureStore:
             deletions; never on a hit). Default: unbounded (``jules-cache gc`` from cron).
 
     A missing manifest, one whose creation never completed (a crash or a full disk), and a
-    rebuild interrupted midway are repaired here on their own (``check.recover``).
+    rebuild interrupted midway are repaired here on their own (``check.recover``). A damaged
+    one is reported with a ``CacheWriteWarning`` and the store opens anyway (serving hits,
+    storing nothing) so that ``check(rebuild=True)``, the one way to rebuild it, can run.
     """
 
     # Code that mentions a store (``@store.feature`` above a function) is fingerprinted with
@@ -140,7 +140,6 @@ class FeatureStore:
         auto_gc: float | None = StoreOptions.auto_gc,
         auto_gc_limit: int = StoreOptions.auto_gc_limit,
         catalog_refresh_seconds: float = StoreOptions.catalog_refresh_seconds,
-        rebuild: bool = False,
         log_compute_seconds: float = StoreOptions.log_compute_seconds,
         read_only: bool = StoreOptions.read_only,
         catalog: str | None = StoreOptions.catalog,
@@ -165,8 +164,6 @@ class FeatureStore:
             catalog_schema=catalog_schema,
             max_size=max_size,
         )
-        _require(isinstance(rebuild, bool), f"rebuild must be True or False, not {rebuild!r}")
-        _require(not (read_only and rebuild), "a read_only store cannot rebuild the manifest")
         self.options = options
         self.read_only = options.read_only
         self.log_compute_seconds = float(options.log_compute_seconds)
@@ -189,23 +186,22 @@ class FeatureStore:
         self._next_auto_gc = 0.0
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
-        self.backend = self._open_backend(resolve_root(root), rebuild)
+        self.backend = self._open_backend(resolve_root(root))
         self.root = self.backend.root
         _live_stores.add(self)
 
     @classmethod
     def from_options(
-        cls, root: str | os.PathLike[str] | None, options: StoreOptions, *, rebuild: bool = False
+        cls, root: str | os.PathLike[str] | None, options: StoreOptions
     ) -> FeatureStore:
         """A store on ``root`` with ``options`` (as ``compute_many`` workers open theirs)."""
-        return cls(root, rebuild=rebuild, **options.to_dict())
+        return cls(root, **options.to_dict())
 
-    def _open_backend(self, root: Root, rebuild: bool) -> Backend:
+    def _open_backend(self, root: Root) -> Backend:
         """A local directory by default; ``s3://bucket/prefix`` with a PostgreSQL catalog is
         one cache shared by many hosts."""
         catalog, catalog_schema = self.options.catalog, self.options.catalog_schema
         if root.shared:
-            _require(not rebuild, "rebuild=True is for local roots; use check(fix=True)")
             try:
                 from jules_cache.engine.shared import SharedBackend
             except ImportError as exc:
@@ -233,7 +229,6 @@ class FeatureStore:
             lock_timeout=self.lock_timeout,
             pending=self._pending,
             catalog_refresh_seconds=self.catalog_refresh_seconds,
-            rebuild=rebuild,
             read_only=self.read_only,
         )
 

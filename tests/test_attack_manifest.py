@@ -220,14 +220,37 @@ def test_an_immutable_manifest_is_reported_not_writable_not_damaged(root, ticks)
         subprocess.run(["chattr", "-i", str(manifest)], check=True)
 
 
-def test_a_damaged_manifest_alone_suggests_the_rebuild_and_the_python_api_repairs_it(root, ticks):
+def test_a_damaged_manifest_opens_serving_hits_and_its_one_rebuild_is_check(root, ticks):
+    """A damaged manifest: the store opens with a warning naming the fix, serves hits, stores
+    nothing and says why; ``check(rebuild=True)`` on that very store (what the CLI's
+    ``check --rebuild`` runs) repairs it. There is no other way to rebuild."""
+    from jules_cache.synthetic import ticks_for
+
     cached = fill(root, ticks)
     manifest = root / "manifest.duckdb"
     manifest.write_bytes(os.urandom(manifest.stat().st_size))
-    with pytest.raises(ManifestError, match=r"damaged.*check --rebuild.*check\(rebuild=True\)"):
-        FeatureStore(root)
-    FeatureStore(root, rebuild=True).close()  # the same repair as the CLI, from Python
-    assert_every_result_hits(root, ticks, cached)
+    fix = r"damaged.*check --rebuild.*check\(rebuild=True\)"
+    with pytest.warns(CacheWriteWarning, match=fix):
+        store = FeatureStore(root)
+    aapl = ticks_for(ticks, "AAPL")
+    assert store.fetch("AAPL", aapl, {"freq": "5m"}, bar_count, name="bars").hit
+    with pytest.raises(ManifestError, match=fix):
+        store.entries()
+    with pytest.warns(CacheWriteWarning, match="could not store"):
+        unstored = store.fetch("AAPL", aapl, {"freq": "1h"}, bar_count, name="bars")
+    assert not unstored.stored
+    report = store.check(rebuild=True)
+    assert report.consistent and report.rebuilt_from is not None
+    assert store.stats().hits == 1  # the hit served while damaged is kept
+    store.close()
+    with pytest.raises(TypeError):
+        FeatureStore(root, rebuild=True)  # type: ignore[call-arg]
+    with FeatureStore(root) as again:
+        for symbol in SYMBOLS:
+            got = again.fetch(
+                symbol, ticks_for(ticks, symbol), {"freq": "5m"}, bar_count, name="bars"
+            )
+            assert got.hit and got.value.equals(cached[got.key])
 
 
 # -- item 5: hits without a manifest -----------------------------------------------------------

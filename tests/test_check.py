@@ -13,7 +13,13 @@ from click.testing import CliRunner
 from features import bar_count, flip_bit
 from helpers import local_backend
 
-from jules_cache import FeatureStore, InvalidInput, ManifestError
+from jules_cache import (
+    CacheWriteWarning,
+    FeatureStore,
+    InvalidInput,
+    ManifestDamaged,
+    ManifestError,
+)
 from jules_cache.cli import cli
 from jules_cache.maintenance.check import KINDS, LEFTOVER_KINDS
 from jules_cache.storage.locks import file_lock
@@ -183,8 +189,10 @@ def test_a_damaged_manifest_names_the_file_and_the_fix(root, aapl):
         put(store, aapl)
     manifest = root / "manifest.duckdb"
     manifest.write_bytes(os.urandom(manifest.stat().st_size))
-    with pytest.raises(ManifestError) as info:
-        FeatureStore(root)
+    with pytest.warns(CacheWriteWarning, match="check --rebuild"):
+        store = FeatureStore(root)  # opens: check(rebuild=True) needs an open store
+    with pytest.raises(ManifestDamaged) as info:
+        store.stats()
     assert str(manifest) in str(info.value) and "check --rebuild" in str(info.value)
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ import polars as pl
 
 from jules_cache.engine.backend import Backend, Frame, Progress
 from jules_cache.errors import (
+    CacheWriteWarning,
     JulesCacheError,
+    ManifestDamaged,
     ManifestError,
     PartialRemoval,
 )
@@ -60,6 +63,17 @@ if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
     import duckdb
 
 _log = logging.getLogger("jules_cache")
+
+
+def damaged_warning(error: ManifestDamaged) -> None:
+    """Say once, at open, that this store serves hits but stores nothing until the rebuild."""
+    warnings.warn(
+        f"jules_cache: {error}. Until then hits are served and nothing new is stored",
+        CacheWriteWarning,
+        stacklevel=5,
+    )
+
+
 # Publishes this close after a write leave their row for one batch (see LocalBackend.publish).
 ROW_BATCH_SECONDS = 1.0
 
@@ -74,7 +88,6 @@ class LocalBackend(Backend):
         lock_timeout: float,
         pending: PendingCounts,
         catalog_refresh_seconds: float,
-        rebuild: bool = False,
         read_only: bool = False,
     ):
         self.read_only = read_only
@@ -84,16 +97,23 @@ class LocalBackend(Backend):
         self.lock_timeout = lock_timeout
         self.pending = pending
         self.catalog_refresh_seconds = catalog_refresh_seconds
+        damaged = False
+        # The rebuild this open did on its own (a missing or never-completed manifest): the
+        # first check(rebuild=True) reports it instead of rebuilding a fresh manifest again.
+        self._recovered: CheckReport | None = None
         if read_only:  # no recovery, migration or catalog: each would write
             self.manifest = Manifest(self.layout, lock_timeout, read_only=True)
             self.manifest.require_current()
         else:
-            if rebuild:
-                rebuild_manifest(self.layout, lock_timeout)
-            else:
-                recover(self.layout, lock_timeout)
+            self._recovered = recover(self.layout, lock_timeout)
             self.manifest = Manifest(self.layout, lock_timeout)
-            self.manifest.open()
+            try:
+                self.manifest.open()
+            except ManifestDamaged as error:
+                # Open anyway, so that check(rebuild=True) — the one way to rebuild — can run
+                # on this very store. Hits need no manifest; what would write one says why.
+                damaged_warning(error)
+                damaged = True
         self._wrote = False  # this store changed the manifest since it refreshed the catalog
         self._last_row_write = 0.0  # monotonic time of the last transaction that wrote rows
         self._writing = threading.RLock()
@@ -102,7 +122,7 @@ class LocalBackend(Backend):
         self._background_error: BaseException | None = None
         self._features_written: set[str] = set()  # named once their rows commit
         self.manifest.on_change = self._after_write
-        if not read_only and not catalog_path(self.layout).exists():  # a new root, or older
+        if not read_only and not damaged and not catalog_path(self.layout).exists():
             refresh_catalog(self.manifest, 0.0)
         self._memo = FileDigestMemo(self.manifest)
 
@@ -482,6 +502,10 @@ class LocalBackend(Backend):
         grace_seconds: float,
         progress: Progress | None,
     ) -> CheckReport:
+        recovered, self._recovered = self._recovered, None
+        if rebuild and recovered is not None and not deep:
+            self.flush()
+            return recovered
         if rebuild:  # counts kept in memory go to the rebuilt manifest
             report = rebuild_manifest(
                 self.layout,

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jules_cache._process import on_fork
-from jules_cache.errors import InvalidInput, ManifestBusy, ManifestError
+from jules_cache.errors import InvalidInput, ManifestBusy, ManifestDamaged, ManifestError
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.layout import Layout
@@ -144,8 +144,12 @@ class Manifest:
             sound = False
         if sound and not self._held_elsewhere():
             self._current = False
-        else:
+            return
+        try:
             self.migrate()
+        except ManifestDamaged:
+            self._current = False  # every later read/write says so again, with the fix
+            raise
 
     def _held_elsewhere(self) -> bool:
         """Whether another process holds DuckDB's lock on the file (or it cannot be probed).
@@ -429,7 +433,7 @@ class Manifest:
                 "read-write); nothing is damaged, do not rebuild it"
             )
         if _DAMAGED.search(text):
-            return ManifestError(
+            return ManifestDamaged(
                 f"manifest {path} is damaged ({text}); {self._rebuild_hint()} (it moves the "
                 "damaged file aside first)"
             )
