@@ -47,7 +47,7 @@ PRICE_SCALE = 2  # read at call time: a client that changes it runs other code t
 
 
 def scaled_price(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.LazyFrame:
-    """Prices times the module constant PRICE_SCALE (tests/test_fanout.py changes it)."""
+    """Prices times the module constant PRICE_SCALE (tests/api/test_fanout.py changes it)."""
     return ticks.select("ts", (pl.col("price") * PRICE_SCALE).alias("scaled"))
 
 

@@ -1,4 +1,4 @@
-"""Typed usage of the public API, checked by ``mypy --strict`` in tests/test_day_one_api.py.
+"""Typed usage of the public API, checked by ``mypy --strict`` in tests/api/test_public_api.py.
 
 Not a test module (pytest does not collect it): every line here must type-check as written.
 """

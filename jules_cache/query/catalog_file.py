@@ -16,7 +16,7 @@ client ATTACHes the file (``ATTACH '<root>/catalog.duckdb' AS cache (READ_ONLY);
 and attaches it again (after ``USE memory; DETACH cache``): an ATTACH opens the path anew,
 while ``duckdb.connect(path)`` returns the database DuckDB already holds for that path as long
 as any connection to it is open in the process -- the old file, whatever was renamed over it
-(``tests/test_sql_answers.py`` shows both). Its rows are a snapshot; the views read the link
+(``tests/sql/test_sql_answers.py`` shows both). Its rows are a snapshot; the views read the link
 folders live, so a result deleted since disappears from them and one published since appears
 once the catalog is rebuilt.
 

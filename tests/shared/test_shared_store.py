@@ -231,7 +231,7 @@ def test_sql_over_the_shared_cache_prunes_by_symbol(services, s3_url, pg_schema)
 
 
 def test_sql_on_a_shared_root_never_mixes_configs_either(services, s3_url, pg_schema):
-    """The view-per-config mechanism of a local root (tests/test_sql_answers.py) on S3."""
+    """The view-per-config mechanism of a local root (tests/sql/test_sql_answers.py) on S3."""
     with _store(s3_url, services, pg_schema) as store:
         for window in (5, 10):
             store.fetch("A", ticks(0), {"window": window}, moving_average, version="1")

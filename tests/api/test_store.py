@@ -172,7 +172,7 @@ print(result.key, result.hit)
 @pytest.mark.slow
 def test_string_frames_give_the_same_key_in_different_processes(root):
     script = SAME_FRAME.format(
-        tests=str(__import__("pathlib").Path(__file__).parent), root=str(root)
+        tests=str(__import__("pathlib").Path(__file__).parents[1]), root=str(root)
     )
     outputs = []
     for seed in ("1", "2"):

@@ -1,6 +1,6 @@
 """The command line, docs and platform: what a new user hits on day one.
 
-Each test names its item. CLI tests go through click's runner or the installed ``jules-cache``
+CLI tests go through click's runner or the installed ``jules-cache``
 entry point (subprocess), library tests through the public API.
 """
 
@@ -26,7 +26,7 @@ from jules_cache import FeatureStore, InvalidInput, errors
 from jules_cache.cli import cli
 from jules_cache.synthetic import ticks_for
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 # The README and every page of the docs site, for what a newcomer must be able to find.
 DOCS = "\n".join(
@@ -47,7 +47,7 @@ def _run(args: list[str], env: dict[str, str] | None = None):
     return CliRunner().invoke(cli, args, env=env)
 
 
-# -- item 5: --root before and after every subcommand ---------------------------------------------
+# -- --root before and after every subcommand ---------------------------------------------
 
 # Each subcommand with arguments that succeed on a filled cache without changing it much.
 READ_COMMANDS = {
@@ -62,7 +62,7 @@ READ_COMMANDS = {
 }
 
 
-def test_item5_every_subcommand_takes_root_after_its_name(tmp_path, root, two_entries):
+def test_every_subcommand_takes_root_after_its_name(tmp_path, root, two_entries):
     elsewhere = tmp_path / "elsewhere"
     for name, args in READ_COMMANDS.items():
         after = _run([*args, "--root", str(root)], env={"JULES_CACHE_ROOT": str(elsewhere)})
@@ -79,13 +79,13 @@ def test_item5_every_subcommand_takes_root_after_its_name(tmp_path, root, two_en
     assert not elsewhere.exists()
 
 
-def test_item5_root_is_an_option_of_every_command():
+def test_root_is_an_option_of_every_command():
     for name, command in cli.commands.items():
         flags = {opt for p in command.params for opt in getattr(p, "opts", [])}
         assert "--root" in flags, f"`jules-cache {name} --root` is not accepted"
 
 
-# -- item 6: read-only commands never create a cache ----------------------------------------------
+# -- read-only commands never create a cache ----------------------------------------------
 
 NO_CACHE_COMMANDS = [
     ["stats"],
@@ -103,7 +103,7 @@ NO_CACHE_COMMANDS = [
 
 
 @pytest.mark.parametrize("args", NO_CACHE_COMMANDS, ids=" ".join)
-def test_item6_no_cache_at_root_exits_1_and_creates_nothing(tmp_path, args):
+def test_no_cache_at_root_exits_1_and_creates_nothing(tmp_path, args):
     missing = tmp_path / "typo" / "feature_cache"
     result = _run(["--root", str(missing), *args])
     assert result.exit_code == 1, result.output
@@ -111,7 +111,7 @@ def test_item6_no_cache_at_root_exits_1_and_creates_nothing(tmp_path, args):
     assert not missing.exists() and not missing.parent.exists()
 
 
-def test_item6_an_existing_empty_folder_is_not_a_cache_and_stays_empty(tmp_path):
+def test_an_existing_empty_folder_is_not_a_cache_and_stays_empty(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = _run(["stats", "--root", str(empty)])
@@ -119,14 +119,14 @@ def test_item6_an_existing_empty_folder_is_not_a_cache_and_stays_empty(tmp_path)
     assert list(empty.iterdir()) == []
 
 
-def test_item6_the_variable_root_is_named_too(tmp_path):
+def test_the_variable_root_is_named_too(tmp_path):
     missing = tmp_path / "nope"
     result = _run(["stats"], env={"JULES_CACHE_ROOT": str(missing)})
     assert result.exit_code == 1 and f"no jules_cache at {missing}" in result.stderr
     assert not missing.exists()
 
 
-def test_item6_a_lost_manifest_is_still_a_cache_check_rebuild_repairs_it(root, two_entries):
+def test_a_lost_manifest_is_still_a_cache_check_rebuild_repairs_it(root, two_entries):
     (root / "manifest.duckdb").unlink()
     stats = _run(["stats", "--json", "--root", str(root)])  # recovers it from the files itself
     assert stats.exit_code == 0 and json.loads(stats.stdout)["entries"] == 2
@@ -137,14 +137,14 @@ def test_item6_a_lost_manifest_is_still_a_cache_check_rebuild_repairs_it(root, t
     assert again.exit_code == 0 and json.loads(again.stdout)["entries"] == 2
 
 
-def test_item6_demo_may_create_its_root(tmp_path):
+def test_demo_may_create_its_root(tmp_path):
     root = tmp_path / "new"
     result = _run(["demo", "--symbols", "1", "--rows", "2000", "--root", str(root)])
     assert result.exit_code == 0, result.output
     assert (root / "manifest.duckdb").is_file()
 
 
-# -- item 7: scheduled GC from a plain install, as cron runs it -----------------------------------
+# -- scheduled GC from a plain install, as cron runs it -----------------------------------
 
 
 def _cron_env(tmp_path: Path, **extra: str) -> list[str]:
@@ -160,7 +160,7 @@ def _crontab_command(line: str) -> str:
 
 
 @pytest.mark.slow
-def test_item7_the_printed_crontab_line_runs_gc_under_cron_env(
+def test_the_printed_crontab_line_runs_gc_under_cron_env(
     tmp_path, root, two_entries, jules_cache_command
 ):
     printed = subprocess.run(
@@ -186,7 +186,7 @@ def test_item7_the_printed_crontab_line_runs_gc_under_cron_env(
 
 
 @pytest.mark.slow
-def test_item7_overlapping_cron_runs_exit_75_and_say_so_in_the_log(
+def test_overlapping_cron_runs_exit_75_and_say_so_in_the_log(
     tmp_path, root, two_entries, jules_cache_command
 ):
     command = [*_cron_env(tmp_path), jules_cache_command, "gc", "--cron", "--root", str(root)]
@@ -205,7 +205,7 @@ def test_item7_overlapping_cron_runs_exit_75_and_say_so_in_the_log(
 
 
 @pytest.mark.slow
-def test_item7_cron_log_rotates_and_a_missing_root_fails_without_creating_it(
+def test_cron_log_rotates_and_a_missing_root_fails_without_creating_it(
     tmp_path, root, two_entries, jules_cache_command
 ):
     logs = tmp_path / "logs"
@@ -223,13 +223,13 @@ def test_item7_cron_log_rotates_and_a_missing_root_fails_without_creating_it(
     assert not missing.exists()
 
 
-def test_item7_no_shipped_script_depends_on_the_callers_path():
+def test_no_shipped_script_depends_on_the_callers_path():
     assert not (REPO / "scripts" / "feature_store_gc.sh").exists()
     assert "scripts/feature_store_gc" not in DOCS
     assert "jules-cache cron-line" in DOCS and "gc --cron" in DOCS
 
 
-# -- item 8: usage errors exit 2; rm --all --------------------------------------------------------
+# -- usage errors exit 2; rm --all --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -246,7 +246,7 @@ def test_item7_no_shipped_script_depends_on_the_callers_path():
     ],
     ids=" ".join,
 )
-def test_item8_usage_errors_exit_2(shared_root, args):
+def test_usage_errors_exit_2(shared_root, args):
     result = _run(["--root", str(shared_root), *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -254,7 +254,7 @@ def test_item8_usage_errors_exit_2(shared_root, args):
         assert len(store.entries()) == 2
 
 
-def test_item8_rm_all_dry_run_then_for_real(root, two_entries):
+def test_rm_all_dry_run_then_for_real(root, two_entries):
     dry = _run(["rm", "--all", "--dry-run", "--json", "--root", str(root)])
     assert dry.exit_code == 0, dry.output
     assert sorted(e["key"] for e in json.loads(dry.stdout)["removed"]) == sorted(two_entries)
@@ -268,7 +268,7 @@ def test_item8_rm_all_dry_run_then_for_real(root, two_entries):
         assert store.check().consistent
 
 
-def test_item8_store_remove_all(store, aapl):
+def test_store_remove_all(store, aapl):
     store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars")
     with pytest.raises(InvalidInput):
         store.remove()
@@ -277,11 +277,11 @@ def test_item8_store_remove_all(store, aapl):
     assert len(store.remove(all=True)) == 1 and store.entries() == []
 
 
-# -- item 9: one duration syntax; store.entry() takes key prefixes --------------------------------
+# -- one duration syntax; store.entry() takes key prefixes --------------------------------
 
 
 @pytest.mark.parametrize("grace", ["6h", "30m", "7d", "600", "1.5h"])
-def test_item9_check_and_gc_take_the_same_durations(shared_root, grace):
+def test_check_and_gc_take_the_same_durations(shared_root, grace):
     for args in (["check", "--grace", grace], ["gc", "--dry-run", "--grace", grace]):
         result = _run(["--root", str(shared_root), *args, "--json"])
         assert result.exit_code == 0, f"{args}: {result.output}"
@@ -289,7 +289,7 @@ def test_item9_check_and_gc_take_the_same_durations(shared_root, grace):
     assert json.loads(checked.stdout)["consistent"]
 
 
-def test_item9_ls_since_takes_a_duration_or_a_date(root, two_entries):
+def test_ls_since_takes_a_duration_or_a_date(root, two_entries):
     recent = _run(["ls", "--since", "1h", "--json", "--root", str(root)])
     assert recent.exit_code == 0, recent.output
     assert len(json.loads(recent.stdout)) == 2
@@ -297,7 +297,7 @@ def test_item9_ls_since_takes_a_duration_or_a_date(root, two_entries):
     assert dated.exit_code == 0 and json.loads(dated.stdout) == []
 
 
-def test_item9_store_entry_takes_a_6_character_prefix(store, aapl):
+def test_store_entry_takes_a_6_character_prefix(store, aapl):
     key = store.fetch("AAPL", aapl, {"freq": "1m"}, bar_count, name="bars").key
     assert store.entry(key).key == key
     assert store.entry(key[:6]).key == key
@@ -308,14 +308,14 @@ def test_item9_store_entry_takes_a_6_character_prefix(store, aapl):
         store.entry(key[:4])
 
 
-# -- item 10: tables keep significant digits and align wide characters ---------------------------
+# -- tables keep significant digits and align wide characters ---------------------------
 
 
 def _display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def test_item10_sql_table_keeps_small_numbers_and_aligns_wide_text(root, two_entries):
+def test_sql_table_keeps_small_numbers_and_aligns_wide_text(root, two_entries):
     query = (
         "SELECT symbol, ret::DOUBLE AS ret, n FROM (VALUES ('日本', -0.000123, 12), "
         "('AAPL', 0.000456, 3), ('BRK/B', 1234567.891, 4)) t(symbol, ret, n)"
@@ -336,10 +336,10 @@ def test_item10_sql_table_keeps_small_numbers_and_aligns_wide_text(root, two_ent
     assert len({_display_width(line) for line in lines}) == 1, out
 
 
-# -- item 11: check and GC agree on stale locks ---------------------------------------------------
+# -- check and GC agree on stale locks ---------------------------------------------------
 
 
-def test_item11_check_grace_0_counts_the_same_stale_locks_as_gc(root, two_entries):
+def test_check_grace_0_counts_the_same_stale_locks_as_gc(root, two_entries):
     gc = _run(["--root", str(root), "gc", "--grace", "0", "--dry-run", "--json"])
     assert gc.exit_code == 0, gc.output
     gc_stale = next(t for t in json.loads(gc.stdout)["totals"] if t["reason"] == "stale_lock")
@@ -353,7 +353,7 @@ def test_item11_check_grace_0_counts_the_same_stale_locks_as_gc(root, two_entrie
 
 
 @pytest.mark.slow
-def test_item11_a_lock_held_by_a_live_process_is_never_stale(root, two_entries):
+def test_a_lock_held_by_a_live_process_is_never_stale(root, two_entries):
     held = root / "locks" / f"{two_entries[0]}.lock"
     holder = subprocess.Popen(
         [
@@ -376,10 +376,10 @@ def test_item11_a_lock_held_by_a_live_process_is_never_stale(root, two_entries):
         holder.communicate()
 
 
-# -- item 16: the exported names are exactly the public API ---------------------------------------
+# -- the exported names are exactly the public API ---------------------------------------
 
 
-def test_item16_all_matches_the_module_namespace():
+def test_all_matches_the_module_namespace():
     public = {
         name
         for name in dir(jules_cache)  # names loaded on first use are listed too
@@ -392,7 +392,7 @@ def test_item16_all_matches_the_module_namespace():
     assert len(jules_cache.__all__) == len(set(jules_cache.__all__))
 
 
-def test_item16_every_exception_and_warning_of_errors_is_exported_and_documented():
+def test_every_exception_and_warning_of_errors_is_exported_and_documented():
     classes = [
         name
         for name, value in vars(errors).items()
@@ -409,7 +409,7 @@ def test_item16_every_exception_and_warning_of_errors_is_exported_and_documented
         assert re.search(rf"\b{name}\b", tree), f"{name} is not in the docs' error tree"
 
 
-# -- item 18: supported platforms said plainly ----------------------------------------------------
+# -- supported platforms said plainly ----------------------------------------------------
 
 _BLOCK_FCNTL = """
 import sys
@@ -428,7 +428,7 @@ except ImportError as exc:
 
 
 @pytest.mark.slow
-def test_item18_import_without_fcntl_says_which_platforms_are_supported():
+def test_import_without_fcntl_says_which_platforms_are_supported():
     done = subprocess.run(
         [sys.executable, "-c", _BLOCK_FCNTL], capture_output=True, text=True, timeout=120
     )
@@ -437,7 +437,7 @@ def test_item18_import_without_fcntl_says_which_platforms_are_supported():
     assert "Linux and macOS" in done.stdout and "Windows" in done.stdout
 
 
-def test_item18_no_windows_script_and_no_task_scheduler_in_the_readme():
+def test_no_windows_script_and_no_task_scheduler_in_the_readme():
     assert not (REPO / "scripts" / "feature_store_gc.bat").exists()
     assert "Task Scheduler" not in DOCS and "schtasks" not in DOCS
     assert "Supported platforms: Linux and macOS" in README

@@ -13,7 +13,7 @@ from jules_cache.query.views import require_identifier
 from jules_cache.storage.layout import KEY_PATTERN
 
 pytestmark = pytest.mark.attack
-PACKAGE = Path(__file__).resolve().parent.parent / "jules_cache"
+PACKAGE = Path(__file__).resolve().parents[2] / "jules_cache"
 
 
 @pytest.mark.parametrize("name", ["bars\n", "bars\r\n", "bars ", "\nbars"])

@@ -538,7 +538,9 @@ def test_no_gc_unless_asked_not_on_writes_close_or_exit(root):
         "store = FeatureStore(sys.argv[1]); _fill(store, 2); store.close(); del store\n"
     )
     subprocess.run(
-        [sys.executable, "-c", code, str(root), str(Path(__file__).parent)], check=True, timeout=60
+        [sys.executable, "-c", code, str(root), str(Path(__file__).parents[1])],
+        check=True,
+        timeout=60,
     )
     assert _gc_runs(FeatureStore(root)) == []
 

@@ -19,7 +19,7 @@ from features import bar_count
 from jules_cache import FeatureStore, InvalidInput
 from jules_cache.synthetic import make_ticks, ticks_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = {"freq": "1m"}
 
 

@@ -1,7 +1,7 @@
 """Honest counters, one code version per view, stable view names, and
 one feature name across ``multiprocessing`` spawn children.
 
-Each test names its item; all go through the public API (``FeatureStore``, ``stats``,
+All go through the public API (``FeatureStore``, ``stats``,
 ``prometheus_text``, ``store.sql``) or a plain DuckDB client of ``catalog.duckdb``.
 """
 
@@ -20,7 +20,7 @@ from features import bar_count
 from jules_cache import FeatureStore
 from jules_cache.metrics import prometheus_text
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 _SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 
@@ -39,10 +39,10 @@ def _types(text: str) -> dict[str, str]:
     return dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
 
 
-# -- item 1: counters only grow --------------------------------------------------------------------
+# -- counters only grow --------------------------------------------------------------------
 
 
-def test_item1_hits_and_misses_survive_rm_and_gc_in_stats_and_prometheus(store, aapl):
+def test_hits_and_misses_survive_rm_and_gc_in_stats_and_prometheus(store, aapl):
     for symbol in ("AAPL", "MSFT"):
         store.fetch(symbol, aapl, {"freq": "1m"}, bar_count, name="bars")
         for _ in range(3):
@@ -89,7 +89,7 @@ def test_item1_hits_and_misses_survive_rm_and_gc_in_stats_and_prometheus(store, 
     assert (by_symbol["AAPL"].hits, by_symbol["AAPL"].misses) == (4, 3)
 
 
-def test_item1_symbol_labels_are_capped_first_come_with_an_other_bucket(store, aapl):
+def test_symbol_labels_are_capped_first_come_with_an_other_bucket(store, aapl):
     for symbol in ("S1", "S2", "S3", "S4"):
         store.fetch(symbol, aapl, {}, bar_count, name="bars")
     store.fetch("S4", aapl, {}, bar_count, name="bars")  # S4 most active: still over the cap
@@ -102,7 +102,7 @@ def test_item1_symbol_labels_are_capped_first_come_with_an_other_bucket(store, a
     assert "S3" not in text and "S4" not in text
 
 
-# -- item 2: one code version per (symbol, input) by default ------------------------------------
+# -- one code version per (symbol, input) by default ------------------------------------
 
 
 def _two_versions(store, aapl) -> None:
@@ -117,7 +117,7 @@ PER_SYMBOL = (
 )
 
 
-def test_item2_default_view_holds_the_latest_code_version_history_view_holds_all(store, aapl):
+def test_default_view_holds_the_latest_code_version_history_view_holds_all(store, aapl):
     _two_versions(store, aapl)
     rows_per_version = store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count,
                                             name="bars", version="2").height  # fmt: skip
@@ -135,7 +135,7 @@ def test_item2_default_view_holds_the_latest_code_version_history_view_holds_all
     assert plain_history == history.rows()
 
 
-# -- item 3: a view keeps its name ---------------------------------------------------------------
+# -- a view keeps its name ---------------------------------------------------------------
 
 
 BARS_SOURCE = """
@@ -146,9 +146,7 @@ def bars(ticks, config):
 """
 
 
-def test_item3_the_first_feature_keeps_its_view_name_a_later_one_is_qualified(
-    store, load_module, aapl
-):
+def test_the_first_feature_keeps_its_view_name_a_later_one_is_qualified(store, load_module, aapl):
     tag = uuid.uuid4().hex[:8]
     # "z..." sorts after "a...": the first feature is not the first in name order.
     first = load_module(f"zresearch_{tag}", BARS_SOURCE.replace("FACTOR", "1"))
@@ -170,7 +168,7 @@ def test_item3_the_first_feature_keeps_its_view_name_a_later_one_is_qualified(
         assert con.sql("SELECT n FROM bars").fetchall() == [(aapl.height,)]
 
 
-# -- item 4: __main__ and __mp_main__ are one feature ------------------------------------------
+# -- __main__ and __mp_main__ are one feature ------------------------------------------
 
 SCRIPT = """
 import multiprocessing
@@ -206,7 +204,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.slow
-def test_item4_a_feature_of_the_main_script_is_one_feature_in_spawn_children(tmp_path):
+def test_a_feature_of_the_main_script_is_one_feature_in_spawn_children(tmp_path):
     script = tmp_path / "research.py"
     script.write_text(SCRIPT)
     root, log = tmp_path / "cache", tmp_path / "computes.log"

@@ -215,7 +215,7 @@ def test_a_file_copied_over_another_key_is_never_served(store, ticks):
     assert list((store.root / "quarantine").iterdir())  # the impostor kept for inspection
     # A new process (nothing verified in memory) gets B's frame too.
     script = (
-        f"import sys, polars as pl; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"import sys, polars as pl; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
         "from features import bar_count\n"
         "from jules_cache import FeatureStore\n"
         "from jules_cache.synthetic import make_ticks, symbol_names, ticks_for\n"

@@ -23,7 +23,7 @@ from jules_cache.query.views import entry_link
 pytestmark = pytest.mark.attack
 
 CONFIG = {"freq": "1m"}
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def _rows(store: FeatureStore, sql: str) -> list[tuple]:
@@ -38,7 +38,7 @@ def _file_input_entry(store: FeatureStore, ticks: pl.DataFrame, tmp_path: Path):
     return store.fetch("AAPL", source, CONFIG, bar_count)
 
 
-# -- item 8: one way to delete an entry -------------------------------------------------------
+# -- one way to delete an entry -------------------------------------------------------
 
 
 def _remove_by(store: FeatureStore, how: str, result) -> None:
@@ -83,7 +83,7 @@ def test_check_reports_and_fixes_orphan_rows_of_every_table(store, ticks, tmp_pa
     assert _rows(store, "SELECT count(*) FROM entry_inputs") == [(0,)]
 
 
-# -- item 10: lazy results under auto-GC ------------------------------------------------------
+# -- lazy results under auto-GC ------------------------------------------------------
 
 
 def test_a_lazy_miss_under_auto_gc_returns_a_valid_frame(root, ticks, monkeypatch):
@@ -96,7 +96,7 @@ def test_a_lazy_miss_under_auto_gc_returns_a_valid_frame(root, ticks, monkeypatc
             assert value.collect().equals(bar_count(aapl.lazy(), config).collect())
 
 
-# -- item 11: a full disk at COMMIT -----------------------------------------------------------
+# -- a full disk at COMMIT -----------------------------------------------------------
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_a_full_disk_at_commit_leaves_a_clean_cache(small_disk, ticks, monkeypat
     assert store.fetch("AAPL", aapl, CONFIG, bar_count).hit
 
 
-# -- item 12: orphans of a killed rm or GC ----------------------------------------------------
+# -- orphans of a killed rm or GC ----------------------------------------------------
 
 
 def test_an_orphan_served_as_a_hit_is_registered_again(store, ticks):

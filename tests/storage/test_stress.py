@@ -4,8 +4,8 @@ Each trainer mixes hits, misses on shared keys, misses on private keys, ``lazy=T
 ``store.sql`` queries and (in the second test, one trainer) ``gc(retention_weeks=0)``. Every
 returned frame is compared with a direct computation. Prints throughput and hit/put latency.
 
-    python -m pytest -m stress -s tests/test_stress.py
-    JULES_STRESS_SECONDS=60 python -m pytest -m stress -s tests/test_stress.py
+    python -m pytest -m stress -s tests/storage/test_stress.py
+    JULES_STRESS_SECONDS=60 python -m pytest -m stress -s tests/storage/test_stress.py
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from jules_cache.errors import CacheWriteWarning, ManifestBusy, ManifestError
 
 pytestmark = pytest.mark.attack
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 SYMBOLS = ("AAPL", "MSFT", "NVDA")
 
 
@@ -97,7 +97,7 @@ class Session:
         self.process.communicate(timeout=30)
 
 
-# -- item 7: a plain DuckDB reader -------------------------------------------------------------
+# -- a plain DuckDB reader -------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -202,7 +202,7 @@ def test_a_busy_manifest_is_waited_for_up_to_the_lock_timeout(root, ticks):
     holder.communicate(timeout=30)
 
 
-# -- item 9: not writable ----------------------------------------------------------------------
+# -- not writable ----------------------------------------------------------------------
 
 
 def test_an_immutable_manifest_is_reported_not_writable_not_damaged(root, ticks):
@@ -253,7 +253,7 @@ def test_a_damaged_manifest_opens_serving_hits_and_its_one_rebuild_is_check(root
             assert got.hit and got.value.equals(cached[got.key])
 
 
-# -- item 5: hits without a manifest -----------------------------------------------------------
+# -- hits without a manifest -----------------------------------------------------------
 
 
 @pytest.mark.leaves_damage  # the manifest is deleted under the store on purpose
@@ -307,7 +307,7 @@ def test_hits_keep_serving_while_a_session_holds_the_manifest(root, ticks):
     assert store.stats().hits == 10
 
 
-# -- item 6: a half-created or half-rebuilt manifest -------------------------------------------
+# -- a half-created or half-rebuilt manifest -------------------------------------------
 
 OPEN = """
 import sys
@@ -402,7 +402,7 @@ def test_a_full_disk_while_creating_the_manifest_leaves_no_empty_one(root):
         assert store.stats().entries == 0 and (root / "manifest.duckdb").stat().st_size > 4096
 
 
-# -- item 13: a view that cannot be built ------------------------------------------------------
+# -- a view that cannot be built ------------------------------------------------------
 
 
 def bars_v2(ticks, config):

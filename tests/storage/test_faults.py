@@ -24,7 +24,7 @@ from helpers import Counted, local_backend
 from jules_cache import FeatureStore, InvalidInput, UnsafePath
 from jules_cache.maintenance.check import LEFTOVER_KINDS
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 CONFIG = {"freq": "1m"}
 
 

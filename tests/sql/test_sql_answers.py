@@ -14,7 +14,7 @@ from features import bar_count
 from jules_cache import FeatureStore
 from jules_cache.errors import QueryError
 
-# -- item 7: every result type maps to a Polars type, or the query fails with QueryError ----------
+# -- every result type maps to a Polars type, or the query fails with QueryError ----------
 
 
 def test_an_interval_result_is_a_polars_duration(store, aapl):
@@ -96,7 +96,7 @@ def test_results_round_trip_into_a_fresh_store(root, aapl):
         assert store.sql("SELECT count(*) AS n FROM bar_count")["n"].dtype == pl.Int64
 
 
-# -- item 1: a query never mixes configs silently ------------------------------------------------
+# -- a query never mixes configs silently ------------------------------------------------
 
 
 def ofi(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
@@ -195,7 +195,7 @@ def test_plain_duckdb_on_the_catalog_file_never_mixes_configs_either(three_confi
         con.close()
 
 
-# -- item 9: a plain DuckDB client sees newer results when it reconnects -------------------------
+# -- a plain DuckDB client sees newer results when it reconnects -------------------------
 
 
 def attach(con: duckdb.DuckDBPyConnection, root) -> None:
