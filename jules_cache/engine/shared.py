@@ -47,6 +47,7 @@ from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.request import Request
+from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.file_digests import FileDigestMemo
 from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
@@ -201,6 +202,7 @@ class SharedBackend(Backend):
                     "its key's lock: another writer ignores the lock; check that every host "
                     "uses the same catalog"
                 )
+        crash_point("renamed")
         try:
             self.catalog.publish(row, input_method=request.data_method, input_files=request.files)
         except BaseException:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import io
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jules_cache.errors import LockTimeout, StoreError
@@ -278,7 +280,8 @@ def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -
 
 
 def _fix(backend: SharedRoot, problem: Problem) -> Problem:
-    """Drop the row (if any) and the object, holding the key's lock (the object inside the
+    """Holding the key's lock: register a valid orphan object again (as a local root does: the
+    work it holds is kept); else drop the row (if any) and the object (the object inside the
     row's transaction, so a failure leaves both)."""
     from dataclasses import replace
 
@@ -288,6 +291,8 @@ def _fix(backend: SharedRoot, problem: Problem) -> Problem:
         with backend.catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
             if problem.kind == ORPHAN_FILE and backend.catalog.keys_with_rows([key]):
                 return replace(problem, action="kept: published meanwhile")
+            if problem.kind == ORPHAN_FILE and _register(backend, key):
+                return replace(problem, action="registered")
             delete_object = functools.partial(backend.objects.delete, [object_name(key)])
             if problem.kind == MISSING_FILE:
                 backend.catalog.delete_entries([key])
@@ -297,6 +302,28 @@ def _fix(backend: SharedRoot, problem: Problem) -> Problem:
         return problem  # being computed: left for the next check
     action = "deleted object" if problem.kind == ORPHAN_FILE else "dropped row and object"
     return replace(problem, action=action)
+
+
+def _register(backend: SharedRoot, key: str) -> bool:
+    """Publish the row of ``key``'s object if it is a valid, intact result of that key (its
+    footer names the key and every page checksum holds); False if it is not (or vanished)."""
+    from jules_cache.maintenance.check import footer_entry, orphan_row
+    from jules_cache.storage.result_files import READ_ERRORS, read_result
+
+    name = object_name(key)
+    info, data = backend.objects.head(name), backend.objects.get(name)
+    if info is None or data is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="jules_cache-check-") as folder:
+        path = Path(folder) / f"{key}{RESULT_SUFFIX}"
+        path.write_bytes(data)
+        try:
+            read_result(path, key, fresh=False)  # pages verified; an expired one is not damaged
+            row = orphan_row(path, footer_entry(path, key), name, info.last_modified)
+        except (*READ_ERRORS, KeyError, TypeError, ValueError):
+            return False
+    backend.catalog.publish(row)
+    return True
 
 
 # -- verify -----------------------------------------------------------------------------------

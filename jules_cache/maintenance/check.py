@@ -463,7 +463,7 @@ def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
             return Problem(
                 SIZE_MISMATCH, relative, key, f"{actual} bytes on disk, {size} in the manifest"
             )
-        _file_entry(path, key)
+        footer_entry(path, key)
     except FileNotFoundError:
         return Problem(MISSING_FILE, relative, key, "the file vanished during the check")
     except READ_ERRORS as exc:
@@ -471,7 +471,7 @@ def _inspect(layout: Layout, path: Path, key: str, size: int) -> Problem | None:
     return None
 
 
-def _file_entry(path: Path, key: str | None) -> dict[str, Any]:
+def footer_entry(path: Path, key: str | None) -> dict[str, Any]:
     """The entry metadata stored in the file's footer; ValueError if absent or not ``key``'s."""
     import pyarrow.parquet as pq  # not on import: a store that only hits never needs it
 
@@ -520,7 +520,7 @@ def _orphan(
     try:
         if key is None:
             raise ValueError("not a result file name (objects/<k[:2]>/<key>.parquet)")
-        entry = _file_entry(path, key)
+        entry = footer_entry(path, key)
         if deep:
             read_every_page(path)
         row = _entry_row(layout, path, entry)
@@ -552,7 +552,7 @@ def register_orphans(manifest: Manifest, con: Any, keys: list[str]) -> list[str]
     for (key,) in missing:
         path = layout.result_path(key)
         try:
-            row = _entry_row(layout, path, _file_entry(path, key))
+            row = _entry_row(layout, path, footer_entry(path, key))
             manifest.execute(con, "entries.sql", "insert_entry", row)
             view_published(con, layout, row["feature"], key, row["result_schema"], row["symbol"])
         except (*READ_ERRORS, KeyError, TypeError, JulesCacheError):
@@ -562,18 +562,26 @@ def register_orphans(manifest: Manifest, con: Any, keys: list[str]) -> list[str]
 
 
 def _entry_row(layout: Layout, path: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """The manifest row of a result file, from its footer metadata and its content.
+    stat = path.stat()
+    created_at = datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None)
+    return orphan_row(path, entry, layout.relative_result_path(entry["key"]), created_at)
+
+
+def orphan_row(
+    path: Path, entry: dict[str, Any], location: str, created_at: datetime
+) -> dict[str, Any]:
+    """The catalog row of a result file registered again, from its footer metadata
+    (``footer_entry``) and its content, on either root.
 
     Hit counts are unknown and compute time is recorded as 0; the last access is now, so a
     rebuild never makes GC expire everything at once.
     """
-    stat = path.stat()
     return entry_row(
         entry,
-        layout.relative_result_path(entry["key"]),
+        location,
         describe_result(path, None),
         compute_seconds=0.0,
-        created_at=datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None),
+        created_at=created_at,
         last_accessed_at=utc_now(),
     )
 

@@ -1,6 +1,6 @@
 """Fault injection for the crash tests: kill the process, or fill the disk, at a named stage.
 
-Tests (tests/test_faults.py, tests/test_attack_store.py, tests/test_attack_manifest.py) set the
+Tests (tests/storage/: test_faults.py, test_attack_store.py, test_attack_manifest.py) set the
 environment variable ``JULES_CACHE_CRASH_AT``; if it names ``stage``, this process is SIGKILLed
 right there; if it names ``fill-disk:<stage>``, the root's file system is filled there instead
 (``tmp/fill-disk`` under ``JULES_CACHE_CRASH_AT_ROOT``, written until ENOSPC) so the next write
@@ -8,7 +8,8 @@ fails for real. Never set it outside tests.
 
 Stages of a put, in order: ``compute`` (key lock held, nothing written), ``write`` (temp file
 half written, no footer), ``fsynced`` (temp complete, not published), ``renamed`` (file in
-objects/, row not inserted), ``commit`` (row inserted, transaction not committed). Of a
+objects/ or the S3 object PUT, row not inserted), ``commit`` (row inserted, transaction not
+committed). Of a
 manifest's creation: ``manifest-creating`` (temp file attached, no tables). Of a rebuild
 (``check --rebuild`` or ``FeatureStore()`` recovering): ``rebuild-started`` (new manifest created
 under a temp name, nothing registered), ``rebuild-registered`` (every file registered, not yet

@@ -60,6 +60,7 @@ from jules_cache.errors import InvalidInput, LockTimeout, ManifestError, Service
 from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.storage import sqlfiles
+from jules_cache.storage.crash_points import crash_point
 
 if TYPE_CHECKING:
     import psycopg
@@ -652,6 +653,7 @@ class PostgresCatalog:
                 key = {"key": row["key"]}
                 connection.execute(_statement("entries.sql", "delete_entry_inputs"), key)
                 connection.execute(_statement("entries.sql", "insert_entry_inputs"), inputs)
+            crash_point("commit")
 
         self._transact("publish", body, idempotent=True)
 

@@ -8,24 +8,75 @@ in the one that differs.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
-from shared_worker import expected, ticks, with_average
+from shared_worker import expected, moving_average, ticks, with_average
 
 from jules_cache import FeatureStore, InvalidInput, QueryError
+from jules_cache.storage.crash_points import CRASH_ENV
 
 CONFIG = {"window": 5}
 PAIRINGS = ["local", pytest.param("shared", marks=pytest.mark.shared)]
+WORKER = Path(__file__).resolve().parent / "shared_worker.py"
+# The stages of a publish, in order (jules_cache.storage.crash_points).
+PUBLISH_STAGES = ["compute", "write", "fsynced", "renamed", "commit"]
+
+
+class Pairing:
+    """Opens stores of one cache root of the pairing under test (several may be open at once,
+    as several processes would), and runs worker processes ("hosts") on the same root."""
+
+    def __init__(self, root: str, settings: dict[str, Any], tmp_path: Path):
+        self.root, self.settings, self.tmp_path = root, settings, tmp_path
+        self.opened: list[FeatureStore] = []
+
+    def __call__(self, **options: Any) -> FeatureStore:
+        store = FeatureStore(self.root, **self.settings, **options)
+        self.opened.append(store)
+        return store
+
+    def start_worker(self, name: str, jobs: list, **spec: Any) -> tuple[subprocess.Popen, Path]:
+        """A process computing ``jobs`` ([[symbol, seed]]) on this root (``shared_worker``)."""
+        host = self.tmp_path / name
+        (host / "tmp").mkdir(parents=True)
+        (self.tmp_path / "markers").mkdir(exist_ok=True)
+        path = host / "spec.json"
+        settings = {
+            "root": self.root,
+            "catalog": self.settings.get("catalog"),
+            "schema": self.settings.get("catalog_schema"),
+            "markers": str(self.tmp_path / "markers"),
+            "out": str(host / "out.json"),
+            "jobs": jobs,
+        }
+        path.write_text(json.dumps({**settings, **spec.pop("spec", {})}))
+        env = {**os.environ, "TMPDIR": str(host / "tmp"), **spec.pop("env", {})}
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER), str(path)],
+            cwd=host,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        return process, host
+
+    def computes(self) -> list[str]:
+        """What the workers computed, one line per compute."""
+        return [p.read_text() for p in (self.tmp_path / "markers").iterdir()]
 
 
 @pytest.fixture(params=PAIRINGS)
-def make_store(request, tmp_path) -> Iterator:
-    """Open stores of one cache root of the pairing under test (several may be open at once,
-    as several processes would)."""
-    opened: list[FeatureStore] = []
+def make_store(request, tmp_path) -> Iterator[Pairing]:
     if request.param == "local":
         root, settings = str(tmp_path / "cache"), {}
     else:
@@ -33,19 +84,19 @@ def make_store(request, tmp_path) -> Iterator:
         root = request.getfixturevalue("s3_url")
         schema = request.getfixturevalue("pg_schema")
         settings = {"catalog": services.pg_dsn, "catalog_schema": schema}
-
-    def make(**options) -> FeatureStore:
-        store = FeatureStore(root, **settings, **options)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
+    pairing = Pairing(root, settings, tmp_path)
+    yield pairing
+    for store in pairing.opened:
         store.close()
 
 
 def _fetch(store: FeatureStore, symbol: str, seed: int):
     return store.fetch(symbol, ticks(seed), CONFIG, with_average, version="1")
+
+
+def _fetch_as_worker(store: FeatureStore, symbol: str, seed: int):
+    """The call a worker makes (``shared_worker``): the same key."""
+    return store.fetch(symbol, ticks(seed), CONFIG, moving_average, version="1")
 
 
 def test_a_miss_then_a_hit_return_equal_frames_and_are_counted(make_store):
@@ -125,3 +176,43 @@ def test_a_compute_error_propagates_and_stores_nothing(make_store):
     with pytest.raises(ZeroDivisionError):
         store.fetch("A", ticks(1), CONFIG, broken)
     assert store.entries() == []
+
+
+def _run_worker(make_store: Pairing, name: str, seed: int, **spec) -> dict:
+    """One worker computing ("A", seed) to the end; its JSON report."""
+    process, host = make_store.start_worker(name, [["A", seed]], **spec)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err.decode()[-3000:]
+    report = json.loads((host / "out.json").read_text())
+    assert report["wrong"] == 0
+    return report
+
+
+@pytest.mark.slow
+def test_processes_racing_one_key_compute_it_once(make_store):
+    make_store().close()  # the root (and its catalog) exist before the race
+    workers = [
+        make_store.start_worker(f"host{i}", [["A", 7]], spec={"sleep": 0.5}) for i in range(3)
+    ]
+    for process, host in workers:
+        _, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err.decode()[-3000:]
+        assert json.loads((host / "out.json").read_text())["wrong"] == 0
+    assert make_store.computes() == ["A:7"]
+    assert len(make_store().entries()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", PUBLISH_STAGES)
+def test_a_process_killed_at_any_publish_stage_leaves_a_cache_that_answers_right(make_store, stage):
+    """SIGKILL at each stage of a publish: the next call returns the right value (the key is
+    not left locked), and check(fix=True) leaves one consistent entry that later calls hit."""
+    store = make_store()
+    process, _ = make_store.start_worker("killed", [["A", 5]], env={CRASH_ENV: stage})
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == -signal.SIGKILL, err.decode()[-3000:]
+    _run_worker(make_store, "next", 5)
+    store.check(fix=True, grace_seconds=0)
+    assert len(store.entries()) == 1
+    assert store.check(grace_seconds=0).consistent
+    assert _run_worker(make_store, "later", 5)["results"][0]["hit"]
