@@ -6,7 +6,7 @@
      ├── ManifestError                          the manifest database is missing, damaged or busy
      │    ├── ManifestBusy                      another program holds the manifest file open
      │    └── ManifestDamaged                   not a readable database: check(rebuild=True)
-     ├── StoreError                             a result could not be published (strict mode)
+     ├── StoreError                             storage failed (a miss raises it in strict mode)
      │    ├── PartialRemoval                    entries removed, some files could not be deleted
      │    └── ServiceUnavailable                a shared cache's PostgreSQL or S3 is unreachable
      ├── GCError                                a GC run failed (``.report`` says what it did)
@@ -88,8 +88,10 @@ class ManifestBusy(ManifestError):
 
 
 class StoreError(JulesCacheError):
-    """A computed result could not be written to the cache (raised only with strict=True), or
-    (``PartialRemoval``) removed entries' files could not be deleted."""
+    """The cache's storage failed: a result could not be written (raised by a miss only with
+    strict=True), a file, the manifest or a service refused an operation (an ``OSError`` or a
+    storage library's error, translated where storage is implemented: ``__cause__`` is it),
+    or (``PartialRemoval``) removed entries' files could not be deleted."""
 
 
 class PartialRemoval(StoreError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -531,7 +530,7 @@ class FeatureStore:
             self.backend.write_counts(wait=False)
         except LockTimeout:
             pass  # busy: the next write or hit flushes them
-        except self.backend.store_errors() as exc:
+        except JulesCacheError as exc:
             # Missing, damaged, unwritable or held by another program: the hit is still
             # correct, so it is served; the counts stay in memory for the next try, one
             # flush interval later, not on every hit.
@@ -586,7 +585,7 @@ class FeatureStore:
             try:
                 held.enter_context(self.backend.key_lock(request.key))
                 value = self.backend.read_locked(request)  # published while we waited?
-            except self.backend.store_errors() as exc:
+            except JulesCacheError as exc:
                 # e.g. locks/ not writable, a lock timeout, the catalog unreachable: computed,
                 # but never stored.
                 compute_started = time.perf_counter()
@@ -602,13 +601,6 @@ class FeatureStore:
     def _compute_and_publish(self, request: Request) -> CacheResult[Any]:
         """The miss itself, holding the key: compute, write, publish; the value returned is
         what every later hit returns (schema, dtypes, order)."""
-        from jules_cache.storage.result_files import (
-            describe_frame,
-            describe_result,
-            read_result,
-            write_result,
-        )
-
         backend = self.backend
         compute_started = time.perf_counter()
         crash_point("compute")
@@ -617,38 +609,16 @@ class FeatureStore:
         request = request.written()  # an expiry counts from the write, not from the call
         temp: Path | None = None
         try:
-            temp = backend.new_temp_path(request.key)
-            in_hand = write_result(
-                result,
-                temp,
-                request.file_metadata(),
-                self.compression,
-                on_partial=functools.partial(crash_point, "write"),
-            )
-            crash_point("fsynced")
+            temp, in_hand = backend.write_temp(request, result, self.compression)
             # A LazyFrame was computed while it was sunk: its time includes the write.
             compute_seconds = time.perf_counter() - compute_started
             self._computed(request, compute_seconds)
-            # A miss returns what every hit will: the table written, converted as a hit
-            # converts (see write_result), else the file read back (checksums verified).
-            # A lazy result is opened once it is published (which verifies the file).
-            frame = None
-            if not request.lazy:
-                frame = (
-                    in_hand
-                    if in_hand is not None
-                    else read_result(temp, request.key, fresh=False)  # even a tiny expire
-                )
-            described = in_hand if in_hand is not None else frame
-            if described is None:
-                info = describe_result(temp, self.time_column)
-            else:  # no second read of the file: rows, schema and time range are in hand
-                info = describe_frame(described, temp, self.time_column)
+            frame, info = backend.describe_temp(request, temp, in_hand, self.time_column)
             publish_started = time.perf_counter()
             backend.publish(request, temp, info, compute_seconds)
             log_event("publish", request, time.perf_counter() - publish_started)
             value = backend.open_published(request) if frame is None else frame
-        except backend.store_errors() as exc:
+        except JulesCacheError as exc:  # the backend's own, or a storage error it translated
             if temp is not None:
                 backend.discard_temp(temp)
             return request.result(self._unstored(result, request, exc), stored=False)
@@ -661,7 +631,9 @@ class FeatureStore:
         if isinstance(result, pl.LazyFrame):
             # Sinking failed: collect in memory. A broken plan raises here, as a compute error.
             result = result.collect()
-        advice = "" if isinstance(exc, JulesCacheError) else ". Free disk space or fix permissions"
+        # A file system error (translated at the storage seam) has a fix the user can make.
+        translated = isinstance(exc, StoreError) and isinstance(exc.__cause__, OSError)
+        advice = ". Free disk space or fix permissions" if translated else ""
         message = (
             f"could not store {request.parts.feature} for {request.parts.symbol!r} in "
             f"{self.backend.location}: {exc}{advice}"
@@ -992,7 +964,7 @@ class FeatureStore:
                 _log_gc(report)
         except LockTimeout:
             pass  # another GC is running: nothing to do
-        except self.backend.store_errors() as exc:
+        except JulesCacheError as exc:
             warnings.warn(
                 f"automatic GC of {self.backend.location} failed: {exc}",
                 CacheWriteWarning,
@@ -1026,7 +998,7 @@ class FeatureStore:
             _log_gc(self.backend.gc(options, None))
         except LockTimeout:
             pass  # another GC is running: it, or the next publish, evicts
-        except self.backend.store_errors() as exc:
+        except JulesCacheError as exc:
             warnings.warn(
                 f"evicting down to max_size in {self.backend.location} failed: {exc}",
                 CacheWriteWarning,

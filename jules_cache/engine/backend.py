@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from jules_cache.errors import LockTimeout
+from jules_cache.storage.foreign_errors import translated
 
 if TYPE_CHECKING:
     from jules_cache.maintenance.check import CheckReport
@@ -41,6 +43,40 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]
 Frame = pl.DataFrame | pl.LazyFrame
 
+# The seam's methods and what each is doing: whatever a storage library raises in one leaves
+# it as ``StoreError`` saying so (``storage.foreign_errors``), so the façade and the CLI catch
+# only the package's errors. ``key_lock`` translates its own acquisition (not its block).
+_TRANSLATED = {
+    "read": "reading a cached result",
+    "exists": "looking for a cached result",
+    "read_locked": "reading a cached result",
+    "new_temp_path": "making a temp file",
+    "publish": "publishing a result",
+    "open_published": "opening a published result",
+    "write_counts": "writing hit and miss counts",
+    "flush_later": "writing hit and miss counts",
+    "query_entries": "reading the catalog",
+    "entry_inputs": "reading the catalog",
+    "stats_parts": "reading the catalog",
+    "overview_rows": "reading the catalog",
+    "remove": "removing entries",
+    "check": "checking the cache",
+    "gc": "collecting garbage",
+    "auto_gc": "collecting garbage",
+    "verify": "verifying input files",
+    "refresh_views": "refreshing the SQL views",
+    "flush": "writing hit and miss counts",
+}
+
+
+def _translating(method: Callable[..., Any], what: str) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(self: Backend, *args: Any, **kwargs: Any) -> Any:
+        with translated(what):
+            return method(self, *args, **kwargs)
+
+    return call
+
 
 class SharedRoot(Protocol):
     """What a shared root's upkeep and SQL source read of it (``engine.shared.SharedBackend``)."""
@@ -55,6 +91,13 @@ class SharedRoot(Protocol):
 
 class Backend(abc.ABC):
     """Where results and their rows live. See the module docstring for the two kinds."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, what in _TRANSLATED.items():
+            method = cls.__dict__.get(name)
+            if method is not None:
+                setattr(cls, name, _translating(method, what))
 
     #: how the root is shown in messages and ``repr`` (a path, or ``s3://…``)
     location: str
@@ -98,6 +141,55 @@ class Backend(abc.ABC):
         """Make the written ``temp`` file ``key``'s result together with its catalog row, or
         leave neither (the row is the truth). Holds the key's lock. Counts the miss."""
 
+    def write_temp(
+        self, request: Request, result: Frame, compression: str
+    ) -> tuple[Path, pl.DataFrame | None]:
+        """Write ``result`` to a new temp file (fsynced; deleted again if the write fails).
+
+        Returns the path and, when the write had the table in hand, that table converted as
+        a hit converts it (``write_result``); a LazyFrame is computed here, as it is sunk.
+        """
+        from jules_cache.storage.crash_points import crash_point
+        from jules_cache.storage.result_files import write_result
+
+        with translated("writing the result file"):
+            temp = self.new_temp_path(request.key)
+            try:
+                in_hand = write_result(
+                    result,
+                    temp,
+                    request.file_metadata(),
+                    compression,
+                    on_partial=functools.partial(crash_point, "write"),
+                )
+            except BaseException:
+                self.discard_temp(temp)
+                raise
+        crash_point("fsynced")
+        return temp, in_hand
+
+    def describe_temp(
+        self, request: Request, temp: Path, in_hand: pl.DataFrame | None, time_column: str | None
+    ) -> tuple[pl.DataFrame | None, ResultInfo]:
+        """What a miss returns (None for a lazy one: it is opened once published) and what its
+        row records (rows, schema, time range).
+
+        A miss returns what every hit will: the table written, converted as a hit converts,
+        else the file read back (checksums verified), so nothing is read twice.
+        """
+        from jules_cache.storage.result_files import describe_frame, describe_result, read_result
+
+        with translated("reading the result file back"):
+            frame = None
+            if not request.lazy:  # even a tiny expire: read back fresh=False
+                frame = (
+                    in_hand if in_hand is not None else read_result(temp, request.key, fresh=False)
+                )
+            described = in_hand if in_hand is not None else frame
+            if described is None:
+                return frame, describe_result(temp, time_column)
+            return frame, describe_frame(described, temp, time_column)
+
     @abc.abstractmethod
     def open_published(self, request: Request) -> Frame:
         """The value just published, as later hits will read it (for a lazy miss)."""
@@ -123,10 +215,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def count_store_failure(self) -> None:
         """Count a result that could not be stored (best effort; never raises)."""
-
-    @abc.abstractmethod
-    def store_errors(self) -> tuple[type[BaseException], ...]:
-        """Errors meaning "the result could not be stored", not "the compute failed"."""
 
     @abc.abstractmethod
     def digest_memo(self) -> FileDigestMemo:

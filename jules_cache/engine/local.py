@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
 from jules_cache.engine.backend import Backend, Frame, Progress
 from jules_cache.errors import (
     CacheWriteWarning,
@@ -45,6 +43,7 @@ from jules_cache.request import Request
 from jules_cache.storage import rootfs
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.file_digests import FileDigestMemo
+from jules_cache.storage.foreign_errors import storage_errors, translated
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
@@ -129,11 +128,6 @@ class LocalBackend(Backend):
     def digest_memo(self) -> FileDigestMemo:
         return self._memo
 
-    def store_errors(self) -> tuple[type[BaseException], ...]:
-        import duckdb  # only when an exception reaches a handler
-
-        return (OSError, pl.exceptions.PolarsError, duckdb.Error, JulesCacheError)
-
     # -- hits ----------------------------------------------------------------------------------
 
     def result_location(self, key: str) -> Path:
@@ -171,7 +165,7 @@ class LocalBackend(Backend):
                     self.manifest.execute(con, "entries.sql", "bump_counter", params)
                 with self.manifest.read() as con:
                     discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
-            except self.store_errors() as error:  # the publish replaces the file anyway
+            except storage_errors() as error:  # the publish replaces it
                 _log.warning("could not quarantine %s: %s", path, error)
             return None
 
@@ -179,7 +173,10 @@ class LocalBackend(Backend):
 
     @contextlib.contextmanager
     def key_lock(self, key: str) -> Iterator[None]:
-        with file_lock(self.layout.key_lock_path(key), self.lock_timeout):
+        path = self.layout.key_lock_path(key)
+        with contextlib.ExitStack() as held:
+            with translated(f"locking {path}"):  # the acquisition, not the caller's block
+                held.enter_context(file_lock(path, self.lock_timeout))
             yield
 
     def new_temp_path(self, key: str) -> Path:
@@ -421,7 +418,7 @@ class LocalBackend(Backend):
             with self.manifest.write(wait=False) as con:
                 params = {"name": "store_failures", "delta": 1}
                 self.manifest.execute(con, "entries.sql", "bump_counter", params)
-        except self.store_errors():
+        except storage_errors():
             pass  # the manifest may be what failed; the caller has been told
 
     def flush(self) -> None:

@@ -32,8 +32,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from jules_cache.engine.backend import Backend, Frame, Progress
 from jules_cache.errors import (
     InvalidInput,
@@ -49,6 +47,7 @@ from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.request import Request
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.file_digests import FileDigestMemo
+from jules_cache.storage.foreign_errors import storage_errors, translated
 from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
@@ -115,9 +114,6 @@ class SharedBackend(Backend):
     def digest_memo(self) -> FileDigestMemo:
         return self._memo
 
-    def store_errors(self) -> tuple[type[BaseException], ...]:
-        return (OSError, pl.exceptions.PolarsError, JulesCacheError)
-
     # -- hits ----------------------------------------------------------------------------------
 
     def result_location(self, key: str) -> str:
@@ -156,7 +152,7 @@ class SharedBackend(Backend):
                 if not self.catalog.drop_entry(key, functools.partial(self.objects.delete, [name])):
                     self.objects.delete([name])  # no row: an orphan, damaged
                 self.catalog.bump_counter("corrupt_files")
-            except self.store_errors() as error:  # the publish replaces it anyway
+            except storage_errors() as error:  # the publish replaces it
                 _log.warning("could not remove damaged object %s: %s", key, error)
             return None
 
@@ -164,7 +160,9 @@ class SharedBackend(Backend):
 
     @contextlib.contextmanager
     def key_lock(self, key: str) -> Iterator[None]:
-        with self.catalog.key_lock(key, self.lock_timeout):
+        with contextlib.ExitStack() as held:
+            with translated(f"locking key {key}"):  # the acquisition, not the caller's block
+                held.enter_context(self.catalog.key_lock(key, self.lock_timeout))
             yield
 
     def new_temp_path(self, key: str) -> Path:
@@ -216,7 +214,7 @@ class SharedBackend(Backend):
             from jules_cache.engine.shared_sql import view_names
 
             # Best effort: SQL names an unnamed feature on the fly; the row is committed.
-            with contextlib.suppress(*self.store_errors()):
+            with contextlib.suppress(*storage_errors()):
                 view_names(self, request.parts.feature)
                 self._named.add(request.parts.feature)
 

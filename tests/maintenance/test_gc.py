@@ -25,6 +25,8 @@ from jules_cache.maintenance.gc import GC_LOCK_NAME, parse_duration, parse_size
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import utc_now
 
+TESTS = Path(__file__).resolve().parents[1]  # helpers.py, features.py
+
 
 def _fill(store: FeatureStore, count: int, symbol: str = "AAPL") -> list[str]:
     """Publish ``count`` entries; return their keys."""
@@ -532,13 +534,13 @@ def test_overview_groups_by_feature_and_symbol(root, store):
 @pytest.mark.slow
 def test_no_gc_unless_asked_not_on_writes_close_or_exit(root):
     code = (
-        "import sys; sys.path.insert(0, sys.argv[2])\n"
+        "import sys; sys.path[:0] = sys.argv[2:]\n"
         "from test_gc import _fill\n"
         "from jules_cache import FeatureStore\n"
         "store = FeatureStore(sys.argv[1]); _fill(store, 2); store.close(); del store\n"
     )
     subprocess.run(
-        [sys.executable, "-c", code, str(root), str(Path(__file__).parents[1])],
+        [sys.executable, "-c", code, str(root), str(Path(__file__).parent), str(TESTS)],
         check=True,
         timeout=60,
     )
