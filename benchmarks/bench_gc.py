@@ -1,6 +1,6 @@
 """GC benchmark: plan time and memory on a large cache; a real run under live trainers.
 
-    python benchmarks/bench_gc.py [--entries 100000]
+    python benchmarks/bench_gc.py [--entries 100000] [--plan-only]
 
 Builds a cache of N entries / N small result files fast (one tiny Parquet file written N times,
 a bulk INSERT of the manifest rows, one view refresh), half of them last accessed 60 days ago.
@@ -171,6 +171,9 @@ def real_run(root: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=100_000, help="cache size (entries)")
+    parser.add_argument(
+        "--plan-only", action="store_true", help="the dry run alone (results/gc-plan.json)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gc-") as tmp:
         root = Path(tmp) / "cache"
@@ -181,7 +184,7 @@ def main() -> None:
         process.start()
         dry_seconds, plan_seconds, planned, peak_mb, dry_hold = queue.get(timeout=600)
         process.join()
-        real = real_run(root)
+        real = None if args.plan_only else real_run(root)
         remaining = len(list(root.glob("objects/*/*.parquet")))
     plan = {
         "entries": args.entries,
@@ -197,6 +200,9 @@ def main() -> None:
         ["build s", "dry run s", "plan s", "planned", "peak RSS MB", "longest hold ms"],
         [[build_seconds, dry_seconds, plan_seconds, planned, peak_mb, dry_hold]],
     )
+    if real is None:
+        write_json("gc-plan", {"targets": {"plan_seconds": 10}, "plan": plan})
+        return
     print_table(
         f"Real GC run under {TRAINERS} live trainers (targets: hold <= 250 ms, 0 errors)",
         ["gc s", "deleted", "holds", "longest hold ms", "calls", "errors", "warnings",
