@@ -62,17 +62,6 @@ if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
     import duckdb
 
 _log = logging.getLogger("jules_cache")
-
-
-def damaged_warning(error: ManifestDamaged) -> None:
-    """Say once, at open, that this store serves hits but stores nothing until the rebuild."""
-    warnings.warn(
-        f"jules_cache: {error}. Until then hits are served and nothing new is stored",
-        CacheWriteWarning,
-        stacklevel=5,
-    )
-
-
 # Publishes this close after a write leave their row for one batch (see LocalBackend.publish).
 ROW_BATCH_SECONDS = 1.0
 
@@ -111,7 +100,8 @@ class LocalBackend(Backend):
             except ManifestDamaged as error:
                 # Open anyway, so that check(rebuild=True) — the one way to rebuild — can run
                 # on this very store. Hits need no manifest; what would write one says why.
-                damaged_warning(error)
+                message = f"jules_cache: {error}. Until then hits are served, nothing is stored"
+                warnings.warn(message, CacheWriteWarning, stacklevel=4)
                 damaged = True
         self._wrote = False  # this store changed the manifest since it refreshed the catalog
         self._last_row_write = 0.0  # monotonic time of the last transaction that wrote rows
