@@ -418,16 +418,20 @@ class _Node:
     def feed(self, arr: pa.Array) -> None:
         """Hash the rows of ``arr`` (any offset, any nulls) after the rows fed before."""
         if arr.null_count:
-            positions = np.flatnonzero(_null_mask(arr)).astype("<i8") + self.rows
-            self.nulls.update(_buffer(positions))
+            null = _null_mask(arr)
+            self.nulls.update(_buffer(np.flatnonzero(null).astype("<i8") + self.rows))
             self.rows += len(arr)
-            self._feed_valid(_pc().drop_null(arr))
+            self._feed_where(arr, ~null)
         else:
             self.rows += len(arr)
             self._feed_valid(arr)
 
     def _feed_valid(self, arr: pa.Array) -> None:
         raise NotImplementedError
+
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        """Hash the rows of ``arr`` where ``valid`` is true (the others are null)."""
+        self._feed_valid(_pc().drop_null(arr))
 
     def children(self) -> list[_Node]:
         return []
@@ -451,12 +455,25 @@ class _FixedNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
         self.values.update(_values_view(arr, self.width))
 
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        # In NumPy, not Arrow's drop_null: numbers with gaps need no compute kernels (~80 ms
+        # to import on a process's first hit).
+        raw = np.frombuffer(_values_view(arr, self.width), np.uint8)
+        if len(raw) != len(arr) * self.width:  # pragma: no cover - no values buffer
+            super()._feed_where(arr, valid)
+            return
+        self.values.update(_buffer(raw.reshape(len(arr), self.width)[valid]))
+
 
 class _BoolNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
         if len(arr):
             bits = _bits(arr.buffers()[1], arr.offset, len(arr))
             self.values.update(_buffer(bits.view(np.uint8)))
+
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        bits = _bits(arr.buffers()[1], arr.offset, len(arr))
+        self.values.update(_buffer(bits[valid].view(np.uint8)))
 
 
 class _VarBinaryNode(_Node):
@@ -479,7 +496,7 @@ class _VarBinaryNode(_Node):
         # Arrow has no filter kernel for views, so null rows are dropped here, in NumPy.
         if len(arr) == 0:
             return
-        view = arr if _is_view(arr.type) else arr.cast(_view_type(arr.type))
+        view = arr if _is_view(arr.type) else _as_views(arr)
         views = _views_np(view)
         valid = None
         if view.null_count:
@@ -505,6 +522,7 @@ class _VarBinaryNode(_Node):
 
 
 _INLINE_BYTES = 12  # Arrow view layout: values up to this length live inside the view
+_MAX_VIEW_OFFSET = (1 << 31) - 1  # a view's offset into its data buffer is an ``<i4``
 
 
 def _is_view(dtype: pa.DataType) -> bool:
@@ -514,6 +532,33 @@ def _is_view(dtype: pa.DataType) -> bool:
 def _view_type(dtype: pa.DataType) -> pa.DataType:
     text = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
     return pa.string_view() if text else pa.binary_view()
+
+
+def _as_views(arr: pa.Array) -> pa.Array:
+    """``arr`` (string/binary, offsets layout) in the view layout, as Arrow's cast writes it.
+
+    A small array without nulls (a dictionary's distinct values, a category list) is laid out
+    here in Python: Arrow's cast imports ``pyarrow.compute`` (~80 ms), which a process's first
+    hit on a Categorical column would otherwise pay for a few dozen values.
+    """
+    if arr.null_count or len(arr) > _SMALL_DICTIONARY:
+        return arr.cast(_view_type(arr.type))
+    text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+    values = [value.encode() for value in arr.to_pylist()] if text else arr.to_pylist()
+    if sum(map(len, values)) > _MAX_VIEW_OFFSET:
+        return arr.cast(_view_type(arr.type))
+    views = bytearray()
+    data = bytearray()
+    for value in values:
+        size = len(value)
+        if size <= _INLINE_BYTES:
+            views += size.to_bytes(4, "little") + value.ljust(_INLINE_BYTES, b"\0")
+        else:  # prefix, buffer 0, offset
+            views += size.to_bytes(4, "little") + value[:4] + bytes(4)
+            views += len(data).to_bytes(4, "little")
+            data += value
+    buffers = [None, pa.py_buffer(bytes(views)), pa.py_buffer(bytes(data))]
+    return pa.Array.from_buffers(_view_type(arr.type), len(values), buffers)
 
 
 def _views_np(arr: pa.Array) -> np.ndarray:
@@ -530,6 +575,9 @@ def _long_value_bytes(view: pa.Array, views: np.ndarray, long: np.ndarray) -> me
     write exactly the long values back to back (a null row writes no bytes; checked by the
     total). The per-row work is Arrow's C++, and only long rows are copied.
     """
+    sequential = _sequential_long_bytes(view, views, long)
+    if sequential is not None:
+        return sequential
     large = pa.large_string() if pa.types.is_string_view(view.type) else pa.large_binary()
     validity = pa.py_buffer(np.packbits(long, bitorder="little"))
     buffers = [validity, pa.py_buffer(views), *view.buffers()[2:]]
@@ -543,6 +591,30 @@ def _long_value_bytes(view: pa.Array, views: np.ndarray, long: np.ndarray) -> me
         start, end = int(offsets[flat.offset]), int(offsets[-1])
     data = flat.buffers()[2]
     return memoryview(data)[start:end] if data is not None else memoryview(b"")
+
+
+def _sequential_long_bytes(
+    view: pa.Array, views: np.ndarray, long: np.ndarray
+) -> memoryview | None:
+    """The long values' bytes read straight from the first data buffer, or None.
+
+    When the long rows point, in row order, at consecutive bytes of data buffer 0 from its
+    start (as a writer that appends each value lays them out, and :func:`_as_views` does), the
+    buffer's head already is their concatenation: no cast, no ``pyarrow.compute``.
+    """
+    picked = views[long]
+    lengths = picked[:, :4].view("<i4").ravel().astype(np.int64)
+    starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    if picked[:, 8:12].view("<i4").any() or not np.array_equal(
+        picked[:, 12:].view("<i4").ravel(), starts
+    ):
+        return None
+    data = view.buffers()[2]
+    total = int(lengths.sum())
+    if data is None or data.size < total:
+        return None
+    return memoryview(data)[:total]
 
 
 class _StreamNode(_Node):
