@@ -811,7 +811,7 @@ class _DictNode(_Node):
 
 
 _SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
-_KEY_BYTES = 1 << 20  # a dictionary whose buffers hold more is not remembered
+_KEY_BYTES = 1 << 18  # a dictionary whose buffers hold more is not remembered (64 x 256 KB at most)
 _FULLY_USED_ENTRIES = 64
 # (dictionary type, offset, length, buffer bytes) -> (rank per entry, digest of the values)
 _FULLY_USED: dict[tuple[Any, ...], tuple[np.ndarray, bytes]] = {}
