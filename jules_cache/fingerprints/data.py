@@ -176,8 +176,8 @@ def _polars_dictionary(series: Any, polars: ModuleType) -> pa.ChunkedArray | Non
     categories = series.dtype.categories
     values = categories if enum else categories.to_series()
     physical = series.to_physical()
-    top = physical.max()
-    if top is not None and top >= len(values):
+    codes = pa.chunked_array(physical)
+    if _largest_index(codes) >= len(values):
         return None
     head = series.head(_SPOT_CHECK_ROWS)
     decoded = values.gather(head.to_physical())
@@ -186,13 +186,25 @@ def _polars_dictionary(series: Any, polars: ModuleType) -> pa.ChunkedArray | Non
     dictionary = values.to_arrow()
     if not pa.types.is_large_string(dictionary.type):
         dictionary = dictionary.cast(pa.large_string())
-    codes = pa.chunked_array(physical)
     dict_type = pa.dictionary(codes.type, dictionary.type, ordered=enum)
     chunks = [
         pa.DictionaryArray.from_arrays(chunk, dictionary, ordered=enum, safe=False)
         for chunk in codes.chunks
     ]
     return pa.chunked_array(chunks, dict_type)
+
+
+def _largest_index(codes: pa.ChunkedArray) -> int:
+    """The largest non-null value of an integer column (-1 if none), in NumPy on one thread:
+    Polars' own ``max`` goes through its thread pool and costs several times more on a hit."""
+    top = -1
+    for chunk in codes.chunks:
+        raw = _values_np(chunk)
+        if chunk.null_count:
+            raw = raw[~_null_mask(chunk)]
+        if len(raw):
+            top = max(top, int(raw.max()))
+    return top
 
 
 def holds_python_objects(dtype: Any, polars: ModuleType) -> bool:
@@ -418,16 +430,20 @@ class _Node:
     def feed(self, arr: pa.Array) -> None:
         """Hash the rows of ``arr`` (any offset, any nulls) after the rows fed before."""
         if arr.null_count:
-            positions = np.flatnonzero(_null_mask(arr)).astype("<i8") + self.rows
-            self.nulls.update(_buffer(positions))
+            null = _null_mask(arr)
+            self.nulls.update(_buffer(np.flatnonzero(null).astype("<i8") + self.rows))
             self.rows += len(arr)
-            self._feed_valid(_pc().drop_null(arr))
+            self._feed_where(arr, ~null)
         else:
             self.rows += len(arr)
             self._feed_valid(arr)
 
     def _feed_valid(self, arr: pa.Array) -> None:
         raise NotImplementedError
+
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        """Hash the rows of ``arr`` where ``valid`` is true (the others are null)."""
+        self._feed_valid(_pc().drop_null(arr))
 
     def children(self) -> list[_Node]:
         return []
@@ -451,12 +467,25 @@ class _FixedNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
         self.values.update(_values_view(arr, self.width))
 
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        # In NumPy, not Arrow's drop_null: numbers with gaps need no compute kernels (~80 ms
+        # to import on a process's first hit).
+        raw = np.frombuffer(_values_view(arr, self.width), np.uint8)
+        if len(raw) != len(arr) * self.width:  # pragma: no cover - no values buffer
+            super()._feed_where(arr, valid)
+            return
+        self.values.update(_buffer(raw.reshape(len(arr), self.width)[valid]))
+
 
 class _BoolNode(_Node):
     def _feed_valid(self, arr: pa.Array) -> None:
         if len(arr):
             bits = _bits(arr.buffers()[1], arr.offset, len(arr))
             self.values.update(_buffer(bits.view(np.uint8)))
+
+    def _feed_where(self, arr: pa.Array, valid: np.ndarray) -> None:
+        bits = _bits(arr.buffers()[1], arr.offset, len(arr))
+        self.values.update(_buffer(bits[valid].view(np.uint8)))
 
 
 class _VarBinaryNode(_Node):
@@ -479,7 +508,7 @@ class _VarBinaryNode(_Node):
         # Arrow has no filter kernel for views, so null rows are dropped here, in NumPy.
         if len(arr) == 0:
             return
-        view = arr if _is_view(arr.type) else arr.cast(_view_type(arr.type))
+        view = arr if _is_view(arr.type) else _as_views(arr)
         views = _views_np(view)
         valid = None
         if view.null_count:
@@ -505,6 +534,7 @@ class _VarBinaryNode(_Node):
 
 
 _INLINE_BYTES = 12  # Arrow view layout: values up to this length live inside the view
+_MAX_VIEW_OFFSET = (1 << 31) - 1  # a view's offset into its data buffer is an ``<i4``
 
 
 def _is_view(dtype: pa.DataType) -> bool:
@@ -514,6 +544,33 @@ def _is_view(dtype: pa.DataType) -> bool:
 def _view_type(dtype: pa.DataType) -> pa.DataType:
     text = pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
     return pa.string_view() if text else pa.binary_view()
+
+
+def _as_views(arr: pa.Array) -> pa.Array:
+    """``arr`` (string/binary, offsets layout) in the view layout, as Arrow's cast writes it.
+
+    A small array without nulls (a dictionary's distinct values, a category list) is laid out
+    here in Python: Arrow's cast imports ``pyarrow.compute`` (~80 ms), which a process's first
+    hit on a Categorical column would otherwise pay for a few dozen values.
+    """
+    if arr.null_count or len(arr) > _SMALL_DICTIONARY:
+        return arr.cast(_view_type(arr.type))
+    text = pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)
+    values = [value.encode() for value in arr.to_pylist()] if text else arr.to_pylist()
+    if sum(map(len, values)) > _MAX_VIEW_OFFSET:
+        return arr.cast(_view_type(arr.type))
+    views = bytearray()
+    data = bytearray()
+    for value in values:
+        size = len(value)
+        if size <= _INLINE_BYTES:
+            views += size.to_bytes(4, "little") + value.ljust(_INLINE_BYTES, b"\0")
+        else:  # prefix, buffer 0, offset
+            views += size.to_bytes(4, "little") + value[:4] + bytes(4)
+            views += len(data).to_bytes(4, "little")
+            data += value
+    buffers = [None, pa.py_buffer(bytes(views)), pa.py_buffer(bytes(data))]
+    return pa.Array.from_buffers(_view_type(arr.type), len(values), buffers)
 
 
 def _views_np(arr: pa.Array) -> np.ndarray:
@@ -530,6 +587,9 @@ def _long_value_bytes(view: pa.Array, views: np.ndarray, long: np.ndarray) -> me
     write exactly the long values back to back (a null row writes no bytes; checked by the
     total). The per-row work is Arrow's C++, and only long rows are copied.
     """
+    sequential = _sequential_long_bytes(view, views, long)
+    if sequential is not None:
+        return sequential
     large = pa.large_string() if pa.types.is_string_view(view.type) else pa.large_binary()
     validity = pa.py_buffer(np.packbits(long, bitorder="little"))
     buffers = [validity, pa.py_buffer(views), *view.buffers()[2:]]
@@ -543,6 +603,30 @@ def _long_value_bytes(view: pa.Array, views: np.ndarray, long: np.ndarray) -> me
         start, end = int(offsets[flat.offset]), int(offsets[-1])
     data = flat.buffers()[2]
     return memoryview(data)[start:end] if data is not None else memoryview(b"")
+
+
+def _sequential_long_bytes(
+    view: pa.Array, views: np.ndarray, long: np.ndarray
+) -> memoryview | None:
+    """The long values' bytes read straight from the first data buffer, or None.
+
+    When the long rows point, in row order, at consecutive bytes of data buffer 0 from its
+    start (as a writer that appends each value lays them out, and :func:`_as_views` does), the
+    buffer's head already is their concatenation: no cast, no ``pyarrow.compute``.
+    """
+    picked = views[long]
+    lengths = picked[:, :4].view("<i4").ravel().astype(np.int64)
+    starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    if picked[:, 8:12].view("<i4").any() or not np.array_equal(
+        picked[:, 12:].view("<i4").ravel(), starts
+    ):
+        return None
+    data = view.buffers()[2]
+    total = int(lengths.sum())
+    if data is None or data.size < total:
+        return None
+    return memoryview(data)[:total]
 
 
 class _StreamNode(_Node):
@@ -609,6 +693,13 @@ class _DictNode(_Node):
             for piece in self.pieces:
                 decoded.feed(piece.dictionary_decode())
             return _digest(b"decoded", *parts, decoded.digest())
+        fully_used = self._fully_used_dictionary()
+        if fully_used is not None:
+            ranks, values_digest = fully_used
+            codes = xxhash.xxh3_128()
+            for piece in self.pieces:
+                codes.update(_buffer(_lookup(ranks, _values_np(piece.indices))))
+            return _digest(*parts, codes.digest(), values_digest)
         distinct = self._used_distinct_values()
         codes = xxhash.xxh3_128()
         for piece in self.pieces:
@@ -616,6 +707,38 @@ class _DictNode(_Node):
         values = _make_node(self.dtype.value_type, self.where)
         values.feed(distinct)
         return _digest(*parts, codes.digest(), values.digest())
+
+    def _fully_used_dictionary(self) -> tuple[np.ndarray, bytes] | None:
+        """The rank of each entry and the digest of the sorted values, when every piece has no
+        null row and uses every entry of one small text dictionary (a Categorical column's
+        usual leaf); None otherwise.
+
+        Remembered by the dictionary's exact bytes, so the leaves of one column (and the hits
+        after) rank their dictionary once, not once per leaf in Python. The result is the one
+        the general route gives: the ranks are the ones ``_codes`` gathers.
+        """
+        key = _content_key(self.pieces[0].dictionary) if self.pieces else None
+        if key is None:
+            return None
+        for piece in self.pieces:
+            if piece.null_count or _content_key(piece.dictionary) != key:
+                return None
+            if _used_mask(piece, len(piece.dictionary)) is not None:
+                return None
+        found = _FULLY_USED.get(key)
+        if found is None:
+            distinct = self._used_distinct_values()
+            dtype, missing = _rank_type(len(distinct))
+            rank = {value: i for i, value in enumerate(distinct.to_pylist())}
+            entries = self.pieces[0].dictionary.to_pylist()
+            ranks = np.array([rank.get(value, missing) for value in entries], dtype)
+            values = _make_node(self.dtype.value_type, self.where)
+            values.feed(distinct)
+            found = (ranks, values.digest())
+            if len(_FULLY_USED) >= _FULLY_USED_ENTRIES:
+                _FULLY_USED.clear()
+            _FULLY_USED[key] = found
+        return found
 
     def _categories_digest(self) -> bytes:
         node = _make_node(self.dtype.value_type, self.where)
@@ -665,13 +788,7 @@ class _DictNode(_Node):
             ranks[present] = _values_np(found)[present]
         valid = ~_null_mask(piece.indices) if piece.null_count else None
         used = raw if valid is None else raw[valid]
-        if used.dtype.kind == "i" and len(used) and int(used.min()) < 0:
-            _require_indices_below(used, len(ranks))  # np.take would wrap a negative index
-        try:
-            taken = np.take(ranks, used)  # raises on an index past the end
-        except IndexError:
-            _require_indices_below(used, len(ranks))
-            raise
+        taken = _lookup(ranks, used)
         if valid is None:
             return taken
         out = np.full(len(raw), missing, dtype)
@@ -694,12 +811,44 @@ class _DictNode(_Node):
 
 
 _SMALL_DICTIONARY = 4096  # entries; larger dictionaries go through Arrow's kernels
+_KEY_BYTES = 1 << 18  # a dictionary whose buffers hold more is not remembered (64 x 256 KB at most)
+_FULLY_USED_ENTRIES = 64
+# (dictionary type, offset, length, buffer bytes) -> (rank per entry, digest of the values)
+_FULLY_USED: dict[tuple[Any, ...], tuple[np.ndarray, bytes]] = {}
+
+
+def _content_key(dictionary: pa.Array) -> tuple[Any, ...] | None:
+    """An exact key for a small text dictionary's content: equal keys, equal values (equal
+    values laid out differently merely get two keys). None for any other dictionary."""
+    if not _small_text(dictionary):
+        return None
+    buffers = dictionary.buffers()
+    if sum(buffer.size for buffer in buffers if buffer is not None) > _KEY_BYTES:
+        return None
+    raw = tuple(None if buffer is None else buffer.to_pybytes() for buffer in buffers)
+    return (str(dictionary.type), dictionary.offset, len(dictionary), raw)
 
 
 def _require_indices_below(raw: np.ndarray, size: int) -> None:
     """Raise FingerprintError unless every index in ``raw`` is in ``[0, size)``."""
-    if len(raw) and (int(raw.max()) >= size or int(raw.min()) < 0):
+    if len(raw) and (int(raw.max()) >= size or (raw.dtype.kind == "i" and int(raw.min()) < 0)):
         raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
+
+
+def _lookup(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``table[indices]``, every index bounds-checked first (a corrupt one raises).
+
+    NumPy's checked ``take`` widens the indices to ``intp`` and checks each: ~3x the cost of
+    a checked maximum and an unchecked gather. A byte table is applied by ``bytes.translate``,
+    one C loop over a byte per row, faster still.
+    """
+    _require_indices_below(indices, len(table))
+    if table.dtype == np.uint8 and len(table) <= 256:
+        lut = table.tobytes().ljust(256, b"\0")
+        narrow = bytearray(len(indices))  # the indices as bytes, written once
+        np.copyto(np.frombuffer(narrow, np.uint8), indices, casting="unsafe")
+        return np.frombuffer(narrow.translate(lut), np.uint8)
+    return np.take(table, indices, mode="wrap")  # every index is in range: nothing wraps
 
 
 def _rank_type(distinct: int) -> tuple[np.dtype[Any], int]:

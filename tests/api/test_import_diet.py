@@ -40,3 +40,21 @@ def test_the_names_loaded_on_first_use_are_there():
     for name in ("compute_many", "JobOutcome", "JobFailure", "CheckReport", "VerifyReport"):
         assert re.fullmatch(r"[A-Za-z_]+", name) and getattr(jules_cache, name) is not None
     assert set(jules_cache.__all__) <= set(dir(jules_cache))
+
+
+def test_a_first_fingerprint_of_a_tick_frame_needs_no_arrow_compute_kernels():
+    # pyarrow.compute costs ~80 ms to import: a process's first hit on a frame of numbers,
+    # text and categoricals (the usual tick frame) must not pay it.
+    code = (
+        "import sys, polars as pl\n"
+        "from jules_cache.fingerprints.data import as_arrow, fingerprint_table\n"
+        "frame = pl.DataFrame({'ts': [1, 2, 3], 'price': [1.0, 2.0, None],\n"
+        "    'symbol': pl.Series(['BRK-B', 'a long instrument name', 'BRK-B'],\n"
+        "                        dtype=pl.Categorical),\n"
+        "    'venue': ['XNYS', 'a venue with a long name', None]})\n"
+        "print(fingerprint_table(as_arrow(frame)), 'pyarrow.compute' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    digest, loaded = done.stdout.split()
+    assert digest.startswith("xxh3_128:") and loaded == "False"

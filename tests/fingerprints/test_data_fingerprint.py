@@ -100,6 +100,44 @@ def test_unused_dictionary_entries_and_index_width_do_not_matter():
     assert fp(pa.table({"c": plain})) == fp(pa.table({"c": padded}))
 
 
+def test_ranks_gathered_through_a_byte_table_or_a_wide_table_agree():
+    # <= 256 dictionary entries gather ranks with bytes.translate, more with np.take.
+    values = ["b", "a", None, "c", "a", "b"] * 50
+    narrow = pa.array(values).dictionary_encode()
+    names = ["c", "b", "a", *(f"unused{i}" for i in range(297))]
+    codes = pa.array([names.index(v) if v else None for v in values], pa.int16())
+    wide = pa.DictionaryArray.from_arrays(codes, pa.array(names))
+    assert fp(pa.table({"c": narrow})) == fp(pa.table({"c": wide}))
+    changed = pa.DictionaryArray.from_arrays(
+        pa.array([*codes.to_pylist()[:-1], names.index("a")], pa.int16()), pa.array(names)
+    )
+    assert fp(pa.table({"c": changed})) != fp(pa.table({"c": wide}))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(st.sampled_from(["b", "a", "AAPL", "a long symbol name", "é"]), min_size=1),
+    st.randoms(use_true_random=False),
+)
+def test_a_fully_used_dictionary_digests_as_through_the_general_route(values, rnd):
+    # Every entry used, no nulls: ranked once per dictionary and remembered. An unused entry
+    # sends the same values through the general route; both must give one digest, and the
+    # remembered ranks must never carry one table's rows into another's.
+    names = sorted(set(values))
+    rnd.shuffle(names)
+    codes = pa.array([names.index(v) for v in values], pa.int32())
+    used = pa.DictionaryArray.from_arrays(codes, pa.array(names))
+    padded = pa.DictionaryArray.from_arrays(codes, pa.array([*names, "unused"]))
+    first = fp(pa.table({"c": used}))
+    assert fp(pa.table({"c": padded})) == first
+    assert fp(pa.table({"c": used})) == first
+    if len(names) > 1:
+        other = pa.DictionaryArray.from_arrays(pa.array(codes.to_pylist()[::-1]), pa.array(names))
+        reversed_values = pa.array(values[::-1]).dictionary_encode()
+        assert fp(pa.table({"c": other})) == fp(pa.table({"c": reversed_values}))
+        assert (fp(pa.table({"c": other})) == first) == (values == values[::-1])
+
+
 def test_bytes_under_null_slots_do_not_matter():
     validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
     a = pa.Array.from_buffers(pa.int64(), 3, [validity, pa.py_buffer(np.array([1, 7, 3]))])
