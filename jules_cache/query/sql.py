@@ -47,11 +47,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import duckdb
 import pyarrow as pa
@@ -94,6 +94,11 @@ class CatalogSource(Protocol):
     def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """The catalog tables, stable while the context is held."""
 
+    def changes(self, table: str, since: _Marker) -> Callable[[Any], None] | None:
+        """Inside ``read``: a function that brings a copy of ``table`` taken at marker
+        ``since`` up to the current one on the DuckDB connection it is given; None: copy the
+        table whole (a copy of many rows costs ~1 ms per 1,000 a query)."""
+
 
 class ManifestSource:
     """A local root's manifest and files (see ``CatalogSource``)."""
@@ -110,6 +115,9 @@ class ManifestSource:
 
     def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         return self.manifest.read()
+
+    def changes(self, table: str, since: _Marker) -> Callable[[Any], None] | None:
+        return None  # a local manifest keeps no log of its changes
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,8 @@ class _Session:
     con: duckdb.DuckDBPyConnection
     spill: str  # the instance's private temp_directory
     views: dict[str, str] = field(default_factory=dict)  # view -> dataset serial / SELECT digest
-    tables: dict[str, int] = field(default_factory=dict)  # manifest table copy -> generation
+    # manifest table copy -> (generation, the source's marker of the rows it holds)
+    tables: dict[str, tuple[int, _Marker | None]] = field(default_factory=dict)
     cache: _Cache | None = None  # the last snapshot, reused while the manifest is unchanged
     analyses: dict[str, _Analysis] = field(default_factory=dict)  # query text -> analysis
     # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial)
@@ -484,7 +493,7 @@ class _Cache:
     names: dict[str, str]  # feature -> view name
     manifest_tables: tuple[str, ...]
     rows: dict[str, list[FileRow]] = field(default_factory=dict)  # loaded features only
-    tables: dict[str, pa.Table] = field(default_factory=dict)  # loaded table copies only
+    tables: dict[str, _TableCopy] = field(default_factory=dict)  # loaded table copies only
     latest: dict[str, list[FileRow]] = field(default_factory=dict)  # default views' rows
 
     def covers(self, features: Iterable[str], tables: Iterable[str]) -> bool:
@@ -495,13 +504,49 @@ _generations = iter(range(1, 1 << 62))
 
 
 @dataclass(frozen=True)
+class _Delta:
+    """What changed in a table since the session's copy of it was taken at ``since``."""
+
+    since: _Marker
+    apply: Callable[[Any], None]  # brings that copy, on the connection given, up to date
+
+
+_TableCopy: TypeAlias = "pa.Table | _Delta"  # a whole table, or changes to the session's copy
+
+
+def _usable(copy: _TableCopy | None, held: tuple[int, _Marker | None] | None, now: Any) -> bool:
+    """Whether ``copy`` can bring the session's table (``held``) to the marker ``now``."""
+    if copy is None:
+        return False
+    if not isinstance(copy, _Delta):
+        return True
+    return held is not None and held[1] in (copy.since, now)
+
+
+def _table_copy(
+    source: CatalogSource,
+    mcon: duckdb.DuckDBPyConnection,
+    table: str,
+    held: tuple[int, _Marker | None] | None,
+    marker: _Marker | None,
+) -> _TableCopy:
+    """The changes to the session's copy of ``table`` if the source has them, else all rows."""
+    if held is not None and held[1] is not None and marker is not None:
+        apply = source.changes(table, held[1])
+        if apply is not None:
+            return _Delta(held[1], apply)
+    return mcon.sql(f'SELECT * FROM "{table}"').to_arrow_table()
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     names: dict[str, str]  # feature -> view name
     rows: dict[str, list[FileRow]]  # feature -> its files (only for referenced views)
     manifest_tables: tuple[str, ...]
-    tables: dict[str, pa.Table]  # copies of the referenced manifest tables
+    tables: dict[str, _TableCopy]  # copies of (or changes to) the referenced manifest tables
     generation: int
     latest: dict[str, list[FileRow]]  # feature -> the files its default view shows
+    marker: _Marker | None  # the source's, when the rows were read
 
 
 def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], list[str]]:
@@ -525,7 +570,10 @@ def _snapshot(source: CatalogSource, names: frozenset[str] | None, session: _Ses
     cache = session.cache
     if cache is not None and cache.trusted and cache.marker == source.marker():
         features, tables = _wanted(cache, names)
-        if cache.covers(features, tables):
+        copies = session.tables
+        if cache.covers(features, tables) and all(
+            _usable(cache.tables[t], copies.get(t), cache.marker) for t in tables
+        ):
             return _view(cache, features, tables)
     statements = sqlfiles.load(_SQL_FILE)
     with source.read() as mcon:
@@ -557,9 +605,10 @@ def _snapshot(source: CatalogSource, names: frozenset[str] | None, session: _Ses
                 cache.rows[row.feature].append(row)
             for feature in missing:
                 cache.latest[feature] = catalog.latest_rows(cache.rows[feature])
-        for table in tables:
-            if table not in cache.tables:  # names come from duckdb_tables(): an allow-list
-                cache.tables[table] = mcon.sql(f'SELECT * FROM "{table}"').to_arrow_table()
+        for table in tables:  # names come from duckdb_tables(): an allow-list
+            held = session.tables.get(table)
+            if not _usable(cache.tables.get(table), held, marker):
+                cache.tables[table] = _table_copy(source, mcon, table, held, marker)
     session.cache = cache
     return _view(cache, features, tables)
 
@@ -572,6 +621,7 @@ def _view(cache: _Cache, features: Iterable[str], tables: Iterable[str]) -> _Sna
         {t: cache.tables[t] for t in tables},
         cache.generation,
         {f: cache.latest[f] for f in features},
+        cache.marker,
     )
 
 
@@ -588,15 +638,25 @@ def _install(
         con.execute(f'DROP TABLE IF EXISTS "{catalog.require_identifier(table)}"')
         del session.tables[table]
     for table, data in snapshot.tables.items():
-        if session.tables.get(table) == snapshot.generation:
+        held = session.tables.get(table)
+        if held is not None and held[0] == snapshot.generation:
             continue
-        con.register("_jules_snapshot", data)
-        try:
-            name = catalog.require_identifier(table)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
-        finally:
-            con.unregister("_jules_snapshot")
-        session.tables[table] = snapshot.generation
+        name = catalog.require_identifier(table)
+        if isinstance(data, _Delta):
+            if held is None or held[1] != snapshot.marker:
+                try:
+                    data.apply(con)
+                except BaseException:  # half applied: copied whole by the next query
+                    session.tables.pop(table, None)
+                    con.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    raise
+        else:
+            con.register("_jules_snapshot", data)
+            try:
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
+            finally:
+                con.unregister("_jules_snapshot")
+        session.tables[table] = (snapshot.generation, snapshot.marker)
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
         split = configs.split(name)
