@@ -140,9 +140,7 @@ def _same_rows(store: FeatureStore, pg: psycopg.Connection) -> None:
     assert seen == [tuple(row) for row in pg.execute(query).fetchall()]
 
 
-def test_the_sessions_copy_takes_inserts_updates_and_deletes_in_place(
-    services, s3_url, pg_schema
-):
+def test_the_sessions_copy_takes_inserts_updates_and_deletes_in_place(services, s3_url, pg_schema):
     """After the first query, only what changed reaches the session's copy of a table: the
     table is never copied anew, and it holds the catalog's rows after every kind of change."""
     with _store(s3_url, services, pg_schema) as store, _connect(services, pg_schema) as pg:
