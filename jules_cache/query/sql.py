@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -204,9 +205,15 @@ class _Session:
     tables: dict[str, tuple[int, _Marker | None]] = field(default_factory=dict)
     cache: _Cache | None = None  # the last snapshot, reused while the manifest is unchanged
     analyses: dict[str, _Analysis] = field(default_factory=dict)  # query text -> analysis
-    # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial)
-    datasets: dict[tuple[str, str], tuple[Any, str, Any, str]] = field(default_factory=dict)
+    # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial, fragments)
+    datasets: dict[tuple[str, str], tuple[Any, str, Any, str, list[Any]]] = field(
+        default_factory=dict
+    )
     schemas: dict[str, pa.Schema] = field(default_factory=dict)  # result_schema -> Arrow schema
+    # (base, row, metadata aliases) -> (the file's stamp when checked, its checked fragment)
+    fragments: dict[tuple[str, FileRow, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(
+        default_factory=dict
+    )
     closed: bool = False
 
     def execute(self, statement: duckdb.Statement, params: Any = None) -> pa.Table:
@@ -683,7 +690,13 @@ def _install(
                     session.views[name] = rows
                 continue
             dataset, serial = _feature_dataset(
-                session, name, rows, filters, analysis.prune.get(name, {}), source
+                session,
+                name,
+                rows,
+                filters,
+                analysis.prune.get(name, {}),
+                source,
+                snapshot.generation,
             )
             if session.views.get(name) != serial:
                 if not str(session.views.get(name, "dataset")).startswith("dataset"):
@@ -798,12 +811,13 @@ def _feature_dataset(
     filters: Filters,
     literal: dict[str, frozenset[str]],
     source: CatalogSource,
+    generation: int,
 ) -> tuple[Any, str]:
     """The dataset of the files that can match, and a serial number naming it.
 
-    The whole feature's dataset is kept while the snapshot's rows are the same (building one,
-    footers included, costs ~0.1 ms per file); a pruned one is rebuilt per query, usually over
-    a few files.
+    The whole feature's dataset is kept while the snapshot's rows are the same; a pruned one
+    is rebuilt per query, usually over a few files, from fragments checked before
+    (``_fragments``).
     """
     meta = catalog.meta_column_names(rows)
     by_name = {alias: column for column, alias in meta.items() if column in PRUNABLE}
@@ -824,7 +838,13 @@ def _feature_dataset(
     same_rows = variant == "some" or (
         cached is not None and (cached[0] is rows or cached[0] == rows)
     )
-    if cached is not None and cached[1] == key and same_rows:
+    reusable = cached is not None and cached[1] == key and same_rows
+    local = isinstance(source.filesystem, pafs.LocalFileSystem)
+    if reusable and cached is not None and not local:  # checked again once the catalog changed
+        return cached[2], cached[3]
+    in_memory = not local and variant == "some" and sum(r.bytes for r in kept) <= _IN_MEMORY
+    fragments = _fragments(session, kept, meta, source, generation, in_memory)
+    if reusable and cached is not None and _same_objects(cached[4], fragments):
         return cached[2], cached[3]
     try:
         schema = _schema(session, kept or rows[:1], source)
@@ -836,39 +856,146 @@ def _feature_dataset(
         ) from exc
     for column, alias in meta.items():
         schema = schema.append(pa.field(alias, _META_TYPES[column]))
-    dataset = ds.FileSystemDataset.from_paths(
-        [os.path.join(base, row.path) for row in kept],
+    dataset = ds.FileSystemDataset(
+        fragments,
         schema=schema,
         format=source.format,
         filesystem=source.filesystem,
-        partitions=_partitions(kept, meta),
     )
-    _check_identities(dataset, kept)  # the whole feature's: once while the manifest is unchanged
     serial = f"dataset {next(_serials)}"
-    session.datasets[(name, variant)] = (rows if variant == "all" else None, key, dataset, serial)
+    if in_memory:  # read again by the next query: objects are never held between queries
+        session.datasets.pop((name, variant), None)
+        return dataset, serial
+    kept_rows = rows if variant == "all" else None
+    session.datasets[(name, variant)] = (kept_rows, key, dataset, serial, fragments)
     return dataset, serial
 
 
-def _check_identities(dataset: Any, rows: Sequence[FileRow]) -> None:
-    """Parse each file's footer and check the key in its own metadata, as a hit does: a file
-    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
-    never read as this entry's data."""
-    for fragment, row in zip(dataset.get_fragments(), rows, strict=True):
+def _same_objects(old: Sequence[Any], new: Sequence[Any]) -> bool:
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+
+
+_FRAGMENTS_KEPT = 200_000
+_REMOTE_READS = 8  # objects or footers read at once from an object store
+_IN_MEMORY = 32 * 1024 * 1024  # a pruned read of objects up to this size is read whole first
+
+
+def _fragments(
+    session: _Session,
+    rows: Sequence[FileRow],
+    meta: dict[str, str],
+    source: CatalogSource,
+    generation: int,
+    in_memory: bool = False,
+) -> list[Any]:
+    """The rows' files as dataset fragments, each checked (``_check_identity``) once and
+    reused while its stamp holds: a local file's (inode, size, mtime_ns), so a file copied or
+    renamed over it is checked again; an object's snapshot generation (no stat is cheaper than
+    the footer read), so it is checked again whenever the catalog changed. Reading the footers
+    of a query's files again on every query cost more than the query (an object-store GET
+    each, one after the other).
+
+    ``in_memory`` (a few objects of a pruned query): the objects are read whole, all at once,
+    then checked and scanned from memory -- one round of GETs instead of a footer GET per
+    object and a scan that fetches a few objects at a time; never kept.
+    """
+    if in_memory:
+        return _in_memory_fragments(rows, meta, source)
+    local = isinstance(source.filesystem, pafs.LocalFileSystem)
+    aliases = tuple(meta.items())
+    found: list[Any] = [None] * len(rows)
+    todo: list[tuple[int, tuple[str, FileRow, tuple[tuple[str, str], ...]], Any]] = []
+    for index, row in enumerate(rows):
+        key = (source.base, row, aliases)
+        stamp = _stamp(os.path.join(source.base, row.path), row) if local else generation
+        cached = session.fragments.get(key)
+        if cached is not None and cached[0] == stamp:
+            found[index] = cached[1]
+        else:
+            todo.append((index, key, stamp))
+    if not todo:
+        return found
+    fresh = [rows[index] for index, _, _ in todo]
+    made = [
+        source.format.make_fragment(
+            os.path.join(source.base, row.path), source.filesystem, partition_expression=term
+        )
+        for row, term in zip(fresh, _partitions(fresh, meta), strict=True)
+    ]
+    if local or len(made) == 1:
+        for fragment, row in zip(made, fresh, strict=True):
+            _check_identity(fragment, row)
+    else:
+        list(_reader_pool().map(_check_identity, made, fresh))
+    if len(session.fragments) + len(made) > _FRAGMENTS_KEPT:
+        session.fragments.clear()
+    for (index, key, stamp), fragment in zip(todo, made, strict=True):
+        found[index] = fragment
+        session.fragments[key] = (stamp, fragment)
+    return found
+
+
+def _in_memory_fragments(
+    rows: Sequence[FileRow], meta: dict[str, str], source: CatalogSource
+) -> list[Any]:
+    def read(row: FileRow) -> Any:
         try:
-            fragment.ensure_complete_metadata()
+            path = os.path.join(source.base, row.path)
+            with source.filesystem.open_input_stream(path, compression=None) as stream:
+                return stream.read_buffer()
         except (OSError, pa.ArrowException) as exc:
             raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
-        raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
-        try:
-            found = json.loads(raw)["key"] if raw is not None else None
-        except (ValueError, TypeError, KeyError):
-            found = None
-        if found != row.key:
-            raise QueryError(
-                f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
-                "(copied or renamed over it?); run `jules-cache check --fix`, which "
-                "quarantines it, then retry"
-            )
+
+    if not rows:
+        return []
+    buffers = list(_reader_pool().map(read, rows))
+    made = [
+        source.format.make_fragment(buffer, partition_expression=term)
+        for buffer, term in zip(buffers, _partitions(rows, meta), strict=True)
+    ]
+    for fragment, row in zip(made, rows, strict=True):
+        _check_identity(fragment, row)
+    return made
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """Threads reading objects, kept: starting them per query cost ~7 ms of a ~35 ms one."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():  # a forked child makes its own
+        _pool = (os.getpid(), ThreadPoolExecutor(_REMOTE_READS, "jules_cache-sql-read"))
+    return _pool[1]
+
+
+def _stamp(path: str, row: FileRow) -> tuple[int, int, int]:
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _check_identity(fragment: Any, row: FileRow) -> None:
+    """Parse the file's footer and check the key in its own metadata, as a hit does: a file
+    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
+    never read as this entry's data."""
+    try:
+        fragment.ensure_complete_metadata()
+    except (OSError, pa.ArrowException) as exc:
+        raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+    raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
+    try:
+        found = json.loads(raw)["key"] if raw is not None else None
+    except (ValueError, TypeError, KeyError):
+        found = None
+    if found != row.key:
+        raise QueryError(
+            f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
+            "(copied or renamed over it?); run `jules-cache check --fix`, which "
+            "quarantines it, then retry"
+        )
 
 
 def _partitions(rows: Sequence[FileRow], meta: dict[str, str]) -> list[pc.Expression]:
