@@ -176,3 +176,24 @@ def test_a_copy_older_than_the_change_log_is_copied_whole(services, s3_url, pg_s
         pg.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
         _same_rows(store, pg)
         assert _entries_oid() != table
+
+
+def test_sql_refuses_an_object_of_another_key_pruned_or_whole(services, s3_url, pg_schema):
+    """A pruned query reads its few objects whole into memory and checks them there; a whole
+    view checks footers: either way an object copied over another key's is refused."""
+    from jules_cache.engine.shared import object_name
+    from jules_cache.errors import QueryError
+
+    with _store(s3_url, services, pg_schema) as store:
+        a = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        b = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        view = next(iter(store.refresh_views().values()))
+        pruned = f"SELECT count(*) AS n FROM {view} WHERE symbol = 'B'"
+        assert store.sql(pruned)["n"][0] == len(b.value)
+        objects = store.backend.objects
+        data = objects.get(object_name(a.key))
+        objects.delete([object_name(b.key)])
+        assert objects.put_if_absent(object_name(b.key), data)
+        for query in (pruned, f"SELECT count(*) AS n FROM {view}"):
+            with pytest.raises(QueryError, match="check --fix"):
+                store.sql(query)
