@@ -876,7 +876,7 @@ def _same_objects(old: Sequence[Any], new: Sequence[Any]) -> bool:
 
 
 _FRAGMENTS_KEPT = 200_000
-_REMOTE_READS = 8  # objects or footers read at once from an object store
+_REMOTE_READS = 16  # objects or footers read at once from an object store
 _IN_MEMORY = 32 * 1024 * 1024  # a pruned read of objects up to this size is read whole first
 
 
