@@ -2,6 +2,7 @@
 
     eval "$(scripts/services.sh start)"    # or let this script start throwaway services
     python benchmarks/bench_shared.py [--quick] [--gc-entries 100000]
+    python benchmarks/bench_shared.py --only sql    # the SQL section alone (shared_sql.json)
 
 Uses the services the environment names (as bench_shared_raw.py), else starts throwaway ones
 (PostgreSQL + SeaweedFS on 127.0.0.1) and stops them at the end. Every variant of a section is
@@ -404,7 +405,17 @@ def bench_sql(local: FeatureStore, shared: FeatureStore, days: int, rounds: int)
         raw_objects
     )
     samples = interleaved(variants, rounds)
+    one_symbol = "one symbol (WHERE symbol = 'S005')"
+    medians = {name: statistics.median(values) for name, values in samples.items()}
     return {
+        "ratios": {
+            "shared / local, one symbol (target <= 2)": (
+                medians[f"shared: {one_symbol}"] / medians[f"local: {one_symbol}"]
+            ),
+            "shared / local, full aggregate": (
+                medians["shared: full aggregate"] / medians["local: full aggregate"]
+            ),
+        },
         "results": SQL_SYMBOLS * days,
         "rows_per_result": 5_000,
         "fill_s": fill,
@@ -458,7 +469,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller GC cache")
     parser.add_argument("--gc-entries", type=int, help="GC cache size (default 100000)")
+    parser.add_argument("--only", choices=["sql"], help="run this section alone")
     args = parser.parse_args()
+    everything = args.only is None
     quick = args.quick
     gc_entries = args.gc_entries or (10_000 if quick else 100_000)
     hit_rounds = {"10k x 8": 15, "1M x 8": 5} if quick else {"10k x 8": 60, "1M x 8": 15}
@@ -485,23 +498,24 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp:
             base = Path(tmp)
             document["versions"] = versions(dsn, endpoint)
-            local = FeatureStore(base / "hits")
-            shared = FeatureStore(**shared_spec("hits"))
-            print("hits ...", flush=True)
-            document["hits"] = bench_hits(local, shared, hit_rounds)
-            print("publish ...", flush=True)
-            document["publish"] = bench_publish(local, shared, 30 if quick else 100)
-            local.close()
-            shared.close()
+            if everything:
+                local = FeatureStore(base / "hits")
+                shared = FeatureStore(**shared_spec("hits"))
+                print("hits ...", flush=True)
+                document["hits"] = bench_hits(local, shared, hit_rounds)
+                print("publish ...", flush=True)
+                document["publish"] = bench_publish(local, shared, 30 if quick else 100)
+                local.close()
+                shared.close()
 
-            print("8 processes ...", flush=True)
-            document["processes"] = bench_processes(
-                lambda tag: {
-                    "local": {"root": str(base / f"procs-{tag}")},
-                    "shared": shared_spec(f"procs_{tag}"),
-                },
-                1 if quick else 3,
-            )
+                print("8 processes ...", flush=True)
+                document["processes"] = bench_processes(
+                    lambda tag: {
+                        "local": {"root": str(base / f"procs-{tag}")},
+                        "shared": shared_spec(f"procs_{tag}"),
+                    },
+                    1 if quick else 3,
+                )
 
             print("SQL ...", flush=True)
             local = FeatureStore(base / "sql")
@@ -510,17 +524,18 @@ def main() -> None:
             local.close()
             shared.close()
 
-            print(f"GC: filling {gc_entries:,} rows + objects/files ...", flush=True)
-            gc_specs = {"local": {"root": str(base / "gc")}, "shared": shared_spec("gc")}
-            local_fill = build_cache(base / "gc", gc_entries)
-            with contextlib.closing(FeatureStore(**gc_specs["shared"])) as shared:
-                shared_fill = fill_shared(shared, gc_entries)
-            print("GC: dry runs ...", flush=True)
-            document["gc"] = {
-                "entries": gc_entries,
-                "fill_s": {"local": local_fill, "shared": shared_fill},
-                **bench_gc(gc_specs, 2 if quick else 3),
-            }
+            if everything:
+                print(f"GC: filling {gc_entries:,} rows + objects/files ...", flush=True)
+                gc_specs = {"local": {"root": str(base / "gc")}, "shared": shared_spec("gc")}
+                local_fill = build_cache(base / "gc", gc_entries)
+                with contextlib.closing(FeatureStore(**gc_specs["shared"])) as shared:
+                    shared_fill = fill_shared(shared, gc_entries)
+                print("GC: dry runs ...", flush=True)
+                document["gc"] = {
+                    "entries": gc_entries,
+                    "fill_s": {"local": local_fill, "shared": shared_fill},
+                    **bench_gc(gc_specs, 2 if quick else 3),
+                }
     finally:
         if started_here is not None:
             shared_services.stop(started_here.state_dir)
@@ -529,10 +544,24 @@ def main() -> None:
             cleanup(dsn, schemas, prefixes)
     document["load_average_end"] = load()
     report(document, gc_entries)
-    write_json("shared", document)
+    write_json("shared" if everything else f"shared_{args.only}", document)
 
 
 def report(document: dict[str, Any], gc_entries: int) -> None:
+    if "hits" in document:
+        report_hits_to_gc(document, gc_entries)
+    sql = document["sql"]
+    print_table(
+        f"store.sql over {sql['results']} results x {sql['rows_per_result']} rows "
+        f"({SQL_SYMBOLS} symbols), load {sql['load_average']}",
+        ["query", "p50 ms", "p90 ms", "n"],
+        [[name, s["p50_ms"], s["p90_ms"], s["n"]] for name, s in sql["samples"].items()],
+    )
+    if "ratios" in sql:
+        print_table("Ratios of p50s, SQL", ["ratio", "x"], list(sql["ratios"].items()))
+
+
+def report_hits_to_gc(document: dict[str, Any], gc_entries: int) -> None:
     for label, figures in document["hits"].items():
         print_table(
             f"Hit, {label} result ({figures['object_bytes'] / 1e6:.2f} MB lz4 Parquet), "
@@ -572,13 +601,6 @@ def report(document: dict[str, Any], gc_entries: int) -> None:
           r["sql_count_entries_s"], r["sql_count_entries_again_s"]]
          for name, r in gc["runs"].items()],
     )  # fmt: skip
-    sql = document["sql"]
-    print_table(
-        f"store.sql over {sql['results']} results x {sql['rows_per_result']} rows "
-        f"({SQL_SYMBOLS} symbols), load {sql['load_average']}",
-        ["query", "p50 ms", "p90 ms", "n"],
-        [[name, s["p50_ms"], s["p90_ms"], s["n"]] for name, s in sql["samples"].items()],
-    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ then times, interleaved in one run (medians after a warm-up):
 
 - the snapshot as it was: every table copied whole for each query (the source's watermark
   reset, so ``changes_since`` replaces every table);
+- a query after one publish, the query session's table copies made anew (as before the
+  session's copies took only the changes);
 - a query after one publish (one new entry through ``get_or_compute``, not timed);
 - a query after no change at all.
 
@@ -68,8 +70,19 @@ def main() -> None:
             source._watermark = None  # what every query did before: copy it all
             store.sql(QUERY)
 
+        def session_copied_whole() -> None:
+            from jules_cache.query import sql as query_sql
+
+            assert query_sql._session is not None
+            query_sql._session.tables.clear()  # forgets its copies: each is made anew
+            store.sql(QUERY)
+
         variants = {
             "every table copied whole (before)": (None, whole),
+            "after one publish, session copies made anew (before)": (
+                publish,
+                session_copied_whole,
+            ),
             "after one publish (now)": (publish, lambda: store.sql(QUERY)),
             "after no change (now)": (None, lambda: store.sql(QUERY)),
         }

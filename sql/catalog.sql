@@ -19,7 +19,8 @@ SELECT count(*) > 0 FROM (SELECT 1 FROM entries WHERE feature = $feature LIMIT 1
 -- columns. A NULL $features means every feature. Newest first: DuckDB opens the first file
 -- to bind a view, and the newest file is the one a publish has just checked.
 SELECT key, feature, symbol, path, code_fingerprint, code_version, config_json, created_at,
-       result_schema, time_column, min_time, max_time, data_fingerprint, config_fingerprint
+       result_schema, time_column, min_time, max_time, data_fingerprint, config_fingerprint,
+       bytes
 FROM entries
 WHERE $features IS NULL OR list_contains($features, feature)
 ORDER BY feature, created_at DESC, key;

@@ -12,12 +12,14 @@ the S3 reads.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import itertools
 import os
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow.dataset as ds
@@ -31,12 +33,15 @@ if TYPE_CHECKING:
     from jules_cache.engine.backend import SharedRoot
     from jules_cache.storage.postgres_catalog import CatalogChanges
 
+    _Marker = tuple[tuple[int, int, int]]
+
 
 _copy_ids = itertools.count(1)
 
 # The catalog tables a query can name (as on a local root); schema_version is bookkeeping
 # (and so is row_deletions, which the catalog never hands out).
 _HIDDEN = frozenset({"schema_version"})
+_LOGGED = 32  # versions of changes kept for the sandbox's copies to catch up with
 
 
 class SharedCatalogSource:
@@ -46,6 +51,8 @@ class SharedCatalogSource:
     as much as the rest of a small query. The first query copies the catalog whole; each later
     one applies only the rows written and the keys deleted since the previous one
     (``PostgresCatalog.changes_since``): copying a 100k-row catalog whole took 0.76 s a query.
+    The changes of the last versions are kept, so the query session's copies of the tables
+    catch up the same way (``changes``) instead of being copied whole after every publish.
     """
 
     def __init__(self, backend: SharedRoot):
@@ -59,12 +66,14 @@ class SharedCatalogSource:
         self._copy_id = 0  # which connection's copy (a new one never matches an old marker)
         self._version = 0  # bumped whenever a snapshot changed the copy
         self._reading = threading.local()  # the version, while this thread is in read()
+        # (version, the changes that made it), the last _LOGGED versions
+        self._log: collections.deque[tuple[int, CatalogChanges]] = collections.deque(maxlen=_LOGGED)
 
     @property
     def filesystem(self) -> pyarrow.fs.S3FileSystem:
         return self.backend.objects.arrow_filesystem()  # kept while the credentials hold
 
-    def marker(self) -> tuple[tuple[int, int, int]] | None:
+    def marker(self) -> _Marker | None:
         """None outside ``read``: only the catalog knows whether anything changed, so a query
         never reuses its snapshot without one. Inside, the version of the copy just brought
         up to date: the query keeps its tables and views while nothing changed (re-copying
@@ -80,6 +89,7 @@ class SharedCatalogSource:
             try:
                 if _apply(con, changes):
                     self._version += 1
+                    self._log.append((self._version, changes))
             except BaseException:
                 self.close()  # half applied: never reused
                 raise
@@ -90,8 +100,26 @@ class SharedCatalogSource:
             finally:
                 self._reading.version = None
 
+    def changes(self, table: str, since: Any) -> Callable[[Any], None] | None:
+        """Inside ``read``: what brings a copy of ``table`` taken at marker ``since`` (of this
+        connection's copy) up to the current version, applied the way the copy was; None when
+        the log no longer reaches back to ``since``."""
+        if getattr(self._reading, "version", None) != self._version:
+            return None
+        try:
+            ((copy_id, version, _),) = since
+        except (TypeError, ValueError):
+            return None
+        if copy_id != self._copy_id or not 0 < version <= self._version:
+            return None
+        steps = [changes for logged, changes in self._log if logged > version]
+        if len(steps) != self._version - version:
+            return None  # older than the log
+        return functools.partial(_apply_each, [_only(table, changes) for changes in steps])
+
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._con is None or self._pid != os.getpid():  # a forked child makes its own
+            self._log.clear()
             self._watermark = None
             self._copy_id = next(_copy_ids)
             self._con = duckdb.connect(":memory:")
@@ -106,6 +134,28 @@ class SharedCatalogSource:
                 self._con.close()
         self._con = None
         self._watermark = None
+        self._log.clear()
+
+
+def _only(table: str, changes: CatalogChanges) -> CatalogChanges:
+    """``changes`` restricted to ``table``."""
+    from jules_cache.storage.postgres_catalog import CatalogChanges
+
+    def pick(found: dict[str, Any]) -> dict[str, Any]:
+        return {table: found[table]} if table in found else {}
+
+    return CatalogChanges(
+        watermark=changes.watermark,
+        replaced=pick(changes.replaced),
+        changed=pick(changes.changed),
+        deleted=pick(changes.deleted),
+        keys=pick(changes.keys),
+    )
+
+
+def _apply_each(steps: list[CatalogChanges], con: duckdb.DuckDBPyConnection) -> None:
+    for changes in steps:
+        _apply(con, changes)
 
 
 def _apply(con: duckdb.DuckDBPyConnection, changes: CatalogChanges) -> bool:

@@ -47,11 +47,12 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import duckdb
 import pyarrow as pa
@@ -94,6 +95,11 @@ class CatalogSource(Protocol):
     def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """The catalog tables, stable while the context is held."""
 
+    def changes(self, table: str, since: _Marker) -> Callable[[Any], None] | None:
+        """Inside ``read``: a function that brings a copy of ``table`` taken at marker
+        ``since`` up to the current one on the DuckDB connection it is given; None: copy the
+        table whole (a copy of many rows costs ~1 ms per 1,000 a query)."""
+
 
 class ManifestSource:
     """A local root's manifest and files (see ``CatalogSource``)."""
@@ -110,6 +116,9 @@ class ManifestSource:
 
     def read(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         return self.manifest.read()
+
+    def changes(self, table: str, since: _Marker) -> Callable[[Any], None] | None:
+        return None  # a local manifest keeps no log of its changes
 
 
 @dataclass(frozen=True)
@@ -192,12 +201,19 @@ class _Session:
     con: duckdb.DuckDBPyConnection
     spill: str  # the instance's private temp_directory
     views: dict[str, str] = field(default_factory=dict)  # view -> dataset serial / SELECT digest
-    tables: dict[str, int] = field(default_factory=dict)  # manifest table copy -> generation
+    # manifest table copy -> (generation, the source's marker of the rows it holds)
+    tables: dict[str, tuple[int, _Marker | None]] = field(default_factory=dict)
     cache: _Cache | None = None  # the last snapshot, reused while the manifest is unchanged
     analyses: dict[str, _Analysis] = field(default_factory=dict)  # query text -> analysis
-    # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial)
-    datasets: dict[tuple[str, str], tuple[Any, str, Any, str]] = field(default_factory=dict)
+    # (view, "all" | "some") -> (the rows it was built from, key, dataset, serial, fragments)
+    datasets: dict[tuple[str, str], tuple[Any, str, Any, str, list[Any]]] = field(
+        default_factory=dict
+    )
     schemas: dict[str, pa.Schema] = field(default_factory=dict)  # result_schema -> Arrow schema
+    # (base, row, metadata aliases) -> (the file's stamp when checked, its checked fragment)
+    fragments: dict[tuple[str, FileRow, tuple[tuple[str, str], ...]], tuple[Any, Any]] = field(
+        default_factory=dict
+    )
     closed: bool = False
 
     def execute(self, statement: duckdb.Statement, params: Any = None) -> pa.Table:
@@ -484,7 +500,7 @@ class _Cache:
     names: dict[str, str]  # feature -> view name
     manifest_tables: tuple[str, ...]
     rows: dict[str, list[FileRow]] = field(default_factory=dict)  # loaded features only
-    tables: dict[str, pa.Table] = field(default_factory=dict)  # loaded table copies only
+    tables: dict[str, _TableCopy] = field(default_factory=dict)  # loaded table copies only
     latest: dict[str, list[FileRow]] = field(default_factory=dict)  # default views' rows
 
     def covers(self, features: Iterable[str], tables: Iterable[str]) -> bool:
@@ -495,13 +511,49 @@ _generations = iter(range(1, 1 << 62))
 
 
 @dataclass(frozen=True)
+class _Delta:
+    """What changed in a table since the session's copy of it was taken at ``since``."""
+
+    since: _Marker
+    apply: Callable[[Any], None]  # brings that copy, on the connection given, up to date
+
+
+_TableCopy: TypeAlias = "pa.Table | _Delta"  # a whole table, or changes to the session's copy
+
+
+def _usable(copy: _TableCopy | None, held: tuple[int, _Marker | None] | None, now: Any) -> bool:
+    """Whether ``copy`` can bring the session's table (``held``) to the marker ``now``."""
+    if copy is None:
+        return False
+    if not isinstance(copy, _Delta):
+        return True
+    return held is not None and held[1] in (copy.since, now)
+
+
+def _table_copy(
+    source: CatalogSource,
+    mcon: duckdb.DuckDBPyConnection,
+    table: str,
+    held: tuple[int, _Marker | None] | None,
+    marker: _Marker | None,
+) -> _TableCopy:
+    """The changes to the session's copy of ``table`` if the source has them, else all rows."""
+    if held is not None and held[1] is not None and marker is not None:
+        apply = source.changes(table, held[1])
+        if apply is not None:
+            return _Delta(held[1], apply)
+    return mcon.sql(f'SELECT * FROM "{table}"').to_arrow_table()
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     names: dict[str, str]  # feature -> view name
     rows: dict[str, list[FileRow]]  # feature -> its files (only for referenced views)
     manifest_tables: tuple[str, ...]
-    tables: dict[str, pa.Table]  # copies of the referenced manifest tables
+    tables: dict[str, _TableCopy]  # copies of (or changes to) the referenced manifest tables
     generation: int
     latest: dict[str, list[FileRow]]  # feature -> the files its default view shows
+    marker: _Marker | None  # the source's, when the rows were read
 
 
 def _wanted(cache: _Cache, names: frozenset[str] | None) -> tuple[list[str], list[str]]:
@@ -525,7 +577,10 @@ def _snapshot(source: CatalogSource, names: frozenset[str] | None, session: _Ses
     cache = session.cache
     if cache is not None and cache.trusted and cache.marker == source.marker():
         features, tables = _wanted(cache, names)
-        if cache.covers(features, tables):
+        copies = session.tables
+        if cache.covers(features, tables) and all(
+            _usable(cache.tables[t], copies.get(t), cache.marker) for t in tables
+        ):
             return _view(cache, features, tables)
     statements = sqlfiles.load(_SQL_FILE)
     with source.read() as mcon:
@@ -557,9 +612,10 @@ def _snapshot(source: CatalogSource, names: frozenset[str] | None, session: _Ses
                 cache.rows[row.feature].append(row)
             for feature in missing:
                 cache.latest[feature] = catalog.latest_rows(cache.rows[feature])
-        for table in tables:
-            if table not in cache.tables:  # names come from duckdb_tables(): an allow-list
-                cache.tables[table] = mcon.sql(f'SELECT * FROM "{table}"').to_arrow_table()
+        for table in tables:  # names come from duckdb_tables(): an allow-list
+            held = session.tables.get(table)
+            if not _usable(cache.tables.get(table), held, marker):
+                cache.tables[table] = _table_copy(source, mcon, table, held, marker)
     session.cache = cache
     return _view(cache, features, tables)
 
@@ -572,6 +628,7 @@ def _view(cache: _Cache, features: Iterable[str], tables: Iterable[str]) -> _Sna
         {t: cache.tables[t] for t in tables},
         cache.generation,
         {f: cache.latest[f] for f in features},
+        cache.marker,
     )
 
 
@@ -588,15 +645,25 @@ def _install(
         con.execute(f'DROP TABLE IF EXISTS "{catalog.require_identifier(table)}"')
         del session.tables[table]
     for table, data in snapshot.tables.items():
-        if session.tables.get(table) == snapshot.generation:
+        held = session.tables.get(table)
+        if held is not None and held[0] == snapshot.generation:
             continue
-        con.register("_jules_snapshot", data)
-        try:
-            name = catalog.require_identifier(table)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
-        finally:
-            con.unregister("_jules_snapshot")
-        session.tables[table] = snapshot.generation
+        name = catalog.require_identifier(table)
+        if isinstance(data, _Delta):
+            if held is None or held[1] != snapshot.marker:
+                try:
+                    data.apply(con)
+                except BaseException:  # half applied: copied whole by the next query
+                    session.tables.pop(table, None)
+                    con.execute(f'DROP TABLE IF EXISTS "{name}"')
+                    raise
+        else:
+            con.register("_jules_snapshot", data)
+            try:
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _jules_snapshot')
+            finally:
+                con.unregister("_jules_snapshot")
+        session.tables[table] = (snapshot.generation, snapshot.marker)
     live = set(_view_names(snapshot.names))
     for name in sorted(set(session.views) - live):
         split = configs.split(name)
@@ -623,7 +690,13 @@ def _install(
                     session.views[name] = rows
                 continue
             dataset, serial = _feature_dataset(
-                session, name, rows, filters, analysis.prune.get(name, {}), source
+                session,
+                name,
+                rows,
+                filters,
+                analysis.prune.get(name, {}),
+                source,
+                snapshot.generation,
             )
             if session.views.get(name) != serial:
                 if not str(session.views.get(name, "dataset")).startswith("dataset"):
@@ -738,12 +811,13 @@ def _feature_dataset(
     filters: Filters,
     literal: dict[str, frozenset[str]],
     source: CatalogSource,
+    generation: int,
 ) -> tuple[Any, str]:
     """The dataset of the files that can match, and a serial number naming it.
 
-    The whole feature's dataset is kept while the snapshot's rows are the same (building one,
-    footers included, costs ~0.1 ms per file); a pruned one is rebuilt per query, usually over
-    a few files.
+    The whole feature's dataset is kept while the snapshot's rows are the same; a pruned one
+    is rebuilt per query, usually over a few files, from fragments checked before
+    (``_fragments``).
     """
     meta = catalog.meta_column_names(rows)
     by_name = {alias: column for column, alias in meta.items() if column in PRUNABLE}
@@ -764,7 +838,13 @@ def _feature_dataset(
     same_rows = variant == "some" or (
         cached is not None and (cached[0] is rows or cached[0] == rows)
     )
-    if cached is not None and cached[1] == key and same_rows:
+    reusable = cached is not None and cached[1] == key and same_rows
+    local = isinstance(source.filesystem, pafs.LocalFileSystem)
+    if reusable and cached is not None and not local:  # checked again once the catalog changed
+        return cached[2], cached[3]
+    in_memory = not local and variant == "some" and sum(r.bytes for r in kept) <= _IN_MEMORY
+    fragments = _fragments(session, kept, meta, source, generation, in_memory)
+    if reusable and cached is not None and _same_objects(cached[4], fragments):
         return cached[2], cached[3]
     try:
         schema = _schema(session, kept or rows[:1], source)
@@ -776,39 +856,146 @@ def _feature_dataset(
         ) from exc
     for column, alias in meta.items():
         schema = schema.append(pa.field(alias, _META_TYPES[column]))
-    dataset = ds.FileSystemDataset.from_paths(
-        [os.path.join(base, row.path) for row in kept],
+    dataset = ds.FileSystemDataset(
+        fragments,
         schema=schema,
         format=source.format,
         filesystem=source.filesystem,
-        partitions=_partitions(kept, meta),
     )
-    _check_identities(dataset, kept)  # the whole feature's: once while the manifest is unchanged
     serial = f"dataset {next(_serials)}"
-    session.datasets[(name, variant)] = (rows if variant == "all" else None, key, dataset, serial)
+    if in_memory:  # read again by the next query: objects are never held between queries
+        session.datasets.pop((name, variant), None)
+        return dataset, serial
+    kept_rows = rows if variant == "all" else None
+    session.datasets[(name, variant)] = (kept_rows, key, dataset, serial, fragments)
     return dataset, serial
 
 
-def _check_identities(dataset: Any, rows: Sequence[FileRow]) -> None:
-    """Parse each file's footer and check the key in its own metadata, as a hit does: a file
-    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
-    never read as this entry's data."""
-    for fragment, row in zip(dataset.get_fragments(), rows, strict=True):
+def _same_objects(old: Sequence[Any], new: Sequence[Any]) -> bool:
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+
+
+_FRAGMENTS_KEPT = 200_000
+_REMOTE_READS = 16  # objects or footers read at once from an object store
+_IN_MEMORY = 32 * 1024 * 1024  # a pruned read of objects up to this size is read whole first
+
+
+def _fragments(
+    session: _Session,
+    rows: Sequence[FileRow],
+    meta: dict[str, str],
+    source: CatalogSource,
+    generation: int,
+    in_memory: bool = False,
+) -> list[Any]:
+    """The rows' files as dataset fragments, each checked (``_check_identity``) once and
+    reused while its stamp holds: a local file's (inode, size, mtime_ns), so a file copied or
+    renamed over it is checked again; an object's snapshot generation (no stat is cheaper than
+    the footer read), so it is checked again whenever the catalog changed. Reading the footers
+    of a query's files again on every query cost more than the query (an object-store GET
+    each, one after the other).
+
+    ``in_memory`` (a few objects of a pruned query): the objects are read whole, all at once,
+    then checked and scanned from memory -- one round of GETs instead of a footer GET per
+    object and a scan that fetches a few objects at a time; never kept.
+    """
+    if in_memory:
+        return _in_memory_fragments(rows, meta, source)
+    local = isinstance(source.filesystem, pafs.LocalFileSystem)
+    aliases = tuple(meta.items())
+    found: list[Any] = [None] * len(rows)
+    todo: list[tuple[int, tuple[str, FileRow, tuple[tuple[str, str], ...]], Any]] = []
+    for index, row in enumerate(rows):
+        key = (source.base, row, aliases)
+        stamp = _stamp(os.path.join(source.base, row.path), row) if local else generation
+        cached = session.fragments.get(key)
+        if cached is not None and cached[0] == stamp:
+            found[index] = cached[1]
+        else:
+            todo.append((index, key, stamp))
+    if not todo:
+        return found
+    fresh = [rows[index] for index, _, _ in todo]
+    made = [
+        source.format.make_fragment(
+            os.path.join(source.base, row.path), source.filesystem, partition_expression=term
+        )
+        for row, term in zip(fresh, _partitions(fresh, meta), strict=True)
+    ]
+    if local or len(made) == 1:
+        for fragment, row in zip(made, fresh, strict=True):
+            _check_identity(fragment, row)
+    else:
+        list(_reader_pool().map(_check_identity, made, fresh))
+    if len(session.fragments) + len(made) > _FRAGMENTS_KEPT:
+        session.fragments.clear()
+    for (index, key, stamp), fragment in zip(todo, made, strict=True):
+        found[index] = fragment
+        session.fragments[key] = (stamp, fragment)
+    return found
+
+
+def _in_memory_fragments(
+    rows: Sequence[FileRow], meta: dict[str, str], source: CatalogSource
+) -> list[Any]:
+    def read(row: FileRow) -> Any:
         try:
-            fragment.ensure_complete_metadata()
+            path = os.path.join(source.base, row.path)
+            with source.filesystem.open_input_stream(path, compression=None) as stream:
+                return stream.read_buffer()
         except (OSError, pa.ArrowException) as exc:
             raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
-        raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
-        try:
-            found = json.loads(raw)["key"] if raw is not None else None
-        except (ValueError, TypeError, KeyError):
-            found = None
-        if found != row.key:
-            raise QueryError(
-                f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
-                "(copied or renamed over it?); run `jules-cache check --fix`, which "
-                "quarantines it, then retry"
-            )
+
+    if not rows:
+        return []
+    buffers = list(_reader_pool().map(read, rows))
+    made = [
+        source.format.make_fragment(buffer, partition_expression=term)
+        for buffer, term in zip(buffers, _partitions(rows, meta), strict=True)
+    ]
+    for fragment, row in zip(made, rows, strict=True):
+        _check_identity(fragment, row)
+    return made
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _reader_pool() -> ThreadPoolExecutor:
+    """Threads reading objects, kept: starting them per query cost ~7 ms of a ~35 ms one."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():  # a forked child makes its own
+        _pool = (os.getpid(), ThreadPoolExecutor(_REMOTE_READS, "jules_cache-sql-read"))
+    return _pool[1]
+
+
+def _stamp(path: str, row: FileRow) -> tuple[int, int, int]:
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _check_identity(fragment: Any, row: FileRow) -> None:
+    """Parse the file's footer and check the key in its own metadata, as a hit does: a file
+    copied or renamed over another key's path is refused (``check --fix`` quarantines it),
+    never read as this entry's data."""
+    try:
+        fragment.ensure_complete_metadata()
+    except (OSError, pa.ArrowException) as exc:
+        raise FileNotFoundError(f"cannot read result file {row.path}: {exc}") from exc
+    raw = (fragment.metadata.metadata or {}).get(METADATA_KEY.encode())
+    try:
+        found = json.loads(raw)["key"] if raw is not None else None
+    except (ValueError, TypeError, KeyError):
+        found = None
+    if found != row.key:
+        raise QueryError(
+            f"result file {row.path} holds the result of key {found!r}, not {row.key!r} "
+            "(copied or renamed over it?); run `jules-cache check --fix`, which "
+            "quarantines it, then retry"
+        )
 
 
 def _partitions(rows: Sequence[FileRow], meta: dict[str, str]) -> list[pc.Expression]:

@@ -108,6 +108,7 @@ class FileRow:
     max_time: datetime | None
     data_fingerprint: str = ""
     config_fingerprint: str = ""  # names the config's own view (``query.configs``)
+    bytes: int = 0  # the file's size
 
     @classmethod
     def from_rows(cls, rows: Iterable[Sequence[Any]]) -> list[FileRow]:

@@ -860,25 +860,33 @@ class PostgresCatalog:
         excluded = exclude | {_DELETIONS}
 
         def body(connection: psycopg.Connection[Any]) -> CatalogChanges:
-            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-
-            def rows(name: str, params: Mapping[str, Any] | None = None) -> list[Any]:
-                found: list[Any] = connection.execute(
-                    _statement("snapshot.sql", name), params
-                ).fetchall()
-                return found
-
-            watermark, next_id = rows("position")[0]
             schema = {"schema": self.schema}
-            names = [row[0] for row in rows("tables", schema) if row[0] not in excluded]
-            keys = {table: tuple(columns) for table, columns in rows("primary_keys", schema)}
-            tracked = {row[0] for row in rows("tracked_tables", schema)}
+            asked: list[tuple[str, Mapping[str, Any] | None]] = [
+                ("position", None),
+                ("tables", schema),
+                ("primary_keys", schema),
+                ("tracked_tables", schema),
+            ] + ([("deletions_since", {"since": since})] if since is not None else [])
+            # One round trip for these (a query's snapshot paid one per statement).
+            with connection.pipeline():
+                connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cursors = {
+                    name: connection.execute(_statement("snapshot.sql", name), params)
+                    for name, params in asked
+                }
+                rows: dict[str, list[Any]] = {
+                    name: cursor.fetchall() for name, cursor in cursors.items()
+                }
+            watermark, next_id = rows["position"][0]
+            names = [row[0] for row in rows["tables"] if row[0] not in excluded]
+            keys = {table: tuple(columns) for table, columns in rows["primary_keys"]}
+            tracked = {row[0] for row in rows["tracked_tables"]}
             # xmin is 32 bits and wraps: compared by age, exact while since is < 2^31 old. A
             # position ahead of the server's (a cluster restored from a dump) is not trusted.
             fresh = since is None or not 0 <= next_id - since <= _XMIN_HORIZON
             deleted: dict[str, list[tuple[str, ...]]] = {}
             if not fresh:
-                for table, values in rows("deletions_since", {"since": since}):
+                for table, values in rows["deletions_since"]:
                     if values is None:
                         tracked.discard(table)  # truncated: copied whole
                     else:

@@ -121,3 +121,80 @@ def test_a_position_the_server_never_reached_gets_every_table_whole(services, s3
             changes = catalog.changes_since(position, exclude=HIDDEN)
             assert changes.replaced["entries"].num_rows == 2
             assert not changes.changed
+
+
+def _entries_oid() -> int:
+    """The DuckDB table id of the query session's copy of ``entries`` (a new id: copied anew)."""
+    from jules_cache.query import sql as query_sql
+
+    assert query_sql._session is not None
+    found = query_sql._session.con.execute(
+        "SELECT table_oid FROM duckdb_tables() WHERE table_name = 'entries'"
+    ).fetchall()
+    return int(found[0][0])
+
+
+def _same_rows(store: FeatureStore, pg: psycopg.Connection) -> None:
+    """The query session's ``entries`` holds exactly the catalog's rows, column for column."""
+    query = "SELECT key, symbol, hit_count, bytes FROM entries ORDER BY key"
+    seen = [tuple(row) for row in store.sql(query).iter_rows()]
+    assert seen == [tuple(row) for row in pg.execute(query).fetchall()]
+
+
+def test_the_sessions_copy_takes_inserts_updates_and_deletes_in_place(services, s3_url, pg_schema):
+    """After the first query, only what changed reaches the session's copy of a table: the
+    table is never copied anew, and it holds the catalog's rows after every kind of change."""
+    with _store(s3_url, services, pg_schema) as store, _connect(services, pg_schema) as pg:
+        keys = _fill(store, 3)
+        store.flush()
+        _same_rows(store, pg)
+        table = _entries_oid()
+        _fill(store, 5)  # two inserts, three hit counts
+        store.flush()
+        _same_rows(store, pg)
+        pg.execute("UPDATE entries SET hit_count = 11, bytes = 7 WHERE key = %s", (keys[0],))
+        _same_rows(store, pg)
+        pg.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
+        _same_rows(store, pg)
+        pg.execute("UPDATE entries SET key = %s WHERE key = %s", ("e" * 32, keys[2]))
+        _same_rows(store, pg)
+        assert _entries_oid() == table
+
+
+def test_a_copy_older_than_the_change_log_is_copied_whole(services, s3_url, pg_schema):
+    """Queries not naming ``entries`` move the catalog copy on; once the kept changes no longer
+    reach back to the session's copy, it is copied whole, and still right."""
+    from jules_cache.engine import shared_sql
+
+    with _store(s3_url, services, pg_schema) as store, _connect(services, pg_schema) as pg:
+        keys = _fill(store, 2)
+        store.flush()
+        _same_rows(store, pg)
+        table = _entries_oid()
+        for hits in range(shared_sql._LOGGED + 1):
+            pg.execute("UPDATE entries SET hit_count = %s WHERE key = %s", (hits, keys[0]))
+            store.sql("SELECT count(*) FROM call_counters")  # a new version, entries untouched
+        pg.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
+        _same_rows(store, pg)
+        assert _entries_oid() != table
+
+
+def test_sql_refuses_an_object_of_another_key_pruned_or_whole(services, s3_url, pg_schema):
+    """A pruned query reads its few objects whole into memory and checks them there; a whole
+    view checks footers: either way an object copied over another key's is refused."""
+    from jules_cache.engine.shared import object_name
+    from jules_cache.errors import QueryError
+
+    with _store(s3_url, services, pg_schema) as store:
+        a = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
+        b = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        view = next(iter(store.refresh_views().values()))
+        pruned = f"SELECT count(*) AS n FROM {view} WHERE symbol = 'B'"
+        assert store.sql(pruned)["n"][0] == len(b.value)
+        objects = store.backend.objects
+        data = objects.get(object_name(a.key))
+        objects.delete([object_name(b.key)])
+        assert objects.put_if_absent(object_name(b.key), data)
+        for query in (pruned, f"SELECT count(*) AS n FROM {view}"):
+            with pytest.raises(QueryError, match="check --fix"):
+                store.sql(query)

@@ -544,3 +544,23 @@ def test_a_root_whose_path_looks_like_a_partition_adds_no_column(tmp_path, aapl)
         assert columns == store.sql("SELECT * FROM bar_count").columns
         query = "SELECT count(*) FROM bar_count WHERE symbol = 'AAPL'"
         assert bare_duckdb(store, query) == [[7]]
+
+
+def test_a_file_copied_over_a_checked_one_is_refused_by_the_next_query(store, ticks):
+    """A file's key check is reused only while the file is the one checked: a copy over it
+    after a query read it is refused by the next query, pruned or whole."""
+    import shutil
+
+    config = {"freq": "1m"}
+    a = store.fetch("AAPL", ticks.filter(pl.col("symbol") == "AAPL"), config, bar_count)
+    b = store.fetch("MSFT", ticks.filter(pl.col("symbol") == "MSFT"), config, bar_count)
+    store.flush()
+    pruned = "SELECT count(*) AS n FROM bar_count WHERE symbol = 'MSFT'"
+    whole = "SELECT count(*) AS n FROM bar_count"
+    assert store.sql(pruned)["n"][0] == len(b.value)
+    assert store.sql(whole)["n"][0] == len(a.value) + len(b.value)
+    shutil.copy(a.path, b.path)
+    for query in (pruned, whole):
+        with pytest.raises(QueryError, match="check --fix"):
+            store.sql(query)
+    assert store.check(fix=True).consistent  # quarantines the impostor, as the message says
