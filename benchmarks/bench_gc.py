@@ -53,21 +53,21 @@ def build_cache(root: Path, entries: int) -> float:
     payload = tiny_parquet()
     keys = [uuid.uuid4().hex for _ in range(entries)]
     for prefix in {key[:2] for key in keys}:
-        (store.backend.layout.objects / prefix).mkdir(exist_ok=True)
+        (store._backend.layout.objects / prefix).mkdir(exist_ok=True)
     for key in keys:
-        with open(store.backend.layout.result_path(key), "wb") as handle:
+        with open(store._backend.layout.result_path(key), "wb") as handle:
             handle.write(payload)
     now = utc_now()
     old = now - timedelta(days=60)
     rows = pa.table(
         {
             "key": keys,
-            "path": [store.backend.layout.relative_result_path(k) for k in keys],
+            "path": [store._backend.layout.relative_result_path(k) for k in keys],
             "symbol": [f"SYM{i % 500}" for i in range(entries)],
             "accessed": [old if i % 2 == 0 else now for i in range(entries)],
         }
     )
-    with store.backend.manifest.write() as con:
+    with store._backend.manifest.write() as con:
         con.register("bench_rows", rows)
         con.execute(
             f"""

@@ -83,7 +83,7 @@ def million_by_eight(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
 
 
 def bench_hits(local: FeatureStore, shared: FeatureStore, rounds: dict[str, int]) -> dict:
-    objects = shared.backend.objects  # type: ignore[attr-defined]
+    objects = shared._backend.objects  # type: ignore[attr-defined]
     cases = {
         "10k x 8": (input_frame(), ten_k_by_eight),
         "1M x 8": (result_frame(1_000_000).select("ts", "price", "size"), million_by_eight),
@@ -109,8 +109,8 @@ def bench_hits(local: FeatureStore, shared: FeatureStore, rounds: dict[str, int]
         variants = {
             "local hit (fetch)": call(local),
             "shared hit (fetch)": call(shared),
-            "local backend.read": lambda key=key: local.backend.read(key, False),
-            "shared backend.read": lambda key=key: shared.backend.read(key, False),
+            "local backend.read": lambda key=key: local._backend.read(key, False),
+            "shared backend.read": lambda key=key: shared._backend.read(key, False),
             "raw pl.read_parquet(local file)": lambda p=local_path: pl.read_parquet(p),
             "raw S3 GET (boto3 get_object bytes)": raw_get,
             "raw S3 GET + pl.read_parquet": lambda: pl.read_parquet(io.BytesIO(raw_get())),
@@ -163,10 +163,10 @@ def bench_publish(local: FeatureStore, shared: FeatureStore, misses: int) -> dic
     """New keys (a new config each), local and shared alternately; the first 3 are warm-up."""
     data = input_frame()
     timers = {
-        "local publish": Timer(local.backend, "publish"),
-        "shared publish": Timer(shared.backend, "publish"),
-        "shared: of which S3 conditional PUT": Timer(shared.backend.objects, "put_if_absent"),
-        "shared: of which catalog transaction": Timer(shared.backend.catalog, "publish"),
+        "local publish": Timer(local._backend, "publish"),
+        "shared publish": Timer(shared._backend, "publish"),
+        "shared: of which S3 conditional PUT": Timer(shared._backend.objects, "put_if_absent"),
+        "shared: of which catalog transaction": Timer(shared._backend.catalog, "publish"),
     }
     whole: dict[str, list[float]] = {"local whole miss": [], "shared whole miss": []}
     try:
@@ -251,7 +251,7 @@ def fill_shared(
     ``objects_too``)."""
     import psycopg
 
-    backend = shared.backend
+    backend = shared._backend
     catalog, objects = backend.catalog, backend.objects  # type: ignore[attr-defined]
     payload = tiny_parquet()
     started = time.perf_counter()
@@ -306,7 +306,7 @@ def _dry_run(spec: Spec, queue: Any) -> None:
             return found
 
         shared_upkeep.list_results = timed_listing  # type: ignore[assignment]
-        snapshot = Timer(store.backend.catalog, "entries_snapshot")  # type: ignore[attr-defined]
+        snapshot = Timer(store._backend.catalog, "entries_snapshot")  # type: ignore[attr-defined]
     started, cpu = time.perf_counter(), time.process_time()
     report = store.gc(dry_run=True)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -385,7 +385,7 @@ def bench_sql(local: FeatureStore, shared: FeatureStore, days: int, rounds: int)
     raw = duckdb.connect()
     local_files = [str(local.root / e.path) for e in local.entries(symbol="S005")]
     one = f"SELECT count(*) AS n, avg(vwap) AS v FROM read_parquet({local_files!r})"
-    objects = shared.backend.objects  # type: ignore[attr-defined]
+    objects = shared._backend.objects  # type: ignore[attr-defined]
     filesystem = objects.arrow_filesystem()
     shared_paths = [objects.arrow_path(e.path) for e in shared.entries(symbol="S005")]
 

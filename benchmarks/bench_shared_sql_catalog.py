@@ -57,7 +57,7 @@ def main() -> None:
     try:
         document["fill_s"] = fill_shared(store, args.entries, objects_too=False)
         store.sql(QUERY)
-        source = store.backend._sql_source  # type: ignore[attr-defined]
+        source = store._backend._sql_source  # type: ignore[attr-defined]
         published = 0
 
         def publish() -> None:

@@ -74,7 +74,7 @@ def publish_overhead(store: FeatureStore, count: int) -> dict[str, list[float]]:
     upkeep (the store before the SQL layer), interleaved so load hits both alike."""
     samples: dict[str, list[float]] = {"with": [], "without": [], "upkeep": []}
     mode = ["with"]
-    publish = store.backend.publish
+    publish = store._backend.publish
     upkeep = store_module.view_published
 
     def timed_publish(*args, **kwargs):
@@ -88,14 +88,14 @@ def publish_overhead(store: FeatureStore, count: int) -> dict[str, list[float]]:
             upkeep(*args, **kwargs)
             samples["upkeep"].append(time.perf_counter() - started)
 
-    store.backend.publish = timed_publish  # type: ignore[method-assign]
+    store._backend.publish = timed_publish  # type: ignore[method-assign]
     store_module.view_published = timed_upkeep
     try:
         for i in range(2 * count):
             mode[0] = "with" if i % 2 == 0 else "without"
             store.get_or_compute(f"P{i:03d}", day_ticks(10_000 + i, 0), {"window": 20}, vwap_bars)
     finally:
-        del store.backend.publish
+        del store._backend.publish
         store_module.view_published = upkeep
     store.refresh_views()  # the publishes without upkeep are not in the persisted view yet
     return samples

@@ -72,14 +72,14 @@ def bench_publish(root: Path, puts: int) -> dict:
     store = FeatureStore(root)
     data = input_frame()
     publish_times: list[float] = []
-    original = store.backend.publish
+    original = store._backend.publish
 
     def timed_publish(*args, **kwargs):
         started = time.perf_counter()
         original(*args, **kwargs)
         publish_times.append(time.perf_counter() - started)
 
-    store.backend.publish = timed_publish  # type: ignore[method-assign]
+    store._backend.publish = timed_publish  # type: ignore[method-assign]
     put_times = []
     for i in range(puts):
         started = time.perf_counter()

@@ -150,7 +150,7 @@ def run(work: Path, entries: int, rounds: int) -> dict[str, Any]:
         for round_ in range(rounds):
             for kind in KINDS:
                 samples[kind].append(measure(store, recorder, kind, round_))
-    linked = sum(1 for _ in (store.backend.layout.views).rglob("*.parquet"))
+    linked = sum(1 for _ in (store._backend.layout.views).rglob("*.parquet"))
     store.close()
     result: dict[str, Any] = {
         "entries": entries,

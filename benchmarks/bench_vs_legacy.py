@@ -84,7 +84,7 @@ def case_file(path: str, root: str) -> dict:
     store = FeatureStore(root)
     baseline = reset_peak_rss()
     started = time.perf_counter()
-    prepare_data(path, mode="content", threads=None, memo=store.backend.digest_memo())
+    prepare_data(path, mode="content", threads=None, memo=store._backend.digest_memo())
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "extra_peak_mb": peak_rss_mb() - baseline}
 

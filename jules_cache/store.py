@@ -185,8 +185,8 @@ class FeatureStore:
         self._next_auto_gc = 0.0
         self._pending = PendingCounts(self.hit_flush_seconds)
         self._flush_failing = False  # warned about this failure episode already
-        self.backend = self._open_backend(resolve_root(root))
-        self.root = self.backend.root
+        self._backend = self._open_backend(resolve_root(root))
+        self.root = self._backend.root
         _live_stores.add(self)
 
     @classmethod
@@ -233,14 +233,14 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         if self.read_only:
-            return f"FeatureStore({self.backend.location!r}, read_only=True)"
-        return f"FeatureStore({self.backend.location!r})"
+            return f"FeatureStore({self._backend.location!r}, read_only=True)"
+        return f"FeatureStore({self._backend.location!r})"
 
     def _writable(self, what: str) -> None:
         """Raise ``InvalidInput`` if this store was opened ``read_only`` (``what`` would write)."""
         if self.read_only:
             raise InvalidInput(
-                f"{what} changes the cache, but this store of {self.backend.location} is "
+                f"{what} changes the cache, but this store of {self._backend.location} is "
                 "read-only: open FeatureStore(root) without read_only=True (in a process "
                 "allowed to write) for that"
             )
@@ -428,7 +428,7 @@ class FeatureStore:
         """Like ``get_or_compute``, but return a ``CacheResult``: value, hit/miss, key, path."""
         request = self._request(symbol, data, config, compute_func, name, version, lazy, ignore)
         request = dataclasses.replace(request, expire=arguments.expiry("expire", expire))
-        value = self.backend.read(request.key, lazy)
+        value = self._backend.read(request.key, lazy)
         if value is not None:
             self._record_hit(request)
             return request.result(value, hit=True)
@@ -492,14 +492,14 @@ class FeatureStore:
             data,
             mode=self.fingerprint_mode,
             threads=None if _frame_bytes(data) > self.tick_data_threshold_bytes else 1,
-            memo=self.backend.digest_memo(),
+            memo=self._backend.digest_memo(),
         )
         parts = KeyParts(feature, symbol, prepared.fingerprint, config_fp.digest, code_fp.digest)
         key = parts.key()
         return Request(
             parts=parts,
             key=key,
-            location=self.backend.result_location(key),
+            location=self._backend.result_location(key),
             frame=prepared.frame,
             data_method=prepared.method,
             config=config,
@@ -525,9 +525,9 @@ class FeatureStore:
             return
         try:
             if self.hit_flush_seconds > 0:
-                self.backend.flush_later()
+                self._backend.flush_later()
                 return
-            self.backend.write_counts(wait=False)
+            self._backend.write_counts(wait=False)
         except LockTimeout:
             pass  # busy: the next write or hit flushes them
         except JulesCacheError as exc:
@@ -541,7 +541,7 @@ class FeatureStore:
 
     def _report_background_error(self) -> None:
         """Warn (once per failure episode) about a background flush that failed."""
-        error = self.backend.take_error()
+        error = self._backend.take_error()
         if error is not None:
             self._pending.postpone()
             self._warn_flush_failed(error)
@@ -550,7 +550,7 @@ class FeatureStore:
         """Write the rows of results this store published but did not list yet, so that what
         it reads of the catalog next includes them."""
         if not self.read_only and self._pending.rows_waiting():
-            self.backend.write_counts()
+            self._backend.write_counts()
 
     def _warn_flush_failed(self, exc: BaseException) -> None:
         """One ``CacheWriteWarning`` per failure episode (until a flush succeeds again)."""
@@ -558,7 +558,7 @@ class FeatureStore:
             return
         self._flush_failing = True
         warnings.warn(
-            f"jules_cache: could not record hits in the manifest of {self.backend.location}: "
+            f"jules_cache: could not record hits in the manifest of {self._backend.location}: "
             f"{exc}. Hits are still served; the counts are kept in memory and written once it "
             "works again",
             CacheWriteWarning,
@@ -568,7 +568,7 @@ class FeatureStore:
     def flush(self) -> None:
         """Write the hits and misses counted in memory now, and, if this store changed the
         cache since, bring what plain SQL clients read (``catalog.duckdb``) up to date."""
-        self.backend.flush()
+        self._backend.flush()
         self._flush_failing = False
 
     # -- misses --------------------------------------------------------------------------------
@@ -583,8 +583,8 @@ class FeatureStore:
         self._maybe_auto_gc()
         with contextlib.ExitStack() as held:
             try:
-                held.enter_context(self.backend.key_lock(request.key))
-                value = self.backend.read_locked(request)  # published while we waited?
+                held.enter_context(self._backend.key_lock(request.key))
+                value = self._backend.read_locked(request)  # published while we waited?
             except JulesCacheError as exc:
                 # e.g. locks/ not writable, a lock timeout, the catalog unreachable: computed,
                 # but never stored.
@@ -601,7 +601,7 @@ class FeatureStore:
     def _compute_and_publish(self, request: Request) -> CacheResult[Any]:
         """The miss itself, holding the key: compute, write, publish; the value returned is
         what every later hit returns (schema, dtypes, order)."""
-        backend = self.backend
+        backend = self._backend
         compute_started = time.perf_counter()
         crash_point("compute")
         output = request.compute_func(request.frame, request.config)
@@ -636,14 +636,14 @@ class FeatureStore:
         advice = ". Free disk space or fix permissions" if translated else ""
         message = (
             f"could not store {request.parts.feature} for {request.parts.symbol!r} in "
-            f"{self.backend.location}: {exc}{advice}"
+            f"{self._backend.location}: {exc}{advice}"
         )
         if self.strict:
             raise StoreError(message) from exc
         warnings.warn(
             message + "; returning the computed result uncached", CacheWriteWarning, stacklevel=4
         )
-        self.backend.count_store_failure()
+        self._backend.count_store_failure()
         return result.lazy() if request.lazy else result
 
     # -- inspection ----------------------------------------------------------------------------
@@ -655,7 +655,7 @@ class FeatureStore:
         require_unforked()
         self._write_rows()
         filters = {"key": key, "feature": None, "symbol": None}
-        entries = self.backend.query_entries("match_entries", filters)
+        entries = self._backend.query_entries("match_entries", filters)
         if len(entries) > 1:
             raise InvalidInput(
                 f"key prefix {key!r} matches {len(entries)} entries; give more characters"
@@ -672,7 +672,7 @@ class FeatureStore:
         require_unforked()
         self._write_rows()
         params = {"feature": feature, "symbol": symbol, "since": since}
-        return self.backend.query_entries("list_entries", params)
+        return self._backend.query_entries("list_entries", params)
 
     def explain(
         self,
@@ -709,8 +709,8 @@ class FeatureStore:
         self._write_rows()
         candidates = self.entries(feature=parts.feature)
         with_files = [entry.key for entry in candidates if entry.data_method != "frame"]
-        inputs = self.backend.entry_inputs(with_files)
-        return explain(call, self.backend.exists(request.key), candidates, inputs)
+        inputs = self._backend.entry_inputs(with_files)
+        return explain(call, self._backend.exists(request.key), candidates, inputs)
 
     def contains(
         self,
@@ -733,7 +733,7 @@ class FeatureStore:
         unchanged); a frame has no such identity and is hashed every time (~13 GB/s per core).
         """
         request = self._request(symbol, data, config, compute_func, name, version, False, ignore)
-        if not self.backend.exists(request.key):
+        if not self._backend.exists(request.key):
             return False
         entry = self.entry(request.key)
         return entry is None or entry.expires_at is None or entry.expires_at > utc_now()
@@ -750,10 +750,10 @@ class FeatureStore:
         arguments.count("symbol_limit", symbol_limit)
         require_unforked()
         self.flush()
-        by_feature, by_symbol, counters = self.backend.stats_parts(symbol_limit)
+        by_feature, by_symbol, counters = self._backend.stats_parts(symbol_limit)
         features = tuple(by_feature)
         return Stats(
-            root=self.backend.location,
+            root=self._backend.location,
             entries=sum(f.entries for f in features),
             bytes=sum(f.bytes for f in features),
             hits=sum(f.hits for f in features),
@@ -769,8 +769,8 @@ class FeatureStore:
         entries, and the last GC run (``jules-cache overview``)."""
         require_unforked()
         self.flush()
-        totals, groups, last_gc = self.backend.overview_rows()
-        return Overview.from_rows(self.backend.location, totals, groups, last_gc)
+        totals, groups, last_gc = self._backend.overview_rows()
+        return Overview.from_rows(self._backend.location, totals, groups, last_gc)
 
     # -- changes and upkeep --------------------------------------------------------------------
 
@@ -797,7 +797,7 @@ class FeatureStore:
         if fix or rebuild:
             self._writable("check(fix=True)")
         self._write_rows()
-        return self.backend.check(
+        return self._backend.check(
             fix=fix, deep=deep, rebuild=rebuild, grace_seconds=grace_seconds, progress=progress
         )
 
@@ -833,9 +833,9 @@ class FeatureStore:
         self._write_rows()
         filters = {"key": key, "feature": feature, "symbol": symbol}
         if dry_run:
-            return self.backend.query_entries("match_entries", filters)
+            return self._backend.query_entries("match_entries", filters)
         self._writable("remove")
-        return self.backend.remove(filters)
+        return self._backend.remove(filters)
 
     def clear(self, *, feature: str) -> list[Entry]:
         """Remove every entry of ``feature`` (joblib's ``clear``; ``jules-cache rm --feature``),
@@ -857,7 +857,7 @@ class FeatureStore:
         if fix:
             self._writable("verify(fix=True)")
         self._write_rows()
-        report = self.backend.verify()
+        report = self._backend.verify()
         if not fix:
             return report
         removed = sum(len(self.remove(key=key)) for key in report.stale)
@@ -911,7 +911,7 @@ class FeatureStore:
         versions = arguments.strings("versions", versions)
         self._write_rows()
         filters = Filters.build(symbols, versions, since, until)
-        return self.backend.sql_arrow(query, params, filters)
+        return self._backend.sql_arrow(query, params, filters)
 
     def refresh_views(self) -> dict[str, str]:
         """Relink every feature's folder and rebuild ``catalog.duckdb`` now.
@@ -922,7 +922,7 @@ class FeatureStore:
         require_unforked()
         self._writable("refresh_views")
         self._write_rows()
-        return self.backend.refresh_views()
+        return self._backend.refresh_views()
 
     # -- garbage collection --------------------------------------------------------------------
 
@@ -949,7 +949,7 @@ class FeatureStore:
         from jules_cache.maintenance.gc import GCOptions
 
         options = GCOptions.build(retention_weeks, max_size, grace, dry_run, limit)
-        report = self.backend.gc(options, progress)
+        report = self._backend.gc(options, progress)
         _log_gc(report)
         return report
 
@@ -959,14 +959,14 @@ class FeatureStore:
             return
         self._next_auto_gc = time.monotonic() + self.auto_gc
         try:
-            report = self.backend.auto_gc(self.auto_gc_limit, self.auto_gc)
+            report = self._backend.auto_gc(self.auto_gc_limit, self.auto_gc)
             if report is not None:
                 _log_gc(report)
         except LockTimeout:
             pass  # another GC is running: nothing to do
         except JulesCacheError as exc:
             warnings.warn(
-                f"automatic GC of {self.backend.location} failed: {exc}",
+                f"automatic GC of {self._backend.location} failed: {exc}",
                 CacheWriteWarning,
                 stacklevel=4,
             )
@@ -987,7 +987,7 @@ class FeatureStore:
         try:
             self._write_rows()  # rows of results this store published: counted, not orphans
             # Not overview(): its flush would rebuild catalog.duckdb after every miss.
-            recorded = Overview.from_rows(self.backend.location, *self.backend.overview_rows())
+            recorded = Overview.from_rows(self._backend.location, *self._backend.overview_rows())
             if recorded.bytes <= self.max_size:
                 return
             options = GCOptions.build(
@@ -995,12 +995,12 @@ class FeatureStore:
                 max_size=max(1, int(self.max_size * _EVICT_TO)),
                 limit=self.auto_gc_limit,
             )
-            _log_gc(self.backend.gc(options, None))
+            _log_gc(self._backend.gc(options, None))
         except LockTimeout:
             pass  # another GC is running: it, or the next publish, evicts
         except JulesCacheError as exc:
             warnings.warn(
-                f"evicting down to max_size in {self.backend.location} failed: {exc}",
+                f"evicting down to max_size in {self._backend.location} failed: {exc}",
                 CacheWriteWarning,
                 stacklevel=4,
             )
@@ -1008,7 +1008,7 @@ class FeatureStore:
     def close(self) -> None:
         """Flush recorded hits. The store stays usable; closing again is harmless."""
         self.flush()
-        self.backend.close()
+        self._backend.close()
 
     def __enter__(self) -> FeatureStore:
         return self

@@ -30,7 +30,7 @@ def local_backend(store: FeatureStore) -> LocalBackend:
     from jules_cache.engine.local import LocalBackend
 
     store._write_rows()
-    backend = store.backend
+    backend = store._backend
     assert isinstance(backend, LocalBackend), f"{store!r} is not on a local root"
     return backend
 
@@ -39,7 +39,7 @@ def shared_backend(store: FeatureStore) -> SharedBackend:
     """What a shared store keeps inside (its PostgreSQL catalog and S3 objects), for tests."""
     from jules_cache.engine.shared import SharedBackend
 
-    backend = store.backend
+    backend = store._backend
     assert isinstance(backend, SharedBackend), f"{store!r} is not on a shared root"
     return backend
 

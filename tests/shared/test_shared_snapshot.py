@@ -191,7 +191,7 @@ def test_sql_refuses_an_object_of_another_key_pruned_or_whole(services, s3_url, 
         view = next(iter(store.refresh_views().values()))
         pruned = f"SELECT count(*) AS n FROM {view} WHERE symbol = 'B'"
         assert store.sql(pruned)["n"][0] == len(b.value)
-        objects = store.backend.objects
+        objects = shared_backend(store).objects
         data = objects.get(object_name(a.key))
         objects.delete([object_name(b.key)])
         assert objects.put_if_absent(object_name(b.key), data)
