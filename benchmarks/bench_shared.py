@@ -469,7 +469,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller GC cache")
     parser.add_argument("--gc-entries", type=int, help="GC cache size (default 100000)")
-    parser.add_argument("--only", choices=["sql"], help="run this section alone")
+    parser.add_argument("--only", choices=["hit", "sql"], help="run this section alone")
     args = parser.parse_args()
     everything = args.only is None
     quick = args.quick
@@ -498,11 +498,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-shared-") as tmp:
             base = Path(tmp)
             document["versions"] = versions(dsn, endpoint)
-            if everything:
+            if everything or args.only == "hit":
                 local = FeatureStore(base / "hits")
                 shared = FeatureStore(**shared_spec("hits"))
                 print("hits ...", flush=True)
                 document["hits"] = bench_hits(local, shared, hit_rounds)
+                local.close()
+                shared.close()
+            if everything:
+                local = FeatureStore(base / "publish")
+                shared = FeatureStore(**shared_spec("publish"))
                 print("publish ...", flush=True)
                 document["publish"] = bench_publish(local, shared, 30 if quick else 100)
                 local.close()
@@ -517,12 +522,13 @@ def main() -> None:
                     1 if quick else 3,
                 )
 
-            print("SQL ...", flush=True)
-            local = FeatureStore(base / "sql")
-            shared = FeatureStore(**shared_spec("sql"))
-            document["sql"] = bench_sql(local, shared, 4 if quick else 10, 5 if quick else 15)
-            local.close()
-            shared.close()
+            if everything or args.only == "sql":
+                print("SQL ...", flush=True)
+                local = FeatureStore(base / "sql")
+                shared = FeatureStore(**shared_spec("sql"))
+                document["sql"] = bench_sql(local, shared, 4 if quick else 10, 5 if quick else 15)
+                local.close()
+                shared.close()
 
             if everything:
                 print(f"GC: filling {gc_entries:,} rows + objects/files ...", flush=True)
@@ -550,6 +556,8 @@ def main() -> None:
 def report(document: dict[str, Any], gc_entries: int) -> None:
     if "hits" in document:
         report_hits_to_gc(document, gc_entries)
+    if "sql" not in document:
+        return
     sql = document["sql"]
     print_table(
         f"store.sql over {sql['results']} results x {sql['rows_per_result']} rows "
@@ -574,6 +582,8 @@ def report_hits_to_gc(document: dict[str, Any], gc_entries: int) -> None:
             ["ratio", "x"],
             [[name, value] for name, value in figures["ratios"].items()],
         )
+    if "publish" not in document:
+        return  # --only hit
     publish = document["publish"]
     print_table(
         f"Publish and whole miss (10k x 8, new keys), load {publish['load_average']}",
