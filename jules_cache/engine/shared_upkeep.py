@@ -1,14 +1,15 @@
 """GC, check, verify and removal for a shared cache (S3 objects + PostgreSQL catalog).
 
-The same plan as a local root: objects listed, then catalog rows read (in that order, so an
-object published between the two is never taken for an orphan), matched by key in DuckDB with
-``sql/gc.sql``'s ``plan``. What differs is the guard: each candidate is re-checked holding its
-key's PostgreSQL advisory lock (the lock a publish holds from compute to COMMIT), an entry's
-object is deleted inside the transaction that deletes its row (so a failed delete leaves the
-entry whole, never a row-less object that hits keep serving), and an object without a row is an
-orphan only once it is older than the grace period (a publish PUTs before it commits: give it
-at least the lock timeout plus the longest compute; the default is 6 hours, as for local temp
-files).
+The same plan as a local root: objects listed and catalog rows read, matched by key in DuckDB
+with ``sql/gc.sql``'s ``plan``. The rows are read while the objects are listed, and the rows of
+the orphans the plan finds are read again once the listing is done, so an object published
+between the two is never taken for an orphan. What differs is the guard: each candidate is
+re-checked holding its key's PostgreSQL advisory lock (the lock a publish holds from compute
+to COMMIT), an entry's object is deleted inside the transaction that deletes its row (so a
+failed delete leaves the entry whole, never a row-less object that hits keep serving), and an
+object without a row is an orphan only once it is older than the grace period (a publish PUTs
+before it commits: give it at least the lock timeout plus the longest compute; the default is
+6 hours, as for local temp files).
 """
 
 from __future__ import annotations
