@@ -203,8 +203,9 @@ def test_gc_reads_rows_again_for_orphans_published_while_it_listed(
         late = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
         other_host.execute(f"SET search_path = {pg_schema}")
         other_host.execute("CREATE TABLE kept AS SELECT * FROM entries WHERE key = %s", [late.key])
-        store.backend.catalog.delete_entries([late.key])  # an orphan for now
-        catalog = store.backend.catalog
+        backend = shared_backend(store)
+        backend.catalog.delete_entries([late.key])  # an orphan for now
+        catalog = backend.catalog
         snapshot = catalog.entries_snapshot
 
         def snapshot_then_publish():
@@ -217,7 +218,7 @@ def test_gc_reads_rows_again_for_orphans_published_while_it_listed(
         assert store.gc(dry_run=True, grace=0).total("orphan").count == 0
         other_host.execute("DELETE FROM entries WHERE key = %s", [late.key])
         assert store.gc(grace=0).total("orphan").count == 0
-        assert store.backend.objects.head(object_name(late.key)) is not None
+        assert backend.objects.head(object_name(late.key)) is not None
         assert store.entry(late.key) is not None
         monkeypatch.undo()
         assert store.check().consistent
