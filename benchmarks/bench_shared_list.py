@@ -10,8 +10,10 @@ one run, medians after a warm-up:
 - boto3 paginators over the 256 ``objects/xx/`` prefixes on 16 threads;
 - pyarrow ``S3FileSystem.get_file_info(FileSelector(objects/, recursive=True))`` (C++);
 - pyarrow ``get_file_info`` per prefix on 16 threads;
-- ``ObjectStore.list_each`` over the 256 folders on 8 and 32 threads;
-- ``list_results`` as it was (over ``ObjectStore.list``) and as GC runs it now (``list_each``).
+- ``ObjectStore.list_each`` over the 256 folders on 8 and 32 threads (a tuple per object);
+- ``ObjectStore.list_frame`` over the 256 folders (columns, as GC lists now);
+- ``list_results`` as it was (over ``ObjectStore.list``) and as GC runs it now (``list_frame``,
+  filtered to the cache's names with polars).
 
 Needs the services (``scripts/services.sh start``); writes ``benchmarks/results/shared_list.json``.
 """
@@ -95,8 +97,11 @@ def variants(objects: ObjectStore) -> dict[str, Callable[[], int]]:
         "ObjectStore.list_each, 256 folders, 32 threads": lambda: sum(
             1 for _ in objects.list_each(PREFIXES, threads=32)
         ),
+        "ObjectStore.list_frame, 256 folders, 16 threads": lambda: len(
+            objects.list_frame(PREFIXES)
+        ),
         "list_results as before (ObjectStore.list)": lambda: len(_list_results_before(objects)),
-        "shared_upkeep.list_results (GC now: list_each, 16 threads)": lambda: len(
+        "shared_upkeep.list_results (GC now: list_frame, 16 threads)": lambda: len(
             shared_upkeep.list_results(_Backend(objects))  # type: ignore[arg-type]
         ),
     }

@@ -37,13 +37,18 @@ SELECT key, bytes, last_accessed_at, expires_at FROM entries;
 -- One row per thing to delete: reason, key, bytes (NULL for an orphan: GC stats its file),
 -- and the row's last access as planned (the delete re-checks it).
 -- Each entry gets at most one reason, in this order: dangling, expired, over_budget.
-WITH results AS (
-    -- The listed names of the cache's own scheme: objects/<k[:2]>/<k>.parquet, nothing else.
-    SELECT regexp_extract(filename, '([0-9a-f]{32})\.parquet$', 1) AS key
+WITH matched AS (
+    -- One regex per name (three cost a quarter of the plan's CPU at 100k names); no match
+    -- gives empty groups.
+    SELECT regexp_extract(filename, '[/\\]objects[/\\]([0-9a-f]{2})[/\\]([0-9a-f]{32})\.parquet$',
+                          ['folder', 'key']) AS name
     FROM gc_files
-    WHERE regexp_extract(filename, '[/\\]objects[/\\]([0-9a-f]{2})[/\\][0-9a-f]{32}\.parquet$', 1)
-          = left(regexp_extract(filename, '([0-9a-f]{32})\.parquet$', 1), 2)
-      AND regexp_matches(filename, '[/\\]objects[/\\][0-9a-f]{2}[/\\][0-9a-f]{32}\.parquet$')
+),
+results AS (
+    -- The listed names of the cache's own scheme: objects/<k[:2]>/<k>.parquet, nothing else.
+    SELECT name.key AS key
+    FROM matched
+    WHERE name.key <> '' AND name.folder = left(name.key, 2)
 ),
 -- Files on disk ANTI JOIN entries, by key.
 orphans AS (

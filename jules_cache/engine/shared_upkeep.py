@@ -1,14 +1,15 @@
 """GC, check, verify and removal for a shared cache (S3 objects + PostgreSQL catalog).
 
-The same plan as a local root: objects listed, then catalog rows read (in that order, so an
-object published between the two is never taken for an orphan), matched by key in DuckDB with
-``sql/gc.sql``'s ``plan``. What differs is the guard: each candidate is re-checked holding its
-key's PostgreSQL advisory lock (the lock a publish holds from compute to COMMIT), an entry's
-object is deleted inside the transaction that deletes its row (so a failed delete leaves the
-entry whole, never a row-less object that hits keep serving), and an object without a row is an
-orphan only once it is older than the grace period (a publish PUTs before it commits: give it
-at least the lock timeout plus the longest compute; the default is 6 hours, as for local temp
-files).
+The same plan as a local root: objects listed and catalog rows read, matched by key in DuckDB
+with ``sql/gc.sql``'s ``plan``. The rows are read while the objects are listed, and the rows of
+the orphans the plan finds are read again once the listing is done, so an object published
+between the two is never taken for an orphan. What differs is the guard: each candidate is
+re-checked holding its key's PostgreSQL advisory lock (the lock a publish holds from compute
+to COMMIT), an entry's object is deleted inside the transaction that deletes its row (so a
+failed delete leaves the entry whole, never a row-less object that hits keep serving), and an
+object without a row is an orphan only once it is older than the grace period (a publish PUTs
+before it commits: give it at least the lock timeout plus the longest compute; the default is
+6 hours, as for local temp files).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from jules_cache.maintenance.check import (
 from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
 from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.layout import KEY_PATTERN, OBJECTS_DIR, RESULT_SUFFIX
+from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.layout import result_name as object_name
 from jules_cache.storage.manifest import utc_now
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from jules_cache.engine.backend import Progress, SharedRoot
     from jules_cache.models import Entry
 
@@ -56,17 +59,34 @@ class Listed:
     modified: datetime  # aware, UTC
 
 
-def list_results(backend: SharedRoot) -> dict[str, Listed]:
-    """Every result object by key; names not of the cache's scheme are ignored.
+def list_results(backend: SharedRoot) -> pl.DataFrame:
+    """Every result object: ``key``, ``name``, ``size``, ``last_modified`` (naive UTC);
+    names not of the cache's scheme (``objects/<k[:2]>/<k>.parquet``, nothing deeper) are
+    left out.
 
-    Only the 256 ``objects/xx/`` folders a key can name are listed, in parallel.
+    Only the 256 ``objects/xx/`` folders a key can name are listed, in parallel, and kept as
+    columns: a Python object per listed object cost as much as the listing itself.
     """
-    found: dict[str, Listed] = {}
-    for name, size, modified in backend.objects.list_each(_RESULT_FOLDERS):
-        key = name.rsplit("/", 1)[-1].removesuffix(RESULT_SUFFIX)
-        if KEY_PATTERN.fullmatch(key) and name == f"{OBJECTS_DIR}/{key[:2]}/{key}{RESULT_SUFFIX}":
-            found[key] = Listed(name, int(size), _aware(modified))
-    return found
+    import polars as pl
+
+    start = len(OBJECTS_DIR) + 4  # after "objects/ab/"
+    key = pl.col("name").str.slice(start, 32)
+    expected = pl.concat_str(
+        pl.lit(f"{OBJECTS_DIR}/"), key.str.slice(0, 2), pl.lit("/"), key, pl.lit(RESULT_SUFFIX)
+    )
+    listed = backend.objects.list_frame(_RESULT_FOLDERS)
+    return listed.select(key.alias("key"), pl.all()).filter(
+        (pl.col("name") == expected) & pl.col("key").str.contains("^[0-9a-f]{32}$")
+    )
+
+
+def results_by_key(listed: pl.DataFrame) -> dict[str, Listed]:
+    """``list_results`` as ``{key: Listed}``."""
+    columns = listed.select("key", "name", "size", "last_modified").iter_rows()
+    return {
+        key: Listed(name, size, modified.replace(tzinfo=UTC))
+        for key, name, size, modified in columns
+    }
 
 
 def remove_entries(
@@ -136,55 +156,64 @@ class _Run(GCRun):
         self.backend.catalog.execute("gc.sql", "finish_run", params)
 
     def _plan(self) -> list[GCItem]:
-        import duckdb
-        import pyarrow as pa
+        """List the objects and, meanwhile, read the rows; plan in DuckDB; re-read the rows of
+        the orphans the plan found (see ``_published_meanwhile``)."""
+        from concurrent.futures import ThreadPoolExecutor
 
         started = time.perf_counter()
-        listed = list_results(self.backend)  # objects first, then rows: see the module
-        rows = self.backend.catalog.entries_snapshot()
-        files = pa.table(
-            {
-                "filename": [f"/{item.name}" for item in listed.values()],
-                "size": pa.array([item.size for item in listed.values()], pa.int64()),
-                "last_modified": pa.array(
-                    [item.modified for item in listed.values()], pa.timestamp("us", tz="UTC")
-                ),
-            }
-        )
-        entries = pa.table(
-            {
-                "key": [row[0] for row in rows],
-                "bytes": pa.array([row[1] for row in rows], pa.int64()),
-                "last_accessed_at": pa.array([row[2] for row in rows], pa.timestamp("us")),
-                "expires_at": pa.array([row[3] for row in rows], pa.timestamp("us")),
-            }
-        )
+        with ThreadPoolExecutor(1, thread_name_prefix="jules-gc-list") as pool:
+            listing = pool.submit(list_results, self.backend)
+            # While the listing waits on the server: the rows, and the plan's imports.
+            entries = _entries_table(self.backend.catalog.entries_snapshot())
+            import duckdb
+
+            listed = listing.result()
         now = utc_now()
         params = {
             "expire_before": now - timedelta(weeks=self.options.retention_weeks),
             "max_bytes": self.options.max_size,
             "now": now,  # entries written with expire= are expired from their expires_at
         }
+        files = listed.select(filename="/" + listed["name"])
         con = duckdb.connect(":memory:")
         try:
             con.execute("SET enable_progress_bar = false")
-            con.register("gc_files_in", files)
-            con.register("entries_in", entries)
-            con.execute("CREATE TEMP TABLE gc_files AS SELECT * FROM gc_files_in")
-            con.execute("CREATE TEMP TABLE entries AS SELECT * FROM entries_in")
+            con.register("gc_files", files)  # scanned in place: a copy cost ~0.15 s at 100k
+            con.register("entries", entries)
             planned = con.execute(sqlfiles.statement("gc.sql", "plan"), params).fetchall()
         finally:
             con.close()
-        self.plan_seconds = time.perf_counter() - started
-        stale_before = datetime.now(UTC) - timedelta(seconds=self.options.grace_seconds)
+        spared = self._published_meanwhile(
+            listed, [key for reason, key, _, _ in planned if reason == "orphan"]
+        )
         chosen = []
         for reason, key, size, last_access in planned:
-            if reason == "orphan" and listed[key].modified >= stale_before:
-                continue  # maybe a publish between its PUT and its COMMIT: not yet
+            if reason == "orphan" and key in spared:
+                continue
             self._last_access[key] = last_access
-            path = listed[key].name if key in listed else object_name(key)
-            chosen.append(GCItem(reason, path, int(size or 0), key))
+            chosen.append(GCItem(reason, object_name(key), int(size or 0), key))
+        self.plan_seconds = time.perf_counter() - started
         return chosen
+
+    def _published_meanwhile(self, listed: pl.DataFrame, orphans: list[str]) -> set[str]:
+        """The planned orphans that are not orphans (yet): younger than the grace period
+        (maybe a publish between its PUT and its COMMIT), or with a row now.
+
+        The rows were read while the objects were listed, so an object published in between
+        would look like an orphan; its row is read again here, after the listing: an orphan
+        is an object listed with no row read AFTER the listing, as when rows were read only
+        once the listing was done.
+        """
+        import polars as pl
+
+        if not orphans:
+            return set()
+        found = listed.filter(pl.col("key").is_in(orphans)).select("key", "last_modified")
+        modified = dict(found.iter_rows())
+        stale_before = utc_now() - timedelta(seconds=self.options.grace_seconds)
+        young = {key for key in orphans if modified[key] >= stale_before}
+        old = [key for key in orphans if key not in young]
+        return young | (self.backend.catalog.keys_with_rows(old) if old else set())
 
     def _delete(self, planned: list[GCItem]) -> None:
         for item in planned:
@@ -235,7 +264,7 @@ def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -
     """
     from jules_cache.storage.result_files import READ_ERRORS, read_result
 
-    listed = list_results(backend)
+    listed = results_by_key(list_results(backend))
     rows = backend.catalog.query("gc.sql", "entry_objects")
     young = datetime.now(UTC) - timedelta(seconds=grace_seconds)
     problems: list[Problem] = []
@@ -336,5 +365,18 @@ def verify(backend: SharedRoot) -> VerifyReport:
     return judge_footer_inputs(rows)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+def _entries_table(rows: list[tuple[str, int, datetime, datetime | None]]) -> pl.DataFrame:
+    """The catalog's (key, bytes, last_accessed_at, expires_at) rows as the plan's ``entries``
+    (polars, not ``pyarrow.array``: that would import pandas)."""
+    import polars as pl
+
+    return pl.DataFrame(
+        rows,
+        schema={
+            "key": pl.String,
+            "bytes": pl.Int64,
+            "last_accessed_at": pl.Datetime("us"),
+            "expires_at": pl.Datetime("us"),
+        },
+        orient="row",
+    )

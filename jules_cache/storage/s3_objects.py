@@ -42,7 +42,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -50,6 +50,7 @@ from urllib.parse import urlparse
 from jules_cache.errors import InvalidInput, ServiceUnavailable, StoreError
 
 if TYPE_CHECKING:
+    import polars as pl
     import pyarrow.fs
 
 DEFAULT_REGION = "us-east-1"
@@ -58,6 +59,7 @@ LIST_THREADS = 16  # folders listed at once by list_each (the server does most o
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")  # fullmatch only
 # AWS's "safe characters" for key names, plus '=' (hive-style folders); fullmatch only.
 _PREFIX_PART = re.compile(r"[A-Za-z0-9!_.*'()=\-]+")
+_EPOCH = datetime(1970, 1, 1)  # naive UTC, as listed times are
 S3_WAIT_FLOOR = 6.0  # seconds: the least budget a call gets, however small lock_timeout is
 # Error codes that mean "this store cannot be used as configured", not "this object failed".
 _UNUSABLE = {
@@ -289,10 +291,14 @@ class ObjectStore:
         datasets and DuckDB); paths are ``arrow_path(name)``.
 
         The credentials are the client's (boto3's chain, resolved once, refreshed by botocore
-        when they expire). The filesystem is kept and handed out again while they are the
-        same: making one per SQL query cost ~6 ms, and a kept one reuses its connections.
+        when they expire); a key pair in the environment, the chain's first answer, is taken
+        without botocore (a GC listing then never makes the client: ~0.25 s of imports). The
+        filesystem is kept and handed out again while they are the same: making one per SQL
+        query cost ~6 ms, and a kept one reuses its connections.
         """
         access_key, secret_key, session_token = self._credentials
+        if access_key is None and secret_key is None:
+            access_key, secret_key, session_token = _environment_credentials()
         if access_key is None or secret_key is None:
             with self._translated("resolve credentials for", self.url):
                 self.client  # noqa: B018 - makes the session whose credentials are used
@@ -498,14 +504,47 @@ class ObjectStore:
         self, folders: Iterable[str], *, threads: int = LIST_THREADS
     ) -> Iterator[tuple[str, int, datetime]]:
         """What ``list`` gives for each of ``folders`` (``"objects/ab/"``: names ending in
-        ``/``), all of it in name order, the folders listed in parallel.
+        ``/``), all of it in name order, the folders listed in parallel (``list_frame``).
+        Objects whose name ends in ``/`` (folder markers) are not objects here."""
+        for names, sizes, micros in self._list_folders(folders, threads):
+            for name, size, micro in sorted(zip(names, sizes, micros, strict=True)):
+                yield name, size, _EPOCH + timedelta(microseconds=micro)
+
+    def list_frame(self, folders: Iterable[str], *, threads: int = LIST_THREADS) -> pl.DataFrame:
+        """``list_each`` as columns (``name``, ``size``, ``last_modified``: naive UTC
+        microseconds), in name order: no Python object per listed object.
 
         GC lists 256 ``objects/xx/`` folders. One boto3 paginator spent 5.9 s of a 100k-object
         GC plan parsing XML in Python; pyarrow's ``S3FileSystem`` lists in C++ on ``threads``
         threads, each call bounded as a boto3 call is (``s3_timeouts``), and the first
-        failure cancels the folders not yet started (benchmarks/bench_shared_list.py). Objects
-        whose name ends in ``/`` (folder markers) are not objects here.
+        failure cancels the folders not yet started. A datetime, a tuple and a dict entry per
+        object then cost as much CPU again, so the columns stay columns; polars rather than
+        ``pyarrow.array`` makes them, which would import pandas (benchmarks/bench_shared_list.py,
+        bench_shared_gc_plan.py).
         """
+        import polars as pl
+
+        names: builtins.list[str] = []
+        sizes: builtins.list[int] = []
+        micros: builtins.list[int] = []
+        for folder_names, folder_sizes, folder_micros in self._list_folders(folders, threads):
+            names += folder_names
+            sizes += folder_sizes
+            micros += folder_micros
+        frame = pl.DataFrame(
+            {
+                "name": pl.Series(names, dtype=pl.String),
+                "size": pl.Series(sizes, dtype=pl.Int64),
+                "last_modified": pl.Series(micros, dtype=pl.Int64).cast(pl.Datetime("us")),
+            }
+        )
+        return frame.sort("name")
+
+    def _list_folders(
+        self, folders: Iterable[str], threads: int
+    ) -> Iterator[tuple[builtins.list[str], builtins.list[int], builtins.list[int]]]:
+        """(names, sizes, microseconds since the epoch) of each folder, folders in name order
+        (objects within one folder in the server's order)."""
         from concurrent.futures import ThreadPoolExecutor
 
         chosen = sorted(set(folders))
@@ -521,13 +560,13 @@ class ObjectStore:
         try:
             futures = [pool.submit(self._list_folder, filesystem, f) for f in chosen]
             for future in futures:
-                yield from future.result()
+                yield future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _list_folder(
         self, filesystem: pyarrow.fs.S3FileSystem, folder: str
-    ) -> builtins.list[tuple[str, int, datetime]]:
+    ) -> tuple[builtins.list[str], builtins.list[int], builtins.list[int]]:
         import pyarrow.fs
 
         path = self.arrow_path(folder.removesuffix("/"))
@@ -538,12 +577,14 @@ class ObjectStore:
             with self._translated_arrow("list", f"{path}/"):
                 found = filesystem.get_file_info(selector)
         except FileNotFoundError:
-            return []
-        start = len(self.bucket) + 1
-        return sorted(
-            (self._name_of(info.path[start:]), int(info.size), _naive_utc(info.mtime))
-            for info in found
-            if info.type == pyarrow.fs.FileType.File
+            return [], [], []
+        file = pyarrow.fs.FileType.File
+        found = [info for info in found if info.type == file]
+        start = len(self.bucket) + 1 + (len(self.prefix) + 1 if self.prefix else 0)
+        return (
+            [info.path[start:] for info in found],
+            [info.size for info in found],
+            [info.mtime_ns // 1000 for info in found],
         )
 
     @contextlib.contextmanager
@@ -586,6 +627,17 @@ def _data_loader(session: Any) -> Any:
 
             _loader = create_loader(session.get_config_variable("data_path"))
         return _loader
+
+
+def _environment_credentials() -> tuple[str | None, str | None, str | None]:
+    """The key pair boto3's credential chain takes first (its environment provider), or
+    Nones when the environment has no complete pair (the chain then goes on)."""
+    access_key = os.environ.get("AWS_ACCESS_KEY_ID") or None
+    secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY") or None
+    if access_key is None or secret_key is None:
+        return None, None, None
+    token = os.environ.get("AWS_SECURITY_TOKEN") or os.environ.get("AWS_SESSION_TOKEN")
+    return access_key, secret_key, token or None
 
 
 def _parse_timestamp(value: str) -> datetime:

@@ -1,7 +1,8 @@
 -- Garbage collection of a shared cache (PostgreSQL side), the counterpart of sql/gc.sql.
 -- The plan itself is sql/gc.sql's `plan`, run by DuckDB over two snapshots: the objects listed
--- from S3 (gc_files) and `entries_snapshot` below, taken AFTER the listing, so an object
--- published between the two is never an orphan. Each candidate is re-checked under its key's
+-- from S3 (gc_files) and `entries_snapshot` below, read while the objects are listed; the
+-- planned orphans' rows are read again after the listing (entries.sql's `keys_with_rows`), so
+-- an object published between the two is never an orphan. Each candidate is re-checked under its key's
 -- advisory lock, and rows are deleted (removal.sql) before objects.
 
 -- name: entries_snapshot

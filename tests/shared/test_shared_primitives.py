@@ -182,7 +182,9 @@ def test_listing_folders_in_parallel_gives_what_list_gives(objects, services):
         expected = [item for folder in folders for item in objects.list(folder)]
         assert len(expected) == 41
         assert list(objects.list_each(reversed(folders))) == expected  # same sizes and times
+        assert list(objects.list_frame(folders).iter_rows()) == expected
         assert list(objects.list_each([])) == []
+        assert objects.list_frame([]).columns == ["name", "size", "last_modified"]
         with pytest.raises(InvalidInput, match="folder"):
             list(objects.list_each(["objects/0"]))
     finally:
@@ -204,6 +206,19 @@ def test_endpoint_and_credentials_come_from_the_standard_aws_variables(services,
     assert store.put_if_absent("objects/aa/env", b"ok")
     clone = pickle.loads(pickle.dumps(store))
     assert clone.get("objects/aa/env") == b"ok"
+
+
+def test_a_key_pair_in_the_environment_lists_without_making_the_client(
+    services, s3_url, monkeypatch
+):
+    store = ObjectStore(s3_url)  # credentials from the environment, as boto3's chain finds them
+    assert store.put_if_absent("objects/aa/env", b"ok")
+    fresh = ObjectStore(s3_url)
+    assert [name for name, _, _ in fresh.list_each(["objects/aa/"])] == ["objects/aa/env"]
+    assert fresh._client is None  # no botocore client (nor its imports) for a listing
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(ServiceUnavailable, match="bad signature"):
+        list(ObjectStore(s3_url).list_each(["objects/aa/"]))
 
 
 def test_arrow_filesystem_reads_a_parquet_object_with_pushdown(objects):

@@ -188,6 +188,42 @@ def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
         assert store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1").hit
 
 
+def test_gc_reads_rows_again_for_orphans_published_while_it_listed(
+    services, s3_url, pg_schema, monkeypatch
+):
+    """GC reads the rows while it lists the objects: an object whose row is committed after
+    that read is still no orphan."""
+    psycopg = pytest.importorskip("psycopg")
+    from jules_cache.engine.shared import object_name
+
+    with (
+        _store(s3_url, services, pg_schema) as store,
+        psycopg.connect(services.pg_dsn, autocommit=True) as other_host,
+    ):
+        late = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
+        other_host.execute(f"SET search_path = {pg_schema}")
+        other_host.execute("CREATE TABLE kept AS SELECT * FROM entries WHERE key = %s", [late.key])
+        backend = shared_backend(store)
+        backend.catalog.delete_entries([late.key])  # an orphan for now
+        catalog = backend.catalog
+        snapshot = catalog.entries_snapshot
+
+        def snapshot_then_publish():
+            rows = snapshot()
+            assert late.key not in {row[0] for row in rows}
+            other_host.execute("INSERT INTO entries SELECT * FROM kept")  # its COMMIT, late
+            return rows
+
+        monkeypatch.setattr(catalog, "entries_snapshot", snapshot_then_publish)
+        assert store.gc(dry_run=True, grace=0).total("orphan").count == 0
+        other_host.execute("DELETE FROM entries WHERE key = %s", [late.key])
+        assert store.gc(grace=0).total("orphan").count == 0
+        assert backend.objects.head(object_name(late.key)) is not None
+        assert store.entry(late.key) is not None
+        monkeypatch.undo()
+        assert store.check().consistent
+
+
 def test_check_finds_and_fixes_a_row_whose_object_is_gone(services, s3_url, pg_schema):
     from jules_cache.engine.shared import object_name
 
