@@ -65,10 +65,12 @@ def write_result(
 ) -> pl.DataFrame | None:
     """Write ``result`` to ``path`` with the entry metadata and page checksums, then fsync it.
 
-    Returns, for a DataFrame result, the frame a hit will read: the Arrow table the writer
-    wrote, converted as ``read_result`` converts what it reads (every dtype was checked to
-    round-trip by ``unstorable_columns``, and Parquet keeps values bit for bit), so a miss
-    need not read its file back. Returns None for a LazyFrame result (streamed, never whole).
+    Returns the frame a hit will read: the Arrow table the writer wrote, converted as
+    ``read_result`` converts what it reads (every dtype was checked to round-trip by
+    ``unstorable_columns``, and Parquet keeps values bit for bit), so a miss need not read
+    its file back. A LazyFrame's batches are held until a row group is full anyway, so a
+    result of one row group is in hand whole too; a larger one (streamed in several row
+    groups, never whole) returns None.
 
     Raises ``StoreError`` before anything is written if a column would not read back with
     the same dtype (see ``unstorable_columns``), and for a write Parquet refuses.
@@ -93,9 +95,7 @@ def write_result(
             raise
         raise StoreError(f"Parquet refused the result: {exc}") from exc
     fsync_file(path)
-    if not isinstance(result, pl.DataFrame) or len(written) != 1:
-        return None
-    return _as_frame(written[0])
+    return _as_frame(written[0]) if len(written) == 1 else None
 
 
 # dtype -> why it does not round-trip (None: it does). Dtypes are few per process.
@@ -154,7 +154,7 @@ def _write_frames(
     """Stream frames (a LazyFrame's batches) into one file, in row groups of at least
     ``_ROW_GROUP_ROWS`` rows: a result larger than memory is never collected whole.
 
-    Returns the tables written when there was one (a DataFrame result), else an empty list."""
+    Returns the table written when there was one (one row group), else an empty list."""
     writer: pq.ParquetWriter | None = None
     tables: list[pa.Table] = []
     pending: list[pl.DataFrame] = []
@@ -284,26 +284,41 @@ def describe_result(path: Path, time_column: str | None) -> ResultInfo:
 
 def describe_frame(frame: pl.DataFrame, path: Path, time_column: str | None) -> ResultInfo:
     """``describe_result`` of the file at ``path`` from a frame equal to its content (no read):
-    the frame ``write_result`` or ``read_result`` returned for it."""
-    return _describe(frame.lazy(), path, time_column)
+    the frame ``write_result`` or ``read_result`` returned for it. Eager: a lazy query over a
+    small frame costs ~0.7 ms of planning, the three aggregates here ~0.05 ms."""
+    column = _time_column(frame.schema, time_column)
+    low = high = None
+    if column is not None:
+        values = frame.get_column(column)
+        low, high = values.min(), values.max()
+    return _info(frame.height, path, frame.schema, column, low, high)
 
 
 def _describe(scan: pl.LazyFrame, path: Path, time_column: str | None) -> ResultInfo:
     schema = scan.collect_schema()
-    column = time_column if time_column is not None else guess_time_column(schema)
-    if column is not None and column not in schema:
-        column = None
+    column = _time_column(schema, time_column)
     aggregates = [pl.len().alias("rows")]
     if column is not None:
         aggregates += [pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi")]
     summary = scan.select(aggregates).collect().row(0, named=True)
+    return _info(summary["rows"], path, schema, column, summary.get("lo"), summary.get("hi"))
+
+
+def _time_column(schema: pl.Schema, time_column: str | None) -> str | None:
+    column = time_column if time_column is not None else guess_time_column(schema)
+    return column if column is not None and column in schema else None
+
+
+def _info(
+    rows: int, path: Path, schema: pl.Schema, column: str | None, low: Any, high: Any
+) -> ResultInfo:
     return ResultInfo(
-        rows=int(summary["rows"]),
+        rows=int(rows),
         bytes=path.stat().st_size,
         schema_json=json.dumps({name: str(dtype) for name, dtype in schema.items()}),
         time_column=column,
-        min_time=_as_utc_naive(summary.get("lo")),
-        max_time=_as_utc_naive(summary.get("hi")),
+        min_time=_as_utc_naive(low),
+        max_time=_as_utc_naive(high),
     )
 
 
