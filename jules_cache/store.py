@@ -559,9 +559,9 @@ class FeatureStore:
             return
         self._flush_failing = True
         warnings.warn(
-            f"jules_cache: could not record hits in the manifest of {self.backend.location}: "
-            f"{exc}. Hits are still served; the counts are kept in memory and written once it "
-            "works again",
+            f"jules_cache: could not record hits and new results in the manifest of "
+            f"{self.backend.location}: {exc}. Hits are still served; the counts and rows are "
+            "kept in memory and written once it works again",
             CacheWriteWarning,
             stacklevel=4,
         )
