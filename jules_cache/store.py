@@ -558,9 +558,9 @@ class FeatureStore:
             return
         self._flush_failing = True
         warnings.warn(
-            f"jules_cache: could not record hits in the manifest of {self._backend.location}: "
-            f"{exc}. Hits are still served; the counts are kept in memory and written once it "
-            "works again",
+            f"jules_cache: could not record hits and new results in the manifest of "
+            f"{self._backend.location}: {exc}. Hits are still served; the counts and rows are "
+            "kept in memory and written once it works again",
             CacheWriteWarning,
             stacklevel=4,
         )

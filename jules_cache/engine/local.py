@@ -1,10 +1,10 @@
 """``LocalBackend``: one cache directory on one machine, shared by every process on it.
 
 A hit is one Parquet read of the path derived from the key: no lock, no DuckDB. A miss holds the
-key's ``flock`` while it computes; publish renames the finished temp file into place and inserts
-its row in one exclusive manifest transaction, so a file is never visible without its row for
-longer than that transaction. Counts kept in memory ride along in publish transactions, or are
-written in their own when due.
+key's ``flock`` while it computes; publish renames the finished (fsynced) temp file into place
+and leaves its row, with the counts kept in memory, to a flush thread that writes them in one
+exclusive manifest transaction at once after a quiet second, or for a burst of misses within
+``ROW_BATCH_SECONDS``: no miss waits for the manifest.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ class LocalBackend(Backend):
         self._timer_guard = threading.Lock()
         self._timer: threading.Timer | None = None
         self._background_error: BaseException | None = None
+        # A write of this store committed, and none failed since: publishes may defer rows.
+        self._manifest_works = False
         self._features_written: set[str] = set()  # named once their rows commit
         self.manifest.on_change = self._after_write
         if not read_only and not damaged and not catalog_path(self.layout).exists():
@@ -183,16 +185,20 @@ class LocalBackend(Backend):
     def publish(
         self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
     ) -> None:
-        """Rename the temp file into place; insert its row in the same manifest transaction,
-        or, right after another write, leave the row for the next batch (``PendingRow``).
+        """Rename the temp file into place and leave its row to the flush thread
+        (``PendingRow``), once this store has written the manifest; until then (and after a
+        write failed, and always with ``hit_flush_seconds=0``) insert the row in the same
+        manifest transaction as the rename (``_publish_now``), so that a manifest that cannot
+        be written (damaged, not writable, a full disk) fails the call and nothing is stored.
 
-        The first publish after a quiet second writes at once, so a lone miss is listed at
-        once and a manifest that cannot be written fails this call (nothing is left behind).
-        Misses in quick succession each cost a rename, not a ~15 ms transaction: their rows
-        are written together within ``ROW_BATCH_SECONDS`` by a background flush, at the next
-        read of the catalog by this store, or at ``flush``/``close``/exit. Meanwhile the file
-        is served to every process (hits read files, not rows); GC spares result files younger
-        than ``leftovers.ORPHAN_GRACE_SECONDS`` that have no row yet.
+        A manifest transaction costs ~15-50 ms (ATTACH, COMMIT, and the checkpoint at DETACH),
+        several times what a small feature takes to compute, so no other miss waits for one:
+        the first publish after a quiet second has its row written at once by the flush
+        thread, and publishes in quick succession have theirs written together within
+        ``ROW_BATCH_SECONDS``. Meanwhile the file is served to every process (hits read files,
+        not rows), this store's own listings, stats, SQL and GC write the rows first
+        (``FeatureStore._write_rows``), ``flush``/``close``/exit write them too, and GC spares
+        result files younger than ``leftovers.ORPHAN_GRACE_SECONDS`` that have no row yet.
         """
         now = utc_now()
         row = entry_row(
@@ -203,9 +209,11 @@ class LocalBackend(Backend):
             created_at=now,
             last_accessed_at=now,
         )
-        if self._write_now():
+        if self.pending.flush_seconds == 0 or not self._manifest_works:
             self._publish_now(request, temp, row)
+            self._manifest_works = True
             return
+        quiet = self._quiet()
         path: Path = request.location
         rootfs.rename(self.root, temp, path)
         crash_point("renamed")
@@ -216,18 +224,19 @@ class LocalBackend(Backend):
         )
         self.pending.published(request.key, pending)
         self.pending.miss(request.key, request.parts)
-        self._flush_later(ROW_BATCH_SECONDS)
+        self._flush_later(0.0 if quiet else ROW_BATCH_SECONDS)
 
-    def _write_now(self) -> bool:
-        """Whether a publish writes its row in its own transaction (see ``publish``)."""
-        if self.pending.flush_seconds == 0:  # a store asked to write everything at once
-            return True
+    def _quiet(self) -> bool:
+        """Whether no row is waiting and none was written in the last ``ROW_BATCH_SECONDS``:
+        then a publish has its row written at once (off the caller's thread), not batched."""
         if self.pending.rows_waiting():  # a batch is on its way: this row rides along
             return False
         return time.monotonic() - self._last_row_write >= ROW_BATCH_SECONDS
 
     def _publish_now(self, request: Request, temp: Path, row: dict[str, Any]) -> None:
-        """Rename and insert in one manifest transaction (with any rows waiting)."""
+        """Rename and insert in one manifest transaction (with any rows waiting): the row is
+        listed when the call returns, and a manifest that cannot be written fails the call
+        (nothing is left behind)."""
         path: Path = request.location
         feature = request.parts.feature
         renamed = False
@@ -307,8 +316,13 @@ class LocalBackend(Backend):
         with self._writing:  # the background flush and this thread: one batch at a time
             rows = self.pending.rows_waiting()
             # A flush of counts alone refreshes the catalog only when asked to (flush()).
-            with self.manifest.write(wait=wait, notify=bool(rows)) as con:
-                self._write_pending(con)
+            try:
+                with self.manifest.write(wait=wait, notify=bool(rows)) as con:
+                    self._write_pending(con)
+            except BaseException:
+                self._manifest_works = False  # the next publish finds out why, and says so
+                raise
+            self._manifest_works = True
             if rows:
                 self._last_row_write = time.monotonic()
                 self._remember_named()
@@ -320,21 +334,35 @@ class LocalBackend(Backend):
 
     def _flush_later(self, delay: float) -> None:
         with self._timer_guard:
-            if self._timer is not None and self._timer.is_alive():
-                return  # one already armed writes these too
-            self._timer = threading.Timer(delay, self._flush_in_background)
-            self._timer.name = "jules-flush"
-            self._timer.daemon = True
-            self._timer.start()
+            self._arm(delay)
+
+    def _arm(self, delay: float) -> None:
+        """Start the flush timer unless one is on its way (call holding ``_timer_guard``)."""
+        if self._timer is not None and self._timer.is_alive():
+            return  # one already armed writes these too (or re-arms for them: see below)
+        self._timer = threading.Timer(delay, self._flush_in_background)
+        self._timer.name = "jules-flush"
+        self._timer.daemon = True
+        self._timer.start()
 
     def _flush_in_background(self) -> None:
         """The timer's flush: waits for the lock up to ``lock_timeout`` (no caller waits on
-        it); a failure is kept for the store to report on its next call (``take_error``)."""
+        it); a failure is kept for the store to report on its next call (``take_error``).
+
+        A row published while this flush was writing found the timer alive and armed none, so
+        it is armed again here for such rows (after a failure the next call retries instead).
+        """
+        failed = False
         try:
             self.write_counts(wait=True)
         except Exception as exc:  # a background thread must not raise: report it later
             _log.warning("could not write pending rows and counts of %s: %s", self.root, exc)
             self._background_error = exc
+            failed = True
+        with self._timer_guard:
+            self._timer = None
+            if not failed and self.pending.rows_waiting():
+                self._arm(ROW_BATCH_SECONDS)
 
     def take_error(self) -> BaseException | None:
         """The error of the last background flush that failed (once), or None."""
@@ -351,6 +379,8 @@ class LocalBackend(Backend):
         counts = self.pending.take()
         try:
             self._write(con, counts)
+            if counts.rows:
+                crash_point("commit")
         except BaseException:
             self.pending.put_back(counts)  # kept for the next attempt
             raise

@@ -65,10 +65,12 @@ def write_result(
 ) -> pl.DataFrame | None:
     """Write ``result`` to ``path`` with the entry metadata and page checksums, then fsync it.
 
-    Returns, for a DataFrame result, the frame a hit will read: the Arrow table the writer
-    wrote, converted as ``read_result`` converts what it reads (every dtype was checked to
-    round-trip by ``unstorable_columns``, and Parquet keeps values bit for bit), so a miss
-    need not read its file back. Returns None for a LazyFrame result (streamed, never whole).
+    Returns the frame a hit will read: the Arrow table the writer wrote, converted as
+    ``read_result`` converts what it reads (every dtype was checked to round-trip by
+    ``unstorable_columns``, and Parquet keeps values bit for bit), so a miss need not read
+    its file back. A LazyFrame's batches are held until a row group is full anyway, so a
+    result of one row group is in hand whole too; a larger one (streamed in several row
+    groups, never whole) returns None.
 
     Raises ``StoreError`` before anything is written if a column would not read back with
     the same dtype (see ``unstorable_columns``), and for a write Parquet refuses.
@@ -87,15 +89,16 @@ def write_result(
     codec = "none" if compression == "uncompressed" else compression
     frames = [result] if isinstance(result, pl.DataFrame) else result.collect_batches()
     try:
-        written = _write_frames(frames, result, path, kv, codec, on_partial)
+        # One descriptor for the write and the fsync: handing the writer a path costs a
+        # filesystem lookup (~0.14 ms of a ~0.75 ms small write), and the fsync a reopen.
+        with pa.OSFile(str(path), "wb") as sink:
+            written = _write_frames(frames, result, sink, kv, codec, on_partial)
+            os.fsync(sink.fileno())  # complete on disk before any rename can publish it
     except pa.ArrowException as exc:
         if isinstance(exc, OSError):  # disk full, permissions: already a store failure
             raise
         raise StoreError(f"Parquet refused the result: {exc}") from exc
-    fsync_file(path)
-    if not isinstance(result, pl.DataFrame) or len(written) != 1:
-        return None
-    return _as_frame(written[0])
+    return _as_frame(written[0]) if len(written) == 1 else None
 
 
 # dtype -> why it does not round-trip (None: it does). Dtypes are few per process.
@@ -146,7 +149,7 @@ def _with_metadata(table: pa.Table, kv: dict[str, str]) -> pa.Table:
 def _write_frames(
     frames: Iterable[pl.DataFrame],
     result: pl.DataFrame | pl.LazyFrame,
-    path: Path | io.BytesIO,
+    sink: pa.NativeFile | io.BytesIO,
     kv: dict[str, str],
     codec: str,
     on_partial: Callable[[], None] | None,
@@ -154,7 +157,7 @@ def _write_frames(
     """Stream frames (a LazyFrame's batches) into one file, in row groups of at least
     ``_ROW_GROUP_ROWS`` rows: a result larger than memory is never collected whole.
 
-    Returns the tables written when there was one (a DataFrame result), else an empty list."""
+    Returns the table written when there was one (one row group), else an empty list."""
     writer: pq.ParquetWriter | None = None
     tables: list[pa.Table] = []
     pending: list[pl.DataFrame] = []
@@ -164,12 +167,12 @@ def _write_frames(
             pending.append(batch)
             pending_rows += batch.height
             if pending_rows >= _ROW_GROUP_ROWS:
-                writer = _write_pending(writer, pending, path, kv, codec, tables)
+                writer = _write_pending(writer, pending, sink, kv, codec, tables)
                 pending, pending_rows = [], 0
         if pending or writer is None:
             if not pending:
                 pending = [pl.DataFrame(schema=result.collect_schema())]
-            writer = _write_pending(writer, pending, path, kv, codec, tables)
+            writer = _write_pending(writer, pending, sink, kv, codec, tables)
         if on_partial is not None:
             on_partial()
     finally:
@@ -181,7 +184,7 @@ def _write_frames(
 def _write_pending(
     writer: pq.ParquetWriter | None,
     frames: list[pl.DataFrame],
-    path: Path | io.BytesIO,
+    sink: pa.NativeFile | io.BytesIO,
     kv: dict[str, str],
     codec: str,
     tables: list[pa.Table],
@@ -189,13 +192,14 @@ def _write_pending(
     table = _with_metadata(pl.concat(frames, rechunk=False).to_arrow(), kv)
     if writer is None:
         writer = _pq().ParquetWriter(
-            path,
+            sink,
             table.schema,
             compression=codec,
             write_page_checksum=True,
             use_dictionary=_dictionary_columns(table.schema),
         )
-    table = table.cast(writer.schema)
+    if not table.schema.equals(writer.schema):  # a later batch's types: the file's
+        table = table.cast(writer.schema)
     writer.write_table(table)
     if len(tables) < 2:  # only a single-table write is returned: keep no more than that
         tables.append(table)
@@ -284,26 +288,41 @@ def describe_result(path: Path, time_column: str | None) -> ResultInfo:
 
 def describe_frame(frame: pl.DataFrame, path: Path, time_column: str | None) -> ResultInfo:
     """``describe_result`` of the file at ``path`` from a frame equal to its content (no read):
-    the frame ``write_result`` or ``read_result`` returned for it."""
-    return _describe(frame.lazy(), path, time_column)
+    the frame ``write_result`` or ``read_result`` returned for it. Eager: a lazy query over a
+    small frame costs ~0.7 ms of planning, the three aggregates here ~0.05 ms."""
+    column = _time_column(frame.schema, time_column)
+    low = high = None
+    if column is not None:
+        values = frame.get_column(column)
+        low, high = values.min(), values.max()
+    return _info(frame.height, path, frame.schema, column, low, high)
 
 
 def _describe(scan: pl.LazyFrame, path: Path, time_column: str | None) -> ResultInfo:
     schema = scan.collect_schema()
-    column = time_column if time_column is not None else guess_time_column(schema)
-    if column is not None and column not in schema:
-        column = None
+    column = _time_column(schema, time_column)
     aggregates = [pl.len().alias("rows")]
     if column is not None:
         aggregates += [pl.col(column).min().alias("lo"), pl.col(column).max().alias("hi")]
     summary = scan.select(aggregates).collect().row(0, named=True)
+    return _info(summary["rows"], path, schema, column, summary.get("lo"), summary.get("hi"))
+
+
+def _time_column(schema: pl.Schema, time_column: str | None) -> str | None:
+    column = time_column if time_column is not None else guess_time_column(schema)
+    return column if column is not None and column in schema else None
+
+
+def _info(
+    rows: int, path: Path, schema: pl.Schema, column: str | None, low: Any, high: Any
+) -> ResultInfo:
     return ResultInfo(
-        rows=int(summary["rows"]),
+        rows=int(rows),
         bytes=path.stat().st_size,
         schema_json=json.dumps({name: str(dtype) for name, dtype in schema.items()}),
         time_column=column,
-        min_time=_as_utc_naive(summary.get("lo")),
-        max_time=_as_utc_naive(summary.get("hi")),
+        min_time=_as_utc_naive(low),
+        max_time=_as_utc_naive(high),
     )
 
 

@@ -28,7 +28,10 @@ CONFIG = {"freq": "1m"}
 
 
 def put(store, data, symbol="AAPL"):
-    return store.fetch(symbol, data, CONFIG, bar_count, name="bars")
+    """A miss whose row is written (listing an entry writes the rows this store published)."""
+    result = store.fetch(symbol, data, CONFIG, bar_count, name="bars")
+    assert store.entry(result.key) is not None
+    return result
 
 
 def damage_only(report):

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -101,10 +102,11 @@ def test_a_lazy_miss_under_auto_gc_returns_a_valid_frame(root, ticks, monkeypatc
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 3 MB tmpfs (root only); the crash hook fills it right before the COMMIT."""
+    """A 16 MB tmpfs (root only: a manifest checkpoint needs a few MB); the crash hook fills
+    it right before the COMMIT."""
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)])
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)])
     if done.returncode:
         pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
     yield mount
@@ -128,6 +130,33 @@ def test_a_full_disk_at_commit_leaves_a_clean_cache(small_disk, ticks, monkeypat
     again = store.fetch("AAPL", aapl, CONFIG, bar_count)  # and the next publish works
     assert not again.hit and again.stored
     assert store.fetch("AAPL", aapl, CONFIG, bar_count).hit
+
+
+def test_a_full_disk_at_the_row_flush_keeps_the_row_until_it_works(small_disk, ticks, monkeypatch):
+    """Once a store has written the manifest, its rows are written by its flush thread: a full
+    disk there fails no call (the result is published and served), is reported on the next
+    call, and the row is written once the disk is freed."""
+    root = small_disk / "cache"
+    aapl = ticks.filter(pl.col("symbol") == "AAPL").head(20_000)
+    store = FeatureStore(root)
+    assert store.fetch("AAPL", aapl, {"freq": "5m"}, bar_count).stored  # the manifest works
+    backend = local_backend(store)
+    monkeypatch.setenv("JULES_CACHE_CRASH_AT", "fill-disk:commit")
+    monkeypatch.setenv("JULES_CACHE_CRASH_AT_ROOT", str(root))
+    result = store.fetch("AAPL", aapl, CONFIG, bar_count)
+    assert result.stored and not result.hit
+    deadline = time.monotonic() + 30
+    while backend.take_error() is None:  # the flush thread's COMMIT failed
+        assert time.monotonic() < deadline, "the row flush never ran"
+        time.sleep(0.01)
+    assert store.fetch("AAPL", aapl, CONFIG, bar_count).hit  # served meanwhile
+    monkeypatch.delenv("JULES_CACHE_CRASH_AT")
+    (root / "tmp" / "fill-disk").unlink()  # the disk is freed
+    report = store.check()  # writes the rows kept in memory first
+    assert report.consistent and not report.problems, report.counts
+    entry = store.entry(result.key)
+    assert entry is not None and entry.hit_count == 1
+    store.close()
 
 
 # -- orphans of a killed rm or GC ----------------------------------------------------

@@ -22,9 +22,9 @@ FLOATS = st.one_of(st.none(), st.floats(allow_nan=True), st.sampled_from([0.0, -
 TEXTS = st.one_of(st.none(), st.text(max_size=6))
 
 
-def build(frame: pl.LazyFrame, config) -> pl.DataFrame:
+def build(frame: pl.LazyFrame, config) -> pl.DataFrame | pl.LazyFrame:
     rows = config["rows"]
-    return pl.DataFrame(
+    built = pl.DataFrame(
         {
             "ts": pl.Series([datetime(2024, 1, 1, 9, i % 60) for i in range(len(rows))]).cast(
                 pl.Datetime("ns", "America/New_York")
@@ -39,6 +39,7 @@ def build(frame: pl.LazyFrame, config) -> pl.DataFrame:
             "b": pl.Series([None if r[0] is None else r[0] > 0 for r in rows], dtype=pl.Boolean),
         }
     )
+    return built.lazy() if config["lazy"] else built
 
 
 def assert_same_bits(a: pl.DataFrame, b: pl.DataFrame) -> None:
@@ -49,10 +50,12 @@ def assert_same_bits(a: pl.DataFrame, b: pl.DataFrame) -> None:
     assert a.select(bits).equals(b.select(bits))
 
 
+@pytest.mark.parametrize("lazy_result", [False, True])
 @SETTINGS
 @given(st.lists(st.tuples(FLOATS, TEXTS), min_size=1, max_size=40))
-def test_the_frame_a_miss_returns_is_the_frame_every_hit_returns(store, rows):
-    config = {"rows": rows, "example": uuid.uuid4().hex}  # one store, a new key per example
+def test_the_frame_a_miss_returns_is_the_frame_every_hit_returns(store, lazy_result, rows):
+    # One store, a new key per example; a LazyFrame result is streamed into its file.
+    config = {"rows": rows, "lazy": lazy_result, "example": uuid.uuid4().hex}
     miss = store.fetch("AAPL", INPUT, config, build)
     hit = store.fetch("AAPL", INPUT, config, build)
     assert not miss.hit and miss.stored and hit.hit
