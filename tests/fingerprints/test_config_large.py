@@ -44,6 +44,7 @@ def test_a_long_list_is_exact_in_every_element():
     assert digest([*floats, 0.0]) != base
 
 
+@pytest.mark.slow  # ten million-element configs
 @pytest.mark.parametrize(
     ("a", "b"),
     [

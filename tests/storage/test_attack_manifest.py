@@ -256,6 +256,7 @@ def test_a_damaged_manifest_opens_serving_hits_and_its_one_rebuild_is_check(root
 # -- hits without a manifest -----------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out the flush interval twice
 @pytest.mark.leaves_damage  # the manifest is deleted under the store on purpose
 def test_hits_keep_serving_when_the_manifest_is_deleted_and_counts_survive(root, ticks):
     from jules_cache.synthetic import ticks_for

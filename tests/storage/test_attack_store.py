@@ -132,6 +132,7 @@ def test_a_full_disk_at_commit_leaves_a_clean_cache(small_disk, ticks, monkeypat
     assert store.fetch("AAPL", aapl, CONFIG, bar_count).hit
 
 
+@pytest.mark.slow  # waits for the flush thread
 def test_a_full_disk_at_the_row_flush_keeps_the_row_until_it_works(small_disk, ticks, monkeypatch):
     """Once a store has written the manifest, its rows are written by its flush thread: a full
     disk there fails no call (the result is published and served), is reported on the next

@@ -69,6 +69,7 @@ def wait_until(condition) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # waits for the flush thread's timer
 def test_a_lone_miss_opens_no_manifest_and_its_row_is_written_once_at_once(root, aapl, monkeypatch):
     attaches = Attaches(monkeypatch)
     store = working_store(root, aapl, attaches)
@@ -88,6 +89,7 @@ def test_a_lone_miss_opens_no_manifest_and_its_row_is_written_once_at_once(root,
     assert entry is not None and entry.hit_count == 5
 
 
+@pytest.mark.slow  # waits for the flush thread's timer
 def test_a_burst_of_misses_opens_no_manifest_and_shares_transactions(root, aapl, monkeypatch):
     attaches = Attaches(monkeypatch)
     store = working_store(root, aapl, attaches)
@@ -103,6 +105,7 @@ def test_a_burst_of_misses_opens_no_manifest_and_shares_transactions(root, aapl,
     store.close()
 
 
+@pytest.mark.slow  # waits for the flush thread's timer
 def test_a_row_published_while_the_flush_thread_writes_is_written_too(root, aapl, monkeypatch):
     """The flush thread has taken the rows it writes; a publish then finds it alive and arms no
     timer of its own: the thread arms one for it when done, or the row would wait for the
