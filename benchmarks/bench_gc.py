@@ -38,6 +38,7 @@ from jules_cache import FeatureStore
 from jules_cache.storage.manifest import utc_now
 
 TRAINERS = 4
+ONE_CONFIG = "xxh3_128:v2:" + "c0" * 16  # every entry's config fingerprint
 
 
 def tiny_parquet() -> bytes:
@@ -67,6 +68,8 @@ def build_cache(root: Path, entries: int) -> float:
             "accessed": [old if i % 2 == 0 else now for i in range(entries)],
         }
     )
+    # One feature of one config over 500 symbols, as a real cache holds (a config per row would
+    # make a SQL view per row: catalog.duckdb's build is per config).
     with store._backend.manifest.write() as con:
         con.register("bench_rows", rows)
         con.execute(
@@ -75,7 +78,8 @@ def build_cache(root: Path, entries: int) -> float:
                 data_method, config_fingerprint, config_json, code_fingerprint, code_version,
                 result_schema, rows, bytes, time_column, min_time, max_time, compute_seconds,
                 created_at, last_accessed_at, hit_count, library_versions)
-            SELECT key, 'bench.feature', symbol, path, 1, key, 'frame', key, '{{}}', key, NULL,
+            SELECT key, 'bench.feature', symbol, path, 1, key, 'frame', '{ONE_CONFIG}', '{{}}',
+                key, NULL,
                 '{{"x": "Int64", "y": "Float64"}}', 3, {len(payload)}, NULL, NULL, NULL, 0.01,
                 accessed, accessed, 0, '{{}}'
             FROM bench_rows

@@ -42,7 +42,9 @@ def import_ms(module: str) -> float:
 
 def help_ms() -> float:
     started = time.perf_counter()
-    subprocess.run(["jules-cache", "--help"], capture_output=True, check=True)
+    # The entry point of the interpreter running this script (its venv need not be activated).
+    command = Path(sys.executable).with_name("jules-cache")
+    subprocess.run([str(command), "--help"], capture_output=True, check=True)
     return (time.perf_counter() - started) * 1000
 
 
