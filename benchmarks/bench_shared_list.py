@@ -45,19 +45,10 @@ PREFIXES = [f"objects/{i:02x}/" for i in range(256)]
 
 
 def fill(objects: ObjectStore, count: int, threads: int = 16) -> float:
-    payload = tiny_parquet()
-    client = objects.client
+    from bench_shared import put_objects
+
     keys = [hashlib.md5(str(i).encode()).hexdigest() for i in range(count)]
-
-    def put(chunk: list[str]) -> None:
-        for key in chunk:
-            name = f"objects/{key[:2]}/{key}.parquet"
-            client.put_object(Bucket=objects.bucket, Key=objects.key_of(name), Body=payload)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(put, [keys[i::threads] for i in range(threads)]))
-    return time.perf_counter() - started
+    return put_objects(objects, keys, tiny_parquet(), threads)
 
 
 def variants(objects: ObjectStore) -> dict[str, Callable[[], int]]:
