@@ -60,19 +60,28 @@ SELECT symbol FROM entries WHERE key = $key;
 
 -- name: view_entries
 -- Run in catalog.duckdb, over its copy of `entries`: the metadata columns the stored feature
--- views join by key, with `latest` marking the keys of latest_keys (the copy never changes, so
+-- views join per file, with `latest` marking the keys of latest_keys (the copy never changes, so
 -- computing it once per catalog build spares every query the window over all entries).
--- The name is jules_cache.query.views.VIEW_ENTRIES. A view joins it per row (~40% of a full
--- scan); a per-feature MAP looked up by key instead was 11% faster at 400 entries but 8x
--- slower at 30k (a MAP lookup scans its keys), so the join stays.
+-- The name is jules_cache.query.views.VIEW_ENTRIES. `link` is the md5 of the path of the
+-- entry's link ($keys/$links, jules_cache.query.views.link_path): a view joins its rows on
+-- md5_number(filename), which DuckDB computes once per file, not per row (a join on the key
+-- parsed from the file name cost ~40% of a full scan, this one ~25%; md5 is the same in every
+-- DuckDB version, and a link moved by hand to another symbol's folder matches nothing).
 CREATE TABLE jules_cache_view_entries AS
-SELECT key, symbol, code_fingerprint, code_version, config_json, created_at, config_fingerprint,
+SELECT e.key, e.symbol, e.code_fingerprint, e.code_version, e.config_json, e.created_at,
+       e.config_fingerprint, md5_number(l.link) AS link,
        row_number() OVER (
-           PARTITION BY feature, symbol, data_fingerprint, config_fingerprint
-           ORDER BY created_at DESC, key DESC
+           PARTITION BY e.feature, e.symbol, e.data_fingerprint, e.config_fingerprint
+           ORDER BY e.created_at DESC, e.key DESC
        ) = 1 AS latest
-FROM entries
-ORDER BY key;
+FROM entries AS e
+LEFT JOIN (SELECT unnest($keys::VARCHAR[]) AS key, unnest($links::VARCHAR[]) AS link) AS l
+    ON l.key = e.key
+ORDER BY e.key;
+
+-- name: link_owners
+-- What an entry's link path is made of (jules_cache.query.views.link_path).
+SELECT key, feature, symbol, result_schema FROM entries;
 
 -- name: feature_schemas
 -- Each feature's distinct result schemas: they name its view's metadata columns.

@@ -6,8 +6,9 @@ hit flush, GC and check. The catalog file is a COPY for SQL clients: the manifes
 (``entries``, ``counters``, ``gc_runs``, ...), ``feature_views`` and one view per feature over
 its folder of hard links (``views/<digest>/__jules_symbol=<symbol>/*.parquet``, read with hive
 partitioning so a filter on ``symbol`` opens that symbol's files only), joined to
-``jules_cache_view_entries``: the copied entries' metadata columns and which entry is the latest
-of its (symbol, input data, config), computed once per build instead of on every query.
+``jules_cache_view_entries``: the copied entries' metadata columns, the md5 of each entry's link
+path (the join key: DuckDB computes it once per file) and which entry is the latest of its
+(symbol, input data, config), computed once per build instead of on every query.
 
 It is only ever written as a new file (``catalog.duckdb.<pid>.<id>.tmp``) and renamed over
 the old one (``os.replace``), never opened read-write in place: a client holding the old file
@@ -56,6 +57,7 @@ from jules_cache.query.views import (
     current_view_names,
     history_name,
     link_folder,
+    link_paths,
     meta_names,
     require_identifier,
     sql_keywords,
@@ -224,7 +226,9 @@ def _fill(
         con.execute(f'CREATE TABLE {_ALIAS}.main."{table}" AS SELECT * FROM {_SNAPSHOT}."{table}"')
     con.execute(f"USE {_ALIAS}")
     try:
-        con.execute(statements["view_entries"])
+        owners = con.execute(statements["link_owners"]).fetchall()
+        links = {"keys": [row[0] for row in owners], "links": link_paths(layout, owners)}
+        con.execute(statements["view_entries"], links)
         built = _create_views(con, layout, names, schemas, found, problems)
         con.execute(f"CREATE VIEW {CATALOG_VIEW} AS {catalog_view_select(built)}")
         con.execute(f"CREATE VIEW {configs.CONFIGS_VIEW} AS {configs.configs_view_select(built)}")

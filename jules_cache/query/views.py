@@ -399,6 +399,25 @@ def link_path(layout: Layout, feature: str, key: str, symbol: str, result_schema
     return (folder / name if name is not None else folder) / f"{key}{RESULT_SUFFIX}"
 
 
+def link_paths(layout: Layout, owners: Iterable[tuple[str, str, str, str]]) -> list[str]:
+    """``link_path`` as text for many ``(key, feature, symbol, result_schema)``, with each
+    folder's name made once (a catalog build names every entry's link: 100k of them)."""
+    folders: dict[tuple[str, str], str] = {}
+    symbols: dict[str, str | None] = {}
+    paths = []
+    for key, feature, symbol, result_schema in owners:
+        folder = folders.get((feature, result_schema))
+        if folder is None:
+            folder = str(link_folder(layout, feature) / schema_folder_name(result_schema))
+            folders[(feature, result_schema)] = folder
+        if symbol not in symbols:
+            symbols[symbol] = symbol_folder_name(symbol)
+        name = symbols[symbol]
+        place = f"{folder}/{name}" if name is not None else folder
+        paths.append(f"{place}/{key}{RESULT_SUFFIX}")
+    return paths
+
+
 def entry_link(layout: Layout, entry: Any) -> Path:
     """``link_path`` of an ``Entry``, a ``FileRow`` or a ``LinkOwner`` with a ``key``."""
     return link_path(layout, entry.feature, entry.key, entry.symbol, entry.result_schema)
@@ -639,9 +658,13 @@ def _view_part(
         )
         for column, name in meta.items()
     )
-    # The symbol's folder must be the entry's (a link moved by hand is left out, never shown
-    # under another symbol); the filter on it is what prunes the other symbols' files.
-    same_symbol = f" AND e.symbol = f.{SYMBOL_PARTITION}" if part.by_symbol else ""
+    # Joined by the md5 of the link's path (``view_entries`` in catalog.sql): a link moved by
+    # hand to another symbol's folder is left out, never shown under another symbol. The
+    # feature folder's own links (the layout before schema folders) are joined by key.
+    file = f"f.{_FILE_COLUMN}"
+    joined = (
+        f"e.key = parse_filename({file}, true)" if part.union else f"e.link = md5_number({file})"
+    )
     conditions = ([] if history else ["e.latest"]) + (
         [] if config is None else [f"e.config_fingerprint = {sql_literal(config)}"]
     )
@@ -649,8 +672,7 @@ def _view_part(
     return (
         f"SELECT f.* EXCLUDE ({hidden}), {columns}\n"
         f"FROM {source} AS f\n"
-        f"JOIN {VIEW_ENTRIES} AS e ON e.key = parse_filename(f.{_FILE_COLUMN}, true)"
-        f"{same_symbol}{latest}"
+        f"JOIN {VIEW_ENTRIES} AS e ON {joined}{latest}"
     )
 
 

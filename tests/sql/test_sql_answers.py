@@ -262,3 +262,24 @@ def test_a_config_view_of_a_removed_config_never_serves_its_old_files(store, aap
         with pytest.raises(QueryError, match=rf"{gone}(: ofi has no results| does not exist)"):
             store.sql(query)
     assert store.sql(unseen.format(view="ofi"))["n"][0] > 0  # one config left: as simple
+
+
+def test_a_link_moved_into_another_symbols_folder_is_never_shown_under_that_symbol(store, ticks):
+    """catalog.duckdb's views join each file to its entry by the link's path: a file moved
+    by hand into MSFT's folder (rows of AAPL) is left out, never read as MSFT's."""
+    for symbol in ("AAPL", "MSFT"):
+        store.get_or_compute(symbol, ticks.filter(pl.col("symbol") == symbol), {}, bar_count)
+    store.flush()
+    con = duckdb.connect()
+    try:
+        attach(con, store.root)
+        per_symbol = "SELECT symbol, count(*) FROM bar_count GROUP BY symbol ORDER BY symbol"
+        before = dict(con.sql(per_symbol).fetchall())
+        (aapl_link,) = store.root.glob("views/*/*/__jules_symbol=AAPL/*.parquet")
+        msft_folder = next(store.root.glob("views/*/*/__jules_symbol=MSFT"))
+        aapl_link.rename(msft_folder / aapl_link.name)
+        attach(con, store.root)
+        assert dict(con.sql(per_symbol).fetchall()) == {"MSFT": before["MSFT"]}
+    finally:
+        con.close()
+        store.refresh_views()  # puts the link back where it belongs, for the check after
