@@ -25,6 +25,13 @@ def _hit_until(root: str, stop: str) -> None:
             store.fetch("AAPL", frame(1), CONFIG, bar_count, name="bars")
 
 
+def same_file(path: Path) -> tuple[int, int]:
+    """A file's identity: its inode and its write time. ext4 reuses a freed inode number at
+    once, so a recompute's new file may get the removed one's; never its write time too."""
+    found = path.stat()
+    return found.st_ino, found.st_mtime_ns
+
+
 def test_a_removed_file_is_never_registered_again_by_concurrent_hits(tmp_path: Path) -> None:
     root, stop = tmp_path / "cache", tmp_path / "stop"
     with FeatureStore(root) as store:
@@ -40,7 +47,7 @@ def test_a_removed_file_is_never_registered_again_by_concurrent_hits(tmp_path: P
             time.sleep(1.0)  # the hitters are up and hitting
             for _ in range(20):
                 try:
-                    inode = path.stat().st_ino
+                    identity = same_file(path)
                 except FileNotFoundError:  # a hitter's recompute is publishing: wait for it
                     time.sleep(0.05)
                     continue
@@ -48,7 +55,7 @@ def test_a_removed_file_is_never_registered_again_by_concurrent_hits(tmp_path: P
                     continue
                 time.sleep(0.3)  # the hitters' counts are written meanwhile
                 try:
-                    if path.stat().st_ino == inode:
+                    if same_file(path) == identity:
                         resurrected += 1  # the very file reported removed is served again
                 except FileNotFoundError:
                     pass
