@@ -1072,7 +1072,7 @@ def _flush_live_stores() -> None:
     for store in list(_live_stores):
         try:
             require_unforked()  # a forked child's exit must not hang on the parent's threads
-            store.flush()
+            store._backend.flush(exiting=True)  # no catalog.duckdb, no DuckDB for hits alone
         except ForkedProcess:
             return
         except Exception as exc:  # exiting: report, never raise

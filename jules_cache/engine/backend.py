@@ -282,8 +282,9 @@ class Backend(abc.ABC):
         """Rebuild what plain SQL clients read; return ``{feature: view name}``."""
 
     @abc.abstractmethod
-    def flush(self) -> None:
-        """Write pending counts and bring derived files (the SQL catalog) up to date."""
+    def flush(self, *, exiting: bool = False) -> None:
+        """Write pending counts and bring derived files (the SQL catalog) up to date
+        (``exiting``: at interpreter exit, where the cheapest durable way will do)."""
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing between calls
         """Release what the backend holds between calls (it stays usable)."""

@@ -40,7 +40,7 @@ from jules_cache.query.catalog_file import build as build_catalog
 from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
 from jules_cache.query.views import refresh_views, remember_named, remove_link, view_published
 from jules_cache.request import Request
-from jules_cache.storage import rootfs
+from jules_cache.storage import counts_journal, rootfs
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.file_digests import FileDigestMemo
 from jules_cache.storage.foreign_errors import storage_errors, translated
@@ -310,8 +310,12 @@ class LocalBackend(Backend):
     # -- counts --------------------------------------------------------------------------------
 
     def write_counts(self, *, wait: bool = True) -> None:
-        """``wait=False`` (from a hit) gives up at once if another process holds the lock."""
-        if self.read_only or not self.pending:  # a read-only store's counts stay in memory
+        """Write the counts kept in memory and those exited processes left
+        (``counts_journal``). ``wait=False`` (from a hit) gives up at once if another process
+        holds the lock."""
+        if self.read_only:  # a read-only store's counts stay in memory
+            return
+        if not self.pending and not counts_journal.waiting(self.layout):
             return
         with self._writing:  # the background flush and this thread: one batch at a time
             rows = self.pending.rows_waiting()
@@ -323,10 +327,10 @@ class LocalBackend(Backend):
                 self._manifest_works = False  # the next publish finds out why, and says so
                 raise
             self._manifest_works = True
-            if rows:
+            if rows:  # counts alone leave catalog.duckdb as it is (flush rebuilds it)
                 self._last_row_write = time.monotonic()
                 self._remember_named()
-        self._wrote = True
+                self._wrote = True
 
     def flush_later(self) -> None:
         """Write the counts soon, off the caller's thread (a hit never waits on the manifest)."""
@@ -375,10 +379,15 @@ class LocalBackend(Backend):
         self._features_written.clear()
 
     def _write_pending(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write the counts kept in memory inside the caller's transaction."""
+        """Write the counts kept in memory, and those exited processes left, inside the
+        caller's transaction (their files are deleted before it commits: at most once)."""
         counts = self.pending.take()
+        left = counts_journal.waiting(self.layout)
         try:
-            self._write(con, counts)
+            every = counts_journal.collect(self.layout, left)
+            every.add(counts)
+            self._write(con, every)
+            counts_journal.discard(self.layout, left)
             if counts.rows:
                 crash_point("commit")
         except BaseException:
@@ -441,13 +450,34 @@ class LocalBackend(Backend):
         except storage_errors():
             pass  # the manifest may be what failed; the caller has been told
 
-    def flush(self) -> None:
+    def flush(self, *, exiting: bool = False) -> None:
         """Write the counts, and, if this store changed the manifest since, rebuild
-        ``catalog.duckdb`` (a store that only read leaves every file as it found it)."""
-        self.write_counts()
+        ``catalog.duckdb`` (a store that only read leaves every file as it found it).
+
+        ``exiting``: counts without rows go to a journal file for the next manifest write
+        (``counts_journal``): a process that only hit never loads DuckDB.
+        """
+        if not (exiting and self._left_in_journal()):
+            self.write_counts()
         if self._wrote:
             self._wrote = False
             refresh_catalog(self.manifest, 0.0, wait=True)
+
+    def _left_in_journal(self) -> bool:
+        """Leave the counts (if any) to the next manifest write, unless rows wait to be
+        written (then the manifest is written anyway) or the journal cannot be written."""
+        if self.read_only or self.pending.rows_waiting():
+            return False
+        with self._writing:
+            counts = self.pending.take()
+            if not counts:
+                return True
+            try:
+                counts_journal.leave(self.layout, counts)
+            except (OSError, JulesCacheError):
+                self.pending.put_back(counts)  # written to the manifest, then
+                return False
+        return True
 
     def _after_write(self) -> None:
         """After each committed manifest write: refresh the catalog if it is due (debounced)."""

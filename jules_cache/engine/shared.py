@@ -292,7 +292,7 @@ class SharedBackend(Backend):
         with contextlib.suppress(Exception):
             self.catalog.bump_counter("store_failures")
 
-    def flush(self) -> None:
+    def flush(self, *, exiting: bool = False) -> None:
         self.write_counts()
 
     # -- inspection ----------------------------------------------------------------------------

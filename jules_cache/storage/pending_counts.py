@@ -47,6 +47,19 @@ class Counts:
     def __bool__(self) -> bool:
         return bool(self.hits or self.misses or self.calls or self.rows)
 
+    def add(self, other: Counts) -> None:
+        """Add ``other``'s counts to these (a row already here is the newer publish)."""
+        for key, (count, when) in other.hits.items():
+            old_count, old_when = self.hits.get(key, (0, when))
+            self.hits[key] = (old_count + count, max(when, old_when))
+        self.misses += other.misses
+        for key, pending in other.rows.items():
+            self.rows.setdefault(key, pending)
+        for key, (feature, symbol, hits, misses) in other.calls.items():
+            row = self.calls.setdefault(key, [feature, symbol, 0, 0])
+            row[2] += hits  # type: ignore[operator]
+            row[3] += misses  # type: ignore[operator]
+
 
 class PendingCounts:
     """The counts one store holds in memory, safe to use from many threads."""
@@ -100,14 +113,4 @@ class PendingCounts:
 
     def put_back(self, counts: Counts) -> None:
         with self._lock:
-            kept = self._counts
-            for key, (count, when) in counts.hits.items():
-                old_count, _ = kept.hits.get(key, (0, when))
-                kept.hits[key] = (old_count + count, when)
-            kept.misses += counts.misses
-            for key, pending in counts.rows.items():
-                kept.rows.setdefault(key, pending)  # a newer publish of the key wins
-            for key, (feature, symbol, hits, misses) in counts.calls.items():
-                row = kept.calls.setdefault(key, [feature, symbol, 0, 0])
-                row[2] += hits  # type: ignore[operator]
-                row[3] += misses  # type: ignore[operator]
+            self._counts.add(counts)
