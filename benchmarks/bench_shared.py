@@ -456,13 +456,13 @@ def versions(dsn: str, endpoint: str) -> dict[str, str]:
 def cleanup(dsn: str, schemas: list[str], prefixes: list[str]) -> None:
     import psycopg
 
-    from jules_cache.storage.s3_objects import ObjectStore
+    from jules_cache.storage.s3_objects import S3ObjectStore
 
     with psycopg.connect(dsn, autocommit=True) as connection:
         for schema in schemas:
             connection.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     for prefix in prefixes:
-        objects = ObjectStore(prefix)
+        objects = S3ObjectStore(prefix)
         names = [name for name, _, _ in objects.list()]
         with ThreadPoolExecutor(4) as pool:  # DeleteObjects takes 1000 per request
             list(

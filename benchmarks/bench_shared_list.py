@@ -6,13 +6,13 @@ Fills ``--objects`` tiny objects under ``objects/xx/`` of a fresh prefix (or reu
 an s3:// root filled by an earlier run, which is then not deleted) and times, interleaved in
 one run, medians after a warm-up:
 
-- ``ObjectStore.list`` of ``objects/`` (one boto3 paginator, 1000 keys a page, the old GC path);
+- ``S3ObjectStore.list`` of ``objects/`` (one boto3 paginator, 1000 keys a page, the old GC path);
 - boto3 paginators over the 256 ``objects/xx/`` prefixes on 16 threads;
 - pyarrow ``S3FileSystem.get_file_info(FileSelector(objects/, recursive=True))`` (C++);
 - pyarrow ``get_file_info`` per prefix on 16 threads;
-- ``ObjectStore.list_each`` over the 256 folders on 8 and 32 threads (a tuple per object);
-- ``ObjectStore.list_frame`` over the 256 folders (columns, as GC lists now);
-- ``list_results`` as it was (over ``ObjectStore.list``) and as GC runs it now (``list_frame``,
+- ``S3ObjectStore.list_each`` over the 256 folders on 8 and 32 threads (a tuple per object);
+- ``S3ObjectStore.list_frame`` over the 256 folders (columns, as GC lists now);
+- ``list_results`` as it was (over ``S3ObjectStore.list``) and as GC runs it now (``list_frame``,
   filtered to the cache's names with polars).
 
 Needs the services (``scripts/services.sh start``); writes ``benchmarks/results/shared_list.json``.
@@ -39,19 +39,19 @@ from common import print_table, write_json
 
 from jules_cache.engine import shared_upkeep
 from jules_cache.storage.layout import KEY_PATTERN
-from jules_cache.storage.s3_objects import ObjectStore
+from jules_cache.storage.s3_objects import S3ObjectStore
 
 PREFIXES = [f"objects/{i:02x}/" for i in range(256)]
 
 
-def fill(objects: ObjectStore, count: int, threads: int = 16) -> float:
+def fill(objects: S3ObjectStore, count: int, threads: int = 16) -> float:
     from bench_shared import put_objects
 
     keys = [hashlib.md5(str(i).encode()).hexdigest() for i in range(count)]
     return put_objects(objects, keys, tiny_parquet(), threads)
 
 
-def variants(objects: ObjectStore) -> dict[str, Callable[[], int]]:
+def variants(objects: S3ObjectStore) -> dict[str, Callable[[], int]]:
     import pyarrow.fs as pafs
 
     filesystem = objects.arrow_filesystem()
@@ -76,29 +76,29 @@ def variants(objects: ObjectStore) -> dict[str, Callable[[], int]]:
         return run
 
     return {
-        "ObjectStore.list, one paginator (before)": lambda: sum(
+        "S3ObjectStore.list, one paginator (before)": lambda: sum(
             1 for _ in objects.list("objects/")
         ),
         "boto3 paginators, 256 prefixes, 16 threads": threaded(boto_one),
         "pyarrow get_file_info, one recursive selector": lambda: arrow_one("objects/"),
         "pyarrow get_file_info, 256 prefixes, 16 threads": threaded(arrow_one),
-        "ObjectStore.list_each, 256 folders, 8 threads": lambda: sum(
+        "S3ObjectStore.list_each, 256 folders, 8 threads": lambda: sum(
             1 for _ in objects.list_each(PREFIXES, threads=8)
         ),
-        "ObjectStore.list_each, 256 folders, 32 threads": lambda: sum(
+        "S3ObjectStore.list_each, 256 folders, 32 threads": lambda: sum(
             1 for _ in objects.list_each(PREFIXES, threads=32)
         ),
-        "ObjectStore.list_frame, 256 folders, 16 threads": lambda: len(
+        "S3ObjectStore.list_frame, 256 folders, 16 threads": lambda: len(
             objects.list_frame(PREFIXES)
         ),
-        "list_results as before (ObjectStore.list)": lambda: len(_list_results_before(objects)),
+        "list_results as before (S3ObjectStore.list)": lambda: len(_list_results_before(objects)),
         "shared_upkeep.list_results (GC now: list_frame, 16 threads)": lambda: len(
             shared_upkeep.list_results(_Backend(objects))  # type: ignore[arg-type]
         ),
     }
 
 
-def _list_results_before(objects: ObjectStore) -> dict[str, Any]:
+def _list_results_before(objects: S3ObjectStore) -> dict[str, Any]:
     """list_results as it was: one paginator over ``objects/``."""
     found = {}
     for name, size, modified in objects.list("objects/"):
@@ -111,7 +111,7 @@ def _list_results_before(objects: ObjectStore) -> dict[str, Any]:
 class _Backend:
     """The one attribute ``list_results`` reads."""
 
-    def __init__(self, objects: ObjectStore):
+    def __init__(self, objects: S3ObjectStore):
         self.objects = objects
 
 
@@ -124,7 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     bucket = os.environ.get("JULES_CACHE_TEST_S3_BUCKET", "jules-cache-test")
     url = args.keep or f"s3://{bucket}/bench-list-{uuid.uuid4().hex[:10]}"
-    objects = ObjectStore(url, lock_timeout=30.0)
+    objects = S3ObjectStore(url, lock_timeout=30.0)
     document: dict[str, Any] = {"objects": args.objects, "root": url}
     if not args.keep:
         print(f"filling {args.objects:,} objects under {url} ...", flush=True)

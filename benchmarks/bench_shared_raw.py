@@ -8,7 +8,7 @@ throwaway ones (PostgreSQL + SeaweedFS on 127.0.0.1) and stops them at the end.
 Measures, interleaving the variants round by round so load from other processes hits them alike:
 - GET of a 10k x 8 and a 1M-row result object (lz4 Parquet, as the store writes them): boto3
   (with and without its CRC32 check), pyarrow's S3FileSystem, and each decoded to Polars; this
-  decides how ``ObjectStore.get`` reads (the issue's target: a shared hit <= 2x the raw GET);
+  decides how ``S3ObjectStore.get`` reads (the issue's target: a shared hit <= 2x the raw GET);
 - the conditional PUT of the 10k x 8 object;
 - the catalog: publish transaction p50/p99 (target <= 25 ms p50), key lookup, advisory lock
   acquire + release, a 100-key counter flush, and the GC's rows snapshot at 100k entries.
@@ -39,7 +39,7 @@ import shared_services  # noqa: E402
 from common import percentile, print_table, summary_ms, timed, write_json  # noqa: E402
 
 from jules_cache.storage.postgres_catalog import PostgresCatalog  # noqa: E402
-from jules_cache.storage.s3_objects import ObjectStore  # noqa: E402
+from jules_cache.storage.s3_objects import S3ObjectStore  # noqa: E402
 
 
 def result_frame(rows: int, seed: int = 1) -> pl.DataFrame:
@@ -81,7 +81,7 @@ def interleaved(variants: dict[str, Callable[[], Any]], rounds: int) -> dict[str
     return samples
 
 
-def bench_gets(store: ObjectStore, rounds: dict[str, int]) -> dict[str, Any]:
+def bench_gets(store: S3ObjectStore, rounds: dict[str, int]) -> dict[str, Any]:
     import boto3
     import pyarrow.parquet as pq
     from botocore.config import Config
@@ -118,8 +118,8 @@ def bench_gets(store: ObjectStore, rounds: dict[str, int]) -> dict[str, Any]:
             "boto3 get_object (CRC32 checked)": boto3_get,
             "boto3 get_object (no CRC32 check)": boto3_get_unchecked,
             "pyarrow S3FileSystem read": pyarrow_get,
-            "ObjectStore.get": lambda name=name: store.get(name),
-            "ObjectStore.get + pl.read_parquet": lambda name=name: pl.read_parquet(
+            "S3ObjectStore.get": lambda name=name: store.get(name),
+            "S3ObjectStore.get + pl.read_parquet": lambda name=name: pl.read_parquet(
                 io.BytesIO(store.get(name) or b"")
             ),
             "pq.read_table on S3FileSystem -> Polars": lambda path=path: pl.from_arrow(
@@ -134,7 +134,7 @@ def bench_gets(store: ObjectStore, rounds: dict[str, int]) -> dict[str, Any]:
     return results
 
 
-def bench_put(store: ObjectStore, repeat: int) -> dict[str, float]:
+def bench_put(store: S3ObjectStore, repeat: int) -> dict[str, float]:
     data = parquet_bytes(result_frame(10_000))
     return summary_ms(timed(lambda: store.put_if_absent(f"puts/{uuid.uuid4().hex}", data), repeat))
 
@@ -231,7 +231,7 @@ def main() -> None:
         os.environ.update(started_here.env())
         dsn, endpoint = started_here.pg_dsn, started_here.s3_endpoint
     bucket = os.environ.get(shared_services.S3_BUCKET_VAR, shared_services.BUCKET)
-    store = ObjectStore(f"s3://{bucket}/bench-{uuid.uuid4().hex[:12]}", endpoint_url=endpoint)
+    store = S3ObjectStore(f"s3://{bucket}/bench-{uuid.uuid4().hex[:12]}", endpoint_url=endpoint)
     try:
         gets = bench_gets(store, rounds)
         put = bench_put(store, repeat // 4)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from jules_cache._durations import SYNTAX as DURATION_SYNTAX
 from jules_cache._durations import parse_duration
@@ -37,7 +38,7 @@ from jules_cache.errors import (
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
 from jules_cache.metrics import write_prometheus
 from jules_cache.query.output import render_result
-from jules_cache.roots import Root, resolve_root
+from jules_cache.roots import Root, claimed_catalog, resolve_root
 from jules_cache.storage.layout import MANIFEST_NAME, OBJECTS_DIR, RESULT_SUFFIX
 from jules_cache.storage.manifest import utc_now
 from jules_cache.store import FeatureStore
@@ -83,6 +84,7 @@ class StoreHandle:
         self.root: str | None = None
         self.catalog: str | None = None
         self.catalog_schema: str | None = None
+        self.from_environment: dict[str, bool] = {}  # option -> set by its variable only
         self._store: FeatureStore | None = None
 
     def where(self) -> Root:
@@ -93,8 +95,8 @@ class StoreHandle:
         """The root, if it holds a cache; else "no jules_cache at <path>" (exit 1). A shared
         root's catalog is created on first use, like a new local root."""
         root = self.where()
-        if root.shared:
-            return root
+        if self.in_postgres(root):
+            return root  # a PostgreSQL catalog is created on first use
         path = root.path()
         if path.exists() and not path.is_dir():
             raise CliError(f"cache root {path} exists and is not a directory; pick another root")
@@ -112,10 +114,25 @@ class StoreHandle:
                 # A damaged manifest: the command that needs it fails saying how to rebuild
                 # it (`check --rebuild` opens the store exactly so): no warning on top.
                 warnings.simplefilter("ignore", CacheWriteWarning)
-                self._store = FeatureStore(
-                    root.location, catalog=self.catalog, catalog_schema=self.catalog_schema
-                )
+                catalog, schema = self._catalog(root)
+                self._store = FeatureStore(root.location, catalog=catalog, catalog_schema=schema)
         return self._store
+
+    def in_postgres(self, root: Root) -> bool:
+        """Whether ``root``'s catalog is PostgreSQL (not a manifest.duckdb)."""
+        return root.shared or self._catalog(root)[0] is not None
+
+    def _catalog(self, root: Root) -> tuple[str | None, str | None]:
+        """The catalog and its schema for ``root``: $JULES_CACHE_CATALOG(_SCHEMA) are an
+        s3:// root's, or a directory's whose ``catalog.json`` names a PostgreSQL catalog; a
+        plain local root gets a catalog only from --catalog itself."""
+        if root.shared or claimed_catalog(root.path()) is not None:
+            return self.catalog, self.catalog_schema
+        given = self.from_environment
+        return (
+            None if given.get("catalog") else self.catalog,
+            None if given.get("catalog_schema") else self.catalog_schema,
+        )
 
 
 def is_cache(path: Path) -> bool:
@@ -136,9 +153,12 @@ def _setter(attribute: str) -> Callable[[click.Context, click.Parameter, str | N
     """Store an option's value on the handle. The group's options are parsed first, then the
     subcommand's: a value given after the command name wins."""
 
-    def store_value(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    def store_value(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
         if value is not None:
-            setattr(ctx.ensure_object(StoreHandle), attribute, value)
+            handle = ctx.ensure_object(StoreHandle)
+            setattr(handle, attribute, value)
+            source = ctx.get_parameter_source(param.name or "")
+            handle.from_environment[attribute] = source == ParameterSource.ENVIRONMENT
 
     return store_value
 
@@ -158,8 +178,9 @@ _WHERE = (
         "--catalog",
         "catalog",
         ("JULES_CACHE_CATALOG",),
-        "PostgreSQL catalog of an s3:// root (postgresql://user@host/db). "
-        "Default: $JULES_CACHE_CATALOG.",
+        "PostgreSQL catalog (postgresql://user@host/db) of an s3:// root, or of a directory "
+        "many hosts mount. Default: $JULES_CACHE_CATALOG (for s3:// roots and directories "
+        "whose catalog.json names one).",
     ),
     (
         "--catalog-schema",
@@ -635,7 +656,7 @@ def cron_line(handle: StoreHandle, schedule: str, gc_options: tuple[str, ...]) -
         raise click.BadParameter("give the five crontab fields, e.g. '17 3 * * *'")
     where = handle.where()
     root: Any = where.location if where.shared else where.path()
-    if where.shared:
+    if where.shared or claimed_catalog(root) is not None:
         click.echo(
             "note: set $JULES_CACHE_CATALOG in the crontab (not --catalog: it would put "
             "the catalog's password in the crontab)",
@@ -798,8 +819,8 @@ def check_command(
       jules-cache check --rebuild      # manifest.duckdb damaged or deleted
       jules-cache check --grace 30m
     """
-    if rebuild and handle.require_cache().shared:
-        raise CliError("check --rebuild is for local roots; use check --fix")
+    if rebuild and handle.in_postgres(handle.require_cache()):
+        raise CliError("check --rebuild rebuilds a manifest.duckdb; use check --fix")
     store = handle.get()
     label = "registering" if rebuild else "reading"
     bar = _ProgressBar(enabled=not as_json and sys.stderr.isatty(), label=label)

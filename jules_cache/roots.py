@@ -8,6 +8,7 @@ directory. A scheme not in the table is refused, never read as a relative direct
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from jules_cache.errors import InvalidInput
 ROOT_VARIABLES = ("JULES_CACHE_ROOT", "FEATURE_STORE_PATH")
 # scheme -> what a root of it is (the storage it opens is chosen by FeatureStore)
 SCHEMES = {"s3": "shared: S3 objects with a PostgreSQL catalog (pip install 'jules-cache[shared]')"}
+CLAIM_NAME = "catalog.json"  # in a directory whose catalog is PostgreSQL: which one
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://.*", re.DOTALL)
 
 
@@ -77,4 +79,16 @@ def resolve_root(root: Any = None) -> Root:
     return Root(scheme, text.rstrip("/"))
 
 
-__all__ = ["ROOT_VARIABLES", "SCHEMES", "Root", "resolve_root"]
+def claimed_catalog(root: Path) -> str | None:
+    """The PostgreSQL catalog a directory belongs to, if its ``catalog.json`` names one
+    (``storage.directory_objects``): such a root is opened with that catalog, never as a
+    local cache with a manifest of its own."""
+    try:
+        found = json.loads((root / CLAIM_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    catalog = found.get("catalog") if isinstance(found, dict) else None
+    return catalog if isinstance(catalog, str) else None
+
+
+__all__ = ["ROOT_VARIABLES", "SCHEMES", "Root", "claimed_catalog", "resolve_root"]

@@ -43,7 +43,7 @@ from jules_cache.fingerprints.keys import KeyParts, validate_symbol
 from jules_cache.models import CacheResult, Entry, Overview, Stats
 from jules_cache.options import DEFAULT_GRACE_SECONDS, StoreOptions
 from jules_cache.request import ComputeFunc, Request, log, log_event
-from jules_cache.roots import Root, resolve_root
+from jules_cache.roots import Root, claimed_catalog, resolve_root
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.pending_counts import PendingCounts
@@ -102,11 +102,13 @@ class FeatureStore:
             (``CacheResult.stored`` is False, no warning). ``gc``, ``remove``, ``check(fix=True)``,
             ``refresh_views`` and ``verify(fix=True)`` raise ``InvalidInput``. A root without a
             cache raises ``InvalidInput`` ("no jules_cache at ...") and is not created.
-        catalog: a shared root's PostgreSQL catalog (``postgresql://user@host/db``; default
-            ``$JULES_CACHE_CATALOG``). Only with ``root="s3://bucket/prefix"``: results are S3
+        catalog: a PostgreSQL catalog (``postgresql://user@host/db``): rows live in
+            PostgreSQL, keys are locked there, and every host sharing catalog and root shares
+            one cache (README: Sharing one cache across machines). With
+            ``root="s3://bucket/prefix"`` (default ``$JULES_CACHE_CATALOG``) results are S3
             objects (endpoint and credentials from the standard AWS variables, e.g.
-            ``AWS_ENDPOINT_URL``), rows live in PostgreSQL, and every host sharing both shares
-            one cache (README: Sharing one cache across machines).
+            ``AWS_ENDPOINT_URL``); with a directory, files in it (a file system every host
+            mounts at the same path; the directory is then this catalog's only).
         catalog_schema: the PostgreSQL schema of that catalog (default
             ``$JULES_CACHE_CATALOG_SCHEMA``, else ``jules_cache``): one database can hold many
             caches.
@@ -197,19 +199,20 @@ class FeatureStore:
         return cls(root, **options.to_dict())
 
     def _open_backend(self, root: Root) -> Backend:
-        """A local directory by default; ``s3://bucket/prefix`` with a PostgreSQL catalog is
-        one cache shared by many hosts."""
+        """A local directory by default; ``s3://bucket/prefix`` or a directory with a
+        PostgreSQL catalog is one cache shared by many hosts."""
         catalog, catalog_schema = self.options.catalog, self.options.catalog_schema
-        if root.shared:
+        claimed = None if root.shared else claimed_catalog(root.path())
+        if root.shared or catalog is not None or claimed is not None:  # rows in PostgreSQL
             try:
                 from jules_cache.engine.shared import SharedBackend
             except ImportError as exc:
                 raise InvalidInput(
-                    f"a shared root ({root.location}) needs the shared extra: "
-                    f'pip install "jules-cache[shared]" ({exc})'
+                    f"a root with a PostgreSQL catalog ({root.location}) needs the shared "
+                    f'extra: pip install "jules-cache[shared]" ({exc})'
                 ) from exc
             return SharedBackend(
-                root.location,
+                root.location if root.shared else root.path(),
                 catalog=catalog,
                 catalog_schema=catalog_schema,
                 lock_timeout=self.lock_timeout,
@@ -217,9 +220,9 @@ class FeatureStore:
                 read_only=self.read_only,
             )
         _require(
-            catalog is None and catalog_schema is None,
-            "catalog= and catalog_schema= are for a shared root (s3://bucket/prefix); a "
-            f"local root ({root.location}) keeps its catalog in manifest.duckdb",
+            catalog_schema is None,
+            "catalog_schema= names the schema of a PostgreSQL catalog= (pass both); a local "
+            f"root ({root.location}) without catalog= keeps its catalog in manifest.duckdb",
         )
         from jules_cache.engine.local import LocalBackend  # its maintenance code: on open
 

@@ -9,8 +9,9 @@ and the CLI work with either implementation:
 
 - ``LocalBackend`` (``jules_cache.engine.local``): one directory, ``flock`` locks, a DuckDB
   manifest, publish by ``rename``. The default, and the fastest on one machine.
-- ``SharedBackend`` (``jules_cache.engine.shared``): S3 objects written with a conditional PUT,
-  a PostgreSQL catalog, advisory locks per key: one cache for many hosts.
+- ``SharedBackend`` (``jules_cache.engine.shared``): a PostgreSQL catalog, advisory locks per
+  key, and objects written put-if-absent to S3 or to a directory many hosts mount
+  (``storage.objects.ObjectStore``): one cache for many hosts.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
     from jules_cache.models import Entry, FeatureStats, SymbolStats
     from jules_cache.request import Request
     from jules_cache.storage.file_digests import FileDigestMemo
+    from jules_cache.storage.objects import ObjectStore
     from jules_cache.storage.pending_counts import PendingCounts
     from jules_cache.storage.postgres_catalog import PostgresCatalog
     from jules_cache.storage.result_files import ResultInfo
-    from jules_cache.storage.s3_objects import ObjectStore
 
 Progress = Callable[[int, int], None]
 Frame = pl.DataFrame | pl.LazyFrame
@@ -86,7 +87,7 @@ class SharedRoot(Protocol):
     catalog: PostgresCatalog
     objects: ObjectStore
 
-    def result_location(self, key: str) -> str: ...
+    def result_location(self, key: str) -> Path | str: ...
 
 
 class Backend(abc.ABC):

@@ -1,6 +1,8 @@
-"""``SharedBackend``: one cache for many hosts — S3 objects, a PostgreSQL catalog.
+"""``SharedBackend``: one cache for many hosts — a PostgreSQL catalog over objects in S3 or in
+a directory many hosts mount (``storage.objects``: the pairing is which objects it is given).
 
-The same story as a local root, on shared services (``pip install "jules-cache[shared]"``):
+The same story as a local root, on shared services (``pip install "jules-cache[shared]"``),
+told here for S3 (a directory's objects behave alike: ``storage.directory_objects``):
 
 - a result is an object at the key-derived name ``<prefix>/objects/<k[:2]>/<k>.parquet``. A hit
   GETs it directly (NoSuchKey → miss), checks the key in its footer and every page checksum,
@@ -25,8 +27,6 @@ import functools
 import io
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +45,14 @@ from jules_cache.maintenance.gc import GCOptions, GCReport
 from jules_cache.maintenance.verify import VerifyReport
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.request import Request
+from jules_cache.roots import claimed_catalog
 from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.directory_objects import DirectoryObjects, require_claimable
 from jules_cache.storage.file_digests import FileDigestMemo
 from jules_cache.storage.foreign_errors import storage_errors, translated
 from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
+from jules_cache.storage.objects import ObjectStore
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
 from jules_cache.storage.result_files import (
@@ -59,7 +62,7 @@ from jules_cache.storage.result_files import (
     entry_row,
     read_result,
 )
-from jules_cache.storage.s3_objects import ObjectStore, canonical_s3_url
+from jules_cache.storage.s3_objects import S3ObjectStore, canonical_s3_url
 
 _log = logging.getLogger("jules_cache")
 SHARED_SCHEME = "s3://"
@@ -74,11 +77,12 @@ object_name = result_name  # a result's object name under the prefix (the local 
 
 
 class SharedBackend(Backend):
-    """Results as S3 objects under ``root`` (``s3://bucket/prefix``), rows in PostgreSQL."""
+    """Rows in PostgreSQL; results as S3 objects under ``root`` (``s3://bucket/prefix``), or
+    files under ``root`` (a ``Path``: a directory many hosts mount)."""
 
     def __init__(
         self,
-        root: str,
+        root: str | Path,
         *,
         catalog: str | None,
         catalog_schema: str | None,
@@ -88,23 +92,36 @@ class SharedBackend(Backend):
     ):
         dsn = catalog or os.environ.get(CATALOG_ENV)
         if not dsn:
+            claimed = (
+                f" (its catalog.json names {claimed_catalog(root)})"
+                if isinstance(root, Path)
+                else ""
+            )
             raise InvalidInput(
-                f"a shared cache root ({root}) needs a PostgreSQL catalog: pass "
+                f"the cache root {root}{claimed} needs its PostgreSQL catalog: pass "
                 f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
             )
         self.read_only = read_only
-        self.location = canonical_s3_url(root)  # refuses parts a URL parser would drop
-        self.root = self.location
         self.lock_timeout = lock_timeout
         self.pending = pending
-        self.objects = ObjectStore(self.location, lock_timeout=lock_timeout)
         schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
+        directory = root if isinstance(root, Path) else None  # a directory many hosts mount
+        # canonical_s3_url refuses the parts of a URL a parser would drop
+        self.location = str(root) if directory else canonical_s3_url(str(root))
+        self.root: Path | str = directory or self.location
         self.catalog = PostgresCatalog(
             dsn, schema=schema, root=self.location, lock_timeout=lock_timeout
         )
+        claim = f"database {self.catalog.address.rsplit('/', 1)[-1]}, schema {schema}"
+        if directory:  # refused before the catalog binds itself to the directory
+            require_claimable(directory, claim)
         if not read_only:
             self.catalog.migrate()  # fail now, naming the service, not on the first miss
-        self._temp_dir: str | None = None
+        self.objects: ObjectStore = (
+            DirectoryObjects(directory, catalog=claim, read_only=read_only)
+            if directory
+            else S3ObjectStore(self.location, lock_timeout=lock_timeout)
+        )
         self._named: set[str] = set()  # features this process knows have a view name
         self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
         self._sql_source: Any = None  # made by the first store.sql, kept for the next ones
@@ -116,8 +133,8 @@ class SharedBackend(Backend):
 
     # -- hits ----------------------------------------------------------------------------------
 
-    def result_location(self, key: str) -> str:
-        return f"{self.location}/{object_name(key)}"
+    def result_location(self, key: str) -> Path | str:
+        return self.objects.where(object_name(key))
 
     def read(self, key: str, lazy: bool) -> Frame | None:
         """A damaged or foreign object, or S3 unreachable, reads as a miss: the locked re-read
@@ -166,12 +183,7 @@ class SharedBackend(Backend):
             yield
 
     def new_temp_path(self, key: str) -> Path:
-        """A private local folder: results are written here, then PUT."""
-        if self._temp_dir is None or not os.path.isdir(self._temp_dir):
-            self._temp_dir = tempfile.mkdtemp(prefix="jules_cache-shared-")
-        fd, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".parquet", dir=self._temp_dir)
-        os.close(fd)
-        return Path(name)
+        return self.objects.new_temp_path(key)
 
     def discard_temp(self, temp: Path) -> None:
         with contextlib.suppress(OSError):
@@ -395,8 +407,6 @@ class SharedBackend(Backend):
         """Remove this process's local temp folder and the SQL catalog copy (the catalog
         connection stays open)."""
         self._join_flusher()
-        if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
-            self._temp_dir = None
+        self.objects.close()
         if self._sql_source is not None:
             self._sql_source.close()

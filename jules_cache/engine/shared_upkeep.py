@@ -109,7 +109,7 @@ def remove_entries(
                 if backend.catalog.drop_entry(key, delete_object):
                     removed.append(entry)
         except (LockTimeout, StoreError) as exc:  # ServiceUnavailable is a StoreError
-            left[backend.result_location(key)] = str(exc)
+            left[str(backend.result_location(key))] = str(exc)
     return removed, left
 
 

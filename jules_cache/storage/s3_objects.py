@@ -39,15 +39,17 @@ import builtins
 import contextlib
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from jules_cache.errors import InvalidInput, ServiceUnavailable, StoreError
+from jules_cache.storage.objects import ObjectInfo
 
 if TYPE_CHECKING:
     import polars as pl
@@ -92,17 +94,6 @@ _CONNECT_ADVICE = (
     "Check that the server is running and reachable from this host, and AWS_ENDPOINT_URL "
     "(or endpoint_url=)"
 )
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """What a HEAD says about one object."""
-
-    name: str
-    size: int
-    last_modified: datetime  # naive UTC, as the catalog's times
-    etag: str
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -159,7 +150,7 @@ def s3_timeouts(lock_timeout: float) -> tuple[float, float, int]:
     return connect, read, attempts
 
 
-class ObjectStore:
+class S3ObjectStore:
     """The objects under one ``s3://bucket/prefix``.
 
     ``lock_timeout`` bounds each call's wait, retries included (``s3_timeouts``).
@@ -182,6 +173,7 @@ class ObjectStore:
     ):
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = canonical_s3_url(url)
+        self.location = self.url
         self.endpoint_url = (
             endpoint_url
             or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -204,9 +196,10 @@ class ObjectStore:
         self._client_pid = 0
         self._session: Any = None  # the client's botocore session
         self._arrow_fs: tuple[tuple[Any, ...], Any] | None = None  # (identity, filesystem)
+        self._temp_dir: str | None = None  # this process's results before their PUT
 
     def __repr__(self) -> str:
-        return f"ObjectStore({self.url!r}, endpoint_url={self.endpoint_url!r})"
+        return f"S3ObjectStore({self.url!r}, endpoint_url={self.endpoint_url!r})"
 
     # Picklable (Dask, spawned processes): the client is made anew where it is used.
     def __getstate__(self) -> dict[str, Any]:
@@ -215,6 +208,7 @@ class ObjectStore:
         state["_client_lock"] = None
         state["_session"] = None
         state["_arrow_fs"] = None
+        state["_temp_dir"] = None  # the sender's, never the receiver's to delete
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -233,6 +227,25 @@ class ObjectStore:
 
     def _name_of(self, key: str) -> str:
         return key[len(self.prefix) + 1 :] if self.prefix else key
+
+    def where(self, name: str) -> str:
+        """The ``s3://`` URL of object ``name``."""
+        return f"{self.url}/{name}"
+
+    def new_temp_path(self, key: str) -> Path:
+        """A new file in this process's private local folder: results are written there,
+        then PUT."""
+        if self._temp_dir is None or not os.path.isdir(self._temp_dir):
+            self._temp_dir = tempfile.mkdtemp(prefix="jules_cache-shared-")
+        fd, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".parquet", dir=self._temp_dir)
+        os.close(fd)
+        return Path(name)
+
+    def close(self) -> None:
+        """Remove this process's local temp folder (the client stays)."""
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
     def arrow_path(self, name: str = "") -> str:
         """``bucket/prefix/name``: how ``arrow_filesystem()`` spells object ``name`` (or the

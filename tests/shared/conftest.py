@@ -123,17 +123,17 @@ def catalog(services: Services, pg_schema: str):
 @pytest.fixture
 def s3_url(services: Services) -> Iterator[str]:
     """A fresh ``s3://bucket/prefix`` for this test; its objects are deleted afterwards."""
-    from jules_cache.storage.s3_objects import ObjectStore
+    from jules_cache.storage.s3_objects import S3ObjectStore
 
     url = f"s3://{services.bucket}/t-{uuid.uuid4().hex[:16]}"
     yield url
-    store = ObjectStore(url, endpoint_url=services.s3_endpoint)
+    store = S3ObjectStore(url, endpoint_url=services.s3_endpoint)
     with contextlib.suppress(Exception):
         store.delete(name for name, _, _ in store.list())
 
 
 @pytest.fixture
 def objects(services: Services, s3_url: str):
-    from jules_cache.storage.s3_objects import ObjectStore
+    from jules_cache.storage.s3_objects import S3ObjectStore
 
-    return ObjectStore(s3_url, endpoint_url=services.s3_endpoint)
+    return S3ObjectStore(s3_url, endpoint_url=services.s3_endpoint)

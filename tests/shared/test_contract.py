@@ -1,5 +1,6 @@
 """One contract, every store pairing: each capability behaves the same on a local root (DuckDB
-manifest, a directory) and on a shared root (PostgreSQL catalog, S3 objects).
+manifest, a directory), on a shared root (PostgreSQL catalog, S3 objects) and on a directory
+with a PostgreSQL catalog (a file system many hosts mount).
 
 The local case runs in the default suite; the shared case needs the services (marker
 ``shared``, its own step of ``.ci/run``). A capability that differs between the two is a bug
@@ -26,7 +27,11 @@ from jules_cache import FeatureStore, InvalidInput, QueryError
 from jules_cache.storage.crash_points import CRASH_ENV
 
 CONFIG = {"window": 5}
-PAIRINGS = ["local", pytest.param("shared", marks=pytest.mark.shared)]
+PAIRINGS = [
+    "local",
+    pytest.param("shared", marks=pytest.mark.shared),
+    pytest.param("directory+postgres", marks=pytest.mark.shared),
+]
 WORKER = Path(__file__).resolve().parent / "shared_worker.py"
 # The stages of a publish, in order (jules_cache.storage.crash_points).
 PUBLISH_STAGES = ["compute", "write", "fsynced", "renamed", "commit"]
@@ -81,7 +86,8 @@ def make_store(request, tmp_path) -> Iterator[Pairing]:
         root, settings = str(tmp_path / "cache"), {}
     else:
         services = request.getfixturevalue("services")
-        root = request.getfixturevalue("s3_url")
+        shared = request.param == "shared"
+        root = request.getfixturevalue("s3_url") if shared else str(tmp_path / "cache")
         schema = request.getfixturevalue("pg_schema")
         settings = {"catalog": services.pg_dsn, "catalog_schema": schema}
     pairing = Pairing(root, settings, tmp_path)

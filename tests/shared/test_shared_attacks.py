@@ -23,7 +23,7 @@ from jules_cache import FeatureStore, InvalidInput, LockTimeout, PartialRemoval,
 from jules_cache.engine.shared import object_name
 from jules_cache.errors import ServiceUnavailable
 from jules_cache.storage.postgres_catalog import PostgresCatalog
-from jules_cache.storage.s3_objects import S3_WAIT_FLOOR, ObjectStore, parse_s3_url
+from jules_cache.storage.s3_objects import S3_WAIT_FLOOR, S3ObjectStore, parse_s3_url
 
 pytestmark = [pytest.mark.shared, pytest.mark.attack]
 
@@ -96,7 +96,7 @@ def test_a_root_with_a_query_fragment_or_params_is_refused(services, s3_url, suf
     with pytest.raises(InvalidInput, match=part):
         FeatureStore(f"{s3_url}/a{suffix}", catalog=services.pg_dsn)
     with pytest.raises(InvalidInput, match=part):
-        ObjectStore(f"{s3_url}/a{suffix}")
+        S3ObjectStore(f"{s3_url}/a{suffix}")
 
 
 @pytest.mark.parametrize("path", ["//x", "/x//y", "/./x", "/x/..", "/x/../y", "/x/%2e%2e"])
@@ -268,7 +268,7 @@ def test_a_frozen_s3_server_fails_a_call_within_the_lock_timeout(services, s3_ur
 
 def test_s3_timeouts_and_retries_fit_the_lock_timeout(s3_url):
     for lock_timeout in (0.0, 2.0, 30.0, 600.0):
-        store = ObjectStore(s3_url, lock_timeout=lock_timeout)
+        store = S3ObjectStore(s3_url, lock_timeout=lock_timeout)
         config = store.client.meta.config
         attempts = config.retries["total_max_attempts"]
         budget = max(lock_timeout, S3_WAIT_FLOOR)  # a floor of a few seconds

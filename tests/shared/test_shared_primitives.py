@@ -31,7 +31,7 @@ from jules_cache.errors import (
 from jules_cache.fingerprints.inputs import InputFile
 from jules_cache.models import Entry
 from jules_cache.storage.postgres_catalog import PostgresCatalog, lock_id
-from jules_cache.storage.s3_objects import ObjectStore, parse_s3_url
+from jules_cache.storage.s3_objects import S3ObjectStore, parse_s3_url
 
 pytestmark = pytest.mark.shared
 ROOT = "s3://bucket/test"  # the root the catalogs of these tests are bound to (as conftest's)
@@ -117,7 +117,7 @@ def test_conditional_put_from_a_file(objects, tmp_path):
     assert objects.get("objects/cd/file") == b"x" * 100_000
 
 
-def _put_racer(store: ObjectStore, name: str, worker: int, barrier, results) -> None:
+def _put_racer(store: S3ObjectStore, name: str, worker: int, barrier, results) -> None:
     barrier.wait()
     results.put((worker, store.put_if_absent(name, f"written by {worker}".encode())))
 
@@ -144,7 +144,7 @@ def test_a_missing_object_is_none(objects):
 
 
 def test_list_is_scoped_to_the_prefix_and_delete_removes(objects, services):
-    sibling = ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
+    sibling = S3ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
     try:
         assert sibling.put_if_absent("objects/aa/other", b"not mine")
         for i in range(3):
@@ -171,7 +171,7 @@ def test_list_is_scoped_to_the_prefix_and_delete_removes(objects, services):
 
 
 def test_listing_folders_in_parallel_gives_what_list_gives(objects, services):
-    sibling = ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
+    sibling = S3ObjectStore(objects.url + "x", endpoint_url=services.s3_endpoint)  # t-...x
     try:
         assert sibling.put_if_absent("objects/01/theirs", b"not mine")
         for i in range(40):
@@ -201,7 +201,7 @@ def test_delete_in_batches_of_a_thousand(objects):
 
 def test_endpoint_and_credentials_come_from_the_standard_aws_variables(services, s3_url):
     assert os.environ["AWS_ENDPOINT_URL"] == services.s3_endpoint
-    store = ObjectStore(s3_url)  # nothing but the environment
+    store = S3ObjectStore(s3_url)  # nothing but the environment
     assert store.endpoint_url == services.s3_endpoint
     assert store.put_if_absent("objects/aa/env", b"ok")
     clone = pickle.loads(pickle.dumps(store))
@@ -211,14 +211,14 @@ def test_endpoint_and_credentials_come_from_the_standard_aws_variables(services,
 def test_a_key_pair_in_the_environment_lists_without_making_the_client(
     services, s3_url, monkeypatch
 ):
-    store = ObjectStore(s3_url)  # credentials from the environment, as boto3's chain finds them
+    store = S3ObjectStore(s3_url)  # credentials from the environment, as boto3's chain finds them
     assert store.put_if_absent("objects/aa/env", b"ok")
-    fresh = ObjectStore(s3_url)
+    fresh = S3ObjectStore(s3_url)
     assert [name for name, _, _ in fresh.list_each(["objects/aa/"])] == ["objects/aa/env"]
     assert fresh._client is None  # no botocore client (nor its imports) for a listing
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     with pytest.raises(ServiceUnavailable, match="bad signature"):
-        list(ObjectStore(s3_url).list_each(["objects/aa/"]))
+        list(S3ObjectStore(s3_url).list_each(["objects/aa/"]))
 
 
 def test_arrow_filesystem_reads_a_parquet_object_with_pushdown(objects):
@@ -238,7 +238,7 @@ def test_arrow_filesystem_reads_a_parquet_object_with_pushdown(objects):
 
 
 def test_stores_share_parsed_service_models_and_keep_their_arrow_filesystem(objects, s3_url):
-    other = ObjectStore(s3_url + "-other")
+    other = S3ObjectStore(s3_url + "-other")
     assert other.get("objects/00/none") is None  # both clients made
     assert objects.get("objects/00/none") is None
     loader = objects._session.get_component("data_loader")
@@ -283,7 +283,7 @@ def test_bad_s3_urls_are_refused(url):
 
 def test_s3_down_is_service_unavailable_naming_it(s3_url):
     port = _closed_port()
-    store = ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", lock_timeout=1)
+    store = S3ObjectStore(s3_url, endpoint_url=f"http://127.0.0.1:{port}", lock_timeout=1)
     for call in (
         lambda: store.get("objects/aa/x"),
         lambda: store.put_if_absent("a", b""),
@@ -298,14 +298,14 @@ def test_s3_down_is_service_unavailable_naming_it(s3_url):
 
 
 def test_refused_credentials_and_missing_bucket_are_service_unavailable(services, s3_url):
-    stranger = ObjectStore(
+    stranger = S3ObjectStore(
         s3_url, endpoint_url=services.s3_endpoint, access_key="nobody", secret_key="wrong"
     )
     with pytest.raises(ServiceUnavailable, match="access key"):
         stranger.get("objects/aa/x")
     with pytest.raises(ServiceUnavailable, match="access key"):
         list(stranger.list_each(["objects/aa/"]))
-    missing = ObjectStore("s3://no-such-bucket-here/p", endpoint_url=services.s3_endpoint)
+    missing = S3ObjectStore("s3://no-such-bucket-here/p", endpoint_url=services.s3_endpoint)
     with pytest.raises(ServiceUnavailable, match="no such bucket"):
         missing.put_if_absent("objects/aa/x", b"")
     with pytest.raises(ServiceUnavailable, match="no such bucket"):  # never "no objects"
