@@ -550,10 +550,10 @@ class FeatureStore:
             self._warn_flush_failed(error)
 
     def _write_rows(self) -> None:
-        """Write the rows of results this store published but did not list yet, so that what
-        it reads of the catalog next includes them."""
-        if not self.read_only and self._pending.rows_waiting():
-            self._backend.write_counts()
+        """Write the rows of results this store published but did not list yet (and counts
+        closed stores left), so that what it reads of the catalog next includes them."""
+        if not self.read_only:
+            self._backend.write_counts(rows_only=True)
 
     def _warn_flush_failed(self, exc: BaseException) -> None:
         """One ``CacheWriteWarning`` per failure episode (until a flush succeeds again)."""
@@ -1009,8 +1009,11 @@ class FeatureStore:
             )
 
     def close(self) -> None:
-        """Flush recorded hits. The store stays usable; closing again is harmless."""
-        self.flush()
+        """Write what this store recorded: rows at once, hit counts alone to a small file the
+        next write of the cache folds in (no DuckDB for a store that only hit). The store stays
+        usable; closing again is harmless."""
+        self._backend.flush(closing=True)
+        self._flush_failing = False
         self._backend.close()
 
     def __enter__(self) -> FeatureStore:
@@ -1075,7 +1078,7 @@ def _flush_live_stores() -> None:
     for store in list(_live_stores):
         try:
             require_unforked()  # a forked child's exit must not hang on the parent's threads
-            store._backend.flush(exiting=True)  # no catalog.duckdb, no DuckDB for hits alone
+            store._backend.flush(closing=True)  # no DuckDB for a store that only hit
         except ForkedProcess:
             return
         except Exception as exc:  # exiting: report, never raise

@@ -200,8 +200,9 @@ class Backend(abc.ABC):
         """Delete a temp file this process wrote (after a failure); never raises."""
 
     @abc.abstractmethod
-    def write_counts(self, *, wait: bool = True) -> None:
-        """Write the hits and misses counted in memory (``pending``) in one transaction."""
+    def write_counts(self, *, wait: bool = True, rows_only: bool = False) -> None:
+        """Write the hits and misses counted in memory (``pending``) in one transaction
+        (``rows_only``: only if rows wait to be written, what a read of the catalog needs)."""
 
     def flush_later(self) -> None:
         """Write the counts soon without making the caller wait (a hit calls it when they are
@@ -283,9 +284,9 @@ class Backend(abc.ABC):
         """Rebuild what plain SQL clients read; return ``{feature: view name}``."""
 
     @abc.abstractmethod
-    def flush(self, *, exiting: bool = False) -> None:
+    def flush(self, *, closing: bool = False) -> None:
         """Write pending counts and bring derived files (the SQL catalog) up to date
-        (``exiting``: at interpreter exit, where the cheapest durable way will do)."""
+        (``closing``: the store's last flush, where the cheapest durable way will do)."""
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing between calls
         """Release what the backend holds between calls (it stays usable)."""

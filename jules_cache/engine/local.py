@@ -309,13 +309,14 @@ class LocalBackend(Backend):
 
     # -- counts --------------------------------------------------------------------------------
 
-    def write_counts(self, *, wait: bool = True) -> None:
-        """Write the counts kept in memory and those exited processes left
-        (``counts_journal``). ``wait=False`` (from a hit) gives up at once if another process
-        holds the lock."""
+    def write_counts(self, *, wait: bool = True, rows_only: bool = False) -> None:
+        """Write the counts kept in memory and those closed stores left (``counts_journal``).
+        ``wait=False`` (from a hit) gives up at once if another process holds the lock;
+        ``rows_only`` (before a read) writes only if rows or such counts wait."""
         if self.read_only:  # a read-only store's counts stay in memory
             return
-        if not self.pending and not counts_journal.waiting(self.layout):
+        left = counts_journal.waiting(self.layout)
+        if not left and not (self.pending.rows_waiting() if rows_only else self.pending):
             return
         with self._writing:  # the background flush and this thread: one batch at a time
             rows = self.pending.rows_waiting()
@@ -450,14 +451,15 @@ class LocalBackend(Backend):
         except storage_errors():
             pass  # the manifest may be what failed; the caller has been told
 
-    def flush(self, *, exiting: bool = False) -> None:
+    def flush(self, *, closing: bool = False) -> None:
         """Write the counts, and, if this store changed the manifest since, rebuild
         ``catalog.duckdb`` (a store that only read leaves every file as it found it).
 
-        ``exiting``: counts without rows go to a journal file for the next manifest write
-        (``counts_journal``): a process that only hit never loads DuckDB.
+        ``closing`` (``close()``, interpreter exit): counts without rows go to a journal file
+        for the next manifest write (``counts_journal``): a process that only hit never loads
+        DuckDB.
         """
-        if not (exiting and self._left_in_journal()):
+        if not (closing and self._left_in_journal()):
             self.write_counts()
         if self._wrote:
             self._wrote = False

@@ -238,7 +238,7 @@ class SharedBackend(Backend):
 
     # -- counts --------------------------------------------------------------------------------
 
-    def write_counts(self, *, wait: bool = True) -> None:
+    def write_counts(self, *, wait: bool = True, rows_only: bool = False) -> None:
         """Write the counts kept in memory.
 
         ``wait=False`` (a hit) never waits: the flush runs on a background thread, and gives
@@ -249,7 +249,7 @@ class SharedBackend(Backend):
         reason than a busy catalog, this raises ``StoreError`` saying why (the store warns
         once).
         """
-        if self.read_only or not self.pending:
+        if self.read_only or not self.pending or rows_only:  # rows are never deferred here
             return
         if not wait:
             self._flush_in_background()
@@ -304,7 +304,7 @@ class SharedBackend(Backend):
         with contextlib.suppress(Exception):
             self.catalog.bump_counter("store_failures")
 
-    def flush(self, *, exiting: bool = False) -> None:
+    def flush(self, *, closing: bool = False) -> None:
         self.write_counts()
 
     # -- inspection ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A process that only hits never loads DuckDB, not even at exit: its counts go to a journal
-file (``storage.counts_journal``) that the next manifest write folds in, exactly once."""
+"""A process that only hits never loads DuckDB, not even at exit or on close(): its counts go to
+a journal file (``storage.counts_journal``) that the next write or read of the manifest through
+the API folds in, once."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from helpers import local_backend
 
 from jules_cache import FeatureStore
 from jules_cache.storage import counts_journal
+from jules_cache.storage.layout import Layout
 
 HIT_ONLY = """
 import atexit, sys
@@ -51,12 +53,13 @@ def test_a_hit_only_process_never_loads_duckdb_and_its_hits_are_counted(root, aa
     aapl.write_parquet(root.parent / "aapl.parquet")
     with FeatureStore(root) as store:
         store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
+        store.flush()  # its miss counted in the manifest: no journal of its own
     for _ in range(3):
         assert hit_in_new_process(root, tmp_path) is False
-    assert len(counts_journal.waiting(local_backend(FeatureStore(root)).layout)) == 3
+    assert len(counts_journal.waiting(Layout(root))) == 3  # one file per process
     with FeatureStore(root) as store:
         assert hits_of(store) == 3
-        assert counts_journal.waiting(local_backend(store).layout) == []  # folded in, once
+        assert counts_journal.waiting(Layout(root)) == []  # folded in, once
         assert hits_of(store) == 3
 
 
@@ -65,8 +68,9 @@ def test_a_publish_folds_the_journal_in_with_its_own_row(root, aapl, ticks, tmp_
     with FeatureStore(root, hit_flush_seconds=0) as store:
         store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
         hit_in_new_process(root, tmp_path)
+        assert len(counts_journal.waiting(Layout(root))) == 1
         store.get_or_compute("AAPL", aapl, {"freq": "5m"}, bar_count)  # a miss: a write
-        assert counts_journal.waiting(local_backend(store).layout) == []
+        assert counts_journal.waiting(Layout(root)) == []
         hits = sorted(entry.hit_count for entry in store.entries())
         assert hits == [0, 1]  # the other process's hit, on the 1m entry
 
@@ -96,7 +100,7 @@ def test_a_counts_link_planted_in_the_root_is_never_followed(store, aapl, tmp_pa
     counts_journal.folder(layout).symlink_to(outside)
     store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
     store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
-    local_backend(store).flush(exiting=True)  # the journal cannot be written: the manifest
+    local_backend(store).flush(closing=True)  # the journal cannot be written: the manifest
     assert store.stats().misses == 1 and store.stats().hits == 1
     assert (outside / "1.a.json").exists()  # never read, never deleted
     counts_journal.folder(layout).unlink()
