@@ -1009,8 +1009,8 @@ class FeatureStore:
             )
 
     def close(self) -> None:
-        """Write what this store recorded: rows at once, hit counts alone to a small file the
-        next write of the cache folds in (no DuckDB for a store that only hit). The store stays
+        """Write what this store recorded (in a process that only hit, its counts go to a small
+        file the next write of the cache folds in: no DuckDB just for them). The store stays
         usable; closing again is harmless."""
         self._backend.flush(closing=True)
         self._flush_failing = False
