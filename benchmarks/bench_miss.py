@@ -16,7 +16,8 @@ warm-up, every miss a new config (so a new key):
 - ``joblib.Memory miss``: the same feature through ``Memory.cache`` (an eager frame in, as its
   docs show);
 - ``publish``: the publish step alone (the ``publish`` DEBUG event of the ``jules_cache``
-  logger), in the loop and alone.
+  logger), in the loop and alone;
+- ``load_before``/``load_after``: the 1-minute load average around the run.
 
 The loop's ratio is also given as the median of per-round ratios (each miss over the compute
 timed just before it), which a drifting machine load moves less.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import statistics
 import sys
@@ -78,6 +80,9 @@ def run(work: Path, rounds: int, isolated: int) -> dict[str, Any]:
     logger = logging.getLogger("jules_cache")
     logger.addHandler(publish)
     logger.setLevel(logging.DEBUG)
+    # The machine's 1-minute load: runs compare only at a like load (a busy 2-core machine
+    # slows the miss's many small steps more than the compute).
+    load_before = os.getloadavg()[0]
     store = FeatureStore(work / "jules")
     memory = Memory(work / "joblib", verbose=0)
     cached_bars = memory.cache(bars_eager)
@@ -118,6 +123,8 @@ def run(work: Path, rounds: int, isolated: int) -> dict[str, Any]:
         "publish_alone_p50_ms": statistics.median(alone_publish),
         "rounds": rounds,
         "isolated": isolated,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
     }
     result["miss_loop_over_compute"] = result["jules_cache_miss_loop_ms"] / result["compute_ms"]
     # The same ratio round by round (a miss over the compute timed just before it): a machine
@@ -153,6 +160,8 @@ def show(result: dict[str, Any]) -> None:
             ["publish, alone (p50)", result["publish_alone_p50_ms"], ""],
         ],
     )
+    loads = f"{result['load_before']:.1f} before, {result['load_after']:.1f} after"
+    print(f"load average (1 min): {loads}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -179,11 +179,12 @@ def _polars_dictionary(series: Any, polars: ModuleType) -> pa.ChunkedArray | Non
     codes = pa.chunked_array(physical)
     if _largest_index(codes) >= len(values):
         return None
-    head = series.head(_SPOT_CHECK_ROWS)
-    decoded = values.gather(head.to_physical())
-    if not decoded.equals(head.cast(polars.String), check_names=False, null_equal=True):
+    # Indexing, not ``gather`` (a query): the same take, ~0.3 ms less right after a compute.
+    decoded = values[physical.head(_SPOT_CHECK_ROWS)]
+    expected = series.head(_SPOT_CHECK_ROWS).cast(polars.String)
+    if not decoded.equals(expected, check_names=False, null_equal=True):
         return None
-    dictionary = values.to_arrow()
+    dictionary = values.to_arrow(compat_level=polars.CompatLevel.oldest())  # large_string
     if not pa.types.is_large_string(dictionary.type):
         dictionary = dictionary.cast(pa.large_string())
     dict_type = pa.dictionary(codes.type, dictionary.type, ordered=enum)
@@ -695,10 +696,10 @@ class _DictNode(_Node):
             return _digest(b"decoded", *parts, decoded.digest())
         fully_used = self._fully_used_dictionary()
         if fully_used is not None:
-            ranks, values_digest = fully_used
+            ranks, values_digest, indices = fully_used
             codes = xxhash.xxh3_128()
-            for piece in self.pieces:
-                codes.update(_buffer(_lookup(ranks, _values_np(piece.indices))))
+            for piece_indices in indices:
+                codes.update(_buffer(_lookup(ranks, piece_indices)))
             return _digest(*parts, codes.digest(), values_digest)
         distinct = self._used_distinct_values()
         codes = xxhash.xxh3_128()
@@ -708,10 +709,12 @@ class _DictNode(_Node):
         values.feed(distinct)
         return _digest(*parts, codes.digest(), values.digest())
 
-    def _fully_used_dictionary(self) -> tuple[np.ndarray, bytes] | None:
-        """The rank of each entry and the digest of the sorted values, when every piece has no
-        null row and uses every entry of one small text dictionary (a Categorical column's
-        usual leaf); None otherwise.
+    def _fully_used_dictionary(
+        self,
+    ) -> tuple[np.ndarray, bytes, list[np.ndarray | bytearray]] | None:
+        """The rank of each entry, the digest of the sorted values and each piece's indices
+        (as ``_lookup`` takes them), when every piece has no null row and uses every entry of
+        one small text dictionary (a Categorical column's usual leaf); None otherwise.
 
         Remembered by the dictionary's exact bytes, so the leaves of one column (and the hits
         after) rank their dictionary once, not once per leaf in Python. The result is the one
@@ -720,11 +723,20 @@ class _DictNode(_Node):
         key = _content_key(self.pieces[0].dictionary) if self.pieces else None
         if key is None:
             return None
+        indices: list[np.ndarray | bytearray] = []
         for piece in self.pieces:
             if piece.null_count or _content_key(piece.dictionary) != key:
                 return None
-            if _used_mask(piece, len(piece.dictionary)) is not None:
+            size = len(piece.dictionary)
+            if size <= 256:
+                as_bytes = _byte_indices(_values_np(piece.indices), size)
+                if not all(as_bytes.find(entry) >= 0 for entry in range(size)):
+                    return None
+                indices.append(as_bytes)
+            elif _used_mask(piece, size) is not None:
                 return None
+            else:
+                indices.append(_values_np(piece.indices))
         found = _FULLY_USED.get(key)
         if found is None:
             distinct = self._used_distinct_values()
@@ -738,7 +750,7 @@ class _DictNode(_Node):
             if len(_FULLY_USED) >= _FULLY_USED_ENTRIES:
                 _FULLY_USED.clear()
             _FULLY_USED[key] = found
-        return found
+        return (*found, indices)
 
     def _categories_digest(self) -> bytes:
         node = _make_node(self.dtype.value_type, self.where)
@@ -835,19 +847,31 @@ def _require_indices_below(raw: np.ndarray, size: int) -> None:
         raise FingerprintError("dictionary index out of range (corrupt Arrow array)")
 
 
-def _lookup(table: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """``table[indices]``, every index bounds-checked first (a corrupt one raises).
+def _byte_indices(raw: np.ndarray, size: int) -> bytearray:
+    """Dictionary indices below ``size`` <= 256, one byte per row; a corrupt index (out of
+    range) raises. A presence test is then a ``find``, a byte table a ``translate``."""
+    _require_indices_below(raw, size)
+    narrow = bytearray(len(raw))
+    np.copyto(np.frombuffer(narrow, np.uint8), raw, casting="unsafe")
+    return narrow
+
+
+def _lookup(table: np.ndarray, indices: np.ndarray | bytearray) -> np.ndarray:
+    """``table[indices]``, every index bounds-checked first (a corrupt one raises); indices
+    given as bytes are ``_byte_indices``, checked already.
 
     NumPy's checked ``take`` widens the indices to ``intp`` and checks each: ~3x the cost of
     a checked maximum and an unchecked gather. A byte table is applied by ``bytes.translate``,
     one C loop over a byte per row, faster still.
     """
-    _require_indices_below(indices, len(table))
     if table.dtype == np.uint8 and len(table) <= 256:
+        if not isinstance(indices, bytearray):
+            indices = _byte_indices(indices, len(table))
         lut = table.tobytes().ljust(256, b"\0")
-        narrow = bytearray(len(indices))  # the indices as bytes, written once
-        np.copyto(np.frombuffer(narrow, np.uint8), indices, casting="unsafe")
-        return np.frombuffer(narrow.translate(lut), np.uint8)
+        return np.frombuffer(indices.translate(lut), np.uint8)
+    if isinstance(indices, bytearray):
+        return np.take(table, np.frombuffer(indices, np.uint8))
+    _require_indices_below(indices, len(table))
     return np.take(table, indices, mode="wrap")  # every index is in range: nothing wraps
 
 
@@ -1011,6 +1035,32 @@ def fingerprint_table(table: pa.Table, *, threads: int | None = None) -> str:
 
 _IN_FLIGHT_PER_WORKER = 2  # leaves queued per hashing thread before ``update`` waits
 
+_Columns = tuple[tuple[tuple[pa.DataType, str, TypeDescriptor], ...], tuple[bytes, ...]]
+# (name, type) of every column -> what ``TableDigest`` needs of them. A caller's frame keeps
+# its schema call after call, and describing it anew cost ~0.2 ms right after a compute.
+_COLUMNS: dict[tuple[tuple[str, pa.DataType], ...], _Columns] = {}
+_COLUMNS_ENTRIES = 256
+
+
+def _columns_of(schema: pa.Schema) -> _Columns:
+    """Each column's (type, where, logical type descriptor) and its header bytes; raises
+    FingerprintError for an unsupported column type (never remembered)."""
+    key = tuple((field.name, field.type) for field in schema)
+    found = _COLUMNS.get(key)
+    if found is not None:
+        return found
+    fields, headers = [], []
+    for name, dtype in key:
+        where = f"column {name!r} (type {dtype})"
+        desc = _describe(dtype, where)
+        _make_node(dtype, where)  # fail early on unsupported nested types
+        fields.append((dtype, where, desc))
+        headers.append(json.dumps([name, desc], ensure_ascii=False).encode())
+    if len(_COLUMNS) >= _COLUMNS_ENTRIES:
+        _COLUMNS.clear()
+    found = _COLUMNS[key] = (tuple(fields), tuple(headers))
+    return found
+
 
 class TableDigest:
     """The digest of a table that arrives in batches (e.g. decoded from a large file).
@@ -1024,14 +1074,7 @@ class TableDigest:
     def __init__(self, schema: pa.Schema, *, threads: int | None = None) -> None:
         """``schema``: the batches' schema (checked per batch by logical type); ``threads`` as
         in :func:`fingerprint_table`. Raises FingerprintError for an unsupported column type."""
-        self._fields: list[tuple[pa.DataType, str, TypeDescriptor]] = []
-        self._headers: list[bytes] = []
-        for field in schema:
-            where = f"column {field.name!r} (type {field.type})"
-            desc = _describe(field.type, where)
-            _make_node(field.type, where)  # fail early on unsupported nested types
-            self._fields.append((field.type, where, desc))
-            self._headers.append(json.dumps([field.name, desc], ensure_ascii=False).encode())
+        self._fields, self._headers = _columns_of(schema)
         self._names = schema.names
         self._cutters = [_LeafCutter() for _ in self._fields]
         self._slots: list[list[Future[bytes] | bytes]] = [[] for _ in self._fields]
