@@ -90,6 +90,7 @@ def at_most(value: float | None, bound: float) -> bool | None:
 
 
 OVER_DATASET = "plain DuckDB over store.sql's dataset"
+WALL = "process_wall_ms"  # a new process's whole life, its exit included
 
 
 def rows() -> list[Row]:
@@ -163,13 +164,19 @@ def rows() -> list[Row]:
         Row(
             "first hit in a new process (10k-row Parquet, module-level feature)",
             "compare.py --only first-hit",
-            f"{ms(first_hit('jules_cache'))} "
-            f"({times(ratio(first_hit('jules_cache'), first_hit('joblib')))} joblib)",
-            f"joblib.Memory {ms(first_hit('joblib'))}; whole processes (exit's count flush "
-            f"included): {ms(first_hit('jules_cache', 'process_wall_ms'))} vs "
-            f"{ms(first_hit('joblib', 'process_wall_ms'))}",
+            f"whole process {ms(first_hit('jules_cache', WALL))} "
+            f"({times(ratio(first_hit('jules_cache', WALL), first_hit('joblib', WALL)))} "
+            f"joblib); import + open + fetch {ms(first_hit('jules_cache'))} "
+            f"({times(ratio(first_hit('jules_cache'), first_hit('joblib')))})",
+            f"joblib.Memory: whole process {ms(first_hit('joblib', WALL))}, import + open + "
+            f"fetch {ms(first_hit('joblib'))}",
             "≤ 0.85× joblib",
-            at_most(ratio(first_hit("jules_cache"), first_hit("joblib")), 0.85),
+            None
+            if first_hit("jules_cache", WALL) is None
+            else bool(
+                at_most(ratio(first_hit("jules_cache", WALL), first_hit("joblib", WALL)), 0.85)
+                and at_most(ratio(first_hit("jules_cache"), first_hit("joblib")), 0.85)
+            ),
         ),
         Row(
             "hit, 10M-row input, `symbol` a String column",
