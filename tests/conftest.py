@@ -45,12 +45,28 @@ def root(tmp_path):
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="session")
+def empty_root(tmp_path_factory) -> Path:
+    """A new cache root exactly as the first ``FeatureStore`` on an empty folder leaves it
+    (folders, manifest, catalog), made once per session by this very code; never opened again.
+    """
+    template = tmp_path_factory.mktemp("empty_root") / "cache"
+    FeatureStore(template).close()
+    return template
+
+
 @pytest.fixture
-def store(root, request):
+def store(root, request, empty_root):
     """A store on a fresh root; afterwards `check` must find the cache consistent.
+
+    The root is a byte copy of ``empty_root`` (timestamps kept, so its catalog is as current
+    as the original's): creating a root costs ~60-100 ms of DuckDB work (the manifest's
+    migrations and the first catalog build), and most tests are not about creating one. The
+    tests that are open ``FeatureStore(root)`` on the empty ``root`` folder themselves.
 
     Tests that damage the cache on purpose and leave it so are marked ``leaves_damage``.
     """
+    shutil.copytree(empty_root, root, symlinks=True)
     with FeatureStore(root) as feature_store:
         yield feature_store
     if request.node.get_closest_marker("leaves_damage") is None and root.is_dir():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -11,12 +12,22 @@ import pytest
 from features import bar_count
 from helpers import frame
 
-from jules_cache import InvalidInput
+from jules_cache import FeatureStore, InvalidInput
 
 
 def noisy_bars(ticks: pl.LazyFrame, config: dict[str, Any]) -> pl.LazyFrame:
     """Returns the config it was given: an ignored key must still reach the function."""
     return ticks.select(pl.len().alias("n"), pl.lit(repr(sorted(config.items()))).alias("seen"))
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory) -> Iterator[FeatureStore]:
+    """One empty store for the bad-argument tests of this module: a refused call changes
+    nothing, so they can share it, and the end proves that none stored anything."""
+    with FeatureStore(tmp_path_factory.mktemp("parity") / "cache") as store:
+        yield store
+        assert store.entries() == []
+    assert store.check().consistent
 
 
 # -- ignore= -------------------------------------------------------------------------------------
@@ -69,11 +80,11 @@ def test_the_decorator_and_explain_take_ignore(store):
         (["a"], [1, 2]),  # keys to ignore, but the config has no keys
     ],
 )
-def test_a_bad_ignore_is_invalid_input_naming_it(store, ignore, config):
+def test_a_bad_ignore_is_invalid_input_naming_it(refusing, ignore, config):
     with pytest.raises(InvalidInput, match="ignore"):
-        store.fetch("A", frame(1), config, bar_count, ignore=ignore)
+        refusing.fetch("A", frame(1), config, bar_count, ignore=ignore)
     with pytest.raises(InvalidInput, match="ignore"):
-        store.feature(ignore=ignore)(bar_count)("A", frame(1), config)
+        refusing.feature(ignore=ignore)(bar_count)("A", frame(1), config)
 
 
 # -- contains ------------------------------------------------------------------------------------
@@ -135,9 +146,9 @@ def test_contains_on_a_file_input_reuses_its_memoised_digest(store, tmp_path, mo
         (lambda s: s.contains(None, frame(1), {}, bar_count), "symbol"),
     ],
 )
-def test_contains_validates_its_arguments(store, call, named):
+def test_contains_validates_its_arguments(refusing, call, named):
     with pytest.raises(InvalidInput, match=named):
-        call(store)
+        call(refusing)
 
 
 # -- clear ---------------------------------------------------------------------------------------
@@ -245,11 +256,11 @@ def test_a_rebuilt_manifest_keeps_the_expiry_from_the_files(root):
 
 
 @pytest.mark.parametrize("expire", ["soon", -1, 0, True, float("nan"), [1]])
-def test_a_bad_expire_is_invalid_input_naming_it(store, expire):
+def test_a_bad_expire_is_invalid_input_naming_it(refusing, expire):
     with pytest.raises(InvalidInput, match="expire"):
-        store.fetch("A", frame(1), {}, bar_count, expire=expire)
+        refusing.fetch("A", frame(1), {}, bar_count, expire=expire)
     with pytest.raises(InvalidInput, match="expire"):
-        store.feature(expire=expire)(bar_count)
+        refusing.feature(expire=expire)(bar_count)
 
 
 # -- max_size= -----------------------------------------------------------------------------------

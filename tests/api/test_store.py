@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 
 import numpy as np
@@ -28,6 +29,17 @@ from jules_cache import (
 
 def fetch(store, data, config=None, func=bar_count, symbol="AAPL", **kwargs):
     return store.fetch(symbol, data, config or {"freq": "1m"}, func, name="bars", **kwargs)
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory) -> Iterator[FeatureStore]:
+    """One store for the calls of this module that must store nothing (refused input, a
+    result refused or an error from compute): each asserts it is still empty afterwards, so
+    they can share it, and the check at the end proves the cache consistent."""
+    with FeatureStore(tmp_path_factory.mktemp("refusing") / "cache") as store:
+        yield store
+        assert store.entries() == []
+    assert store.check().consistent
 
 
 def test_hit_after_miss_returns_equal_frame_without_computing(store, aapl, tmp_path):
@@ -141,11 +153,11 @@ def test_feature_name_defaults_to_the_functions_qualified_name(store, aapl):
     assert store.entry(result.key).feature == "features.bar_count"
 
 
-def test_unsupported_config_raises_fingerprint_error_naming_the_path(store, aapl):
+def test_unsupported_config_raises_fingerprint_error_naming_the_path(refusing, aapl):
     with pytest.raises(FingerprintError, match=r"\['windows'\]\[2\]") as info:
-        fetch(store, aapl, {"windows": [1, 2, object()]})
+        fetch(refusing, aapl, {"windows": [1, 2, object()]})
     assert isinstance(info.value, TypeError) and isinstance(info.value, JulesCacheError)
-    assert store.entries() == []
+    assert refusing.entries() == []
 
 
 def test_int_and_str_config_keys_do_not_collide(store, aapl):
@@ -207,10 +219,10 @@ def test_odd_symbols_stay_inside_the_root_and_round_trip(store, aapl, symbol):
         ("x" * 1025, "at most 1024"),
     ],
 )
-def test_bad_symbols_are_refused_and_change_nothing(store, aapl, symbol, message):
+def test_bad_symbols_are_refused_and_change_nothing(refusing, aapl, symbol, message):
     with pytest.raises(InvalidInput, match=message):
-        fetch(store, aapl, symbol=symbol)
-    assert store.entries() == []
+        fetch(refusing, aapl, symbol=symbol)
+    assert refusing.entries() == []
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -272,10 +284,10 @@ def test_parquet_paths_are_scanned_and_keyed_by_content(store, aapl, tmp_path):
     ],
     ids=["dict", "int", "missing-path", "empty-list", "no-rows", "no-columns"],
 )
-def test_bad_data_is_refused_with_a_clear_error(store, data, message):
+def test_bad_data_is_refused_with_a_clear_error(refusing, data, message):
     with pytest.raises(InvalidInput, match=message):
-        fetch(store, data)
-    assert store.entries() == []
+        fetch(refusing, data)
+    assert refusing.entries() == []
 
 
 def test_a_non_parquet_file_is_refused(store, tmp_path):
@@ -327,14 +339,14 @@ def _returns_duplicate_columns(ticks, config):
     ],
     ids=["none", "list", "duplicate-columns"],
 )
-def test_bad_results_are_refused_and_nothing_is_cached(store, aapl, func, message):
+def test_bad_results_are_refused_and_nothing_is_cached(refusing, aapl, func, message):
     with pytest.raises(InvalidInput, match=message):
-        store.fetch("AAPL", aapl, {}, func, name="bad")
-    assert store.entries() == []
-    assert not any(local_backend(store).layout.tmp.iterdir())
+        refusing.fetch("AAPL", aapl, {}, func, name="bad")
+    assert refusing.entries() == []
+    assert not any(local_backend(refusing).layout.tmp.iterdir())
 
 
-def test_an_exception_from_compute_propagates_unchanged_and_nothing_is_cached(store, aapl):
+def test_an_exception_from_compute_propagates_unchanged_and_nothing_is_cached(refusing, aapl):
     class Boom(Exception):
         pass
 
@@ -342,15 +354,15 @@ def test_an_exception_from_compute_propagates_unchanged_and_nothing_is_cached(st
         raise Boom("no features today")
 
     with pytest.raises(Boom, match="no features today"):
-        store.fetch("AAPL", aapl, {}, explode)
-    assert store.entries() == []
-    assert not any(local_backend(store).layout.objects.rglob("*.parquet"))
+        refusing.fetch("AAPL", aapl, {}, explode)
+    assert refusing.entries() == []
+    assert not any(local_backend(refusing).layout.objects.rglob("*.parquet"))
 
 
-def test_a_broken_lazy_plan_propagates_as_a_polars_error(store, aapl):
+def test_a_broken_lazy_plan_propagates_as_a_polars_error(refusing, aapl):
     with pytest.raises(pl.exceptions.ColumnNotFoundError):
-        store.fetch("AAPL", aapl, {}, lambda t, c: t.select(pl.col("nope")), name="broken")
-    assert store.entries() == [] and not any(local_backend(store).layout.tmp.iterdir())
+        refusing.fetch("AAPL", aapl, {}, lambda t, c: t.select(pl.col("nope")), name="broken")
+    assert refusing.entries() == [] and not any(local_backend(refusing).layout.tmp.iterdir())
 
 
 def test_store_failure_returns_the_result_with_a_warning_or_raises_when_strict(root, aapl):

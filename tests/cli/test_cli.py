@@ -9,37 +9,49 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import fill_two_entries
 
 from jules_cache import FeatureStore
 from jules_cache.cli import cli
+from jules_cache.synthetic import ticks_for
 
 
-def test_stats_json_is_one_document_with_the_numbers(root, two_entries):
-    result = CliRunner().invoke(cli, ["--root", str(root), "stats", "--json"])
+@pytest.fixture(scope="module")
+def read_root(tmp_path_factory, ticks):
+    """A root filled by ``fill_two_entries`` once, for the tests that only read it."""
+    root = tmp_path_factory.mktemp("read") / "cache"
+    fill_two_entries(root, ticks_for(ticks, "AAPL"))
+    return root
+
+
+def test_stats_json_is_one_document_with_the_numbers(read_root):
+    result = CliRunner().invoke(cli, ["--root", str(read_root), "stats", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["entries"] == 2 and document["hits"] == 1 and document["misses"] == 2
     assert document["features"][0]["feature"] == "bars"
 
 
-def test_stats_table(root, two_entries):
-    result = CliRunner().invoke(cli, ["--root", str(root), "stats"])
+def test_stats_table(read_root):
+    result = CliRunner().invoke(cli, ["--root", str(read_root), "stats"])
     assert result.exit_code == 0
     assert "entries       2" in result.stdout and "bars" in result.stdout
 
 
-def test_ls_filters_and_json(root, two_entries):
+def test_ls_filters_and_json(read_root):
     runner = CliRunner()
-    listed = runner.invoke(cli, ["--root", str(root), "ls", "--symbol", "MSFT", "--json"])
+    listed = runner.invoke(cli, ["--root", str(read_root), "ls", "--symbol", "MSFT", "--json"])
     assert listed.exit_code == 0
     (entry,) = json.loads(listed.stdout)
     assert entry["symbol"] == "MSFT" and entry["feature"] == "bars"
-    table = runner.invoke(cli, ["--root", str(root), "ls"])
+    table = runner.invoke(cli, ["--root", str(read_root), "ls"])
     assert table.exit_code == 0 and "AAPL" in table.stdout and "MSFT" in table.stdout
 
 
-def test_root_from_the_environment(root, two_entries):
-    result = CliRunner().invoke(cli, ["stats", "--json"], env={"FEATURE_STORE_PATH": str(root)})
+def test_root_from_the_environment(read_root):
+    result = CliRunner().invoke(
+        cli, ["stats", "--json"], env={"FEATURE_STORE_PATH": str(read_root)}
+    )
     assert json.loads(result.stdout)["entries"] == 2
 
 

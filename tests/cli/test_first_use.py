@@ -36,8 +36,8 @@ DOCS = "\n".join(
 
 @pytest.fixture(scope="module")
 def shared_root(tmp_path_factory, ticks) -> Path:
-    """A root filled by ``fill_two_entries`` once, for the parametrized tests that must leave
-    its entries as they are (usage errors, dry runs)."""
+    """A root filled by ``fill_two_entries`` once, for the tests that must leave its entries
+    as they are (reads, usage errors, dry runs)."""
     root = tmp_path_factory.mktemp("shared") / "cache"
     fill_two_entries(root, ticks_for(ticks, "AAPL"))
     return root
@@ -62,19 +62,21 @@ READ_COMMANDS = {
 }
 
 
-def test_every_subcommand_takes_root_after_its_name(tmp_path, root, two_entries):
+def test_every_subcommand_takes_root_after_its_name(tmp_path, shared_root):
     elsewhere = tmp_path / "elsewhere"
     for name, args in READ_COMMANDS.items():
-        after = _run([*args, "--root", str(root)], env={"JULES_CACHE_ROOT": str(elsewhere)})
+        after = _run([*args, "--root", str(shared_root)], env={"JULES_CACHE_ROOT": str(elsewhere)})
         assert after.exit_code == 0, f"{name} --root: {after.output}"
-        before = _run(["--root", str(root), *args])
+        before = _run(["--root", str(shared_root), *args])
         assert before.exit_code == 0, f"--root {name}: {before.output}"
-        assert after.stdout.replace(str(root), "R") == before.stdout.replace(str(root), "R") or (
+        assert after.stdout.replace(str(shared_root), "R") == before.stdout.replace(
+            str(shared_root), "R"
+        ) or (
             name in ("gc", "check")  # timings and run ids differ between two runs
         )
     assert not elsewhere.exists()
     # The subcommand's value wins over the group's and over the environment.
-    stats = _run(["--root", str(elsewhere), "stats", "--json", "--root", str(root)])
+    stats = _run(["--root", str(elsewhere), "stats", "--json", "--root", str(shared_root)])
     assert stats.exit_code == 0 and json.loads(stats.stdout)["entries"] == 2
     assert not elsewhere.exists()
 
@@ -289,11 +291,11 @@ def test_check_and_gc_take_the_same_durations(shared_root, grace):
     assert json.loads(checked.stdout)["consistent"]
 
 
-def test_ls_since_takes_a_duration_or_a_date(root, two_entries):
-    recent = _run(["ls", "--since", "1h", "--json", "--root", str(root)])
+def test_ls_since_takes_a_duration_or_a_date(shared_root):
+    recent = _run(["ls", "--since", "1h", "--json", "--root", str(shared_root)])
     assert recent.exit_code == 0, recent.output
     assert len(json.loads(recent.stdout)) == 2
-    dated = _run(["ls", "--since", "2999-01-01", "--json", "--root", str(root)])
+    dated = _run(["ls", "--since", "2999-01-01", "--json", "--root", str(shared_root)])
     assert dated.exit_code == 0 and json.loads(dated.stdout) == []
 
 
@@ -315,12 +317,12 @@ def _display_width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def test_sql_table_keeps_small_numbers_and_aligns_wide_text(root, two_entries):
+def test_sql_table_keeps_small_numbers_and_aligns_wide_text(shared_root):
     query = (
         "SELECT symbol, ret::DOUBLE AS ret, n FROM (VALUES ('日本', -0.000123, 12), "
         "('AAPL', 0.000456, 3), ('BRK/B', 1234567.891, 4)) t(symbol, ret, n)"
     )
-    result = _run(["--root", str(root), "sql", query])
+    result = _run(["--root", str(shared_root), "sql", query])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "-0.000123" in out and "0.000456" in out

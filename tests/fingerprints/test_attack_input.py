@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import time, timedelta
 from decimal import Decimal
@@ -64,6 +65,19 @@ def unchanged(store: FeatureStore, *, skip: tuple[str, ...] = ()):
     assert store.entries() == rows
 
 
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Iterator[FeatureStore]:
+    """One store for the bad inputs refused before anything is written: ``unchanged`` proves
+    per test that the call changed no file and no row, so the tests can share it, and the
+    check at the end proves the cache consistent. Its hits (the SEED call of each ``unchanged``)
+    are never flushed mid-module (``hit_flush_seconds``), so no background write changes the
+    manifest a test compares."""
+    root = tmp_path_factory.mktemp("bad_input") / "cache"
+    with FeatureStore(root, hit_flush_seconds=3600) as store:
+        yield store
+    assert store.check().consistent
+
+
 # Results go through the miss path: it takes a per-key lock file and counts the failure in
 # the manifest (``store_failures``), by design. Everything else must stay as it was.
 RESULT_SKIP = ("locks", "manifest.duckdb")
@@ -86,20 +100,20 @@ def _no_temp_files(store: FeatureStore) -> None:
         ("   ", "empty"),
     ],
 )
-def test_a_symbol_that_is_not_storable_text_is_invalid_input(store, symbol, words):
-    with unchanged(store), pytest.raises(InvalidInput, match=words) as caught:
-        store.get_or_compute(symbol, SMALL, {}, identity)
+def test_a_symbol_that_is_not_storable_text_is_invalid_input(seeded, symbol, words):
+    with unchanged(seeded), pytest.raises(InvalidInput, match=words) as caught:
+        seeded.get_or_compute(symbol, SMALL, {}, identity)
     assert "symbol" in str(caught.value)
 
 
-def test_a_feature_name_with_a_lone_surrogate_is_invalid_input(store):
-    with unchanged(store), pytest.raises(InvalidInput, match=r"feature name.*UTF-8"):
-        store.get_or_compute("AAPL", SMALL, {}, identity, name="bars\ud800")
+def test_a_feature_name_with_a_lone_surrogate_is_invalid_input(seeded):
+    with unchanged(seeded), pytest.raises(InvalidInput, match=r"feature name.*UTF-8"):
+        seeded.get_or_compute("AAPL", SMALL, {}, identity, name="bars\ud800")
 
 
-def test_a_code_version_with_a_lone_surrogate_is_invalid_input(store):
-    with unchanged(store), pytest.raises(InvalidInput, match=r"version.*UTF-8"):
-        store.get_or_compute("AAPL", SMALL, {}, identity, version="v1\ud800")
+def test_a_code_version_with_a_lone_surrogate_is_invalid_input(seeded):
+    with unchanged(seeded), pytest.raises(InvalidInput, match=r"version.*UTF-8"):
+        seeded.get_or_compute("AAPL", SMALL, {}, identity, version="v1\ud800")
 
 
 # ----------------------------------------------------------------------------- config
@@ -108,9 +122,9 @@ def test_a_code_version_with_a_lone_surrogate_is_invalid_input(store):
 @pytest.mark.parametrize(
     "number", [10**5000, -(10**5000), 1 << 10_000], ids=["1e5000", "-1e5000", "2**10000"]
 )
-def test_an_int_too_large_for_the_canonical_form_is_a_fingerprint_error(store, number):
-    with unchanged(store), pytest.raises(FingerprintError, match=r"config\['x'\]\[1\].*bits"):
-        store.get_or_compute("AAPL", SMALL, {"x": [0, number]}, identity)
+def test_an_int_too_large_for_the_canonical_form_is_a_fingerprint_error(seeded, number):
+    with unchanged(seeded), pytest.raises(FingerprintError, match=r"config\['x'\]\[1\].*bits"):
+        seeded.get_or_compute("AAPL", SMALL, {"x": [0, number]}, identity)
 
 
 def test_the_largest_int_fingerprints_the_same_whatever_the_interpreter_digit_limit():
@@ -133,9 +147,9 @@ def _nested(depth: int, kind: str):
 
 
 @pytest.mark.parametrize("kind", ["list", "dict"])
-def test_a_config_nested_5000_deep_is_a_fingerprint_error(store, kind):
-    with unchanged(store), pytest.raises(FingerprintError, match="nested deeper than") as caught:
-        store.get_or_compute("AAPL", SMALL, {"x": _nested(5000, kind)}, identity)
+def test_a_config_nested_5000_deep_is_a_fingerprint_error(seeded, kind):
+    with unchanged(seeded), pytest.raises(FingerprintError, match="nested deeper than") as caught:
+        seeded.get_or_compute("AAPL", SMALL, {"x": _nested(5000, kind)}, identity)
     assert "config['x']" in str(caught.value)
     assert not isinstance(caught.value.__cause__, RecursionError)
 
@@ -147,11 +161,11 @@ def test_nesting_up_to_the_limit_works_and_one_more_level_does_not():
         canonical_config(_nested(limit + 1, "dict"))
 
 
-def test_a_config_containing_itself_is_a_fingerprint_error(store):
+def test_a_config_containing_itself_is_a_fingerprint_error(seeded):
     loop: dict = {"a": [1]}
     loop["a"].append(loop)
-    with unchanged(store), pytest.raises(FingerprintError, match=r"config\['a'\]\[1\]"):
-        store.get_or_compute("AAPL", SMALL, loop, identity)
+    with unchanged(seeded), pytest.raises(FingerprintError, match=r"config\['a'\]\[1\]"):
+        seeded.get_or_compute("AAPL", SMALL, loop, identity)
 
 
 @pytest.mark.parametrize(
@@ -162,9 +176,9 @@ def test_a_config_containing_itself_is_a_fingerprint_error(store):
         ({"p": Path("/data/\udcff.parquet")}, r"config\['p'\]"),
     ],
 )
-def test_config_text_that_is_not_valid_unicode_is_a_fingerprint_error(store, config, path):
-    with unchanged(store), pytest.raises(FingerprintError, match=path + ".*UTF-8"):
-        store.get_or_compute("AAPL", SMALL, config, identity)
+def test_config_text_that_is_not_valid_unicode_is_a_fingerprint_error(seeded, config, path):
+    with unchanged(seeded), pytest.raises(FingerprintError, match=path + ".*UTF-8"):
+        seeded.get_or_compute("AAPL", SMALL, config, identity)
 
 
 class _Exploding:
@@ -196,9 +210,9 @@ class _Unset:
         ({"s": {_BadRepr()}}, r"config\['s'\]"),
     ],
 )
-def test_any_error_while_canonicalising_names_the_path(store, config, path):
-    with unchanged(store), pytest.raises(FingerprintError, match=path):
-        store.get_or_compute("AAPL", SMALL, config, identity)
+def test_any_error_while_canonicalising_names_the_path(seeded, config, path):
+    with unchanged(seeded), pytest.raises(FingerprintError, match=path):
+        seeded.get_or_compute("AAPL", SMALL, config, identity)
 
 
 # ----------------------------------------------------------------------------- data
@@ -223,10 +237,10 @@ def _union(kind: str) -> pa.Array:
     ],
     ids=["dense_union", "sparse_union", "union_in_struct", "list_view", "run_end_encoded"],
 )
-def test_an_arrow_column_of_an_unsupported_type_is_a_fingerprint_error(store, column):
+def test_an_arrow_column_of_an_unsupported_type_is_a_fingerprint_error(seeded, column):
     table = pa.table({"ok": [1, 2], "bad": column})
-    with unchanged(store), pytest.raises(FingerprintError, match="column 'bad'"):
-        store.get_or_compute("AAPL", table, {}, identity)
+    with unchanged(seeded), pytest.raises(FingerprintError, match="column 'bad'"):
+        seeded.get_or_compute("AAPL", table, {}, identity)
 
 
 @pytest.mark.parametrize(
@@ -237,17 +251,17 @@ def test_an_arrow_column_of_an_unsupported_type_is_a_fingerprint_error(store, co
     ],
     ids=["decimal256", "month_day_nano_interval"],
 )
-def test_an_arrow_column_polars_cannot_hold_is_a_fingerprint_error(store, column):
+def test_an_arrow_column_polars_cannot_hold_is_a_fingerprint_error(seeded, column):
     """Fingerprintable, but the compute function gets Polars data: Polars must take it."""
     table = pa.table({"ok": [1, 2], "bad": column})
-    with unchanged(store), pytest.raises(FingerprintError, match=r"column 'bad'.*Polars"):
-        store.get_or_compute("AAPL", table, {}, identity)
+    with unchanged(seeded), pytest.raises(FingerprintError, match=r"column 'bad'.*Polars"):
+        seeded.get_or_compute("AAPL", table, {}, identity)
 
 
-def test_an_arrow_table_with_duplicate_column_names_is_invalid_input(store):
+def test_an_arrow_table_with_duplicate_column_names_is_invalid_input(seeded):
     table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["x", "x"])
-    with unchanged(store), pytest.raises(InvalidInput, match=r"duplicate column names \['x'\]"):
-        store.get_or_compute("AAPL", table, {}, identity)
+    with unchanged(seeded), pytest.raises(InvalidInput, match=r"duplicate column names \['x'\]"):
+        seeded.get_or_compute("AAPL", table, {}, identity)
 
 
 @pytest.mark.parametrize(
@@ -258,12 +272,12 @@ def test_an_arrow_table_with_duplicate_column_names_is_invalid_input(store):
     ],
     ids=["object", "int128"],
 )
-def test_a_polars_column_without_a_faithful_arrow_form_is_a_fingerprint_error(store, column):
+def test_a_polars_column_without_a_faithful_arrow_form_is_a_fingerprint_error(seeded, column):
     """pl.Object exports as the objects' 8-byte addresses: hashing those could match another
     process's different objects (a false hit). Int128 does not export at all."""
     frame = pl.DataFrame({"ok": [1, 2]}).with_columns(column)
-    with unchanged(store), pytest.raises(FingerprintError, match="column 'bad'"):
-        store.get_or_compute("AAPL", frame, {}, identity)
+    with unchanged(seeded), pytest.raises(FingerprintError, match="column 'bad'"):
+        seeded.get_or_compute("AAPL", frame, {}, identity)
 
 
 @pytest.mark.parametrize(
@@ -281,9 +295,9 @@ def test_a_polars_column_without_a_faithful_arrow_form_is_a_fingerprint_error(st
     ],
     ids=["index_named_like_a_column", "unnamed_index_vs_pyarrow_name", "duplicate_levels"],
 )
-def test_a_pandas_index_named_like_a_column_is_a_fingerprint_error(store, frame, name):
-    with unchanged(store), pytest.raises(FingerprintError, match=f"'{name}'.*reset_index"):
-        store.get_or_compute("AAPL", frame, {}, identity)
+def test_a_pandas_index_named_like_a_column_is_a_fingerprint_error(seeded, frame, name):
+    with unchanged(seeded), pytest.raises(FingerprintError, match=f"'{name}'.*reset_index"):
+        seeded.get_or_compute("AAPL", frame, {}, identity)
 
 
 # ----------------------------------------------------------------------------- results

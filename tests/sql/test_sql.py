@@ -47,7 +47,8 @@ def filled(store, ticks):
 
 @pytest.fixture(scope="module")
 def filled_once(tmp_path_factory, ticks) -> Iterator[FeatureStore]:
-    """``filled``, built once for a parametrized test whose cases must all change nothing."""
+    """``filled``, built once for the tests that only read it (a hit, a query, a refused
+    statement) and so can share it; the check at the end proves it still consistent."""
     with FeatureStore(tmp_path_factory.mktemp("sql") / "cache") as store:
         yield fill(store, ticks)
     assert store.check().consistent
@@ -73,8 +74,8 @@ def bare_duckdb(store, sql: str) -> list:
     return json.loads(done.stdout)
 
 
-def test_feature_view_has_every_result_and_entry_metadata(filled, ticks):
-    frame = filled.sql(
+def test_feature_view_has_every_result_and_entry_metadata(filled_once, ticks):
+    frame = filled_once.sql(
         "SELECT symbol, config_json->>'freq' AS freq, count(*) AS n, count(DISTINCT key) AS keys "
         "FROM bar_count__all GROUP BY ALL ORDER BY ALL"
     )
@@ -84,14 +85,14 @@ def test_feature_view_has_every_result_and_entry_metadata(filled, ticks):
             rows = bar_count(ticks_for(ticks, symbol).lazy(), {"freq": freq}).collect().height
             expected.append((symbol, freq, rows, 1))
     assert frame.rows() == expected
-    versions = filled.sql("SELECT DISTINCT code_fingerprint, created_at FROM bar_count__all")
+    versions = filled_once.sql("SELECT DISTINCT code_fingerprint, created_at FROM bar_count__all")
     assert versions.height == 6 and versions["code_fingerprint"].null_count() == 0
 
 
-def test_view_values_equal_the_cached_frames(filled, ticks):
+def test_view_values_equal_the_cached_frames(filled_once, ticks):
     data = ticks_for(ticks, "MSFT")
-    direct = filled.get_or_compute("MSFT", data, {"freq": "5m"}, bar_count)
-    via_sql = filled.sql(
+    direct = filled_once.get_or_compute("MSFT", data, {"freq": "5m"}, bar_count)
+    via_sql = filled_once.sql(
         "SELECT ts, n, mean_price FROM bar_count__all "
         "WHERE symbol = $s AND config_json->>'freq' = '5m' ORDER BY ts",
         {"s": "MSFT"},
@@ -100,9 +101,9 @@ def test_view_values_equal_the_cached_frames(filled, ticks):
     assert_frame_equal(via_sql, direct.select("ts", "n", "mean_price"), check_dtypes=False)
 
 
-def test_manifest_tables_and_feature_views_are_queryable(filled):
-    assert filled.sql("SELECT count(*) AS n FROM entries")["n"][0] == 6
-    catalog = filled.sql("SELECT view_name, feature, entries, symbols FROM feature_views")
+def test_manifest_tables_and_feature_views_are_queryable(filled_once):
+    assert filled_once.sql("SELECT count(*) AS n FROM entries")["n"][0] == 6
+    catalog = filled_once.sql("SELECT view_name, feature, entries, symbols FROM feature_views")
     assert catalog.rows() == [("bar_count", "features.bar_count", 6, 3)]
 
 
@@ -147,23 +148,23 @@ def test_a_filter_on_symbol_reads_only_that_symbols_files(filled):
         filled.sql("SELECT count(*) FROM bar_count__all")
 
 
-def test_pruned_and_unpruned_queries_agree(filled):
+def test_pruned_and_unpruned_queries_agree(filled_once):
     query = (
         "SELECT symbol, count(*) AS n FROM bar_count__all b "
         "WHERE b.symbol IN ('AAPL', 'NVDA') AND n > 0 GROUP BY ALL ORDER BY ALL"
     )
-    reference = filled.sql(
+    reference = filled_once.sql(
         "SELECT symbol, count(*) AS n FROM bar_count__all "
         "WHERE symbol IN ('AAPL', 'NVDA') OR false GROUP BY ALL ORDER BY ALL"
     )  # the OR defeats pruning
-    assert filled.sql(query).equals(reference)
+    assert filled_once.sql(query).equals(reference)
     # The same view used twice: only one use is filtered, so nothing may be pruned.
-    both = filled.sql(
+    both = filled_once.sql(
         "SELECT (SELECT count(*) FROM bar_count__all WHERE symbol = 'AAPL') AS a, "
         "(SELECT count(*) FROM bar_count__all) AS total"
     )
-    assert both["total"][0] == filled.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0]
-    assert filled.sql("SELECT 1 FROM bar_count__all", since="2099-01-01").height == 0
+    assert both["total"][0] == filled_once.sql("SELECT count(*) AS n FROM bar_count__all")["n"][0]
+    assert filled_once.sql("SELECT 1 FROM bar_count__all", since="2099-01-01").height == 0
 
 
 def test_schema_change_between_versions_stays_queryable(store, aapl):
@@ -245,13 +246,13 @@ def test_writes_are_refused_and_change_nothing(filled_once, statement):
     assert filled_once.sql("SELECT count(*) AS n FROM entries").equals(before)
 
 
-def test_errors_name_the_available_views(filled):
+def test_errors_name_the_available_views(filled_once):
     with pytest.raises(QueryError) as info:
-        filled.sql("SELECT * FROM bar_counts")
+        filled_once.sql("SELECT * FROM bar_counts")
     assert "bar_counts" in str(info.value)
     assert "bar_count, bar_count_history, call_counters" in str(info.value)
     with pytest.raises(QueryError, match=r"(?s)syntax error.*feature_views"):
-        filled.sql("SELEC 1")
+        filled_once.sql("SELEC 1")
 
 
 def test_view_names_are_deterministic_identifiers():
@@ -270,9 +271,9 @@ def test_view_names_are_deterministic_identifiers():
     assert view_names(["x.select"], frozenset({"select"})) == {"x.select": "select_view"}
 
 
-def test_cli_sql_formats_and_errors(filled, tmp_path):
+def test_cli_sql_formats_and_errors(filled_once, tmp_path):
     runner = CliRunner()
-    base = ["--root", str(filled.root), "sql"]
+    base = ["--root", str(filled_once.root), "sql"]
     query = "SELECT symbol, count(*) AS n FROM bar_count__all GROUP BY 1 ORDER BY 1"
     table = runner.invoke(cli, [*base, query])
     assert table.exit_code == 0 and "AAPL" in table.stdout

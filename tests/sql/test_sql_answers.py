@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 
 import duckdb
 import polars as pl
@@ -13,8 +14,19 @@ from features import bar_count
 
 from jules_cache import FeatureStore
 from jules_cache.errors import QueryError
+from jules_cache.synthetic import ticks_for
 
 # -- every result type maps to a Polars type, or the query fails with QueryError ----------
+
+
+@pytest.fixture(scope="module")
+def empty_once(tmp_path_factory) -> Iterator[FeatureStore]:
+    """One empty store for the queries of this module that read no feature (they only query
+    values and types), so they can share it; it must end empty and consistent."""
+    with FeatureStore(tmp_path_factory.mktemp("answers") / "cache") as store:
+        yield store
+        assert store.entries() == []
+    assert store.check().consistent
 
 
 def test_an_interval_result_is_a_polars_duration(store, aapl):
@@ -25,14 +37,16 @@ def test_an_interval_result_is_a_polars_duration(store, aapl):
     assert frame["span"][0] == expected["hi"][0] - expected["lo"][0]
 
 
-def test_an_interval_of_days_and_microseconds_keeps_its_value(store):
-    frame = store.sql("SELECT INTERVAL 2 DAY + INTERVAL 3 SECOND + INTERVAL 7 MICROSECOND AS i")
+def test_an_interval_of_days_and_microseconds_keeps_its_value(empty_once):
+    frame = empty_once.sql(
+        "SELECT INTERVAL 2 DAY + INTERVAL 3 SECOND + INTERVAL 7 MICROSECOND AS i"
+    )
     assert frame["i"][0] == dt.timedelta(days=2, seconds=3, microseconds=7)
 
 
-def test_an_interval_of_months_has_no_fixed_length_and_is_refused(store):
+def test_an_interval_of_months_has_no_fixed_length_and_is_refused(empty_once):
     with pytest.raises(QueryError, match=r"column 'i'.*month.*CAST"):
-        store.sql("SELECT INTERVAL 1 MONTH AS i")
+        empty_once.sql("SELECT INTERVAL 1 MONTH AS i")
 
 
 def test_integer_sums_stay_integers(store, aapl):
@@ -43,51 +57,51 @@ def test_integer_sums_stay_integers(store, aapl):
     assert frame["total"][0] == aapl.height
 
 
-def test_a_hugeint_beyond_int64_keeps_its_exact_value(store):
-    frame = store.sql("SELECT sum(x) AS big FROM (VALUES (9223372036854775807), (9)) AS t(x)")
+def test_a_hugeint_beyond_int64_keeps_its_exact_value(empty_once):
+    frame = empty_once.sql("SELECT sum(x) AS big FROM (VALUES (9223372036854775807), (9)) AS t(x)")
     assert frame["big"][0] == 9223372036854775807 + 9
 
 
-def test_an_explicit_decimal_stays_a_decimal(store):
-    frame = store.sql("SELECT 12::DECIMAL(38, 0) AS d, 1.5::DECIMAL(10, 2) AS e")
+def test_an_explicit_decimal_stays_a_decimal(empty_once):
+    frame = empty_once.sql("SELECT 12::DECIMAL(38, 0) AS d, 1.5::DECIMAL(10, 2) AS e")
     assert isinstance(frame.schema["d"], pl.Decimal)
     assert isinstance(frame.schema["e"], pl.Decimal)
 
 
-def test_a_union_result_is_a_query_error_saying_how_to_cast(store):
+def test_a_union_result_is_a_query_error_saying_how_to_cast(empty_once):
     with pytest.raises(QueryError, match=r"column 'u'.*UNION.*CAST"):
-        store.sql("SELECT union_value(k := 1) AS u")
+        empty_once.sql("SELECT union_value(k := 1) AS u")
 
 
-def test_an_interval_inside_a_list_is_a_query_error(store):
+def test_an_interval_inside_a_list_is_a_query_error(empty_once):
     with pytest.raises(QueryError, match=r"column 'l'.*INTERVAL"):
-        store.sql("SELECT [INTERVAL 1 DAY] AS l")
+        empty_once.sql("SELECT [INTERVAL 1 DAY] AS l")
 
 
-def test_every_type_of_duckdb_converts_or_is_a_query_error(store):
+def test_every_type_of_duckdb_converts_or_is_a_query_error(empty_once):
     columns = duckdb.connect().sql("SELECT * FROM test_all_types()").columns
     for column in columns:
         try:
-            frame = store.sql(f'SELECT "{column}" FROM test_all_types()')
+            frame = empty_once.sql(f'SELECT "{column}" FROM test_all_types()')
         except QueryError as exc:
             assert column in str(exc)
         else:
             assert frame.height == 3
 
 
-def test_a_statement_kind_the_client_cannot_name_is_refused(store):
+def test_a_statement_kind_the_client_cannot_name_is_refused(empty_once):
     with pytest.raises(QueryError, match="refused"):
-        store.sql("UPDATE EXTENSIONS")
+        empty_once.sql("UPDATE EXTENSIONS")
 
 
-def test_a_lone_surrogate_in_the_query_is_a_query_error(store):
+def test_a_lone_surrogate_in_the_query_is_a_query_error(empty_once):
     with pytest.raises(QueryError, match="surrogate"):
-        store.sql("SELECT '\ud800' AS s")
+        empty_once.sql("SELECT '\ud800' AS s")
 
 
-def test_a_lone_surrogate_in_a_parameter_is_a_query_error(store):
+def test_a_lone_surrogate_in_a_parameter_is_a_query_error(empty_once):
     with pytest.raises(QueryError, match="surrogate"):
-        store.sql("SELECT ? AS s", ["\ud800"])
+        empty_once.sql("SELECT ? AS s", ["\ud800"])
 
 
 def test_results_round_trip_into_a_fresh_store(root, aapl):
@@ -106,13 +120,18 @@ def ofi(ticks: pl.LazyFrame, config: dict) -> pl.LazyFrame:
     )
 
 
-@pytest.fixture
-def three_configs(store, aapl):
-    """bar_count under one config, ofi under three: a join that over-counted."""
-    store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
-    for window in (5, 10, 20):
-        store.get_or_compute("AAPL", aapl, {"window": window}, ofi)
-    return store
+@pytest.fixture(scope="module")
+def three_configs(tmp_path_factory, ticks) -> Iterator[FeatureStore]:
+    """bar_count under one config, ofi under three: a join that over-counted. Built once per
+    module: the tests that use it only query it; the end check proves it still consistent."""
+    aapl = ticks_for(ticks, "AAPL")
+    with FeatureStore(tmp_path_factory.mktemp("three_configs") / "cache") as store:
+        store.get_or_compute("AAPL", aapl, {"freq": "1m"}, bar_count)
+        for window in (5, 10, 20):
+            store.get_or_compute("AAPL", aapl, {"window": window}, ofi)
+        yield store
+        assert len(store.entries()) == 4
+    assert store.check().consistent
 
 
 JOIN = (
