@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import io
 import logging
 import os
@@ -90,6 +91,11 @@ class SharedBackend(Backend):
         pending: PendingCounts,
         read_only: bool = False,
     ):
+        if importlib.util.find_spec("psycopg") is None:
+            raise InvalidInput(
+                f"the cache root {root} keeps its catalog in PostgreSQL, which needs the "
+                'shared extra: pip install "jules-cache[shared]"'
+            )
         dsn = catalog or os.environ.get(CATALOG_ENV)
         if not dsn:
             claimed = (

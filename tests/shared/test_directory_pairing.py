@@ -1,10 +1,13 @@
 """A directory with a PostgreSQL catalog (a file system many hosts mount): the pairing is data.
 The contract suite (``test_contract.py``) runs every capability on it; these tests prove what
 only this pairing has: the directory belongs to one catalog, and a local cache is never taken
-over. The refusals happen before any connection, so most run without the services."""
+over. The refusals happen before any connection, but need the shared extra (psycopg): they are
+marked ``shared`` and run in that step of ``.ci/run``; the CLI's refusal to turn a local root
+into a shared one needs neither and runs in the default suite."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -25,6 +28,7 @@ def claim(root: Path, catalog: str) -> None:
     (root / "catalog.json").write_text(json.dumps({"catalog": catalog}))
 
 
+@pytest.mark.shared
 def test_a_local_cache_is_never_opened_with_a_postgresql_catalog(root, aapl):
     FeatureStore(root).get_or_compute("AAPL", aapl, {}, bar_count)
     with pytest.raises(InvalidInput, match="local cache with its own catalog"):
@@ -33,12 +37,14 @@ def test_a_local_cache_is_never_opened_with_a_postgresql_catalog(root, aapl):
     assert FeatureStore(root).entries()  # still the local cache it was
 
 
+@pytest.mark.shared
 def test_a_directory_of_another_catalog_is_refused_naming_both(root):
     claim(root, "database cache, schema team_a")
     with pytest.raises(InvalidInput, match=r"team_a.*not to 'database cache, schema team_b'"):
         FeatureStore(root, catalog=NOBODY, catalog_schema="team_b")
 
 
+@pytest.mark.shared
 def test_a_directory_of_a_postgresql_catalog_needs_it_and_never_becomes_a_local_cache(
     root, monkeypatch
 ):
@@ -49,6 +55,7 @@ def test_a_directory_of_a_postgresql_catalog_needs_it_and_never_becomes_a_local_
     assert not (root / "manifest.duckdb").exists()
 
 
+@pytest.mark.shared
 def test_an_unreachable_catalog_claims_nothing(tmp_path):
     root = tmp_path / "shared-dir"
     with pytest.raises(ServiceUnavailable):
@@ -84,3 +91,13 @@ def test_two_stores_of_one_catalog_share_the_directory_and_the_claim_names_it(
         FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema + "_other")
     first.close()
     second.close()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("psycopg") is not None,
+    reason="psycopg is installed here (the default step of .ci/run installs no shared extra)",
+)
+def test_a_postgresql_catalog_without_the_shared_extra_says_which_extra(root):
+    with pytest.raises(InvalidInput, match=r"pip install \"jules-cache\[shared\]\""):
+        FeatureStore(root, catalog=NOBODY)
+    assert not root.exists()
