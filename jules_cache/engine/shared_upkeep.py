@@ -33,11 +33,13 @@ from jules_cache.maintenance.check import (
     UNREADABLE_FOOTER,
     CheckReport,
     Problem,
+    leftover_problems,
 )
 from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
 from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX
+from jules_cache.storage.directory_objects import DirectoryObjects
+from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX, Layout
 from jules_cache.storage.layout import result_name as object_name
 from jules_cache.storage.manifest import utc_now
 
@@ -192,6 +194,9 @@ class _Run(GCRun):
                 continue
             self._last_access[key] = last_access
             chosen.append(GCItem(reason, object_name(key), int(size or 0), key))
+        layout = temp_layout(self.backend)
+        if layout is not None:
+            chosen += self._plan_leftovers(layout)
         self.plan_seconds = time.perf_counter() - started
         return chosen
 
@@ -217,7 +222,11 @@ class _Run(GCRun):
 
     def _delete(self, planned: list[GCItem]) -> None:
         for item in planned:
-            self._delete_one(item)
+            layout = temp_layout(self.backend)
+            if item in self._leftovers and layout is not None:
+                self._delete_stale(layout, item)
+            else:
+                self._delete_one(item)
             self._advance(1)
 
     def _delete_one(self, item: GCItem) -> None:
@@ -250,6 +259,14 @@ class _Run(GCRun):
             self.deleted.append(item)
         else:
             self.skipped += 1
+
+
+def temp_layout(backend: SharedRoot) -> Layout | None:
+    """The folders of a directory's objects, whose ``tmp/`` keeps the temp files of publishes
+    killed midway (GC and check remove them as on a local root); None for S3 objects, whose
+    temp files are each process's own, outside the cache."""
+    objects = backend.objects
+    return objects.layout if isinstance(objects, DirectoryObjects) else None
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -295,6 +312,11 @@ def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -
         problems.append(Problem(ORPHAN_FILE, item.name, key, "object without a row"))
     if fix:
         problems = [_fix(backend, problem) for problem in problems]
+    layout = temp_layout(backend)
+    if layout is not None:
+        stale, writing = leftover_problems(layout, grace_seconds, fix)
+        problems += stale
+        in_flight += writing
     return CheckReport(
         root=backend.location,
         entries=len(rows),

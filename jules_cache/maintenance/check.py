@@ -212,7 +212,7 @@ def run_check(
             discard_files(manifest, con, damaged, quarantine=True)
     if deep:
         problems += _deep(layout, manifest, rows, problems, fix, progress)
-    leftovers, in_flight = _leftovers(layout, grace_seconds, fix)
+    leftovers, in_flight = leftover_problems(layout, grace_seconds, fix)
     problems += leftovers
     if any(problem.action is not None and problem.key for problem in problems):
         with manifest.write() as con:  # rows were dropped or registered: relink the views
@@ -630,7 +630,7 @@ def _deep(
     return fixed
 
 
-def _leftovers(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Problem], int]:
+def leftover_problems(layout: Layout, grace_seconds: float, fix: bool) -> tuple[list[Problem], int]:
     """Stale temp files, and stale lock files nobody holds (``leftovers``); and the puts in
     flight. With ``fix`` each is removed if it is still stale (a held lock is never reported)."""
     found = leftovers.find(layout, grace_seconds)

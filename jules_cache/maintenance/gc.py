@@ -188,6 +188,7 @@ class GCRun:
         self.run_id: int | None = None
         self.done = 0
         self.total = 0
+        self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
 
     def _start(self) -> int:
         """Record the run in ``gc_runs``; return its id."""
@@ -198,6 +199,29 @@ class GCRun:
 
     def _delete(self, planned: list[GCItem]) -> None:
         raise NotImplementedError
+
+    def _plan_leftovers(self, layout: Layout) -> list[GCItem]:
+        """The stale temp and lock files of a root's folders (``leftovers.find``), planned."""
+        for leftover in leftovers.find(layout, self.options.grace_seconds).stale:
+            reason = "stale_tmp" if leftover.kind == leftovers.TEMP else "stale_lock"
+            path = leftover.path.relative_to(layout.root).as_posix()
+            self._leftovers[GCItem(reason, path, leftover.bytes, leftover.key)] = leftover
+        return sorted(self._leftovers, key=lambda item: (item.reason, item.path))
+
+    def _delete_stale(self, layout: Layout, item: GCItem) -> None:
+        """Remove a planned temp or lock file if it is still stale (``leftovers.remove``)."""
+        leftover = self._leftovers[item]
+        try:
+            outcome = leftovers.remove(layout, leftover, self.options.grace_seconds)
+        except (OSError, JulesCacheError) as exc:  # e.g. a link planted at the lock's name
+            if len(self.errors) < _MAX_ERRORS:
+                detail = getattr(exc, "strerror", None) or exc
+                self.errors.append(f"cannot delete {leftover.path}: {detail}")
+            return
+        if outcome == leftovers.REMOVED:
+            self.deleted.append(item)
+        else:
+            self.skipped += 1  # touched or taken since the plan, or already gone
 
     def _record(self, params: dict[str, Any]) -> None:
         """Write the run's outcome (``gc.sql``'s ``finish_run`` parameters)."""
@@ -303,7 +327,6 @@ class _Run(GCRun):
         self.layout = layout
         # key -> (feature, symbol) of the rows deleted so far: where their view links are
         self._owners: dict[str, LinkOwner] = {}
-        self._leftovers: dict[GCItem, leftovers.Leftover] = {}  # planned temp and lock files
 
     def _start(self) -> int:
         with self._hold() as con:
@@ -368,15 +391,10 @@ class _Run(GCRun):
         finally:
             con.close()
         rows = [row for row in rows if row[0] != "orphan" or not self._in_flight(row[1])]
-        found = leftovers.find(self.layout, self.options.grace_seconds)
+        stale = self._plan_leftovers(self.layout)
         self.plan_seconds = time.perf_counter() - started
         self._last_access = {row[1]: row[3] for row in rows if row[0] in ROW_REASONS}
-        for leftover in found.stale:
-            reason = "stale_tmp" if leftover.kind == leftovers.TEMP else "stale_lock"
-            path = leftover.path.relative_to(self.layout.root).as_posix()
-            self._leftovers[GCItem(reason, path, leftover.bytes, leftover.key)] = leftover
-        items = [self._item(reason, key, size) for reason, key, size, _ in rows]
-        return items + sorted(self._leftovers, key=lambda item: (item.reason, item.path))
+        return [self._item(reason, key, size) for reason, key, size, _ in rows] + stale
 
     def _in_flight(self, key: str) -> bool:
         """An orphan younger than the grace (at most ``ORPHAN_GRACE_SECONDS``) may be a
@@ -418,7 +436,7 @@ class _Run(GCRun):
             batch = _next_batch(batch, max(self.holds[holds:], default=0.0))
             self._advance(len(items))
         for item in stale:
-            self._delete_stale(item)
+            self._delete_stale(self.layout, item)
             self._advance(1)
 
     def _delete_rows(self, con: duckdb.DuckDBPyConnection, items: list[GCItem]) -> list[GCItem]:
@@ -460,21 +478,6 @@ class _Run(GCRun):
         self.skipped += len(outcome.live) + sum(item.key in missing for item in files)
         self.deleted += [item for item in files if item.key in gone]
         self.errors += outcome.errors[: max(0, _MAX_ERRORS - len(self.errors))]
-
-    def _delete_stale(self, item: GCItem) -> None:
-        """Remove a planned temp or lock file if it is still stale (``leftovers.remove``)."""
-        leftover = self._leftovers[item]
-        try:
-            outcome = leftovers.remove(self.layout, leftover, self.options.grace_seconds)
-        except (OSError, JulesCacheError) as exc:  # e.g. a link planted at the lock's name
-            if len(self.errors) < _MAX_ERRORS:
-                detail = getattr(exc, "strerror", None) or exc
-                self.errors.append(f"cannot delete {leftover.path}: {detail}")
-            return
-        if outcome == leftovers.REMOVED:
-            self.deleted.append(item)
-        else:
-            self.skipped += 1  # touched or taken since the plan, or already gone
 
     def _result_path(self, item: GCItem) -> Path:
         return self.layout.result_path(_key(item))

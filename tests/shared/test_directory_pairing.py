@@ -101,3 +101,27 @@ def test_a_postgresql_catalog_without_the_shared_extra_says_which_extra(root):
     with pytest.raises(InvalidInput, match=r"pip install \"jules-cache\[shared\]\""):
         FeatureStore(root, catalog=NOBODY)
     assert not root.exists()
+
+
+@pytest.mark.shared
+def test_temp_files_of_killed_publishes_are_found_by_check_and_removed_by_gc(
+    tmp_path, services, pg_schema, aapl
+):
+    root = tmp_path / "mounted"
+    store = FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema)
+    key = store.fetch("AAPL", aapl, {}, bar_count).key
+    stale = [root / "tmp" / f"{key}.{n}.dead.parquet.tmp" for n in range(2)]
+    for path in stale:
+        path.write_bytes(b"half a result")
+        os.utime(path, (1, 1))  # long before any grace period
+    young = root / "tmp" / f"{key}.9.writing.parquet.tmp"  # a publish in flight
+    young.write_bytes(b"")
+    report = store.check()
+    assert [p.kind for p in report.problems] == ["stale_temp", "stale_temp"]
+    assert report.in_flight == 1
+    assert store.gc(dry_run=True).total("stale_tmp").count == 2 and stale[0].exists()
+    assert store.gc().total("stale_tmp").count == 2
+    assert not any(path.exists() for path in stale) and young.exists()
+    assert store.check().consistent and store.fetch("AAPL", aapl, {}, bar_count).hit
+    young.unlink()
+    store.close()
