@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,23 +75,36 @@ def test_the_catalog_variable_of_an_s3_cache_never_turns_a_local_root_into_one(r
     assert json.loads(done.stdout)["entries"] == 1  # read from the local manifest
 
 
+@pytest.fixture
+def mounted(tmp_path, services, pg_schema) -> Iterator[Callable[..., FeatureStore]]:
+    """Opens stores of one directory with this test's PostgreSQL catalog (schema)."""
+    opened: list[FeatureStore] = []
+
+    def open_store(schema: str = pg_schema) -> FeatureStore:
+        opened.append(
+            FeatureStore(tmp_path / "mounted", catalog=services.pg_dsn, catalog_schema=schema)
+        )
+        return opened[-1]
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
 @pytest.mark.shared
 def test_two_stores_of_one_catalog_share_the_directory_and_the_claim_names_it(
-    tmp_path, services, pg_schema, aapl
+    mounted, pg_schema, aapl
 ):
-    root = tmp_path / "mounted"
-    first = FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema)
+    first, second = mounted(), mounted()
+    root = first.root
     key = first.fetch("AAPL", aapl, {}, bar_count).key
-    second = FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema)
     found = second.fetch("AAPL", aapl, {}, bar_count)
     assert found.hit and found.key == key and Path(found.path).is_relative_to(root)
     claimed = json.loads((root / "catalog.json").read_text())["catalog"]
     assert claimed.endswith(f"schema {pg_schema}")
     assert not (root / "manifest.duckdb").exists()
     with pytest.raises(InvalidInput, match="belongs to the catalog"):
-        FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema + "_other")
-    first.close()
-    second.close()
+        mounted(pg_schema + "_other")
 
 
 @pytest.mark.skipif(
@@ -104,11 +118,9 @@ def test_a_postgresql_catalog_without_the_shared_extra_says_which_extra(root):
 
 
 @pytest.mark.shared
-def test_temp_files_of_killed_publishes_are_found_by_check_and_removed_by_gc(
-    tmp_path, services, pg_schema, aapl
-):
-    root = tmp_path / "mounted"
-    store = FeatureStore(root, catalog=services.pg_dsn, catalog_schema=pg_schema)
+def test_temp_files_of_killed_publishes_are_found_by_check_and_removed_by_gc(mounted, aapl):
+    store = mounted()
+    root = store.root
     key = store.fetch("AAPL", aapl, {}, bar_count).key
     stale = [root / "tmp" / f"{key}.{n}.dead.parquet.tmp" for n in range(2)]
     for path in stale:
@@ -124,4 +136,3 @@ def test_temp_files_of_killed_publishes_are_found_by_check_and_removed_by_gc(
     assert not any(path.exists() for path in stale) and young.exists()
     assert store.check().consistent and store.fetch("AAPL", aapl, {}, bar_count).hit
     young.unlink()
-    store.close()
