@@ -316,8 +316,8 @@ class LocalBackend(Backend):
         ``rows_only`` (before a read) writes only if rows or such counts wait."""
         if self.read_only:  # a read-only store's counts stay in memory
             return
-        left = counts_journal.waiting(self.layout)
-        if not left and not (self.pending.rows_waiting() if rows_only else self.pending):
+        due = self.pending.rows_waiting() if rows_only else self.pending
+        if not due and not counts_journal.waiting(self.layout):
             return
         with self._writing:  # the background flush and this thread: one batch at a time
             rows = self.pending.rows_waiting()

@@ -221,9 +221,9 @@ class _Run(GCRun):
         return young | (self.backend.catalog.keys_with_rows(old) if old else set())
 
     def _delete(self, planned: list[GCItem]) -> None:
+        layout = temp_layout(self.backend)
         for item in planned:
-            layout = temp_layout(self.backend)
-            if item in self._leftovers and layout is not None:
+            if layout is not None and item in self._leftovers:
                 self._delete_stale(layout, item)
             else:
                 self._delete_one(item)

@@ -1,8 +1,9 @@
-"""Counts a process leaves at exit, as small files the next manifest write folds in.
+"""Counts a store leaves when it closes, as small files the next manifest write folds in.
 
-A process that only hit the cache needs no DuckDB, except to write its hit counts at exit:
+A process that only hit the cache needs no DuckDB, except to write its hit counts at the end:
 importing it, attaching the manifest and committing cost ~200 ms, more than the process's
-whole first hit. So at exit a local store whose counts carry no rows leaves them in
+whole first hit. So a local store closing (``close()``, interpreter exit) in a process that
+never loaded DuckDB, with counts but no rows to write, leaves them in
 ``counts/<pid>.<unique>.json`` (``leave``), and every manifest transaction that writes counts
 folds in the files it finds (``collect``) and deletes them before it commits (``discard``):
 at most once. A crash between the delete and the commit loses those counts -- statistics,
@@ -70,27 +71,36 @@ def waiting(layout: Layout) -> list[str]:
 def collect(layout: Layout, names: list[str]) -> Counts:
     """The counts of the journal files ``names``, added up (an unreadable one counts zero)."""
     total = Counts()
-    for name in names:
-        try:
-            with rootfs.folder(layout.root, folder(layout)) as fd:
-                handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-                with os.fdopen(handle, encoding="utf-8") as source:
-                    document = json.load(source)
-            total.add(
-                Counts(
-                    hits={
-                        key: (int(n), datetime.fromisoformat(when))
-                        for key, (n, when) in document["hits"].items()
-                    },
-                    misses=int(document["misses"]),
-                    calls={key: list(row) for key, row in document["calls"].items()},
-                )
-            )
-        except FileNotFoundError:
-            continue  # folded in by another writer since it was listed
-        except (OSError, UnsafePath, ValueError, TypeError, KeyError) as exc:
-            _log.warning("ignoring unreadable hit counts %s/%s: %s", folder(layout), name, exc)
+    if not names:
+        return total
+    try:
+        with rootfs.folder(layout.root, folder(layout)) as fd:
+            for name in names:
+                _add_file(total, fd, name)
+    except (FileNotFoundError, UnsafePath):
+        pass  # no real counts/ folder (any more): nothing to fold in
     return total
+
+
+def _add_file(total: Counts, fd: int, name: str) -> None:
+    try:
+        handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        with os.fdopen(handle, encoding="utf-8") as source:
+            document = json.load(source)
+        total.add(
+            Counts(
+                hits={
+                    key: (int(n), datetime.fromisoformat(when))
+                    for key, (n, when) in document["hits"].items()
+                },
+                misses=int(document["misses"]),
+                calls={key: list(row) for key, row in document["calls"].items()},
+            )
+        )
+    except FileNotFoundError:
+        pass  # deleted since it was listed
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        _log.warning("ignoring unreadable hit counts %s: %s", name, exc)
 
 
 def discard(layout: Layout, names: list[str]) -> None:
