@@ -35,7 +35,6 @@ def _plan(spec: dict[str, Any], before: bool, queue: Any) -> None:
     started = time.perf_counter()
     from jules_cache import FeatureStore
     from jules_cache.engine import shared_upkeep
-    from jules_cache.storage import postgres_catalog
 
     parts: dict[str, float] = {"imports_s": time.perf_counter() - started}
 
@@ -56,7 +55,7 @@ def _plan(spec: dict[str, Any], before: bool, queue: Any) -> None:
         shared_upkeep._Run._plan = _plan_before
         shared_upkeep.list_results = _list_results_before
     timing(shared_upkeep, "list_results", "list_s")
-    timing(postgres_catalog.PostgresCatalog, "entries_snapshot", "rows_s")
+    timing(shared_upkeep, "entries_snapshot", "rows_s")
     store = FeatureStore(**spec)
     begun, cpu = time.perf_counter(), time.process_time()
     report = store.gc(dry_run=True)
@@ -122,12 +121,13 @@ def _plan_before(self: Any) -> list[Any]:
     from jules_cache.engine import shared_upkeep
     from jules_cache.maintenance.gc import GCItem
     from jules_cache.storage import sqlfiles
+    from jules_cache.storage.catalog import entries_snapshot
     from jules_cache.storage.layout import result_name
     from jules_cache.storage.manifest import utc_now
 
     started = time.perf_counter()
     listed = shared_upkeep.list_results(self.backend)
-    rows = self.backend.catalog.entries_snapshot()
+    rows = entries_snapshot(self.backend.catalog)
     files = pa.table(
         {
             "filename": [f"/{item.name}" for item in listed.values()],

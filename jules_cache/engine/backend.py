@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import polars as pl
 
 from jules_cache.errors import LockTimeout
+from jules_cache.storage import catalog as catalog_reads
 from jules_cache.storage.foreign_errors import translated
 
 if TYPE_CHECKING:
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
     from jules_cache.maintenance.verify import VerifyReport
     from jules_cache.models import Entry, FeatureStats, SymbolStats
     from jules_cache.request import Request
+    from jules_cache.storage.catalog import Catalog
     from jules_cache.storage.file_digests import FileDigestMemo
     from jules_cache.storage.objects import ObjectStore
     from jules_cache.storage.pending_counts import PendingCounts
-    from jules_cache.storage.postgres_catalog import PostgresCatalog
     from jules_cache.storage.result_files import ResultInfo
 
 Progress = Callable[[int, int], None]
@@ -84,7 +85,7 @@ class SharedRoot(Protocol):
 
     location: str
     lock_timeout: float
-    catalog: PostgresCatalog
+    catalog: Catalog
     objects: ObjectStore
 
     def result_location(self, key: str) -> Path | str: ...
@@ -105,6 +106,7 @@ class Backend(abc.ABC):
     root: Any  # ``FeatureStore.root``: a Path, or the ``s3://`` URL
     read_only: bool
     pending: PendingCounts
+    catalog: Catalog  # the rows: what is read of them is written once, here
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -224,25 +226,32 @@ class Backend(abc.ABC):
 
     # -- inspection --------------------------------------------------------------------------
 
-    @abc.abstractmethod
     def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
         """Run ``list_entries`` or ``match_entries`` (filters: key prefix, feature, symbol)."""
+        return catalog_reads.entries(self.catalog, name, params)
 
-    @abc.abstractmethod
     def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
         """The input files each of ``keys`` was keyed from (for ``explain``)."""
+        return catalog_reads.entry_inputs(self.catalog, keys)
 
-    @abc.abstractmethod
     def stats_parts(
         self, symbol_limit: int
     ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
         """Per-feature and per-symbol statistics and the named counters (``Stats``)."""
+        return catalog_reads.statistics(self.catalog, symbol_limit)
 
-    @abc.abstractmethod
     def overview_rows(
         self,
     ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
         """``overview.sql``'s totals and per feature/symbol rows, and the last GC run."""
+        return catalog_reads.overview(self.catalog)
+
+    def verify(self) -> VerifyReport:
+        """Footer-keyed entries whose input file, as seen from this host, changed under an
+        identical footer (paths are recorded as the computing host saw them)."""
+        from jules_cache.maintenance.verify import judge_footer_inputs
+
+        return judge_footer_inputs(catalog_reads.footer_inputs(self.catalog))
 
     # -- changes and upkeep ------------------------------------------------------------------
 
@@ -270,10 +279,6 @@ class Backend(abc.ABC):
     def auto_gc(self, limit: int, interval: float) -> GCReport | None:
         """A bounded GC step unless one ran within ``interval`` seconds (raises LockTimeout
         when another GC holds the root)."""
-
-    @abc.abstractmethod
-    def verify(self) -> VerifyReport:
-        """Footer-keyed entries whose input file changed under an identical footer."""
 
     @abc.abstractmethod
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:

@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jules_cache.engine.backend import Backend, Frame, Progress
+from jules_cache.engine.manifest_catalog import (
+    ManifestCatalog,
+    add_counts,
+    insert_entry,
+    record_inputs,
+    runner,
+)
 from jules_cache.errors import (
     CacheWriteWarning,
     JulesCacheError,
@@ -29,13 +36,11 @@ from jules_cache.errors import (
     ManifestError,
     PartialRemoval,
 )
-from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
 from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
 from jules_cache.maintenance.removal import describe_failures, discard_files, drop_rows
-from jules_cache.maintenance.verify import VerifyReport, find_stale_footer_entries
-from jules_cache.models import Entry, FeatureStats, SymbolStats
+from jules_cache.models import Entry
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
 from jules_cache.query.catalog_file import build as build_catalog
 from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
@@ -114,6 +119,7 @@ class LocalBackend(Backend):
         self._manifest_works = False
         self._features_written: set[str] = set()  # named once their rows commit
         self.manifest.on_change = self._after_write
+        self.catalog = ManifestCatalog(self.manifest)
         if not read_only and not damaged and not catalog_path(self.layout).exists():
             refresh_catalog(self.manifest, 0.0)
         self._memo = FileDigestMemo(self.manifest)
@@ -249,7 +255,8 @@ class LocalBackend(Backend):
                 self._insert_entry(con, row)
                 schema, symbol = row["result_schema"], request.parts.symbol
                 view_published(con, self.layout, feature, request.key, schema, symbol)
-                self._record_inputs(con, request.key, request.data_method, request.files)
+                run = runner(self.manifest, con)
+                record_inputs(run, request.key, request.data_method, request.files)
                 if self.pending.due() or self.pending.rows_waiting():
                     self._write_pending(con)
                 crash_point("commit")
@@ -297,16 +304,6 @@ class LocalBackend(Backend):
             self.manifest.restart(con)
             self.manifest.execute(con, "entries.sql", "replace_entry", {"key": row["key"]})
             self.manifest.execute(con, "entries.sql", "insert_entry", row)
-
-    def _record_inputs(
-        self, con: duckdb.DuckDBPyConnection, key: str, method: str, files: Any
-    ) -> None:
-        """Remember which files (as stat() saw them) a file-input entry was keyed from."""
-        if not files:
-            return
-        self.manifest.execute(con, "entries.sql", "delete_entry_inputs", {"key": key})
-        params = input_rows(key, method, files)
-        self.manifest.execute(con, "entries.sql", "insert_entry_inputs", params)
 
     # -- counts --------------------------------------------------------------------------------
 
@@ -403,27 +400,7 @@ class LocalBackend(Backend):
             # A hit on a file without a row (its rm or GC was killed before the unlink)
             # registers it again: the file is valid and verified, and now in use.
             register_orphans(self.manifest, con, list(counts.hits))
-            params = {
-                "keys": list(counts.hits),
-                "hits": [count for count, _ in counts.hits.values()],
-                "times": [when for _, when in counts.hits.values()],
-            }
-            self.manifest.execute(con, "entries.sql", "flush_hits", params)
-        if counts.misses:
-            params = {"name": "misses", "delta": counts.misses}
-            self.manifest.execute(con, "entries.sql", "bump_counter", params)
-        if counts.calls:  # the cumulative counters, which rm and GC never touch
-            rows = list(counts.calls.values())
-            params = {"symbols": sorted({str(row[1]) for row in rows})}
-            self.manifest.execute(con, "entries.sql", "number_symbols", params)
-            params = {
-                "keys": list(counts.calls),
-                "features": [row[0] for row in rows],
-                "symbols": [row[1] for row in rows],
-                "hits": [row[2] for row in rows],
-                "misses": [row[3] for row in rows],
-            }
-            self.manifest.execute(con, "entries.sql", "count_calls", params)
+        add_counts(runner(self.manifest, con), counts.hits, counts.misses, counts.calls)
 
     def _insert_pending(
         self, con: duckdb.DuckDBPyConnection, key: str, pending: PendingRow
@@ -437,12 +414,9 @@ class LocalBackend(Backend):
         if (found.st_ino, found.st_size) != (pending.inode, pending.size):
             return
         row = pending.row
-        self.manifest.execute(con, "entries.sql", "replace_entry", {"key": key})
-        self.manifest.execute(con, "entries.sql", "insert_entry", row)
-        feature, schema, symbol = row["feature"], row["result_schema"], row["symbol"]
-        view_published(con, self.layout, feature, key, schema, symbol)
-        self._record_inputs(con, key, pending.input_method, pending.input_files)
-        self._features_written.add(feature)
+        insert_entry(runner(self.manifest, con), row, pending.input_method, pending.input_files)
+        view_published(con, self.layout, row["feature"], key, row["result_schema"], row["symbol"])
+        self._features_written.add(row["feature"])
 
     def count_store_failure(self) -> None:
         try:
@@ -487,45 +461,6 @@ class LocalBackend(Backend):
         """After each committed manifest write: refresh the catalog if it is due (debounced)."""
         self._wrote = True
         refresh_catalog(self.manifest, self.catalog_refresh_seconds)
-
-    # -- inspection ----------------------------------------------------------------------------
-
-    def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
-        with self.manifest.read() as con:
-            cursor = self.manifest.execute(con, "entries.sql", name, params)
-            columns = [d[0] for d in cursor.description]
-            return [Entry.from_row(columns, row) for row in cursor.fetchall()]
-
-    def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
-        with self.manifest.read() as con:
-            return {
-                key: self.manifest.execute(
-                    con, "entries.sql", "entry_inputs", {"key": key}
-                ).fetchall()
-                for key in keys
-            }
-
-    def stats_parts(
-        self, symbol_limit: int
-    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
-        with self.manifest.read() as con:
-            features = self.manifest.execute(con, "entries.sql", "stats_by_feature").fetchall()
-            params = {"limit": symbol_limit}
-            symbols = self.manifest.execute(con, "entries.sql", "stats_by_symbol", params)
-            by_symbol = symbols.fetchall()
-            counters = dict(self.manifest.execute(con, "entries.sql", "counters").fetchall())
-        return (
-            [FeatureStats(*row) for row in features],
-            [SymbolStats(*row) for row in by_symbol],
-            counters,
-        )
-
-    def overview_rows(
-        self,
-    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
-        from jules_cache.maintenance.overview import overview_rows
-
-        return overview_rows(self.manifest)
 
     # -- changes and upkeep --------------------------------------------------------------------
 
@@ -590,9 +525,6 @@ class LocalBackend(Backend):
     def auto_gc(self, limit: int, interval: float) -> GCReport | None:
         options = GCOptions.build(limit=limit)
         return collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=interval)
-
-    def verify(self) -> VerifyReport:
-        return find_stale_footer_entries(self.manifest)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
         from jules_cache.query.sql import ManifestSource, run

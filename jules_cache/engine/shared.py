@@ -43,10 +43,10 @@ from jules_cache.errors import (
 )
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCReport
-from jules_cache.maintenance.verify import VerifyReport
-from jules_cache.models import Entry, FeatureStats, SymbolStats
+from jules_cache.models import Entry
 from jules_cache.request import Request
 from jules_cache.roots import claimed_catalog
+from jules_cache.storage.catalog import Catalog, bump_counter, entries, keys_with_rows
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.directory_objects import DirectoryObjects, require_claimable
 from jules_cache.storage.file_digests import FileDigestMemo
@@ -115,7 +115,7 @@ class SharedBackend(Backend):
         # canonical_s3_url refuses the parts of a URL a parser would drop
         self.location = str(root) if directory else canonical_s3_url(str(root))
         self.root: Path | str = directory or self.location
-        self.catalog = PostgresCatalog(
+        self.catalog: Catalog = PostgresCatalog(
             dsn, schema=schema, root=self.location, lock_timeout=lock_timeout
         )
         claim = f"database {self.catalog.address.rsplit('/', 1)[-1]}, schema {schema}"
@@ -174,7 +174,7 @@ class SharedBackend(Backend):
             try:  # the key's lock is held: no publish of this key can interleave
                 if not self.catalog.drop_entry(key, functools.partial(self.objects.delete, [name])):
                     self.objects.delete([name])  # no row: an orphan, damaged
-                self.catalog.bump_counter("corrupt_files")
+                bump_counter(self.catalog, "corrupt_files")
             except storage_errors() as error:  # the publish replaces it
                 _log.warning("could not remove damaged object %s: %s", key, error)
             return None
@@ -223,7 +223,7 @@ class SharedBackend(Backend):
             self.catalog.publish(row, input_method=request.data_method, input_files=request.files)
         except BaseException:
             with contextlib.suppress(Exception):  # no object without its row
-                if not self.catalog.keys_with_rows([key]):
+                if not keys_with_rows(self.catalog, [key]):
                     self.objects.delete([name])
             raise
         self.pending.miss(key, request.parts)
@@ -308,40 +308,10 @@ class SharedBackend(Backend):
 
     def count_store_failure(self) -> None:
         with contextlib.suppress(Exception):
-            self.catalog.bump_counter("store_failures")
+            bump_counter(self.catalog, "store_failures")
 
     def flush(self, *, closing: bool = False) -> None:
         self.write_counts()
-
-    # -- inspection ----------------------------------------------------------------------------
-
-    def query_entries(self, name: str, params: dict[str, Any]) -> list[Entry]:
-        if name == "match_entries":
-            return self.catalog.match_entries(
-                key_prefix=params["key"], feature=params["feature"], symbol=params["symbol"]
-            )
-        return self.catalog.entries(
-            feature=params["feature"], symbol=params["symbol"], since=params["since"]
-        )
-
-    def entry_inputs(self, keys: list[str]) -> dict[str, list[tuple[Any, ...]]]:
-        return {key: self.catalog.entry_inputs(key) for key in keys}
-
-    def stats_parts(
-        self, symbol_limit: int
-    ) -> tuple[list[FeatureStats], list[SymbolStats], dict[str, int]]:
-        return (
-            self.catalog.stats_by_feature(),
-            self.catalog.stats_by_symbol(symbol_limit),
-            self.catalog.counters(),
-        )
-
-    def overview_rows(
-        self,
-    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], dict[str, Any] | None]:
-        (totals,) = self.catalog.query("overview.sql", "totals")
-        groups = self.catalog.query("overview.sql", "by_feature_symbol")
-        return totals, groups, self.catalog.last_gc_run()
 
     # -- changes and upkeep --------------------------------------------------------------------
 
@@ -350,7 +320,7 @@ class SharedBackend(Backend):
         ``PartialRemoval`` naming the objects left, whose entries are still listed."""
         from jules_cache.engine.shared_upkeep import remove_entries
 
-        matched = self.query_entries("match_entries", filters)
+        matched = entries(self.catalog, "match_entries", filters)
         removed, left = remove_entries(self, matched)
         if left:
             reasons = "; ".join(f"{where}: {why}" for where, why in list(left.items())[:3])
@@ -390,11 +360,6 @@ class SharedBackend(Backend):
 
         options = GCOptions.build(limit=limit)
         return collect_garbage(self, options, skip_if_ran_within=interval)
-
-    def verify(self) -> VerifyReport:
-        from jules_cache.engine.shared_upkeep import verify
-
-        return verify(self)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
         from jules_cache.engine.shared_sql import SharedCatalogSource

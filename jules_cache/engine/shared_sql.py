@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
     from jules_cache.engine.backend import SharedRoot
-    from jules_cache.storage.postgres_catalog import CatalogChanges
+    from jules_cache.storage.catalog import CatalogChanges
 
     _Marker = tuple[tuple[int, int, int]]
 
@@ -139,7 +139,7 @@ class SharedCatalogSource:
 
 def _only(table: str, changes: CatalogChanges) -> CatalogChanges:
     """``changes`` restricted to ``table``."""
-    from jules_cache.storage.postgres_catalog import CatalogChanges
+    from jules_cache.storage.catalog import CatalogChanges
 
     def pick(found: dict[str, Any]) -> dict[str, Any]:
         return {table: found[table]} if table in found else {}
@@ -204,12 +204,11 @@ def view_names(backend: SharedRoot, feature: str | None = None) -> dict[str, str
     """
     catalog = backend.catalog
     statements = "catalog.sql"
-    if feature is not None and catalog.query(statements, "view_name_of", {"feature": feature}):
+    if feature is not None and catalog.read(statements, "view_name_of", {"feature": feature}):
         return {}
     keywords = views.sql_keywords(_keywords_connection())
-    with catalog.transaction() as run:
-        run("locks.sql", "xact_lock", {"lock": catalog.lock_number("view_names")})
-        assigned = dict(run(statements, "assigned_view_names"))
+    with catalog.transaction(lock="view_names") as run:
+        assigned: dict[str, str] = dict(run(statements, "assigned_view_names"))
         unnamed = [row[0] for row in run(statements, "unnamed_features")]
         if unnamed:
             _, new = views.stable_view_names(assigned, unnamed, keywords)

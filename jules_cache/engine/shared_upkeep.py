@@ -36,8 +36,8 @@ from jules_cache.maintenance.check import (
     leftover_problems,
 )
 from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
-from jules_cache.maintenance.verify import VerifyReport, judge_footer_inputs
 from jules_cache.storage import sqlfiles
+from jules_cache.storage.catalog import entries_snapshot, keys_with_rows
 from jules_cache.storage.directory_objects import DirectoryObjects
 from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX, Layout
 from jules_cache.storage.layout import result_name as object_name
@@ -132,7 +132,7 @@ def collect_garbage(
     catalog = backend.catalog
     with catalog.key_lock(GC_LOCK, 0.0):
         if skip_if_ran_within is not None:
-            last = catalog.query("gc.sql", "last_run")
+            last = catalog.read("gc.sql", "last_run")
             if last and (utc_now() - last[0][1]).total_seconds() < skip_if_ran_within:
                 return None
         return _Run(backend, options, progress).execute()
@@ -152,10 +152,10 @@ class _Run(GCRun):
             "dry_run": self.options.dry_run,
             "parameters": self.options.to_json(),
         }
-        return int(self.backend.catalog.execute("gc.sql", "start_run", params)[0][0])
+        return int(self.backend.catalog.write("gc.sql", "start_run", params)[0][0])
 
     def _record(self, params: dict[str, Any]) -> None:
-        self.backend.catalog.execute("gc.sql", "finish_run", params)
+        self.backend.catalog.write("gc.sql", "finish_run", params)
 
     def _plan(self) -> list[GCItem]:
         """List the objects and, meanwhile, read the rows; plan in DuckDB; re-read the rows of
@@ -166,7 +166,7 @@ class _Run(GCRun):
         with ThreadPoolExecutor(1, thread_name_prefix="jules-gc-list") as pool:
             listing = pool.submit(list_results, self.backend)
             # While the listing waits on the server: the rows, and the plan's imports.
-            entries = _entries_table(self.backend.catalog.entries_snapshot())
+            entries = _entries_table(entries_snapshot(self.backend.catalog))
             import duckdb
 
             listed = listing.result()
@@ -218,7 +218,7 @@ class _Run(GCRun):
         stale_before = utc_now() - timedelta(seconds=self.options.grace_seconds)
         young = {key for key in orphans if modified[key] >= stale_before}
         old = [key for key in orphans if key not in young]
-        return young | (self.backend.catalog.keys_with_rows(old) if old else set())
+        return young | (keys_with_rows(self.backend.catalog, old) if old else set())
 
     def _delete(self, planned: list[GCItem]) -> None:
         layout = temp_layout(self.backend)
@@ -238,7 +238,7 @@ class _Run(GCRun):
         try:
             with catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
                 if item.reason == "orphan":
-                    done = not catalog.keys_with_rows([key])
+                    done = not keys_with_rows(catalog, [key])
                 elif item.reason == "dangling":
                     done = objects.head(object_name(key)) is None and bool(
                         catalog.delete_entries([key])
@@ -282,7 +282,7 @@ def check(backend: SharedRoot, *, fix: bool, deep: bool, grace_seconds: float) -
     from jules_cache.storage.result_files import READ_ERRORS, read_result
 
     listed = results_by_key(list_results(backend))
-    rows = backend.catalog.query("gc.sql", "entry_objects")
+    rows = backend.catalog.read("gc.sql", "entry_objects")
     young = datetime.now(UTC) - timedelta(seconds=grace_seconds)
     problems: list[Problem] = []
     with_rows = set()
@@ -340,7 +340,7 @@ def _fix(backend: SharedRoot, problem: Problem) -> Problem:
     assert key is not None
     try:
         with backend.catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
-            if problem.kind == ORPHAN_FILE and backend.catalog.keys_with_rows([key]):
+            if problem.kind == ORPHAN_FILE and keys_with_rows(backend.catalog, [key]):
                 return replace(problem, action="kept: published meanwhile")
             if problem.kind == ORPHAN_FILE and _register(backend, key):
                 return replace(problem, action="registered")
@@ -375,16 +375,6 @@ def _register(backend: SharedRoot, key: str) -> bool:
             return False
     backend.catalog.publish(row)
     return True
-
-
-# -- verify -----------------------------------------------------------------------------------
-
-
-def verify(backend: SharedRoot) -> VerifyReport:
-    """Footer-keyed entries whose input file, as seen from THIS host, changed under an
-    identical footer (input paths are recorded as the computing host saw them)."""
-    rows = backend.catalog.query("entries.sql", "footer_entry_inputs")
-    return judge_footer_inputs(rows)
 
 
 def _entries_table(rows: list[tuple[str, int, datetime, datetime | None]]) -> pl.DataFrame:

@@ -16,7 +16,6 @@ from typing import Any
 
 from jules_cache.fingerprints.files import parquet_footer_digest, stat_signature
 from jules_cache.models import _ToDict
-from jules_cache.storage.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -31,16 +30,6 @@ class VerifyReport(_ToDict):
     @property
     def ok(self) -> bool:
         return not self.stale or self.removed == len(self.stale)
-
-
-def find_stale_footer_entries(manifest: Manifest) -> VerifyReport:
-    """Compare every footer-keyed entry's inputs with how ``stat()`` saw them when keyed.
-
-    Nothing is removed here: ``store.verify(fix=True)`` removes the stale entries.
-    """
-    with manifest.read() as con:
-        rows = manifest.execute(con, "entries.sql", "footer_entry_inputs").fetchall()
-    return judge_footer_inputs(rows)
 
 
 def judge_footer_inputs(rows: list[tuple[Any, ...]]) -> VerifyReport:

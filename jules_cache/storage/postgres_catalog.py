@@ -2,7 +2,7 @@
 
 It plays the part ``manifest.duckdb`` plays for a local root: the same tables
 (``sql/postgres/schema.sql``; times are naive UTC ``timestamp`` columns, as there), statements
-in ``sql/postgres/*.sql``, rows handed back as ``Entry`` objects just as a local manifest's.
+in ``sql/postgres/*.sql``, the same statement names as there (``storage.catalog.Catalog``).
 It also provides the cross-host single flight: ``key_lock`` holds a PostgreSQL session advisory
 lock per key.
 
@@ -42,6 +42,7 @@ psycopg is imported on first use, so a process that never opens a shared cache n
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
@@ -50,7 +51,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -58,8 +58,8 @@ import xxhash
 
 from jules_cache.errors import InvalidInput, LockTimeout, ManifestError, ServiceUnavailable
 from jules_cache.fingerprints.inputs import input_rows
-from jules_cache.models import Entry, FeatureStats, SymbolStats
 from jules_cache.storage import sqlfiles
+from jules_cache.storage.catalog import CatalogChanges, Rows, Run
 from jules_cache.storage.crash_points import crash_point
 
 if TYPE_CHECKING:
@@ -103,22 +103,6 @@ _ARROW_TYPES: dict[int, Any] = {}  # on deadlock or serialization failure
 
 _DELETIONS = "row_deletions"  # bookkeeping for changes_since (schema.sql migration_4)
 _XMIN_HORIZON = 1 << 30  # transactions; an older snapshot position is read afresh
-
-
-@dataclass(frozen=True)
-class CatalogChanges:
-    """The catalog's tables since an earlier snapshot (``PostgresCatalog.changes_since``).
-
-    Apply in this order: replace each ``replaced`` table; in each ``changed`` table delete the
-    rows whose primary key (``keys``, columns in order) is in ``deleted`` (values as text) or in
-    the changed rows, then insert the changed rows. Pass ``watermark`` to the next call.
-    """
-
-    watermark: int
-    replaced: dict[str, Any]  # table -> pyarrow.Table, every row
-    changed: dict[str, Any]  # table -> pyarrow.Table, rows written since (tables touched only)
-    deleted: dict[str, list[tuple[str, ...]]]  # table -> primary keys, as text
-    keys: dict[str, tuple[str, ...]]  # table -> its primary key columns
 
 
 def lock_id(schema: str, name: str) -> int:
@@ -426,56 +410,35 @@ class PostgresCatalog:
 
     # -- statements --------------------------------------------------------------------------------
 
-    def execute(
-        self, filename: str, name: str, params: Mapping[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
+    def write(self, filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
         """Run one named statement of ``sql/postgres/<filename>`` on its own (autocommit);
         return its rows (empty for statements that return none)."""
+        return self._run(name, lambda connection: _statement_in(connection, filename, name, params))
 
-        def body(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return _rows(connection.execute(_statement(filename, name), params))
-
-        return self._run(name, body)
-
-    def query(
-        self, filename: str, name: str, params: Mapping[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """Like ``execute``, for a statement that only reads: run again on a new connection if
+    def read(self, filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        """Like ``write``, for a statement that only reads: run again on a new connection if
         the old one turns out lost."""
 
-        def body(connection: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return _rows(connection.execute(_statement(filename, name), params))
+        def body(connection: psycopg.Connection[Any]) -> Rows:
+            return _statement_in(connection, filename, name, params)
 
         return self._run(name, body, idempotent=True)
 
-    def last_gc_run(self) -> dict[str, Any] | None:
-        """The newest ``gc_runs`` row by column name, or None if GC never ran."""
-
-        def body(connection: psycopg.Connection[Any]) -> dict[str, Any] | None:
-            cursor = connection.execute(_statement("gc.sql", "last_run"))
-            row = cursor.fetchone()
-            if row is None or cursor.description is None:
-                return None
-            return dict(zip([d.name for d in cursor.description], row, strict=True))
-
-        return self._run("last_run", body, idempotent=True)
-
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    def transaction(self, lock: str | None = None) -> Iterator[Run]:
         """One transaction for several named statements: yields ``run(filename, name,
         params=None) -> rows``; commits at the end of the block, rolls back on an exception.
+        ``lock`` names an advisory transaction lock taken first (one such block at a time
+        across hosts).
 
         Holds the connection for the whole block: keep it short (never across a compute).
         """
         with self._holding("transaction"), self._translated("transaction"):
             connection = self._connected()
             with connection.transaction():
-
-                def run(
-                    filename: str, name: str, params: Mapping[str, Any] | None = None
-                ) -> list[tuple[Any, ...]]:
-                    return _rows(connection.execute(_statement(filename, name), params))
-
+                run = functools.partial(_statement_in, connection)
+                if lock is not None:
+                    run("locks.sql", "xact_lock", {"lock": lock_id(self.schema, lock)})
                 yield run
 
     # -- schema ------------------------------------------------------------------------------------
@@ -616,9 +579,9 @@ class PostgresCatalog:
         unsigned = number & ((1 << 64) - 1)
         params = {"classid": unsigned >> 32, "objid": unsigned & 0xFFFFFFFF}
         try:
-            rows = self.query("locks.sql", "lock_holder", params)
+            rows = self.read("locks.sql", "lock_holder", params)
         except (ManifestError, ServiceUnavailable):
-            rows = []
+            rows = Rows()
         if not rows:
             return f"{where})"
         application, client, backend_pid, age = rows[0]
@@ -656,51 +619,6 @@ class PostgresCatalog:
             crash_point("commit")
 
         self._transact("publish", body, idempotent=True)
-
-    def entry(self, key: str) -> Entry | None:
-        """The entry of exactly ``key``, or None."""
-        entries = self._entries("get_entry", {"key": key})
-        return entries[0] if entries else None
-
-    def entries(
-        self,
-        *,
-        feature: str | None = None,
-        symbol: str | None = None,
-        since: datetime | None = None,
-    ) -> list[Entry]:
-        """Entries newest first, optionally filtered (sql/entries.sql ``list_entries``)."""
-        return self._entries("list_entries", {"feature": feature, "symbol": symbol, "since": since})
-
-    def match_entries(
-        self,
-        *,
-        key_prefix: str | None = None,
-        feature: str | None = None,
-        symbol: str | None = None,
-    ) -> list[Entry]:
-        """Entries oldest first whose key starts with ``key_prefix`` and that match the other
-        filters (None matches all), as sql/entries.sql ``match_entries``."""
-        params = {"key": key_prefix, "feature": feature, "symbol": symbol}
-        return self._entries("match_entries", params)
-
-    def _entries(self, name: str, params: Mapping[str, Any]) -> list[Entry]:
-        def body(connection: psycopg.Connection[Any]) -> list[Entry]:
-            cursor = connection.execute(_statement("entries.sql", name), params)
-            columns = [column.name for column in cursor.description or ()]
-            return [Entry.from_row(columns, row) for row in cursor.fetchall()]
-
-        return self._run(name, body, idempotent=True)
-
-    def keys_with_rows(self, keys: Sequence[str]) -> set[str]:
-        """Which of ``keys`` have a row now."""
-        rows = self.query("entries.sql", "keys_with_rows", {"keys": list(keys)})
-        return {key for (key,) in rows}
-
-    def entry_inputs(self, key: str) -> list[tuple[Any, ...]]:
-        """The input files ``key`` was computed from: (position, path, size, mtime_ns, inode,
-        ctime_ns, method, digest), in order."""
-        return self.query("entries.sql", "entry_inputs", {"key": key})
 
     # -- counters ----------------------------------------------------------------------------------
 
@@ -762,23 +680,6 @@ class PostgresCatalog:
 
         self._transact("counter flush", body, wait=wait)
 
-    def bump_counter(self, name: str, delta: int = 1) -> None:
-        """Add ``delta`` to the cache-wide counter ``name`` (created at 0 if new)."""
-        self.execute("entries.sql", "bump_counter", {"name": name, "delta": delta})
-
-    def counters(self) -> dict[str, int]:
-        """Cache-wide counters: misses, store_failures, corrupt_files, ..."""
-        return {name: value for name, value in self.query("entries.sql", "counters")}
-
-    def stats_by_feature(self) -> list[FeatureStats]:
-        """Per feature: live entries and bytes, cumulative hits, misses and seconds saved."""
-        return [FeatureStats(*row) for row in self.query("entries.sql", "stats_by_feature")]
-
-    def stats_by_symbol(self, limit: int) -> list[SymbolStats]:
-        """Per symbol (the first ``limit`` ever counted; the rest as ``__other__``)."""
-        rows = self.query("entries.sql", "stats_by_symbol", {"limit": limit})
-        return [SymbolStats(*row) for row in rows]
-
     # -- removal and GC --------------------------------------------------------------------------
 
     def delete_entries(
@@ -835,10 +736,6 @@ class PostgresCatalog:
             return True
 
         return self._transact("delete", body)
-
-    def lock_number(self, name: str) -> int:
-        """The advisory lock number of ``name`` in this cache (see ``lock_id``)."""
-        return lock_id(self.schema, name)
 
     def changes_since(
         self, since: int | None, *, exclude: frozenset[str] = frozenset()
@@ -920,11 +817,6 @@ class PostgresCatalog:
 
         return self._transact("snapshot", body, idempotent=True)
 
-    def entries_snapshot(self) -> list[tuple[str, int, datetime, datetime | None]]:
-        """(key, bytes, last_accessed_at, expires_at) of every entry: the rows side of the GC
-        plan."""
-        return [(k, b, t, x) for k, b, t, x in self.query("gc.sql", "entries_snapshot")]
-
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -954,8 +846,19 @@ def _arrow_table(cursor: psycopg.Cursor[Any]) -> Any:
     )
 
 
-def _rows(cursor: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
-    return cursor.fetchall() if cursor.description is not None else []
+def _rows(cursor: psycopg.Cursor[Any]) -> Rows:
+    if cursor.description is None:
+        return Rows()
+    return Rows(cursor.fetchall(), [column.name for column in cursor.description])
+
+
+def _statement_in(
+    connection: psycopg.Connection[Any],
+    filename: str,
+    name: str,
+    params: Mapping[str, Any] | None = None,
+) -> Rows:
+    return _rows(connection.execute(_statement(filename, name), params))
 
 
 def _close_quietly(connection: Any, pid: int) -> None:

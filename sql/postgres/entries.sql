@@ -121,10 +121,6 @@ ORDER BY created_at, key;
 SELECT * FROM entries WHERE feature = %(feature)s AND symbol = %(symbol)s
 ORDER BY created_at DESC;
 
--- name: keys_with_rows
--- Which of these keys have a row right now.
-SELECT key FROM entries WHERE key = ANY(%(keys)s::text[]);
-
 -- name: stats_by_feature
 -- Live entries (what is stored now) next to the cumulative call counters (what was ever
 -- served): a feature whose entries all went keeps its counts. Sums cast back to bigint

@@ -29,3 +29,7 @@ SELECT DISTINCT 'entry_inputs' AS table_name, key
 FROM entry_inputs AS i
 WHERE NOT EXISTS (SELECT 1 FROM entries AS e WHERE e.key = i.key)
 ORDER BY key;
+
+-- name: keys_with_rows
+-- Which of these keys have a row right now.
+SELECT key FROM entries WHERE key = ANY(%(keys)s::text[]);

@@ -13,10 +13,8 @@ import os
 import pickle
 import signal
 import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -28,8 +26,7 @@ from jules_cache.errors import (
     ServiceUnavailable,
     StoreError,
 )
-from jules_cache.fingerprints.inputs import InputFile
-from jules_cache.models import Entry
+from jules_cache.storage.catalog import entries
 from jules_cache.storage.postgres_catalog import PostgresCatalog, lock_id
 from jules_cache.storage.s3_objects import S3ObjectStore, parse_s3_url
 
@@ -38,6 +35,7 @@ ROOT = "s3://bucket/test"  # the root the catalogs of these tests are bound to (
 
 SPAWN = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 120
+ALL = {"feature": None, "symbol": None, "since": None}  # list_entries: every entry
 
 
 def _closed_port() -> int:
@@ -315,131 +313,6 @@ def test_refused_credentials_and_missing_bucket_are_service_unavailable(services
 # -- the PostgreSQL catalog: rows ---------------------------------------------------------------
 
 
-def test_publish_then_lookups_give_entries_as_a_local_manifest_does(catalog):
-    row = _row(_key(1))
-    files = [InputFile("/data/ticks.parquet", 10, 20, 30, 40, "e" * 32)]
-    catalog.publish(row, input_method="file-bytes", input_files=files)
-    entry = catalog.entry(row["key"])
-    assert entry == Entry(**{**row, "hit_count": 0})
-    assert entry.created_at.tzinfo is None  # naive UTC, as DuckDB's TIMESTAMP
-    assert catalog.entry(_key(2)) is None
-    catalog.publish(_row(_key(2), symbol="MSFT"))
-    assert [e.key for e in catalog.entries()] == [_key(2), _key(1)]  # newest first
-    assert [e.key for e in catalog.entries(symbol="MSFT")] == [_key(2)]
-    assert catalog.entries(since=_now() + timedelta(hours=1)) == []
-    assert [e.key for e in catalog.match_entries(key_prefix=_key(1)[:20])] == [_key(1)]
-    assert catalog.entry_inputs(_key(1)) == [
-        (0, "/data/ticks.parquet", 10, 20, 30, 40, "file-bytes", "e" * 32)
-    ]
-    assert catalog.keys_with_rows([_key(1), _key(3)]) == {_key(1)}
-
-
-def test_times_are_naive_utc_whatever_the_caller_gives(catalog):
-    from datetime import timezone
-
-    paris_noon = datetime(2024, 6, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
-    catalog.publish(_row(_key(3), created_at=paris_noon, last_accessed_at=paris_noon))
-    entry = catalog.entry(_key(3))
-    assert entry.created_at == datetime(2024, 6, 1, 10, 0)  # naive, UTC
-    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0)) == [entry]
-    assert catalog.entries(since=datetime(2024, 6, 1, 10, 0, 1)) == []
-
-
-def test_republish_replaces_the_row_and_starts_its_hits_again(catalog):
-    key = _key(7)
-    catalog.publish(_row(key, bytes=1))
-    catalog.flush_counts(hits={key: (5, _now())})
-    assert catalog.entry(key).hit_count == 5
-    catalog.publish(_row(key, bytes=2))
-    entry = catalog.entry(key)
-    assert (entry.bytes, entry.hit_count) == (2, 0)
-    assert len(catalog.entries()) == 1
-
-
-def test_counter_flush_feeds_stats(catalog):
-    catalog.publish(_row(_key(1), symbol="AAPL"))
-    catalog.publish(_row(_key(2), symbol="MSFT", feature="vwap"))
-    later = _now() + timedelta(seconds=5)
-    catalog.flush_counts(
-        hits={_key(1): (3, later), _key(9): (1, later)},  # _key(9) has no row: ignored
-        misses=2,
-        calls={
-            _key(1): ("bars", "AAPL", 3, 1),
-            _key(2): ("vwap", "MSFT", 0, 1),
-            _key(3): ("vwap", "ZZZ", 0, 1),
-        },
-    )
-    entry = catalog.entry(_key(1))
-    assert (entry.hit_count, entry.last_accessed_at) == (3, later)
-    assert catalog.counters() == {"misses": 2, "store_failures": 0}
-    features = {f.feature: f for f in catalog.stats_by_feature()}
-    assert (features["bars"].hits, features["bars"].misses) == (3, 1)
-    assert features["bars"].seconds_saved == pytest.approx(3 * 2.5)
-    assert (features["vwap"].entries, features["vwap"].misses) == (1, 2)
-    symbols = catalog.stats_by_symbol(2)
-    assert [(s.symbol, s.hits, s.misses) for s in symbols] == [
-        ("AAPL", 3, 1),
-        ("MSFT", 0, 1),
-        ("__other__", 0, 1),
-    ]
-    catalog.bump_counter("store_failures")
-    catalog.bump_counter("corrupt_files", 2)
-    assert catalog.counters() == {"misses": 2, "store_failures": 1, "corrupt_files": 2}
-
-
-def _flusher(catalog: PostgresCatalog, worker: int, rounds: int, barrier) -> None:
-    """Even rounds: hits on every key (in another order per worker) and a miss; odd rounds:
-    only calls of symbols never seen before, which touch no shared row but the ordinals."""
-    keys = [_key(i) for i in range(12)]
-    barrier.wait()
-    for round_ in range(rounds):
-        if round_ % 2 == 0:
-            order = keys[worker:] + keys[:worker]
-            catalog.flush_counts(hits={key: (1, _now()) for key in order}, misses=1)
-        else:
-            symbol = f"S{worker}-{round_}"
-            catalog.flush_counts(calls={keys[worker]: ("bars", symbol, 1, 0)})
-    catalog.close()
-
-
-def test_concurrent_flushes_from_processes_add_up_without_deadlock(catalog):
-    for i in range(12):
-        catalog.publish(_row(_key(i)))
-    workers, rounds = 4, 30
-    barrier = SPAWN.Barrier(workers)
-    processes = [
-        SPAWN.Process(target=_flusher, args=(catalog, w, rounds, barrier)) for w in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    assert _wait(processes) == [0] * workers
-    even_rounds = (rounds + 1) // 2
-    hits = {e.key: e.hit_count for e in catalog.entries()}
-    assert hits == {_key(i): workers * even_rounds for i in range(12)}
-    assert catalog.counters()["misses"] == workers * even_rounds
-    # Every new symbol got an ordinal of its own, though they came from 4 hosts at once.
-    symbols = catalog.query("entries.sql", "stats_by_symbol", {"limit": 1_000})
-    expected = {f"S{w}-{r}" for w in range(workers) for r in range(1, rounds, 2)}
-    assert {symbol for symbol, *_ in symbols} == expected
-
-
-def test_delete_spares_rows_accessed_since_the_plan(catalog):
-    for i in range(3):
-        catalog.publish(
-            _row(_key(i)),
-            input_method="footer",
-            input_files=[InputFile(f"/in{i}", 1, 1, 1, 1, "d")],
-        )
-    snapshot = {key: when for key, _, when, _ in catalog.entries_snapshot()}
-    catalog.flush_counts(hits={_key(1): (1, _now() + timedelta(seconds=1))})  # read since
-    deleted = catalog.delete_entries(list(snapshot), list(snapshot.values()))
-    assert sorted(deleted) == [(_key(0), "bars"), (_key(2), "bars")]
-    assert [e.key for e in catalog.entries()] == [_key(1)]
-    assert catalog.entry_inputs(_key(0)) == []  # inputs follow their entry
-    assert catalog.delete_entries([_key(1)]) == [(_key(1), "bars")]  # unconditional
-    assert catalog.delete_entries([]) == []
-
-
 # -- the PostgreSQL catalog: schema -------------------------------------------------------------
 
 
@@ -460,7 +333,7 @@ def test_first_connections_racing_migrate_once(services, pg_schema):
     versions = [results.get(timeout=JOIN_TIMEOUT) for _ in processes]
     assert _wait(processes) == [0] * 6
     with PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT) as catalog:
-        applied = catalog.query("schema.sql", "current_version")
+        applied = catalog.read("schema.sql", "current_version")
         rows = catalog._run("count", lambda c: c.execute("SELECT count(*) FROM schema_version"))
         assert versions == [applied[0][0]] * 6
         assert rows.fetchone() == (applied[0][0],)  # each migration recorded once
@@ -468,10 +341,10 @@ def test_first_connections_racing_migrate_once(services, pg_schema):
 
 def test_a_catalog_newer_than_the_library_is_refused(services, catalog, pg_schema):
     catalog.migrate()
-    catalog.execute("schema.sql", "record_version", {"version": 99, "applied_at": _now()})
+    catalog.write("schema.sql", "record_version", {"version": 99, "applied_at": _now()})
     newer = PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT)
     with pytest.raises(ManifestError, match="upgrade jules_cache"):
-        newer.entries()
+        entries(newer, "list_entries", ALL)
     newer.close()
 
 
@@ -481,65 +354,6 @@ def test_schema_names_are_plain_identifiers(services):
 
 
 # -- advisory key locks ---------------------------------------------------------------------------
-
-
-def _locker(catalog: PostgresCatalog, marks: str, worker: int, rounds: int, barrier, out) -> None:
-    """Take overlapping keys; while holding one, own its mark file (O_EXCL: a second holder
-    at the same time finds the file there)."""
-    overlaps = 0
-    barrier.wait()
-    for round_ in range(rounds):
-        key = _key((worker + round_) % 3)  # 8 workers over 3 keys
-        with catalog.key_lock(key, timeout=60):
-            mark = Path(marks) / key
-            try:
-                fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                overlaps += 1
-            else:
-                os.close(fd)
-                time.sleep(0.002)
-                mark.unlink()
-    catalog.close()
-    out.put((worker, overlaps))
-
-
-def test_one_holder_per_key_across_eight_processes(catalog, tmp_path):
-    workers, rounds = 8, 15
-    barrier, out = SPAWN.Barrier(workers), SPAWN.Queue()
-    processes = [
-        SPAWN.Process(target=_locker, args=(catalog, str(tmp_path), w, rounds, barrier, out))
-        for w in range(workers)
-    ]
-    for process in processes:
-        process.start()
-    overlaps = dict(out.get(timeout=JOIN_TIMEOUT) for _ in processes)
-    assert _wait(processes) == [0] * workers
-    assert overlaps == dict.fromkeys(range(workers), 0)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_threads_sharing_one_catalog_also_exclude_each_other(catalog):
-    """A session's advisory locks stack in PostgreSQL; the catalog must queue its threads."""
-    holders, overlaps = [0], [0]
-    guard = threading.Lock()
-
-    def work():
-        for _ in range(20):
-            with catalog.key_lock(_key(5), timeout=30):
-                with guard:
-                    holders[0] += 1
-                    overlaps[0] += holders[0] > 1
-                time.sleep(0.001)
-                with guard:
-                    holders[0] -= 1
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert overlaps == [0]
 
 
 def _hold_forever(catalog: PostgresCatalog, key: str, ready) -> None:
@@ -587,7 +401,7 @@ def test_postgres_down_is_service_unavailable_naming_it():
         f"postgresql://jules:sekrit-pw@127.0.0.1:{port}/cache", root=ROOT, lock_timeout=2
     )
     with pytest.raises(ServiceUnavailable) as raised:
-        catalog.entries()
+        entries(catalog, "list_entries", ALL)
     message = str(raised.value)
     assert raised.value.service == "PostgreSQL"
     assert f"127.0.0.1:{port}/cache" in message
@@ -600,7 +414,7 @@ def test_postgres_down_is_service_unavailable_naming_it():
 def test_a_wrong_password_is_service_unavailable(services):
     dsn = services.pg_dsn.replace("@", "x@", 1)  # append to the password
     with pytest.raises(ServiceUnavailable, match="password authentication failed"):
-        PostgresCatalog(dsn, root=ROOT).entries()
+        entries(PostgresCatalog(dsn, root=ROOT), "list_entries", ALL)
 
 
 def _terminate_sessions(dsn: str, application_name: str) -> int:
@@ -619,10 +433,11 @@ def test_a_lost_connection_is_replaced_without_losing_or_doubling_writes(service
     catalog = PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT, application_name=name)
     catalog.publish(_row(_key(1)))
     assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
-    assert [e.key for e in catalog.entries()] == [_key(1)]  # a read reconnects
+    assert [e.key for e in entries(catalog, "list_entries", ALL)] == [_key(1)]  # reconnects
     assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
     catalog.flush_counts(hits={_key(1): (1, _now())})  # BEGIN failed: retried once
-    assert catalog.entry(_key(1)).hit_count == 1
+    (entry,) = entries(catalog, "list_entries", ALL)
+    assert entry.hit_count == 1
     assert _terminate_sessions(services.pg_dsn, catalog.application_name) == 1
     with catalog.key_lock(_key(2), timeout=5):
         pass
@@ -632,6 +447,6 @@ def test_a_lost_connection_is_replaced_without_losing_or_doubling_writes(service
 def test_catalog_errors_that_are_not_the_service_are_manifest_errors(catalog):
     with pytest.raises(ManifestError, match="publish failed"):
         catalog.publish(_row(_key(1), rows="not a number"))
-    assert catalog.entries() == []  # rolled back, connection still usable
+    assert entries(catalog, "list_entries", ALL) == []  # rolled back, connection still usable
     with pytest.raises(StoreError):  # ServiceUnavailable is a StoreError (strict mode)
         raise ServiceUnavailable("S3", "x", "y", "z")

@@ -206,15 +206,16 @@ def test_gc_reads_rows_again_for_orphans_published_while_it_listed(
         backend = shared_backend(store)
         backend.catalog.delete_entries([late.key])  # an orphan for now
         catalog = backend.catalog
-        snapshot = catalog.entries_snapshot
+        read = catalog.read
 
-        def snapshot_then_publish():
-            rows = snapshot()
-            assert late.key not in {row[0] for row in rows}
-            other_host.execute("INSERT INTO entries SELECT * FROM kept")  # its COMMIT, late
+        def snapshot_then_publish(filename, name, params=None):
+            rows = read(filename, name, params)
+            if name == "entries_snapshot":
+                assert late.key not in {row[0] for row in rows}
+                other_host.execute("INSERT INTO entries SELECT * FROM kept")  # its COMMIT, late
             return rows
 
-        monkeypatch.setattr(catalog, "entries_snapshot", snapshot_then_publish)
+        monkeypatch.setattr(catalog, "read", snapshot_then_publish)
         assert store.gc(dry_run=True, grace=0).total("orphan").count == 0
         other_host.execute("DELETE FROM entries WHERE key = %s", [late.key])
         assert store.gc(grace=0).total("orphan").count == 0

@@ -1,0 +1,178 @@
+"""``ManifestCatalog``: a local root's ``manifest.duckdb`` as a ``storage.catalog.Catalog``.
+
+Every transaction runs under the manifest's exclusive file lock (``Manifest.write``), so a
+``transaction(lock=...)`` needs no lock of its own; keys are held with ``flock`` on
+``<root>/locks/``. Removing a row also removes its entry's SQL view rows, and moves its file
+aside once the removal commits (``maintenance.removal.drop_rows``), as ``rm`` does. A row
+published here is in the catalog at once; the local root's SQL views list it once their links
+are made (``query.views.view_published``, which the local engine's publish does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from jules_cache.fingerprints.inputs import input_rows
+from jules_cache.maintenance.removal import drop_rows
+from jules_cache.storage.catalog import CatalogChanges, Rows, Run
+from jules_cache.storage.locks import file_lock
+from jules_cache.storage.manifest import Manifest
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+class ManifestCatalog:
+    """The rows of a local root, in its DuckDB manifest."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.address = str(manifest.path)
+
+    def __repr__(self) -> str:
+        return f"ManifestCatalog({self.address!r})"
+
+    def migrate(self) -> int:
+        return self.manifest.migrate()
+
+    def read(self, filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        with self.manifest.read() as con:
+            return _rows(self.manifest.execute(con, filename, name, params))
+
+    def write(self, filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        with self.manifest.write() as con:
+            return _rows(self.manifest.execute(con, filename, name, params))
+
+    @contextmanager
+    def transaction(self, lock: str | None = None) -> Iterator[Run]:
+        """``lock`` is moot: every write holds the manifest's exclusive lock."""
+        with self.manifest.write() as con:
+            yield runner(self.manifest, con)
+
+    def key_lock(self, key: str, timeout: float) -> AbstractContextManager[None]:
+        return file_lock(self.manifest.layout.key_lock_path(key), timeout)
+
+    def publish(
+        self,
+        row: Mapping[str, Any],
+        *,
+        input_method: str | None = None,
+        input_files: Sequence[Any] = (),
+    ) -> None:
+        with self.manifest.write() as con:
+            insert_entry(runner(self.manifest, con), row, input_method or "", input_files)
+
+    def flush_counts(
+        self,
+        *,
+        hits: Mapping[str, tuple[int, datetime]] | None = None,
+        misses: int = 0,
+        calls: Mapping[str, tuple[str, str, int, int]] | None = None,
+        wait: bool = True,
+    ) -> None:
+        if not hits and not misses and not calls:
+            return
+        with self.manifest.write(wait=wait, notify=False) as con:
+            add_counts(runner(self.manifest, con), hits or {}, misses, calls or {})
+
+    def drop_entry(
+        self,
+        key: str,
+        delete_object: Callable[[], None],
+        last_accessed: datetime | None = None,
+    ) -> bool:
+        with self.manifest.write() as con:
+            if not drop_rows(self.manifest, con, [key], [last_accessed]):
+                return False
+            delete_object()  # raises: the transaction rolls back, the row stays
+            return True
+
+    def delete_entries(
+        self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
+    ) -> list[tuple[str, str]]:
+        if not keys:
+            return []
+        with self.manifest.write() as con:
+            deleted = drop_rows(self.manifest, con, keys, last_accessed)
+        return [(key, owner.feature) for key, owner in deleted.items()]
+
+    def changes_since(
+        self, since: int | None, *, exclude: frozenset[str] = frozenset()
+    ) -> CatalogChanges:
+        """Every table whole, each time: a local manifest is read in milliseconds."""
+        with self.manifest.read() as con:
+            run = runner(self.manifest, con)
+            tables = [name for (name,) in run("catalog.sql", "manifest_tables")]
+            replaced = {
+                name: con.sql(f'SELECT * FROM "{name}"').fetch_arrow_table()
+                for name in tables
+                if name not in exclude
+            }
+        return CatalogChanges(watermark=0, replaced=replaced, changed={}, deleted={}, keys={})
+
+    def close(self) -> None:
+        """Nothing is held between calls: each attaches the manifest for its transaction."""
+
+
+def runner(manifest: Manifest, con: duckdb.DuckDBPyConnection) -> Run:
+    """``run(filename, name, params=None) -> Rows`` in the transaction open on ``con``."""
+
+    def run(filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        return _rows(manifest.execute(con, filename, name, params))
+
+    return run
+
+
+def _rows(cursor: duckdb.DuckDBPyConnection) -> Rows:
+    if cursor.description is None:
+        return Rows()
+    return Rows(cursor.fetchall(), [column[0] for column in cursor.description])
+
+
+def insert_entry(run: Run, row: Mapping[str, Any], input_method: str, input_files: Any) -> None:
+    """Insert or replace an entry's row and its input files, in the caller's transaction."""
+    run("entries.sql", "replace_entry", {"key": row["key"]})
+    run("entries.sql", "insert_entry", row)
+    record_inputs(run, row["key"], input_method, input_files)
+
+
+def record_inputs(run: Run, key: str, method: str, files: Sequence[Any]) -> None:
+    """Remember which files (as stat() saw them) a file-input entry was keyed from."""
+    if not files:
+        return
+    run("entries.sql", "delete_entry_inputs", {"key": key})
+    run("entries.sql", "insert_entry_inputs", input_rows(key, method, files))
+
+
+def add_counts(
+    run: Run,
+    hits: Mapping[str, tuple[int, datetime]],
+    misses: int,
+    calls: Mapping[str, Sequence[Any]],
+) -> None:
+    """Add hits onto their entries, misses onto the counter, and calls onto the cumulative
+    per feature and symbol counters (which rm and GC never touch), in the caller's
+    transaction."""
+    if hits:
+        params = {
+            "keys": list(hits),
+            "hits": [count for count, _ in hits.values()],
+            "times": [when for _, when in hits.values()],
+        }
+        run("entries.sql", "flush_hits", params)
+    if misses:
+        run("entries.sql", "bump_counter", {"name": "misses", "delta": misses})
+    if calls:
+        rows = list(calls.values())
+        run("entries.sql", "number_symbols", {"symbols": sorted({str(row[1]) for row in rows})})
+        params = {
+            "keys": list(calls),
+            "features": [row[0] for row in rows],
+            "symbols": [row[1] for row in rows],
+            "hits": [row[2] for row in rows],
+            "misses": [row[3] for row in rows],
+        }
+        run("entries.sql", "count_calls", params)
