@@ -107,7 +107,7 @@ class ManifestCatalog:
             run = runner(self.manifest, con)
             tables = [name for (name,) in run("catalog.sql", "manifest_tables")]
             replaced = {
-                name: con.sql(f'SELECT * FROM "{name}"').fetch_arrow_table()
+                name: con.sql(f'SELECT * FROM "{name}"').to_arrow_table()
                 for name in tables
                 if name not in exclude
             }

@@ -70,7 +70,8 @@ class Catalog(Protocol):
         """Run the reading statement ``name`` of ``filename``; return its rows."""
 
     def write(self, filename: str, name: str, params: Mapping[str, Any] | None = None) -> Rows:
-        """Run the statement ``name`` of ``filename`` in a transaction of its own."""
+        """Run the statement ``name`` of ``filename`` in a transaction of its own; return
+        what it returns (``RETURNING`` rows)."""
 
     def transaction(self, lock: str | None = None) -> AbstractContextManager[Run]:
         """One transaction for several statements (yields ``run``); with ``lock``, one

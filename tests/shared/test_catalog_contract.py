@@ -252,6 +252,51 @@ def test_delete_spares_rows_accessed_since_the_plan(any_catalog):
     assert catalog.delete_entries([]) == []
 
 
+def test_an_entry_goes_with_its_object_or_not_at_all(any_catalog):
+    catalog = any_catalog
+    for i in range(3):
+        catalog.publish(_row(_key(i)))
+    deleted: list[str] = []
+    assert catalog.drop_entry(_key(0), lambda: deleted.append(_key(0)))
+    assert deleted == [_key(0)] and _entry(catalog, _key(0)) is None
+
+    def refuse() -> None:
+        raise OSError("the object store refused the delete")
+
+    with pytest.raises(OSError, match="refused"):
+        catalog.drop_entry(_key(1), refuse)
+    assert _entry(catalog, _key(1)) is not None  # rolled back: still listed (and served)
+    planned = _entry(catalog, _key(2)).last_accessed_at
+    catalog.flush_counts(hits={_key(2): (1, _now() + timedelta(seconds=1))})  # read since
+    assert not catalog.drop_entry(_key(2), refuse, planned)  # spared, object untouched
+    assert not catalog.drop_entry(_key(9), refuse)  # no row: nothing to do
+
+
+def test_a_transaction_commits_whole_or_not_at_all(any_catalog):
+    catalog = any_catalog
+    catalog.migrate()
+    with catalog.transaction(lock="view_names") as run:
+        run("entries.sql", "bump_counter", {"name": "probe", "delta": 2})
+        run("entries.sql", "bump_counter", {"name": "probe", "delta": 3})
+    with pytest.raises(RuntimeError), catalog.transaction() as run:
+        run("entries.sql", "bump_counter", {"name": "probe", "delta": 100})
+        raise RuntimeError("the caller failed midway")
+    assert counters(catalog)["probe"] == 5
+    catalog.write("entries.sql", "bump_counter", {"name": "probe", "delta": 1})
+    assert counters(catalog)["probe"] == 6
+
+
+def test_a_snapshot_holds_every_table_the_sql_layer_reads(any_catalog):
+    catalog = any_catalog
+    catalog.publish(_row(_key(1)))
+    changes = catalog.changes_since(None)
+    tables = {**changes.replaced, **changes.changed}
+    assert {"entries", "counters", "gc_runs"} <= set(tables)
+    assert tables["entries"].column("key").to_pylist() == [_key(1)]
+    assert "gc_runs" not in catalog.changes_since(None, exclude=frozenset({"gc_runs"})).replaced
+    assert catalog.migrate() == catalog.migrate()  # idempotent
+
+
 # -- key locks ------------------------------------------------------------------------------------
 
 
