@@ -113,6 +113,10 @@ class ManifestCatalog:
             }
         return CatalogChanges(watermark=0, replaced=replaced, changed={}, deleted={}, keys={})
 
+    def tidy(self, older_than: float) -> None:
+        """Nothing to drop: a manifest keeps no notes for readers (``changes_since`` reads it
+        whole)."""
+
     def close(self) -> None:
         """Nothing is held between calls: each attaches the manifest for its transaction."""
 

@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
 _RESULT_FOLDERS = tuple(f"{OBJECTS_DIR}/{i:02x}/" for i in range(256))  # key[:2] is hex
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
+# Deletion notes store.sql copies need (postgres_catalog.changes_since) outlive the copies taken
+# within this long; an older copy is read whole. Dropped by every GC that deletes.
+DELETION_NOTES_KEPT_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,7 @@ class _Run(GCRun):
             else:
                 self._delete_one(item)
             self._advance(1)
+        self.backend.catalog.tidy(DELETION_NOTES_KEPT_SECONDS)
 
     def _delete_one(self, item: GCItem) -> None:
         """Re-check the candidate holding its key's lock; an entry's object is deleted inside

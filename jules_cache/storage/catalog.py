@@ -122,6 +122,9 @@ class Catalog(Protocol):
     ) -> CatalogChanges:
         """The tables' rows since the snapshot whose watermark was ``since`` (None: all)."""
 
+    def tidy(self, older_than: float) -> None:
+        """Drop bookkeeping older than ``older_than`` seconds that no reader needs (GC)."""
+
     def close(self) -> None:
         """Release connections and locks held between calls (reopened on next use)."""
 

@@ -101,7 +101,8 @@ _TRANSACTION_RETRIES = 3
 _ARROW_TYPES: dict[int, Any] = {}  # on deadlock or serialization failure
 
 
-_DELETIONS = "row_deletions"  # bookkeeping for changes_since (schema.sql migration_4)
+# Bookkeeping for changes_since (schema.sql migrations 4 and 5): never copied for SQL.
+_BOOKKEEPING = frozenset({"row_deletions", "row_deletions_pruned"})
 _XMIN_HORIZON = 1 << 30  # transactions; an older snapshot position is read afresh
 
 
@@ -754,12 +755,13 @@ class PostgresCatalog:
 
         if not _ARROW_TYPES:
             _arrow_types()
-        excluded = exclude | {_DELETIONS}
+        excluded = exclude | _BOOKKEEPING
 
         def body(connection: psycopg.Connection[Any]) -> CatalogChanges:
             schema = {"schema": self.schema}
             asked: list[tuple[str, Mapping[str, Any] | None]] = [
                 ("position", None),
+                ("pruned_through", None),
                 ("tables", schema),
                 ("primary_keys", schema),
                 ("tracked_tables", schema),
@@ -780,7 +782,13 @@ class PostgresCatalog:
             tracked = {row[0] for row in rows["tracked_tables"]}
             # xmin is 32 bits and wraps: compared by age, exact while since is < 2^31 old. A
             # position ahead of the server's (a cluster restored from a dump) is not trusted.
-            fresh = since is None or not 0 <= next_id - since <= _XMIN_HORIZON
+            # Notes it needs dropped by GC (tidy): the tables are read whole instead.
+            (pruned_through,) = rows["pruned_through"][0]
+            fresh = (
+                since is None
+                or not 0 <= next_id - since <= _XMIN_HORIZON
+                or since <= pruned_through
+            )
             deleted: dict[str, list[tuple[str, ...]]] = {}
             if not fresh:
                 for table, values in rows["deletions_since"]:
@@ -816,6 +824,11 @@ class PostgresCatalog:
             )
 
         return self._transact("snapshot", body, idempotent=True)
+
+    def tidy(self, older_than: float) -> None:
+        """Drop the deletion notes older than ``older_than`` seconds (``changes_since`` reads
+        whole the tables of a snapshot older than the newest note dropped)."""
+        self.write("snapshot.sql", "prune_deletions", {"older_than": older_than})
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -227,3 +227,13 @@ CREATE TRIGGER catalog_root_deletions AFTER DELETE OR UPDATE OF only_row ON cata
     FOR EACH ROW EXECUTE FUNCTION note_row_deletion('only_row');
 CREATE TRIGGER catalog_root_truncate AFTER TRUNCATE ON catalog_root
     FOR EACH STATEMENT EXECUTE FUNCTION note_row_deletion();
+
+-- name: migration_5
+-- The deletion notes are dropped by GC once older than an hour (postgres_catalog.tidy): kept,
+-- they grew with every deleted row for ever. The newest transaction whose notes were dropped is
+-- kept, so a copy of the catalog older than it is copied whole, never left with a deleted row.
+ALTER TABLE row_deletions ADD COLUMN noted_at timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'UTC');
+CREATE TABLE row_deletions_pruned (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    through  xid8    NOT NULL
+);

@@ -39,5 +39,20 @@ HAVING bool_or(t.tgtype & 25 = 25) AND bool_or(t.tgtype & 32 = 32);
 
 -- name: deletions_since
 -- Keys deleted by transactions at or after the previous snapshot's oldest running one (a NULL
--- key: the whole table was truncated).
+-- key: the whole table was truncated). Complete only if that is newer than pruned_through.
 SELECT table_name, key_values FROM row_deletions WHERE deleted_by >= %(since)s::text::xid8;
+
+-- name: pruned_through
+-- The newest transaction whose deletion notes GC dropped (0: none dropped yet).
+SELECT coalesce(max(through), '0'::xid8)::text::bigint FROM row_deletions_pruned;
+
+-- name: prune_deletions
+-- Drop the notes older than %(older_than)s seconds and remember the newest transaction dropped.
+WITH dropped AS (
+    DELETE FROM row_deletions
+    WHERE noted_at < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(older_than)s)
+    RETURNING deleted_by
+)
+INSERT INTO row_deletions_pruned (only_row, through)
+SELECT true, max(deleted_by) FROM dropped HAVING count(*) > 0
+ON CONFLICT (only_row) DO UPDATE SET through = greatest(row_deletions_pruned.through, excluded.through);

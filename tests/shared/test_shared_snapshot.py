@@ -106,7 +106,7 @@ def test_the_bookkeeping_table_is_not_visible_to_sql(services, s3_url, pg_schema
     with _store(s3_url, services, pg_schema) as store:
         _fill(store, 1)
         tables = store.sql("SELECT table_name FROM information_schema.tables")["table_name"]
-        assert "row_deletions" not in tables.to_list()
+        assert not {"row_deletions", "row_deletions_pruned"} & set(tables.to_list())
         assert "entries" in tables.to_list()
 
 
@@ -198,3 +198,34 @@ def test_sql_refuses_an_object_of_another_key_pruned_or_whole(services, s3_url, 
         for query in (pruned, f"SELECT count(*) AS n FROM {view}"):
             with pytest.raises(QueryError, match="check --fix"):
                 store.sql(query)
+
+
+def test_gc_prunes_the_deletion_notes_and_an_older_copy_is_still_right(
+    services, s3_url, pg_schema, monkeypatch
+):
+    """Every deleted row leaves a note for the copies of the catalog that store.sql keeps;
+    kept for ever, the notes grew with every rm and GC. GC now drops notes older than
+    ``shared_upkeep.DELETION_NOTES_KEPT_SECONDS``; a copy taken before notes it needed were
+    dropped is copied whole, never left holding a deleted row."""
+    from jules_cache.engine import shared_upkeep
+
+    with _store(s3_url, services, pg_schema) as store, _connect(services, pg_schema) as pg:
+        keys = _fill(store, 4)
+        store.flush()
+        catalog = shared_backend(store).catalog
+        before = catalog.changes_since(None, exclude=HIDDEN)  # a reader's copy, kept
+        _same_rows(store, pg)
+        store.remove(key=keys[0])
+        pg.execute("DELETE FROM entries WHERE key = %s", (keys[1],))
+        (notes,) = pg.execute("SELECT count(*) FROM row_deletions").fetchone()
+        assert notes >= 2
+        monkeypatch.setattr(shared_upkeep, "DELETION_NOTES_KEPT_SECONDS", 0.0)
+        store.gc()
+        assert pg.execute("SELECT count(*) FROM row_deletions").fetchone() == (0,)
+        _same_rows(store, pg)  # the store's own session copy: still exactly the catalog
+        after = catalog.changes_since(before.watermark, exclude=HIDDEN)
+        assert after.replaced["entries"].num_rows == 2  # the notes it needed are gone: whole
+        pg.execute("DELETE FROM entries WHERE key = %s", (keys[2],))  # noted after the prune
+        since = catalog.changes_since(after.watermark, exclude=HIDDEN)
+        assert "entries" not in since.replaced
+        assert since.deleted["entries"] == [(keys[2],)]
