@@ -2,10 +2,11 @@
 
 Every transaction runs under the manifest's exclusive file lock (``Manifest.write``), so a
 ``transaction(lock=...)`` needs no lock of its own; keys are held with ``flock`` on
-``<root>/locks/``. Removing a row also removes its entry's SQL view rows, and moves its file
-aside once the removal commits (``maintenance.removal.drop_rows``), as ``rm`` does. A row
-published here is in the catalog at once; the local root's SQL views list it once their links
-are made (``query.views.view_published``, which the local engine's publish does).
+``<root>/locks/``. ``drop_entry`` and ``delete_entries`` take removal's first step
+(``maintenance.removal.drop_rows``: the rows, the SQL view rows, the file moved aside once the
+removal commits); the local engine takes the second (``discard_files``: view links and moved
+files). A row ``publish``-ed here is listed at once; the SQL views list it once its view link is
+made (``query.views.view_published``, part of the local engine's publish).
 """
 
 from __future__ import annotations
