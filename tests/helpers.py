@@ -11,6 +11,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,3 +127,57 @@ def dask_client() -> Iterator[Any]:
         )
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
         yield client
+
+
+def naive_utc_now() -> datetime:
+    """Now, as catalogs keep times: naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def catalog_key(i: int) -> str:
+    """The ``i``-th of distinct, valid 32-hex-digit keys."""
+    return f"{i:04x}" * 8
+
+
+def catalog_row(key: str, *, feature: str = "bars", symbol: str = "AAPL", **changes) -> dict:
+    """A catalog row as ``result_files.entry_row`` makes one (for catalog-level tests)."""
+    now = naive_utc_now()
+    row = {
+        "key": key,
+        "feature": feature,
+        "symbol": symbol,
+        "path": f"objects/{key[:2]}/{key}.parquet",
+        "key_schema": 3,
+        "data_fingerprint": "d" * 32,
+        "data_method": "frame",
+        "config_fingerprint": "c" * 32,
+        "config_json": '{"window": 5}',
+        "code_fingerprint": "f" * 32,
+        "code_version": None,
+        "result_schema": '{"ts": "Datetime", "x": "Float64"}',
+        "rows": 10_000,
+        "bytes": 123_456,
+        "time_column": "ts",
+        "min_time": datetime(2024, 1, 2, 9, 30),
+        "max_time": datetime(2024, 1, 2, 16, 0),
+        "compute_seconds": 2.5,
+        "created_at": now,
+        "last_accessed_at": now,
+        "library_versions": '{"polars": "2.1.0"}',
+        "code_functions": '{"m.f": "abc"}',
+        "expires_at": None,  # the shape of result_files.entry_row's rows
+    }
+    row.update(changes)
+    return row
+
+
+def join_all(processes: list[Any], timeout: float) -> list[int | None]:
+    """Wait for each process (up to ``timeout`` each); kill those still running; return the
+    exit codes (None: it was still running)."""
+    for process in processes:
+        process.join(timeout)
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    return codes

@@ -12,10 +12,14 @@ import multiprocessing
 import os
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from helpers import catalog_key as _key
+from helpers import catalog_row as _row
+from helpers import join_all
+from helpers import naive_utc_now as _now
 
 from jules_cache.engine.manifest_catalog import ManifestCatalog
 from jules_cache.fingerprints.inputs import InputFile
@@ -49,14 +53,6 @@ def any_catalog(request, tmp_path):
     yield ManifestCatalog(manifest)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _key(i: int) -> str:
-    return f"{i:04x}" * 8
-
-
 def _entry(catalog: Catalog, key: str) -> Entry | None:
     found = entries(catalog, "get_entry", {"key": key})
     return found[0] if found else None
@@ -67,47 +63,6 @@ def _list(catalog: Catalog, **filters) -> list[Entry]:
     return entries(
         catalog, "list_entries", {"feature": None, "symbol": None, "since": None, **filters}
     )
-
-
-def _wait(processes) -> list[int]:
-    for process in processes:
-        process.join(JOIN_TIMEOUT)
-    codes = [process.exitcode for process in processes]
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-    return codes
-
-
-def _row(key: str, *, feature: str = "bars", symbol: str = "AAPL", **changes) -> dict:
-    now = _now()
-    row = {
-        "key": key,
-        "feature": feature,
-        "symbol": symbol,
-        "path": f"objects/{key[:2]}/{key}.parquet",
-        "key_schema": 3,
-        "data_fingerprint": "d" * 32,
-        "data_method": "frame",
-        "config_fingerprint": "c" * 32,
-        "config_json": '{"window": 5}',
-        "code_fingerprint": "f" * 32,
-        "code_version": None,
-        "result_schema": '{"ts": "Datetime", "x": "Float64"}',
-        "rows": 10_000,
-        "bytes": 123_456,
-        "time_column": "ts",
-        "min_time": datetime(2024, 1, 2, 9, 30),
-        "max_time": datetime(2024, 1, 2, 16, 0),
-        "compute_seconds": 2.5,
-        "created_at": now,
-        "last_accessed_at": now,
-        "library_versions": '{"polars": "2.1.0"}',
-        "code_functions": '{"m.f": "abc"}',
-        "expires_at": None,  # the shape of result_files.entry_row's rows
-    }
-    row.update(changes)
-    return row
 
 
 # -- rows ---------------------------------------------------------------------------------------
@@ -171,7 +126,10 @@ def test_counter_flush_feeds_stats(any_catalog):
     catalog.publish(_row(_key(2), symbol="MSFT", feature="vwap"))
     later = _now() + timedelta(seconds=5)
     catalog.flush_counts(
-        hits={_key(1): (3, later), _key(9): (1, later)},  # _key(9) has no row: ignored
+        hits={
+            _key(1): (3, later),
+            _key(9): (1, later),
+        },  # _key(9) has no row: ignored
         misses=2,
         calls={
             _key(1): ("bars", "AAPL", 3, 1),
@@ -223,7 +181,7 @@ def test_concurrent_flushes_from_processes_add_up_without_deadlock(any_catalog):
     ]
     for process in processes:
         process.start()
-    assert _wait(processes) == [0] * workers
+    assert join_all(processes, JOIN_TIMEOUT) == [0] * workers
     even_rounds = (rounds + 1) // 2
     hits = {e.key: e.hit_count for e in _list(catalog)}
     assert hits == {_key(i): workers * even_rounds for i in range(12)}
@@ -334,7 +292,7 @@ def test_one_holder_per_key_across_eight_processes(any_catalog, tmp_path):
     for process in processes:
         process.start()
     overlaps = dict(out.get(timeout=JOIN_TIMEOUT) for _ in processes)
-    assert _wait(processes) == [0] * workers
+    assert join_all(processes, JOIN_TIMEOUT) == [0] * workers
     assert overlaps == dict.fromkeys(range(workers), 0)
     assert list(marks.iterdir()) == []
 

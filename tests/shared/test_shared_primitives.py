@@ -14,10 +14,14 @@ import pickle
 import signal
 import socket
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pytest
+from helpers import catalog_key as _key
+from helpers import catalog_row as _row
+from helpers import join_all
+from helpers import naive_utc_now as _now
 
 from jules_cache.errors import (
     InvalidInput,
@@ -43,55 +47,6 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _row(key: str, *, feature: str = "bars", symbol: str = "AAPL", **changes) -> dict:
-    now = _now()
-    row = {
-        "key": key,
-        "feature": feature,
-        "symbol": symbol,
-        "path": f"objects/{key[:2]}/{key}.parquet",
-        "key_schema": 3,
-        "data_fingerprint": "d" * 32,
-        "data_method": "frame",
-        "config_fingerprint": "c" * 32,
-        "config_json": '{"window": 5}',
-        "code_fingerprint": "f" * 32,
-        "code_version": None,
-        "result_schema": '{"ts": "Datetime", "x": "Float64"}',
-        "rows": 10_000,
-        "bytes": 123_456,
-        "time_column": "ts",
-        "min_time": datetime(2024, 1, 2, 9, 30),
-        "max_time": datetime(2024, 1, 2, 16, 0),
-        "compute_seconds": 2.5,
-        "created_at": now,
-        "last_accessed_at": now,
-        "library_versions": '{"polars": "2.1.0"}',
-        "code_functions": '{"m.f": "abc"}',
-        "expires_at": None,  # the shape of result_files.entry_row's rows
-    }
-    row.update(changes)
-    return row
-
-
-def _key(i: int) -> str:
-    return f"{i:04x}" * 8
-
-
-def _wait(processes) -> list[int]:
-    for process in processes:
-        process.join(JOIN_TIMEOUT)
-    codes = [process.exitcode for process in processes]
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-    return codes
 
 
 # -- S3 objects -------------------------------------------------------------------------------
@@ -130,7 +85,7 @@ def test_racing_processes_one_conditional_put_wins(objects):
     for process in processes:
         process.start()
     outcomes = dict(results.get(timeout=JOIN_TIMEOUT) for _ in processes)
-    assert _wait(processes) == [0] * 6
+    assert join_all(processes, JOIN_TIMEOUT) == [0] * 6
     winners = [worker for worker, wrote in outcomes.items() if wrote]
     assert len(winners) == 1, outcomes
     assert objects.get(name) == f"written by {winners[0]}".encode()
@@ -331,7 +286,7 @@ def test_first_connections_racing_migrate_once(services, pg_schema):
     for process in processes:
         process.start()
     versions = [results.get(timeout=JOIN_TIMEOUT) for _ in processes]
-    assert _wait(processes) == [0] * 6
+    assert join_all(processes, JOIN_TIMEOUT) == [0] * 6
     with PostgresCatalog(services.pg_dsn, schema=pg_schema, root=ROOT) as catalog:
         applied = catalog.read("schema.sql", "current_version")
         rows = catalog._run("count", lambda c: c.execute("SELECT count(*) FROM schema_version"))
