@@ -205,13 +205,13 @@ class FeatureStore:
         claimed = None if root.shared else claimed_catalog(root.path())
         if root.shared or catalog is not None or claimed is not None:  # rows in PostgreSQL
             try:
-                from jules_cache.engine.shared import SharedBackend
+                from jules_cache.engine.shared import open_shared
             except ImportError as exc:
                 raise InvalidInput(
                     f"a root with a PostgreSQL catalog ({root.location}) needs the shared "
                     f'extra: pip install "jules-cache[shared]" ({exc})'
                 ) from exc
-            return SharedBackend(
+            return open_shared(
                 root.location if root.shared else root.path(),
                 catalog=catalog,
                 catalog_schema=catalog_schema,

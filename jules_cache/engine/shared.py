@@ -77,57 +77,78 @@ def is_shared_root(root: Any) -> bool:
 object_name = result_name  # a result's object name under the prefix (the local layout's path)
 
 
+def open_shared(
+    root: str | Path,
+    *,
+    catalog: str | None,
+    catalog_schema: str | None,
+    lock_timeout: float,
+    pending: PendingCounts,
+    read_only: bool = False,
+) -> SharedBackend:
+    """The engine over a PostgreSQL catalog (``catalog``: its DSN, else ``$JULES_CACHE_CATALOG``)
+    and the objects of ``root``: S3 for ``s3://bucket/prefix``, files for a ``Path`` (a
+    directory many hosts mount, which belongs to one catalog: ``catalog.json``)."""
+    if importlib.util.find_spec("psycopg") is None:
+        raise InvalidInput(
+            f"the cache root {root} keeps its catalog in PostgreSQL, which needs the "
+            'shared extra: pip install "jules-cache[shared]"'
+        )
+    dsn = catalog or os.environ.get(CATALOG_ENV)
+    if not dsn:
+        claimed = (
+            f" (its catalog.json names {claimed_catalog(root)})" if isinstance(root, Path) else ""
+        )
+        raise InvalidInput(
+            f"the cache root {root}{claimed} needs its PostgreSQL catalog: pass "
+            f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
+        )
+    schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
+    directory = root if isinstance(root, Path) else None
+    # canonical_s3_url refuses the parts of a URL a parser would drop
+    location = str(root) if directory else canonical_s3_url(str(root))
+    rows = PostgresCatalog(dsn, schema=schema, root=location, lock_timeout=lock_timeout)
+    claim = f"database {rows.address.rsplit('/', 1)[-1]}, schema {schema}"
+    if directory:  # refused before the catalog binds itself to the directory
+        require_claimable(directory, claim)
+    if not read_only:
+        rows.migrate()  # fail now, naming the service, not on the first miss
+    objects: ObjectStore = (
+        DirectoryObjects(directory, catalog=claim, read_only=read_only)
+        if directory
+        else S3ObjectStore(location, lock_timeout=lock_timeout)
+    )
+    return SharedBackend(
+        directory or location,
+        catalog=rows,
+        objects=objects,
+        lock_timeout=lock_timeout,
+        pending=pending,
+        read_only=read_only,
+    )
+
+
 class SharedBackend(Backend):
-    """Rows in PostgreSQL; results as S3 objects under ``root`` (``s3://bucket/prefix``), or
-    files under ``root`` (a ``Path``: a directory many hosts mount)."""
+    """The engine over a ``Catalog`` and an ``ObjectStore`` (``open_shared`` pairs PostgreSQL
+    with S3 or with a directory many hosts mount)."""
 
     def __init__(
         self,
         root: str | Path,
         *,
-        catalog: str | None,
-        catalog_schema: str | None,
+        catalog: Catalog,
+        objects: ObjectStore,
         lock_timeout: float,
         pending: PendingCounts,
         read_only: bool = False,
     ):
-        if importlib.util.find_spec("psycopg") is None:
-            raise InvalidInput(
-                f"the cache root {root} keeps its catalog in PostgreSQL, which needs the "
-                'shared extra: pip install "jules-cache[shared]"'
-            )
-        dsn = catalog or os.environ.get(CATALOG_ENV)
-        if not dsn:
-            claimed = (
-                f" (its catalog.json names {claimed_catalog(root)})"
-                if isinstance(root, Path)
-                else ""
-            )
-            raise InvalidInput(
-                f"the cache root {root}{claimed} needs its PostgreSQL catalog: pass "
-                f"catalog='postgresql://user@host/db' or set ${CATALOG_ENV}"
-            )
         self.read_only = read_only
         self.lock_timeout = lock_timeout
         self.pending = pending
-        schema = catalog_schema or os.environ.get(CATALOG_ENV + "_SCHEMA") or DEFAULT_SCHEMA
-        directory = root if isinstance(root, Path) else None  # a directory many hosts mount
-        # canonical_s3_url refuses the parts of a URL a parser would drop
-        self.location = str(root) if directory else canonical_s3_url(str(root))
-        self.root: Path | str = directory or self.location
-        self.catalog: Catalog = PostgresCatalog(
-            dsn, schema=schema, root=self.location, lock_timeout=lock_timeout
-        )
-        claim = f"database {self.catalog.address.rsplit('/', 1)[-1]}, schema {schema}"
-        if directory:  # refused before the catalog binds itself to the directory
-            require_claimable(directory, claim)
-        if not read_only:
-            self.catalog.migrate()  # fail now, naming the service, not on the first miss
-        self.objects: ObjectStore = (
-            DirectoryObjects(directory, catalog=claim, read_only=read_only)
-            if directory
-            else S3ObjectStore(self.location, lock_timeout=lock_timeout)
-        )
+        self.location = str(root)
+        self.root: Path | str = root
+        self.catalog = catalog
+        self.objects = objects
         self._named: set[str] = set()  # features this process knows have a view name
         self._memo = FileDigestMemo(None)  # input files are each host's own: memo in memory
         self._sql_source: Any = None  # made by the first store.sql, kept for the next ones
