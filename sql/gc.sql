@@ -33,6 +33,11 @@ SELECT file AS filename FROM glob($objects_glob);
 -- (the plan then runs on this snapshot, outside the lock).
 SELECT key, bytes, last_accessed_at, expires_at FROM entries;
 
+-- name: entry_objects
+-- Every entry's object name, the size recorded when it was published, and its feature (the
+-- engine's `check` over a Catalog: rows whose object is missing or of another size).
+SELECT key, path, bytes, feature FROM entries ORDER BY key;
+
 -- name: plan
 -- One row per thing to delete: reason, key, bytes (NULL for an orphan: GC stats its file),
 -- and the row's last access as planned (the delete re-checks it).

@@ -181,3 +181,37 @@ def join_all(processes: list[Any], timeout: float) -> list[int | None]:
         if process.is_alive():
             process.kill()
     return codes
+
+
+@contextlib.contextmanager
+def engine_over_manifest(rows: Path) -> Iterator[None]:
+    """Within the block, every ``FeatureStore`` opened runs the shared engine
+    (``SharedBackend``) over a DuckDB manifest catalog kept in ``rows`` and the objects of its
+    root directory: the contract's proof that the engine needs nothing of PostgreSQL. No user
+    option selects this pairing (its catalog is a local root's, its publish one manifest
+    transaction per miss), so it is wired here, for tests and their worker processes."""
+    from jules_cache.engine.manifest_catalog import ManifestCatalog
+    from jules_cache.engine.shared import SharedBackend
+    from jules_cache.storage.directory_objects import DirectoryObjects
+    from jules_cache.storage.layout import Layout
+    from jules_cache.storage.manifest import Manifest
+
+    def open_backend(store: FeatureStore, root: Any) -> SharedBackend:
+        manifest = Manifest(Layout.create(rows), store.lock_timeout)
+        manifest.open()
+        directory = root.path()
+        return SharedBackend(
+            directory,
+            catalog=ManifestCatalog(manifest),
+            objects=DirectoryObjects(directory, catalog=f"manifest {rows}", read_only=False),
+            lock_timeout=store.lock_timeout,
+            pending=store._pending,
+            read_only=store.read_only,
+        )
+
+    original = FeatureStore._open_backend
+    FeatureStore._open_backend = open_backend  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FeatureStore._open_backend = original  # type: ignore[method-assign]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.maintenance.removal import drop_rows
 from jules_cache.storage.catalog import CatalogChanges, Rows, Run
+from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest
 
@@ -65,6 +66,7 @@ class ManifestCatalog:
     ) -> None:
         with self.manifest.write() as con:
             insert_entry(runner(self.manifest, con), row, input_method or "", input_files)
+            crash_point("commit")
 
     def flush_counts(
         self,

@@ -3,9 +3,10 @@ sharing nothing with the others but the s3:// root and the PostgreSQL catalog.
 
     python shared_worker.py <spec.json>
 
-spec: root, catalog, schema, markers (a folder where each compute appends its key), jobs
-([[symbol, seed], ...]), sleep (seconds each compute takes), started (a file touched when a
-compute starts), out (a JSON file of results). Keys are pinned with ``version=`` so that every
+spec: root, catalog, schema (or manifest_rows: the engine over a DuckDB manifest), markers
+(a folder where each compute appends its key), jobs ([[symbol, seed], ...]), sleep (seconds
+each compute takes), started (a file touched when a compute starts), out (a JSON file of
+results). Keys are pinned with ``version=`` so that every
 host, and the test process, compute the same keys.
 """
 
@@ -50,6 +51,17 @@ def moving_average(frame: pl.LazyFrame, config: dict) -> pl.LazyFrame:
 
 def main() -> None:
     SPEC.update(json.loads(Path(sys.argv[1]).read_text()))
+    if SPEC.get("manifest_rows"):  # the contract's engine-over-manifest pairing
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from helpers import engine_over_manifest
+
+        with engine_over_manifest(Path(SPEC["manifest_rows"])):
+            run()
+    else:
+        run()
+
+
+def run() -> None:
     store = FeatureStore(
         SPEC["root"],
         catalog=SPEC["catalog"],

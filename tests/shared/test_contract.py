@@ -1,14 +1,17 @@
 """One contract, every store pairing: each capability behaves the same on a local root (DuckDB
-manifest, a directory), on a shared root (PostgreSQL catalog, S3 objects) and on a directory
-with a PostgreSQL catalog (a file system many hosts mount).
+manifest, a directory), on a shared root (PostgreSQL catalog, S3 objects), on a directory
+with a PostgreSQL catalog (a file system many hosts mount), and with the shared engine over a
+DuckDB manifest catalog (``helpers.engine_over_manifest``: the engine needs nothing of
+PostgreSQL).
 
-The local case runs in the default suite; the shared case needs the services (marker
-``shared``, its own step of ``.ci/run``). A capability that differs between the two is a bug
+The local cases run in the default suite; the PostgreSQL ones need the services (marker
+``shared``, its own step of ``.ci/run``). A capability that differs between pairings is a bug
 in the one that differs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +24,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from helpers import engine_over_manifest
 from shared_worker import expected, moving_average, ticks, with_average
 
 from jules_cache import FeatureStore, InvalidInput, QueryError
@@ -29,6 +33,7 @@ from jules_cache.storage.crash_points import CRASH_ENV
 CONFIG = {"window": 5}
 PAIRINGS = [
     "local",
+    "engine+manifest",  # the shared engine over a DuckDB manifest catalog (helpers.py)
     pytest.param("shared", marks=pytest.mark.shared),
     pytest.param("directory+postgres", marks=pytest.mark.shared),
 ]
@@ -46,7 +51,8 @@ class Pairing:
         self.opened: list[FeatureStore] = []
 
     def __call__(self, **options: Any) -> FeatureStore:
-        store = FeatureStore(self.root, **self.settings, **options)
+        settings = {k: v for k, v in self.settings.items() if k != "manifest_rows"}
+        store = FeatureStore(self.root, **settings, **options)
         self.opened.append(store)
         return store
 
@@ -60,6 +66,7 @@ class Pairing:
             "root": self.root,
             "catalog": self.settings.get("catalog"),
             "schema": self.settings.get("catalog_schema"),
+            "manifest_rows": self.settings.get("manifest_rows"),
             "markers": str(self.tmp_path / "markers"),
             "out": str(host / "out.json"),
             "jobs": jobs,
@@ -82,18 +89,22 @@ class Pairing:
 
 @pytest.fixture(params=PAIRINGS)
 def make_store(request, tmp_path) -> Iterator[Pairing]:
-    if request.param == "local":
-        root, settings = str(tmp_path / "cache"), {}
-    else:
-        services = request.getfixturevalue("services")
-        shared = request.param == "shared"
-        root = request.getfixturevalue("s3_url") if shared else str(tmp_path / "cache")
-        schema = request.getfixturevalue("pg_schema")
-        settings = {"catalog": services.pg_dsn, "catalog_schema": schema}
-    pairing = Pairing(root, settings, tmp_path)
-    yield pairing
-    for store in pairing.opened:
-        store.close()
+    with contextlib.ExitStack() as wired:
+        if request.param in ("local", "engine+manifest"):
+            root, settings = str(tmp_path / "cache"), {}
+            if request.param == "engine+manifest":
+                settings["manifest_rows"] = str(tmp_path / "rows")
+                wired.enter_context(engine_over_manifest(tmp_path / "rows"))
+        else:
+            services = request.getfixturevalue("services")
+            shared = request.param == "shared"
+            root = request.getfixturevalue("s3_url") if shared else str(tmp_path / "cache")
+            schema = request.getfixturevalue("pg_schema")
+            settings = {"catalog": services.pg_dsn, "catalog_schema": schema}
+        pairing = Pairing(root, settings, tmp_path)
+        yield pairing
+        for store in pairing.opened:
+            store.close()
 
 
 def _fetch(store: FeatureStore, symbol: str, seed: int):
