@@ -360,6 +360,12 @@ class WrongKey(ValueError):
     copied or renamed over another key's. Treated like damage: quarantined and recomputed."""
 
 
+class Undecodable(ValueError):
+    """A result file whose pages pass their checksums but that Polars cannot decode: a page
+    header is under no checksum, and a garbled one can pass pyarrow's read yet make Polars
+    panic or fail. Treated like damage: quarantined and recomputed."""
+
+
 class Expired(ValueError):
     """A result file read past the expiry its entry was written with (``expire=``): a miss.
     The locked re-read removes it (not as damage) and the miss replaces it."""
@@ -428,7 +434,10 @@ def read_result(
     finally:
         if not isinstance(source, io.BytesIO):
             source.close()
-    return _as_frame(table)
+    try:
+        return _as_frame(table)
+    except pl.exceptions.PanicException as exc:  # a Rust panic is no Exception: translate it
+        raise Undecodable(f"{path}: Polars cannot convert its pages ({exc})") from exc
 
 
 def _as_frame(table: pa.Table) -> pl.DataFrame:
@@ -450,12 +459,21 @@ def read_every_page(path: Path, key: str | None = None) -> int:
 
 
 def _read_pages(path: Path, key: str | None) -> tuple[int, float | None]:
-    """``read_every_page``, also returning the file's expiry (epoch seconds; None: never)."""
+    """``read_every_page``, also returning the file's expiry (epoch seconds; None: never).
+
+    pyarrow checks every page's checksum; then Polars, the reader of every scan after, decodes
+    every value once (hashed, streaming: bounded memory), so that a garbled page header, which
+    no checksum covers, fails here as damage and not in a caller's ``collect``.
+    """
     rows = 0
     with _pq().ParquetFile(path, page_checksum_verification=True) as parquet:
         expires_at = require_key(parquet.metadata, path, key)
         for batch in parquet.iter_batches(batch_size=262_144):
             rows += batch.num_rows
+    try:
+        pl.scan_parquet(path).select(pl.all().hash().sum()).collect(engine="streaming")
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
+        raise Undecodable(f"{path}: Polars cannot decode its pages ({exc})") from exc
     return rows, expires_at
 
 
