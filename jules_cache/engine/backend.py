@@ -9,9 +9,14 @@ and the CLI work with either implementation:
 
 - ``LocalBackend`` (``jules_cache.engine.local``): one directory, ``flock`` locks, a DuckDB
   manifest, publish by ``rename``. The default, and the fastest on one machine.
-- ``SharedBackend`` (``jules_cache.engine.shared``): a PostgreSQL catalog, advisory locks per
-  key, and objects written put-if-absent to S3 or to a directory many hosts mount
-  (``storage.objects.ObjectStore``): one cache for many hosts.
+- ``SharedBackend`` (``jules_cache.engine.shared``): the engine over two narrow seams, a
+  ``storage.catalog.Catalog`` (rows and key locks) and a ``storage.objects.ObjectStore``
+  (objects written put-if-absent); ``open_shared`` pairs PostgreSQL with S3 or with a
+  directory many hosts mount: one cache for many hosts. The contract suite also runs it over
+  the DuckDB manifest (``engine.manifest_catalog``), which ``LocalBackend`` keeps its rows in.
+
+What the engine reads of a catalog (entries, input files, statistics, overview, the inputs
+``verify`` compares) is written once, here, over ``Catalog``.
 """
 
 from __future__ import annotations
