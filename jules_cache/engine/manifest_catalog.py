@@ -105,7 +105,7 @@ class ManifestCatalog:
     def changes_since(
         self, since: int | None, *, exclude: frozenset[str] = frozenset()
     ) -> CatalogChanges:
-        """Every table whole, each time: a local manifest is read in milliseconds."""
+        """Every table whole, each time: a manifest keeps no notes of what changed."""
         with self.manifest.read() as con:
             run = runner(self.manifest, con)
             tables = [name for (name,) in run("catalog.sql", "manifest_tables")]

@@ -4,14 +4,15 @@ names, GC runs), and its per-key locks.
 Two implementations answer ``Catalog``, over the same tables and statement names (``sql/`` for
 DuckDB, ``sql/postgres/`` for PostgreSQL):
 
-- ``ManifestCatalog`` (``storage.manifest_catalog``): ``manifest.duckdb`` under its file lock,
-  ``flock`` key locks: a local root's;
+- ``ManifestCatalog`` (``engine.manifest_catalog``: its removal takes the local root's view
+  bookkeeping along): ``manifest.duckdb`` under its file lock, ``flock`` key locks: a local
+  root's;
 - ``PostgresCatalog`` (``storage.postgres_catalog``): a schema of a PostgreSQL database,
   advisory key locks: a cache many hosts share.
 
 The protocol is the catalog's writes that must be one transaction (``publish``,
-``flush_counts``, ``drop_entry``, ``delete_entries``) and statements run by name (``read``,
-``write``, ``transaction``). What the engine reads of it is written once, below, as functions
+``flush_counts``, ``drop_entry``, ``delete_entries``), statements run by name (``read``,
+``write``, ``transaction``), key locks, snapshots for SQL (``changes_since``) and upkeep. What the engine reads of it is written once, below, as functions
 over ``read``: so each catalog is told once, and what is read of it is told once too.
 """
 
