@@ -121,13 +121,12 @@ def _plan_before(self: Any) -> list[Any]:
     from jules_cache.engine import shared_upkeep
     from jules_cache.maintenance.gc import GCItem
     from jules_cache.storage import sqlfiles
-    from jules_cache.storage.catalog import entries_snapshot
     from jules_cache.storage.layout import result_name
     from jules_cache.storage.manifest import utc_now
 
     started = time.perf_counter()
     listed = shared_upkeep.list_results(self.backend)
-    rows = entries_snapshot(self.backend.catalog)
+    rows = shared_upkeep.entries_snapshot(self.backend.catalog)
     files = pa.table(
         {
             "filename": [f"/{item.name}" for item in listed.values()],
