@@ -12,8 +12,9 @@ DuckDB, ``sql/postgres/`` for PostgreSQL):
 
 The protocol is the catalog's writes that must be one transaction (``publish``,
 ``flush_counts``, ``drop_entry``, ``delete_entries``), statements run by name (``read``,
-``write``, ``transaction``), key locks, snapshots for SQL (``changes_since``) and upkeep. What the engine reads of it is written once, below, as functions
-over ``read``: so each catalog is told once, and what is read of it is told once too.
+``write``, ``transaction``), key locks, snapshots for SQL (``changes_since``) and upkeep.
+What the engine reads of it is written once, below, as functions over ``read``: so each
+catalog is told once, and what is read of it is told once too.
 """
 
 from __future__ import annotations
