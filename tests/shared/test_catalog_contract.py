@@ -170,6 +170,7 @@ def _flusher(catalog: Catalog, worker: int, rounds: int, barrier) -> None:
     catalog.close()
 
 
+@pytest.mark.slow  # processes: the slow step (and the shared one) runs it
 def test_concurrent_flushes_from_processes_add_up_without_deadlock(any_catalog):
     catalog = any_catalog
     for i in range(12):
@@ -279,6 +280,7 @@ def _locker(catalog: Catalog, marks: str, worker: int, rounds: int, barrier, out
     out.put((worker, overlaps))
 
 
+@pytest.mark.slow  # processes: the slow step (and the shared one) runs it
 def test_one_holder_per_key_across_eight_processes(any_catalog, tmp_path):
     catalog = any_catalog
     workers, rounds = 8, 15
