@@ -37,7 +37,7 @@ from jules_cache.maintenance.check import (
 )
 from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.catalog import entries_snapshot, keys_with_rows
+from jules_cache.storage.catalog import entries_snapshot, keys_with_rows, last_gc_run
 from jules_cache.storage.directory_objects import DirectoryObjects
 from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX, Layout
 from jules_cache.storage.layout import result_name as object_name
@@ -135,8 +135,8 @@ def collect_garbage(
     catalog = backend.catalog
     with catalog.key_lock(GC_LOCK, 0.0):
         if skip_if_ran_within is not None:
-            last = catalog.read("gc.sql", "last_run")
-            if last and (utc_now() - last[0][1]).total_seconds() < skip_if_ran_within:
+            last = last_gc_run(catalog)
+            if last and (utc_now() - last["started_at"]).total_seconds() < skip_if_ran_within:
                 return None
         return _Run(backend, options, progress).execute()
 

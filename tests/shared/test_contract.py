@@ -184,6 +184,15 @@ def test_overview_and_stats_describe_the_same_entries(make_store):
     assert [(g.feature, g.symbol) for g in overview.groups] == [(store.entries()[0].feature, "A")]
 
 
+def test_auto_gc_runs_once_per_interval_across_stores(make_store):
+    """Each store (a process) runs its first auto GC step, unless any store ran one within
+    the interval: the catalog's last run decides."""
+    _fetch(make_store(auto_gc=3600), "A", 1)  # the first step: no run before it
+    _fetch(make_store(auto_gc=3600), "B", 2)  # another store: skipped, one ran just now
+    runs = make_store().sql("SELECT count(*) AS n FROM gc_runs")["n"][0]
+    assert runs == 1
+
+
 def test_a_compute_error_propagates_and_stores_nothing(make_store):
     store = make_store()
 
