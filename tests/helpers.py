@@ -203,7 +203,7 @@ def engine_over_manifest(rows: Path) -> Iterator[None]:
         return SharedBackend(
             directory,
             catalog=ManifestCatalog(manifest),
-            objects=DirectoryObjects(directory, catalog=f"manifest {rows}", read_only=False),
+            objects=DirectoryObjects.claimed(directory, catalog=f"manifest {rows}"),
             lock_timeout=store.lock_timeout,
             pending=store._pending,
             read_only=store.read_only,

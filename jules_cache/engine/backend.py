@@ -1,39 +1,44 @@
-"""The storage seam: everything that knows where results and their catalog rows live.
+"""The engine over two seams: a ``storage.catalog.Catalog`` (rows, key locks) and a
+``storage.objects.ObjectStore`` (result files by name).
 
 ``FeatureStore`` (the façade) fingerprints a call and asks its backend four things on the hot
-path: ``read`` (a lock-free hit: the result's location is derived from the key), ``key_lock``
+path: ``read`` (a lock-free hit: the result's name is derived from the key), ``key_lock``
 (single flight), ``new_temp_path`` + ``publish`` (make a written result visible together with its
-catalog row), and ``write_counts`` (hits and misses counted in memory, in batches). Everything
-else — listing, removing, statistics, GC, check, SQL — is a backend method too, so the façade
-and the CLI work with either implementation:
+catalog row), and ``write_counts`` (hits and misses counted in memory, in batches). Listing,
+removing, statistics, GC, check and SQL are backend methods too, so the façade and the CLI
+work with either root:
 
-- ``LocalBackend`` (``jules_cache.engine.local``): one directory, ``flock`` locks, a DuckDB
-  manifest, publish by ``rename``. The default, and the fastest on one machine.
-- ``SharedBackend`` (``jules_cache.engine.shared``): the engine over two narrow seams, a
-  ``storage.catalog.Catalog`` (rows and key locks) and a ``storage.objects.ObjectStore``
-  (objects written put-if-absent); ``open_shared`` pairs PostgreSQL with S3 or with a
-  directory many hosts mount: one cache for many hosts. The contract suite also runs it over
-  the DuckDB manifest (``engine.manifest_catalog``), which ``LocalBackend`` keeps its rows in.
+- ``LocalBackend`` (``jules_cache.engine.local``): one directory, its DuckDB manifest
+  (``engine.manifest_catalog``), ``flock`` key locks, rows written in batches off the miss.
+  The default, and the fastest on one machine.
+- ``SharedBackend`` (``jules_cache.engine.shared``): ``open_shared`` pairs a PostgreSQL catalog
+  with S3 or with a directory many hosts mount: one cache for many hosts.
 
-What the engine reads of a catalog (entries, input files, statistics, overview, the inputs
-``verify`` compares) is written once, here, over ``Catalog``.
+Written once, here, over the seams: the hit (a local file read in place, a remote object
+fetched), the locked re-read that takes a damaged result out of service, the key lock, temp
+files, and what is read of a catalog (entries, input files, statistics, overview, the inputs
+``verify`` compares).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import functools
-from collections.abc import Callable
+import io
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import polars as pl
 
-from jules_cache.errors import LockTimeout
+from jules_cache.errors import JulesCacheError, LockTimeout
 from jules_cache.storage import catalog as catalog_reads
-from jules_cache.storage.foreign_errors import translated
+from jules_cache.storage.foreign_errors import storage_errors, translated
+from jules_cache.storage.layout import result_name
 
 if TYPE_CHECKING:
     from jules_cache.maintenance.check import CheckReport
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from jules_cache.storage.pending_counts import PendingCounts
     from jules_cache.storage.result_files import ResultInfo
 
+_log = logging.getLogger("jules_cache")
 Progress = Callable[[int, int], None]
 Frame = pl.DataFrame | pl.LazyFrame
 
@@ -85,6 +91,26 @@ def _translating(method: Callable[..., Any], what: str) -> Callable[..., Any]:
     return call
 
 
+def _translate_methods(cls: type) -> None:
+    """Wrap the seam's methods ``cls`` defines itself (see ``_TRANSLATED``)."""
+    for name, what in _TRANSLATED.items():
+        method = cls.__dict__.get(name)
+        if method is not None:
+            setattr(cls, name, _translating(method, what))
+
+
+@contextlib.contextmanager
+def _held(
+    lock: Callable[[str, float], AbstractContextManager[None]], key: str, timeout: float
+) -> Iterator[None]:
+    """Hold ``lock(key, timeout)``; what its acquisition raises is translated, not what the
+    caller's block does."""
+    with contextlib.ExitStack() as held:
+        with translated(f"locking key {key}"):
+            held.enter_context(lock(key, timeout))
+        yield
+
+
 class SharedRoot(Protocol):
     """What a shared root's upkeep and SQL source read of it (``engine.shared.SharedBackend``)."""
 
@@ -101,46 +127,110 @@ class Backend(abc.ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, what in _TRANSLATED.items():
-            method = cls.__dict__.get(name)
-            if method is not None:
-                setattr(cls, name, _translating(method, what))
+        _translate_methods(cls)
 
     #: how the root is shown in messages and ``repr`` (a path, or ``s3://…``)
     location: str
     root: Any  # ``FeatureStore.root``: a Path, or the ``s3://`` URL
     read_only: bool
     pending: PendingCounts
-    catalog: Catalog  # the rows: what is read of them is written once, here
+    lock_timeout: float
+    # The two seams: what the engine does over them (hits, quarantine, reads of the catalog)
+    # is written once, here.
+    catalog: Catalog  # the rows
+    objects: ObjectStore  # the result files
+    _memo: FileDigestMemo  # input files' digests: the manifest's memo, or one in memory
 
     # -- the hot path ------------------------------------------------------------------------
 
-    @abc.abstractmethod
-    def result_location(self, key: str) -> Any:
+    def result_location(self, key: str) -> Path | str:
         """Where ``key``'s result lives (``CacheResult.path``): a Path or an ``s3://`` URL."""
+        return self.objects.where(result_name(key))
 
-    @abc.abstractmethod
     def read(self, key: str, lazy: bool) -> Frame | None:
         """The cached value of ``key``, or None if it is missing, damaged or another key's
-        (the key in the result's own metadata is checked on every read). Takes no lock."""
+        (the key in the result's own metadata is checked on every read). Takes no lock.
 
-    @abc.abstractmethod
+        Damage, or a service that cannot be reached, is no error for the caller: the miss
+        path reads again under the key's lock, quarantines a damaged result and recomputes
+        (``read_locked``), or reports the service."""
+        from jules_cache.storage.result_files import READ_ERRORS
+
+        try:
+            return self._read(key, lazy)
+        except (*READ_ERRORS, JulesCacheError):
+            return None
+
+    def _read(self, key: str, lazy: bool, *, fresh: bool = True) -> Frame | None:
+        """A local file is read in place (a lazy hit scans it); a remote object is fetched."""
+        from jules_cache.storage.result_files import read_result, scan_result
+
+        name = result_name(key)
+        path = self.objects.path(name)
+        if path is not None:
+            return (
+                scan_result(path, key, fresh=fresh) if lazy else read_result(path, key, fresh=fresh)
+            )
+        data = self.objects.get(name)
+        if data is None:
+            return None
+        frame = read_result(io.BytesIO(data), key, fresh=fresh)
+        return frame.lazy() if lazy else frame
+
     def exists(self, key: str) -> bool:
         """Whether ``key``'s result is stored (not read, not verified: for ``explain``)."""
+        return self.objects.head(result_name(key)) is not None
 
-    @abc.abstractmethod
     def key_lock(self, key: str) -> AbstractContextManager[None]:
         """Hold ``key`` while computing it, so one process computes and the others wait and
         then hit. Raises ``LockTimeout``; an ``OSError`` means "cannot lock: compute, do not
         store"."""
+        return _held(self.catalog.key_lock, key, self.lock_timeout)
 
-    @abc.abstractmethod
     def read_locked(self, request: Request) -> Frame | None:
-        """Like ``read``, holding the key's lock: a damaged result is removed (quarantined)."""
+        """Like ``read``, holding the key's lock: a damaged result is taken out of service
+        with its row (quarantined where the objects have room for it) and counted in
+        ``corrupt_files``. The caller gets correct features, so damage is no warning (pytest
+        and users turn those into errors): it is logged on the ``jules_cache`` logger."""
+        from jules_cache.storage.result_files import READ_ERRORS, Expired
 
-    @abc.abstractmethod
+        key = request.key
+        try:
+            return self._read(key, request.lazy)
+        except (FileNotFoundError, Expired):
+            return None  # expired: not damage; the publish replaces the result and its row
+        except READ_ERRORS as exc:
+            if isinstance(exc, JulesCacheError):
+                raise  # the service, not the result: let the caller decide
+            if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
+                return None  # cannot open it (permissions, fd limit): not evidence of damage
+            _log.warning("cached result %s is damaged (%s); recomputing it", request.location, exc)
+            out_of_service = functools.partial(
+                self.objects.delete, [result_name(key)], quarantine=True
+            )
+            try:  # the key's lock is held: no publish of this key can interleave
+                if not self.catalog.drop_entry(key, out_of_service):
+                    out_of_service()  # no row: an orphan, damaged
+                catalog_reads.bump_counter(self.catalog, "corrupt_files")
+            except storage_errors() as error:  # the publish replaces it
+                _log.warning("could not quarantine %s: %s", request.location, error)
+            return None
+
     def new_temp_path(self, key: str) -> Path:
         """A local path to write ``key``'s result to before ``publish``."""
+        return self.objects.new_temp_path(key)
+
+    def discard_temp(self, temp: Path) -> None:
+        """Delete a temp file this process wrote (after a failure); never raises."""
+        self.objects.discard_temp(temp)
+
+    def open_published(self, request: Request) -> Frame:
+        """The value just published, as later hits will read it (for a lazy miss), even if
+        it expires at once."""
+        value = self._read(request.key, request.lazy, fresh=False)
+        if value is None:
+            raise FileNotFoundError(f"{request.location} vanished after publish")
+        return value
 
     @abc.abstractmethod
     def publish(
@@ -199,14 +289,6 @@ class Backend(abc.ABC):
             return frame, describe_frame(described, temp, time_column)
 
     @abc.abstractmethod
-    def open_published(self, request: Request) -> Frame:
-        """The value just published, as later hits will read it (for a lazy miss)."""
-
-    @abc.abstractmethod
-    def discard_temp(self, temp: Path) -> None:
-        """Delete a temp file this process wrote (after a failure); never raises."""
-
-    @abc.abstractmethod
     def write_counts(self, *, wait: bool = True, rows_only: bool = False) -> None:
         """Write the hits and misses counted in memory (``pending``) in one transaction
         (``rows_only``: only if rows wait to be written, what a read of the catalog needs)."""
@@ -225,9 +307,9 @@ class Backend(abc.ABC):
     def count_store_failure(self) -> None:
         """Count a result that could not be stored (best effort; never raises)."""
 
-    @abc.abstractmethod
     def digest_memo(self) -> FileDigestMemo:
         """The memo of input files' digests (a Parquet path is hashed once per stat())."""
+        return self._memo
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -300,3 +382,6 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing between calls
         """Release what the backend holds between calls (it stays usable)."""
+
+
+_translate_methods(Backend)  # the methods written once, here

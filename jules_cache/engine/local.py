@@ -1,27 +1,26 @@
 """``LocalBackend``: one cache directory on one machine, shared by every process on it.
 
-A hit is one Parquet read of the path derived from the key: no lock, no DuckDB. A miss holds the
-key's ``flock`` while it computes; publish renames the finished (fsynced) temp file into place
-and leaves its row, with the counts kept in memory, to a flush thread that writes them in one
-exclusive manifest transaction at once after a quiet second, or for a burst of misses within
-``ROW_BATCH_SECONDS``: no miss waits for the manifest.
+A hit is one Parquet read of the path derived from the key: no lock, no DuckDB (the engine's
+``read`` over ``DirectoryObjects``). A miss holds the key's ``flock`` while it computes;
+publish renames the finished (fsynced) temp file into place and leaves its row, with the counts
+kept in memory, to a flush thread that writes them in one exclusive manifest transaction at
+once after a quiet second, or for a burst of misses within ``ROW_BATCH_SECONDS``: no miss waits
+for the manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.engine.backend import Backend, Frame, Progress
+from jules_cache.engine.backend import Backend, Progress
 from jules_cache.engine.manifest_catalog import (
     ManifestCatalog,
     add_counts,
@@ -48,20 +47,17 @@ from jules_cache.query.views import refresh_views, remember_named, remove_link, 
 from jules_cache.request import Request
 from jules_cache.storage import counts_journal, rootfs
 from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.directory_objects import DirectoryObjects
 from jules_cache.storage.file_digests import FileDigestMemo
-from jules_cache.storage.foreign_errors import storage_errors, translated
+from jules_cache.storage.foreign_errors import storage_errors
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
 from jules_cache.storage.pending_counts import Counts, PendingCounts, PendingRow
 from jules_cache.storage.result_files import (
-    READ_ERRORS,
-    Expired,
     ResultInfo,
     entry_row,
     fsync_dir,
-    read_result,
-    scan_result,
 )
 
 if TYPE_CHECKING:  # DuckDB loads on first manifest use: a hit needs none of it
@@ -120,74 +116,12 @@ class LocalBackend(Backend):
         self._features_written: set[str] = set()  # named once their rows commit
         self.manifest.on_change = self._after_write
         self.catalog = ManifestCatalog(self.manifest)
+        self.objects = DirectoryObjects(self.layout)
         if not read_only and not damaged and not catalog_path(self.layout).exists():
             refresh_catalog(self.manifest, 0.0)
         self._memo = FileDigestMemo(self.manifest)
 
-    def digest_memo(self) -> FileDigestMemo:
-        return self._memo
-
-    # -- hits ----------------------------------------------------------------------------------
-
-    def result_location(self, key: str) -> Path:
-        return self.layout.result_path(key)
-
-    def read(self, key: str, lazy: bool) -> Frame | None:
-        """A damaged file is not an error for the caller: the miss path reads it again under
-        the key's lock, quarantines it, and recomputes (``read_locked``)."""
-        path = self.layout.result_path(key)
-        try:
-            return scan_result(path, key) if lazy else read_result(path, key)
-        except READ_ERRORS:
-            return None
-
-    def exists(self, key: str) -> bool:
-        return self.layout.result_path(key).exists()
-
-    def read_locked(self, request: Request) -> Frame | None:
-        """The caller gets correct features, so damage is no warning (pytest and users turn
-        those into errors): it is logged on the ``jules_cache`` logger and counted in the
-        manifest (``corrupt_files``); the file is kept in ``<root>/quarantine/``."""
-        key, path = request.key, request.location
-        try:
-            return scan_result(path, key) if request.lazy else read_result(path, key)
-        except (FileNotFoundError, Expired):
-            return None  # expired: not damage; the publish replaces file and row
-        except READ_ERRORS as exc:
-            if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
-                return None  # cannot open it (permissions, fd limit): not evidence of damage
-            _log.warning("cached file %s is damaged (%s); recomputing it", path, exc)
-            try:  # the key's lock is held: no publish of this key can interleave
-                with self.manifest.write() as con:
-                    drop_rows(self.manifest, con, [key])
-                    params = {"name": "corrupt_files", "delta": 1}
-                    self.manifest.execute(con, "entries.sql", "bump_counter", params)
-                with self.manifest.read() as con:
-                    discard_files(self.manifest, con, {key: request.parts.feature}, quarantine=True)
-            except storage_errors() as error:  # the publish replaces it
-                _log.warning("could not quarantine %s: %s", path, error)
-            return None
-
     # -- misses --------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def key_lock(self, key: str) -> Iterator[None]:
-        path = self.layout.key_lock_path(key)
-        with contextlib.ExitStack() as held:
-            with translated(f"locking {path}"):  # the acquisition, not the caller's block
-                held.enter_context(file_lock(path, self.lock_timeout))
-            yield
-
-    def new_temp_path(self, key: str) -> Path:
-        return self.layout.new_temp_path(key)
-
-    def discard_temp(self, temp: Path) -> None:
-        """Failing to delete a file we created is never worse than not trying."""
-        with contextlib.suppress(OSError, JulesCacheError):
-            rootfs.unlink(self.root, temp)
-
-    def open_published(self, request: Request) -> Frame:
-        return scan_result(request.location, request.key, fresh=False)  # even a tiny expire
 
     def publish(
         self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float

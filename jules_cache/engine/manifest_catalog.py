@@ -11,13 +11,16 @@ made (``query.views.view_published``, part of the local engine's publish).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jules_cache.errors import JulesCacheError
 from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.maintenance.removal import drop_rows
+from jules_cache.query.views import unlink_links
 from jules_cache.storage.catalog import CatalogChanges, Rows, Run
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.locks import file_lock
@@ -88,10 +91,13 @@ class ManifestCatalog:
         last_accessed: datetime | None = None,
     ) -> bool:
         with self.manifest.write() as con:
-            if not drop_rows(self.manifest, con, [key], [last_accessed]):
+            dropped = drop_rows(self.manifest, con, [key], [last_accessed])
+            if not dropped:
                 return False
             delete_object()  # raises: the transaction rolls back, the row stays
-            return True
+        with contextlib.suppress(OSError, JulesCacheError):  # left: harmless, check reports it
+            unlink_links(self.manifest.layout, dropped)
+        return True
 
     def delete_entries(
         self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None

@@ -23,20 +23,16 @@ told here for S3 (a directory's objects behave alike: ``storage.directory_object
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
-import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from jules_cache.engine.backend import Backend, Frame, Progress
+from jules_cache.engine.backend import Backend, Progress
 from jules_cache.errors import (
     InvalidInput,
-    JulesCacheError,
     LockTimeout,
     PartialRemoval,
     StoreError,
@@ -50,18 +46,15 @@ from jules_cache.storage.catalog import Catalog, bump_counter, entries, keys_wit
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.directory_objects import DirectoryObjects, require_claimable
 from jules_cache.storage.file_digests import FileDigestMemo
-from jules_cache.storage.foreign_errors import storage_errors, translated
+from jules_cache.storage.foreign_errors import storage_errors
 from jules_cache.storage.layout import result_name
 from jules_cache.storage.manifest import utc_now
 from jules_cache.storage.objects import ObjectStore
 from jules_cache.storage.pending_counts import PendingCounts
 from jules_cache.storage.postgres_catalog import DEFAULT_SCHEMA, PostgresCatalog
 from jules_cache.storage.result_files import (
-    READ_ERRORS,
-    Expired,
     ResultInfo,
     entry_row,
-    read_result,
 )
 from jules_cache.storage.s3_objects import S3ObjectStore, canonical_s3_url
 
@@ -114,7 +107,7 @@ def open_shared(
     if not read_only:
         rows.migrate()  # fail now, naming the service, not on the first miss
     objects: ObjectStore = (
-        DirectoryObjects(directory, catalog=claim, read_only=read_only)
+        DirectoryObjects.claimed(directory, catalog=claim, read_only=read_only)
         if directory
         else S3ObjectStore(location, lock_timeout=lock_timeout)
     )
@@ -155,66 +148,7 @@ class SharedBackend(Backend):
         self._flusher: threading.Thread | None = None  # a hit's count flush, off its path
         self._flush_failure: Exception | None = None  # of the last background flush
 
-    def digest_memo(self) -> FileDigestMemo:
-        return self._memo
-
-    # -- hits ----------------------------------------------------------------------------------
-
-    def result_location(self, key: str) -> Path | str:
-        return self.objects.where(object_name(key))
-
-    def read(self, key: str, lazy: bool) -> Frame | None:
-        """A damaged or foreign object, or S3 unreachable, reads as a miss: the locked re-read
-        removes a damaged object, or reports the service."""
-        try:
-            return self._get(key, lazy)
-        except (*READ_ERRORS, JulesCacheError):
-            return None
-
-    def _get(self, key: str, lazy: bool, *, fresh: bool = True) -> Frame | None:
-        data = self.objects.get(object_name(key))
-        if data is None:
-            return None
-        frame = read_result(io.BytesIO(data), key, fresh=fresh)
-        return frame.lazy() if lazy else frame
-
-    def exists(self, key: str) -> bool:
-        return self.objects.head(object_name(key)) is not None
-
-    def read_locked(self, request: Request) -> Frame | None:
-        key = request.key
-        try:
-            return self._get(key, request.lazy)
-        except Expired:
-            return None  # not damage: the publish replaces the object and upserts the row
-        except READ_ERRORS as exc:
-            if isinstance(exc, JulesCacheError):
-                raise  # the service, not the object: let the caller decide
-            _log.warning("cached object %s is damaged (%s); recomputing it", key, exc)
-            name = object_name(key)
-            try:  # the key's lock is held: no publish of this key can interleave
-                if not self.catalog.drop_entry(key, functools.partial(self.objects.delete, [name])):
-                    self.objects.delete([name])  # no row: an orphan, damaged
-                bump_counter(self.catalog, "corrupt_files")
-            except storage_errors() as error:  # the publish replaces it
-                _log.warning("could not remove damaged object %s: %s", key, error)
-            return None
-
     # -- misses --------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def key_lock(self, key: str) -> Iterator[None]:
-        with contextlib.ExitStack() as held:
-            with translated(f"locking key {key}"):  # the acquisition, not the caller's block
-                held.enter_context(self.catalog.key_lock(key, self.lock_timeout))
-            yield
-
-    def new_temp_path(self, key: str) -> Path:
-        return self.objects.new_temp_path(key)
-
-    def discard_temp(self, temp: Path) -> None:
-        with contextlib.suppress(OSError):
-            temp.unlink()
 
     def publish(
         self, request: Request, temp: Path, info: ResultInfo, compute_seconds: float
@@ -256,12 +190,6 @@ class SharedBackend(Backend):
             with contextlib.suppress(*storage_errors()):
                 view_names(self, request.parts.feature)
                 self._named.add(request.parts.feature)
-
-    def open_published(self, request: Request) -> Frame:
-        value = self._get(request.key, request.lazy, fresh=False)  # even a tiny expire
-        if value is None:
-            raise FileNotFoundError(f"{self.result_location(request.key)} vanished after publish")
-        return value
 
     # -- counts --------------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from jules_cache.errors import InvalidInput, JulesCacheError
 from jules_cache.fingerprints.keys import KEY_SCHEMA, KeyParts
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
-from jules_cache.maintenance.removal import discard_files, drop_rows, quarantine_file
+from jules_cache.maintenance.removal import discard_files, drop_rows
 from jules_cache.models import _ToDict
 from jules_cache.query.views import (
     FileRow,
@@ -70,6 +70,7 @@ from jules_cache.query.views import (
 )
 from jules_cache.storage import rootfs, sqlfiles
 from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.directory_objects import quarantine_file
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import MIN_DATABASE_BYTES, Manifest, utc_now

@@ -27,13 +27,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jules_cache.errors import JulesCacheError
 from jules_cache.query.views import LinkOwner, link_folder, link_path, unlink_links, views_deleted
 from jules_cache.storage import rootfs
+from jules_cache.storage.directory_objects import quarantine_file
 from jules_cache.storage.layout import Layout
 from jules_cache.storage.manifest import Manifest
 
@@ -150,21 +151,6 @@ def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:
     outcome.not_deleted.append(path)
 
 
-def quarantine_file(layout: Layout, path: Path, name: str | None = None) -> Path | None:
-    """Move a damaged file into ``<root>/quarantine/`` as ``<name>.<time>`` (default: its own
-    name); return its new path (None: it was gone).
-
-    Call under the manifest lock, with no row for its key (or for a file that is no entry).
-    """
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = layout.quarantine / f"{name or path.name}.{stamp}"
-    try:
-        rootfs.rename(layout.root, path, target)
-    except FileNotFoundError:
-        return None
-    return target
-
-
 def describe_failures(outcome: Discarded) -> str:
     """One line for an error message: what could not be removed and what happens to it."""
     shown = "; ".join(outcome.errors[:3]) + ("; ..." if len(outcome.errors) > 3 else "")
@@ -175,4 +161,4 @@ def describe_failures(outcome: Discarded) -> str:
     )
 
 
-__all__ = ["Discarded", "describe_failures", "discard_files", "drop_rows", "quarantine_file"]
+__all__ = ["Discarded", "describe_failures", "discard_files", "drop_rows"]

@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from jules_cache.errors import InvalidInput
+from jules_cache.errors import InvalidInput, JulesCacheError
 from jules_cache.roots import CLAIM_NAME, claimed_catalog
 from jules_cache.storage import rootfs
 from jules_cache.storage.layout import MANIFEST_NAME, Layout
@@ -40,21 +40,29 @@ from jules_cache.storage.result_files import fsync_dir
 
 
 class DirectoryObjects:
-    """The result files under one directory (see the module)."""
+    """The result files under one directory (see the module): a local root's own (its
+    manifest is its catalog), or a directory a PostgreSQL catalog claimed (``claimed``)."""
 
-    def __init__(self, root: Path, *, catalog: str, read_only: bool = False):
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.root = layout.root
+        self.location = str(self.root)
+
+    @classmethod
+    def claimed(cls, root: Path, *, catalog: str, read_only: bool = False) -> DirectoryObjects:
+        """The objects of ``root`` for the catalog named ``catalog``, claiming the directory
+        for it (``catalog.json``) unless ``read_only``, which needs the claim there."""
         if read_only:  # nothing is created: the directory and its claim must be there
-            self.layout = Layout(Path(root).expanduser().resolve())
-            if claimed_catalog(self.layout.root) != catalog:
+            layout = Layout(Path(root).expanduser().resolve())
+            if claimed_catalog(layout.root) != catalog:
                 raise InvalidInput(
-                    f"no cache of the catalog {catalog!r} at {self.layout.root} (no "
+                    f"no cache of the catalog {catalog!r} at {layout.root} (no "
                     f"{CLAIM_NAME} naming it): a read-only store opens an existing cache"
                 )
         else:
-            self.layout = Layout.create(root)
-            _claim(self.layout.root, catalog)
-        self.root = self.layout.root
-        self.location = str(self.root)
+            layout = Layout.create(root)
+            _claim(layout.root, catalog)
+        return cls(layout)
 
     def __repr__(self) -> str:
         return f"DirectoryObjects({self.location!r})"
@@ -63,9 +71,17 @@ class DirectoryObjects:
         """Where object ``name`` is, for the caller (``CacheResult.path``)."""
         return self.root / name
 
+    def path(self, name: str) -> Path:
+        """Every object is a local file: a hit reads it in place."""
+        return self.where(name)
+
     def new_temp_path(self, key: str) -> Path:
         """A new temp file in ``tmp/``: on the objects' file system, so a link publishes it."""
         return self.layout.new_temp_path(key)
+
+    def discard_temp(self, temp: Path) -> None:
+        with contextlib.suppress(OSError, JulesCacheError):
+            rootfs.unlink(self.root, temp)
 
     def put_if_absent(self, name: str, data: str | os.PathLike[str]) -> bool:
         """Publish the written file ``data`` as object ``name`` unless it exists; True if this
@@ -103,10 +119,14 @@ class DirectoryObjects:
             return None
         return ObjectInfo(name, found.st_size, _naive_utc(found.st_mtime_ns), _etag(found))
 
-    def delete(self, names: list[str]) -> None:
-        """Delete objects (a missing one is not an error)."""
+    def delete(self, names: list[str], *, quarantine: bool = False) -> None:
+        """Delete objects (a missing one is not an error); ``quarantine`` moves them into
+        ``quarantine/`` instead, for inspection."""
         for name in names:
-            rootfs.unlink(self.root, self.where(name))
+            if quarantine:
+                quarantine_file(self.layout, self.where(name))
+            else:
+                rootfs.unlink(self.root, self.where(name))
 
     def list_frame(self, folders: Iterable[str], **_: Any) -> pl.DataFrame:
         """``name``, ``size`` and ``last_modified`` of the regular files in ``folders``
@@ -139,6 +159,21 @@ class DirectoryObjects:
 
     def close(self) -> None:
         """Nothing is held between calls (temp files are deleted as each publish ends)."""
+
+
+def quarantine_file(layout: Layout, path: Path, name: str | None = None) -> Path | None:
+    """Move a damaged file into ``<root>/quarantine/`` as ``<name>.<time>`` (default: its own
+    name); return its new path (None: it was gone).
+
+    Call with no row for its key (or for a file that is no entry), under the catalog's lock.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = layout.quarantine / f"{name or path.name}.{stamp}"
+    try:
+        rootfs.rename(layout.root, path, target)
+    except FileNotFoundError:
+        return None
+    return target
 
 
 def require_claimable(root: Path, catalog: str) -> None:

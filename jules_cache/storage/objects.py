@@ -1,6 +1,6 @@
 """The objects seam: where a cache's result files live, for an engine that keeps their rows
-in a catalog (``engine.shared``). Two kinds answer it: ``s3_objects.S3ObjectStore`` (an
-``s3://`` prefix) and ``directory_objects.DirectoryObjects`` (a directory many hosts mount).
+in a catalog. Two kinds answer it: ``s3_objects.S3ObjectStore`` (an ``s3://`` prefix) and
+``directory_objects.DirectoryObjects`` (a local root's directory, or one many hosts mount).
 
 Objects are immutable and named by their key (``objects/ab/<key>.parquet``): written once with
 put-if-absent, read whole, listed with their size and age (for GC and check), deleted.
@@ -37,8 +37,15 @@ class ObjectStore(Protocol):
     def where(self, name: str) -> Path | str:
         """Where object ``name`` is, for the caller: a path, or an ``s3://`` URL."""
 
+    def path(self, name: str) -> Path | None:
+        """Object ``name`` as a local file a hit opens in place (and scans lazily), or None
+        when its bytes must be fetched (``get``)."""
+
     def new_temp_path(self, key: str) -> Path:
         """A new local file to write ``key``'s result to before ``put_if_absent``."""
+
+    def discard_temp(self, temp: Path) -> None:
+        """Delete a temp file ``new_temp_path`` made (after a failure); never raises."""
 
     def put_if_absent(self, name: str, data: Path) -> bool:
         """Publish the written file ``data`` as ``name`` unless it exists; whether it did."""
@@ -49,8 +56,9 @@ class ObjectStore(Protocol):
     def head(self, name: str) -> ObjectInfo | None:
         """Size and time of object ``name``, or None if there is none."""
 
-    def delete(self, names: list[str]) -> None:
-        """Delete objects (a missing one is not an error)."""
+    def delete(self, names: list[str], *, quarantine: bool = False) -> None:
+        """Delete objects (a missing one is not an error). ``quarantine`` (damaged objects):
+        keep them for inspection where the store has room for that, out of the cache."""
 
     def list_frame(self, folders: Iterable[str]) -> pl.DataFrame:
         """``name``, ``size``, ``last_modified`` of the objects in ``folders``, by name."""

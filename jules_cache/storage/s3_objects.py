@@ -232,6 +232,10 @@ class S3ObjectStore:
         """The ``s3://`` URL of object ``name``."""
         return f"{self.url}/{name}"
 
+    def path(self, name: str) -> None:
+        """No object is a local file: a hit GETs its bytes."""
+        return None
+
     def new_temp_path(self, key: str) -> Path:
         """A new file in this process's private local folder: results are written there,
         then PUT."""
@@ -240,6 +244,10 @@ class S3ObjectStore:
         fd, name = tempfile.mkstemp(prefix=f"{key}.", suffix=".parquet", dir=self._temp_dir)
         os.close(fd)
         return Path(name)
+
+    def discard_temp(self, temp: Path) -> None:
+        with contextlib.suppress(OSError):
+            temp.unlink()
 
     def close(self) -> None:
         """Remove this process's local temp folder (the client stays)."""
@@ -472,8 +480,9 @@ class S3ObjectStore:
             metadata=dict(response.get("Metadata") or {}),
         )
 
-    def delete(self, names: Iterable[str]) -> None:
-        """Delete objects (a missing one is not an error), 1000 per request.
+    def delete(self, names: Iterable[str], *, quarantine: bool = False) -> None:
+        """Delete objects (a missing one is not an error), 1000 per request. A damaged object
+        (``quarantine``) is deleted too: a bucket has no room of the cache's to keep it in.
 
         Raises ``StoreError`` listing the objects the server refused to delete.
         """
