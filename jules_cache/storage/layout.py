@@ -70,7 +70,10 @@ class Layout:
         layout = cls(path)
         layout.require_real_areas()
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():  # a new root: its entry in its parent made durable too
+                path.mkdir(parents=True, exist_ok=True)
+                with rootfs.folder(path.parent, path.parent) as parent:
+                    rootfs.fsync_folder(parent)
             for folder in (layout.objects, layout.tmp, layout.locks):
                 with rootfs.folder(path, folder, create=True):
                     pass

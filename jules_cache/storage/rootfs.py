@@ -64,9 +64,10 @@ def _describe(path: Path) -> str:
 def folder(root: Path, path: Path, *, create: bool = False) -> Iterator[int]:
     """A descriptor of the folder ``path`` inside ``root``, reached without following links.
 
-    With ``create``, missing folders are made (mode from the umask). Raises ``UnsafePath`` if
-    a component is a link, not a folder, or on another device; ``FileNotFoundError`` if one
-    is missing and ``create`` is off.
+    With ``create``, missing folders are made (mode from the umask), each made durable (its
+    parent fsynced: a file renamed into a new folder is lost with it otherwise). Raises
+    ``UnsafePath`` if a component is a link, not a folder, or on another device;
+    ``FileNotFoundError`` if one is missing and ``create`` is off.
     """
     fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)  # the resolved root itself may be a mount
     try:
@@ -81,6 +82,7 @@ def folder(root: Path, path: Path, *, create: bool = False) -> Iterator[int]:
                     raise
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(part, 0o777, dir_fd=fd)
+                    fsync_folder(fd)
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in _REFUSED:
@@ -93,6 +95,13 @@ def folder(root: Path, path: Path, *, create: bool = False) -> Iterator[int]:
         yield fd
     finally:
         os.close(fd)
+
+
+def fsync_folder(fd: int) -> None:
+    """Make the entries of the open folder ``fd`` durable (best effort: some file systems
+    refuse to fsync a folder)."""
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
 
 
 def _lstat(name: str, fd: int) -> os.stat_result | None:
