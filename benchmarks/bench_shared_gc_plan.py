@@ -52,7 +52,7 @@ def _plan(spec: dict[str, Any], before: bool, queue: Any) -> None:
         setattr(owner, name, timed)
 
     if before:
-        shared_upkeep._Run._plan = _plan_before
+        shared_upkeep.CatalogRun._plan = _plan_before
         shared_upkeep.list_results = _list_results_before
     timing(shared_upkeep, "list_results", "list_s")
     timing(shared_upkeep, "entries_snapshot", "rows_s")
@@ -112,7 +112,7 @@ def _list_results_before(backend: Any) -> dict[str, Any]:
 
 
 def _plan_before(self: Any) -> list[Any]:
-    """``_Run._plan`` as it was: objects listed, then rows read, then tables built."""
+    """``CatalogRun._plan`` as it was: objects listed, then rows read, then tables built."""
     from datetime import UTC, datetime, timedelta
 
     import duckdb

@@ -16,8 +16,9 @@ work with either root:
 
 Written once, here, over the seams: the hit (a local file read in place, a remote object
 fetched), the locked re-read that takes a damaged result out of service, the key lock, temp
-files, and what is read of a catalog (entries, input files, statistics, overview, the inputs
-``verify`` compares).
+files, GC's lock and schedule (a root's own ``GCRun`` lists, plans and deletes), and what is
+read of a catalog (entries, input files, statistics, overview, the inputs ``verify``
+compares).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from jules_cache.storage.layout import result_name
 
 if TYPE_CHECKING:
     from jules_cache.maintenance.check import CheckReport
-    from jules_cache.maintenance.gc import GCReport
+    from jules_cache.maintenance.gc import GCOptions, GCReport, GCRun
     from jules_cache.maintenance.verify import VerifyReport
     from jules_cache.models import Entry, FeatureStats, SymbolStats
     from jules_cache.request import Request
@@ -358,14 +359,41 @@ class Backend(abc.ABC):
     ) -> CheckReport:
         """Compare rows with results and report (``fix``: repair) problems by kind."""
 
-    @abc.abstractmethod
-    def gc(self, options: Any, progress: Progress | None) -> GCReport:
+    def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
         """Run the GC plan: orphans, dangling rows, expired and over-budget entries."""
+        self.flush()  # this process's recent hits count as accesses
+        report = self._collect_garbage(options, progress)
+        assert report is not None
+        return report
+
+    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
+        """A bounded GC step unless one started within ``interval`` seconds."""
+        from jules_cache.maintenance.gc import GCOptions
+
+        options = GCOptions.build(limit=limit)
+        return self._collect_garbage(options, None, skip_if_ran_within=interval)
+
+    def _collect_garbage(
+        self,
+        options: GCOptions,
+        progress: Progress | None,
+        *,
+        skip_if_ran_within: float | None = None,
+    ) -> GCReport | None:
+        """Plan, then (unless a dry run) delete, holding the cache's GC lock for the whole run:
+        ``LockTimeout`` at once if another GC holds it. Raises ``GCError`` if a step failed."""
+        from jules_cache.storage.manifest import utc_now
+
+        with self.catalog.key_lock(catalog_reads.GC_LOCK, 0.0):
+            if skip_if_ran_within is not None:
+                last = catalog_reads.last_gc_run(self.catalog)
+                if last and (utc_now() - last["started_at"]).total_seconds() < skip_if_ran_within:
+                    return None
+            return self._gc_run(options, progress).execute()
 
     @abc.abstractmethod
-    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
-        """A bounded GC step unless one ran within ``interval`` seconds (raises LockTimeout
-        when another GC holds the root)."""
+    def _gc_run(self, options: GCOptions, progress: Progress | None) -> GCRun:
+        """This root's GC run: how it lists, plans and deletes."""
 
     @abc.abstractmethod
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:

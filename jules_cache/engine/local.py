@@ -37,7 +37,7 @@ from jules_cache.errors import (
 )
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
-from jules_cache.maintenance.gc import GCOptions, GCReport, collect_garbage
+from jules_cache.maintenance.gc import GCOptions, GCRun, LocalRun
 from jules_cache.maintenance.removal import describe_failures, discard_files, drop_rows
 from jules_cache.models import Entry
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
@@ -450,15 +450,8 @@ class LocalBackend(Backend):
             refresh_catalog(self.manifest, 0.0, wait=True)
         return report
 
-    def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
-        self.flush()  # this process's recent hits count as accesses
-        report = collect_garbage(self.manifest, self.layout, options, progress=progress)
-        assert report is not None
-        return report
-
-    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
-        options = GCOptions.build(limit=limit)
-        return collect_garbage(self.manifest, self.layout, options, skip_if_ran_within=interval)
+    def _gc_run(self, options: GCOptions, progress: Progress | None) -> GCRun:
+        return LocalRun(self.manifest, self.layout, options, progress)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
         from jules_cache.query.sql import ManifestSource, run

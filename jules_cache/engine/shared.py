@@ -38,7 +38,7 @@ from jules_cache.errors import (
     StoreError,
 )
 from jules_cache.maintenance.check import CheckReport
-from jules_cache.maintenance.gc import GCOptions, GCReport
+from jules_cache.maintenance.gc import GCOptions, GCRun
 from jules_cache.models import Entry
 from jules_cache.request import Request
 from jules_cache.roots import claimed_catalog
@@ -296,19 +296,10 @@ class SharedBackend(Backend):
         self.write_counts()
         return check(self, fix=fix or rebuild, deep=deep, grace_seconds=grace_seconds)
 
-    def gc(self, options: GCOptions, progress: Progress | None) -> GCReport:
-        from jules_cache.engine.shared_upkeep import collect_garbage
+    def _gc_run(self, options: GCOptions, progress: Progress | None) -> GCRun:
+        from jules_cache.engine.shared_upkeep import CatalogRun
 
-        self.flush()  # this process's recent hits count as accesses
-        report = collect_garbage(self, options, progress=progress)
-        assert report is not None
-        return report
-
-    def auto_gc(self, limit: int, interval: float) -> GCReport | None:
-        from jules_cache.engine.shared_upkeep import collect_garbage
-
-        options = GCOptions.build(limit=limit)
-        return collect_garbage(self, options, skip_if_ran_within=interval)
+        return CatalogRun(self, options, progress)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
         from jules_cache.engine.shared_sql import SharedCatalogSource

@@ -35,9 +35,9 @@ from jules_cache.maintenance.check import (
     Problem,
     leftover_problems,
 )
-from jules_cache.maintenance.gc import GCItem, GCOptions, GCReport, GCRun
+from jules_cache.maintenance.gc import GCItem, GCOptions, GCRun
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.catalog import entries_snapshot, keys_with_rows, last_gc_run
+from jules_cache.storage.catalog import entries_snapshot, keys_with_rows
 from jules_cache.storage.directory_objects import DirectoryObjects
 from jules_cache.storage.layout import OBJECTS_DIR, RESULT_SUFFIX, Layout
 from jules_cache.storage.layout import result_name as object_name
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from jules_cache.engine.backend import Progress, SharedRoot
     from jules_cache.models import Entry
 
-GC_LOCK = "__gc__"  # the advisory lock one GC of a cache holds for its whole run
 _RESULT_FOLDERS = tuple(f"{OBJECTS_DIR}/{i:02x}/" for i in range(256))  # key[:2] is hex
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
 # Deletion notes store.sql copies need (postgres_catalog.changes_since) outlive the copies taken
@@ -121,28 +120,9 @@ def remove_entries(
 # -- GC ---------------------------------------------------------------------------------------
 
 
-def collect_garbage(
-    backend: SharedRoot,
-    options: GCOptions,
-    *,
-    progress: Progress | None = None,
-    skip_if_ran_within: float | None = None,
-) -> GCReport | None:
-    """Plan, then (unless a dry run) delete; record the run in ``gc_runs``.
-
-    Raises ``LockTimeout`` if another GC of this cache is running, ``GCError`` if a step failed.
-    """
-    catalog = backend.catalog
-    with catalog.key_lock(GC_LOCK, 0.0):
-        if skip_if_ran_within is not None:
-            last = last_gc_run(catalog)
-            if last and (utc_now() - last["started_at"]).total_seconds() < skip_if_ran_within:
-                return None
-        return _Run(backend, options, progress).execute()
-
-
-class _Run(GCRun):
-    """A shared cache's run: objects listed from S3, rows in PostgreSQL, advisory key locks."""
+class CatalogRun(GCRun):
+    """The run of a cache whose rows are a ``Catalog`` over an ``ObjectStore``: objects listed,
+    rows read, each candidate re-checked under its key lock."""
 
     def __init__(self, backend: SharedRoot, options: GCOptions, progress: Progress | None):
         super().__init__(backend.location, options, progress)

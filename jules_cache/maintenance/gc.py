@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,6 @@ from jules_cache.options import parse_size
 from jules_cache.query.views import LinkOwner
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
-from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest, utc_now
 
 if TYPE_CHECKING:  # imported where GC plans: ``import jules_cache`` (and a hit) loads no DuckDB
@@ -61,7 +60,6 @@ REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_l
 ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
 RETENTION_ENV = "FEATURE_STORE_GC_RETENTION_WEEKS"
 DEFAULT_RETENTION_WEEKS = 4.0
-GC_LOCK_NAME = "gc.lock"  # in locks/; not a key name, so never a stale-lock candidate
 HOLD_TARGET_MS = 60.0
 _BATCH_START, _BATCH_MIN, _BATCH_MAX = 200, 20, 5000
 # Between two holds: more than two lock polls (locks._MAX_POLL), so a waiting publish gets in
@@ -130,28 +128,6 @@ def _env_weeks(text: str) -> float:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def collect_garbage(
-    manifest: Manifest,
-    layout: Layout,
-    options: GCOptions,
-    *,
-    progress: Progress | None = None,
-    skip_if_ran_within: float | None = None,
-) -> GCReport | None:
-    """Plan and (unless ``options.dry_run``) delete; record the run in ``gc_runs``.
-
-    Raises ``LockTimeout`` if another GC holds the GC lock, ``GCError`` (with ``.report``) if a
-    step failed after the run started. With ``skip_if_ran_within`` (seconds), return None
-    without doing anything when a GC started that recently (the opportunistic mode).
-    """
-    _check_root(layout)
-    with file_lock(layout.locks / GC_LOCK_NAME, 0.0):
-        if skip_if_ran_within is not None and _ran_within(manifest, skip_if_ran_within):
-            return None
-        run = _Run(manifest, layout, options, progress)
-        return run.execute()
-
-
 def _check_root(layout: Layout) -> None:
     if _GLOB_CHARS & set(str(layout.root)):
         raise InvalidInput(
@@ -159,15 +135,6 @@ def _check_root(layout: Layout) -> None:
             "; GC lists files with a glob, so move the cache to a path without them"
         )
     layout.require_real_areas(shards=True)  # the glob would follow a link planted as objects/<xx>
-
-
-def _ran_within(manifest: Manifest, seconds: float) -> bool:
-    with manifest.read() as con:
-        row = manifest.execute(con, "gc.sql", "last_run").fetchone()
-    if row is None:
-        return False
-    started: datetime = row[1]
-    return (utc_now() - started).total_seconds() < seconds
 
 
 class GCRun:
@@ -316,12 +283,13 @@ _RUN_COLUMNS = {
 }
 
 
-class _Run(GCRun):
+class LocalRun(GCRun):
     """A local root's run: files under the root, rows in the manifest, its locks."""
 
     def __init__(
         self, manifest: Manifest, layout: Layout, options: GCOptions, progress: Progress | None
     ):
+        _check_root(layout)
         super().__init__(str(layout.root), options, progress)
         self.manifest = manifest
         self.layout = layout
@@ -514,8 +482,9 @@ __all__ = [
     "GCItem",
     "GCOptions",
     "GCReport",
+    "GCRun",
+    "LocalRun",
     "ReasonTotal",
-    "collect_garbage",
     "parse_duration",
     "parse_size",
 ]

@@ -27,6 +27,10 @@ from typing import Any, Protocol
 
 from jules_cache.models import Entry, FeatureStats, SymbolStats
 
+# The key lock one GC of a cache holds for its whole run (``locks/gc.lock`` on a local root):
+# not a key (keys are 32 hex digits), so never taken for a stale key lock.
+GC_LOCK = "gc"
+
 
 class Rows(list[tuple[Any, ...]]):
     """A statement's rows, with its column names (empty for a statement returning none)."""

@@ -21,7 +21,8 @@ from helpers import frame, local_backend
 
 from jules_cache import FeatureStore, LockTimeout
 from jules_cache.errors import GCError, InvalidInput
-from jules_cache.maintenance.gc import GC_LOCK_NAME, parse_duration, parse_size
+from jules_cache.maintenance.gc import parse_duration, parse_size
+from jules_cache.storage.catalog import GC_LOCK
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import utc_now
 
@@ -315,9 +316,11 @@ def test_a_republished_key_is_not_deleted_by_a_plan_made_before(store):
         con.execute("DELETE FROM entries WHERE key = ?", [key])
     hour_ago = time.time() - 3600  # an old orphan (a young one may be a publish in flight)
     os.utime(local_backend(store).layout.result_path(key), (hour_ago, hour_ago))
-    from jules_cache.maintenance.gc import GCOptions, _Run
+    from jules_cache.maintenance.gc import GCOptions, LocalRun
 
-    run = _Run(local_backend(store).manifest, local_backend(store).layout, GCOptions.build(), None)
+    run = LocalRun(
+        local_backend(store).manifest, local_backend(store).layout, GCOptions.build(), None
+    )
     planned = run._plan()
     assert [i.reason for i in planned] == ["orphan"]
     local_backend(store).layout.result_path(
@@ -445,7 +448,7 @@ def test_cli_exit_1_and_one_json_document_on_failure(root, store, immutable_orph
 
 
 def test_another_gc_running_exits_75(root, store):
-    with file_lock(local_backend(store).layout.locks / GC_LOCK_NAME, 0):
+    with file_lock(local_backend(store).layout.key_lock_path(GC_LOCK), 0):
         with pytest.raises(LockTimeout):
             store.gc()
         result = CliRunner().invoke(cli_main(), ["gc", "--root", str(root), "--json"])
