@@ -136,8 +136,7 @@ class Backend(abc.ABC):
     read_only: bool
     pending: PendingCounts
     lock_timeout: float
-    # The two seams: what the engine does over them (hits, quarantine, reads of the catalog)
-    # is written once, here.
+    # the two seams (see the module)
     catalog: Catalog  # the rows
     objects: ObjectStore  # the result files
     _memo: FileDigestMemo  # input files' digests: the manifest's memo, or one in memory
