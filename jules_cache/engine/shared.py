@@ -204,12 +204,15 @@ class SharedBackend(Backend):
         reason than a busy catalog, this raises ``StoreError`` saying why (the store warns
         once).
         """
-        if self.read_only or not self.pending or rows_only:  # rows are never deferred here
+        if self.read_only or rows_only:  # rows are never deferred here
+            return
+        if wait:  # first: a background flush holds the counts it took until it ends
+            self._join_flusher()
+        if not self.pending:
             return
         if not wait:
             self._flush_in_background()
             return
-        self._join_flusher()
         self._write_pending(wait=True)
 
     def _write_pending(self, *, wait: bool) -> None:
@@ -249,8 +252,8 @@ class SharedBackend(Backend):
             self._flush_failure = None
 
     def _join_flusher(self) -> None:
-        """Let a background flush finish (its counts would otherwise be taken out of this
-        flush), waiting no longer than a catalog statement may take."""
+        """Let a background flush finish (until it ends, the counts it took are out of memory:
+        this flush would miss them), waiting no longer than a catalog statement may take."""
         flusher = self._flusher
         if flusher is not None and flusher is not threading.current_thread():
             flusher.join(self.lock_timeout + 5)

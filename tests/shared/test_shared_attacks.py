@@ -145,6 +145,39 @@ def test_a_stuck_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema)
         assert store.entries()[0].hit_count == 3
 
 
+def test_a_flush_waits_for_the_background_flush_holding_the_counts(
+    services, s3_url, pg_schema, monkeypatch
+):
+    """A hit's background flush has taken every count out of memory and not yet put them back
+    (the catalog was busy): ``flush`` waits for it instead of finding nothing to write. It
+    returned at once, and the test above read a hit count of 0 under load."""
+    with _store(s3_url, services, pg_schema, lock_timeout=2, hit_flush_seconds=0) as store:
+        _fetch(store)
+        store.flush()
+        catalog = shared_backend(store).catalog
+        write = catalog.flush_counts
+        taken, go_on = threading.Event(), threading.Event()
+
+        def busy_for_a_while(**counts):
+            if counts["wait"]:
+                return write(**counts)
+            taken.set()  # the counts are out of memory, in this background flush
+            go_on.wait(10)
+            raise LockTimeout("the catalog's entries (a client holds them)", 0.0)
+
+        monkeypatch.setattr(catalog, "flush_counts", busy_for_a_while)
+        assert _fetch(store).hit
+        assert taken.wait(10)
+        release = threading.Timer(0.2, go_on.set)
+        release.start()
+        try:
+            store.flush()
+            assert store.entries()[0].hit_count == 1
+        finally:
+            go_on.set()
+            release.cancel()
+
+
 def test_a_frozen_catalog_session_never_blocks_a_hit(services, s3_url, pg_schema):
     """The server process of the store's own session stops answering (SIGSTOP: no error, no
     timeout the server could enforce): hits go on; the counts land once it answers again."""
