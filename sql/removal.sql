@@ -1,5 +1,16 @@
--- The one way entries leave the manifest (jules_cache/maintenance/removal.py), used by rm, GC, check --fix,
--- verify --fix and the quarantine of a damaged file. Run against an attached manifest.
+-- How entries leave the manifest: rm and quarantine (engine/manifest_catalog.py drop_entries),
+-- GC, check --fix and verify --fix (maintenance/removal.py). Run against an attached manifest.
+
+-- name: removable
+-- Which of these entries a removal takes: each with a row or, with a last-access time per key
+-- (GC), each not accessed since the plan was made. Asked, under the exclusive lock, before
+-- their files are deleted: only the rows of files that went are deleted then.
+SELECT entries.key
+FROM entries
+JOIN (
+    SELECT unnest($keys::VARCHAR[]) AS key, unnest($last_accessed::TIMESTAMP[]) AS last_accessed_at
+) AS doomed ON entries.key = doomed.key
+WHERE doomed.last_accessed_at IS NULL OR entries.last_accessed_at = doomed.last_accessed_at;
 
 -- name: delete_entries
 -- Delete entries by key. With a last-access time per key (GC), a row accessed since the plan

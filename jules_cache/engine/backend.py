@@ -205,12 +205,11 @@ class Backend(abc.ABC):
             if isinstance(exc, OSError) and exc.errno not in (None, errno.EIO):
                 return None  # cannot open it (permissions, fd limit): not evidence of damage
             _log.warning("cached result %s is damaged (%s); recomputing it", request.location, exc)
-            out_of_service = functools.partial(
-                self.objects.delete, [result_name(key)], quarantine=True
-            )
+            from jules_cache.engine.removal import drop_whole
+
             try:  # the key's lock is held: no publish of this key can interleave
-                if not self.catalog.drop_entry(key, out_of_service):
-                    out_of_service()  # no row: an orphan, damaged
+                if not drop_whole(self.catalog, self.objects, [key], quarantine=True):
+                    self.objects.delete([result_name(key)], quarantine=True)  # no row: an orphan
                 catalog_reads.bump_counter(self.catalog, "corrupt_files")
             except storage_errors() as error:  # the publish replaces it
                 _log.warning("could not quarantine %s: %s", request.location, error)
@@ -342,9 +341,18 @@ class Backend(abc.ABC):
 
     # -- changes and upkeep ------------------------------------------------------------------
 
-    @abc.abstractmethod
     def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        """Delete the rows matching ``filters``, then their results; return them."""
+        """Remove the entries matching ``filters``, each whole or not at all
+        (``engine.removal``); raises ``PartialRemoval`` naming the objects left, whose
+        entries are still listed and served."""
+        from jules_cache.engine.removal import remove_entries
+
+        matched = catalog_reads.entries(self.catalog, "match_entries", filters)
+        done = remove_entries(self, matched)
+        error = done.error(len(matched))
+        if error is not None:
+            raise error
+        return done.removed
 
     @abc.abstractmethod
     def check(

@@ -33,13 +33,10 @@ from jules_cache.errors import (
     JulesCacheError,
     ManifestDamaged,
     ManifestError,
-    PartialRemoval,
 )
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
 from jules_cache.maintenance.gc import GCOptions, GCRun, LocalRun
-from jules_cache.maintenance.removal import describe_failures, discard_files, drop_rows
-from jules_cache.models import Entry
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
 from jules_cache.query.catalog_file import build as build_catalog
 from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
@@ -397,21 +394,6 @@ class LocalBackend(Backend):
         refresh_catalog(self.manifest, self.catalog_refresh_seconds)
 
     # -- changes and upkeep --------------------------------------------------------------------
-
-    def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        """Rows are deleted and committed first, files unlinked after, so a crash in between
-        leaves orphan files (which GC removes), never rows pointing at nothing."""
-        with self.manifest.write() as con:
-            cursor = self.manifest.execute(con, "entries.sql", "match_entries", filters)
-            columns = [d[0] for d in cursor.description]
-            matched = [Entry.from_row(columns, row) for row in cursor.fetchall()]
-            deleted = drop_rows(self.manifest, con, [entry.key for entry in matched])
-        with self.manifest.read() as con:
-            outcome = discard_files(self.manifest, con, deleted)
-        if outcome.errors:
-            message = f"removed {len(deleted)} entries, but {describe_failures(outcome)}"
-            raise PartialRemoval(message, matched, list(outcome.not_deleted))
-        return matched
 
     def check(
         self,

@@ -2,27 +2,27 @@
 
 Every transaction runs under the manifest's exclusive file lock (``Manifest.write``), so a
 ``transaction(lock=...)`` needs no lock of its own; keys are held with ``flock`` on
-``<root>/locks/``. ``drop_entry`` and ``delete_entries`` take removal's first step
-(``maintenance.removal.drop_rows``: the rows, the SQL view rows, the file moved aside once the
-removal commits); the local engine takes the second (``discard_files``: view links and moved
-files). A row ``publish``-ed here is listed at once; the SQL views list it once its view link is
-made (``query.views.view_published``, part of the local engine's publish).
+``<root>/locks/``. ``drop_entries`` deletes files before their rows, under that lock, with
+``maintenance.removal.drop_rows`` (every per-key table, the SQL view rows), and their view links
+once the rows committed. A row ``publish``-ed here is listed at once; the SQL views list it once
+its view link is made (``query.views.view_published``, part of the local engine's publish).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.errors import JulesCacheError
+from jules_cache.errors import JulesCacheError, PartialRemoval
 from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.maintenance.removal import drop_rows
-from jules_cache.query.views import unlink_links
+from jules_cache.query.views import LinkOwner, link_path, unlink_links
 from jules_cache.storage.catalog import CatalogChanges, Rows, Run
 from jules_cache.storage.crash_points import crash_point
+from jules_cache.storage.layout import Layout
 from jules_cache.storage.locks import file_lock
 from jules_cache.storage.manifest import Manifest
 
@@ -84,20 +84,38 @@ class ManifestCatalog:
         with self.manifest.write(wait=wait, notify=False) as con:
             add_counts(runner(self.manifest, con), hits or {}, misses, calls or {})
 
-    def drop_entry(
+    def drop_entries(
         self,
-        key: str,
-        delete_object: Callable[[], None],
-        last_accessed: datetime | None = None,
-    ) -> bool:
+        keys: Sequence[str],
+        delete_objects: Callable[[list[str]], list[str]],
+        last_accessed: Sequence[datetime | None] | None = None,
+    ) -> list[str]:
+        """Files are deleted under the manifest's exclusive lock, before their rows: a hit's
+        count flush (which registers a file found without a row) can never bring one back.
+        Their SQL view links go once the rows committed, still under the lock; raises
+        ``PartialRemoval`` naming links that could not be deleted (the entries are gone)."""
+        if not keys:
+            return []
+        times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
+        layout = self.manifest.layout
+        links_left: list[tuple[Path, str]] = []
         with self.manifest.write() as con:
-            dropped = drop_rows(self.manifest, con, [key], [last_accessed])
-            if not dropped:
-                return False
-            delete_object()  # raises: the transaction rolls back, the row stays
-        with contextlib.suppress(OSError, JulesCacheError):  # left: harmless, check reports it
-            unlink_links(self.manifest.layout, dropped)
-        return True
+            params = {"keys": list(keys), "last_accessed": times}
+            run = runner(self.manifest, con)
+            removable = {key for (key,) in run("removal.sql", "removable", params)}
+            if not removable:
+                return []
+            gone = set(delete_objects([key for key in keys if key in removable]))
+            chosen = [(key, time) for key, time in zip(keys, times, strict=True) if key in gone]
+            dropped = drop_rows(
+                self.manifest, con, [key for key, _ in chosen], [time for _, time in chosen]
+            )
+            self.manifest.after_commit(lambda: links_left.extend(_unlink_links(layout, dropped)))
+        if links_left:
+            shown = "; ".join(f"{path}: {why}" for path, why in links_left[:3])
+            message = f"{len(links_left)} SQL view link(s) could not be deleted: {shown}"
+            raise PartialRemoval(message, [], [path for path, _ in links_left])
+        return list(dropped)
 
     def delete_entries(
         self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
@@ -128,6 +146,19 @@ class ManifestCatalog:
 
     def close(self) -> None:
         """Nothing is held between calls: each attaches the manifest for its transaction."""
+
+
+def _unlink_links(layout: Layout, dropped: Mapping[str, LinkOwner]) -> list[tuple[Path, str]]:
+    """Unlink the SQL view links of dropped entries (each holds its result's bytes); return
+    those left, with why (never raises: it runs after the commit)."""
+    left: list[tuple[Path, str]] = []
+    for key, owner in dropped.items():
+        try:
+            unlink_links(layout, {key: owner})
+        except (OSError, JulesCacheError) as exc:
+            path = link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
+            left.append((path, str(getattr(exc, "strerror", None) or exc)))
+    return left
 
 
 def runner(manifest: Manifest, con: duckdb.DuckDBPyConnection) -> Run:

@@ -34,15 +34,13 @@ from jules_cache.engine.backend import Backend, Progress
 from jules_cache.errors import (
     InvalidInput,
     LockTimeout,
-    PartialRemoval,
     StoreError,
 )
 from jules_cache.maintenance.check import CheckReport
 from jules_cache.maintenance.gc import GCOptions, GCRun
-from jules_cache.models import Entry
 from jules_cache.request import Request
 from jules_cache.roots import claimed_catalog
-from jules_cache.storage.catalog import Catalog, bump_counter, entries, keys_with_rows
+from jules_cache.storage.catalog import Catalog, bump_counter, keys_with_rows
 from jules_cache.storage.crash_points import crash_point
 from jules_cache.storage.directory_objects import DirectoryObjects, require_claimable
 from jules_cache.storage.file_digests import FileDigestMemo
@@ -266,24 +264,6 @@ class SharedBackend(Backend):
         self.write_counts()
 
     # -- changes and upkeep --------------------------------------------------------------------
-
-    def remove(self, filters: dict[str, Any]) -> list[Entry]:
-        """Each entry goes whole or stays whole (``shared_upkeep.remove_entries``); raises
-        ``PartialRemoval`` naming the objects left, whose entries are still listed."""
-        from jules_cache.engine.shared_upkeep import remove_entries
-
-        matched = entries(self.catalog, "match_entries", filters)
-        removed, left = remove_entries(self, matched)
-        if left:
-            reasons = "; ".join(f"{where}: {why}" for where, why in list(left.items())[:3])
-            raise PartialRemoval(
-                f"removed {len(removed)} of {len(matched)} entries; {len(left)} could not be "
-                f"removed and are still listed and served ({reasons}). Retry once the key is "
-                "free or the service is back",
-                removed,
-                list(left),
-            )
-        return removed
 
     def check(
         self,

@@ -14,17 +14,16 @@ before it commits: give it at least the lock timeout plus the longest compute; t
 
 from __future__ import annotations
 
-import functools
 import io
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.errors import LockTimeout, StoreError
+from jules_cache.engine.removal import drop_whole
+from jules_cache.errors import LockTimeout
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
     MISSING_FILE,
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     import polars as pl
 
     from jules_cache.engine.backend import Progress, SharedRoot
-    from jules_cache.models import Entry
 
 _RESULT_FOLDERS = tuple(f"{OBJECTS_DIR}/{i:02x}/" for i in range(256))  # key[:2] is hex
 _CANDIDATE_LOCK_SECONDS = 1.0  # a key busy longer than this is being computed: skipped
@@ -91,30 +89,6 @@ def results_by_key(listed: pl.DataFrame) -> dict[str, Listed]:
         key: Listed(name, size, modified.replace(tzinfo=UTC))
         for key, name, size, modified in columns
     }
-
-
-def remove_entries(
-    backend: SharedRoot, entries: Iterable[Entry]
-) -> tuple[list[Entry], dict[str, str]]:
-    """Remove each entry holding its key's lock: its object is deleted inside the transaction
-    that deletes its row, so either both go or the entry stays listed (and served).
-
-    Deleting rows first, objects later, let an object outlive a reported removal (a key lock
-    busy, S3 refusing) and be served by every hit. Returns the entries removed and, for those
-    left, ``{object location: why}``. Waits up to ``lock_timeout`` for a busy key.
-    """
-    removed: list[Entry] = []
-    left: dict[str, str] = {}
-    for entry in entries:
-        key = entry.key
-        delete_object = functools.partial(backend.objects.delete, [object_name(key)])
-        try:
-            with backend.catalog.key_lock(key, backend.lock_timeout):
-                if backend.catalog.drop_entry(key, delete_object):
-                    removed.append(entry)
-        except (LockTimeout, StoreError) as exc:  # ServiceUnavailable is a StoreError
-            left[str(backend.result_location(key))] = str(exc)
-    return removed, left
 
 
 # -- GC ---------------------------------------------------------------------------------------
@@ -228,8 +202,8 @@ class CatalogRun(GCRun):
                         catalog.delete_entries([key])
                     )
                 else:  # expired or over budget: spared if it was accessed since the plan
-                    delete_object = functools.partial(objects.delete, [object_name(key)])
-                    done = catalog.drop_entry(key, delete_object, self._last_access[key])
+                    last_access = [self._last_access[key]]
+                    done = bool(drop_whole(catalog, objects, [key], last_access))
                 if done and item.reason == "orphan":
                     objects.delete([object_name(key)])
         except LockTimeout:
@@ -328,11 +302,12 @@ def _fix(backend: SharedRoot, problem: Problem) -> Problem:
                 return replace(problem, action="kept: published meanwhile")
             if problem.kind == ORPHAN_FILE and _register(backend, key):
                 return replace(problem, action="registered")
-            delete_object = functools.partial(backend.objects.delete, [object_name(key)])
             if problem.kind == MISSING_FILE:
                 backend.catalog.delete_entries([key])
-            elif problem.kind == ORPHAN_FILE or not backend.catalog.drop_entry(key, delete_object):
-                delete_object()  # no row (left): an orphan
+            elif problem.kind == ORPHAN_FILE or not drop_whole(
+                backend.catalog, backend.objects, [key]
+            ):
+                backend.objects.delete([object_name(key)])  # no row (left): an orphan
     except LockTimeout:
         return problem  # being computed: left for the next check
     action = "deleted object" if problem.kind == ORPHAN_FILE else "dropped row and object"

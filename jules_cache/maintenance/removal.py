@@ -1,9 +1,7 @@
-"""The one way an entry leaves the cache: its rows and its file in one transaction, then
-the bytes.
-
-``rm``, GC, ``check --fix``, ``verify --fix`` and the quarantine of a damaged file found on a
-read all remove entries through these two steps, so each takes the same steps in the same
-order:
+"""How an entry leaves a local root in GC, ``check --fix`` and ``verify --fix``: its rows and
+its file in one transaction, then the bytes. (``rm`` and the quarantine of a damaged file found
+on a read go through ``engine.removal``, whose ``ManifestCatalog.drop_entries`` deletes the file
+inside the transaction, before its rows, using ``drop_rows`` for the rows.)
 
 1. ``drop_rows``, inside the caller's exclusive manifest transaction: the entry's row in every
    per-key table (``entries``, ``entry_inputs``) and the stored view of a feature left without
@@ -151,14 +149,4 @@ def _failed(outcome: Discarded, path: Path, exc: BaseException) -> None:
     outcome.not_deleted.append(path)
 
 
-def describe_failures(outcome: Discarded) -> str:
-    """One line for an error message: what could not be removed and what happens to it."""
-    shown = "; ".join(outcome.errors[:3]) + ("; ..." if len(outcome.errors) > 3 else "")
-    return (
-        f"{len(outcome.errors)} file(s) could not be deleted ({shown}). Their entries are gone, "
-        "so the files are orphans (a hit on one registers it again): make them deletable "
-        "(check `ls -ld` and `lsattr` of their folder), then `jules-cache gc` removes them"
-    )
-
-
-__all__ = ["Discarded", "describe_failures", "discard_files", "drop_rows"]
+__all__ = ["Discarded", "discard_files", "drop_rows"]

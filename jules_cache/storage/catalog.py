@@ -11,7 +11,7 @@ DuckDB, ``sql/postgres/`` for PostgreSQL):
   advisory key locks: a cache many hosts share.
 
 The protocol is the catalog's writes that must be one transaction (``publish``,
-``flush_counts``, ``drop_entry``, ``delete_entries``), statements run by name (``read``,
+``flush_counts``, ``drop_entries``, ``delete_entries``), statements run by name (``read``,
 ``write``, ``transaction``), key locks, snapshots for SQL (``changes_since``) and upkeep.
 What the engine reads of it is written once, below, as functions over ``read``: so each
 catalog is told once, and what is read of it is told once too.
@@ -109,14 +109,16 @@ class Catalog(Protocol):
         ``misses``, ``calls`` {key: (feature, symbol, hits, misses)}. ``wait=False`` raises
         ``LockTimeout`` at once when the catalog is busy."""
 
-    def drop_entry(
+    def drop_entries(
         self,
-        key: str,
-        delete_object: Callable[[], None],
-        last_accessed: datetime | None = None,
-    ) -> bool:
-        """Delete ``key``'s row and, before that commits, its object (``delete_object``);
-        True if both went. With ``last_accessed`` (a GC plan's), a row accessed since stays."""
+        keys: Sequence[str],
+        delete_objects: Callable[[list[str]], list[str]],
+        last_accessed: Sequence[datetime | None] | None = None,
+    ) -> list[str]:
+        """Remove whole entries in one transaction: ``delete_objects`` is given the keys of
+        ``keys`` with a row (with ``last_accessed``, a GC plan's: not accessed since) and
+        returns those whose objects are gone; only their rows are deleted, before the commit.
+        Returns those keys. Hold the keys' locks."""
 
     def delete_entries(
         self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None

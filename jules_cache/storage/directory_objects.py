@@ -31,7 +31,7 @@ from typing import Any
 
 import polars as pl
 
-from jules_cache.errors import InvalidInput, JulesCacheError
+from jules_cache.errors import InvalidInput, JulesCacheError, StoreError
 from jules_cache.roots import CLAIM_NAME, claimed_catalog
 from jules_cache.storage import rootfs
 from jules_cache.storage.layout import MANIFEST_NAME, Layout
@@ -121,12 +121,23 @@ class DirectoryObjects:
 
     def delete(self, names: list[str], *, quarantine: bool = False) -> None:
         """Delete objects (a missing one is not an error); ``quarantine`` moves them into
-        ``quarantine/`` instead, for inspection."""
+        ``quarantine/`` instead, for inspection. Every object is tried; raises ``StoreError``
+        naming those that stay (as ``S3ObjectStore.delete``)."""
+        failed: list[str] = []
         for name in names:
-            if quarantine:
-                quarantine_file(self.layout, self.where(name))
-            else:
-                rootfs.unlink(self.root, self.where(name))
+            try:
+                if quarantine:
+                    quarantine_file(self.layout, self.where(name))
+                else:
+                    rootfs.unlink(self.root, self.where(name))
+            except (OSError, JulesCacheError) as exc:
+                failed.append(f"{self.where(name)} ({getattr(exc, 'strerror', None) or exc})")
+        if failed:
+            shown = "; ".join(failed[:3]) + (f" and {len(failed) - 3} more" if failed[3:] else "")
+            raise StoreError(
+                f"could not delete {len(failed)} file(s): {shown}. Make them deletable (check "
+                "`ls -ld` and `lsattr` of their folder), then retry"
+            )
 
     def list_frame(self, folders: Iterable[str], **_: Any) -> pl.DataFrame:
         """``name``, ``size`` and ``last_modified`` of the regular files in ``folders``

@@ -691,7 +691,7 @@ class PostgresCatalog:
 
         With ``last_accessed`` (one per key, as GC planned them), a row accessed since is
         spared; None deletes unconditionally. For rows whose object was found gone
-        (dangling); an entry with its object goes through ``drop_entry``.
+        (dangling); an entry with its object goes through ``drop_entries``.
         """
         keys = list(keys)
         if not keys:
@@ -710,31 +710,40 @@ class PostgresCatalog:
 
         return self._transact("delete", body)
 
-    def drop_entry(
+    def drop_entries(
         self,
-        key: str,
-        delete_object: Callable[[], None],
-        last_accessed: datetime | None = None,
-    ) -> bool:
-        """Delete the row of ``key`` and, before that deletion commits, its object (by calling
-        ``delete_object``); True if both went. Hold the key's lock.
+        keys: Sequence[str],
+        delete_objects: Callable[[list[str]], list[str]],
+        last_accessed: Sequence[datetime | None] | None = None,
+    ) -> list[str]:
+        """Delete the objects of ``keys`` (``delete_objects``) and then the rows of those that
+        went, in one transaction holding the rows; return those keys. Hold the keys' locks.
 
-        If ``delete_object`` raises, the row stays (the transaction rolls back) and the error
-        propagates: an entry is never reported gone while its object is still served. If the
-        commit fails after the object went, a row without its object is left: a miss, which
-        GC collects as dangling. With ``last_accessed`` (GC's plan), a row accessed since is
-        spared (False) and its object untouched.
+        An object that could not be deleted keeps its row: an entry is never reported gone
+        while its object is still served. If the commit fails after objects went, rows
+        without their objects are left: misses, which GC collects as dangling. With
+        ``last_accessed`` (GC's plan), a row accessed since is spared and its object untouched.
+        A deadlock retry runs the whole body again (deleting an object twice is harmless).
         """
+        if not keys:
+            return []
+        times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
 
-        def body(connection: psycopg.Connection[Any]) -> bool:
-            connection.execute(_statement("entries.sql", "lock_entries"), {"keys": [key]})
-            params = {"keys": [key], "last_accessed": [last_accessed]}
-            deleted = _rows(connection.execute(_statement("removal.sql", "delete_entries"), params))
-            if not deleted:
-                return False
-            connection.execute(_statement("removal.sql", "delete_entry_inputs"), {"keys": [key]})
-            delete_object()
-            return True
+        def body(connection: psycopg.Connection[Any]) -> list[str]:
+            def run(filename: str, name: str, params: Mapping[str, Any]) -> Rows:
+                return _rows(connection.execute(_statement(filename, name), params))
+
+            run("entries.sql", "lock_entries", {"keys": sorted(keys)})
+            params = {"keys": list(keys), "last_accessed": times}
+            removable = {key for (key,) in run("removal.sql", "removable", params)}
+            if not removable:
+                return []
+            gone = set(delete_objects([key for key in keys if key in removable]))
+            chosen = [(key, time) for key, time in zip(keys, times, strict=True) if key in gone]
+            params = {"keys": [key for key, _ in chosen], "last_accessed": [t for _, t in chosen]}
+            deleted = [key for key, _feature in run("removal.sql", "delete_entries", params)]
+            run("removal.sql", "delete_entry_inputs", {"keys": deleted})
+            return deleted
 
         return self._transact("delete", body)
 

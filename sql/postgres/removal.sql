@@ -1,8 +1,18 @@
 -- The one way entries leave a shared catalog (PostgreSQL), the counterpart of sql/removal.sql:
 -- rm, GC and check --fix. An entry's object is deleted inside the transaction deleting its row
--- (postgres_catalog.drop_entry): if S3 refuses, the row stays and the entry is whole; if the
+-- (postgres_catalog.drop_entries): if S3 refuses, the row stays and the entry is whole; if the
 -- COMMIT fails after the object went, the row left is a miss, which GC collects as dangling.
 -- Never the other way: an object without a row is served by every hit (hits need no row).
+
+-- name: removable
+-- Which of these entries a removal takes (lock_entries first, in the same transaction): each
+-- with a row or, with a last-access time per key (GC), each not accessed since the plan was
+-- made. Asked before their objects are deleted: only the rows of objects that went are deleted.
+SELECT e.key
+FROM entries AS e
+JOIN unnest(%(keys)s::text[], %(last_accessed)s::timestamp[]) AS d(key, last_accessed_at)
+  ON e.key = d.key
+WHERE d.last_accessed_at IS NULL OR e.last_accessed_at = d.last_accessed_at;
 
 -- name: delete_entries
 -- Delete entries by key (lock_entries first, in the same transaction). With a last-access

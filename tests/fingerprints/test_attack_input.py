@@ -468,19 +468,20 @@ def _rm(store: FeatureStore, *args: str) -> str:
 MECHANISMS = ["chattr", "directory"]
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_rm_of_a_file_it_cannot_delete_says_so_in_one_line_and_exits_1(store, mechanism):
+def test_rm_of_a_file_it_cannot_delete_keeps_its_entry_and_says_so_in_one_line(store):
+    """The file is deleted before its row, in one transaction: a file that stays keeps its
+    entry, listed and served, never an orphan a hit would bring back."""
     entries = _put_two(store)
     target = store.root / entries[0].path
-    with undeletable(target, mechanism):
+    with undeletable(target, "chattr"):
         error = _rm(store, "--feature", entries[0].feature)
-        assert str(target) in error and "jules-cache gc" in error
-        # Honest about the state: the rows are gone, the undeletable file is still there.
-        assert store.entries() == []
+        assert str(target) in error and "still listed and served" in error
+        assert [entry.key for entry in store.entries()] == [entries[0].key]
         assert target.exists()
         assert not (store.root / entries[1].path).exists()
-    target.unlink()  # what the message says to do, once the file can be deleted
-    assert store.check().consistent
+    # What the message says: once the file can be deleted, the same rm finishes.
+    assert [entry.key for entry in store.remove(feature=entries[0].feature)] == [entries[0].key]
+    assert not target.exists() and store.check().consistent
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)

@@ -213,22 +213,31 @@ def test_delete_spares_rows_accessed_since_the_plan(any_catalog):
 
 def test_an_entry_goes_with_its_object_or_not_at_all(any_catalog):
     catalog = any_catalog
-    for i in range(3):
+    for i in range(4):
         catalog.publish(_row(_key(i)))
-    deleted: list[str] = []
-    assert catalog.drop_entry(_key(0), lambda: deleted.append(_key(0)))
-    assert deleted == [_key(0)] and _entry(catalog, _key(0)) is None
+    asked: list[list[str]] = []
 
-    def refuse() -> None:
-        raise OSError("the object store refused the delete")
+    def delete_all_but_key_1(keys: list[str]) -> list[str]:
+        asked.append(keys)
+        return [key for key in keys if key != _key(1)]  # key 1's object could not be deleted
 
-    with pytest.raises(OSError, match="refused"):
-        catalog.drop_entry(_key(1), refuse)
-    assert _entry(catalog, _key(1)) is not None  # rolled back: still listed (and served)
+    dropped = catalog.drop_entries([_key(0), _key(1), _key(9)], delete_all_but_key_1)
+    assert dropped == [_key(0)] and asked == [[_key(0), _key(1)]]  # key 9 has no row
+    assert _entry(catalog, _key(0)) is None
+    assert _entry(catalog, _key(1)) is not None  # its object stays: still listed (and served)
+
+    def refuse(keys: list[str]) -> list[str]:
+        raise OSError("the object store is gone")
+
+    with pytest.raises(OSError, match="gone"):
+        catalog.drop_entries([_key(1)], refuse)
+    assert _entry(catalog, _key(1)) is not None  # rolled back
     planned = _entry(catalog, _key(2)).last_accessed_at
     catalog.flush_counts(hits={_key(2): (1, _now() + timedelta(seconds=1))})  # read since
-    assert not catalog.drop_entry(_key(2), refuse, planned)  # spared, object untouched
-    assert not catalog.drop_entry(_key(9), refuse)  # no row: nothing to do
+    asked.clear()
+    dropped = catalog.drop_entries([_key(2), _key(3)], delete_all_but_key_1, [planned, None])
+    assert dropped == [_key(3)] and asked == [[_key(3)]]  # key 2 spared, its object untouched
+    assert catalog.drop_entries([], refuse) == []
 
 
 def test_a_transaction_commits_whole_or_not_at_all(any_catalog):
