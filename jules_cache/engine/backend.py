@@ -29,7 +29,6 @@ import errno
 import functools
 import io
 import logging
-import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -118,9 +117,6 @@ class SharedRoot(Protocol):
 
     location: str
     lock_timeout: float
-    # An object without a row younger than this (and than GC's grace) may be a publish whose
-    # row is on its way (a local root writes rows in batches, within about a second).
-    orphan_grace_seconds: float
     catalog: Catalog
     objects: ObjectStore
 
@@ -140,7 +136,6 @@ class Backend(abc.ABC):
     read_only: bool
     pending: PendingCounts
     lock_timeout: float
-    orphan_grace_seconds = math.inf  # see SharedRoot
     # the two seams (see the module)
     catalog: Catalog  # the rows
     objects: ObjectStore  # the result files

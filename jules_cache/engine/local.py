@@ -36,8 +36,7 @@ from jules_cache.errors import (
 )
 from jules_cache.maintenance.check import CheckReport, recover, register_orphans, run_check
 from jules_cache.maintenance.check import rebuild as rebuild_manifest
-from jules_cache.maintenance.gc import GCOptions, GCRun
-from jules_cache.maintenance.leftovers import ORPHAN_GRACE_SECONDS
+from jules_cache.maintenance.gc import GCOptions, GCRun, LocalRun
 from jules_cache.query.catalog_file import CATALOG_LOCK_NAME, catalog_path
 from jules_cache.query.catalog_file import build as build_catalog
 from jules_cache.query.catalog_file import refresh_quietly as refresh_catalog
@@ -68,8 +67,6 @@ ROW_BATCH_SECONDS = 1.0
 
 class LocalBackend(Backend):
     """Results under ``root/objects``, rows in ``root/manifest.duckdb``, ``flock`` locks."""
-
-    orphan_grace_seconds = ORPHAN_GRACE_SECONDS  # rows written in batches (see publish)
 
     def __init__(
         self,
@@ -436,9 +433,7 @@ class LocalBackend(Backend):
         return report
 
     def _gc_run(self, options: GCOptions, progress: Progress | None) -> GCRun:
-        from jules_cache.engine.shared_upkeep import CatalogRun
-
-        return CatalogRun(self, options, progress)
+        return LocalRun(self.manifest, self.layout, options, progress)
 
     def sql_arrow(self, query: str, params: Any, filters: Any) -> Any:
         from jules_cache.query.sql import ManifestSource, run

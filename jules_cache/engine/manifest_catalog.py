@@ -111,29 +111,20 @@ class ManifestCatalog:
                 self.manifest, con, [key for key, _ in chosen], [time for _, time in chosen]
             )
             self.manifest.after_commit(lambda: links_left.extend(_unlink_links(layout, dropped)))
-        _raise_for_links(links_left)
+        if links_left:
+            shown = "; ".join(f"{path}: {why}" for path, why in links_left[:3])
+            message = f"{len(links_left)} SQL view link(s) could not be deleted: {shown}"
+            raise PartialRemoval(message, [], [path for path, _ in links_left])
         return list(dropped)
 
-    def drop_orphans(
-        self, keys: Sequence[str], delete_objects: Callable[[list[str]], list[str]]
-    ) -> list[str]:
-        """Under the exclusive lock, so no hit's count flush registers one meanwhile; the view
-        links an orphan may have (a publish killed before its commit) go with it."""
+    def delete_entries(
+        self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
+    ) -> list[tuple[str, str]]:
         if not keys:
             return []
-        layout = self.manifest.layout
-        links_left: list[tuple[Path, str]] = []
         with self.manifest.write() as con:
-            params = {"keys": list(keys)}
-            with_rows = {
-                key
-                for (key,) in runner(self.manifest, con)("removal.sql", "keys_with_rows", params)
-            }
-            gone = delete_objects([key for key in keys if key not in with_rows])
-            owners: dict[str, LinkOwner | None] = dict.fromkeys(gone)
-            self.manifest.after_commit(lambda: links_left.extend(_unlink_links(layout, owners)))
-        _raise_for_links(links_left)
-        return gone
+            deleted = drop_rows(self.manifest, con, keys, last_accessed)
+        return [(key, owner.feature) for key, owner in deleted.items()]
 
     def changes_since(
         self, since: int | None, *, exclude: frozenset[str] = frozenset()
@@ -157,31 +148,17 @@ class ManifestCatalog:
         """Nothing is held between calls: each attaches the manifest for its transaction."""
 
 
-def _unlink_links(
-    layout: Layout, dropped: Mapping[str, LinkOwner | None]
-) -> list[tuple[Path, str]]:
-    """Unlink the SQL view links of dropped entries or orphans (each holds its result's
-    bytes); return those left, with why (never raises: it runs after the commit)."""
+def _unlink_links(layout: Layout, dropped: Mapping[str, LinkOwner]) -> list[tuple[Path, str]]:
+    """Unlink the SQL view links of dropped entries (each holds its result's bytes); return
+    those left, with why (never raises: it runs after the commit)."""
     left: list[tuple[Path, str]] = []
     for key, owner in dropped.items():
         try:
             unlink_links(layout, {key: owner})
         except (OSError, JulesCacheError) as exc:
-            place = (
-                link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
-                if owner is not None
-                else layout.views
-            )
-            left.append((place, str(getattr(exc, "strerror", None) or exc)))
+            path = link_path(layout, owner.feature, key, owner.symbol, owner.result_schema)
+            left.append((path, str(getattr(exc, "strerror", None) or exc)))
     return left
-
-
-def _raise_for_links(left: list[tuple[Path, str]]) -> None:
-    """``PartialRemoval`` naming the view links left, if any (their entries are gone)."""
-    if left:
-        shown = "; ".join(f"{path}: {why}" for path, why in left[:3])
-        message = f"{len(left)} SQL view link(s) could not be deleted: {shown}"
-        raise PartialRemoval(message, [], [path for path, _ in left])
 
 
 def runner(manifest: Manifest, con: duckdb.DuckDBPyConnection) -> Run:

@@ -136,13 +136,3 @@ def object_deleter(
             return gone
 
     return delete
-
-
-def absent(objects: ObjectStore) -> Callable[[list[str]], list[str]]:
-    """``delete_objects`` that deletes nothing: the keys whose objects are gone already (the
-    rows of a dangling entry go; one whose object is back stays)."""
-
-    def gone(keys: list[str]) -> list[str]:
-        return [key for key in keys if objects.head(result_name(key)) is None]
-
-    return gone

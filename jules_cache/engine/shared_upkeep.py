@@ -1,25 +1,19 @@
-"""GC for every root, and check for a shared one, over a ``Catalog`` and an ``ObjectStore``.
+"""GC, check, verify and removal for a shared cache (S3 objects + PostgreSQL catalog).
 
-GC (``CatalogRun``) lists the objects and reads the catalog's rows meanwhile, matches them by
-key in DuckDB with ``sql/gc.sql``'s ``plan``, and reads the rows of the orphans it found again
-once the listing is done, so an object published between the two is never taken for an orphan.
-Then it deletes in batches sized to keep each catalog transaction near ``HOLD_TARGET_MS``:
-
-- each candidate is re-checked holding its key's lock (the lock a publish holds from compute to
-  commit; a key busy for longer than a second is being computed, and skipped);
-- an entry's object is deleted inside the transaction that deletes its row, before the row
-  (``Catalog.drop_entries``): a failed delete leaves the entry whole, never a row-less object
-  that hits keep serving; an entry accessed since the plan is spared;
-- an object without a row goes in a transaction that sees no row of its key
-  (``Catalog.drop_orphans``), once it is older than the grace period: a shared publish PUTs
-  before it commits (give the grace at least the lock timeout plus the longest compute; the
-  default is 6 hours, as for temp files); a local one writes its row within about a second,
-  so there it is the smaller of the grace and ``leftovers.ORPHAN_GRACE_SECONDS``.
+The same plan as a local root: objects listed and catalog rows read, matched by key in DuckDB
+with ``sql/gc.sql``'s ``plan``. The rows are read while the objects are listed, and the rows of
+the orphans the plan finds are read again once the listing is done, so an object published
+between the two is never taken for an orphan. What differs is the guard: each candidate is
+re-checked holding its key's PostgreSQL advisory lock (the lock a publish holds from compute
+to COMMIT), an entry's object is deleted inside the transaction that deletes its row (so a
+failed delete leaves the entry whole, never a row-less object that hits keep serving), and an
+object without a row is an orphan only once it is older than the grace period (a publish PUTs
+before it commits: give it at least the lock timeout plus the longest compute; the default is
+6 hours, as for local temp files).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import tempfile
 import time
@@ -28,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jules_cache.engine.removal import absent, drop_whole, object_deleter
-from jules_cache.errors import LockTimeout, PartialRemoval
+from jules_cache.engine.removal import drop_whole
+from jules_cache.errors import LockTimeout
 from jules_cache.maintenance.check import (
     CHECKSUM_FAILURE,
     MISSING_FILE,
@@ -40,14 +34,7 @@ from jules_cache.maintenance.check import (
     Problem,
     leftover_problems,
 )
-from jules_cache.maintenance.gc import (
-    BATCH_START,
-    YIELD_SECONDS,
-    GCItem,
-    GCOptions,
-    GCRun,
-    next_batch,
-)
+from jules_cache.maintenance.gc import GCItem, GCOptions, GCRun
 from jules_cache.storage import sqlfiles
 from jules_cache.storage.catalog import entries_snapshot, keys_with_rows
 from jules_cache.storage.directory_objects import DirectoryObjects
@@ -114,8 +101,6 @@ class CatalogRun(GCRun):
     def __init__(self, backend: SharedRoot, options: GCOptions, progress: Progress | None):
         super().__init__(backend.location, options, progress)
         self.backend = backend
-        # An object without a row younger than this may be a publish whose row is on its way.
-        self._orphan_grace = min(options.grace_seconds, backend.orphan_grace_seconds)
         self._last_access: dict[str, datetime | None] = {}
 
     def _start(self) -> int:
@@ -157,15 +142,14 @@ class CatalogRun(GCRun):
             planned = con.execute(sqlfiles.statement("gc.sql", "plan"), params).fetchall()
         finally:
             con.close()
-        orphans = [key for reason, key, _, _ in planned if reason == "orphan"]
-        spared = self._published_meanwhile(listed, orphans)
-        sizes = _listed_sizes(listed, orphans)  # the plan has none for a file without a row
+        spared = self._published_meanwhile(
+            listed, [key for reason, key, _, _ in planned if reason == "orphan"]
+        )
         chosen = []
         for reason, key, size, last_access in planned:
             if reason == "orphan" and key in spared:
                 continue
             self._last_access[key] = last_access
-            size = sizes.get(key, 0) if reason == "orphan" else size
             chosen.append(GCItem(reason, object_name(key), int(size or 0), key))
         layout = temp_layout(self.backend)
         if layout is not None:
@@ -188,110 +172,51 @@ class CatalogRun(GCRun):
             return set()
         found = listed.filter(pl.col("key").is_in(orphans)).select("key", "last_modified")
         modified = dict(found.iter_rows())
-        stale_before = utc_now() - timedelta(seconds=self._orphan_grace)
+        stale_before = utc_now() - timedelta(seconds=self.options.grace_seconds)
         young = {key for key in orphans if modified[key] >= stale_before}
         old = [key for key in orphans if key not in young]
         return young | (keys_with_rows(self.backend.catalog, old) if old else set())
 
     def _delete(self, planned: list[GCItem]) -> None:
-        """Delete in batches sized to keep each catalog transaction near ``HOLD_TARGET_MS``,
-        with a pause after each so waiting publishers get in."""
         layout = temp_layout(self.backend)
-        results = [item for item in planned if item not in self._leftovers]
-        batch = BATCH_START
-        while results:
-            items, results = results[:batch], results[batch:]
-            holds = len(self.holds)
-            self._delete_batch(items)
-            time.sleep(YIELD_SECONDS)
-            batch = next_batch(batch, max(self.holds[holds:], default=0.0))
-            self._advance(len(items))
-        for item in self._leftovers:
-            if item in planned and layout is not None:
+        for item in planned:
+            if layout is not None and item in self._leftovers:
                 self._delete_stale(layout, item)
-                self._advance(1)
+            else:
+                self._delete_one(item)
+            self._advance(1)
         self.backend.catalog.tidy(DELETION_NOTES_KEPT_SECONDS)
 
-    def _delete_batch(self, items: list[GCItem]) -> None:
-        """Re-check each candidate holding its key's lock (a key busy longer than
-        ``_CANDIDATE_LOCK_SECONDS`` is being computed: skipped)."""
-        with contextlib.ExitStack() as held:
-            locked = []
-            for item in items:
-                assert item.key is not None
-                try:
-                    held.enter_context(
-                        self.backend.catalog.key_lock(item.key, _CANDIDATE_LOCK_SECONDS)
+    def _delete_one(self, item: GCItem) -> None:
+        """Re-check the candidate holding its key's lock; an entry's object is deleted inside
+        the transaction deleting its row (``drop_entry``)."""
+        catalog, objects, key = self.backend.catalog, self.backend.objects, item.key
+        assert key is not None
+        held = time.perf_counter()
+        try:
+            with catalog.key_lock(key, _CANDIDATE_LOCK_SECONDS):
+                if item.reason == "orphan":
+                    done = not keys_with_rows(catalog, [key])
+                elif item.reason == "dangling":
+                    done = objects.head(object_name(key)) is None and bool(
+                        catalog.delete_entries([key])
                     )
-                except LockTimeout:
-                    self.skipped += 1
-                    continue
-                locked.append(item)
-            entries = [item for item in locked if item.reason != "orphan"]
-            orphans = [item for item in locked if item.reason == "orphan"]
-            for step, chosen in ((self._drop_entries, entries), (self._delete_orphans, orphans)):
-                if not chosen:
-                    continue
-                started = time.perf_counter()
-                try:
-                    step(chosen)
-                except Exception as exc:
-                    self.errors.append(f"{chosen[0].reason} and {len(chosen) - 1} more: {exc}")
-                finally:
-                    self.holds.append((time.perf_counter() - started) * 1000)
-
-    def _drop_entries(self, items: list[GCItem]) -> None:
-        """Entries go whole (``Catalog.drop_entries``): an expired or over-budget one is
-        spared if it was accessed since the plan; a dangling one if its object is back."""
-        catalog, objects = self.backend.catalog, self.backend.objects
-        reasons = {item.key: item.reason for item in items}
-        left: dict[str, str] = {}
-        delete_entries_objects = object_deleter(objects, left)
-
-        def delete(keys: list[str]) -> list[str]:
-            dangling = [key for key in keys if reasons[key] == "dangling"]
-            rest = [key for key in keys if reasons[key] != "dangling"]
-            return absent(objects)(dangling) + delete_entries_objects(rest)
-
-        keys = [item.key for item in items if item.key is not None]
-        try:
-            dropped = set(catalog.drop_entries(keys, delete, [self._last_access[k] for k in keys]))
-        except PartialRemoval as exc:  # the entries went; files of theirs stay (view links)
-            dropped = set(keys) - keys_with_rows(catalog, keys)
-            self.errors.append(str(exc))
-        self.errors += [f"{where}: {why}" for where, why in left.items()]
-        for item in items:
-            if item.key in dropped:
-                self.deleted.append(item)
-            elif str(objects.where(item.path)) not in left:
-                self.skipped += 1  # accessed since the plan, or its object is back
-
-    def _delete_orphans(self, items: list[GCItem]) -> None:
-        """Objects without a row still older than the grace period (a publish replaced none
-        since the plan): ``Catalog.drop_orphans``."""
-        objects = self.backend.objects
-        stale_before = utc_now() - timedelta(seconds=self._orphan_grace)
-        left: dict[str, str] = {}
-        delete = object_deleter(objects, left)
-
-        def delete_stale(keys: list[str]) -> list[str]:
-            found = {key: objects.head(object_name(key)) for key in keys}
-            return delete(
-                [key for key, info in found.items() if info and info.last_modified < stale_before]
-            )
-
-        keys = [item.key for item in items if item.key is not None]
-        try:
-            gone = set(self.backend.catalog.drop_orphans(keys, delete_stale))
-        except PartialRemoval as exc:  # the objects went; view links of theirs stay
-            gone = {key for key in keys if objects.head(object_name(key)) is None}
-            self.errors.append(str(exc))
-        self.errors += [f"{where}: {why}" for where, why in left.items()]
-        for item in items:
-            if item.key in gone:
-                self.deleted.append(item)
-            elif str(objects.where(item.path)) not in left:
-                self.skipped += 1  # published or written again since the plan
+                else:  # expired or over budget: spared if it was accessed since the plan
+                    last_access = [self._last_access[key]]
+                    done = bool(drop_whole(catalog, objects, [key], last_access))
+                if done and item.reason == "orphan":
+                    objects.delete([object_name(key)])
+        except LockTimeout:
+            done = False  # being computed right now
+        except Exception as exc:
+            self.errors.append(f"{item.reason} {key}: {exc}")
+            return
+        finally:
+            self.holds.append((time.perf_counter() - held) * 1000)
+        if done:
+            self.deleted.append(item)
+        else:
+            self.skipped += 1
 
 
 def temp_layout(backend: SharedRoot) -> Layout | None:
@@ -377,8 +302,8 @@ def _fix(backend: SharedRoot, problem: Problem) -> Problem:
                 return replace(problem, action="kept: published meanwhile")
             if problem.kind == ORPHAN_FILE and _register(backend, key):
                 return replace(problem, action="registered")
-            if problem.kind == MISSING_FILE:  # the row only, if the object is still gone
-                backend.catalog.drop_entries([key], absent(backend.objects))
+            if problem.kind == MISSING_FILE:
+                backend.catalog.delete_entries([key])
             elif problem.kind == ORPHAN_FILE or not drop_whole(
                 backend.catalog, backend.objects, [key]
             ):
@@ -409,13 +334,6 @@ def _register(backend: SharedRoot, key: str) -> bool:
             return False
     backend.catalog.publish(row)
     return True
-
-
-def _listed_sizes(listed: pl.DataFrame, keys: list[str]) -> dict[str, int]:
-    import polars as pl
-
-    found = listed.filter(pl.col("key").is_in(keys)).select("key", "size")
-    return dict(found.iter_rows())
 
 
 def _entries_table(rows: list[tuple[str, int, datetime, datetime | None]]) -> pl.DataFrame:

@@ -1,18 +1,32 @@
-"""Garbage collection: what a run is asked (``GCOptions``), what it reports (``GCReport``), and
-its story (``GCRun``: record the start, plan, delete unless a dry run, record the end). The run
-of every root is ``engine.shared_upkeep.CatalogRun``: one SQL plan (``sql/gc.sql``) over the
-objects listed and the catalog's rows, then guarded, batched deletes.
+"""Garbage collection: one SQL plan (``sql/gc.sql``), then guarded, batched deletes.
+
+The plan joins the result files DuckDB lists under the root with the manifest's entries, by key;
+the leftovers are found as ``check`` finds them (``maintenance.leftovers``):
 
     orphan       result file without a row          (file deleted)
     dangling     row without a result file          (row deleted; the next request recomputes)
-    expired      last ACCESS older than the retention (file, then row, in one transaction)
-    over_budget  least recently used beyond max_size  (file, then row, in one transaction)
+    expired      last ACCESS older than the retention (row deleted, then file)
+    over_budget  least recently used beyond max_size  (row deleted, then file)
     stale_tmp    temp file older than the grace period
     stale_lock   per-key lock file older than the grace period (deleted only if nobody holds it)
 
-Temp and lock files are removed by ``leftovers.remove``: only if still older than the grace
-period, and a lock file only while GC itself holds it (non-blocking), so a holder is never
-disturbed. Nothing here runs on import, in a destructor or at exit.
+Safety, in the order things happen:
+
+- Files are listed (by DuckDB, outside any lock) BEFORE the entries are read (under the shared
+  manifest lock). A publication renames its file and inserts its row inside one exclusive hold,
+  so a file seen in the listing either has its row committed by the time entries are read, or
+  was rolled back. Every candidate is checked again under the lock right before anything is
+  deleted, so a key published (or hit) after the plan is spared.
+- Rows are deleted and COMMITTED first (exclusive hold); their files, and the links the stored
+  SQL views read, are unlinked in the next hold, after checking no row for the key has
+  reappeared. That hold takes the shared lock: it keeps publishers out, not readers. A crash in
+  between leaves orphans (removed by the next run), never rows pointing at nothing.
+- Work is done in batches sized to keep each hold near ``HOLD_TARGET_MS``, with a pause after
+  each so waiting publishers get the lock; the longest hold is measured and reported.
+- Temp and lock files are removed by ``leftovers.remove``: only if still older than the grace
+  period, and a lock file only while GC itself holds it (non-blocking), so a holder is never
+  disturbed.
+- Nothing here runs on import, in a destructor or at exit.
 """
 
 from __future__ import annotations
@@ -21,31 +35,37 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jules_cache._durations import parse_duration
-from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout
+from jules_cache.errors import GCError, InvalidInput, JulesCacheError, LockTimeout, ManifestError
 from jules_cache.maintenance import leftovers
 from jules_cache.maintenance.leftovers import DEFAULT_GRACE_SECONDS
+from jules_cache.maintenance.removal import discard_files, drop_rows
 from jules_cache.models import GCItem, GCReport, ReasonTotal
 from jules_cache.options import parse_size
-from jules_cache.storage.layout import Layout
-from jules_cache.storage.manifest import utc_now
+from jules_cache.query.views import LinkOwner
+from jules_cache.storage import sqlfiles
+from jules_cache.storage.layout import KEY_PATTERN, RESULT_SUFFIX, Layout
+from jules_cache.storage.manifest import Manifest, utc_now
 
 if TYPE_CHECKING:  # imported where GC plans: ``import jules_cache`` (and a hit) loads no DuckDB
-    pass
+    import duckdb
 
 REASONS = ("orphan", "dangling", "expired", "over_budget", "stale_tmp", "stale_lock")
+ROW_REASONS = frozenset({"dangling", "expired", "over_budget"})
 RETENTION_ENV = "FEATURE_STORE_GC_RETENTION_WEEKS"
 DEFAULT_RETENTION_WEEKS = 4.0
 HOLD_TARGET_MS = 60.0
-BATCH_START, _BATCH_MIN, _BATCH_MAX = 200, 20, 5000
+_BATCH_START, _BATCH_MIN, _BATCH_MAX = 200, 20, 5000
 # Between two holds: more than two lock polls (locks._MAX_POLL), so a waiting publish gets in
 # instead of GC re-taking the lock at once (measured: trainers waited up to 7 s without it).
-YIELD_SECONDS = 0.025
+_YIELD_SECONDS = 0.025
+_GLOB_CHARS = frozenset("*?[]{}")
 _MAX_ERRORS = 20
 
 Progress = Callable[[int, int], None]  # (items done, items in total)
@@ -106,6 +126,15 @@ def _env_weeks(text: str) -> float:
 
 
 # -- the run -------------------------------------------------------------------------------------
+
+
+def _check_root(layout: Layout) -> None:
+    if _GLOB_CHARS & set(str(layout.root)):
+        raise InvalidInput(
+            f"cache root {layout.root} contains a glob character ({''.join(sorted(_GLOB_CHARS))})"
+            "; GC lists files with a glob, so move the cache to a path without them"
+        )
+    layout.require_real_areas(shards=True)  # the glob would follow a link planted as objects/<xx>
 
 
 class GCRun:
@@ -254,17 +283,198 @@ _RUN_COLUMNS = {
 }
 
 
+class LocalRun(GCRun):
+    """A local root's run: files under the root, rows in the manifest, its locks."""
+
+    def __init__(
+        self, manifest: Manifest, layout: Layout, options: GCOptions, progress: Progress | None
+    ):
+        _check_root(layout)
+        super().__init__(str(layout.root), options, progress)
+        self.manifest = manifest
+        self.layout = layout
+        # key -> (feature, symbol) of the rows deleted so far: where their view links are
+        self._owners: dict[str, LinkOwner] = {}
+
+    def _start(self) -> int:
+        with self._hold() as con:
+            started = self.manifest.execute(
+                con,
+                "gc.sql",
+                "start_run",
+                {
+                    "started_at": self.started_at,
+                    "dry_run": self.options.dry_run,
+                    "parameters": self.options.to_json(),
+                },
+            ).fetchone()
+        assert started is not None  # INSERT ... RETURNING id: one row
+        return int(started[0])
+
+    def _record(self, params: dict[str, Any]) -> None:
+        with self.manifest.write() as con:
+            self.manifest.execute(con, "gc.sql", "finish_run", params)
+
+    @contextlib.contextmanager
+    def _hold(self, *, shared: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A manifest transaction (or, ``shared``, a read-only attach under the shared lock,
+        which also keeps publishers out) whose length, attach to detach, is recorded."""
+        with self.manifest.read() if shared else self.manifest.write() as con:
+            entered = time.perf_counter()
+            yield con
+        self.holds.append((time.perf_counter() - entered) * 1000)
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _plan(self) -> list[GCItem]:
+        """Run the plan on this run's own DuckDB, outside the manifest lock.
+
+        Files are listed first, then the entries are copied under a short shared hold; see
+        the module docstring for why that order is safe.
+        """
+        started = time.perf_counter()
+        now = utc_now()
+        params = {
+            "expire_before": now - timedelta(weeks=self.options.retention_weeks),
+            "max_bytes": self.options.max_size,
+            "now": now,  # entries written with expire= are expired from their expires_at
+        }
+        import duckdb
+
+        # No DuckDB progress bar: it would write into `--json` output on stdout.
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET enable_progress_bar = false")
+            _list_files_into(con, self.layout)
+            with self.manifest.read() as manifest_con:
+                snapshot = manifest_con.sql(
+                    sqlfiles.statement("gc.sql", "entries_snapshot")
+                ).to_arrow_table()
+            con.register("entries_snapshot", snapshot)
+            con.execute("CREATE TEMP TABLE entries AS SELECT * FROM entries_snapshot")
+            con.unregister("entries_snapshot")
+            rows = con.execute(sqlfiles.statement("gc.sql", "plan"), params).fetchall()
+        except duckdb.Error as exc:
+            raise ManifestError(f"GC plan for {self.layout.root} failed: {exc}") from exc
+        finally:
+            con.close()
+        rows = [row for row in rows if row[0] != "orphan" or not self._in_flight(row[1])]
+        stale = self._plan_leftovers(self.layout)
+        self.plan_seconds = time.perf_counter() - started
+        self._last_access = {row[1]: row[3] for row in rows if row[0] in ROW_REASONS}
+        return [self._item(reason, key, size) for reason, key, size, _ in rows] + stale
+
+    def _in_flight(self, key: str) -> bool:
+        """An orphan younger than the grace (at most ``ORPHAN_GRACE_SECONDS``) may be a
+        publish whose row another process has not written yet: it stays."""
+        grace = min(self.options.grace_seconds, leftovers.ORPHAN_GRACE_SECONDS)
+        try:
+            written = self.layout.result_path(key).stat(follow_symlinks=False).st_mtime
+        except OSError:
+            return False
+        return time.time() - written < grace
+
+    def _item(self, reason: str, key: str, size: int | None) -> GCItem:
+        if size is None:  # an orphan: the listing has names only
+            with contextlib.suppress(OSError):
+                size = self.layout.result_path(key).stat().st_size
+        return GCItem(reason, self.layout.relative_result_path(key), int(size or 0), key)
+
+    # -- deleting ----------------------------------------------------------------------------
+
+    def _delete(self, planned: list[GCItem]) -> None:
+        rows = [item for item in planned if item.reason in ROW_REASONS]
+        orphans = [item for item in planned if item.reason == "orphan"]
+        stale = [item for item in planned if item.reason in ("stale_tmp", "stale_lock")]
+        batch = _BATCH_START
+        while rows or orphans:
+            holds = len(self.holds)
+            if rows:
+                items, rows = rows[:batch], rows[batch:]
+                with self._hold() as con:  # rows are deleted and committed first...
+                    doomed = self._delete_rows(con, items)
+                time.sleep(_YIELD_SECONDS)  # flock is no fair queue: let waiting publishers in
+            else:
+                items, orphans = orphans[:batch], orphans[batch:]
+                doomed = items
+            if doomed:
+                with self._hold(shared=True) as con:  # ...then their files
+                    self._unlink_results(con, doomed)
+                time.sleep(_YIELD_SECONDS)
+            batch = _next_batch(batch, max(self.holds[holds:], default=0.0))
+            self._advance(len(items))
+        for item in stale:
+            self._delete_stale(self.layout, item)
+            self._advance(1)
+
+    def _delete_rows(self, con: duckdb.DuckDBPyConnection, items: list[GCItem]) -> list[GCItem]:
+        """Delete the rows still as planned; return those whose files must go next."""
+        if not items:
+            return []
+        candidates = []
+        for item in items:
+            if item.reason == "dangling" and self._result_path(item).exists():
+                self.skipped += 1  # published since the plan
+            else:
+                candidates.append(item)
+        if not candidates:
+            return []
+        keys = [_key(item) for item in candidates]
+        deleted = drop_rows(self.manifest, con, keys, [self._last_access[k] for k in keys])
+        self.skipped += len(candidates) - len(deleted)
+        self._owners.update(deleted)
+        survivors = []
+        for item in candidates:
+            if item.key in deleted:
+                if item.reason == "dangling":
+                    self.deleted.append(item)
+                survivors.append(item)  # a dangling row's file is gone; its link goes next
+        return survivors
+
+    def _unlink_results(self, con: duckdb.DuckDBPyConnection, items: Sequence[GCItem]) -> None:
+        """Unlink result files (and links) whose key has no row now (checked under the lock),
+        unless an orphan's file was written since the plan (a publish whose row is on its way)."""
+        young = [i for i in items if i.reason == "orphan" and self._in_flight(_key(i))]
+        self.skipped += len(young)
+        items = [item for item in items if item not in young]
+        if not items:
+            return
+        doomed = {_key(item): self._owners.get(_key(item)) for item in items}
+        outcome = discard_files(self.manifest, con, doomed)
+        gone, missing = set(outcome.removed), set(outcome.missing)
+        files = [item for item in items if item.reason != "dangling"]  # rows only: counted
+        self.skipped += len(outcome.live) + sum(item.key in missing for item in files)
+        self.deleted += [item for item in files if item.key in gone]
+        self.errors += outcome.errors[: max(0, _MAX_ERRORS - len(self.errors))]
+
+    def _result_path(self, item: GCItem) -> Path:
+        return self.layout.result_path(_key(item))
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return str(exc) or type(exc).__name__
 
 
-def next_batch(batch: int, hold_ms: float) -> int:
+def _key(item: GCItem) -> str:
+    """The key of a result item (temp and lock items have none)."""
+    assert item.key is not None and KEY_PATTERN.fullmatch(item.key)
+    return item.key
+
+
+def _next_batch(batch: int, hold_ms: float) -> int:
     """Scale the batch so the next exclusive hold lands near HOLD_TARGET_MS."""
     scale = HOLD_TARGET_MS / max(hold_ms, 1.0)
     scale = min(max(scale, 0.5), 2.0)
     return int(min(max(batch * scale, _BATCH_MIN), _BATCH_MAX))
+
+
+def _list_files_into(con: duckdb.DuckDBPyConnection, layout: Layout) -> None:
+    """List the result files into the temp table ``gc_files`` of ``con``, via DuckDB."""
+    glob = {"objects_glob": str(layout.objects / "*" / f"*{RESULT_SUFFIX}")}
+    listing = sqlfiles.statement("gc.sql", "list_files").rstrip().rstrip(";")
+    con.execute(f"CREATE TEMP TABLE gc_files AS {listing}", glob)
 
 
 __all__ = [
@@ -273,6 +483,7 @@ __all__ = [
     "GCOptions",
     "GCReport",
     "GCRun",
+    "LocalRun",
     "ReasonTotal",
     "parse_duration",
     "parse_size",

@@ -11,7 +11,7 @@ DuckDB, ``sql/postgres/`` for PostgreSQL):
   advisory key locks: a cache many hosts share.
 
 The protocol is the catalog's writes that must be one transaction (``publish``,
-``flush_counts``, ``drop_entries``, ``drop_orphans``), statements run by name (``read``,
+``flush_counts``, ``drop_entries``, ``delete_entries``), statements run by name (``read``,
 ``write``, ``transaction``), key locks, snapshots for SQL (``changes_since``) and upkeep.
 What the engine reads of it is written once, below, as functions over ``read``: so each
 catalog is told once, and what is read of it is told once too.
@@ -120,12 +120,10 @@ class Catalog(Protocol):
         returns those whose objects are gone; only their rows are deleted, before the commit.
         Returns those keys. Hold the keys' locks."""
 
-    def drop_orphans(
-        self, keys: Sequence[str], delete_objects: Callable[[list[str]], list[str]]
-    ) -> list[str]:
-        """Delete objects that have no row, in one transaction (no row of theirs can appear
-        meanwhile): ``delete_objects`` is given the keys of ``keys`` without a row and returns
-        those whose objects are gone; returns those keys. Hold the keys' locks."""
+    def delete_entries(
+        self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete the rows of ``keys`` whose objects are gone; return (key, feature) pairs."""
 
     def changes_since(
         self, since: int | None, *, exclude: frozenset[str] = frozenset()

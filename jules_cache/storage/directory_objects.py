@@ -135,7 +135,7 @@ class DirectoryObjects:
         if failed:
             shown = "; ".join(failed[:3]) + (f" and {len(failed) - 3} more" if failed[3:] else "")
             raise StoreError(
-                f"cannot delete {len(failed)} file(s): {shown}. Make them deletable (check "
+                f"could not delete {len(failed)} file(s): {shown}. Make them deletable (check "
                 "`ls -ld` and `lsattr` of their folder), then retry"
             )
 

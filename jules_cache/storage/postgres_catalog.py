@@ -59,7 +59,7 @@ import xxhash
 from jules_cache.errors import InvalidInput, LockTimeout, ManifestError, ServiceUnavailable
 from jules_cache.fingerprints.inputs import input_rows
 from jules_cache.storage import sqlfiles
-from jules_cache.storage.catalog import CatalogChanges, Rows, Run, keys_with_rows
+from jules_cache.storage.catalog import CatalogChanges, Rows, Run
 from jules_cache.storage.crash_points import crash_point
 
 if TYPE_CHECKING:
@@ -683,16 +683,32 @@ class PostgresCatalog:
 
     # -- removal and GC --------------------------------------------------------------------------
 
-    def drop_orphans(
-        self, keys: Sequence[str], delete_objects: Callable[[list[str]], list[str]]
-    ) -> list[str]:
-        """Delete the objects of ``keys`` that have no row (``delete_objects``); return those
-        gone. Hold the keys' locks: a publish holds its key's lock from PUT to COMMIT, so no
-        row of theirs appears meanwhile."""
+    def delete_entries(
+        self, keys: Sequence[str], last_accessed: Sequence[datetime | None] | None = None
+    ) -> list[tuple[str, str]]:
+        """Delete the rows of ``keys`` (and their input rows) in one transaction; return the
+        (key, feature) pairs really deleted.
+
+        With ``last_accessed`` (one per key, as GC planned them), a row accessed since is
+        spared; None deletes unconditionally. For rows whose object was found gone
+        (dangling); an entry with its object goes through ``drop_entries``.
+        """
+        keys = list(keys)
         if not keys:
             return []
-        with_rows = keys_with_rows(self, list(keys))
-        return delete_objects([key for key in keys if key not in with_rows])
+        times = list(last_accessed) if last_accessed is not None else [None] * len(keys)
+        if len(times) != len(keys):
+            raise InvalidInput(f"{len(keys)} keys but {len(times)} last-access times")
+
+        def body(connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+            connection.execute(_statement("entries.sql", "lock_entries"), {"keys": sorted(keys)})
+            params = {"keys": keys, "last_accessed": times}
+            deleted = _rows(connection.execute(_statement("removal.sql", "delete_entries"), params))
+            gone = {"keys": [key for key, _ in deleted]}
+            connection.execute(_statement("removal.sql", "delete_entry_inputs"), gone)
+            return [(key, feature) for key, feature in deleted]
+
+        return self._transact("delete", body)
 
     def drop_entries(
         self,

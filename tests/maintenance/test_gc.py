@@ -316,10 +316,11 @@ def test_a_republished_key_is_not_deleted_by_a_plan_made_before(store):
         con.execute("DELETE FROM entries WHERE key = ?", [key])
     hour_ago = time.time() - 3600  # an old orphan (a young one may be a publish in flight)
     os.utime(local_backend(store).layout.result_path(key), (hour_ago, hour_ago))
-    from jules_cache.engine.shared_upkeep import CatalogRun
-    from jules_cache.maintenance.gc import GCOptions
+    from jules_cache.maintenance.gc import GCOptions, LocalRun
 
-    run = CatalogRun(local_backend(store), GCOptions.build(), None)
+    run = LocalRun(
+        local_backend(store).manifest, local_backend(store).layout, GCOptions.build(), None
+    )
     planned = run._plan()
     assert [i.reason for i in planned] == ["orphan"]
     local_backend(store).layout.result_path(

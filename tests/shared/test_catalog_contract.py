@@ -203,27 +203,12 @@ def test_delete_spares_rows_accessed_since_the_plan(any_catalog):
         )
     snapshot = {key: when for key, _, when, _ in entries_snapshot(catalog)}
     catalog.flush_counts(hits={_key(1): (1, _now() + timedelta(seconds=1))})  # read since
-    every_object_gone = list  # as if each object was deleted
-    deleted = catalog.drop_entries(list(snapshot), every_object_gone, list(snapshot.values()))
-    assert sorted(deleted) == [_key(0), _key(2)]
+    deleted = catalog.delete_entries(list(snapshot), list(snapshot.values()))
+    assert sorted(deleted) == [(_key(0), "bars"), (_key(2), "bars")]
     assert [e.key for e in _list(catalog)] == [_key(1)]
     assert entry_inputs(catalog, [_key(0)])[_key(0)] == []  # inputs follow their entry
-    assert catalog.drop_entries([_key(1)], every_object_gone) == [_key(1)]  # unconditional
-
-
-def test_orphans_go_only_without_a_row(any_catalog):
-    catalog = any_catalog
-    catalog.publish(_row(_key(0)))
-    asked: list[list[str]] = []
-
-    def delete(keys: list[str]) -> list[str]:
-        asked.append(keys)
-        return keys
-
-    assert catalog.drop_orphans([_key(0), _key(9)], delete) == [_key(9)]
-    assert asked == [[_key(9)]]  # key 0 has a row: its object is never asked for
-    assert _entry(catalog, _key(0)) is not None
-    assert catalog.drop_orphans([], delete) == []
+    assert catalog.delete_entries([_key(1)]) == [(_key(1), "bars")]  # unconditional
+    assert catalog.delete_entries([]) == []
 
 
 def test_an_entry_goes_with_its_object_or_not_at_all(any_catalog):

@@ -173,8 +173,9 @@ def test_gc_dry_run_and_grace_spare_young_orphans(services, s3_url, pg_schema):
     with _store(s3_url, services, pg_schema) as store:
         kept = store.fetch("A", ticks(1), {"window": 5}, moving_average, version="1")
         orphan = store.fetch("B", ticks(2), {"window": 5}, moving_average, version="1")
-        # As if its COMMIT never happened: the row goes, the object stays.
-        shared_backend(store).catalog.drop_entries([orphan.key], list)
+        shared_backend(store).catalog.delete_entries(
+            [orphan.key]
+        )  # as if its COMMIT never happened
         dry = store.gc(dry_run=True, grace=0)
         assert dry.total("orphan").count == 1
         assert shared_backend(store).objects.head(object_name(orphan.key)) is not None
@@ -203,7 +204,7 @@ def test_gc_reads_rows_again_for_orphans_published_while_it_listed(
         other_host.execute(f"SET search_path = {pg_schema}")
         other_host.execute("CREATE TABLE kept AS SELECT * FROM entries WHERE key = %s", [late.key])
         backend = shared_backend(store)
-        backend.catalog.drop_entries([late.key], list)  # an orphan for now: its object stays
+        backend.catalog.delete_entries([late.key])  # an orphan for now
         catalog = backend.catalog
         read = catalog.read
 
