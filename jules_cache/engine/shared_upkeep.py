@@ -1,4 +1,5 @@
-"""GC, check, verify and removal for a shared cache (S3 objects + PostgreSQL catalog).
+"""GC and check for a shared cache (S3 objects + PostgreSQL catalog); removal is
+``engine.removal``, for every root.
 
 The same plan as a local root: objects listed and catalog rows read, matched by key in DuckDB
 with ``sql/gc.sql``'s ``plan``. The rows are read while the objects are listed, and the rows of
@@ -189,7 +190,7 @@ class CatalogRun(GCRun):
 
     def _delete_one(self, item: GCItem) -> None:
         """Re-check the candidate holding its key's lock; an entry's object is deleted inside
-        the transaction deleting its row (``drop_entry``)."""
+        the transaction deleting its row (``drop_entries``)."""
         catalog, objects, key = self.backend.catalog, self.backend.objects, item.key
         assert key is not None
         held = time.perf_counter()
