@@ -348,7 +348,7 @@ class Backend(abc.ABC):
         from jules_cache.engine.removal import remove_entries
 
         matched = catalog_reads.entries(self.catalog, "match_entries", filters)
-        done = remove_entries(self, matched)
+        done = remove_entries(self.catalog, self.objects, matched, lock_timeout=self.lock_timeout)
         error = done.error(len(matched))
         if error is not None:
             raise error

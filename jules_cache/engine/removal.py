@@ -22,7 +22,6 @@ from jules_cache.storage.layout import result_name
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from jules_cache.engine.backend import SharedRoot
     from jules_cache.models import Entry
     from jules_cache.storage.catalog import Catalog
     from jules_cache.storage.objects import ObjectStore
@@ -64,36 +63,40 @@ class Removal:
         return PartialRemoval(message, self.removed, [*self.kept, *self.left_files])
 
 
-def remove_entries(backend: SharedRoot, entries: Iterable[Entry]) -> Removal:
+def remove_entries(
+    catalog: Catalog, objects: ObjectStore, entries: Iterable[Entry], *, lock_timeout: float
+) -> Removal:
     """Remove ``entries`` in batches, each holding its keys' locks (see the module)."""
     done = Removal()
     ordered = sorted(entries, key=lambda entry: entry.key)  # key order: removals never deadlock
-    wait = min(BUSY_KEY_SECONDS, backend.lock_timeout)
+    wait = min(BUSY_KEY_SECONDS, lock_timeout)
     for start in range(0, len(ordered), REMOVE_BATCH):
         with contextlib.ExitStack() as held:
             locked = []
             for entry in ordered[start : start + REMOVE_BATCH]:
                 try:
-                    held.enter_context(backend.catalog.key_lock(entry.key, wait))
+                    held.enter_context(catalog.key_lock(entry.key, wait))
                 except LockTimeout as exc:
-                    where = str(backend.result_location(entry.key))
-                    done.kept[where] = f"being computed ({exc})"
+                    done.kept[_where(objects, entry.key)] = f"being computed ({exc})"
                     continue
                 locked.append(entry)
             keys = [entry.key for entry in locked]
             try:
-                gone = set(
-                    backend.catalog.drop_entries(keys, object_deleter(backend.objects, done.kept))
-                )
+                gone = set(catalog.drop_entries(keys, object_deleter(objects, done.kept)))
             except PartialRemoval as exc:  # removed, but files of theirs stay (view links)
-                gone = set(keys) - keys_with_rows(backend.catalog, keys)
+                gone = set(keys) - keys_with_rows(catalog, keys)
                 done.left_files.update({str(path): str(exc) for path in exc.not_deleted})
             except (LockTimeout, StoreError) as exc:  # ServiceUnavailable is a StoreError
                 gone = set()
                 for key in keys:
-                    done.kept.setdefault(str(backend.result_location(key)), str(exc))
+                    done.kept.setdefault(_where(objects, key), str(exc))
             done.removed += [entry for entry in locked if entry.key in gone]
     return done
+
+
+def _where(objects: ObjectStore, key: str) -> str:
+    """How an entry's object is named to the user (``CacheResult.path``)."""
+    return str(objects.where(result_name(key)))
 
 
 def drop_whole(
