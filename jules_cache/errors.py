@@ -91,14 +91,15 @@ class StoreError(JulesCacheError):
     """The cache's storage failed: a result could not be written (raised by a miss only with
     strict=True), a file, the manifest or a service refused an operation (an ``OSError`` or a
     storage library's error, translated where storage is implemented: ``__cause__`` is it),
-    or (``PartialRemoval``) removed entries' files could not be deleted."""
+    or (``PartialRemoval``) entries could not be removed whole."""
 
 
 class PartialRemoval(StoreError):
-    """``remove`` deleted the entries' rows, but some of their files could not be deleted.
+    """``remove`` could not remove every entry whole (``engine.removal``).
 
-    ``removed`` lists the entries removed; ``not_deleted`` the files (or view links) left
-    (on a shared root: the ``s3://`` locations of objects whose entries were kept).
+    ``removed`` lists the entries removed; ``not_deleted`` the objects whose entries were kept
+    (still listed and served: a path or an ``s3://`` URL) and the files removed entries left
+    (SQL view links).
     """
 
     def __init__(self, message: str, removed: Sequence[Entry], not_deleted: Sequence[Path | str]):
